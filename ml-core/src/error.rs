@@ -138,6 +138,10 @@ pub enum Error {
     /// Something asked for does not exist (a delivery id, a sink name).
     #[error("not found: {0}")]
     NotFound(String),
+    /// The operation does not apply to the object's current state (replaying a delivery
+    /// that did not fail, finishing an attempt that is not in flight).
+    #[error("invalid state: {0}")]
+    InvalidState(String),
     /// The operation is not supported by this implementation.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -1,0 +1,666 @@
+//! The `AuditStore` trait: the durable journal, and the only source of truth for what
+//! happened to every record and every delivery.
+
+use std::fmt::{self, Debug};
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::cursor::Position;
+use crate::error::{Error, Result};
+use crate::record::{Record, Rejected};
+use crate::sink::{Destination, Receipt};
+
+/// A delivery's id in the journal. Increasing in commit order, so per-destination order is
+/// id order.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeliveryId(pub i64);
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Debug for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeliveryId({})", self.0)
+    }
+}
+
+/// A poll cycle's id in the journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CycleId(pub i64);
+
+/// Where a delivery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Planned, not yet attempted.
+    Pending,
+    /// Claimed by a worker and being sent. After a crash, in-flight deliveries are
+    /// requeued as in doubt.
+    InFlight,
+    /// An attempt failed retryably (or in doubt); another is scheduled.
+    Retrying,
+    /// Accepted by the remote side (or found there by reconcile).
+    Delivered,
+    /// Failed permanently or ran out of retries; replayable.
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// Every status.
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::InFlight,
+        Self::Retrying,
+        Self::Delivered,
+        Self::Failed,
+    ];
+
+    /// The stable label stored in the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::InFlight => "in_flight",
+            Self::Retrying => "retrying",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Whether no further attempt will be made without a replay.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Delivered | Self::Failed)
+    }
+}
+
+impl fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DeliveryStatus {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| Error::Corrupt(format!("unknown delivery status `{s}`")))
+    }
+}
+
+/// The status a remote system reports for a delivered message (Twilio status callbacks,
+/// SendGrid events). Ordered: a later status never downgrades an earlier one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteStatus {
+    /// Accepted and queued.
+    Queued,
+    /// Being sent.
+    Sending,
+    /// Handed to the carrier / the receiving mail server.
+    Sent,
+    /// Delivered to the handset / inbox.
+    Delivered,
+    /// Read or opened.
+    Read,
+    /// Could not be delivered (Twilio `undelivered`, SendGrid `bounce`).
+    Undelivered,
+    /// Failed (Twilio `failed`, SendGrid `dropped`).
+    Failed,
+}
+
+impl RemoteStatus {
+    /// Every status.
+    pub const ALL: [Self; 7] = [
+        Self::Queued,
+        Self::Sending,
+        Self::Sent,
+        Self::Delivered,
+        Self::Read,
+        Self::Undelivered,
+        Self::Failed,
+    ];
+
+    /// The stable label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sending => "sending",
+            Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+            Self::Undelivered => "undelivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Whether the remote side gave up on the message.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Self::Undelivered | Self::Failed)
+    }
+
+    /// Whether `self` may replace `current`: progress only, and a final failure is final.
+    pub fn supersedes(self, current: Self) -> bool {
+        fn rank(s: RemoteStatus) -> u8 {
+            match s {
+                RemoteStatus::Queued => 1,
+                RemoteStatus::Sending => 2,
+                RemoteStatus::Sent => 3,
+                RemoteStatus::Delivered | RemoteStatus::Undelivered | RemoteStatus::Failed => 4,
+                RemoteStatus::Read => 5,
+            }
+        }
+        if current.is_failure() {
+            return false;
+        }
+        if self == Self::Read && current != Self::Delivered && rank(current) >= 4 {
+            return false;
+        }
+        rank(self) > rank(current)
+    }
+}
+
+impl fmt::Display for RemoteStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RemoteStatus {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| Error::Corrupt(format!("unknown remote status `{s}`")))
+    }
+}
+
+/// A journaled error: its class, remote code and message. Never holds a secret: errors
+/// are built from `Display` of typed errors, which never print one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// `retryable`, `permanent` or `in_doubt`.
+    pub class: String,
+    /// The remote error code, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The message.
+    pub message: String,
+}
+
+impl From<&Error> for ErrorInfo {
+    fn from(e: &Error) -> Self {
+        Self {
+            class: e.class().as_str().to_owned(),
+            code: e.code().map(str::to_owned),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A record to journal, with the destinations routing chose for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedRecord {
+    /// The record.
+    pub record: Record,
+    /// Where it goes (deduplicated by the store).
+    pub destinations: Vec<Destination>,
+}
+
+/// One page to journal in ONE transaction: its records, the deliveries they plan, the
+/// rejected items, and the stream position after the page.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PageCommit {
+    /// The stream.
+    pub stream: String,
+    /// The poll cycle this page belongs to.
+    pub cycle: CycleId,
+    /// Records in source order.
+    pub records: Vec<PlannedRecord>,
+    /// Rejected items.
+    pub rejected: Vec<Rejected>,
+    /// The position after this page.
+    pub position: Position,
+    /// When the page was read.
+    pub at: Timestamp,
+}
+
+/// What a committed page added.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageCommitted {
+    /// Records (key + version) journaled for the first time.
+    pub inserted: u64,
+    /// Records already in the journal (the overlap re-read, a re-poll after a crash).
+    pub duplicates: u64,
+    /// Rejected items journaled for the first time.
+    pub rejected: u64,
+    /// Deliveries planned.
+    pub deliveries: u64,
+}
+
+/// How a poll cycle ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CycleEnd {
+    /// When.
+    pub at: Timestamp,
+    /// The error that ended it early, if any.
+    pub error: Option<ErrorInfo>,
+    /// The stream's watermark after the cycle.
+    pub watermark: Option<Timestamp>,
+}
+
+/// A delivery claimed for sending: it is in flight in the journal until its attempt is
+/// finished.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimedDelivery {
+    /// The delivery.
+    pub id: DeliveryId,
+    /// The stream of its record.
+    pub stream: String,
+    /// Where it goes.
+    pub destination: Destination,
+    /// The record (as journaled).
+    pub record: Record,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// A previous attempt's outcome is unknown (timeout after sending, crash while in
+    /// flight): reconcile before sending, where the sink can.
+    pub in_doubt: bool,
+    /// The first delivered receipt for the same stream, record key and destination.
+    pub thread: Option<Receipt>,
+    /// When the delivery was planned.
+    pub created_at: Timestamp,
+    /// When its first attempt started (now, for a first attempt): retry budgets count from
+    /// here.
+    pub first_attempt_at: Timestamp,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttemptOutcome {
+    /// The remote side accepted the message.
+    Delivered {
+        /// The remote receipt.
+        receipt: Receipt,
+        /// The message was sent again while an earlier attempt's outcome was unknown and
+        /// could not be reconciled: it may have been posted twice. Counted in the journal.
+        after_doubt: bool,
+    },
+    /// Reconcile found an in-doubt attempt applied on the remote side; nothing was sent.
+    Reconciled(Receipt),
+    /// Try again at `next_at`.
+    Retry {
+        /// What went wrong.
+        error: ErrorInfo,
+        /// When to try again.
+        next_at: Timestamp,
+        /// Whether the attempt may have been applied.
+        in_doubt: bool,
+    },
+    /// Give up; the delivery is failed and replayable. An unresolved doubt is kept, so a
+    /// replay reconciles before it sends.
+    Failed(ErrorInfo),
+}
+
+impl AttemptOutcome {
+    /// The stable label of the outcome stored with the attempt.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Delivered { .. } => "delivered",
+            Self::Reconciled(_) => "reconciled",
+            Self::Retry { in_doubt: true, .. } => "in_doubt",
+            Self::Retry { .. } => "retry",
+            Self::Failed(_) => "failed",
+        }
+    }
+}
+
+/// Which deliveries a query or a replay applies to. Empty fields match everything; the
+/// time window applies to the delivery's last update.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    /// One delivery.
+    pub id: Option<DeliveryId>,
+    /// One stream.
+    pub stream: Option<String>,
+    /// One record key (within `stream` when given).
+    pub record_key: Option<String>,
+    /// One destination.
+    pub destination: Option<Destination>,
+    /// One status.
+    pub status: Option<DeliveryStatus>,
+    /// Updated at or after.
+    pub since: Option<Timestamp>,
+    /// Updated before.
+    pub until: Option<Timestamp>,
+    /// At most this many, oldest first.
+    pub limit: Option<usize>,
+}
+
+impl DeliveryFilter {
+    /// Deliveries with one status.
+    pub fn status(status: DeliveryStatus) -> Self {
+        Self {
+            status: Some(status),
+            ..Self::default()
+        }
+    }
+
+    /// Whether a delivery matches (for in-memory implementations).
+    pub fn matches(&self, d: &DeliveryView) -> bool {
+        self.id.is_none_or(|id| id == d.id)
+            && self.stream.as_ref().is_none_or(|s| *s == d.stream)
+            && self.record_key.as_ref().is_none_or(|k| *k == d.record_key)
+            && self.destination.as_ref().is_none_or(|x| *x == d.destination)
+            && self.status.is_none_or(|s| s == d.status)
+            && self.since.is_none_or(|t| d.updated_at >= t)
+            && self.until.is_none_or(|t| d.updated_at < t)
+    }
+}
+
+/// A delivery as the journal holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryView {
+    /// Its id.
+    pub id: DeliveryId,
+    /// The record's stream.
+    pub stream: String,
+    /// The record's source key.
+    pub record_key: String,
+    /// The record's version (key + version identify the journaled record).
+    pub record_version: String,
+    /// Where it goes.
+    pub destination: Destination,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Whether the last attempt's outcome is unknown.
+    pub in_doubt: bool,
+    /// How many times it was sent again after an unresolved doubt (possible duplicates).
+    pub resent_after_doubt: u32,
+    /// The remote id, once delivered.
+    pub remote_id: Option<String>,
+    /// The remote status from callbacks.
+    pub remote_status: Option<RemoteStatus>,
+    /// The last error.
+    pub last_error: Option<ErrorInfo>,
+    /// When it was planned.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+    /// When the next attempt is due (pending / retrying).
+    pub next_attempt_at: Option<Timestamp>,
+}
+
+/// One attempt of a delivery.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttemptView {
+    /// The delivery.
+    pub delivery_id: DeliveryId,
+    /// The attempt number, from 1.
+    pub number: u32,
+    /// When it was claimed.
+    pub started_at: Timestamp,
+    /// When it ended (`None` while in flight).
+    pub finished_at: Option<Timestamp>,
+    /// `delivered`, `reconciled`, `retry`, `in_doubt`, `failed`, `interrupted` (crash), or
+    /// `None` while in flight.
+    pub outcome: Option<String>,
+    /// The remote id, when delivered.
+    pub remote_id: Option<String>,
+    /// The error, when it failed.
+    pub error: Option<ErrorInfo>,
+}
+
+/// One journaled version of a record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordVersion {
+    /// The record as journaled.
+    pub record: Record,
+    /// When it was journaled.
+    pub journaled_at: Timestamp,
+}
+
+/// Everything the journal knows about one record.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RecordHistory {
+    /// Its versions, oldest first.
+    pub versions: Vec<RecordVersion>,
+    /// Its deliveries, oldest first.
+    pub deliveries: Vec<DeliveryView>,
+}
+
+/// A journaled poll cycle.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CycleView {
+    /// Its id.
+    pub id: CycleId,
+    /// The stream.
+    pub stream: String,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it ended (`None`: still running, or the process died).
+    pub finished_at: Option<Timestamp>,
+    /// Pages committed.
+    pub pages: u64,
+    /// Counts of what the pages added.
+    pub counts: PageCommitted,
+    /// The error that ended it, if any.
+    pub error: Option<ErrorInfo>,
+    /// The position after its last committed page.
+    pub position: Option<Position>,
+}
+
+/// A journaled rejected item.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RejectedView {
+    /// The stream.
+    pub stream: String,
+    /// The item.
+    pub item: Rejected,
+    /// When it was journaled.
+    pub at: Timestamp,
+}
+
+/// A status callback from a remote system (Twilio, SendGrid).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallbackUpdate {
+    /// The remote id the callback is about (`SM...`, SendGrid message id).
+    pub remote_id: String,
+    /// The reported status.
+    pub status: RemoteStatus,
+    /// When the remote side reported it.
+    pub at: Timestamp,
+    /// The remote error code (Twilio `ErrorCode` 30007).
+    pub error_code: Option<String>,
+}
+
+impl CallbackUpdate {
+    /// The error journaled when the callback reports a remote failure.
+    pub fn failure_info(&self) -> ErrorInfo {
+        ErrorInfo {
+            class: "permanent".into(),
+            code: self.error_code.clone(),
+            message: format!("remote reported {}", self.status),
+        }
+    }
+}
+
+/// What applying a callback did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallbackApplied {
+    /// The delivery's remote status moved forward.
+    Applied(DeliveryId),
+    /// The callback is older than what the journal has (out of order or repeated); ignored.
+    Stale(DeliveryId),
+    /// No delivery has that remote id.
+    UnknownRemoteId,
+}
+
+/// Counts across the journal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalStats {
+    /// Deliveries pending.
+    pub pending: u64,
+    /// Deliveries in flight.
+    pub in_flight: u64,
+    /// Deliveries waiting for a retry.
+    pub retrying: u64,
+    /// Deliveries delivered.
+    pub delivered: u64,
+    /// Deliveries failed.
+    pub failed: u64,
+    /// Sends made again after an unresolved doubt (possible duplicates).
+    pub resent_after_doubt: u64,
+    /// Record versions journaled.
+    pub records: u64,
+    /// Rejected items journaled.
+    pub rejected: u64,
+}
+
+/// The durable journal.
+///
+/// Contract (checked by `testing::audit_store_conformance`, which every implementation
+/// runs):
+/// * `commit_page` is ONE transaction: the page's new records, their planned deliveries,
+///   its rejected items, the cycle's counters and the stream's position are all written
+///   or none is. Records are deduplicated on (stream, [`Record::dedupe_key`],
+///   [`Record::dedupe_version`]); a duplicate plans no delivery. An invalid record fails
+///   the whole commit with [`Error::InvalidRecord`].
+/// * Delivery ids increase in commit order (and in source order within a page).
+/// * `claim_due` claims, per destination, only the oldest non-terminal delivery (so
+///   per-destination order follows source order), and only when it is pending, or retrying
+///   and due. Claiming marks it in flight and opens an attempt, in one transaction, before
+///   anything is sent. A destination whose head is in flight or waiting is skipped, so it
+///   never blocks another destination.
+/// * `finish_attempt` applies only to an in-flight delivery ([`Error::InvalidState`]
+///   otherwise).
+/// * `requeue_in_flight` (start-up after a crash) turns every in-flight delivery into a
+///   due retry marked in doubt, closing its attempt as `interrupted`.
+/// * `replay` / `replay_failed` make failed deliveries pending again, keeping their history
+///   and their in-doubt flag.
+/// * `apply_callback` is idempotent and never downgrades a remote status; a remote failure
+///   marks the delivery failed (replayable).
+/// * Nothing secret is ever stored: records and errors are stored as given, and the types
+///   given never hold secrets.
+#[async_trait]
+pub trait AuditStore: Send + Sync + Debug {
+    /// The saved position of a stream.
+    async fn load_position(&self, stream: &str) -> Result<Option<Position>>;
+
+    /// Opens a poll cycle.
+    async fn begin_cycle(&self, stream: &str, at: Timestamp) -> Result<CycleId>;
+
+    /// Journals one page atomically (see the trait docs).
+    async fn commit_page(&self, page: PageCommit) -> Result<PageCommitted>;
+
+    /// Closes a poll cycle.
+    async fn end_cycle(&self, cycle: CycleId, end: CycleEnd) -> Result<()>;
+
+    /// Claims up to `limit` due deliveries, at most one per destination.
+    async fn claim_due(&self, now: Timestamp, limit: usize) -> Result<Vec<ClaimedDelivery>>;
+
+    /// Records how an in-flight attempt ended.
+    async fn finish_attempt(
+        &self,
+        id: DeliveryId,
+        outcome: AttemptOutcome,
+        at: Timestamp,
+    ) -> Result<()>;
+
+    /// Requeues every in-flight delivery as an in-doubt retry due `now`. Returns how many.
+    async fn requeue_in_flight(&self, now: Timestamp) -> Result<u64>;
+
+    /// Makes one failed delivery pending again.
+    async fn replay(&self, id: DeliveryId, now: Timestamp) -> Result<()>;
+
+    /// Makes every failed delivery matching `filter` pending again. Returns how many.
+    async fn replay_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64>;
+
+    /// Applies a remote status callback.
+    async fn apply_callback(&self, update: &CallbackUpdate) -> Result<CallbackApplied>;
+
+    /// Deliveries matching a filter, oldest first.
+    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryView>>;
+
+    /// The attempts of one delivery, in order.
+    async fn attempts(&self, id: DeliveryId) -> Result<Vec<AttemptView>>;
+
+    /// Everything known about one record of a stream.
+    async fn record_history(&self, stream: &str, key: &str) -> Result<RecordHistory>;
+
+    /// The latest `limit` cycles of a stream, newest first.
+    async fn cycles(&self, stream: &str, limit: usize) -> Result<Vec<CycleView>>;
+
+    /// The latest `limit` rejected items (of one stream, or of all), newest first.
+    async fn rejected(&self, stream: Option<&str>, limit: usize) -> Result<Vec<RejectedView>>;
+
+    /// When the earliest pending or retrying delivery is due (a hint for sleeping).
+    async fn next_due_at(&self) -> Result<Option<Timestamp>>;
+
+    /// Counts across the journal.
+    async fn stats(&self) -> Result<JournalStats>;
+}
+
+/// Conveniences over any [`AuditStore`].
+#[async_trait]
+pub trait AuditStoreExt: AuditStore {
+    /// One delivery, or [`Error::NotFound`].
+    async fn delivery(&self, id: DeliveryId) -> Result<DeliveryView> {
+        let found = self
+            .deliveries(&DeliveryFilter {
+                id: Some(id),
+                ..DeliveryFilter::default()
+            })
+            .await?;
+        found
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NotFound(format!("delivery {id}")))
+    }
+
+    /// Failed deliveries, oldest first.
+    async fn failed(&self, limit: usize) -> Result<Vec<DeliveryView>> {
+        let mut f = DeliveryFilter::status(DeliveryStatus::Failed);
+        f.limit = Some(limit);
+        self.deliveries(&f).await
+    }
+}
+
+impl<T: AuditStore + ?Sized> AuditStoreExt for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_status_never_downgrades() {
+        use RemoteStatus::*;
+        assert!(Sent.supersedes(Queued));
+        assert!(Delivered.supersedes(Sent));
+        assert!(!Sent.supersedes(Delivered));
+        assert!(!Delivered.supersedes(Delivered));
+        assert!(!Delivered.supersedes(Failed));
+        assert!(!Read.supersedes(Undelivered));
+        assert!(Read.supersedes(Delivered));
+        assert!(Failed.supersedes(Sent));
+        assert!(!Queued.supersedes(Sending));
+        for s in RemoteStatus::ALL {
+            assert_eq!(s.as_str().parse::<RemoteStatus>().expect("parse"), s);
+        }
+        for s in DeliveryStatus::ALL {
+            assert_eq!(s.as_str().parse::<DeliveryStatus>().expect("parse"), s);
+        }
+        assert!(matches!("bogus".parse::<DeliveryStatus>(), Err(Error::Corrupt(_))));
+    }
+}

@@ -1,0 +1,516 @@
+//! [`MemoryAuditStore`]: the in-memory journal (tests, dry runs, hosts that accept losing
+//! the journal on restart).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+use crate::audit::{
+    AttemptOutcome, AttemptView, AuditStore, CallbackApplied, CallbackUpdate, ClaimedDelivery,
+    CycleEnd, CycleId, CycleView, DeliveryFilter, DeliveryId, DeliveryStatus, DeliveryView,
+    JournalStats, PageCommit, PageCommitted, RecordHistory, RecordVersion,
+    RejectedView,
+};
+use crate::cursor::Position;
+use crate::error::{Error, Result};
+use crate::record::Record;
+use crate::sink::Receipt;
+
+#[derive(Debug, Default)]
+struct Inner {
+    positions: HashMap<String, Position>,
+    cycles: Vec<CycleView>,
+    /// (stream, dedupe key, dedupe version)
+    record_ids: HashSet<(String, String, String)>,
+    /// (stream, source key) -> versions
+    records: HashMap<(String, String), Vec<RecordVersion>>,
+    record_count: u64,
+    rejected_ids: HashSet<(String, String)>,
+    rejected: Vec<RejectedView>,
+    deliveries: BTreeMap<i64, Delivery>,
+    attempts: HashMap<i64, Vec<AttemptView>>,
+    by_remote: HashMap<String, i64>,
+    next_delivery: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Delivery {
+    view: DeliveryView,
+    record: Record,
+    remote_scope: Option<String>,
+}
+
+/// The in-memory [`AuditStore`]. Same semantics as the durable stores (it runs the same
+/// conformance suite), but nothing survives the process.
+#[derive(Debug, Default)]
+pub struct MemoryAuditStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryAuditStore {
+    /// An empty journal.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn cycle_mut(inner: &mut Inner, id: CycleId) -> Result<&mut CycleView> {
+    inner
+        .cycles
+        .iter_mut()
+        .find(|c| c.id == id)
+        .ok_or_else(|| Error::NotFound(format!("cycle {}", id.0)))
+}
+
+#[async_trait]
+impl AuditStore for MemoryAuditStore {
+    async fn load_position(&self, stream: &str) -> Result<Option<Position>> {
+        Ok(self.lock().positions.get(stream).cloned())
+    }
+
+    async fn begin_cycle(&self, stream: &str, at: Timestamp) -> Result<CycleId> {
+        let mut g = self.lock();
+        let id = CycleId(g.cycles.len() as i64 + 1);
+        g.cycles.push(CycleView {
+            id,
+            stream: stream.to_owned(),
+            started_at: at,
+            finished_at: None,
+            pages: 0,
+            counts: PageCommitted::default(),
+            error: None,
+            position: None,
+        });
+        Ok(id)
+    }
+
+    async fn commit_page(&self, page: PageCommit) -> Result<PageCommitted> {
+        for p in &page.records {
+            p.record.validate()?;
+        }
+        let mut g = self.lock();
+        let inner = &mut *g;
+        // Check before writing anything: the commit is all or nothing.
+        cycle_mut(inner, page.cycle)?;
+        let mut out = PageCommitted::default();
+        for planned in page.records {
+            let rec = planned.record;
+            let id = (
+                page.stream.clone(),
+                rec.dedupe_key().to_owned(),
+                rec.dedupe_version(),
+            );
+            if !inner.record_ids.insert(id) {
+                out.duplicates += 1;
+                continue;
+            }
+            out.inserted += 1;
+            inner.record_count += 1;
+            let mut seen_dest = HashSet::new();
+            for dest in planned.destinations {
+                if !seen_dest.insert(dest.clone()) {
+                    continue;
+                }
+                inner.next_delivery += 1;
+                let id = inner.next_delivery;
+                inner.deliveries.insert(
+                    id,
+                    Delivery {
+                        view: DeliveryView {
+                            id: DeliveryId(id),
+                            stream: page.stream.clone(),
+                            record_key: rec.key.clone(),
+                            record_version: rec.dedupe_version(),
+                            destination: dest,
+                            status: DeliveryStatus::Pending,
+                            attempts: 0,
+                            in_doubt: false,
+                            resent_after_doubt: 0,
+                            remote_id: None,
+                            remote_status: None,
+                            last_error: None,
+                            created_at: page.at,
+                            updated_at: page.at,
+                            next_attempt_at: Some(page.at),
+                        },
+                        record: rec.clone(),
+                        remote_scope: None,
+                    },
+                );
+                out.deliveries += 1;
+            }
+            inner
+                .records
+                .entry((page.stream.clone(), rec.key.clone()))
+                .or_default()
+                .push(RecordVersion {
+                    record: rec,
+                    journaled_at: page.at,
+                });
+        }
+        for item in page.rejected {
+            if inner
+                .rejected_ids
+                .insert((page.stream.clone(), item.identity()))
+            {
+                out.rejected += 1;
+                inner.rejected.push(RejectedView {
+                    stream: page.stream.clone(),
+                    item,
+                    at: page.at,
+                });
+            }
+        }
+        inner
+            .positions
+            .insert(page.stream.clone(), page.position.clone());
+        let c = cycle_mut(inner, page.cycle)?;
+        c.pages += 1;
+        c.counts.inserted += out.inserted;
+        c.counts.duplicates += out.duplicates;
+        c.counts.rejected += out.rejected;
+        c.counts.deliveries += out.deliveries;
+        c.position = Some(page.position);
+        Ok(out)
+    }
+
+    async fn end_cycle(&self, cycle: CycleId, end: CycleEnd) -> Result<()> {
+        let mut g = self.lock();
+        let c = cycle_mut(&mut g, cycle)?;
+        c.finished_at = Some(end.at);
+        c.error = end.error;
+        Ok(())
+    }
+
+    async fn claim_due(&self, now: Timestamp, limit: usize) -> Result<Vec<ClaimedDelivery>> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let mut heads: HashSet<_> = HashSet::new();
+        let mut chosen = Vec::new();
+        for (id, d) in &inner.deliveries {
+            if d.view.status.is_terminal() || !heads.insert(d.view.destination.clone()) {
+                continue;
+            }
+            let due = match d.view.status {
+                DeliveryStatus::Pending => true,
+                DeliveryStatus::Retrying => d.view.next_attempt_at.is_none_or(|t| t <= now),
+                _ => false,
+            };
+            if due {
+                chosen.push(*id);
+                if chosen.len() >= limit {
+                    break;
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(chosen.len());
+        for id in chosen {
+            let thread = thread_of(inner, id);
+            let d = inner.deliveries.get_mut(&id).ok_or_else(|| {
+                Error::store(crate::ErrorClass::Permanent, "claimed delivery vanished", None)
+            })?;
+            d.view.status = DeliveryStatus::InFlight;
+            d.view.attempts += 1;
+            d.view.updated_at = now;
+            d.view.next_attempt_at = None;
+            let attempts = inner.attempts.entry(id).or_default();
+            attempts.push(AttemptView {
+                delivery_id: DeliveryId(id),
+                number: d.view.attempts,
+                started_at: now,
+                finished_at: None,
+                outcome: None,
+                remote_id: None,
+                error: None,
+            });
+            let first_attempt_at = attempts.first().map_or(now, |a| a.started_at);
+            out.push(ClaimedDelivery {
+                id: DeliveryId(id),
+                stream: d.view.stream.clone(),
+                destination: d.view.destination.clone(),
+                record: d.record.clone(),
+                attempt: d.view.attempts,
+                in_doubt: d.view.in_doubt,
+                thread,
+                created_at: d.view.created_at,
+                first_attempt_at,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn finish_attempt(
+        &self,
+        id: DeliveryId,
+        outcome: AttemptOutcome,
+        at: Timestamp,
+    ) -> Result<()> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let d = inner
+            .deliveries
+            .get_mut(&id.0)
+            .ok_or_else(|| Error::NotFound(format!("delivery {id}")))?;
+        if d.view.status != DeliveryStatus::InFlight {
+            return Err(Error::InvalidState(format!(
+                "delivery {id} is {}, not in flight",
+                d.view.status
+            )));
+        }
+        let label = outcome.label().to_owned();
+        let (remote_id, error) = match outcome {
+            AttemptOutcome::Delivered {
+                receipt,
+                after_doubt,
+            } => {
+                if after_doubt {
+                    d.view.resent_after_doubt += 1;
+                }
+                apply_receipt(d, &receipt);
+                inner
+                    .by_remote
+                    .insert(receipt.remote_id.clone(), id.0);
+                (Some(receipt.remote_id), None)
+            }
+            AttemptOutcome::Reconciled(receipt) => {
+                apply_receipt(d, &receipt);
+                inner
+                    .by_remote
+                    .insert(receipt.remote_id.clone(), id.0);
+                (Some(receipt.remote_id), None)
+            }
+            AttemptOutcome::Retry {
+                error,
+                next_at,
+                in_doubt,
+            } => {
+                d.view.status = DeliveryStatus::Retrying;
+                d.view.next_attempt_at = Some(next_at);
+                d.view.in_doubt = in_doubt;
+                d.view.last_error = Some(error.clone());
+                (None, Some(error))
+            }
+            AttemptOutcome::Failed(error) => {
+                d.view.status = DeliveryStatus::Failed;
+                d.view.last_error = Some(error.clone());
+                (None, Some(error))
+            }
+        };
+        d.view.updated_at = at;
+        if let Some(a) = inner
+            .attempts
+            .get_mut(&id.0)
+            .and_then(|v| v.last_mut())
+        {
+            a.finished_at = Some(at);
+            a.outcome = Some(label);
+            a.remote_id = remote_id;
+            a.error = error;
+        }
+        Ok(())
+    }
+
+    async fn requeue_in_flight(&self, now: Timestamp) -> Result<u64> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let mut n = 0;
+        for (id, d) in &mut inner.deliveries {
+            if d.view.status == DeliveryStatus::InFlight {
+                d.view.status = DeliveryStatus::Retrying;
+                d.view.in_doubt = true;
+                d.view.next_attempt_at = Some(now);
+                d.view.updated_at = now;
+                if let Some(a) = inner.attempts.get_mut(id).and_then(|v| v.last_mut()) {
+                    a.finished_at = Some(now);
+                    a.outcome = Some("interrupted".into());
+                }
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn replay(&self, id: DeliveryId, now: Timestamp) -> Result<()> {
+        let mut g = self.lock();
+        let d = g
+            .deliveries
+            .get_mut(&id.0)
+            .ok_or_else(|| Error::NotFound(format!("delivery {id}")))?;
+        if d.view.status != DeliveryStatus::Failed {
+            return Err(Error::InvalidState(format!(
+                "delivery {id} is {}; only failed deliveries can be replayed",
+                d.view.status
+            )));
+        }
+        requeue(d, now);
+        Ok(())
+    }
+
+    async fn replay_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
+        let mut g = self.lock();
+        let mut n = 0u64;
+        for d in g.deliveries.values_mut() {
+            if d.view.status == DeliveryStatus::Failed && filter.matches(&d.view) {
+                if filter.limit.is_some_and(|l| n as usize >= l) {
+                    break;
+                }
+                requeue(d, now);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn apply_callback(&self, update: &CallbackUpdate) -> Result<CallbackApplied> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let Some(&id) = inner.by_remote.get(&update.remote_id) else {
+            return Ok(CallbackApplied::UnknownRemoteId);
+        };
+        let Some(d) = inner.deliveries.get_mut(&id) else {
+            return Ok(CallbackApplied::UnknownRemoteId);
+        };
+        if d.view.remote_status.is_some_and(|cur| !update.status.supersedes(cur)) {
+            return Ok(CallbackApplied::Stale(DeliveryId(id)));
+        }
+        d.view.remote_status = Some(update.status);
+        d.view.updated_at = d.view.updated_at.max(update.at);
+        if update.status.is_failure() && d.view.status == DeliveryStatus::Delivered {
+            d.view.status = DeliveryStatus::Failed;
+            d.view.last_error = Some(update.failure_info());
+        }
+        Ok(CallbackApplied::Applied(DeliveryId(id)))
+    }
+
+    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryView>> {
+        let g = self.lock();
+        Ok(g.deliveries
+            .values()
+            .filter(|d| filter.matches(&d.view))
+            .take(filter.limit.unwrap_or(usize::MAX))
+            .map(|d| d.view.clone())
+            .collect())
+    }
+
+    async fn attempts(&self, id: DeliveryId) -> Result<Vec<AttemptView>> {
+        Ok(self.lock().attempts.get(&id.0).cloned().unwrap_or_default())
+    }
+
+    async fn record_history(&self, stream: &str, key: &str) -> Result<RecordHistory> {
+        let g = self.lock();
+        let versions = g
+            .records
+            .get(&(stream.to_owned(), key.to_owned()))
+            .cloned()
+            .unwrap_or_default();
+        let deliveries = g
+            .deliveries
+            .values()
+            .filter(|d| d.view.stream == stream && d.view.record_key == key)
+            .map(|d| d.view.clone())
+            .collect();
+        Ok(RecordHistory {
+            versions,
+            deliveries,
+        })
+    }
+
+    async fn cycles(&self, stream: &str, limit: usize) -> Result<Vec<CycleView>> {
+        let g = self.lock();
+        Ok(g.cycles
+            .iter()
+            .rev()
+            .filter(|c| c.stream == stream)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn rejected(&self, stream: Option<&str>, limit: usize) -> Result<Vec<RejectedView>> {
+        let g = self.lock();
+        Ok(g.rejected
+            .iter()
+            .rev()
+            .filter(|r| stream.is_none_or(|s| r.stream == s))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn next_due_at(&self) -> Result<Option<Timestamp>> {
+        let g = self.lock();
+        Ok(g.deliveries
+            .values()
+            .filter(|d| {
+                matches!(
+                    d.view.status,
+                    DeliveryStatus::Pending | DeliveryStatus::Retrying
+                )
+            })
+            .filter_map(|d| d.view.next_attempt_at)
+            .min())
+    }
+
+    async fn stats(&self) -> Result<JournalStats> {
+        let g = self.lock();
+        let mut s = JournalStats {
+            records: g.record_count,
+            rejected: g.rejected.len() as u64,
+            ..JournalStats::default()
+        };
+        for d in g.deliveries.values() {
+            s.resent_after_doubt += u64::from(d.view.resent_after_doubt);
+            match d.view.status {
+                DeliveryStatus::Pending => s.pending += 1,
+                DeliveryStatus::InFlight => s.in_flight += 1,
+                DeliveryStatus::Retrying => s.retrying += 1,
+                DeliveryStatus::Delivered => s.delivered += 1,
+                DeliveryStatus::Failed => s.failed += 1,
+            }
+        }
+        Ok(s)
+    }
+}
+
+fn apply_receipt(d: &mut Delivery, receipt: &Receipt) {
+    d.view.status = DeliveryStatus::Delivered;
+    d.view.in_doubt = false;
+    d.view.remote_id = Some(receipt.remote_id.clone());
+    d.remote_scope.clone_from(&receipt.remote_scope);
+    d.view.next_attempt_at = None;
+}
+
+fn requeue(d: &mut Delivery, now: Timestamp) {
+    d.view.status = DeliveryStatus::Pending;
+    d.view.next_attempt_at = Some(now);
+    d.view.updated_at = now;
+}
+
+fn thread_of(inner: &Inner, id: i64) -> Option<Receipt> {
+    let me = &inner.deliveries.get(&id)?.view;
+    inner
+        .deliveries
+        .range(..id)
+        .map(|(_, d)| d)
+        .find(|d| {
+            d.view.stream == me.stream
+                && d.view.record_key == me.record_key
+                && d.view.destination == me.destination
+                && d.view.remote_id.is_some()
+        })
+        .and_then(|d| {
+            Some(Receipt {
+                remote_id: d.view.remote_id.clone()?,
+                remote_scope: d.remote_scope.clone(),
+                status: None,
+            })
+        })
+}

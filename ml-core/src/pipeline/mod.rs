@@ -1,0 +1,499 @@
+//! The pipeline: schedule tick -> `Source::poll` -> journal (records + planned deliveries +
+//! position, one transaction) -> delivery workers (limiter -> `Sink::send` -> journal
+//! outcome) -> retry with backoff, or failed (replayable).
+//!
+//! The five invariants it keeps:
+//! 1. A stream position is saved only in the transaction that journals the records it
+//!    covers ([`AuditStore::commit_page`]), so a crash loses nothing and a re-poll adds
+//!    nothing twice.
+//! 2. A delivery is marked in flight (claimed) before it is sent; at start-up in-flight
+//!    deliveries become in-doubt retries, which are reconciled with the sink when it can
+//!    (`Sink::reconcile`) or re-sent (at least once, and counted) when it cannot.
+//! 3. Per destination, deliveries go out in source order, one at a time; other
+//!    destinations are never held up by a slow or failing one.
+//! 4. A bad record is journaled as rejected with its reason and the stream goes on; a
+//!    source that is down pauses its stream with backoff (journaled per cycle) and resumes
+//!    from its saved position.
+//! 5. Secrets never reach the journal, logs or errors: only typed errors' `Display` is
+//!    journaled, and connector types never print a secret.
+
+mod deliver;
+mod poll;
+mod summary;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::Notify;
+
+use crate::audit::{AuditStore, DeliveryFilter, DeliveryId};
+use crate::clock::{self, Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::limiter::{NoLimit, RateLimiter};
+use crate::record::Rejected;
+use crate::render::Rendered;
+use crate::retry::RetryPolicy;
+use crate::routing::Router;
+use crate::schedule::Schedule;
+use crate::sink::{Destination, Sink};
+use crate::source::Source;
+
+pub use summary::{CycleSummary, DeliverySummary, RunSummary};
+
+/// A named point in the pipeline's work, reported to a [`CheckpointHook`]: used by the
+/// crash tests to kill the process at exact points, and usable for tracing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// About to poll a stream.
+    BeforePoll {
+        /// The stream.
+        stream: String,
+    },
+    /// A page (records + position) was committed to the journal.
+    AfterCommit {
+        /// The stream.
+        stream: String,
+    },
+    /// A delivery is claimed (in flight) and about to be sent.
+    BeforeSend {
+        /// The delivery.
+        delivery: DeliveryId,
+    },
+    /// The sink returned (successfully or not); the outcome is not journaled yet.
+    AfterSend {
+        /// The delivery.
+        delivery: DeliveryId,
+    },
+    /// The outcome was journaled.
+    AfterFinish {
+        /// The delivery.
+        delivery: DeliveryId,
+    },
+}
+
+/// A callback run at each [`Checkpoint`].
+pub type CheckpointHook = Arc<dyn Fn(&Checkpoint) + Send + Sync>;
+
+/// One stream: a source polled on a schedule.
+#[derive(Clone)]
+pub struct Stream {
+    name: String,
+    source: Arc<dyn Source>,
+    schedule: Schedule,
+}
+
+impl Stream {
+    /// A stream named `name` (unique within the pipeline; it keys the journal).
+    pub fn new(name: impl Into<String>, source: Arc<dyn Source>, schedule: Schedule) -> Self {
+        Self {
+            name: name.into(),
+            source,
+            schedule,
+        }
+    }
+
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stream")
+            .field("name", &self.name)
+            .field("source", &self.source.to_string())
+            .field("schedule", &self.schedule.to_string())
+            .finish()
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct StreamHealth {
+    failures: u32,
+    paused_until: Option<Timestamp>,
+}
+
+struct Inner {
+    streams: Vec<Stream>,
+    router: Router,
+    sinks: HashMap<String, Arc<dyn Sink>>,
+    limiter: Arc<dyn RateLimiter>,
+    store: Arc<dyn AuditStore>,
+    retry: RetryPolicy,
+    source_backoff: RetryPolicy,
+    clock: Arc<dyn Clock>,
+    max_in_flight: usize,
+    max_pages_per_cycle: u64,
+    hook: Option<CheckpointHook>,
+    health: Mutex<HashMap<String, StreamHealth>>,
+    polling: Mutex<HashSet<String>>,
+    wake_delivery: Notify,
+}
+
+impl Inner {
+    fn checkpoint(&self, c: &Checkpoint) {
+        if let Some(h) = &self.hook {
+            h(c);
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}
+
+/// Assembles a [`Pipeline`].
+#[derive(Default)]
+pub struct PipelineBuilder {
+    streams: Vec<Stream>,
+    router: Option<Router>,
+    sinks: HashMap<String, Arc<dyn Sink>>,
+    limiter: Option<Arc<dyn RateLimiter>>,
+    store: Option<Arc<dyn AuditStore>>,
+    retry: Option<RetryPolicy>,
+    source_backoff: Option<RetryPolicy>,
+    clock: Option<Arc<dyn Clock>>,
+    max_in_flight: Option<usize>,
+    max_pages_per_cycle: Option<u64>,
+    hook: Option<CheckpointHook>,
+    errors: Vec<Error>,
+}
+
+impl PipelineBuilder {
+    /// Adds a stream.
+    pub fn stream(mut self, stream: Stream) -> Self {
+        self.streams.push(stream);
+        self
+    }
+
+    /// Sets the routing rules.
+    pub fn router(mut self, router: Router) -> Self {
+        self.router = Some(router);
+        self
+    }
+
+    /// Registers a sink under a name that destinations use (`slack` in `slack:#finance`).
+    pub fn sink(mut self, name: impl Into<String>, sink: Arc<dyn Sink>) -> Self {
+        let name = name.into();
+        if self.sinks.insert(name.clone(), sink).is_some() {
+            self.errors
+                .push(Error::config("sink", format!("sink `{name}` is registered twice")));
+        }
+        self
+    }
+
+    /// Sets the rate limiter (default: [`NoLimit`]).
+    pub fn limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// Sets the journal (required).
+    pub fn store(mut self, store: Arc<dyn AuditStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Sets the delivery retry policy (default: [`RetryPolicy::default`]).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Sets the backoff of a stream whose source is down (its attempt and time limits are
+    /// ignored: a source is retried for ever, at most `max_delay` apart).
+    pub fn source_backoff(mut self, policy: RetryPolicy) -> Self {
+        self.source_backoff = Some(policy);
+        self
+    }
+
+    /// Sets the clock (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// How many deliveries may be in flight at once, across destinations (default 16).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = Some(n);
+        self
+    }
+
+    /// Bounds one poll cycle (default 10,000 pages); the next cycle continues from the
+    /// saved position.
+    pub fn max_pages_per_cycle(mut self, n: u64) -> Self {
+        self.max_pages_per_cycle = Some(n);
+        self
+    }
+
+    /// Calls `hook` at every [`Checkpoint`].
+    pub fn checkpoint_hook(mut self, hook: CheckpointHook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// Validates and builds. Errors name what is wrong: a missing journal, a duplicate
+    /// stream name, a rule sending to a sink that is not registered.
+    pub fn build(mut self) -> Result<Pipeline> {
+        if let Some(e) = self.errors.pop() {
+            return Err(e);
+        }
+        let store = self
+            .store
+            .ok_or_else(|| Error::config("store", "a pipeline needs an AuditStore"))?;
+        let mut names = HashSet::new();
+        for s in &self.streams {
+            if s.name.trim().is_empty() {
+                return Err(Error::config("stream", "a stream needs a name"));
+            }
+            if !names.insert(s.name.clone()) {
+                return Err(Error::config(
+                    "stream",
+                    format!("stream `{}` is defined twice", s.name),
+                ));
+            }
+        }
+        let router = self.router.unwrap_or_default();
+        for rule in router.rules() {
+            for to in &rule.to {
+                let d = Destination::parse(to)?;
+                if !self.sinks.contains_key(&d.sink) {
+                    return Err(Error::config(
+                        "sink",
+                        format!(
+                            "rule `{}` sends to `{to}`, but no sink named `{}` is registered",
+                            rule.name, d.sink
+                        ),
+                    ));
+                }
+            }
+        }
+        let max_in_flight = self.max_in_flight.unwrap_or(16);
+        if max_in_flight == 0 {
+            return Err(Error::config("max_in_flight", "must be at least 1"));
+        }
+        Ok(Pipeline {
+            inner: Arc::new(Inner {
+                streams: self.streams,
+                router,
+                sinks: self.sinks,
+                limiter: self.limiter.unwrap_or_else(|| Arc::new(NoLimit)),
+                store,
+                retry: self.retry.unwrap_or_default(),
+                source_backoff: self.source_backoff.unwrap_or_else(|| {
+                    RetryPolicy::default()
+                        .with_base_delay(Duration::from_secs(5))
+                        .with_max_delay(Duration::from_secs(900))
+                }),
+                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                max_in_flight,
+                max_pages_per_cycle: self.max_pages_per_cycle.unwrap_or(10_000).max(1),
+                hook: self.hook,
+                health: Mutex::default(),
+                polling: Mutex::default(),
+                wake_delivery: Notify::new(),
+            }),
+        })
+    }
+}
+
+/// A message a dry run would send.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedMessage {
+    /// The stream.
+    pub stream: String,
+    /// The record's key.
+    pub record_key: String,
+    /// Where it would go.
+    pub destination: Destination,
+    /// What would be sent.
+    pub rendered: Rendered,
+    /// The rules that sent it there.
+    pub rules: Vec<String>,
+}
+
+/// What a dry run found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DryRun {
+    /// Messages that would be sent, in order.
+    pub messages: Vec<PlannedMessage>,
+    /// Items that would be rejected, with their stream.
+    pub rejected: Vec<(String, Rejected)>,
+    /// Records that no rule routes anywhere.
+    pub unrouted: Vec<(String, String)>,
+}
+
+/// A running pipeline (cheap to clone; clones share everything).
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("streams", &self.inner.streams)
+            .field("sinks", &self.inner.sinks.keys().collect::<Vec<_>>())
+            .field("store", &self.inner.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// A builder.
+    pub fn builder() -> PipelineBuilder {
+        PipelineBuilder::default()
+    }
+
+    /// The journal.
+    pub fn store(&self) -> &Arc<dyn AuditStore> {
+        &self.inner.store
+    }
+
+    /// The streams.
+    pub fn streams(&self) -> &[Stream] {
+        &self.inner.streams
+    }
+
+    /// The router.
+    pub fn router(&self) -> &Router {
+        &self.inner.router
+    }
+
+    /// Start-up recovery: every delivery left in flight by a crash becomes an in-doubt retry
+    /// (reconciled before it is sent again). Call once before delivering; `run` and
+    /// `run_once` do. Single-replica only: with several replicas sharing a journal, use the
+    /// journal's lease expiry instead.
+    pub async fn recover(&self) -> Result<u64> {
+        let n = self.inner.store.requeue_in_flight(self.inner.now()).await?;
+        if n > 0 {
+            tracing::warn!(deliveries = n, "requeued in-flight deliveries left by a crash as in doubt");
+        }
+        Ok(n)
+    }
+
+    /// One pass: recover, poll every stream through one full cycle, then deliver everything
+    /// due now. Retries scheduled for later stay in the journal for the next pass.
+    pub async fn run_once(&self) -> Result<RunSummary> {
+        let mut summary = RunSummary {
+            recovered: self.recover().await?,
+            ..RunSummary::default()
+        };
+        for s in &self.inner.streams {
+            summary.add_cycle(poll::cycle(&self.inner, s).await);
+        }
+        summary.deliveries = deliver::until_idle(&self.inner, None).await?;
+        Ok(summary)
+    }
+
+    /// Polls one stream through one cycle (skipped, not queued, when that stream is
+    /// already being polled or is paused after failures).
+    pub async fn poll_stream(&self, name: &str) -> Result<CycleSummary> {
+        let s = self
+            .inner
+            .streams
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| Error::NotFound(format!("stream `{name}`")))?;
+        Ok(poll::cycle(&self.inner, s).await)
+    }
+
+    /// Delivers everything due now, then returns.
+    pub async fn deliver_due(&self) -> Result<DeliverySummary> {
+        deliver::until_idle(&self.inner, None).await
+    }
+
+    /// Makes a failed delivery pending again; the next delivery pass sends it (after
+    /// reconciling, if its last attempt was in doubt).
+    pub async fn replay(&self, id: DeliveryId) -> Result<()> {
+        self.inner.store.replay(id, self.inner.now()).await?;
+        self.inner.wake_delivery.notify_one();
+        Ok(())
+    }
+
+    /// Makes every failed delivery matching `filter` pending again. Returns how many.
+    pub async fn replay_failed(&self, filter: &DeliveryFilter) -> Result<u64> {
+        let n = self
+            .inner
+            .store
+            .replay_failed(filter, self.inner.now())
+            .await?;
+        self.inner.wake_delivery.notify_one();
+        Ok(n)
+    }
+
+    /// Shows what would be sent where, without journaling or sending anything: reads up to
+    /// `max_records` items per stream from the saved positions.
+    pub async fn dry_run(&self, max_records: usize) -> Result<DryRun> {
+        poll::dry_run(&self.inner, max_records).await
+    }
+
+    /// Runs until `shutdown` completes: each stream polled on its schedule (jittered; a
+    /// stream is never polled twice at once; a failing source backs off), deliveries sent as
+    /// they become due. On shutdown no new work starts and sends in flight finish.
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()> + Send) -> Result<RunSummary> {
+        let recovered = self.recover().await?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        for s in self.inner.streams.clone() {
+            let inner = Arc::clone(&self.inner);
+            let mut stop = stop_rx.clone();
+            tasks.spawn(async move {
+                let mut total = RunSummary::default();
+                loop {
+                    let c = poll::cycle(&inner, &s).await;
+                    let failed = c.error.is_some();
+                    total.add_cycle(c);
+                    let now = inner.now();
+                    let next = match (failed, poll::paused_until(&inner, &s.name)) {
+                        (true, Some(t)) => t,
+                        _ => s.schedule.next_fire(now, &mut rand::rng()),
+                    };
+                    tokio::select! {
+                        () = tokio::time::sleep(clock::until(now, next)) => {}
+                        _ = stop.wait_for(|v| *v) => break,
+                    }
+                }
+                Ok::<_, Error>(total)
+            });
+        }
+        {
+            let inner = Arc::clone(&self.inner);
+            let stop = stop_rx.clone();
+            tasks.spawn(async move {
+                let d = deliver::until_idle(&inner, Some(stop)).await?;
+                Ok(RunSummary {
+                    deliveries: d,
+                    ..RunSummary::default()
+                })
+            });
+        }
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        let mut summary = RunSummary {
+            recovered,
+            ..RunSummary::default()
+        };
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(part)) => summary.merge(part),
+                Ok(Err(e)) => return Err(e),
+                Err(e) => {
+                    return Err(Error::store(
+                        crate::ErrorClass::Permanent,
+                        format!("pipeline task failed: {e}"),
+                        None,
+                    ));
+                }
+            }
+        }
+        Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests;

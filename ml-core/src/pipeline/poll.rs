@@ -1,0 +1,251 @@
+//! Poll cycles: source -> route -> journal, one transaction per page.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use tracing::Instrument;
+
+use super::{CycleSummary, DryRun, Inner, PlannedMessage, Stream, StreamHealth};
+use crate::audit::{CycleEnd, ErrorInfo, PageCommit, PlannedRecord};
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::record::{Rejected, SourceItem};
+use crate::routing::Router;
+
+/// Releases a stream's "being polled" mark when the cycle ends, however it ends.
+struct PollGuard<'a> {
+    inner: &'a Inner,
+    stream: String,
+}
+
+impl Drop for PollGuard<'_> {
+    fn drop(&mut self) {
+        self.inner
+            .polling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.stream);
+    }
+}
+
+pub(super) fn paused_until(inner: &Inner, stream: &str) -> Option<Timestamp> {
+    inner
+        .health
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(stream)
+        .and_then(|h| h.paused_until)
+}
+
+fn set_health(inner: &Inner, stream: &str, h: StreamHealth) {
+    inner
+        .health
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(stream.to_owned(), h);
+}
+
+/// Splits a page's items into planned records and rejected items; a record that fails
+/// validation is rejected with the reason.
+fn plan(router: &Router, items: Vec<SourceItem>) -> (Vec<PlannedRecord>, Vec<Rejected>) {
+    let mut records = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
+    for item in items {
+        match item {
+            SourceItem::Record(r) => match r.validate() {
+                Ok(()) => records.push(PlannedRecord {
+                    destinations: router.route(&r),
+                    record: *r,
+                }),
+                Err(e) => rejected.push(Rejected {
+                    key: Some(r.key.clone()).filter(|k| !k.trim().is_empty()),
+                    reason: e.to_string(),
+                    modified_at: Some(r.modified_at),
+                    raw: r.raw,
+                }),
+            },
+            SourceItem::Rejected(x) => rejected.push(x),
+        }
+    }
+    (records, rejected)
+}
+
+/// One full cycle of one stream. Never fails: errors end the cycle, are journaled with it,
+/// and pause the stream with backoff.
+pub(super) async fn cycle(inner: &Arc<Inner>, stream: &Stream) -> CycleSummary {
+    let mut summary = CycleSummary {
+        stream: stream.name.clone(),
+        ..CycleSummary::default()
+    };
+    let now = inner.now();
+    if paused_until(inner, &stream.name).is_some_and(|t| t > now) {
+        summary.skipped = true;
+        return summary;
+    }
+    {
+        let mut polling = inner
+            .polling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !polling.insert(stream.name.clone()) {
+            summary.skipped = true;
+            return summary;
+        }
+    }
+    let _guard = PollGuard {
+        inner,
+        stream: stream.name.clone(),
+    };
+    let span = tracing::info_span!("poll_cycle", stream = %stream.name, source = %stream.source);
+    let result = run_cycle(inner, stream, &mut summary).instrument(span).await;
+    let labels = [("stream", stream.name.clone())];
+    metrics::counter!("ml_records_polled_total", &labels).increment(summary.polled);
+    metrics::counter!("ml_records_journaled_total", &labels).increment(summary.journaled);
+    metrics::counter!("ml_records_rejected_total", &labels).increment(summary.rejected);
+    if let Err(e) = result {
+        let health = {
+            let h = inner
+                .health
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&stream.name)
+                .copied()
+                .unwrap_or_default();
+            let failures = h.failures.saturating_add(1);
+            let ceiling = inner.source_backoff.delay_ceiling(failures - 1);
+            let mut wait = rand::random_range(0.0..=1.0f64) * ceiling.as_secs_f64();
+            if let Some(ra) = e.class().retry_after() {
+                wait = wait.max(ra.as_secs_f64());
+            }
+            StreamHealth {
+                failures,
+                paused_until: Some(clock::add(
+                    inner.now(),
+                    std::time::Duration::from_secs_f64(wait),
+                )),
+            }
+        };
+        tracing::warn!(stream = %stream.name, error = %e, failures = health.failures, "poll cycle failed; stream paused");
+        metrics::counter!("ml_poll_failures_total", &labels).increment(1);
+        set_health(inner, &stream.name, health);
+        summary.error = Some(e.to_string());
+    } else {
+        set_health(inner, &stream.name, StreamHealth::default());
+    }
+    if summary.planned > 0 {
+        inner.wake_delivery.notify_one();
+    }
+    summary
+}
+
+async fn run_cycle(inner: &Inner, stream: &Stream, summary: &mut CycleSummary) -> Result<()> {
+    let store = &inner.store;
+    let cycle = store.begin_cycle(&stream.name, inner.now()).await?;
+    let outcome = pages(inner, stream, cycle, summary).await;
+    let end = CycleEnd {
+        at: inner.now(),
+        error: outcome.as_ref().err().map(ErrorInfo::from),
+        watermark: outcome.as_ref().ok().copied().flatten(),
+    };
+    // The cycle's end is bookkeeping: if the journal refuses it, the page commits stand.
+    if let Err(e) = store.end_cycle(cycle, end).await {
+        tracing::warn!(stream = %stream.name, error = %e, "could not close the poll cycle");
+    }
+    outcome.map(|_| ())
+}
+
+async fn pages(
+    inner: &Inner,
+    stream: &Stream,
+    cycle: crate::audit::CycleId,
+    summary: &mut CycleSummary,
+) -> Result<Option<Timestamp>> {
+    let store = &inner.store;
+    let mut position = store.load_position(&stream.name).await?;
+    let mut watermark = None;
+    loop {
+        inner.checkpoint(&super::Checkpoint::BeforePoll {
+            stream: stream.name.clone(),
+        });
+        let page = stream.source.poll(position.as_ref()).await?;
+        summary.polled += page.items.len() as u64;
+        let (records, rejected) = plan(&inner.router, page.items);
+        for r in &rejected {
+            tracing::info!(stream = %stream.name, key = ?r.key, reason = %r.reason, "record rejected");
+        }
+        let committed = store
+            .commit_page(PageCommit {
+                stream: stream.name.clone(),
+                cycle,
+                records,
+                rejected,
+                position: page.next.clone(),
+                at: inner.now(),
+            })
+            .await?;
+        inner.checkpoint(&super::Checkpoint::AfterCommit {
+            stream: stream.name.clone(),
+        });
+        summary.pages += 1;
+        summary.journaled += committed.inserted;
+        summary.duplicates += committed.duplicates;
+        summary.rejected += committed.rejected;
+        summary.planned += committed.deliveries;
+        if committed.deliveries > 0 {
+            inner.wake_delivery.notify_one();
+        }
+        if let Some(w) = page.watermark {
+            watermark = Some(w);
+            let lag = clock::until(w, inner.now());
+            metrics::gauge!("ml_stream_lag_seconds", "stream" => stream.name.clone())
+                .set(lag.as_secs_f64());
+        }
+        position = Some(page.next);
+        if !page.more || summary.pages >= inner.max_pages_per_cycle {
+            return Ok(watermark);
+        }
+    }
+}
+
+pub(super) async fn dry_run(inner: &Inner, max_records: usize) -> Result<DryRun> {
+    let mut out = DryRun::default();
+    for stream in &inner.streams {
+        let mut position = inner.store.load_position(&stream.name).await?;
+        let mut read = 0usize;
+        loop {
+            let page = stream.source.poll(position.as_ref()).await?;
+            read += page.items.len();
+            let (records, rejected) = plan(&inner.router, page.items);
+            out.rejected
+                .extend(rejected.into_iter().map(|r| (stream.name.clone(), r)));
+            for p in records {
+                if p.destinations.is_empty() {
+                    out.unrouted.push((stream.name.clone(), p.record.key.clone()));
+                }
+                let explanation = inner.router.explain(&p.record);
+                for d in p.destinations {
+                    let sink = inner.sinks.get(&d.sink).ok_or_else(|| {
+                        Error::config("sink", format!("no sink named `{}`", d.sink))
+                    })?;
+                    out.messages.push(PlannedMessage {
+                        stream: stream.name.clone(),
+                        record_key: p.record.key.clone(),
+                        rendered: sink.render(&p.record, &d),
+                        rules: explanation
+                            .rules
+                            .iter()
+                            .filter(|v| v.applied && v.destinations.contains(&d))
+                            .map(|v| v.rule.clone())
+                            .collect(),
+                        destination: d,
+                    });
+                }
+            }
+            position = Some(page.next);
+            if !page.more || read >= max_records {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}

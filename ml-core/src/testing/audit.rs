@@ -1,0 +1,1 @@
+pub async fn audit_store_conformance() {}
