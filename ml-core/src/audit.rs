@@ -360,7 +360,10 @@ impl DeliveryFilter {
         self.id.is_none_or(|id| id == d.id)
             && self.stream.as_ref().is_none_or(|s| *s == d.stream)
             && self.record_key.as_ref().is_none_or(|k| *k == d.record_key)
-            && self.destination.as_ref().is_none_or(|x| *x == d.destination)
+            && self
+                .destination
+                .as_ref()
+                .is_none_or(|x| *x == d.destination)
             && self.status.is_none_or(|s| s == d.status)
             && self.since.is_none_or(|t| d.updated_at >= t)
             && self.until.is_none_or(|t| d.updated_at < t)
@@ -661,6 +664,9 @@ mod tests {
         for s in DeliveryStatus::ALL {
             assert_eq!(s.as_str().parse::<DeliveryStatus>().expect("parse"), s);
         }
-        assert!(matches!("bogus".parse::<DeliveryStatus>(), Err(Error::Corrupt(_))));
+        assert!(matches!(
+            "bogus".parse::<DeliveryStatus>(),
+            Err(Error::Corrupt(_))
+        ));
     }
 }

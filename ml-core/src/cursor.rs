@@ -326,10 +326,7 @@ impl Cursor for WatermarkCursor {
                     ..
                 },
                 Some(first),
-            ) if first.key != anchor || first.modified_at != *t =>
-            {
-                Some(*t)
-            }
+            ) if first.key != anchor || first.modified_at != *t => Some(*t),
             _ => None,
         };
 
@@ -372,7 +369,13 @@ impl Cursor for WatermarkCursor {
             Mode::Token { token }
         } else if let (Some((t, index)), Some(last)) = (run, page.last()) {
             let only_anchor = page.len() == 1
-                && matches!(&st.mode, Mode::After { anchor: Some(_), .. });
+                && matches!(
+                    &st.mode,
+                    Mode::After {
+                        anchor: Some(_),
+                        ..
+                    }
+                );
             if only_anchor {
                 Mode::After {
                     t,

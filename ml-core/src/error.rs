@@ -171,7 +171,11 @@ impl Error {
     }
 
     /// A remote error with a class and message.
-    pub fn remote(system: impl Into<String>, class: ErrorClass, message: impl Into<String>) -> Self {
+    pub fn remote(
+        system: impl Into<String>,
+        class: ErrorClass,
+        message: impl Into<String>,
+    ) -> Self {
         Self::Remote {
             system: system.into(),
             class,

@@ -357,8 +357,13 @@ mod tests {
             ..BusinessFields::default()
         };
         f.extra.insert("buyer_email".into(), "b@example.com".into());
-        let r = Record::new("s", EntityKind::Other("lease".into()), "k", ts("2026-05-01T00:00:00Z"))
-            .with_fields(f);
+        let r = Record::new(
+            "s",
+            EntityKind::Other("lease".into()),
+            "k",
+            ts("2026-05-01T00:00:00Z"),
+        )
+        .with_fields(f);
         let json = serde_json::to_string(&r).expect("json");
         let back: Record = serde_json::from_str(&json).expect("back");
         assert_eq!(back, r);

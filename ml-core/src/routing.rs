@@ -76,48 +76,112 @@ impl Condition {
         match self {
             Self::Kind(kinds) => {
                 let ok = kinds.contains(&r.kind);
-                (ok, format!("kind {} {} [{}]", r.kind, in_or_not(ok), kinds.iter().map(EntityKind::label).collect::<Vec<_>>().join(", ")))
+                (
+                    ok,
+                    format!(
+                        "kind {} {} [{}]",
+                        r.kind,
+                        in_or_not(ok),
+                        kinds
+                            .iter()
+                            .map(EntityKind::label)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
             }
             Self::AmountAtLeast(min) => match &f.amount {
                 None => (false, format!("no amount (needs >= {min})")),
                 Some(a) => match a.at_least(min) {
                     Some(true) => (true, format!("amount {a} >= {min}")),
                     Some(false) => (false, format!("amount {a} < {min}")),
-                    None => (false, format!("amount {a} is not in {} (needs >= {min})", min.currency)),
+                    None => (
+                        false,
+                        format!("amount {a} is not in {} (needs >= {min})", min.currency),
+                    ),
                 },
             },
             Self::CostCenter(v) => {
                 let ok = f.cost_center.as_ref().is_some_and(|c| v.contains(c))
                     || any_line(&|l| l.cost_center.as_ref(), &|c| v.iter().any(|x| x == c));
-                (ok, format!("cost center {} {} [{}]", show(f.cost_center.as_ref()), in_or_not(ok), list(v)))
+                (
+                    ok,
+                    format!(
+                        "cost center {} {} [{}]",
+                        show(f.cost_center.as_ref()),
+                        in_or_not(ok),
+                        list(v)
+                    ),
+                )
             }
             Self::GlAccountPrefix(v) => {
                 let pred = |acct: &str| v.iter().any(|p| acct.starts_with(p.as_str()));
                 let ok = f.gl_account.as_deref().is_some_and(pred)
                     || any_line(&|l| l.gl_account.as_ref(), &pred);
-                (ok, format!("GL account {} {} prefixes [{}]", show(f.gl_account.as_ref()), if ok { "matches" } else { "matches none of" }, list(v)))
+                (
+                    ok,
+                    format!(
+                        "GL account {} {} prefixes [{}]",
+                        show(f.gl_account.as_ref()),
+                        if ok { "matches" } else { "matches none of" },
+                        list(v)
+                    ),
+                )
             }
             Self::CompanyCode(v) => {
                 let ok = f.company_code.as_ref().is_some_and(|c| v.contains(c));
-                (ok, format!("company code {} {} [{}]", show(f.company_code.as_ref()), in_or_not(ok), list(v)))
+                (
+                    ok,
+                    format!(
+                        "company code {} {} [{}]",
+                        show(f.company_code.as_ref()),
+                        in_or_not(ok),
+                        list(v)
+                    ),
+                )
             }
             Self::Supplier(v) => {
                 let ok = f.supplier_id.as_ref().is_some_and(|c| v.contains(c))
                     || f.supplier.as_ref().is_some_and(|c| v.contains(c));
-                (ok, format!("supplier {} {} [{}]", show(f.supplier.as_ref().or(f.supplier_id.as_ref())), in_or_not(ok), list(v)))
+                (
+                    ok,
+                    format!(
+                        "supplier {} {} [{}]",
+                        show(f.supplier.as_ref().or(f.supplier_id.as_ref())),
+                        in_or_not(ok),
+                        list(v)
+                    ),
+                )
             }
             Self::Status(v) => {
-                let ok = f.status.as_ref().is_some_and(|s| v.iter().any(|x| x.eq_ignore_ascii_case(s)));
-                (ok, format!("status {} {} [{}]", show(f.status.as_ref()), in_or_not(ok), list(v)))
+                let ok = f
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| v.iter().any(|x| x.eq_ignore_ascii_case(s)));
+                (
+                    ok,
+                    format!(
+                        "status {} {} [{}]",
+                        show(f.status.as_ref()),
+                        in_or_not(ok),
+                        list(v)
+                    ),
+                )
             }
             Self::System(v) => {
                 let ok = v.contains(&r.system);
-                (ok, format!("system {} {} [{}]", r.system, in_or_not(ok), list(v)))
+                (
+                    ok,
+                    format!("system {} {} [{}]", r.system, in_or_not(ok), list(v)),
+                )
             }
             Self::Field { field, values } => {
                 let got = f.extra.get(field);
                 let ok = got.is_some_and(|g| values.contains(g));
-                (ok, format!("{field} {} {} [{}]", show(got), in_or_not(ok), list(values)))
+                (
+                    ok,
+                    format!("{field} {} {} [{}]", show(got), in_or_not(ok), list(values)),
+                )
             }
         }
     }
@@ -135,7 +199,9 @@ impl Condition {
             Self::Field { field, values } => field.trim().is_empty() || values.is_empty(),
         };
         if empty {
-            Err(format!("condition {self:?} has an empty value list or an empty value"))
+            Err(format!(
+                "condition {self:?} has an empty value list or an empty value"
+            ))
         } else {
             Ok(())
         }
@@ -232,7 +298,15 @@ impl fmt::Display for Explanation {
             writeln!(f, "{mark} {}: {}", v.rule, v.reasons.join("; "))?;
         }
         let to: Vec<String> = self.destinations.iter().map(ToString::to_string).collect();
-        write!(f, "=> {}", if to.is_empty() { "(nowhere)".into() } else { to.join(", ") })
+        write!(
+            f,
+            "=> {}",
+            if to.is_empty() {
+                "(nowhere)".into()
+            } else {
+                to.join(", ")
+            }
+        )
     }
 }
 
@@ -355,7 +429,9 @@ impl Condition {
             Self::GlAccountPrefix(v) => {
                 let pred = |a: &String| v.iter().any(|p| a.starts_with(p.as_str()));
                 f.gl_account.as_ref().is_some_and(pred)
-                    || f.lines.iter().any(|l| l.gl_account.as_ref().is_some_and(pred))
+                    || f.lines
+                        .iter()
+                        .any(|l| l.gl_account.as_ref().is_some_and(pred))
             }
             Self::CompanyCode(v) => f.company_code.as_ref().is_some_and(|c| v.contains(c)),
             Self::Supplier(v) => {
@@ -367,9 +443,7 @@ impl Condition {
                 .as_ref()
                 .is_some_and(|s| v.iter().any(|x| x.eq_ignore_ascii_case(s))),
             Self::System(v) => v.contains(&r.system),
-            Self::Field { field, values } => {
-                f.extra.get(field).is_some_and(|g| values.contains(g))
-            }
+            Self::Field { field, values } => f.extra.get(field).is_some_and(|g| values.contains(g)),
         }
     }
 }

@@ -148,7 +148,11 @@ fn late_commit_needs_the_overlap() {
         // A transaction that stamped t=105 commits after t=110 was served.
         table.rows.insert(3, (1, 105));
         r.cycle(&table, 10, 112);
-        assert_eq!(!r.missing(&table).is_empty(), expect_lost, "overlap {overlap}");
+        assert_eq!(
+            !r.missing(&table).is_empty(),
+            expect_lost,
+            "overlap {overlap}"
+        );
     }
 }
 

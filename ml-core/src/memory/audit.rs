@@ -10,8 +10,7 @@ use jiff::Timestamp;
 use crate::audit::{
     AttemptOutcome, AttemptView, AuditStore, CallbackApplied, CallbackUpdate, ClaimedDelivery,
     CycleEnd, CycleId, CycleView, DeliveryFilter, DeliveryId, DeliveryStatus, DeliveryView,
-    JournalStats, PageCommit, PageCommitted, RecordHistory, RecordVersion,
-    RejectedView,
+    JournalStats, PageCommit, PageCommitted, RecordHistory, RecordVersion, RejectedView,
 };
 use crate::cursor::Position;
 use crate::error::{Error, Result};
@@ -215,7 +214,11 @@ impl AuditStore for MemoryAuditStore {
         for id in chosen {
             let thread = thread_of(inner, id);
             let d = inner.deliveries.get_mut(&id).ok_or_else(|| {
-                Error::store(crate::ErrorClass::Permanent, "claimed delivery vanished", None)
+                Error::store(
+                    crate::ErrorClass::Permanent,
+                    "claimed delivery vanished",
+                    None,
+                )
             })?;
             d.view.status = DeliveryStatus::InFlight;
             d.view.attempts += 1;
@@ -275,16 +278,12 @@ impl AuditStore for MemoryAuditStore {
                     d.view.resent_after_doubt += 1;
                 }
                 apply_receipt(d, &receipt);
-                inner
-                    .by_remote
-                    .insert(receipt.remote_id.clone(), id.0);
+                inner.by_remote.insert(receipt.remote_id.clone(), id.0);
                 (Some(receipt.remote_id), None)
             }
             AttemptOutcome::Reconciled(receipt) => {
                 apply_receipt(d, &receipt);
-                inner
-                    .by_remote
-                    .insert(receipt.remote_id.clone(), id.0);
+                inner.by_remote.insert(receipt.remote_id.clone(), id.0);
                 (Some(receipt.remote_id), None)
             }
             AttemptOutcome::Retry {
@@ -305,11 +304,7 @@ impl AuditStore for MemoryAuditStore {
             }
         };
         d.view.updated_at = at;
-        if let Some(a) = inner
-            .attempts
-            .get_mut(&id.0)
-            .and_then(|v| v.last_mut())
-        {
+        if let Some(a) = inner.attempts.get_mut(&id.0).and_then(|v| v.last_mut()) {
             a.finished_at = Some(at);
             a.outcome = Some(label);
             a.remote_id = remote_id;
@@ -378,7 +373,10 @@ impl AuditStore for MemoryAuditStore {
         let Some(d) = inner.deliveries.get_mut(&id) else {
             return Ok(CallbackApplied::UnknownRemoteId);
         };
-        if d.view.remote_status.is_some_and(|cur| !update.status.supersedes(cur)) {
+        if d.view
+            .remote_status
+            .is_some_and(|cur| !update.status.supersedes(cur))
+        {
             return Ok(CallbackApplied::Stale(DeliveryId(id)));
         }
         d.view.remote_status = Some(update.status);
@@ -513,4 +511,20 @@ fn thread_of(inner: &Inner, id: i64) -> Option<Receipt> {
                 status: None,
             })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::MemoryAuditStore;
+    use crate::audit::AuditStore;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_store_conforms() {
+        crate::testing::audit_store_conformance(|| async {
+            Arc::new(MemoryAuditStore::new()) as Arc<dyn AuditStore>
+        })
+        .await;
+    }
 }

@@ -47,7 +47,8 @@ impl SourceTable {
 
     /// Inserts or replaces a record (by its source key).
     pub fn upsert(&self, record: Record) {
-        self.lock().insert(record.key.clone(), Row::Good(Box::new(record)));
+        self.lock()
+            .insert(record.key.clone(), Row::Good(Box::new(record)));
     }
 
     /// Inserts an item the source cannot parse: polled as a rejected item.
@@ -230,9 +231,13 @@ impl Source for MemorySource {
         let adv = self
             .cursor
             .advance(from, &seen, more, None, self.clock.now())?;
+        // Rows the cursor knows were served (the anchor row, boundary ties) are dropped
+        // here; the journal's dedupe would catch them anyway.
         let items = rows
             .into_iter()
-            .map(|(key, r)| match r {
+            .enumerate()
+            .filter(|(i, _)| !adv.already_seen.contains(i))
+            .map(|(_, (key, r))| match r {
                 Row::Good(rec) => SourceItem::Record(rec),
                 Row::Malformed {
                     modified_at,

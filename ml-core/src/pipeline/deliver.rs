@@ -119,13 +119,17 @@ async fn one(inner: &Inner, c: ClaimedDelivery) -> Result<DeliverySummary> {
             AttemptOutcome::Delivered { after_doubt, .. } => {
                 s.delivered = 1;
                 s.resent_after_doubt = u64::from(*after_doubt);
-                metrics::counter!("ml_deliveries_delivered_total", "sink" => sink_label).increment(1);
+                metrics::counter!("ml_deliveries_delivered_total", "sink" => sink_label)
+                    .increment(1);
             }
             AttemptOutcome::Reconciled(_) => {
                 s.reconciled = 1;
-                metrics::counter!("ml_deliveries_reconciled_total", "sink" => sink_label).increment(1);
+                metrics::counter!("ml_deliveries_reconciled_total", "sink" => sink_label)
+                    .increment(1);
             }
-            AttemptOutcome::Retry { in_doubt, error, .. } => {
+            AttemptOutcome::Retry {
+                in_doubt, error, ..
+            } => {
                 s.retried = 1;
                 s.in_doubt = u64::from(*in_doubt);
                 tracing::info!(error = %error.message, in_doubt, "delivery will be retried");
@@ -137,7 +141,10 @@ async fn one(inner: &Inner, c: ClaimedDelivery) -> Result<DeliverySummary> {
                 metrics::counter!("ml_deliveries_failed_total", "sink" => sink_label).increment(1);
             }
         }
-        inner.store.finish_attempt(c.id, outcome, inner.now()).await?;
+        inner
+            .store
+            .finish_attempt(c.id, outcome, inner.now())
+            .await?;
         inner.checkpoint(&Checkpoint::AfterFinish { delivery: c.id });
         Ok(s)
     }
@@ -200,7 +207,11 @@ async fn attempt(inner: &Inner, c: &ClaimedDelivery) -> AttemptOutcome {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                 .unwrap_or_else(|| "unknown panic".into());
-            let e = Error::remote(sink.to_string(), ErrorClass::InDoubt, format!("sink panicked: {what}"));
+            let e = Error::remote(
+                sink.to_string(),
+                ErrorClass::InDoubt,
+                format!("sink panicked: {what}"),
+            );
             retry_or_fail(inner, c, &e, true)
         }
     }

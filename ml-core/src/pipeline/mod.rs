@@ -180,8 +180,10 @@ impl PipelineBuilder {
     pub fn sink(mut self, name: impl Into<String>, sink: Arc<dyn Sink>) -> Self {
         let name = name.into();
         if self.sinks.insert(name.clone(), sink).is_some() {
-            self.errors
-                .push(Error::config("sink", format!("sink `{name}` is registered twice")));
+            self.errors.push(Error::config(
+                "sink",
+                format!("sink `{name}` is registered twice"),
+            ));
         }
         self
     }
@@ -371,7 +373,10 @@ impl Pipeline {
     pub async fn recover(&self) -> Result<u64> {
         let n = self.inner.store.requeue_in_flight(self.inner.now()).await?;
         if n > 0 {
-            tracing::warn!(deliveries = n, "requeued in-flight deliveries left by a crash as in doubt");
+            tracing::warn!(
+                deliveries = n,
+                "requeued in-flight deliveries left by a crash as in doubt"
+            );
         }
         Ok(n)
     }
@@ -435,7 +440,10 @@ impl Pipeline {
     /// Runs until `shutdown` completes: each stream polled on its schedule (jittered; a
     /// stream is never polled twice at once; a failing source backs off), deliveries sent as
     /// they become due. On shutdown no new work starts and sends in flight finish.
-    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()> + Send) -> Result<RunSummary> {
+    pub async fn run(
+        &self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<RunSummary> {
         let recovered = self.recover().await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();

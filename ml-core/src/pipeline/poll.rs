@@ -97,7 +97,9 @@ pub(super) async fn cycle(inner: &Arc<Inner>, stream: &Stream) -> CycleSummary {
         stream: stream.name.clone(),
     };
     let span = tracing::info_span!("poll_cycle", stream = %stream.name, source = %stream.source);
-    let result = run_cycle(inner, stream, &mut summary).instrument(span).await;
+    let result = run_cycle(inner, stream, &mut summary)
+        .instrument(span)
+        .await;
     let labels = [("stream", stream.name.clone())];
     metrics::counter!("ml_records_polled_total", &labels).increment(summary.polled);
     metrics::counter!("ml_records_journaled_total", &labels).increment(summary.journaled);
@@ -220,7 +222,8 @@ pub(super) async fn dry_run(inner: &Inner, max_records: usize) -> Result<DryRun>
                 .extend(rejected.into_iter().map(|r| (stream.name.clone(), r)));
             for p in records {
                 if p.destinations.is_empty() {
-                    out.unrouted.push((stream.name.clone(), p.record.key.clone()));
+                    out.unrouted
+                        .push((stream.name.clone(), p.record.key.clone()));
                 }
                 let explanation = inner.router.explain(&p.record);
                 for d in p.destinations {

@@ -1,1 +1,599 @@
-mod x {}
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::*;
+use crate::ErrorClass;
+use crate::audit::{AuditStoreExt, DeliveryStatus};
+use crate::clock::TokioClock;
+use crate::limiter::{GcraLimiter, Quota};
+use crate::memory::{MemoryAuditStore, MemorySink, MemorySource, SinkFault, SourceTable};
+use crate::money::Money;
+use crate::record::{BusinessFields, EntityKind, Record};
+use crate::routing::{Condition, MatchMode, Rule};
+
+const START: &str = "2026-11-02T09:00:00Z";
+
+fn start() -> Timestamp {
+    START.parse().expect("ts")
+}
+
+fn invoice(key: &str, secs: i64, amount: &str) -> Record {
+    // Modified an hour before the rig's clock starts, `secs` apart.
+    let modified = start() + jiff::SignedDuration::from_secs(secs - 3600);
+    Record::new("Memory(erp)", EntityKind::SupplierInvoice, key, modified).with_fields(
+        BusinessFields {
+            document_number: Some(format!("INV-{key}")),
+            supplier: Some("ACME".into()),
+            amount: Some(Money::parse(amount, "USD").expect("money")),
+            ..BusinessFields::default()
+        },
+    )
+}
+
+fn router() -> Router {
+    Router::new(
+        MatchMode::AllMatch,
+        vec![
+            Rule {
+                name: "all".into(),
+                when: vec![Condition::Kind(vec![EntityKind::SupplierInvoice])],
+                to: vec!["chat:#procurement".into()],
+            },
+            Rule {
+                name: "large".into(),
+                when: vec![Condition::AmountAtLeast(
+                    Money::parse("10000", "USD").expect("m"),
+                )],
+                to: vec!["chat:#finance".into()],
+            },
+        ],
+    )
+    .expect("router")
+}
+
+struct Rig {
+    table: SourceTable,
+    source: Arc<MemorySource>,
+    sink: MemorySink,
+    store: Arc<MemoryAuditStore>,
+    clock: Arc<TokioClock>,
+}
+
+impl Rig {
+    fn new(sink: MemorySink) -> Self {
+        let clock = Arc::new(TokioClock::starting_at(start()));
+        let table = SourceTable::default();
+        let source = Arc::new(
+            MemorySource::new("erp", EntityKind::SupplierInvoice, table.clone())
+                .with_page_size(3)
+                .with_clock(clock.clone()),
+        );
+        Self {
+            table,
+            source,
+            sink,
+            store: Arc::new(MemoryAuditStore::new()),
+            clock,
+        }
+    }
+
+    fn builder(&self) -> PipelineBuilder {
+        Pipeline::builder()
+            .store(self.store.clone())
+            .stream(Stream::new(
+                "invoices",
+                self.source.clone(),
+                Schedule::every(Duration::from_secs(300)).expect("schedule"),
+            ))
+            .router(router())
+            .sink("chat", Arc::new(self.sink.clone()))
+            .clock(self.clock.clone())
+            .retry(
+                RetryPolicy::default()
+                    .with_base_delay(Duration::from_secs(1))
+                    .with_max_delay(Duration::from_secs(8))
+                    .with_max_attempts(6),
+            )
+    }
+
+    fn pipeline(&self) -> Pipeline {
+        self.builder().build().expect("pipeline")
+    }
+}
+
+fn keys(sent: &[crate::memory::SentMessage]) -> Vec<String> {
+    sent.iter().map(|m| m.record_key.clone()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn delivers_routes_in_order_and_dedupes_reruns() {
+    let rig = Rig::new(MemorySink::new("chat"));
+    for (i, amount) in ["100", "25000", "5", "12000", "1", "2", "3"]
+        .iter()
+        .enumerate()
+    {
+        rig.table.upsert(invoice(&format!("{i}"), i as i64, amount));
+    }
+    let p = rig.pipeline();
+    let s = p.run_once().await.expect("run");
+    assert_eq!(
+        (s.polled, s.journaled, s.deliveries.delivered),
+        (7, 7, 9),
+        "{s}"
+    );
+    let proc = rig.sink.sent_to(&Destination::new("chat", "#procurement"));
+    assert_eq!(keys(&proc), ["0", "1", "2", "3", "4", "5", "6"]);
+    let fin = rig.sink.sent_to(&Destination::new("chat", "#finance"));
+    assert_eq!(keys(&fin), ["1", "3"]);
+    // A second pass re-reads the overlap and adds nothing.
+    let s = p.run_once().await.expect("run");
+    assert_eq!((s.journaled, s.deliveries.attempts), (0, 0), "{s}");
+    assert!(s.duplicates > 0);
+    assert_eq!(rig.sink.sent().len(), 9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_records_are_rejected_and_the_stream_goes_on() {
+    let rig = Rig::new(MemorySink::new("chat"));
+    rig.table.upsert(invoice("1", 1, "10"));
+    rig.table.insert_malformed(
+        "2",
+        start(),
+        serde_json::json!({"InvoiceId": 2, "InvoiceAmount": null}),
+        "missing InvoiceAmount",
+    );
+    let mut no_key = invoice("3", 3, "10");
+    no_key.system = String::new();
+    rig.table.upsert(no_key);
+    rig.table.upsert(invoice("4", 4, "10"));
+    let p = rig.pipeline();
+    let s = p.run_once().await.expect("run");
+    assert_eq!((s.journaled, s.rejected), (2, 2), "{s}");
+    assert_eq!(keys(&rig.sink.sent()), ["1", "4"]);
+    let rejected = rig
+        .store
+        .rejected(Some("invoices"), 10)
+        .await
+        .expect("rejected");
+    let reasons: Vec<&str> = rejected.iter().map(|r| r.item.reason.as_str()).collect();
+    assert!(reasons.contains(&"missing InvoiceAmount"), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("names no source system")),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_down_source_pauses_and_resumes_from_its_position() {
+    let rig = Rig::new(MemorySink::new("chat"));
+    for i in 0..6 {
+        rig.table.upsert(invoice(&i.to_string(), i, "1"));
+    }
+    // The ERP answers a first cycle, then goes down.
+    let p = rig.pipeline();
+    let c = p.poll_stream("invoices").await.expect("poll");
+    assert_eq!(c.journaled, 6);
+    for i in 6..9 {
+        rig.table.upsert(invoice(&i.to_string(), i, "1"));
+    }
+    rig.source.fail_next([Error::remote(
+        "Memory(erp)",
+        ErrorClass::RETRYABLE,
+        "503 Service Unavailable",
+    )]);
+    let c = p.poll_stream("invoices").await.expect("poll");
+    assert_eq!(
+        c.error.as_deref(),
+        Some("Memory(erp): 503 Service Unavailable")
+    );
+    let cycles = rig.store.cycles("invoices", 1).await.expect("cycles");
+    assert!(
+        cycles[0].error.is_some(),
+        "the failure is journaled with its cycle"
+    );
+    // While paused, polls are skipped, not hammered at the ERP.
+    let polls = rig.source.polls();
+    let c = p.poll_stream("invoices").await.expect("poll");
+    assert!(c.skipped);
+    assert_eq!(rig.source.polls(), polls);
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let c = p.poll_stream("invoices").await.expect("poll");
+    assert_eq!((c.journaled, c.error.clone()), (3, None), "{c:?}");
+    p.deliver_due().await.expect("deliver");
+    assert_eq!(rig.sink.sent().len(), 9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retryable_failures_back_off_then_deliver() {
+    let sink = MemorySink::new("chat");
+    sink.push_faults([
+        SinkFault::Fail(ErrorClass::RETRYABLE),
+        SinkFault::Fail(ErrorClass::RETRYABLE),
+    ]);
+    let rig = Rig::new(sink);
+    rig.table.upsert(invoice("1", 1, "1"));
+    let p = rig.pipeline();
+    let s = p.run_once().await.expect("run");
+    assert_eq!(s.deliveries.retried, 1);
+    for _ in 0..10 {
+        tokio::time::advance(Duration::from_secs(10)).await;
+        p.deliver_due().await.expect("deliver");
+    }
+    let d = &rig
+        .store
+        .deliveries(&DeliveryFilter::default())
+        .await
+        .expect("list")[0];
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Delivered, 3));
+    let attempts = rig.store.attempts(d.id).await.expect("attempts");
+    let outcomes: Vec<_> = attempts
+        .iter()
+        .map(|a| a.outcome.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(outcomes, ["retry", "retry", "delivered"]);
+    assert!(
+        attempts[1].started_at > attempts[0].finished_at.expect("finished"),
+        "backed off"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured_and_penalizes_the_key() {
+    let sink = MemorySink::new("chat").with_rate_keys(true);
+    sink.push_faults([SinkFault::Fail(ErrorClass::Retryable {
+        retry_after: Some(Duration::from_secs(30)),
+    })]);
+    let rig = Rig::new(sink);
+    rig.table.upsert(invoice("1", 1, "1"));
+    let limiter = Arc::new(
+        GcraLimiter::builder()
+            .prefix("chat:", Quota::per_second(1).expect("q"))
+            .build(),
+    );
+    let p = rig.builder().limiter(limiter).build().expect("p");
+    p.run_once().await.expect("run");
+    let d = &rig
+        .store
+        .deliveries(&DeliveryFilter::default())
+        .await
+        .expect("list")[0];
+    let wait = clock::until(rig.clock.now(), d.next_attempt_at.expect("next"));
+    assert!(wait >= Duration::from_secs(29), "{wait:?}");
+    tokio::time::advance(Duration::from_secs(31)).await;
+    p.deliver_due().await.expect("deliver");
+    assert_eq!(rig.sink.sent().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_failures_fail_then_replay() {
+    let sink = MemorySink::new("chat");
+    sink.push_faults([SinkFault::Fail(ErrorClass::Permanent)]);
+    let rig = Rig::new(sink);
+    rig.table.upsert(invoice("1", 1, "1"));
+    rig.table.upsert(invoice("2", 2, "1"));
+    let p = rig.pipeline();
+    let s = p.run_once().await.expect("run");
+    assert_eq!((s.deliveries.failed, s.deliveries.delivered), (1, 1));
+    let failed = rig.store.failed(10).await.expect("failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        failed[0]
+            .last_error
+            .as_ref()
+            .and_then(|e| e.code.as_deref()),
+        Some("injected")
+    );
+    // A failed head does not block the destination: record 2 went out.
+    assert_eq!(keys(&rig.sink.sent()), ["2"]);
+    p.replay(failed[0].id).await.expect("replay");
+    p.deliver_due().await.expect("deliver");
+    assert_eq!(keys(&rig.sink.sent()), ["2", "1"]);
+    assert!(matches!(
+        p.replay(failed[0].id).await,
+        Err(Error::InvalidState(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_doubt_sends_are_reconciled_not_reposted() {
+    let sink = MemorySink::new("chat");
+    sink.push_faults([SinkFault::AppliedThenLost]);
+    let rig = Rig::new(sink);
+    rig.table.upsert(invoice("1", 1, "1"));
+    let p = rig.pipeline();
+    let s = p.run_once().await.expect("run");
+    assert_eq!(s.deliveries.in_doubt, 1);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let d = p.deliver_due().await.expect("deliver");
+    assert_eq!(d.reconciled, 1);
+    assert_eq!(rig.sink.sent().len(), 1, "posted exactly once");
+    assert_eq!(rig.sink.calls(), 1, "reconcile found it: nothing re-sent");
+    let v = &rig
+        .store
+        .deliveries(&DeliveryFilter::default())
+        .await
+        .expect("l")[0];
+    assert_eq!(v.status, DeliveryStatus::Delivered);
+    assert_eq!(v.remote_id.as_deref(), Some("chat-1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_doubt_without_reconcile_is_resent_and_counted() {
+    let sink = MemorySink::new("chat").with_reconcile(false);
+    sink.push_faults([SinkFault::AppliedThenLost]);
+    let rig = Rig::new(sink);
+    rig.table.upsert(invoice("1", 1, "1"));
+    let p = rig.pipeline();
+    p.run_once().await.expect("run");
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let d = p.deliver_due().await.expect("deliver");
+    assert_eq!((d.delivered, d.resent_after_doubt), (1, 1));
+    assert_eq!(
+        rig.sink.sent().len(),
+        2,
+        "at least once: the duplicate is real and counted"
+    );
+    assert_eq!(
+        rig.store.stats().await.expect("stats").resent_after_doubt,
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn lost_before_applied_is_reconciled_as_not_found_and_sent_once() {
+    let sink = MemorySink::new("chat");
+    sink.push_faults([SinkFault::LostBeforeApplied]);
+    let rig = Rig::new(sink);
+    rig.table.upsert(invoice("1", 1, "1"));
+    let p = rig.pipeline();
+    p.run_once().await.expect("run");
+    tokio::time::advance(Duration::from_secs(60)).await;
+    p.deliver_due().await.expect("deliver");
+    assert_eq!(rig.sink.sent().len(), 1);
+    assert_eq!(rig.store.stats().await.expect("s").resent_after_doubt, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn crash_while_in_flight_is_recovered_by_reconcile() {
+    let rig = Rig::new(MemorySink::new("chat"));
+    rig.table.upsert(invoice("1", 1, "1"));
+    let p = rig.pipeline();
+    p.poll_stream("invoices").await.expect("poll");
+    // A previous process claimed the delivery, posted it, and died before journaling.
+    let claimed = rig
+        .store
+        .claim_due(rig.clock.now(), 10)
+        .await
+        .expect("claim");
+    let msg = crate::sink::Outbound {
+        delivery_id: claimed[0].id.0,
+        stream: claimed[0].stream.clone(),
+        record_key: claimed[0].record.key.clone(),
+        destination: claimed[0].destination.clone(),
+        rendered: crate::render::Rendered::text("x"),
+        thread: None,
+        attempt: 1,
+    };
+    rig.sink.send(&msg).await.expect("the dead process's post");
+    let s = p.run_once().await.expect("restart");
+    assert_eq!(s.recovered, 1);
+    assert_eq!(s.deliveries.reconciled, 1);
+    assert_eq!(rig.sink.sent().len(), 1, "no double post after the crash");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_sink_does_not_take_the_pipeline_down() {
+    let sink = MemorySink::new("chat");
+    sink.push_faults([SinkFault::Panic]);
+    let rig = Rig::new(sink);
+    rig.table.upsert(invoice("1", 1, "1"));
+    let p = rig.pipeline();
+    let s = p.run_once().await.expect("run");
+    assert_eq!((s.deliveries.retried, s.deliveries.in_doubt), (1, 1));
+    tokio::time::advance(Duration::from_secs(60)).await;
+    p.deliver_due().await.expect("deliver");
+    assert_eq!(rig.sink.sent().len(), 1);
+}
+
+/// A sink that holds sends to one address until released.
+#[derive(Debug)]
+struct GatedSink {
+    inner: MemorySink,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::fmt::Display for GatedSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatedSink")
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for GatedSink {
+    async fn send(&self, msg: &crate::sink::Outbound) -> Result<crate::sink::Receipt> {
+        if msg.destination.address == "#finance" {
+            let _permit = self.gate.acquire().await.expect("gate");
+        }
+        self.inner.send(msg).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stuck_destination_does_not_stall_the_others() {
+    let rig = Rig::new(MemorySink::new("chat"));
+    for i in 0..10 {
+        rig.table.upsert(invoice(&i.to_string(), i, "50000"));
+    }
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let gated = Arc::new(GatedSink {
+        inner: rig.sink.clone(),
+        gate: gate.clone(),
+    });
+    let p = Pipeline::builder()
+        .store(rig.store.clone())
+        .stream(Stream::new(
+            "invoices",
+            rig.source.clone(),
+            Schedule::every(Duration::from_secs(60)).expect("s"),
+        ))
+        .router(router())
+        .sink("chat", gated)
+        .clock(rig.clock.clone())
+        .build()
+        .expect("p");
+    p.poll_stream("invoices").await.expect("poll");
+    let task = tokio::spawn({
+        let p = p.clone();
+        async move { p.deliver_due().await }
+    });
+    for _ in 0..200 {
+        if rig
+            .sink
+            .sent_to(&Destination::new("chat", "#procurement"))
+            .len()
+            == 10
+        {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        rig.sink
+            .sent_to(&Destination::new("chat", "#procurement"))
+            .len(),
+        10
+    );
+    assert!(
+        rig.sink
+            .sent_to(&Destination::new("chat", "#finance"))
+            .is_empty()
+    );
+    gate.add_permits(100);
+    task.await.expect("join").expect("deliver");
+    assert_eq!(
+        keys(&rig.sink.sent_to(&Destination::new("chat", "#finance"))),
+        (0..10).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_channel_rate_limit_spaces_sends() {
+    let rig = Rig::new(MemorySink::new("chat").with_rate_keys(true));
+    for i in 0..5 {
+        rig.table.upsert(invoice(&i.to_string(), i, "50000"));
+    }
+    let limiter = Arc::new(
+        GcraLimiter::builder()
+            .prefix(
+                "chat:",
+                Quota::per_second(1).expect("q").burst(1).expect("b"),
+            )
+            .build(),
+    );
+    let p = rig.builder().limiter(limiter).build().expect("p");
+    let t0 = tokio::time::Instant::now();
+    let s = p.run_once().await.expect("run");
+    assert_eq!(s.deliveries.delivered, 10);
+    // Two channels, five messages each, one per second per channel, in parallel.
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_polls_on_schedule_and_picks_up_new_records() {
+    let rig = Rig::new(MemorySink::new("chat"));
+    rig.table.upsert(invoice("1", 1, "1"));
+    let p = rig.pipeline();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn({
+        let p = p.clone();
+        async move {
+            p.run(async {
+                let _ = rx.await;
+            })
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(keys(&rig.sink.sent()), ["1"]);
+    // Added mid-run with a current timestamp; picked up by the next scheduled cycle.
+    rig.table.upsert(Record::new(
+        "Memory(erp)",
+        EntityKind::SupplierInvoice,
+        "2",
+        rig.clock.now(),
+    ));
+    tokio::time::sleep(Duration::from_secs(400)).await;
+    assert_eq!(keys(&rig.sink.sent()), ["1", "2"]);
+    tx.send(()).expect("stop");
+    let s = run.await.expect("join").expect("run");
+    assert!(s.cycles >= 2, "{s:?}");
+    assert_eq!(s.deliveries.delivered, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dry_run_sends_and_journals_nothing() {
+    let rig = Rig::new(MemorySink::new("chat"));
+    rig.table.upsert(invoice("1", 1, "20000"));
+    rig.table
+        .insert_malformed("2", start(), serde_json::Value::Null, "bad date");
+    let p = rig.pipeline();
+    let d = p.dry_run(100).await.expect("dry");
+    let plan: Vec<(String, String)> = d
+        .messages
+        .iter()
+        .map(|m| (m.destination.to_string(), m.rules.join(",")))
+        .collect();
+    assert_eq!(
+        plan,
+        [
+            ("chat:#procurement".into(), "all".into()),
+            ("chat:#finance".into(), "large".into())
+        ]
+    );
+    assert_eq!(d.rejected.len(), 1);
+    assert_eq!(
+        rig.store.stats().await.expect("s"),
+        crate::audit::JournalStats::default()
+    );
+    assert!(rig.sink.sent().is_empty());
+}
+
+#[tokio::test]
+async fn builder_errors_name_the_problem() {
+    let rig = Rig::new(MemorySink::new("chat"));
+    let e = Pipeline::builder().build().expect_err("no store");
+    assert!(e.to_string().contains("AuditStore"), "{e}");
+    let e = Pipeline::builder()
+        .store(rig.store.clone())
+        .router(router())
+        .build()
+        .expect_err("no sink");
+    assert!(e.to_string().contains("no sink named `chat`"), "{e}");
+    let s = || {
+        Stream::new(
+            "x",
+            rig.source.clone(),
+            Schedule::every(Duration::from_secs(1)).expect("s"),
+        )
+    };
+    let e = Pipeline::builder()
+        .store(rig.store.clone())
+        .stream(s())
+        .stream(s())
+        .build()
+        .expect_err("dup");
+    assert!(e.to_string().contains("defined twice"), "{e}");
+    let e = Pipeline::builder()
+        .store(rig.store.clone())
+        .sink("a", Arc::new(MemorySink::new("a")))
+        .sink("a", Arc::new(MemorySink::new("a")))
+        .build()
+        .expect_err("dup sink");
+    assert!(e.to_string().contains("registered twice"), "{e}");
+}

@@ -2,18 +2,23 @@ use super::*;
 use crate::record::{BusinessFields, Line};
 
 fn invoice(amount: &str, cur: &str) -> Record {
-    Record::new("Oracle(pod)", EntityKind::SupplierInvoice, "1", jiff::Timestamp::UNIX_EPOCH)
-        .with_fields(BusinessFields {
-            amount: Some(Money::parse(amount, cur).expect("m")),
-            cost_center: Some("CC-10".into()),
-            status: Some("Needs Revalidation".into()),
-            lines: vec![Line {
-                number: "1".into(),
-                gl_account: Some("6100-200".into()),
-                ..Line::default()
-            }],
-            ..BusinessFields::default()
-        })
+    Record::new(
+        "Oracle(pod)",
+        EntityKind::SupplierInvoice,
+        "1",
+        jiff::Timestamp::UNIX_EPOCH,
+    )
+    .with_fields(BusinessFields {
+        amount: Some(Money::parse(amount, cur).expect("m")),
+        cost_center: Some("CC-10".into()),
+        status: Some("Needs Revalidation".into()),
+        lines: vec![Line {
+            number: "1".into(),
+            gl_account: Some("6100-200".into()),
+            ..Line::default()
+        }],
+        ..BusinessFields::default()
+    })
 }
 
 fn rule(name: &str, when: Vec<Condition>, to: &[&str]) -> Rule {
@@ -32,14 +37,29 @@ fn router(mode: MatchMode) -> Router {
     Router::new(
         mode,
         vec![
-            rule("all invoices", vec![Condition::Kind(vec![EntityKind::SupplierInvoice])], &["slack:#procurement"]),
+            rule(
+                "all invoices",
+                vec![Condition::Kind(vec![EntityKind::SupplierInvoice])],
+                &["slack:#procurement"],
+            ),
             rule(
                 "large",
-                vec![Condition::Kind(vec![EntityKind::SupplierInvoice]), Condition::AmountAtLeast(usd("10000"))],
+                vec![
+                    Condition::Kind(vec![EntityKind::SupplierInvoice]),
+                    Condition::AmountAtLeast(usd("10000")),
+                ],
                 &["slack:#finance", "slack:#procurement"],
             ),
-            rule("failed validation", vec![Condition::Status(vec!["needs revalidation".into()])], &["slack:#finance"]),
-            rule("opex", vec![Condition::GlAccountPrefix(vec!["61".into()])], &["email:ap@example.com"]),
+            rule(
+                "failed validation",
+                vec![Condition::Status(vec!["needs revalidation".into()])],
+                &["slack:#finance"],
+            ),
+            rule(
+                "opex",
+                vec![Condition::GlAccountPrefix(vec!["61".into()])],
+                &["email:ap@example.com"],
+            ),
         ],
     )
     .expect("router")
@@ -48,8 +68,19 @@ fn router(mode: MatchMode) -> Router {
 #[test]
 fn all_match_collects_deduplicated_destinations() {
     let r = router(MatchMode::AllMatch);
-    let d: Vec<String> = r.route(&invoice("25000", "USD")).iter().map(ToString::to_string).collect();
-    assert_eq!(d, ["slack:#procurement", "slack:#finance", "email:ap@example.com"]);
+    let d: Vec<String> = r
+        .route(&invoice("25000", "USD"))
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        d,
+        [
+            "slack:#procurement",
+            "slack:#finance",
+            "email:ap@example.com"
+        ]
+    );
 }
 
 #[test]
@@ -68,9 +99,17 @@ fn amounts_compare_only_in_their_currency() {
     let e = r.explain(&invoice("25000", "EUR"));
     let large = &e.rules[1];
     assert!(!large.matched);
-    assert!(large.reasons[1].contains("is not in USD"), "{:?}", large.reasons);
+    assert!(
+        large.reasons[1].contains("is not in USD"),
+        "{:?}",
+        large.reasons
+    );
     let e = r.explain(&invoice("9999.99", "USD"));
-    assert!(e.rules[1].reasons[1].contains("< 10,000.00 USD"), "{:?}", e.rules[1].reasons);
+    assert!(
+        e.rules[1].reasons[1].contains("< 10,000.00 USD"),
+        "{:?}",
+        e.rules[1].reasons
+    );
     // A credit memo is below any positive threshold.
     assert!(!r.explain(&invoice("-50000", "USD")).rules[1].matched);
 }
@@ -79,11 +118,17 @@ fn amounts_compare_only_in_their_currency() {
 fn explain_agrees_with_route() {
     for mode in [MatchMode::AllMatch, MatchMode::FirstMatch] {
         let r = router(mode);
-        for rec in [invoice("1", "USD"), invoice("20000", "USD"), invoice("5", "GBP")] {
+        for rec in [
+            invoice("1", "USD"),
+            invoice("20000", "USD"),
+            invoice("5", "GBP"),
+        ] {
             assert_eq!(r.explain(&rec).destinations, r.route(&rec));
         }
     }
-    let text = router(MatchMode::AllMatch).explain(&invoice("1", "USD")).to_string();
+    let text = router(MatchMode::AllMatch)
+        .explain(&invoice("1", "USD"))
+        .to_string();
     assert!(text.contains("MATCH   all invoices"), "{text}");
     assert!(text.contains("=> slack:#procurement"), "{text}");
 }
@@ -94,8 +139,21 @@ fn invalid_rules_are_clear_errors() {
         (rule("", vec![], &["slack:#a"]), "needs a name"),
         (rule("x", vec![], &[]), "at least one destination"),
         (rule("x", vec![], &["nocolon"]), "sink:address"),
-        (rule("x", vec![Condition::CostCenter(vec![])], &["slack:#a"]), "empty value"),
-        (rule("x", vec![Condition::Field { field: " ".into(), values: vec!["a".into()] }], &["slack:#a"]), "empty"),
+        (
+            rule("x", vec![Condition::CostCenter(vec![])], &["slack:#a"]),
+            "empty value",
+        ),
+        (
+            rule(
+                "x",
+                vec![Condition::Field {
+                    field: " ".into(),
+                    values: vec!["a".into()],
+                }],
+                &["slack:#a"],
+            ),
+            "empty",
+        ),
     ];
     for (r, want) in cases {
         let e = Router::new(MatchMode::AllMatch, vec![r]).expect_err(want);
@@ -104,7 +162,10 @@ fn invalid_rules_are_clear_errors() {
     }
     let dup = Router::new(
         MatchMode::AllMatch,
-        vec![rule("a", vec![], &["slack:#x"]), rule("a", vec![], &["slack:#y"])],
+        vec![
+            rule("a", vec![], &["slack:#x"]),
+            rule("a", vec![], &["slack:#y"]),
+        ],
     )
     .expect_err("dup");
     assert!(dup.to_string().contains("same name"));
@@ -118,10 +179,23 @@ fn invalid_rules_are_clear_errors() {
 #[test]
 fn conditions_on_lines_and_fields() {
     let mut rec = invoice("1", "USD");
-    rec.fields.extra.insert("material_group".into(), "IT".into());
-    rec.fields.lines.push(Line { number: "2".into(), cost_center: Some("CC-99".into()), ..Line::default() });
+    rec.fields
+        .extra
+        .insert("material_group".into(), "IT".into());
+    rec.fields.lines.push(Line {
+        number: "2".into(),
+        cost_center: Some("CC-99".into()),
+        ..Line::default()
+    });
     assert!(Condition::CostCenter(vec!["CC-99".into()]).check(&rec).0);
-    assert!(Condition::Field { field: "material_group".into(), values: vec!["IT".into()] }.check(&rec).0);
+    assert!(
+        Condition::Field {
+            field: "material_group".into(),
+            values: vec!["IT".into()]
+        }
+        .check(&rec)
+        .0
+    );
     assert!(!Condition::Supplier(vec!["S1".into()]).check(&rec).0);
     assert!(Condition::System(vec!["Oracle(pod)".into()]).check(&rec).0);
     assert!(!Condition::CompanyCode(vec!["1000".into()]).check(&rec).0);

@@ -2,7 +2,7 @@
 //! core trait runs the matching suite: the in-memory ones in this crate, the durable
 //! journal in `ml-store`, every connector's source and sink against its sandbox.
 
-mod audit;
+pub mod audit;
 
-pub use audit::audit_store_conformance;
 pub use crate::limiter_conformance as limiter;
+pub use audit::audit_store_conformance;
