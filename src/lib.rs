@@ -1,1 +1,48 @@
-//! facade
+//! # ml-connector
+//!
+//! Moves business events out of ERP systems (SAP ECC, Oracle Fusion Cloud ERP, IFS Cloud,
+//! Sage X3) into the places people watch (Slack, SMS, email), with nothing lost, nothing
+//! posted twice, every step journaled and every failure replayable.
+//!
+//! This facade re-exports [`ml_core`] (always) and each connector crate behind a feature:
+//!
+//! | feature | crate | what |
+//! |---|---|---|
+//! | (always) | `ml-core` | traits, record model, routing, cursors, retry, limits, auth, pipeline |
+//! | `store` (default) | `ml-store` | the durable SQLite journal ([`store::SqliteAuditStore`]) |
+//!
+//! ```
+//! use std::sync::Arc;
+//! use ml_connector::memory::{MemoryAuditStore, MemorySink, MemorySource, SourceTable};
+//! use ml_connector::routing::{MatchMode, Router, Rule};
+//! use ml_connector::{EntityKind, Pipeline, Record, Schedule, Stream};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> ml_connector::Result<()> {
+//! let table = SourceTable::default();
+//! table.upsert(Record::new("Demo", EntityKind::PurchaseOrder, "PO-1", jiff::Timestamp::now()));
+//! let sink = MemorySink::new("chat");
+//! let pipeline = Pipeline::builder()
+//!     .store(Arc::new(MemoryAuditStore::new()))
+//!     .stream(Stream::new(
+//!         "purchase-orders",
+//!         Arc::new(MemorySource::new("erp", EntityKind::PurchaseOrder, table)),
+//!         Schedule::every(std::time::Duration::from_secs(600))?,
+//!     ))
+//!     .router(Router::new(MatchMode::AllMatch, vec![Rule {
+//!         name: "every PO".into(),
+//!         when: vec![],
+//!         to: vec!["chat:#operations".into()],
+//!     }])?)
+//!     .sink("chat", Arc::new(sink.clone()))
+//!     .build()?;
+//! pipeline.run_once().await?;
+//! assert_eq!(sink.sent().len(), 1);
+//! # Ok(()) }
+//! ```
+
+pub use ml_core::*;
+
+/// The durable journal (feature `store`).
+#[cfg(feature = "store")]
+pub use ml_store as store;

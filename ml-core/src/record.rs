@@ -289,19 +289,17 @@ impl Rejected {
     /// A stable identity for dedupe of rejections: the key when known, otherwise a hash
     /// of the raw item.
     pub fn identity(&self) -> String {
-        match &self.key {
-            Some(k) => format!("key:{k}"),
-            // FNV-1a rather than std's hasher: this identity is stored in the journal, so it
-            // must not change between Rust releases.
-            None => {
-                let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-                for b in self.raw.to_string().bytes() {
-                    h ^= u64::from(b);
-                    h = h.wrapping_mul(0x0100_0000_01b3);
-                }
-                format!("raw:{h:016x}")
-            }
+        if let Some(k) = &self.key {
+            return format!("key:{k}");
         }
+        // FNV-1a rather than std's hasher: this identity is stored in the journal, so it
+        // must not change between Rust releases.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.raw.to_string().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("raw:{h:016x}")
     }
 }
 

@@ -222,7 +222,7 @@ fn token_paging_is_followed_then_dropped() {
 fn malformed_positions_are_clear_errors() {
     let c = WatermarkCursor::default();
     for bad in [
-        r#"[1,2]"#,
+        r"[1,2]",
         r#"{"v":1,"wm":"yesterday"}"#,
         r#"{"v":99}"#,
         r#"{"v":1,"mode":{"at":"token","token":""}}"#,

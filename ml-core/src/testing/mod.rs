@@ -1,8 +1,14 @@
-//! Conformance suites and test doubles (feature `testing`). Every implementation of a
-//! core trait runs the matching suite: the in-memory ones in this crate, the durable
-//! journal in `ml-store`, every connector's source and sink against its sandbox.
+//! Conformance suites (feature `testing`). Every implementation of a core trait runs the
+//! matching suite: the in-memory ones in this crate, the durable journal in `ml-store`,
+//! every connector's source and sink against its sandbox emulator. Test doubles that fail
+//! on purpose live in [`crate::memory`] ([`crate::memory::SinkFault`],
+//! [`crate::memory::MemorySource::fail_next`]).
 
 pub mod audit;
+pub mod sink;
+pub mod source;
 
 pub use crate::limiter_conformance as limiter;
 pub use audit::audit_store_conformance;
+pub use sink::sink_conformance;
+pub use source::{SourceExpectations, source_conformance};

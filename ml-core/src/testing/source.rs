@@ -1,0 +1,132 @@
+//! The `Source` conformance suite.
+
+use std::collections::BTreeSet;
+
+use crate::cursor::Position;
+use crate::error::Error;
+use crate::record::SourceItem;
+use crate::source::Source;
+
+/// What [`source_conformance`] needs to know about the data behind the source.
+#[derive(Clone, Debug)]
+pub struct SourceExpectations {
+    /// How many distinct items (records and rejected items, by key) the stream holds.
+    pub items: usize,
+    /// The largest page the source may return.
+    pub max_page: usize,
+}
+
+fn item_key(i: &SourceItem) -> String {
+    match i {
+        SourceItem::Record(r) => format!("r:{}@{}", r.key, r.dedupe_version()),
+        SourceItem::Rejected(x) => format!("x:{}", x.identity()),
+    }
+}
+
+/// Checks a source's contract: bounded pages, a full read from the start that terminates
+/// and sees every item, repeatable polls from a saved (and text round-tripped) position,
+/// and a typed error for a malformed position. The data must not change while it runs.
+pub async fn source_conformance(source: &dyn Source, expect: &SourceExpectations) {
+    assert!(
+        !source.to_string().trim().is_empty(),
+        "Display must name the system"
+    );
+    let mut seen = BTreeSet::new();
+    let mut position: Option<Position> = None;
+    let mut positions = Vec::new();
+    let max_calls = expect
+        .items
+        .div_ceil(expect.max_page.saturating_sub(1).max(1))
+        * 2
+        + 10;
+    let mut calls = 0;
+    loop {
+        calls += 1;
+        assert!(
+            calls <= max_calls,
+            "{source}: a full read did not terminate within {max_calls} polls"
+        );
+        let page = source
+            .poll(position.as_ref())
+            .await
+            .unwrap_or_else(|e| panic!("{source}: poll failed: {e}"));
+        assert!(
+            page.items.len() <= expect.max_page,
+            "{source}: page of {} items exceeds the maximum {}",
+            page.items.len(),
+            expect.max_page
+        );
+        for i in &page.items {
+            seen.insert(item_key(i));
+        }
+        // Positions are stored as text: the round trip must be lossless.
+        let text = page.next.to_json_string();
+        let back = Position::parse(&text)
+            .unwrap_or_else(|e| panic!("{source}: position does not parse back: {e}"));
+        assert_eq!(back, page.next, "{source}: position text round trip");
+        positions.push(position.clone());
+        position = Some(back);
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        expect.items,
+        "{source}: a full read saw {} distinct items, expected {}",
+        seen.len(),
+        expect.items
+    );
+    // Polling twice from the same saved position returns the same items.
+    let mid = positions.get(positions.len() / 2).cloned().flatten();
+    let a = source.poll(mid.as_ref()).await.expect("poll a");
+    let b = source.poll(mid.as_ref()).await.expect("poll b");
+    let ka: Vec<String> = a.items.iter().map(item_key).collect();
+    let kb: Vec<String> = b.items.iter().map(item_key).collect();
+    assert_eq!(ka, kb, "{source}: polls from one position differ");
+    assert_eq!(
+        a.next, b.next,
+        "{source}: positions after one position differ"
+    );
+    // A malformed position is a typed error, not a panic.
+    let bad = Position::from_json(serde_json::json!(["not", "a", "position"]));
+    match source.poll(Some(&bad)).await {
+        Err(Error::InvalidPosition(_)) => {}
+        other => {
+            panic!("{source}: a malformed position must be Error::InvalidPosition, got {other:?}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{MemorySource, SourceTable};
+    use crate::record::{EntityKind, Record};
+
+    #[tokio::test]
+    async fn memory_source_conforms() {
+        let table = SourceTable::default();
+        let t0 = jiff::Timestamp::from_second(1_800_000_000).expect("ts");
+        for i in 0..23 {
+            // Ties: three records per timestamp.
+            let t = t0 + jiff::SignedDuration::from_secs(i / 3);
+            table.upsert(Record::new(
+                "Memory(x)",
+                EntityKind::PurchaseOrder,
+                format!("{i:03}"),
+                t,
+            ));
+        }
+        table.insert_malformed("bad", t0, serde_json::json!({"x": 1}), "no amount");
+        let s = MemorySource::new("x", EntityKind::PurchaseOrder, table).with_page_size(4);
+        source_conformance(
+            &s,
+            &SourceExpectations {
+                items: 24,
+                max_page: 4,
+            },
+        )
+        .await;
+    }
+}
