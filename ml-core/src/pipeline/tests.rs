@@ -597,3 +597,60 @@ async fn builder_errors_name_the_problem() {
         .expect_err("dup sink");
     assert!(e.to_string().contains("registered twice"), "{e}");
 }
+
+/// A source whose polls wait at a gate.
+#[derive(Debug)]
+struct GatedSource {
+    inner: Arc<MemorySource>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::fmt::Display for GatedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatedSource")
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for GatedSource {
+    fn kind(&self) -> EntityKind {
+        EntityKind::SupplierInvoice
+    }
+
+    async fn poll(&self, from: Option<&crate::cursor::Position>) -> Result<crate::source::Page> {
+        let _permit = self.gate.acquire().await.expect("gate");
+        self.inner.poll(from).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_is_never_polled_twice_at_once() {
+    let rig = Rig::new(MemorySink::new("chat"));
+    rig.table.upsert(invoice("1", 1, "1"));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let source = Arc::new(GatedSource {
+        inner: rig.source.clone(),
+        gate: gate.clone(),
+    });
+    let p = Pipeline::builder()
+        .store(rig.store.clone())
+        .stream(Stream::new("invoices", source, Schedule::every(Duration::from_secs(60)).expect("s")))
+        .router(router())
+        .sink("chat", Arc::new(rig.sink.clone()))
+        .clock(rig.clock.clone())
+        .build()
+        .expect("p");
+    let first = tokio::spawn({
+        let p = p.clone();
+        async move { p.poll_stream("invoices").await }
+    });
+    tokio::task::yield_now().await;
+    let second = p.poll_stream("invoices").await.expect("second");
+    assert!(second.skipped, "a second poll of a busy stream is skipped");
+    gate.add_permits(10);
+    let first = first.await.expect("join").expect("first");
+    assert!(!first.skipped);
+    assert_eq!(first.journaled, 1);
+    // Once the first finished, the stream can be polled again.
+    assert!(!p.poll_stream("invoices").await.expect("third").skipped);
+}
