@@ -10,6 +10,7 @@
 //! |---|---|---|
 //! | (always) | `ml-core` | traits, record model, routing, cursors, retry, limits, auth, pipeline |
 //! | `store` (default) | `ml-store` | the durable SQLite journal ([`store::SqliteAuditStore`]) |
+//! | `slack` | `ml-slack` | Slack sink, verified receiver, OAuth v2, Socket Mode |
 //!
 //! ```
 //! use std::sync::Arc;
@@ -46,3 +47,7 @@ pub use ml_core::*;
 /// The durable journal (feature `store`).
 #[cfg(feature = "store")]
 pub use ml_store as store;
+
+/// Slack (feature `slack`).
+#[cfg(feature = "slack")]
+pub use ml_slack as slack;

@@ -1,0 +1,690 @@
+//! The inbound receiver: verifies and parses what Slack sends (Events API, slash commands,
+//! interactivity), answers within Slack's 3 seconds, and hands the work to the host
+//! asynchronously. Framework-agnostic: it works on `http::Request<B>` (method, URI,
+//! headers, raw body bytes) and returns an `http::Response<String>`; feature `axum` mounts
+//! it as a router (`receiver::router`).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use ml_slack::receiver::SlackReceiver;
+//! use ml_slack::signature::SignatureVerifier;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let verifier = SignatureVerifier::new(&"signing-secret".into());
+//! let (receiver, mut inbox) = SlackReceiver::new(verifier.clone()).with_channel(64);
+//!
+//! // A slash command as Slack would send it.
+//! let now = jiff::Timestamp::now();
+//! let ts = now.as_second().to_string();
+//! let body = "command=%2Fapprove-invoice&text=INV-7&user_id=U1&trigger_id=1.2.3";
+//! let request = http::Request::post("/slack/commands")
+//!     .header("content-type", "application/x-www-form-urlencoded")
+//!     .header("x-slack-request-timestamp", &ts)
+//!     .header("x-slack-signature", verifier.sign(&ts, body.as_bytes()))
+//!     .body(body)
+//!     .unwrap();
+//! let response = receiver.handle_at(request, now).await;
+//! assert_eq!(response.status(), 200);
+//! let received = inbox.recv().await.unwrap();
+//! assert!(matches!(received.inbound, ml_slack::events::Inbound::SlashCommand(_)));
+//! # }
+//! ```
+//!
+//! # What is checked, in order
+//! 1. `POST` only ([`Rejection::MethodNotAllowed`]).
+//! 2. Body size: a `Content-Length` or a body above the limit (default 1 MiB) is
+//!    [`Rejection::BodyTooLarge`]; a body shorter than its `Content-Length` is
+//!    [`Rejection::Truncated`].
+//! 3. Headers present ([`Rejection::MissingHeader`]) and well-formed
+//!    ([`Rejection::BadSignatureFormat`]).
+//! 4. Timestamp within 5 minutes ([`Rejection::Stale`], [`Rejection::FutureDated`]).
+//! 5. HMAC, constant-time ([`Rejection::SignatureMismatch`]).
+//! 6. Replay: a signature seen before is [`Rejection::Replayed`].
+//! 7. Parse ([`Rejection::Malformed`]).
+//! 8. Retry dedupe: an `event_id` (or `trigger_id`) seen before is acknowledged with 200
+//!    but not handed to the host again (whatever `X-Slack-Retry-Num` says).
+//!
+//! # Replay cache and replicas
+//! The default [`MemoryReplayCache`] lives in this process: entries expire with the
+//! timestamp window (signatures) or after an hour (event ids), and it holds at most
+//! 100,000 entries (when full of unexpired entries, new requests get 503 and Slack
+//! retries). With several replicas behind a load balancer, a replay or a retry can reach
+//! another replica: give every replica one shared [`ReplayCache`] (Redis `SET NX PX`, a
+//! database table with a unique key).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use jiff::Timestamp;
+use ml_core::clock::{Clock, SystemClock, add};
+use tokio::sync::mpsc;
+
+use crate::error::Rejection;
+use crate::events::{Parsed, Received, Via, parse_events_json, parse_form};
+use crate::signature::{SIGNATURE_HEADER, SignatureVerifier, TIMESTAMP_HEADER};
+
+/// The default body limit (Slack's payloads are far smaller).
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
+/// How long an event id is remembered for retry dedupe (Slack retries for about 5
+/// minutes; unconfirmed).
+pub const DEDUPE_TTL: Duration = Duration::from_secs(3600);
+
+/// Remembers keys for a while: signatures (replay protection) and event ids (retry
+/// dedupe). Shared by every replica that receives Slack's requests.
+#[async_trait]
+pub trait ReplayCache: Send + Sync + fmt::Debug {
+    /// Records `key` until `expires_at`. `Ok(true)` when it was new, `Ok(false)` when it
+    /// is already held (and not expired). An error refuses the request (Slack retries).
+    async fn insert_if_absent(
+        &self,
+        key: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, Rejection>;
+
+    /// Forgets `key` (a request that was not handed off, so its retry must get through).
+    async fn remove(&self, key: &str);
+}
+
+/// A [`ReplayCache`] in this process's memory, bounded in size and by expiry.
+#[derive(Debug)]
+pub struct MemoryReplayCache {
+    entries: Mutex<HashMap<String, Timestamp>>,
+    max_entries: usize,
+}
+
+impl Default for MemoryReplayCache {
+    fn default() -> Self {
+        Self::new(100_000)
+    }
+}
+
+impl MemoryReplayCache {
+    /// A cache holding at most `max_entries` unexpired keys.
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            max_entries: max_entries.max(1),
+        }
+    }
+
+    /// How many keys are held (expired ones included until the next prune).
+    pub fn len(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl ReplayCache for MemoryReplayCache {
+    async fn insert_if_absent(
+        &self,
+        key: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, Rejection> {
+        let mut e = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(exp) = e.get(key)
+            && *exp >= now
+        {
+            return Ok(false);
+        }
+        if e.len() >= self.max_entries {
+            e.retain(|_, exp| *exp >= now);
+            if e.len() >= self.max_entries {
+                tracing::warn!(entries = e.len(), "replay cache is full; refusing");
+                return Err(Rejection::Busy);
+            }
+        }
+        e.insert(key.to_owned(), expires_at);
+        Ok(true)
+    }
+
+    async fn remove(&self, key: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+}
+
+/// What the host does with inbound items. Called on a spawned task, after Slack got its
+/// answer; take as long as needed (answer through `response_url`).
+#[async_trait]
+pub trait SlackHandler: Send + Sync {
+    /// Handles one item.
+    async fn handle(&self, received: Received);
+}
+
+#[derive(Clone)]
+enum Dispatch {
+    None,
+    Channel(mpsc::Sender<Received>),
+    Handler(Arc<dyn SlackHandler>),
+}
+
+/// A request that passed every check, before parsing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The signing timestamp (unix seconds).
+    pub timestamp: i64,
+    /// `X-Slack-Retry-Num`, when present.
+    pub retry_num: Option<u32>,
+    /// `X-Slack-Retry-Reason`, when present.
+    pub retry_reason: Option<String>,
+}
+
+/// The receiver. Share it behind an `Arc`.
+pub struct SlackReceiver {
+    verifier: SignatureVerifier,
+    max_body: usize,
+    clock: Arc<dyn Clock>,
+    cache: Arc<dyn ReplayCache>,
+    dispatch: Dispatch,
+}
+
+impl fmt::Debug for SlackReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dispatch = match &self.dispatch {
+            Dispatch::None => "none",
+            Dispatch::Channel(_) => "channel",
+            Dispatch::Handler(_) => "handler",
+        };
+        f.debug_struct("SlackReceiver")
+            .field("verifier", &self.verifier)
+            .field("max_body", &self.max_body)
+            .field("cache", &self.cache)
+            .field("dispatch", &dispatch)
+            .finish_non_exhaustive()
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, Rejection> {
+    let v = headers.get(name).ok_or(Rejection::MissingHeader(name))?;
+    v.to_str().map_err(|_| Rejection::BadSignatureFormat)
+}
+
+impl SlackReceiver {
+    /// A receiver verifying with `verifier`, on the system clock, with the in-memory replay
+    /// cache and no hand-off yet (set one with [`with_channel`](Self::with_channel) or
+    /// [`with_handler`](Self::with_handler); without one, requests are answered 503).
+    pub fn new(verifier: SignatureVerifier) -> Self {
+        Self {
+            verifier,
+            max_body: DEFAULT_MAX_BODY,
+            clock: Arc::new(SystemClock),
+            cache: Arc::new(MemoryReplayCache::default()),
+            dispatch: Dispatch::None,
+        }
+    }
+
+    /// Hands inbound items to a bounded channel of `capacity`; when it is full, requests
+    /// are answered 503 (not acknowledged), so Slack retries them later.
+    pub fn with_channel(mut self, capacity: usize) -> (Self, mpsc::Receiver<Received>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.dispatch = Dispatch::Channel(tx);
+        (self, rx)
+    }
+
+    /// Hands each inbound item to `handler` on a spawned tokio task.
+    pub fn with_handler(mut self, handler: Arc<dyn SlackHandler>) -> Self {
+        self.dispatch = Dispatch::Handler(handler);
+        self
+    }
+
+    /// Sets the body limit.
+    pub fn with_max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Sets the clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Uses a shared replay cache (several replicas).
+    pub fn with_replay_cache(mut self, cache: Arc<dyn ReplayCache>) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// The body limit.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// The verifier.
+    pub fn verifier(&self) -> &SignatureVerifier {
+        &self.verifier
+    }
+
+    /// Checks a request at `now`: method, size, headers, window, signature, replay (the
+    /// signature is remembered). Does not parse.
+    pub async fn verify_at(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<Verified, Rejection> {
+        if method != Method::POST {
+            return Err(Rejection::MethodNotAllowed);
+        }
+        if body.len() > self.max_body {
+            return Err(Rejection::BodyTooLarge);
+        }
+        if let Some(cl) = headers.get(CONTENT_LENGTH) {
+            let declared: u64 = cl
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| Rejection::Malformed("invalid Content-Length".into()))?;
+            if declared > self.max_body as u64 {
+                return Err(Rejection::BodyTooLarge);
+            }
+            if (body.len() as u64) < declared {
+                return Err(Rejection::Truncated);
+            }
+            if (body.len() as u64) > declared {
+                return Err(Rejection::Malformed(
+                    "body is longer than its Content-Length".into(),
+                ));
+            }
+        }
+        let timestamp = header(headers, TIMESTAMP_HEADER)?;
+        let signature = header(headers, SIGNATURE_HEADER)?;
+        let sig = self.verifier.verify_at(timestamp, body, signature, now)?;
+        let ts: i64 = timestamp
+            .trim()
+            .parse()
+            .map_err(|_| Rejection::BadSignatureFormat)?;
+        let window = i64::try_from(self.verifier.window().as_secs()).unwrap_or(i64::MAX);
+        let until = Timestamp::from_second(ts.saturating_add(window).saturating_add(1))
+            .unwrap_or(Timestamp::MAX);
+        let key = format!("sig:{}", hex::encode(sig));
+        if !self
+            .cache
+            .insert_if_absent(&key, until.max(now), now)
+            .await?
+        {
+            return Err(Rejection::Replayed);
+        }
+        let retry_num = headers
+            .get("x-slack-retry-num")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse().ok());
+        let retry_reason = headers
+            .get("x-slack-retry-reason")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(Verified {
+            timestamp: ts,
+            retry_num,
+            retry_reason,
+        })
+    }
+
+    /// Handles a request now (the receiver's clock).
+    pub async fn handle<B: AsRef<[u8]>>(
+        &self,
+        request: http::Request<B>,
+    ) -> http::Response<String> {
+        let now = self.clock.now();
+        self.handle_at(request, now).await
+    }
+
+    /// Handles a request at `now`: verifies, parses, answers the `url_verification`
+    /// challenge, dedupes retries, and hands the item off (never waits for the host).
+    pub async fn handle_at<B: AsRef<[u8]>>(
+        &self,
+        request: http::Request<B>,
+        now: Timestamp,
+    ) -> http::Response<String> {
+        let (parts, body) = request.into_parts();
+        let body = body.as_ref();
+        match self.process(&parts.method, &parts.headers, body, now).await {
+            Ok(answer) => answer,
+            Err(rejection) => {
+                tracing::info!(reason = rejection.as_str(), "refused a Slack request");
+                rejection_response(&rejection)
+            }
+        }
+    }
+
+    async fn process(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<http::Response<String>, Rejection> {
+        let verified = self.verify_at(method, headers, body, now).await?;
+        let sig_key = headers
+            .get(SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().strip_prefix("v0="))
+            .map(|h| format!("sig:{}", h.to_ascii_lowercase()));
+        let content_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let parsed = if content_type.starts_with("application/json")
+            || (content_type.is_empty() && body.first() == Some(&b'{'))
+        {
+            parse_events_json(body)
+        } else if content_type.starts_with("application/x-www-form-urlencoded")
+            || content_type.is_empty()
+        {
+            parse_form(body)
+        } else {
+            Err(Rejection::Malformed(format!(
+                "unsupported content type `{content_type}`"
+            )))
+        }?;
+        let inbound = match parsed {
+            Parsed::UrlVerification(challenge) => {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    serde_json::json!({ "challenge": challenge }).to_string(),
+                ));
+            }
+            Parsed::AckOnly(kind) => {
+                tracing::warn!(kind, "Slack notice acknowledged");
+                return Ok(empty(StatusCode::OK));
+            }
+            Parsed::Inbound(i) => *i,
+        };
+        let received = Received {
+            inbound,
+            via: Via::Http {
+                retry_num: verified.retry_num,
+                retry_reason: verified.retry_reason,
+            },
+            received_at: now,
+        };
+        match self.deliver(received, now).await {
+            Ok(_) => Ok(empty(StatusCode::OK)),
+            Err(r) => {
+                if let Some(k) = sig_key {
+                    // Not handed off: let Slack's retry (even with the same signature) in.
+                    self.cache.remove(&k).await;
+                }
+                Err(r)
+            }
+        }
+    }
+
+    /// Dedupes and hands off one item (HTTP and Socket Mode share this). `Ok(true)` when it
+    /// was handed off, `Ok(false)` for a duplicate (to acknowledge, not to hand off again);
+    /// [`Rejection::Busy`] when it could not be taken.
+    pub async fn deliver(&self, received: Received, now: Timestamp) -> Result<bool, Rejection> {
+        let key = received.inbound.dedupe_key();
+        if let Some(k) = &key
+            && !self
+                .cache
+                .insert_if_absent(k, add(now, DEDUPE_TTL), now)
+                .await?
+        {
+            tracing::info!(key = %k, via = ?received.via, "duplicate Slack delivery acknowledged, not handed off");
+            return Ok(false);
+        }
+        let outcome = match &self.dispatch {
+            Dispatch::None => {
+                tracing::warn!("SlackReceiver has no handler; refusing");
+                Err(Rejection::Busy)
+            }
+            Dispatch::Channel(tx) => tx
+                .try_send(received)
+                .map(|()| true)
+                .map_err(|_| Rejection::Busy),
+            Dispatch::Handler(h) => {
+                let h = Arc::clone(h);
+                tokio::spawn(async move { h.handle(received).await });
+                Ok(true)
+            }
+        };
+        if outcome.is_err()
+            && let Some(k) = &key
+        {
+            self.cache.remove(k).await;
+        }
+        outcome
+    }
+}
+
+fn empty(status: StatusCode) -> http::Response<String> {
+    let mut r = http::Response::new(String::new());
+    *r.status_mut() = status;
+    r
+}
+
+fn json_response(status: StatusCode, body: String) -> http::Response<String> {
+    let mut r = http::Response::new(body);
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn rejection_response(r: &Rejection) -> http::Response<String> {
+    let mut resp = http::Response::new(r.as_str().to_owned());
+    *resp.status_mut() = r.status();
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if *r == Rejection::Replayed {
+        // Already handled: tell Slack not to retry it again.
+        resp.headers_mut()
+            .insert("x-slack-no-retry", HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// Mounts the receiver at `path` as an axum router (feature `axum`). The body is read up
+/// to the receiver's limit; a longer one is answered 413, a cut one 400.
+#[cfg(feature = "axum")]
+pub fn router(receiver: Arc<SlackReceiver>, path: &str) -> axum::Router {
+    use axum::body::Body;
+    use axum::response::IntoResponse;
+
+    async fn serve(
+        axum::extract::State(receiver): axum::extract::State<Arc<SlackReceiver>>,
+        request: http::Request<Body>,
+    ) -> axum::response::Response {
+        let (parts, body) = request.into_parts();
+        let limit = receiver.max_body();
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            // Refused before reading a byte of it.
+            return rejection_response(&Rejection::BodyTooLarge).into_response();
+        }
+        let bytes = match axum::body::to_bytes(body, limit.saturating_add(1)).await {
+            Ok(b) => b,
+            Err(e) => {
+                let too_large = std::error::Error::source(&e)
+                    .is_some_and(|s| s.to_string().contains("length limit"))
+                    || e.to_string().contains("length limit");
+                let r = if too_large {
+                    Rejection::BodyTooLarge
+                } else {
+                    Rejection::Truncated
+                };
+                return rejection_response(&r).into_response();
+            }
+        };
+        let request = http::Request::from_parts(parts, bytes);
+        receiver.handle(request).await.into_response()
+    }
+
+    axum::Router::new()
+        .route(path, axum::routing::any(serve))
+        .with_state(receiver)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Inbound;
+
+    const SECRET: &str = "test-signing-secret";
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).expect("ts")
+    }
+
+    fn signed(body: &str, ts: i64, content_type: &str) -> http::Request<Vec<u8>> {
+        let v = SignatureVerifier::new(&SECRET.into());
+        let t = ts.to_string();
+        http::Request::post("/slack")
+            .header(CONTENT_TYPE, content_type)
+            .header(CONTENT_LENGTH, body.len())
+            .header(TIMESTAMP_HEADER, &t)
+            .header(SIGNATURE_HEADER, v.sign(&t, body.as_bytes()))
+            .body(body.as_bytes().to_vec())
+            .expect("request")
+    }
+
+    fn event(id: &str) -> String {
+        format!(
+            r#"{{"type":"event_callback","team_id":"T1","event_id":"{id}","event_time":1800000000,"event":{{"type":"message","channel":"C1","text":"hi","ts":"1.1"}}}}"#
+        )
+    }
+
+    #[tokio::test]
+    async fn url_verification_answers_the_challenge() {
+        let (r, _rx) = SlackReceiver::new(SignatureVerifier::new(&SECRET.into())).with_channel(4);
+        let resp = r
+            .handle_at(
+                signed(
+                    r#"{"token":"x","challenge":"ch4ll","type":"url_verification"}"#,
+                    1_800_000_000,
+                    "application/json",
+                ),
+                now(),
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.body(), r#"{"challenge":"ch4ll"}"#);
+    }
+
+    #[tokio::test]
+    async fn retries_are_acknowledged_once_handed_off_once() {
+        let (r, mut rx) =
+            SlackReceiver::new(SignatureVerifier::new(&SECRET.into())).with_channel(4);
+        let first = r
+            .handle_at(
+                signed(&event("Ev1"), 1_800_000_000, "application/json"),
+                now(),
+            )
+            .await;
+        assert_eq!(first.status(), 200);
+        // Slack's retry: new timestamp and signature, same event id, retry headers.
+        let mut retry = signed(&event("Ev1"), 1_800_000_060, "application/json");
+        retry
+            .headers_mut()
+            .insert("x-slack-retry-num", HeaderValue::from_static("1"));
+        retry.headers_mut().insert(
+            "x-slack-retry-reason",
+            HeaderValue::from_static("http_timeout"),
+        );
+        let second = r.handle_at(retry, now()).await;
+        assert_eq!(second.status(), 200);
+        let got = rx.recv().await.expect("one");
+        assert!(matches!(
+            got.via,
+            Via::Http {
+                retry_num: None,
+                ..
+            }
+        ));
+        assert!(rx.try_recv().is_err(), "the retry must not be handed off");
+    }
+
+    #[tokio::test]
+    async fn busy_queue_is_not_acknowledged_and_retry_gets_in() {
+        let (r, mut rx) =
+            SlackReceiver::new(SignatureVerifier::new(&SECRET.into())).with_channel(1);
+        let ok = r
+            .handle_at(
+                signed(&event("E1"), 1_800_000_000, "application/json"),
+                now(),
+            )
+            .await;
+        assert_eq!(ok.status(), 200);
+        let busy = r
+            .handle_at(
+                signed(&event("E2"), 1_800_000_000, "application/json"),
+                now(),
+            )
+            .await;
+        assert_eq!(busy.status(), 503);
+        rx.recv().await.expect("E1");
+        // The same request again (same signature) is now taken.
+        let again = r
+            .handle_at(
+                signed(&event("E2"), 1_800_000_000, "application/json"),
+                now(),
+            )
+            .await;
+        assert_eq!(again.status(), 200);
+        assert!(matches!(
+            rx.recv().await.expect("E2").inbound,
+            Inbound::Event(e) if e.event_id == "E2"
+        ));
+    }
+
+    #[tokio::test]
+    async fn without_handler_requests_are_refused() {
+        let r = SlackReceiver::new(SignatureVerifier::new(&SECRET.into()));
+        let resp = r
+            .handle_at(
+                signed(&event("E1"), 1_800_000_000, "application/json"),
+                now(),
+            )
+            .await;
+        assert_eq!(resp.status(), 503);
+    }
+
+    #[tokio::test]
+    async fn memory_cache_is_bounded_and_expires() {
+        let c = MemoryReplayCache::new(2);
+        let t = now();
+        let later = add(t, Duration::from_secs(10));
+        assert_eq!(c.insert_if_absent("a", later, t).await, Ok(true));
+        assert_eq!(c.insert_if_absent("a", later, t).await, Ok(false));
+        assert_eq!(c.insert_if_absent("b", later, t).await, Ok(true));
+        assert_eq!(
+            c.insert_if_absent("c", later, t).await,
+            Err(Rejection::Busy)
+        );
+        let much_later = add(t, Duration::from_secs(11));
+        assert_eq!(
+            c.insert_if_absent("c", add(much_later, Duration::from_secs(5)), much_later)
+                .await,
+            Ok(true)
+        );
+        assert_eq!(c.len(), 1);
+        c.remove("c").await;
+        assert!(c.is_empty());
+    }
+}
