@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ml_connector::memory::{MemorySource, SourceTable};
 use ml_connector::record::BusinessFields;
-use ml_connector::routing::{RouterSpec, Router};
+use ml_connector::routing::{Router, RouterSpec};
 use ml_connector::sink::{Outbound, Receipt};
 use ml_connector::store::SqliteBuilder;
 use ml_connector::{EntityKind, Money, Pipeline, Record, Schedule, Sink, Stream};
@@ -34,34 +34,67 @@ impl fmt::Display for ConsoleSink {
 #[async_trait]
 impl Sink for ConsoleSink {
     async fn send(&self, msg: &Outbound) -> ml_connector::Result<Receipt> {
-        println!("[{}] {}", msg.destination.address, msg.rendered.text.replace('\n', " | "));
+        println!(
+            "[{}] {}",
+            msg.destination.address,
+            msg.rendered.text.replace('\n', " | ")
+        );
         Ok(Receipt::new(format!("console-{}", msg.delivery_id)))
     }
 }
 
 fn simulated_erp() -> ml_connector::Result<SourceTable> {
     let table = SourceTable::default();
-    let t0 = jiff::Timestamp::from_second(1_793_606_400).map_err(|e| ml_connector::Error::config("t0", e.to_string()))?;
+    let t0 = jiff::Timestamp::from_second(1_793_606_400)
+        .map_err(|e| ml_connector::Error::config("t0", e.to_string()))?;
     let invoices = [
-        ("300100", "Müller Präzisionsteile GmbH", "1250.00", "EUR", "Validated"),
-        ("300101", "Acme Industrial Supply", "48200.00", "USD", "Validated"),
+        (
+            "300100",
+            "Müller Präzisionsteile GmbH",
+            "1250.00",
+            "EUR",
+            "Validated",
+        ),
+        (
+            "300101",
+            "Acme Industrial Supply",
+            "48200.00",
+            "USD",
+            "Validated",
+        ),
         ("300102", "Nordic Freight AB", "-310.40", "SEK", "Validated"),
-        ("300103", "Acme Industrial Supply", "9100.00", "USD", "Needs revalidation"),
+        (
+            "300103",
+            "Acme Industrial Supply",
+            "9100.00",
+            "USD",
+            "Needs revalidation",
+        ),
     ];
     for (i, (id, supplier, amount, currency, status)) in invoices.into_iter().enumerate() {
         table.upsert(
-            Record::new("SimulatedERP(demo)", EntityKind::SupplierInvoice, id, t0 + jiff::SignedDuration::from_mins(i as i64))
-                .with_fields(BusinessFields {
-                    document_number: Some(format!("INV-{id}")),
-                    supplier: Some(supplier.into()),
-                    amount: Some(Money::parse(amount, currency)?),
-                    status: Some(status.into()),
-                    gl_account: Some("6100-200".into()),
-                    ..BusinessFields::default()
-                }),
+            Record::new(
+                "SimulatedERP(demo)",
+                EntityKind::SupplierInvoice,
+                id,
+                t0 + jiff::SignedDuration::from_mins(i as i64),
+            )
+            .with_fields(BusinessFields {
+                document_number: Some(format!("INV-{id}")),
+                supplier: Some(supplier.into()),
+                amount: Some(Money::parse(amount, currency)?),
+                status: Some(status.into()),
+                gl_account: Some("6100-200".into()),
+                ..BusinessFields::default()
+            }),
         );
     }
-    table.insert_malformed("300104", t0, serde_json::json!({"InvoiceId": 300104, "InvoiceAmount": "n/a"}), "InvoiceAmount is not a number");
+    table.insert_malformed(
+        "300104",
+        t0,
+        serde_json::json!({"InvoiceId": "300104", "InvoiceAmount": "n/a"}),
+        "InvoiceAmount is not a number",
+    );
     Ok(table)
 }
 
@@ -81,10 +114,15 @@ async fn main() -> ml_connector::Result<()> {
     let journal = SqliteBuilder::from_env().build()?;
     println!("journal: {journal}");
     let journal = Arc::new(journal);
-    let source = MemorySource::new("invoices", EntityKind::SupplierInvoice, simulated_erp()?).with_page_size(2);
+    let source = MemorySource::new("invoices", EntityKind::SupplierInvoice, simulated_erp()?)
+        .with_page_size(2);
     let pipeline = Pipeline::builder()
         .store(journal)
-        .stream(Stream::new("invoices", Arc::new(source), Schedule::every(Duration::from_secs(10))?))
+        .stream(Stream::new(
+            "invoices",
+            Arc::new(source),
+            Schedule::every(Duration::from_secs(10))?,
+        ))
         .router(router)
         .sink("console", Arc::new(ConsoleSink))
         .build()?;

@@ -279,8 +279,11 @@ pub struct ClaimedDelivery {
     pub thread: Option<Receipt>,
     /// When the delivery was planned.
     pub created_at: Timestamp,
-    /// When its first attempt started (now, for a first attempt): retry budgets count from
-    /// here.
+    /// This attempt's number within the current retry round, from 1. A replay starts a new
+    /// round (a fresh retry budget); `attempt` keeps counting across rounds.
+    pub round_attempt: u32,
+    /// When the current round's first attempt started (now, for a first attempt): retry
+    /// budgets count from here.
     pub first_attempt_at: Timestamp,
 }
 
@@ -462,6 +465,8 @@ pub struct CycleView {
     pub error: Option<ErrorInfo>,
     /// The position after its last committed page.
     pub position: Option<Position>,
+    /// The stream's watermark when the cycle ended.
+    pub watermark: Option<Timestamp>,
 }
 
 /// A journaled rejected item.
@@ -551,7 +556,8 @@ pub struct JournalStats {
 /// * `requeue_in_flight` (start-up after a crash) turns every in-flight delivery into a
 ///   due retry marked in doubt, closing its attempt as `interrupted`.
 /// * `replay` / `replay_failed` make failed deliveries pending again, keeping their history
-///   and their in-doubt flag.
+///   and their in-doubt flag, and start a new retry round (`round_attempt` from 1,
+///   `first_attempt_at` at the next claim).
 /// * `apply_callback` is idempotent and never downgrades a remote status; a remote failure
 ///   marks the delivery failed (replayable).
 /// * Nothing secret is ever stored: records and errors are stored as given, and the types

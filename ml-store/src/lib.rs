@@ -1,0 +1,84 @@
+//! # ml-store
+//!
+//! Durable [`AuditStore`](ml_core::AuditStore) backends for ml-connector. The default is
+//! [`SqliteAuditStore`]: an embedded SQLite journal (one file, WAL mode) holding every poll
+//! cycle, record, planned delivery, attempt and callback, with the stream positions
+//! committed in the same transaction as the records they cover.
+//!
+//! ```
+//! use ml_core::audit::{AuditStore, PageCommit, PlannedRecord};
+//! use ml_core::{Destination, EntityKind, Position, Record};
+//! use ml_store::SqliteAuditStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> ml_core::Result<()> {
+//! let dir = tempfile::tempdir().expect("tempdir");
+//! let store = SqliteAuditStore::open(dir.path().join("ml-audit.db"))?;
+//!
+//! // One page of a stream: a record for #finance, and the position after it.
+//! let now = jiff::Timestamp::now();
+//! let cycle = store.begin_cycle("invoices", now).await?;
+//! let committed = store
+//!     .commit_page(PageCommit {
+//!         stream: "invoices".into(),
+//!         cycle,
+//!         records: vec![PlannedRecord {
+//!             record: Record::new("Demo", EntityKind::SupplierInvoice, "INV-1", now),
+//!             destinations: vec![Destination::new("slack", "#finance")],
+//!         }],
+//!         rejected: vec![],
+//!         position: Position::from_json(serde_json::json!({ "after": "INV-1" })),
+//!         at: now,
+//!     })
+//!     .await?;
+//! assert_eq!((committed.inserted, committed.deliveries), (1, 1));
+//!
+//! // A delivery worker claims it: it is in flight in the journal before anything is sent.
+//! let claimed = store.claim_due(now, 10).await?;
+//! assert_eq!(claimed[0].record.key, "INV-1");
+//! assert_eq!(claimed[0].destination.address, "#finance");
+//! assert_eq!(store.stats().await?.in_flight, 1);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Configuration
+//!
+//! [`SqliteBuilder::from_env`] reads `ML_AUDIT_DB` (the file; default `ml-audit.db` in the
+//! working directory, `:memory:` for an in-memory journal), `ML_AUDIT_SYNCHRONOUS`
+//! (`normal` or `full`) and `ML_AUDIT_BUSY_TIMEOUT_MS`; see [`SqliteConfigKey`].
+//!
+//! ## Durability
+//!
+//! WAL with `synchronous=NORMAL` (the default) survives a process crash (SIGKILL, OOM kill,
+//! panic) completely. A power loss or kernel crash may lose the last few commits, never
+//! corrupting the journal; since a position is committed with its records, the lost pages
+//! are simply read again. [`SqliteBuilder::with_synchronous_full`] fsyncs every commit.
+//!
+//! ## Multi-replica
+//!
+//! Several handles or processes on one file are safe: every write takes SQLite's write lock
+//! up front (`BEGIN IMMEDIATE`), so a delivery is never claimed twice. SQLite serialises
+//! writers, though, and needs a local file system; several machines need the PostgreSQL
+//! backend.
+//!
+//! ## Schema
+//!
+//! Versioned with `PRAGMA user_version` and migrated on open; a journal written by a newer
+//! ml-store, a file that is not a SQLite database, or another application's database is
+//! refused with [`ml_core::Error::Corrupt`] naming the file.
+
+mod builder;
+mod codec;
+mod deliver;
+mod error;
+mod query;
+mod schema;
+mod sqlite;
+mod write;
+
+pub use builder::{DEFAULT_BUSY_TIMEOUT, DEFAULT_PATH, SqliteBuilder, SqliteConfigKey};
+pub use error::StoreError;
+pub use sqlite::SqliteAuditStore;
+
+/// The journal schema version this ml-store writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;

@@ -28,7 +28,11 @@ fn run_scenario(reconcile: bool, seed: u64, records: usize) -> Outcome {
     let mut kills = 0u32;
     let done_line = loop {
         // Kill early and often: at most ~60 checkpoints into each life.
-        let kill_at: u64 = if kills >= 200 { 0 } else { rng.random_range(1..=60) };
+        let kill_at: u64 = if kills >= 200 {
+            0
+        } else {
+            rng.random_range(1..=60)
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_crash-child"))
             .args(["--journal", journal.to_str().expect("path")])
             .args(["--sink-log", sink_log.to_str().expect("path")])
@@ -57,7 +61,10 @@ fn run_scenario(reconcile: bool, seed: u64, records: usize) -> Outcome {
             assert!(status.success(), "child exited with {status}");
             break d;
         }
-        assert!(!status.success(), "child neither finished nor was killed: {status}");
+        assert!(
+            !status.success(),
+            "child neither finished nor was killed: {status}"
+        );
     };
     let resent_after_doubt: u64 = done_line
         .split_whitespace()
@@ -65,14 +72,19 @@ fn run_scenario(reconcile: bool, seed: u64, records: usize) -> Outcome {
         .and_then(|v| v.parse().ok())
         .expect("resent_after_doubt in DONE line");
     assert!(done_line.contains("failed=0"), "{done_line}");
-    assert!(done_line.contains("rejected=1"), "the malformed item is journaled once: {done_line}");
+    assert!(
+        done_line.contains("rejected=1"),
+        "the malformed item is journaled once: {done_line}"
+    );
 
     let sent = ml_testkit::FileSink::read(&sink_log);
     let mut per_delivery: HashMap<i64, usize> = HashMap::new();
     let mut pairs: BTreeMap<(String, String), usize> = BTreeMap::new();
     for s in &sent {
         *per_delivery.entry(s.delivery_id).or_default() += 1;
-        *pairs.entry((s.address.clone(), s.record_key.clone())).or_default() += 1;
+        *pairs
+            .entry((s.address.clone(), s.record_key.clone()))
+            .or_default() += 1;
     }
     let duplicates = sent.len() - per_delivery.len();
     // Every record to #all, every fifth to #large.
@@ -104,22 +116,36 @@ fn run_scenario(reconcile: bool, seed: u64, records: usize) -> Outcome {
 
 #[test]
 fn sigkill_at_random_points_loses_nothing() {
-    let seed: u64 = std::env::var("ML_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x00C0_FFEE);
-    let records: usize = std::env::var("ML_CRASH_RECORDS").ok().and_then(|s| s.parse().ok()).unwrap_or(240);
+    let seed: u64 = std::env::var("ML_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x00C0_FFEE);
+    let records: usize = std::env::var("ML_CRASH_RECORDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(240);
     let mut passed = 0;
     let mut failed = Vec::new();
     for (name, reconcile) in [("with reconcile", true), ("without reconcile", false)] {
         let o = run_scenario(reconcile, seed, records);
         println!(
             "crash test {name}: seed {seed:#x}, {} SIGKILLs, {}/{} record-destination pairs delivered, {} duplicate sends, {} resent after doubt, {} out of order",
-            o.kills, o.delivered_pairs, o.expected_pairs, o.duplicates, o.resent_after_doubt, o.out_of_order
+            o.kills,
+            o.delivered_pairs,
+            o.expected_pairs,
+            o.duplicates,
+            o.resent_after_doubt,
+            o.out_of_order
         );
         let mut problems = Vec::new();
         if o.kills < 20 {
             problems.push(format!("only {} kills", o.kills));
         }
         if o.delivered_pairs != o.expected_pairs {
-            problems.push(format!("lost: {} of {} delivered", o.delivered_pairs, o.expected_pairs));
+            problems.push(format!(
+                "lost: {} of {} delivered",
+                o.delivered_pairs, o.expected_pairs
+            ));
         }
         if o.out_of_order > 0 {
             problems.push(format!("{} sends out of order", o.out_of_order));
@@ -128,7 +154,10 @@ fn sigkill_at_random_points_loses_nothing() {
             problems.push(format!("{} duplicates despite reconcile", o.duplicates));
         }
         if o.duplicates as u64 > o.resent_after_doubt {
-            problems.push(format!("{} duplicates but only {} counted", o.duplicates, o.resent_after_doubt));
+            problems.push(format!(
+                "{} duplicates but only {} counted",
+                o.duplicates, o.resent_after_doubt
+            ));
         }
         if problems.is_empty() {
             passed += 1;

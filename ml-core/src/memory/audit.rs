@@ -39,6 +39,10 @@ struct Delivery {
     view: DeliveryView,
     record: Record,
     remote_scope: Option<String>,
+    /// `attempts` when the current retry round began (the last replay).
+    round_base: u32,
+    /// The current round's first attempt.
+    round_started: Option<Timestamp>,
 }
 
 /// The in-memory [`AuditStore`]. Same semantics as the durable stores (it runs the same
@@ -87,6 +91,7 @@ impl AuditStore for MemoryAuditStore {
             counts: PageCommitted::default(),
             error: None,
             position: None,
+            watermark: None,
         });
         Ok(id)
     }
@@ -142,6 +147,8 @@ impl AuditStore for MemoryAuditStore {
                         },
                         record: rec.clone(),
                         remote_scope: None,
+                        round_base: 0,
+                        round_started: None,
                     },
                 );
                 out.deliveries += 1;
@@ -186,6 +193,7 @@ impl AuditStore for MemoryAuditStore {
         let c = cycle_mut(&mut g, cycle)?;
         c.finished_at = Some(end.at);
         c.error = end.error;
+        c.watermark = end.watermark;
         Ok(())
     }
 
@@ -198,6 +206,9 @@ impl AuditStore for MemoryAuditStore {
             if d.view.status.is_terminal() || !heads.insert(d.view.destination.clone()) {
                 continue;
             }
+            if chosen.len() >= limit {
+                break;
+            }
             let due = match d.view.status {
                 DeliveryStatus::Pending => true,
                 DeliveryStatus::Retrying => d.view.next_attempt_at.is_none_or(|t| t <= now),
@@ -205,9 +216,6 @@ impl AuditStore for MemoryAuditStore {
             };
             if due {
                 chosen.push(*id);
-                if chosen.len() >= limit {
-                    break;
-                }
             }
         }
         let mut out = Vec::with_capacity(chosen.len());
@@ -234,13 +242,14 @@ impl AuditStore for MemoryAuditStore {
                 remote_id: None,
                 error: None,
             });
-            let first_attempt_at = attempts.first().map_or(now, |a| a.started_at);
+            let first_attempt_at = *d.round_started.get_or_insert(now);
             out.push(ClaimedDelivery {
                 id: DeliveryId(id),
                 stream: d.view.stream.clone(),
                 destination: d.view.destination.clone(),
                 record: d.record.clone(),
                 attempt: d.view.attempts,
+                round_attempt: d.view.attempts - d.round_base,
                 in_doubt: d.view.in_doubt,
                 thread,
                 created_at: d.view.created_at,
@@ -487,6 +496,8 @@ fn apply_receipt(d: &mut Delivery, receipt: &Receipt) {
 }
 
 fn requeue(d: &mut Delivery, now: Timestamp) {
+    d.round_base = d.view.attempts;
+    d.round_started = None;
     d.view.status = DeliveryStatus::Pending;
     d.view.next_attempt_at = Some(now);
     d.view.updated_at = now;

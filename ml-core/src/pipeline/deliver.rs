@@ -227,7 +227,7 @@ fn retry_or_fail(inner: &Inner, c: &ClaimedDelivery, e: &Error, in_doubt: bool) 
     };
     let elapsed = clock::until(c.first_attempt_at, now);
     let delay = inner.retry.next_delay(
-        c.attempt.saturating_sub(1),
+        c.round_attempt.saturating_sub(1),
         elapsed,
         class,
         &mut rand::rng(),

@@ -634,7 +634,11 @@ async fn a_stream_is_never_polled_twice_at_once() {
     });
     let p = Pipeline::builder()
         .store(rig.store.clone())
-        .stream(Stream::new("invoices", source, Schedule::every(Duration::from_secs(60)).expect("s")))
+        .stream(Stream::new(
+            "invoices",
+            source,
+            Schedule::every(Duration::from_secs(60)).expect("s"),
+        ))
         .router(router())
         .sink("chat", Arc::new(rig.sink.clone()))
         .clock(rig.clock.clone())

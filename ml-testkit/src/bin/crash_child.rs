@@ -52,8 +52,14 @@ async fn main() -> ml_core::Result<()> {
     for r in crash_records(a.records) {
         table.upsert(r);
     }
-    let t0 = jiff::Timestamp::from_second(1_800_000_000)?;
-    table.insert_malformed("bad-1", t0, serde_json::json!({"InvoiceId": "bad-1"}), "missing amount");
+    let t0 = jiff::Timestamp::from_second(1_800_000_000)
+        .map_err(|e| ml_core::Error::config("t0", e.to_string()))?;
+    table.insert_malformed(
+        "bad-1",
+        t0,
+        serde_json::json!({"InvoiceId": "bad-1"}),
+        "missing amount",
+    );
     let source = MemorySource::new("crash", EntityKind::SupplierInvoice, table).with_page_size(7);
     let router = Router::new(
         MatchMode::AllMatch,
@@ -90,10 +96,19 @@ async fn main() -> ml_core::Result<()> {
     let store = Arc::new(ml_store::SqliteAuditStore::open(&a.journal)?);
     let pipeline = Pipeline::builder()
         .store(store.clone())
-        .stream(Stream::new("crash", Arc::new(source), Schedule::every(Duration::from_secs(60))?))
+        .stream(Stream::new(
+            "crash",
+            Arc::new(source),
+            Schedule::every(Duration::from_secs(60))?,
+        ))
         .router(router)
         .sink("file", Arc::new(FileSink::new(&a.sink_log, a.reconcile)))
-        .retry(RetryPolicy::default().with_base_delay(Duration::ZERO).with_max_delay(Duration::ZERO).with_max_attempts(1_000))
+        .retry(
+            RetryPolicy::default()
+                .with_base_delay(Duration::ZERO)
+                .with_max_delay(Duration::ZERO)
+                .with_max_attempts(1_000),
+        )
         .max_in_flight(4)
         .checkpoint_hook(hook)
         .build()?;

@@ -1,0 +1,331 @@
+//! [`SqliteAuditStore`]: the connections, how work reaches them, and the
+//! [`AuditStore`] implementation (which delegates to [`crate::write`],
+//! [`crate::deliver`] and [`crate::query`]).
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use ml_core::audit::{
+    AttemptOutcome, AttemptView, AuditStore, CallbackApplied, CallbackUpdate, ClaimedDelivery,
+    CycleEnd, CycleId, CycleView, DeliveryFilter, DeliveryId, DeliveryView, JournalStats,
+    PageCommit, PageCommitted, RecordHistory, RejectedView,
+};
+use ml_core::{Position, Result};
+use rusqlite::Connection;
+
+use crate::builder::{Location, SqliteBuilder};
+use crate::error::{StoreError, StoreResult, is_corruption};
+use crate::{codec, deliver, query, schema, write};
+
+/// Prepared statements kept per connection (the journal uses about 40 distinct ones).
+const STATEMENT_CACHE: usize = 128;
+
+/// The durable, embedded [`AuditStore`]: one SQLite file in WAL mode.
+///
+/// * Every write (`commit_page`, `claim_due`, `finish_attempt`, ...) is one
+///   `BEGIN IMMEDIATE` transaction on the writer connection, so it takes SQLite's write lock
+///   up front: two handles (or two processes) on the same file serialise their claims and
+///   never claim a delivery twice.
+/// * Queries use a second, read-only connection (file journals), so they never wait for a
+///   commit: WAL readers see the last committed state.
+/// * rusqlite is blocking: each call runs on tokio's blocking pool
+///   (`spawn_blocking`), never on an async worker thread.
+/// * Durability: WAL with `synchronous=NORMAL` by default (survives a process crash
+///   completely; a power loss may lose the last commits but never corrupts), or
+///   `synchronous=FULL` with [`SqliteBuilder::with_synchronous_full`].
+///
+/// Cloning is cheap and shares the connections.
+#[derive(Clone)]
+pub struct SqliteAuditStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    label: String,
+    writer: Mutex<Connection>,
+    /// `None` for an in-memory journal, which has only one connection.
+    reader: Option<Mutex<Connection>>,
+}
+
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while the lock was held dropped its transaction (rolled back): the
+    // connection is usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The pragmas every connection gets.
+fn configure(conn: &Connection, b: &SqliteBuilder) -> rusqlite::Result<()> {
+    conn.busy_timeout(b.busy_timeout)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if b.synchronous_full { "FULL" } else { "NORMAL" },
+    )?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(())
+}
+
+/// Maps an error met while opening: a file that is not a (healthy) SQLite database is not
+/// a journal.
+fn opening(label: &str, e: rusqlite::Error) -> StoreError {
+    if is_corruption(&e) {
+        StoreError::NotAJournal {
+            path: label.to_owned(),
+            reason: e.to_string(),
+        }
+    } else {
+        StoreError::sqlite(format!("opening `{label}`"), e)
+    }
+}
+
+impl SqliteAuditStore {
+    /// Opens (or creates) the journal at `path` with the default settings (see
+    /// [`SqliteBuilder`]). Blocking.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        SqliteBuilder::new().with_path(path).build()
+    }
+
+    /// A new in-memory journal (tests, dry runs): nothing survives it.
+    pub fn open_in_memory() -> Result<Self> {
+        SqliteBuilder::new().in_memory().build()
+    }
+
+    /// A builder with the defaults.
+    pub fn builder() -> SqliteBuilder {
+        SqliteBuilder::new()
+    }
+
+    /// The journal file (`:memory:` for an in-memory journal).
+    pub fn path(&self) -> &str {
+        &self.shared.label
+    }
+
+    pub(crate) fn open_with(b: &SqliteBuilder) -> StoreResult<Self> {
+        let label = b.location.label();
+        let (writer, reader) = match &b.location {
+            Location::Memory => {
+                let mut conn = Connection::open_in_memory().map_err(|e| opening(&label, e))?;
+                configure(&conn, b).map_err(|e| opening(&label, e))?;
+                schema::migrate(&mut conn, &label)?;
+                (conn, None)
+            }
+            Location::File(path) => {
+                let mut conn = Connection::open(path).map_err(|e| opening(&label, e))?;
+                configure(&conn, b).map_err(|e| opening(&label, e))?;
+                // The first statement that reads the file: a file that is not a SQLite
+                // database fails here.
+                let mode: String = conn
+                    .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+                    .map_err(|e| opening(&label, e))?;
+                if !mode.eq_ignore_ascii_case("wal") {
+                    tracing::warn!(
+                        journal = %label,
+                        mode,
+                        "the journal could not switch to WAL mode; using {mode}"
+                    );
+                }
+                schema::migrate(&mut conn, &label)?;
+                let reader = Connection::open(path).map_err(|e| opening(&label, e))?;
+                configure(&reader, b).map_err(|e| opening(&label, e))?;
+                reader
+                    .pragma_update(None, "query_only", true)
+                    .map_err(|e| opening(&label, e))?;
+                (conn, Some(reader))
+            }
+        };
+        tracing::debug!(journal = %label, "journal opened");
+        Ok(Self {
+            shared: Arc::new(Shared {
+                label,
+                writer: Mutex::new(writer),
+                reader: reader.map(Mutex::new),
+            }),
+        })
+    }
+
+    /// Runs `f` on the writer connection, on the blocking pool.
+    async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        run(op, &self.shared.label, move || {
+            let mut conn = lock(&shared.writer);
+            f(&mut conn)
+        })
+        .await
+    }
+
+    /// Runs `f` on the reader connection (the writer for in-memory journals), on the
+    /// blocking pool.
+    async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        run(op, &self.shared.label, move || {
+            let mut conn = lock(shared.reader.as_ref().unwrap_or(&shared.writer));
+            f(&mut conn)
+        })
+        .await
+    }
+}
+
+async fn run<T, F>(op: &'static str, label: &str, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> StoreResult<T> + Send + 'static,
+{
+    let out = match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(StoreError::Task(format!("{op}: {e}"))),
+    };
+    out.map_err(|e| {
+        let e = e.in_journal(label, op);
+        tracing::debug!(journal = label, op, error = %e, "journal call failed");
+        e.into()
+    })
+}
+
+impl fmt::Display for SqliteAuditStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SqliteAuditStore({})", self.shared.label)
+    }
+}
+
+impl fmt::Debug for SqliteAuditStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqliteAuditStore {
+    async fn load_position(&self, stream: &str) -> Result<Option<Position>> {
+        let stream = stream.to_owned();
+        self.read("load_position", move |c| query::load_position(c, &stream))
+            .await
+    }
+
+    async fn begin_cycle(&self, stream: &str, at: Timestamp) -> Result<CycleId> {
+        let stream = stream.to_owned();
+        let at = codec::ts(at)?;
+        self.write("begin_cycle", move |c| write::begin_cycle(c, &stream, at))
+            .await
+    }
+
+    async fn commit_page(&self, page: PageCommit) -> Result<PageCommitted> {
+        // Validate before anything else: an invalid record fails the whole page.
+        for p in &page.records {
+            p.record.validate()?;
+        }
+        let shared = Arc::clone(&self.shared);
+        run("commit_page", &self.shared.label, move || {
+            // Encode outside the lock: JSON is the costly part of a page.
+            let page = write::encode_page(page)?;
+            let mut conn = lock(&shared.writer);
+            write::commit_page(&mut conn, &page)
+        })
+        .await
+    }
+
+    async fn end_cycle(&self, cycle: CycleId, end: CycleEnd) -> Result<()> {
+        self.write("end_cycle", move |c| write::end_cycle(c, cycle, &end))
+            .await
+    }
+
+    async fn claim_due(&self, now: Timestamp, limit: usize) -> Result<Vec<ClaimedDelivery>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.write("claim_due", move |c| deliver::claim_due(c, now, limit))
+            .await
+    }
+
+    async fn finish_attempt(
+        &self,
+        id: DeliveryId,
+        outcome: AttemptOutcome,
+        at: Timestamp,
+    ) -> Result<()> {
+        self.write("finish_attempt", move |c| {
+            deliver::finish_attempt(c, id, &outcome, at)
+        })
+        .await
+    }
+
+    async fn requeue_in_flight(&self, now: Timestamp) -> Result<u64> {
+        self.write("requeue_in_flight", move |c| {
+            deliver::requeue_in_flight(c, now)
+        })
+        .await
+    }
+
+    async fn replay(&self, id: DeliveryId, now: Timestamp) -> Result<()> {
+        self.write("replay", move |c| deliver::replay(c, id, now))
+            .await
+    }
+
+    async fn replay_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
+        let filter = filter.clone();
+        self.write("replay_failed", move |c| {
+            deliver::replay_failed(c, &filter, now)
+        })
+        .await
+    }
+
+    async fn apply_callback(&self, update: &CallbackUpdate) -> Result<CallbackApplied> {
+        let update = update.clone();
+        self.write("apply_callback", move |c| {
+            deliver::apply_callback(c, &update)
+        })
+        .await
+    }
+
+    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryView>> {
+        let filter = filter.clone();
+        self.read("deliveries", move |c| query::deliveries(c, &filter))
+            .await
+    }
+
+    async fn attempts(&self, id: DeliveryId) -> Result<Vec<AttemptView>> {
+        self.read("attempts", move |c| query::attempts(c, id)).await
+    }
+
+    async fn record_history(&self, stream: &str, key: &str) -> Result<RecordHistory> {
+        let (stream, key) = (stream.to_owned(), key.to_owned());
+        self.read("record_history", move |c| {
+            query::record_history(c, &stream, &key)
+        })
+        .await
+    }
+
+    async fn cycles(&self, stream: &str, limit: usize) -> Result<Vec<CycleView>> {
+        let stream = stream.to_owned();
+        self.read("cycles", move |c| query::cycles(c, &stream, limit))
+            .await
+    }
+
+    async fn rejected(&self, stream: Option<&str>, limit: usize) -> Result<Vec<RejectedView>> {
+        let stream = stream.map(str::to_owned);
+        self.read("rejected", move |c| {
+            query::rejected(c, stream.as_deref(), limit)
+        })
+        .await
+    }
+
+    async fn next_due_at(&self) -> Result<Option<Timestamp>> {
+        self.read("next_due_at", query::next_due_at).await
+    }
+
+    async fn stats(&self) -> Result<JournalStats> {
+        self.read("stats", query::stats).await
+    }
+}

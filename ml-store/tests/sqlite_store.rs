@@ -1,0 +1,564 @@
+//! `SqliteAuditStore`: the core conformance suite, durability across reopen, refusal of
+//! files that are not journals, corrupt rows, and exclusive claims across handles.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use ml_core::audit::{
+    AttemptOutcome, AuditStore, AuditStoreExt, CycleEnd, DeliveryFilter, DeliveryStatus,
+    PageCommit, PlannedRecord,
+};
+use ml_core::sink::Receipt;
+use ml_core::testing::audit::sample_record;
+use ml_core::{Destination, Error, Position};
+use ml_store::{SCHEMA_VERSION, SqliteAuditStore, SqliteBuilder};
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).expect("timestamp")
+}
+
+fn pos(n: u64) -> Position {
+    Position::from_json(serde_json::json!({ "n": n }))
+}
+
+fn planned(key: &str, to: &[&str]) -> PlannedRecord {
+    PlannedRecord {
+        record: sample_record(key, "a"),
+        destinations: to.iter().map(|a| Destination::new("slack", *a)).collect(),
+    }
+}
+
+async fn commit(s: &dyn AuditStore, stream: &str, records: Vec<PlannedRecord>, n: u64) {
+    let cycle = s.begin_cycle(stream, t(1)).await.expect("begin");
+    s.commit_page(PageCommit {
+        stream: stream.into(),
+        cycle,
+        records,
+        rejected: vec![],
+        position: pos(n),
+        at: t(1),
+    })
+    .await
+    .expect("commit");
+    s.end_cycle(
+        cycle,
+        CycleEnd {
+            at: t(2),
+            ..CycleEnd::default()
+        },
+    )
+    .await
+    .expect("end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tempfile_store_conforms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = AtomicUsize::new(0);
+    ml_core::testing::audit_store_conformance(|| {
+        let path = dir
+            .path()
+            .join(format!("journal-{}.db", n.fetch_add(1, Ordering::Relaxed)));
+        async move { Arc::new(SqliteAuditStore::open(path).expect("open")) as Arc<dyn AuditStore> }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_store_conforms() {
+    ml_core::testing::audit_store_conformance(|| async {
+        Arc::new(SqliteAuditStore::open_in_memory().expect("open")) as Arc<dyn AuditStore>
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_survives_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("journal.db");
+    let (delivered, in_flight, pending) = {
+        let s = SqliteAuditStore::open(&path).expect("open");
+        commit(
+            &s,
+            "inv",
+            vec![planned("1", &["#a", "#b"]), planned("2", &["#a"])],
+            7,
+        )
+        .await;
+        commit(&s, "po", vec![planned("9", &["#c"])], 3).await;
+        let c = s.claim_due(t(5), 10).await.expect("claim");
+        assert_eq!(c.len(), 3, "heads of #a, #b, #c");
+        s.finish_attempt(
+            c[0].id,
+            AttemptOutcome::Delivered {
+                receipt: Receipt::new("1700.1").with_scope("C1"),
+                after_doubt: false,
+            },
+            t(6),
+        )
+        .await
+        .expect("finish");
+        (c[0].id, c[1].id, c[2].id)
+        // The store (both connections) is dropped here, as in a crash after the claims.
+    };
+    let s = SqliteAuditStore::open(&path).expect("reopen");
+    assert_eq!(s.load_position("inv").await.expect("pos"), Some(pos(7)));
+    assert_eq!(s.load_position("po").await.expect("pos"), Some(pos(3)));
+    let h = s.record_history("inv", "1").await.expect("history");
+    assert_eq!(h.versions.len(), 1);
+    assert_eq!(h.versions[0].record, sample_record("1", "a"));
+    assert_eq!(h.deliveries.len(), 2);
+    let d = s.delivery(delivered).await.expect("delivered");
+    assert_eq!(d.status, DeliveryStatus::Delivered);
+    assert_eq!(d.remote_id.as_deref(), Some("1700.1"));
+    let a = s.attempts(delivered).await.expect("attempts");
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].outcome.as_deref(), Some("delivered"));
+    assert_eq!(a[0].finished_at, Some(t(6)));
+    // In-flight deliveries are still in flight: the pipeline's recovery requeues them.
+    for id in [in_flight, pending] {
+        assert_eq!(
+            s.delivery(id).await.expect("d").status,
+            DeliveryStatus::InFlight
+        );
+        assert_eq!(s.attempts(id).await.expect("a")[0].outcome, None);
+    }
+    let st = s.stats().await.expect("stats");
+    assert_eq!(
+        (st.records, st.delivered, st.in_flight, st.pending),
+        (3, 1, 2, 1)
+    );
+    assert_eq!(s.requeue_in_flight(t(10)).await.expect("requeue"), 2);
+    let again = s.claim_due(t(10), 10).await.expect("claim");
+    assert_eq!(
+        again.len(),
+        3,
+        "the two requeued heads and #a's second record"
+    );
+    let on_a = again
+        .iter()
+        .find(|c| c.destination.address == "#a")
+        .expect("#a");
+    assert_eq!(on_a.record.key, "2");
+    assert!(again.iter().filter(|c| c.in_doubt).count() == 2);
+    let cycles = s.cycles("inv", 10).await.expect("cycles");
+    assert_eq!(cycles.len(), 1);
+    assert_eq!(cycles[0].position, Some(pos(7)));
+    // Ids keep increasing after a reopen.
+    commit(&s, "inv", vec![planned("3", &["#a"])], 8).await;
+    let all = s.deliveries(&DeliveryFilter::default()).await.expect("all");
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+}
+
+#[tokio::test]
+async fn nanosecond_timestamps_round_trip() {
+    let s = SqliteAuditStore::open_in_memory().expect("open");
+    let at: Timestamp = "2026-07-01T12:34:56.123456789Z".parse().expect("ts");
+    let cycle = s.begin_cycle("inv", at).await.expect("begin");
+    s.commit_page(PageCommit {
+        stream: "inv".into(),
+        cycle,
+        records: vec![planned("1", &["#a"])],
+        rejected: vec![],
+        position: pos(1),
+        at,
+    })
+    .await
+    .expect("commit");
+    let d = &s.deliveries(&DeliveryFilter::default()).await.expect("d")[0];
+    assert_eq!(
+        (d.created_at, d.updated_at, d.next_attempt_at),
+        (at, at, Some(at))
+    );
+    assert_eq!(s.next_due_at().await.expect("due"), Some(at));
+    assert_eq!(s.cycles("inv", 1).await.expect("c")[0].started_at, at);
+    // Out of the stored range: a clear error, not a wrapped value.
+    let e = s
+        .begin_cycle("inv", Timestamp::MAX)
+        .await
+        .expect_err("out of range");
+    assert!(e.to_string().contains("outside the range"), "{e}");
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_corrupt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("garbage.db");
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&path, garbage).expect("write");
+    let e = SqliteAuditStore::open(&path).expect_err("garbage");
+    let Error::Corrupt(msg) = &e else {
+        panic!("expected Corrupt, got {e:?}")
+    };
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+}
+
+#[test]
+fn a_newer_schema_is_refused_naming_both_versions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("future.db");
+    drop(SqliteAuditStore::open(&path).expect("create"));
+    let future = SCHEMA_VERSION + 41;
+    {
+        let c = rusqlite::Connection::open(&path).expect("raw");
+        c.pragma_update(None, "user_version", future).expect("bump");
+    }
+    let e = SqliteAuditStore::open(&path).expect_err("future schema");
+    let Error::Corrupt(msg) = &e else {
+        panic!("expected Corrupt, got {e:?}")
+    };
+    assert!(msg.contains(&format!("version {future}")), "{msg}");
+    assert!(msg.contains(&format!("up to {SCHEMA_VERSION}")), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+}
+
+#[test]
+fn another_applications_database_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("other.db");
+    {
+        let c = rusqlite::Connection::open(&path).expect("raw");
+        c.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+            .expect("create");
+    }
+    let e = SqliteAuditStore::open(&path).expect_err("foreign");
+    assert!(
+        matches!(&e, Error::Corrupt(m) if m.contains("another application")),
+        "{e}"
+    );
+    // Untouched.
+    let c = rusqlite::Connection::open(&path).expect("raw");
+    let n: i64 = c
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn a_missing_directory_is_a_store_error_naming_the_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("no/such/dir/j.db");
+    let e = SqliteAuditStore::open(&path).expect_err("missing dir");
+    assert!(matches!(e, Error::Store { .. }), "{e:?}");
+    assert!(e.to_string().contains("no/such/dir/j.db"), "{e}");
+}
+
+fn raw(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).expect("raw connection")
+}
+
+#[tokio::test]
+async fn corrupt_rows_are_corrupt_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let s = SqliteAuditStore::open(&path).expect("open");
+    commit(
+        &s,
+        "inv",
+        vec![planned("1", &["#a"]), planned("2", &["#b"])],
+        1,
+    )
+    .await;
+    let c = raw(&path);
+    c.execute(
+        "UPDATE records SET body = '{not json' WHERE record_key = '1'",
+        [],
+    )
+    .expect("damage");
+    c.execute(
+        "UPDATE deliveries SET status = 'exploded' \
+             WHERE record_id = (SELECT id FROM records WHERE record_key = '2')",
+        [],
+    )
+    .expect("damage");
+    c.execute(
+        "UPDATE positions SET position = '[' WHERE stream = 'inv'",
+        [],
+    )
+    .expect("damage");
+
+    let e = s.record_history("inv", "1").await.expect_err("bad body");
+    assert!(
+        matches!(&e, Error::Corrupt(m) if m.contains("record")),
+        "{e}"
+    );
+    let e = s
+        .deliveries(&DeliveryFilter::default())
+        .await
+        .expect_err("bad status");
+    assert!(
+        matches!(&e, Error::Corrupt(m) if m.contains("exploded")),
+        "{e}"
+    );
+    let e = s.stats().await.expect_err("bad status");
+    assert!(matches!(e, Error::Corrupt(_)), "{e}");
+    let e = s.load_position("inv").await.expect_err("bad position");
+    assert!(
+        matches!(&e, Error::Corrupt(m) if m.contains("position")),
+        "{e}"
+    );
+    // A claim that meets the damaged record fails whole (nothing is left in flight).
+    let e = s.claim_due(t(5), 10).await.expect_err("bad body");
+    assert!(matches!(e, Error::Corrupt(_)), "{e}");
+    let n: i64 = c
+        .query_row(
+            "SELECT count(*) FROM deliveries WHERE status = 'in_flight'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(n, 0, "the failed claim rolled back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_handles_never_claim_the_same_delivery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shared.db");
+    let a = Arc::new(SqliteAuditStore::open(&path).expect("a"));
+    let b = Arc::new(SqliteAuditStore::open(&path).expect("b"));
+    let records: Vec<PlannedRecord> = (0..200)
+        .map(|i| planned(&i.to_string(), &[&format!("#d{}", i % 25)]))
+        .collect();
+    commit(&*a, "inv", records, 1).await;
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let s: Arc<dyn AuditStore> = if i % 2 == 0 {
+            Arc::clone(&a) as _
+        } else {
+            Arc::clone(&b) as _
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            let mut idle = 0;
+            while idle < 50 {
+                let claimed = s.claim_due(t(10), 4).await.expect("claim");
+                if claimed.is_empty() {
+                    idle += 1;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                idle = 0;
+                for c in claimed {
+                    mine.push(c.id);
+                    s.finish_attempt(
+                        c.id,
+                        AttemptOutcome::Delivered {
+                            receipt: Receipt::new(format!("r{}", c.id)),
+                            after_doubt: false,
+                        },
+                        t(11),
+                    )
+                    .await
+                    .expect("finish");
+                }
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("task"));
+    }
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "a delivery was claimed twice");
+    assert_eq!(n, 200, "every delivery claimed exactly once");
+    let st = b.stats().await.expect("stats");
+    assert_eq!((st.delivered, st.in_flight, st.pending), (200, 0, 0));
+    // Every attempt row is there exactly once.
+    let c = raw(&path);
+    let attempts: i64 = c
+        .query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(attempts, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_write_lock_is_a_retryable_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("busy.db");
+    let s = SqliteBuilder::new()
+        .with_path(&path)
+        .with_busy_timeout(Duration::from_millis(50))
+        .build()
+        .expect("open");
+    commit(&s, "inv", vec![planned("1", &["#a"])], 1).await;
+    let mut other = raw(&path);
+    let tx = other
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .expect("lock");
+    let e = s.claim_due(t(5), 10).await.expect_err("locked");
+    assert!(matches!(e, Error::Store { .. }), "{e:?}");
+    assert!(e.class().is_retryable(), "{e}");
+    assert!(e.to_string().contains("busy.db"), "{e}");
+    // Reads do not wait for the writer (WAL).
+    assert_eq!(s.stats().await.expect("stats").pending, 1);
+    drop(tx);
+    assert_eq!(s.claim_due(t(5), 10).await.expect("claim").len(), 1);
+}
+
+#[test]
+fn display_and_debug_name_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shown.db");
+    let s = SqliteAuditStore::open(&path).expect("open");
+    let want = format!("SqliteAuditStore({})", path.display());
+    assert_eq!(s.to_string(), want);
+    assert_eq!(format!("{s:?}"), want);
+    assert_eq!(s.path(), path.display().to_string());
+    let m = SqliteAuditStore::open_in_memory().expect("memory");
+    assert_eq!(m.to_string(), "SqliteAuditStore(:memory:)");
+}
+
+#[test]
+fn the_journal_is_in_wal_mode_with_the_chosen_durability() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("wal.db");
+    drop(
+        SqliteBuilder::new()
+            .with_path(&path)
+            .with_synchronous_full()
+            .build()
+            .expect("open"),
+    );
+    let c = raw(&path);
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("mode");
+    assert_eq!(mode, "wal");
+    let v: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(v, SCHEMA_VERSION);
+}
+
+#[tokio::test]
+async fn a_page_for_an_unknown_cycle_writes_nothing() {
+    let s = SqliteAuditStore::open_in_memory().expect("open");
+    commit(&s, "inv", vec![planned("1", &["#a"])], 1).await;
+    let before = s.stats().await.expect("stats");
+    let e = s
+        .commit_page(PageCommit {
+            stream: "inv".into(),
+            cycle: ml_core::audit::CycleId(9_999),
+            records: vec![planned("2", &["#a"])],
+            rejected: vec![],
+            position: pos(2),
+            at: t(3),
+        })
+        .await
+        .expect_err("unknown cycle");
+    assert!(matches!(e, Error::NotFound(_)), "{e}");
+    assert_eq!(s.stats().await.expect("stats"), before);
+    assert_eq!(s.load_position("inv").await.expect("pos"), Some(pos(1)));
+    let e = s
+        .end_cycle(ml_core::audit::CycleId(9_999), CycleEnd::default())
+        .await
+        .expect_err("unknown cycle");
+    assert!(matches!(e, Error::NotFound(_)), "{e}");
+}
+
+/// Set in the child process of `a_killed_process_loses_nothing_committed`.
+const CRASH_CHILD: &str = "ML_STORE_TEST_CRASH_CHILD";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_process_loses_nothing_committed() {
+    if let Ok(path) = std::env::var(CRASH_CHILD) {
+        // The child: commit, claim, then die without closing anything (no destructors, no
+        // checkpoint), as a SIGKILL would.
+        let s = SqliteAuditStore::open(&path).expect("open");
+        for page in 0..20u64 {
+            let records = (0..50)
+                .map(|i| planned(&format!("{page}-{i}"), &["#a", "#b"]))
+                .collect();
+            commit(&s, "inv", records, page + 1).await;
+        }
+        let claimed = s.claim_due(t(5), 10).await.expect("claim");
+        assert_eq!(claimed.len(), 2);
+        std::process::abort();
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("killed.db");
+    let status = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            "--exact",
+            "a_killed_process_loses_nothing_committed",
+            "--nocapture",
+        ])
+        .env(CRASH_CHILD, &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("child");
+    assert!(!status.success(), "the child aborts");
+    assert!(
+        dir.path().join("killed.db-wal").exists(),
+        "the child died with its commits in the WAL"
+    );
+    let s = SqliteAuditStore::open(&path).expect("reopen");
+    assert_eq!(s.load_position("inv").await.expect("pos"), Some(pos(20)));
+    let st = s.stats().await.expect("stats");
+    assert_eq!((st.records, st.in_flight, st.pending), (1000, 2, 1998));
+    assert_eq!(s.requeue_in_flight(t(9)).await.expect("requeue"), 2);
+    let again = s.claim_due(t(9), 10).await.expect("claim");
+    assert!(again.iter().all(|c| c.in_doubt && c.attempt == 2));
+}
+
+#[test]
+fn short_and_textual_garbage_is_corrupt_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, bytes) in [
+        ("short.db", b"not a db".to_vec()),
+        ("text.db", "journal\n".repeat(600).into_bytes()),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        let e = SqliteAuditStore::open(&path).expect_err(name);
+        assert!(
+            matches!(&e, Error::Corrupt(m) if m.contains(name)),
+            "{name}: {e:?}"
+        );
+    }
+    // An empty file is a new, empty database: it becomes a journal.
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").expect("write");
+    SqliteAuditStore::open(&empty).expect("an empty file is a fresh journal");
+}
+
+#[tokio::test]
+async fn damaged_pages_are_corrupt_errors_not_panics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("damaged.db");
+    {
+        let s = SqliteAuditStore::open(&path).expect("open");
+        let records = (0..300).map(|i| planned(&i.to_string(), &["#a"])).collect();
+        commit(&s, "inv", records, 1).await;
+    }
+    // Everything checkpointed into the main file (the WAL is gone); now overwrite every
+    // page but the first (the header stays valid).
+    assert!(!dir.path().join("damaged.db-wal").exists());
+    let mut bytes = std::fs::read(&path).expect("read");
+    assert!(bytes.len() > 8192);
+    for (i, b) in bytes.iter_mut().enumerate().skip(4096) {
+        *b = (i.wrapping_mul(2_654_435_761) >> 7) as u8;
+    }
+    std::fs::write(&path, bytes).expect("write");
+    match SqliteAuditStore::open(&path) {
+        Err(e) => assert!(matches!(e, Error::Corrupt(_)), "{e:?}"),
+        Ok(s) => {
+            let e = s.stats().await.expect_err("damaged");
+            assert!(
+                matches!(&e, Error::Corrupt(m) if m.contains("damaged.db")),
+                "{e:?}"
+            );
+            let e = s.claim_due(t(5), 10).await.expect_err("damaged");
+            assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+        }
+    }
+}
