@@ -14,15 +14,20 @@
 //! allow [`Timing::slack`]. Each check panics with a message naming the check and what went
 //! wrong.
 //!
-//! ```ignore
-//! #[tokio::test(start_paused = true)]
-//! async fn my_limiter_conforms() {
-//!     limiter_conformance::run_all(&|spec| {
-//!         Arc::new(MyLimiter::new(limiter_conformance::PREFIX, spec.quota().expect("spec")))
-//!             as Arc<dyn RateLimiter>
-//!     })
-//!     .await;
-//! }
+//! ```
+//! # use std::sync::Arc;
+//! # use ml_core::limiter::{GcraLimiter, RateLimiter};
+//! # use ml_core::limiter_conformance;
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! // In a `#[tokio::test(start_paused = true)]` of the implementation's crate:
+//! limiter_conformance::run_all(&|spec| {
+//!     let quota = spec.quota().expect("spec");
+//!     Arc::new(GcraLimiter::builder().prefix(limiter_conformance::PREFIX, quota).build())
+//!         as Arc<dyn RateLimiter>
+//! })
+//! .await;
+//! # }
 //! ```
 
 use std::fmt;

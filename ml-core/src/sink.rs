@@ -109,6 +109,10 @@ pub struct Outbound {
     pub thread: Option<Receipt>,
     /// This attempt's number, from 1.
     pub attempt: u32,
+    /// When the delivery was planned (journaled). No message for it can be older, so
+    /// `reconcile` searches the remote side from here (less clock skew) rather than guessing
+    /// a window.
+    pub planned_at: jiff::Timestamp,
 }
 
 /// What `reconcile` found on the remote side.

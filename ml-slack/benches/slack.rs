@@ -78,6 +78,7 @@ fn sink_throughput(c: &mut Criterion) {
                 destination,
                 thread: None,
                 attempt: 1,
+                planned_at: jiff::Timestamp::now(),
             }
         })
         .collect();

@@ -436,7 +436,6 @@ impl SlackBuilder {
             self.reconcile,
             instance,
             self.unfurl,
-            self.clock(),
         ))
     }
 

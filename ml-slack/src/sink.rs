@@ -7,7 +7,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ml_core::clock::{self, Clock};
+use ml_core::clock;
 use ml_core::record::Record;
 use ml_core::render::{Rendered, Renderer};
 use ml_core::sink::{Destination, Outbound, Receipt, Reconciled, Sink};
@@ -40,9 +40,10 @@ pub enum UpdateMode {
 /// How `reconcile` looks for an in-doubt post.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReconcileOptions {
-    /// How far back from now the history is searched (default 24 hours). A delivery whose
-    /// in-doubt attempt is older than this is reported as not found, and re-sent.
-    pub window: Duration,
+    /// Allowance for clock skew between this host and Slack: the history is searched from
+    /// the delivery's planning time ([`Outbound::planned_at`]) minus this (default 5
+    /// minutes). No post for a delivery can be older than its planning.
+    pub clock_skew: Duration,
     /// Messages per history page (default 200).
     pub page_size: u32,
     /// Most pages read (default 25, i.e. 5,000 messages). When the window is not covered
@@ -53,7 +54,7 @@ pub struct ReconcileOptions {
 impl Default for ReconcileOptions {
     fn default() -> Self {
         Self {
-            window: Duration::from_secs(24 * 3600),
+            clock_skew: Duration::from_secs(300),
             page_size: 200,
             max_pages: 25,
         }
@@ -80,7 +81,6 @@ pub struct SlackSink {
     reconcile: ReconcileOptions,
     instance: Option<String>,
     unfurl: bool,
-    clock: Arc<dyn Clock>,
     host: String,
     team: RwLock<Option<String>>,
     channel_ids: RwLock<HashMap<String, ChannelId>>,
@@ -94,7 +94,6 @@ impl SlackSink {
         reconcile: ReconcileOptions,
         instance: Option<String>,
         unfurl: bool,
-        clock: Arc<dyn Clock>,
     ) -> Self {
         let host = client.base().host_str().unwrap_or("slack").to_owned();
         let host = match client.base().port() {
@@ -108,7 +107,6 @@ impl SlackSink {
             reconcile,
             instance,
             unfurl,
-            clock,
             host,
             team: RwLock::new(None),
             channel_ids: RwLock::new(HashMap::new()),
@@ -299,7 +297,7 @@ impl SlackSink {
             Some(c) => ChannelId(c),
             None => self.resolve_channel(&msg.destination.address).await?,
         };
-        let oldest = clock::sub(self.clock.now(), self.reconcile.window);
+        let oldest = clock::sub(msg.planned_at, self.reconcile.clock_skew);
         let mut req = HistoryRequest::new(channel.clone())
             .with_oldest(oldest)
             .with_limit(self.reconcile.page_size)

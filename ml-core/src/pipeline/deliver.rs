@@ -167,6 +167,7 @@ async fn attempt(inner: &Inner, c: &ClaimedDelivery) -> AttemptOutcome {
         destination: c.destination.clone(),
         thread: c.thread.clone(),
         attempt: c.attempt,
+        planned_at: c.created_at,
     };
     let reconcilable = sink.can_reconcile();
     if c.in_doubt && reconcilable {

@@ -375,6 +375,7 @@ async fn crash_while_in_flight_is_recovered_by_reconcile() {
         rendered: crate::render::Rendered::text("x"),
         thread: None,
         attempt: 1,
+        planned_at: claimed[0].created_at,
     };
     rig.sink.send(&msg).await.expect("the dead process's post");
     let s = p.run_once().await.expect("restart");

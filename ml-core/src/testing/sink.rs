@@ -43,6 +43,7 @@ pub async fn sink_conformance(
         rendered,
         thread: None,
         attempt: 1,
+        planned_at: jiff::Timestamp::now(),
     };
     let receipt = sink
         .send(&msg)

@@ -61,6 +61,7 @@ pub fn outbound(sink: &SlackSink, delivery_id: i64, address: &str, record: &Reco
         rendered,
         thread: None,
         attempt: 1,
+        planned_at: jiff::Timestamp::now(),
     }
 }
 
