@@ -1,0 +1,1 @@
+//! Oracle Fusion Cloud ERP REST source for ml-connector. (being built).
