@@ -1,7 +1,7 @@
 //! The Slack emulator: Web API methods, Socket Mode, and Slack calling us.
 //!
 //! Served methods (at `<base_url>` = `http://127.0.0.1:<port>/api/`): `chat.postMessage`,
-//! `chat.update`, `auth.test`, `conversations.history`, `conversations.replies`,
+//! `chat.update`, `auth.test`, `conversations.history`, `conversations.replies`, `conversations.list`,
 //! `conversations.join`, `oauth.v2.access`, `apps.connections.open`. Anything else answers
 //! `{"ok":false,"error":"unknown_method"}`.
 //!
@@ -102,7 +102,7 @@ pub const APP_ID: &str = "A00SANDAPP";
 pub const DEFAULT_INSTALLER: &str = "U00HUMAN01";
 /// Scopes granted by OAuth codes unless the test asks for others.
 pub const DEFAULT_SCOPES: &str =
-    "chat:write,channels:history,groups:history,channels:join,commands";
+    "chat:write,channels:history,groups:history,channels:join,channels:read,groups:read,commands";
 /// How long an OAuth code can be exchanged.
 pub const OAUTH_CODE_LIFETIME: Duration = Duration::from_secs(600);
 

@@ -170,6 +170,7 @@ pub(crate) async fn handle(
         "conversations.history" => history(&state, &request),
         "conversations.replies" => replies(&state, &request),
         "conversations.join" => join(&state, &request),
+        "conversations.list" => list_conversations(&state, &request),
         "oauth.v2.access" => oauth_access(&state, &request),
         "apps.connections.open" => super::socket::connections_open(&state, &request),
         _ => Err(ApiError::new("unknown_method")),
@@ -837,6 +838,61 @@ fn join(state: &SlackState, request: &ApiRequest) -> ApiResult {
             json!({"warnings": ["already_in_channel"]}),
         );
     }
+    Ok(out)
+}
+
+/// `conversations.list`: `types` (default `public_channel`), `exclude_archived`, `limit`,
+/// `cursor` (opaque). Private channels are listed only when the bot is a member, as in
+/// Slack.
+fn list_conversations(state: &SlackState, request: &ApiRequest) -> ApiResult {
+    let now = state.now();
+    let inner = state.lock();
+    let scopes = auth_bot(&inner, request, now)?;
+    let args = &request.args;
+    let types = arg_str(args, "types").unwrap_or_else(|| "public_channel".to_owned());
+    let want_public = types.split(',').any(|t| t.trim() == "public_channel");
+    let want_private = types.split(',').any(|t| t.trim() == "private_channel");
+    if want_public {
+        need(scopes.as_ref(), "channels:read")?;
+    }
+    if want_private {
+        need(scopes.as_ref(), "groups:read")?;
+    }
+    let exclude_archived = arg_bool(args, "exclude_archived");
+    let limit = limit_arg(args);
+    let start = match arg_str(args, "cursor") {
+        None => 0,
+        Some(c) => c
+            .strip_prefix("offset:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or(ApiError::new("invalid_cursor"))?,
+    };
+    let listed: Vec<&ChannelState> = inner
+        .channels
+        .iter()
+        .filter(|c| {
+            if c.private {
+                want_private && c.bot_member
+            } else {
+                want_public
+            }
+        })
+        .filter(|c| !(exclude_archived && c.archived))
+        .collect();
+    let page: Vec<Value> = listed
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|c| channel_json(state, c))
+        .collect();
+    let next = if start + limit < listed.len() {
+        format!("offset:{}", start + limit)
+    } else {
+        String::new()
+    };
+    let mut out = Map::new();
+    out.insert("channels".into(), Value::Array(page));
+    out.insert("response_metadata".into(), json!({ "next_cursor": next }));
     Ok(out)
 }
 

@@ -933,3 +933,66 @@ async fn warnings_combine_and_waiting_for_messages() {
     let (messages, ()) = tokio::join!(waiter, poster);
     assert_eq!(messages.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn conversations_list_pages_and_hides_private_channels_the_bot_is_not_in() {
+    let slack = unlimited().await;
+    let a = slack.add_channel(Channel::public("alpha"));
+    slack.add_channel(Channel::public("beta").archived());
+    slack.add_channel(Channel::private("secret").without_bot());
+    let mine = slack.add_channel(Channel::private("ours"));
+    let names = |r: &Value| -> Vec<String> {
+        r["channels"]
+            .as_array()
+            .expect("channels")
+            .iter()
+            .map(|c| c["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let r = call(
+        &slack,
+        "conversations.list",
+        json!({"exclude_archived": true}),
+    )
+    .await;
+    let public = names(r.ok());
+    assert!(public.contains(&"alpha".to_owned()) && !public.contains(&"beta".to_owned()));
+    assert!(
+        !public.contains(&"ours".to_owned()),
+        "private channels need types=private_channel"
+    );
+    let r = call(
+        &slack,
+        "conversations.list",
+        json!({"types": "public_channel,private_channel"}),
+    )
+    .await;
+    let all = names(r.ok());
+    assert!(all.contains(&"ours".to_owned()) && !all.contains(&"secret".to_owned()));
+    // Paging with an opaque cursor covers every channel once.
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let mut args = json!({"types": "public_channel,private_channel", "limit": 1});
+        if !cursor.is_empty() {
+            args["cursor"] = json!(cursor);
+        }
+        let r = call(&slack, "conversations.list", args).await;
+        seen.extend(names(r.ok()));
+        cursor = r.body["response_metadata"]["next_cursor"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        if cursor.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), all.len());
+    assert_eq!(
+        call(&slack, "conversations.list", json!({"cursor": "garbage"}))
+            .await
+            .error(),
+        "invalid_cursor"
+    );
+    let _ = (a, mine);
+}
