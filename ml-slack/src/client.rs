@@ -478,31 +478,15 @@ impl SlackClient {
         request: reqwest::RequestBuilder,
         idempotent: bool,
     ) -> Result<Value, SlackError> {
-        let classify = |e: SlackError| {
-            let e = e.in_method(method);
-            if idempotent { e.idempotent() } else { e }
-        };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| SlackError::transport(method, e, idempotent))?;
-        let status =
-            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| SlackError::transport(method, e, idempotent))?;
-        if let Some(err) = parse_error_at(status, &headers, &body, self.clock.now()) {
-            tracing::debug!(method, status = status.as_u16(), error = %err, "Slack call failed");
-            return Err(classify(err));
-        }
+        let body = send_checked(request, method, idempotent, &*self.clock).await?;
         let value: Value = serde_json::from_slice(&body).map_err(|e| {
-            classify(SlackError::InvalidResponse {
+            let e = SlackError::InvalidResponse {
                 method: method.to_owned(),
                 message: format!("not JSON: {e}"),
                 class: ml_core::ErrorClass::InDoubt,
-            })
+            }
+            .in_method(method);
+            if idempotent { e.idempotent() } else { e }
         })?;
         if let Some(w) = value.get("warning").and_then(Value::as_str) {
             tracing::debug!(method, warning = w, "Slack warning");
@@ -604,4 +588,33 @@ fn bearer(token: &SecretString) -> Result<HeaderValue, SlackError> {
         })?;
     v.set_sensitive(true);
     Ok(v)
+}
+
+/// Sends one Web API request and returns the body of a successful answer. Every caller (the
+/// Web API client, OAuth, Socket Mode) classifies failures the same way: transport errors by
+/// whether the request may have been applied, HTTP and `ok:false` answers by
+/// [`parse_error_at`], tagged with `method`; an idempotent call is never in doubt.
+pub(crate) async fn send_checked(
+    request: reqwest::RequestBuilder,
+    method: &str,
+    idempotent: bool,
+    clock: &dyn Clock,
+) -> Result<Vec<u8>, SlackError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| SlackError::transport(method, e, idempotent))?;
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let headers = response.headers().clone();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| SlackError::transport(method, e, idempotent))?;
+    if let Some(err) = parse_error_at(status, &headers, &body, clock.now()) {
+        tracing::debug!(method, status = status.as_u16(), error = %err, "Slack call failed");
+        let err = err.in_method(method);
+        return Err(if idempotent { err.idempotent() } else { err });
+    }
+    Ok(body.to_vec())
 }

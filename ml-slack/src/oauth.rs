@@ -32,7 +32,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hmac::{Hmac, KeyInit, Mac};
-use http::StatusCode;
 use jiff::Timestamp;
 use ml_core::ErrorClass;
 use ml_core::auth::{AccessToken, BasicCredentials, RefreshGrant, StoredRefreshToken, TokenGrant};
@@ -45,7 +44,8 @@ use subtle::ConstantTimeEq as _;
 use url::Url;
 
 use crate::builder::DEFAULT_API_URL;
-use crate::error::{SlackError, parse_error_at};
+use crate::client::send_checked;
+use crate::error::SlackError;
 
 /// Slack's authorize page.
 pub const AUTHORIZE_URL: &str = "https://slack.com/oauth/v2/authorize";
@@ -431,26 +431,14 @@ impl OAuthClient {
             self.config.client_id.clone(),
             self.config.client_secret.clone(),
         );
-        let response = self
+        let request = self
             .http
             .post(url)
             .header(http::header::AUTHORIZATION, basic.header_value())
-            .form(form)
-            .send()
-            .await
-            .map_err(|e| SlackError::transport(METHOD, e, true))?;
-        let status =
-            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| SlackError::transport(METHOD, e, true))?;
-        if let Some(e) = parse_error_at(status, &headers, &body, self.clock.now()) {
-            // A code exchange or refresh that failed was not applied (an in-doubt rotation
-            // is handled by ml-core's RotatingTokenProvider running it to completion).
-            return Err(e.in_method(METHOD).idempotent());
-        }
+            .form(form);
+        // A code exchange or refresh that failed was not applied (an in-doubt rotation is
+        // handled by ml-core's RotatingTokenProvider running it to completion).
+        let body = send_checked(request, METHOD, true, &*self.clock).await?;
         serde_json::from_slice(&body).map_err(|e| SlackError::InvalidResponse {
             method: METHOD.to_owned(),
             message: format!("not an oauth.v2.access answer: {e}"),

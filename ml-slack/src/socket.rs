@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt as _, StreamExt as _};
-use http::StatusCode;
 use ml_core::ErrorClass;
 use ml_core::clock::{Clock, SystemClock};
 use ml_core::retry::RetryPolicy;
@@ -28,7 +27,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use url::Url;
 
-use crate::error::{SlackError, parse_error_at};
+use crate::client::send_checked;
+use crate::error::SlackError;
 use crate::events::{Inbound, Received, Via, event_callback, interaction};
 use crate::receiver::SlackReceiver;
 
@@ -120,27 +120,15 @@ impl SocketModeClient {
             http::HeaderValue::from_str(&format!("Bearer {}", self.app_token.expose_secret()))
                 .map_err(|_| SlackError::config("SLACK_APP_TOKEN", "not a valid header value"))?;
         auth.set_sensitive(true);
-        let response = self
+        let request = self
             .http
             .post(url)
             .header(http::header::AUTHORIZATION, auth)
             .header(
                 http::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
-            )
-            .send()
-            .await
-            .map_err(|e| SlackError::transport(METHOD, e, true))?;
-        let status =
-            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| SlackError::transport(METHOD, e, true))?;
-        if let Some(e) = parse_error_at(status, &headers, &body, self.clock.now()) {
-            return Err(e.in_method(METHOD).idempotent());
-        }
+            );
+        let body = send_checked(request, METHOD, true, &*self.clock).await?;
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let raw =
             v.get("url")
