@@ -51,3 +51,8 @@ pub use ml_store as store;
 /// Slack (feature `slack`).
 #[cfg(feature = "slack")]
 pub use ml_slack as slack;
+
+/// Compiles the README's examples as doc tests, so the page users start from stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
