@@ -659,3 +659,129 @@ async fn a_stream_is_never_polled_twice_at_once() {
     // Once the first finished, the stream can be polled again.
     assert!(!p.poll_stream("invoices").await.expect("third").skipped);
 }
+
+/// A minimal `metrics` recorder keeping counter totals and last gauge values by name.
+#[derive(Default)]
+struct Recorded {
+    values: std::sync::Mutex<std::collections::HashMap<String, Arc<Cell>>>,
+}
+
+#[derive(Default)]
+struct Cell(std::sync::atomic::AtomicU64);
+
+impl metrics::CounterFn for Cell {
+    fn increment(&self, v: u64) {
+        self.0.fetch_add(v, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn absolute(&self, v: u64) {
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl metrics::GaugeFn for Cell {
+    fn increment(&self, _: f64) {}
+    fn decrement(&self, _: f64) {}
+    fn set(&self, v: f64) {
+        self.0.store(v as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Recorded {
+    fn cell(&self, key: &metrics::Key) -> Arc<Cell> {
+        let mut name = key.name().to_owned();
+        for l in key.labels() {
+            let _ = std::fmt::Write::write_fmt(
+                &mut name,
+                format_args!("{{{}={}}}", l.key(), l.value()),
+            );
+        }
+        self.values
+            .lock()
+            .expect("lock")
+            .entry(name)
+            .or_default()
+            .clone()
+    }
+
+    fn get(&self, name: &str) -> u64 {
+        self.values
+            .lock()
+            .expect("lock")
+            .get(name)
+            .map_or(0, |c| c.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl metrics::Recorder for Recorded {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::from_arc(self.cell(key))
+    }
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::from_arc(self.cell(key))
+    }
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+#[test]
+fn counters_and_the_lag_gauge_are_reported() {
+    let rec = Recorded::default();
+    metrics::with_local_recorder(&rec, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let sink = MemorySink::new("chat");
+            sink.push_faults([
+                SinkFault::Fail(ErrorClass::RETRYABLE),
+                SinkFault::Fail(ErrorClass::Permanent),
+            ]);
+            let rig = Rig::new(sink);
+            rig.table.upsert(invoice("1", 1, "1"));
+            // Invoice 2 also goes to #finance: #procurement is held behind invoice 1's retry.
+            rig.table.upsert(invoice("2", 2, "20000"));
+            let older = start() - jiff::SignedDuration::from_hours(2);
+            rig.table
+                .insert_malformed("3", older, serde_json::Value::Null, "bad");
+            let p = rig.pipeline();
+            p.run_once().await.expect("run");
+        });
+    });
+    assert_eq!(rec.get("ml_records_polled_total{stream=invoices}"), 3);
+    assert_eq!(rec.get("ml_records_journaled_total{stream=invoices}"), 2);
+    assert_eq!(rec.get("ml_records_rejected_total{stream=invoices}"), 1);
+    assert_eq!(rec.get("ml_deliveries_retried_total{sink=chat}"), 1);
+    assert_eq!(rec.get("ml_deliveries_failed_total{sink=chat}"), 1);
+    assert_eq!(rec.get("ml_deliveries_delivered_total{sink=chat}"), 0);
+    // The newest record was modified an hour before the rig's clock: lag ~ 3600 s.
+    let lag = rec.get("ml_stream_lag_seconds{stream=invoices}");
+    assert!((3590..=3600).contains(&lag), "lag {lag}");
+}
