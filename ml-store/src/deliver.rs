@@ -227,7 +227,11 @@ fn delivered(
     at: i64,
 ) -> StoreResult<()> {
     conn.prepare_cached(
-        "UPDATE deliveries SET status = 'delivered', in_doubt = 0, remote_id = ?2, \
+        // A new remote message (a replay's) starts with no remote status and no error; the
+        // old message id is replaced, so its late callbacks no longer match.
+        "UPDATE deliveries SET status = 'delivered', in_doubt = 0, \
+           remote_status = CASE WHEN remote_id IS ?2 THEN remote_status ELSE NULL END, \
+           last_error = NULL, remote_id = ?2, \
            remote_scope = ?3, next_attempt_at = NULL, \
            resent_after_doubt = resent_after_doubt + ?4, updated_at = ?5 \
          WHERE id = ?1",

@@ -286,13 +286,11 @@ impl AuditStore for MemoryAuditStore {
                 if after_doubt {
                     d.view.resent_after_doubt += 1;
                 }
-                apply_receipt(d, &receipt);
-                inner.by_remote.insert(receipt.remote_id.clone(), id.0);
+                apply_receipt(d, &receipt, &mut inner.by_remote);
                 (Some(receipt.remote_id), None)
             }
             AttemptOutcome::Reconciled(receipt) => {
-                apply_receipt(d, &receipt);
-                inner.by_remote.insert(receipt.remote_id.clone(), id.0);
+                apply_receipt(d, &receipt, &mut inner.by_remote);
                 (Some(receipt.remote_id), None)
             }
             AttemptOutcome::Retry {
@@ -487,7 +485,17 @@ impl AuditStore for MemoryAuditStore {
     }
 }
 
-fn apply_receipt(d: &mut Delivery, receipt: &Receipt) {
+/// A new remote message (a replay's) starts with no remote status and no error; the old
+/// message id is unlinked, so its late callbacks no longer match.
+fn apply_receipt(d: &mut Delivery, receipt: &Receipt, by_remote: &mut HashMap<String, i64>) {
+    if d.view.remote_id.as_deref() != Some(receipt.remote_id.as_str()) {
+        if let Some(old) = d.view.remote_id.take() {
+            by_remote.remove(&old);
+        }
+        d.view.remote_status = None;
+    }
+    by_remote.insert(receipt.remote_id.clone(), d.view.id.0);
+    d.view.last_error = None;
     d.view.status = DeliveryStatus::Delivered;
     d.view.in_doubt = false;
     d.view.remote_id = Some(receipt.remote_id.clone());

@@ -556,6 +556,35 @@ pub async fn callbacks_never_downgrade(s: &dyn AuditStore) {
     s.replay(c[1].id, t(8))
         .await
         .expect("a remote failure is replayable");
+    // The replay sends a new message: its status starts afresh, the old message's late
+    // callbacks no longer match, the new message's do.
+    let again = s.claim_due(t(9), 10).await.expect("claim");
+    assert_eq!(again.len(), 1);
+    s.finish_attempt(again[0].id, delivered("SM3"), t(10))
+        .await
+        .expect("f");
+    let v = s.delivery(c[1].id).await.expect("d");
+    assert_eq!(
+        (v.status, v.remote_status, v.last_error.clone()),
+        (DeliveryStatus::Delivered, None, None)
+    );
+    assert_eq!(
+        s.apply_callback(&cb("SM2", RemoteStatus::Failed, Some("30003")))
+            .await
+            .expect("cb"),
+        CallbackApplied::UnknownRemoteId,
+        "the replaced message"
+    );
+    assert_eq!(
+        s.apply_callback(&cb("SM3", RemoteStatus::Delivered, None))
+            .await
+            .expect("cb"),
+        CallbackApplied::Applied(c[1].id)
+    );
+    assert_eq!(
+        s.delivery(c[1].id).await.expect("d").remote_status,
+        Some(RemoteStatus::Delivered)
+    );
 }
 
 /// Later versions of a record carry the first delivered receipt for the destination.
