@@ -11,6 +11,7 @@
 //! | (always) | `ml-core` | traits, record model, routing, cursors, retry, limits, auth, pipeline |
 //! | `store` (default) | `ml-store` | the durable SQLite journal ([`store::SqliteAuditStore`]) |
 //! | `slack` | `ml-slack` | Slack sink, verified receiver, OAuth v2, Socket Mode |
+//! | `oracle-fusion` | `ml-oracle-fusion` | Oracle Fusion Cloud ERP REST source |
 //!
 //! ```
 //! use std::sync::Arc;
@@ -51,6 +52,10 @@ pub use ml_store as store;
 /// Slack (feature `slack`).
 #[cfg(feature = "slack")]
 pub use ml_slack as slack;
+
+/// Oracle Fusion Cloud ERP (feature `oracle-fusion`).
+#[cfg(feature = "oracle-fusion")]
+pub use ml_oracle_fusion as oracle_fusion;
 
 /// Compiles the README's examples as doc tests, so the page users start from stays true.
 #[cfg(doctest)]

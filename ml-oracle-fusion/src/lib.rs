@@ -1,1 +1,14 @@
-//! Oracle Fusion Cloud ERP REST source for ml-connector. (being built).
+#![doc = include_str!("../docs.md")]
+
+pub mod auth;
+pub mod builder;
+pub mod error;
+pub mod model;
+pub mod resource;
+pub mod source;
+
+pub use auth::JwtSigningKey;
+pub use builder::{OracleFusionBuilder, OracleFusionConfigKey};
+pub use error::{OracleFusionError, parse_error};
+pub use resource::{OracleResource, ResourceSpec};
+pub use source::OracleFusionSource;

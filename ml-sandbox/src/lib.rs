@@ -50,7 +50,10 @@
 
 pub mod error;
 pub mod fault;
+pub mod oracle;
+pub mod sendgrid;
 pub mod server;
 pub mod slack;
+pub mod twilio;
 
 pub use error::{Result, SandboxError};

@@ -1,0 +1,551 @@
+//! [`OracleFusionBuilder`]: configuration from the environment or code, checked at `build()`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use ml_core::auth::{BasicCredentials, TokenCache};
+use ml_core::clock::{Clock, SystemClock};
+use ml_core::cursor::WatermarkCursor;
+use ml_core::http::ClientOptions;
+use ml_core::money::Currency;
+use ml_core::retry::RetryPolicy;
+use secrecy::SecretString;
+
+use crate::auth::{Auth, Grant, JWT_AUDIENCE, JwtSigningKey, TokenEndpoint};
+use crate::error::OracleFusionError;
+use crate::resource::{OracleResource, ResourceSpec};
+use crate::source::OracleFusionSource;
+
+/// The default API version path segment.
+pub const DEFAULT_API_VERSION: &str = "11.13.18.05";
+/// The largest page size the REST API serves (unconfirmed; some pods reportedly cap at 499).
+pub const MAX_PAGE_SIZE: usize = 500;
+
+/// A configuration key, named as its environment variable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum OracleFusionConfigKey {
+    /// `ORACLE_FUSION_URL`: the pod base URL (`https://acme.fa.us2.oraclecloud.com`).
+    Url,
+    /// `ORACLE_FUSION_TOKEN_URL`: the identity domain's token endpoint.
+    TokenUrl,
+    /// `ORACLE_FUSION_CLIENT_ID`.
+    ClientId,
+    /// `ORACLE_FUSION_CLIENT_SECRET`.
+    ClientSecret,
+    /// `ORACLE_FUSION_SCOPE`: e.g. `https://acme.fa.us2.oraclecloud.com:443urn:opc:resource:consumer::all`.
+    Scope,
+    /// `ORACLE_FUSION_USER`: Basic user, or the JWT `sub`.
+    User,
+    /// `ORACLE_FUSION_PASSWORD`: Basic password.
+    Password,
+    /// `ORACLE_FUSION_JWT_PRIVATE_KEY`: PKCS#8 PEM RSA key for the JWT user assertion.
+    JwtPrivateKey,
+    /// `ORACLE_FUSION_JWT_KEY_ID`: the `kid` header (certificate alias).
+    JwtKeyId,
+    /// `ORACLE_FUSION_JWT_AUDIENCE` (default `https://identity.oraclecloud.com/`).
+    JwtAudience,
+    /// `ORACLE_FUSION_API_VERSION` (default `11.13.18.05`).
+    ApiVersion,
+    /// `ORACLE_FUSION_RESOURCE`: `invoices`, `purchaseOrders`, ... (default `invoices`).
+    Resource,
+    /// `ORACLE_FUSION_PAGE_SIZE`: 1..=500 (default 500).
+    PageSize,
+    /// `ORACLE_FUSION_OVERLAP_SECS`: the cursor's re-read window (default 300).
+    OverlapSecs,
+    /// `ORACLE_FUSION_TIME_ZONE`: IANA zone for timestamps without an offset (default UTC).
+    TimeZone,
+}
+
+impl OracleFusionConfigKey {
+    /// Every key.
+    pub const ALL: [Self; 15] = [
+        Self::Url,
+        Self::TokenUrl,
+        Self::ClientId,
+        Self::ClientSecret,
+        Self::Scope,
+        Self::User,
+        Self::Password,
+        Self::JwtPrivateKey,
+        Self::JwtKeyId,
+        Self::JwtAudience,
+        Self::ApiVersion,
+        Self::Resource,
+        Self::PageSize,
+        Self::OverlapSecs,
+        Self::TimeZone,
+    ];
+
+    /// The environment variable.
+    pub fn as_env(self) -> &'static str {
+        match self {
+            Self::Url => "ORACLE_FUSION_URL",
+            Self::TokenUrl => "ORACLE_FUSION_TOKEN_URL",
+            Self::ClientId => "ORACLE_FUSION_CLIENT_ID",
+            Self::ClientSecret => "ORACLE_FUSION_CLIENT_SECRET",
+            Self::Scope => "ORACLE_FUSION_SCOPE",
+            Self::User => "ORACLE_FUSION_USER",
+            Self::Password => "ORACLE_FUSION_PASSWORD",
+            Self::JwtPrivateKey => "ORACLE_FUSION_JWT_PRIVATE_KEY",
+            Self::JwtKeyId => "ORACLE_FUSION_JWT_KEY_ID",
+            Self::JwtAudience => "ORACLE_FUSION_JWT_AUDIENCE",
+            Self::ApiVersion => "ORACLE_FUSION_API_VERSION",
+            Self::Resource => "ORACLE_FUSION_RESOURCE",
+            Self::PageSize => "ORACLE_FUSION_PAGE_SIZE",
+            Self::OverlapSecs => "ORACLE_FUSION_OVERLAP_SECS",
+            Self::TimeZone => "ORACLE_FUSION_TIME_ZONE",
+        }
+    }
+
+    fn secret(self) -> bool {
+        matches!(
+            self,
+            Self::ClientSecret | Self::Password | Self::JwtPrivateKey
+        )
+    }
+}
+
+impl fmt::Display for OracleFusionConfigKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_env())
+    }
+}
+
+/// Builds an [`OracleFusionSource`]. Values are parsed at [`build`](Self::build), whose
+/// errors name the key. Auth is chosen from what is set: a JWT key (+ client id, secret,
+/// token URL, user) -> JWT user assertion; a client id + secret + token URL -> client
+/// credentials; a user + password -> Basic.
+#[derive(Clone)]
+pub struct OracleFusionBuilder {
+    values: BTreeMap<OracleFusionConfigKey, String>,
+    secrets: BTreeMap<OracleFusionConfigKey, SecretString>,
+    spec: Option<ResourceSpec>,
+    resource_path: Option<String>,
+    timestamp_attr: Option<String>,
+    client_options: ClientOptions,
+    retry: RetryPolicy,
+    clock: Arc<dyn Clock>,
+    token_cache: Option<Arc<TokenCache>>,
+    start_at: Option<Timestamp>,
+    use_fields: bool,
+    default_currency: Option<String>,
+}
+
+impl fmt::Debug for OracleFusionBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OracleFusionBuilder")
+            .field("values", &self.values)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("resource_path", &self.resource_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for OracleFusionBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OracleFusionBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self {
+            values: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            spec: None,
+            resource_path: None,
+            timestamp_attr: None,
+            client_options: ClientOptions::default(),
+            retry: RetryPolicy::default(),
+            clock: Arc::new(SystemClock),
+            token_cache: None,
+            start_at: None,
+            use_fields: true,
+            default_currency: None,
+        }
+    }
+
+    /// A builder from the `ORACLE_FUSION_*` environment variables.
+    pub fn from_env() -> Self {
+        let mut b = Self::new();
+        for key in OracleFusionConfigKey::ALL {
+            if let Ok(v) = std::env::var(key.as_env())
+                && !v.trim().is_empty()
+            {
+                b = b.with_config(key, v);
+            }
+        }
+        b
+    }
+
+    /// Sets one configuration value (parsed at `build()`).
+    pub fn with_config(mut self, key: OracleFusionConfigKey, value: impl Into<String>) -> Self {
+        let value = value.into();
+        if key.secret() {
+            self.secrets.insert(key, SecretString::from(value));
+        } else {
+            self.values.insert(key, value);
+        }
+        self
+    }
+
+    /// The pod base URL.
+    pub fn with_url(self, url: impl Into<String>) -> Self {
+        self.with_config(OracleFusionConfigKey::Url, url)
+    }
+
+    /// OAuth 2.0 client credentials against `token_url`.
+    pub fn with_client_credentials(
+        mut self,
+        token_url: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<SecretString>,
+    ) -> Self {
+        self.values
+            .insert(OracleFusionConfigKey::TokenUrl, token_url.into());
+        self.values
+            .insert(OracleFusionConfigKey::ClientId, client_id.into());
+        self.secrets
+            .insert(OracleFusionConfigKey::ClientSecret, client_secret.into());
+        self
+    }
+
+    /// The OAuth scope.
+    pub fn with_scope(self, scope: impl Into<String>) -> Self {
+        self.with_config(OracleFusionConfigKey::Scope, scope)
+    }
+
+    /// JWT user assertion: `user` is the Fusion user (`sub`), `pem` a PKCS#8 RSA key.
+    /// Needs the client credentials too.
+    pub fn with_jwt_assertion(
+        mut self,
+        user: impl Into<String>,
+        pem: impl Into<SecretString>,
+    ) -> Self {
+        self.values.insert(OracleFusionConfigKey::User, user.into());
+        self.secrets
+            .insert(OracleFusionConfigKey::JwtPrivateKey, pem.into());
+        self
+    }
+
+    /// HTTP Basic (fallback).
+    pub fn with_basic(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<SecretString>,
+    ) -> Self {
+        self.values.insert(OracleFusionConfigKey::User, user.into());
+        self.secrets
+            .insert(OracleFusionConfigKey::Password, password.into());
+        self
+    }
+
+    /// The API version path segment.
+    pub fn with_api_version(self, v: impl Into<String>) -> Self {
+        self.with_config(OracleFusionConfigKey::ApiVersion, v)
+    }
+
+    /// One of the built-in resources.
+    pub fn with_resource(mut self, r: OracleResource) -> Self {
+        self.spec = Some(r.spec());
+        self
+    }
+
+    /// A full resource description (custom attributes).
+    pub fn with_resource_spec(mut self, spec: ResourceSpec) -> Self {
+        self.spec = Some(spec);
+        self
+    }
+
+    /// Overrides the resource path segment (e.g. a custom child path).
+    pub fn with_resource_path(mut self, path: impl Into<String>) -> Self {
+        self.resource_path = Some(path.into());
+        self
+    }
+
+    /// Polls on this timestamp attribute (`CreationDate` for insert-only streams).
+    pub fn with_timestamp_attribute(mut self, attr: impl Into<String>) -> Self {
+        self.timestamp_attr = Some(attr.into());
+        self
+    }
+
+    /// Page size, 1..=500.
+    pub fn with_page_size(self, n: usize) -> Self {
+        self.with_config(OracleFusionConfigKey::PageSize, n.to_string())
+    }
+
+    /// The cursor overlap.
+    pub fn with_overlap(self, d: Duration) -> Self {
+        self.with_config(OracleFusionConfigKey::OverlapSecs, d.as_secs().to_string())
+    }
+
+    /// Where a stream that never ran starts (default: the beginning).
+    pub fn with_start_at(mut self, t: Timestamp) -> Self {
+        self.start_at = Some(t);
+        self
+    }
+
+    /// The zone of timestamps that come without an offset.
+    pub fn with_time_zone(self, iana: impl Into<String>) -> Self {
+        self.with_config(OracleFusionConfigKey::TimeZone, iana)
+    }
+
+    /// HTTP client options.
+    pub fn with_client_options(mut self, o: ClientOptions) -> Self {
+        self.client_options = o;
+        self
+    }
+
+    /// The retry policy of each request (429 / 5xx / connection errors).
+    pub fn with_retry(mut self, r: RetryPolicy) -> Self {
+        self.retry = r;
+        self
+    }
+
+    /// The clock (cursor cycle starts, token expiry).
+    pub fn with_clock(mut self, c: Arc<dyn Clock>) -> Self {
+        self.clock = c;
+        self
+    }
+
+    /// Shares a token cache between sources of one pod.
+    pub fn with_token_cache(mut self, c: Arc<TokenCache>) -> Self {
+        self.token_cache = Some(c);
+        self
+    }
+
+    /// Whether to send `fields=` (default true; turn off if a pod refuses an attribute).
+    pub fn with_fields_param(mut self, on: bool) -> Self {
+        self.use_fields = on;
+        self
+    }
+
+    /// The currency of amounts whose item has no currency attribute.
+    pub fn with_default_currency(mut self, c: impl Into<String>) -> Self {
+        self.default_currency = Some(c.into());
+        self
+    }
+
+    fn val(&self, k: OracleFusionConfigKey) -> Option<&str> {
+        self.values
+            .get(&k)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+    }
+
+    fn parse_url(key: OracleFusionConfigKey, raw: &str) -> Result<url::Url, OracleFusionError> {
+        let url = url::Url::parse(raw)
+            .map_err(|e| OracleFusionError::config(key.as_env(), format!("not a URL: {e}")))?;
+        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            s => {
+                return Err(OracleFusionError::config(
+                    key.as_env(),
+                    format!("scheme `{s}` not allowed (https, or http on loopback)"),
+                ));
+            }
+        }
+        Ok(url)
+    }
+
+    fn auth(&self, client: &reqwest::Client) -> Result<Auth, OracleFusionError> {
+        use OracleFusionConfigKey as K;
+        if let Some(c) = &self.token_cache {
+            return Ok(Auth::Bearer(c.clone()));
+        }
+        let client_id = self.val(K::ClientId);
+        if let Some(id) = client_id {
+            let token_url = self.val(K::TokenUrl).ok_or_else(|| {
+                OracleFusionError::config(K::TokenUrl.as_env(), "required with a client id")
+            })?;
+            Self::parse_url(K::TokenUrl, token_url)?;
+            let secret = self.secrets.get(&K::ClientSecret).cloned().ok_or_else(|| {
+                OracleFusionError::config(K::ClientSecret.as_env(), "required with a client id")
+            })?;
+            let grant = match self.secrets.get(&K::JwtPrivateKey) {
+                Some(pem) => Grant::JwtAssertion {
+                    user: self
+                        .val(K::User)
+                        .ok_or_else(|| {
+                            OracleFusionError::config(
+                                K::User.as_env(),
+                                "the JWT assertion needs the Fusion user",
+                            )
+                        })?
+                        .to_owned(),
+                    key: Box::new(JwtSigningKey::from_pkcs8_pem(
+                        pem,
+                        self.val(K::JwtKeyId).map(str::to_owned),
+                    )?),
+                    audience: self.val(K::JwtAudience).unwrap_or(JWT_AUDIENCE).to_owned(),
+                },
+                None => Grant::ClientCredentials,
+            };
+            let endpoint = TokenEndpoint {
+                client: client.clone(),
+                url: token_url.to_owned(),
+                client_id: id.to_owned(),
+                client_secret: secret,
+                scope: self.val(K::Scope).map(str::to_owned),
+                grant,
+                clock: self.clock.clone(),
+            };
+            return Ok(Auth::Bearer(Arc::new(
+                TokenCache::new(Arc::new(endpoint)).with_clock(self.clock.clone()),
+            )));
+        }
+        match (self.val(K::User), self.secrets.get(&K::Password)) {
+            (Some(u), Some(p)) => {
+                if u.contains(':') {
+                    return Err(OracleFusionError::config(
+                        K::User.as_env(),
+                        "must not contain `:`",
+                    ));
+                }
+                Ok(Auth::Basic(BasicCredentials::new(u, p.clone())))
+            }
+            (Some(_), None) => Err(OracleFusionError::config(
+                K::Password.as_env(),
+                "required with a user",
+            )),
+            _ => Err(OracleFusionError::config(
+                K::ClientId.as_env(),
+                "no credentials: set ORACLE_FUSION_CLIENT_ID/_CLIENT_SECRET/_TOKEN_URL or ORACLE_FUSION_USER/_PASSWORD",
+            )),
+        }
+    }
+
+    /// Builds the source.
+    pub fn build(self) -> ml_core::Result<OracleFusionSource> {
+        self.build_inner().map_err(Into::into)
+    }
+
+    /// Builds one source per resource, sharing one token cache (one token for the pod).
+    pub fn build_many(
+        self,
+        resources: &[OracleResource],
+    ) -> ml_core::Result<Vec<OracleFusionSource>> {
+        let first = self
+            .clone()
+            .with_resource(
+                resources
+                    .first()
+                    .copied()
+                    .unwrap_or(OracleResource::Invoices),
+            )
+            .build_inner()?;
+        let shared = self.clone();
+        let shared = match &first.auth {
+            Auth::Bearer(c) => shared.with_token_cache(c.clone()),
+            Auth::Basic(_) => shared,
+        };
+        let mut out = vec![first];
+        for r in resources.iter().skip(1) {
+            out.push(shared.clone().with_resource(*r).build_inner()?);
+        }
+        Ok(out)
+    }
+
+    fn build_inner(self) -> Result<OracleFusionSource, OracleFusionError> {
+        use OracleFusionConfigKey as K;
+        let raw = self.val(K::Url).ok_or_else(|| {
+            OracleFusionError::config(K::Url.as_env(), "required (the pod base URL)")
+        })?;
+        let url = Self::parse_url(K::Url, raw)?;
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let host = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host,
+        };
+        let mut spec = match (&self.spec, self.val(K::Resource)) {
+            (Some(s), _) => s.clone(),
+            (None, Some(r)) => OracleResource::from_path(r)
+                .ok_or_else(|| {
+                    OracleFusionError::config(
+                        K::Resource.as_env(),
+                        format!("unknown resource `{r}`"),
+                    )
+                })?
+                .spec(),
+            (None, None) => OracleResource::Invoices.spec(),
+        };
+        if let Some(p) = &self.resource_path {
+            spec.path.clone_from(p);
+        }
+        if let Some(t) = &self.timestamp_attr {
+            spec.timestamp.clone_from(t);
+        }
+        let version = self.val(K::ApiVersion).unwrap_or(DEFAULT_API_VERSION);
+        if version.contains('/') {
+            return Err(OracleFusionError::config(
+                K::ApiVersion.as_env(),
+                "must be one path segment",
+            ));
+        }
+        let page_size = match self.val(K::PageSize) {
+            None => MAX_PAGE_SIZE,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (2..=MAX_PAGE_SIZE).contains(&n) => n,
+                _ => {
+                    return Err(OracleFusionError::config(
+                        K::PageSize.as_env(),
+                        format!("`{v}` is not a number in 2..=500"),
+                    ));
+                }
+            },
+        };
+        let overlap = match self.val(K::OverlapSecs) {
+            None => Duration::from_secs(300),
+            Some(v) => Duration::from_secs(v.parse().map_err(|_| {
+                OracleFusionError::config(
+                    K::OverlapSecs.as_env(),
+                    format!("`{v}` is not a number of seconds"),
+                )
+            })?),
+        };
+        let tz = match self.val(K::TimeZone) {
+            None => TimeZone::UTC,
+            Some(z) => TimeZone::get(z).map_err(|e| {
+                OracleFusionError::config(K::TimeZone.as_env(), format!("unknown time zone: {e}"))
+            })?,
+        };
+        let default_currency = self
+            .default_currency
+            .as_deref()
+            .map(Currency::new)
+            .transpose()
+            .map_err(|e| OracleFusionError::config("with_default_currency", e.to_string()))?;
+        let client = self
+            .client_options
+            .client()
+            .map_err(|e| OracleFusionError::config("ClientOptions", e.to_string()))?;
+        let auth = self.auth(&client)?;
+        let mut cursor = WatermarkCursor::new(overlap);
+        if let Some(t) = self.start_at {
+            cursor = cursor.with_start_at(t);
+        }
+        let base = url.as_str().trim_end_matches('/');
+        Ok(OracleFusionSource {
+            client,
+            collection_url: format!("{base}/fscmRestApi/resources/{version}/{}", spec.path),
+            host,
+            spec,
+            auth,
+            cursor,
+            page_size,
+            retry: self.retry,
+            clock: self.clock,
+            tz,
+            use_fields: self.use_fields,
+            default_currency,
+        })
+    }
+}

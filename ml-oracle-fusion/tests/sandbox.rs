@@ -1,0 +1,403 @@
+//! OracleFusionSource against the ml-sandbox Oracle emulator: conformance, call counts,
+//! traps, auth, faults.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use common::{builder, cycle, expected_pages, key, source, t0};
+use jiff::SignedDuration;
+use ml_core::record::SourceItem;
+use ml_core::source::Source;
+use ml_core::testing::source::{SourceExpectations, source_conformance};
+use ml_oracle_fusion::{OracleFusionBuilder, OracleFusionConfigKey, OracleResource};
+use ml_sandbox::fault::{Fault, FaultRule};
+use ml_sandbox::oracle::{OracleEmulator, invoice_json};
+
+#[tokio::test]
+async fn conforms_against_the_emulator() {
+    let e = OracleEmulator::start().await.expect("emulator");
+    for id in 1..=40 {
+        // Three invoices per second: ties everywhere.
+        let t = t0() + SignedDuration::from_secs(id / 3);
+        e.upsert_raw("invoices", &invoice_json(id, t, "10.50", "Müller GmbH"));
+    }
+    // A malformed one (no amount).
+    e.upsert(
+        "invoices",
+        &serde_json::json!({"InvoiceId": 41, "InvoiceCurrency": "USD", "LastUpdateDate": "2026-03-01T08:00:05.000+00:00"}),
+    );
+    let s = source(&e, 6);
+    assert_eq!(
+        s.to_string(),
+        format!(
+            "OracleFusion({}, invoices)",
+            e.base_url()
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+        )
+    );
+    source_conformance(
+        &s,
+        &SourceExpectations {
+            items: 41,
+            max_page: 6,
+        },
+    )
+    .await;
+    s.healthcheck().await.expect("healthcheck");
+}
+
+#[tokio::test]
+async fn backfill_with_traps_reads_each_item_once_with_the_exact_call_count() {
+    let e = OracleEmulator::start().await.expect("emulator");
+    let bad = e.load_invoice_traps(10_000, t0());
+    let s = source(&e, 500);
+    let (items, _pos, pages) = cycle(&s, None).await;
+    assert_eq!(items.len(), 10_000, "every item once (anchors dropped)");
+    let mut seen = BTreeMap::new();
+    for i in &items {
+        *seen.entry(key(i)).or_insert(0) += 1;
+    }
+    assert!(seen.values().all(|n| *n == 1), "a duplicate");
+    let rejected: Vec<_> = items
+        .iter()
+        .filter_map(|i| match i {
+            SourceItem::Rejected(r) => Some((r.key.clone().unwrap_or_default(), r.reason.clone())),
+            SourceItem::Record(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        rejected.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+        bad
+    );
+    assert!(rejected[0].1.contains("missing amount"), "{rejected:?}");
+    assert!(rejected[1].1.contains("InvoiceDate"), "{rejected:?}");
+    // Exact decimals, credit memos, unicode.
+    let rec = |k: &str| {
+        items
+            .iter()
+            .find_map(|i| match i {
+                SourceItem::Record(r) if r.key == k => Some(r.clone()),
+                _ => None,
+            })
+            .expect("record")
+    };
+    assert_eq!(
+        rec("4242").fields.amount.expect("a").amount.to_string(),
+        "98765432109876.54"
+    );
+    assert_eq!(
+        rec("7").fields.amount.expect("a").amount.to_string(),
+        "0.30000000000000004"
+    );
+    assert!(
+        rec("50")
+            .fields
+            .amount
+            .expect("a")
+            .amount
+            .is_sign_negative()
+    );
+    assert_eq!(rec("1").fields.supplier.as_deref(), Some("株式会社テスト"));
+    assert_eq!(rec("2").fields.supplier.as_deref(), Some("Ørsted A/S"));
+    // Server order: (LastUpdateDate, InvoiceId).
+    let order: Vec<(jiff::Timestamp, i64)> = items
+        .iter()
+        .filter_map(|i| match i {
+            SourceItem::Record(r) => Some((r.modified_at, r.key.parse().expect("n"))),
+            SourceItem::Rejected(_) => None,
+        })
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]));
+    // The call count: 1 + ceil((N - L) / (L - 1)) pages, plus one token.
+    assert_eq!(pages, expected_pages(10_000, 500));
+    assert_eq!(pages, 21);
+    assert_eq!(e.faults().requests("invoices"), 21);
+    assert_eq!(e.tokens_issued(), 1);
+    assert_eq!(e.faults().requests("token"), 1);
+    assert_eq!(
+        e.scopes(),
+        vec!["urn:opc:resource:consumer::all".to_owned()]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_expiry_and_a_5xx_storm_lose_nothing() {
+    let e = OracleEmulator::builder()
+        .token_lifetime(Duration::from_secs(3600))
+        .start()
+        .await
+        .expect("emulator");
+    e.load_invoice_traps(3_000, t0());
+    let s = source(&e, 200);
+    let mut pos = None;
+    let mut keys = Vec::new();
+    let mut n = 0;
+    loop {
+        n += 1;
+        if n == 4 {
+            e.expire_tokens(); // a 401 on the next page: one refresh, one retry
+        }
+        if n == 7 {
+            e.faults()
+                .push(FaultRule::on("invoices", Fault::Status(503)).times(4));
+            e.faults().push(
+                FaultRule::on("invoices", Fault::TooManyRequests { retry_after: 2 }).times(2),
+            );
+            e.faults()
+                .push(FaultRule::on("invoices", Fault::DropBeforeResponse));
+        }
+        let page = s.poll(pos.as_ref()).await.expect("poll");
+        keys.extend(page.items.iter().map(key));
+        pos = Some(page.next);
+        if !page.more {
+            break;
+        }
+    }
+    keys.sort_by_key(|k| k.parse::<i64>().expect("n"));
+    keys.dedup();
+    assert_eq!(keys.len(), 3_000);
+    assert_eq!(e.tokens_issued(), 2, "one refresh after the 401");
+    assert_eq!(e.faults().status_count("invoices", 401), 1);
+    assert_eq!(e.faults().status_count("invoices", 503), 4);
+    assert_eq!(e.faults().status_count("invoices", 429), 2);
+}
+
+#[tokio::test]
+async fn late_commits_and_updates_arrive_in_a_later_cycle() {
+    let e = OracleEmulator::start().await.expect("emulator");
+    // "now" in the emulator's data: the cursor's floor is the cycle start (our clock), so
+    // data must not be in the future.
+    let base = jiff::Timestamp::now() - SignedDuration::from_secs(3600);
+    for id in 1..=30 {
+        e.upsert_raw(
+            "invoices",
+            &invoice_json(id, base + SignedDuration::from_secs(id), "1.00", "A"),
+        );
+    }
+    let s = builder(&e)
+        .with_page_size(7)
+        .with_overlap(Duration::from_secs(600))
+        .build()
+        .expect("source");
+    let (first, pos, _) = cycle(&s, None).await;
+    assert_eq!(first.len(), 30);
+    // A late commit (older timestamp than what was served) and an update of a served row.
+    e.upsert_raw(
+        "invoices",
+        &invoice_json(31, base + SignedDuration::from_secs(5), "2.00", "Late Ltd"),
+    );
+    assert!(e.touch(
+        "invoices",
+        "3",
+        base + SignedDuration::from_secs(40),
+        Some(("ValidationStatus", "Needs Revalidation".into()))
+    ));
+    let (second, _, _) = cycle(&s, pos).await;
+    let keys: Vec<String> = second.iter().map(key).collect();
+    assert!(keys.contains(&"31".to_owned()), "{keys:?}");
+    assert!(keys.contains(&"3".to_owned()), "{keys:?}");
+    let SourceItem::Record(r) = second.iter().find(|i| key(i) == "3").expect("3") else {
+        panic!()
+    };
+    assert_eq!(r.fields.status.as_deref(), Some("Needs Revalidation"));
+}
+
+#[tokio::test]
+async fn basic_auth_and_jwt_assertion_work() {
+    let e = OracleEmulator::start().await.expect("emulator");
+    e.upsert_raw("purchaseOrders", r#"{"POHeaderId":300000001,"OrderNumber":"PO-1","Ordered":1500.5,"Currency":"EUR","Supplier":"Ørsted A/S","Status":"Open","ProcurementBU":"EU1","LastUpdateDate":"2026-03-01T08:00:00.000+00:00"}"#);
+    let basic = OracleFusionBuilder::new()
+        .with_url(e.base_url())
+        .with_basic(e.user(), e.password())
+        .with_resource(OracleResource::PurchaseOrders)
+        .build()
+        .expect("basic");
+    let page = basic.poll(None).await.expect("poll");
+    let SourceItem::Record(r) = &page.items[0] else {
+        panic!("record")
+    };
+    assert_eq!(r.fields.amount.expect("a").to_string(), "1,500.50 EUR");
+    assert_eq!(r.fields.document_number.as_deref(), Some("PO-1"));
+    let wrong = OracleFusionBuilder::new()
+        .with_url(e.base_url())
+        .with_basic(e.user(), "nope")
+        .build()
+        .expect("build");
+    let err = wrong.poll(None).await.expect_err("401");
+    assert!(!err.class().is_retryable());
+    assert!(!format!("{err} {err:?}").contains("nope"));
+
+    let pem = include_str!("fixtures/test_rsa_pkcs8.pem");
+    let jwt = builder(&e)
+        .with_jwt_assertion("casey.brown", pem)
+        .with_resource(OracleResource::PurchaseOrders)
+        .build()
+        .expect("jwt");
+    assert_eq!(jwt.poll(None).await.expect("poll").items.len(), 1);
+    assert_eq!(e.tokens_issued(), 1);
+    let key = ml_oracle_fusion::JwtSigningKey::from_pkcs8_pem(&pem.into(), Some("k1".into()))
+        .expect("key");
+    let a = key
+        .assertion(
+            "casey.brown",
+            "cid",
+            ml_oracle_fusion::auth::JWT_AUDIENCE,
+            jiff::Timestamp::now(),
+            Duration::from_secs(300),
+        )
+        .expect("sign");
+    let (input, sig) = a.rsplit_once('.').expect("jwt");
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(sig)
+        .expect("b64");
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        key.public_key_der(),
+    )
+    .verify(input.as_bytes(), &sig)
+    .expect("valid RS256 signature");
+}
+
+#[test]
+fn config_errors_name_the_key_and_secrets_stay_hidden() {
+    let err = OracleFusionBuilder::new().build().expect_err("no url");
+    assert!(err.to_string().contains("ORACLE_FUSION_URL"), "{err}");
+    let err = OracleFusionBuilder::new()
+        .with_url("https://acme.fa.us2.oraclecloud.com")
+        .build()
+        .expect_err("no creds");
+    assert!(err.to_string().contains("ORACLE_FUSION_CLIENT_ID"), "{err}");
+    let err = OracleFusionBuilder::new()
+        .with_url("http://acme.example.com")
+        .with_basic("u", "p")
+        .build()
+        .expect_err("http");
+    assert!(err.to_string().contains("ORACLE_FUSION_URL"), "{err}");
+    let err = OracleFusionBuilder::new()
+        .with_url("https://acme.fa.us2.oraclecloud.com")
+        .with_basic("u", "p")
+        .with_config(OracleFusionConfigKey::PageSize, "501")
+        .build()
+        .expect_err("page");
+    assert!(err.to_string().contains("ORACLE_FUSION_PAGE_SIZE"), "{err}");
+    let b = OracleFusionBuilder::new()
+        .with_url("https://acme.fa.us2.oraclecloud.com")
+        .with_client_credentials(
+            "https://idcs.example.com/oauth2/v1/token",
+            "cid",
+            "TOPSECRET-1",
+        )
+        .with_config(OracleFusionConfigKey::Password, "TOPSECRET-2");
+    assert!(!format!("{b:?}").contains("TOPSECRET"));
+    let s = b.build().expect("source");
+    let shown = format!("{s:?} {s}");
+    assert!(!shown.contains("TOPSECRET"), "{shown}");
+    assert_eq!(
+        s.to_string(),
+        "OracleFusion(acme.fa.us2.oraclecloud.com, invoices)"
+    );
+}
+
+#[tokio::test]
+async fn the_emulator_is_strict_where_fusion_is() {
+    let e = OracleEmulator::start().await.expect("emulator");
+    e.upsert_raw("invoices", &invoice_json(1, t0(), "1.00", "A"));
+    let client = ml_core::http::ClientOptions::default()
+        .client()
+        .expect("client");
+    let url = format!("{}fscmRestApi/resources/11.13.18.05/invoices", e.base_url());
+    let get = |q: Vec<(&'static str, &'static str)>, v2: bool, auth: bool| {
+        let mut r = client.get(&url).query(&q);
+        if v2 {
+            r = r.header("REST-Framework-Version", "2");
+        }
+        if auth {
+            r = r.basic_auth(e.user(), Some(e.password()));
+        }
+        r.send()
+    };
+    assert_eq!(get(vec![], false, false).await.expect("r").status(), 401);
+    // Expressions need framework v2; QBE works without.
+    assert_eq!(
+        get(
+            vec![("q", "LastUpdateDate >= '2026-01-01T00:00:00Z'")],
+            false,
+            true
+        )
+        .await
+        .expect("r")
+        .status(),
+        400
+    );
+    assert_eq!(
+        get(vec![("q", "InvoiceId=1")], false, true)
+            .await
+            .expect("r")
+            .status(),
+        200
+    );
+    let bad = get(vec![("q", "Supplier like 'A%'")], true, true)
+        .await
+        .expect("r");
+    assert_eq!(bad.status(), 400);
+    let body: serde_json::Value = bad.json().await.expect("adf error");
+    assert_eq!(body["status"], "400");
+    // `limit` is clamped to 500; `totalResults` on request; `links` unless onlyData.
+    let ok: serde_json::Value = get(
+        vec![("limit", "1000"), ("totalResults", "true")],
+        true,
+        true,
+    )
+    .await
+    .expect("r")
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(ok["limit"], 500);
+    assert_eq!(ok["totalResults"], 1);
+    assert_eq!(ok["hasMore"], false);
+    assert!(ok["items"][0]["links"].is_array());
+    let other = client
+        .get(format!(
+            "{}fscmRestApi/resources/9.9/invoices",
+            e.base_url()
+        ))
+        .basic_auth(e.user(), Some(e.password()))
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(other.status(), 404);
+}
+
+#[test]
+fn the_request_shape() {
+    let s = OracleFusionBuilder::new()
+        .with_url("https://acme.fa.us2.oraclecloud.com/")
+        .with_basic("u", "p")
+        .with_api_version("latest")
+        .build()
+        .expect("source");
+    let q = s.page_query(Some("2026-03-20T14:53:51.123Z".parse().expect("t")), 7, 500);
+    let q: BTreeMap<&str, String> = q.into_iter().collect();
+    assert_eq!(q["q"], "LastUpdateDate >= '2026-03-20T14:53:51.123Z'");
+    assert_eq!(q["orderBy"], "LastUpdateDate:asc,InvoiceId:asc");
+    assert_eq!(q["limit"], "500");
+    assert_eq!(q["offset"], "7");
+    assert_eq!(q["onlyData"], "true");
+    assert!(q["fields"].starts_with("InvoiceId,LastUpdateDate,InvoiceNumber,InvoiceAmount"));
+    let po = OracleFusionBuilder::new()
+        .with_url("https://acme.fa.us2.oraclecloud.com/")
+        .with_basic("u", "p")
+        .with_resource(OracleResource::PurchaseOrders)
+        .with_timestamp_attribute("CreationDate")
+        .build()
+        .expect("source");
+    let q: BTreeMap<&str, String> = po.page_query(None, 0, 10).into_iter().collect();
+    assert!(!q.contains_key("q"));
+    assert_eq!(q["orderBy"], "CreationDate:asc,POHeaderId:asc");
+}

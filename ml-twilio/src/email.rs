@@ -1,0 +1,237 @@
+//! [`SendGridEmailSink`]: email through SendGrid's v3 Mail Send.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ml_core::Result;
+use ml_core::clock::Clock;
+use ml_core::record::Record;
+use ml_core::render::Rendered;
+use ml_core::sink::{Destination, Outbound, Receipt, Sink};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde_json::{Value, json};
+
+use crate::error::{TwilioError, parse_sendgrid_error, transport};
+use crate::recipients::{Channel, RecipientDirectory, Role, resolve};
+use crate::render::render_email;
+
+/// The rate-limiter key of the sink (SendGrid limits per API key; no number is published).
+pub const RATE_KEY: &str = "sendgrid";
+
+/// The remote id prefix of a mail accepted without `X-Message-Id` (followed by the
+/// delivery id).
+pub const NO_MESSAGE_ID_PREFIX: &str = "no-message-id:";
+
+#[derive(Clone)]
+pub(crate) struct EmailSettings {
+    pub(crate) api_key: SecretString,
+    pub(crate) api_url: String,
+    pub(crate) from_email: String,
+    pub(crate) from_name: Option<String>,
+    pub(crate) sandbox_mode: bool,
+    pub(crate) directory: Option<Arc<dyn RecipientDirectory>>,
+    pub(crate) client: reqwest::Client,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+/// Sends email with `POST /v3/mail/send` (Bearer API key, JSON).
+///
+/// * One delivery = one SendGrid message: `personalizations[0].to` holds the destination
+///   address, or every address a symbolic recipient (`buyer`, `supplier`, …) resolves to.
+/// * `custom_args` carry `delivery_id`, `stream` and `record_key`, echoed in events.
+/// * The receipt is the `X-Message-Id` header; events' `sg_message_id` starts with it.
+/// * No `reconcile`: SendGrid has no cheap lookup of a sent message (the Email Activity
+///   API is a paid add-on with minutes of lag), so an in-doubt send is sent again: at least
+///   once, counted by the journal as `resent_after_doubt`.
+pub struct SendGridEmailSink {
+    s: EmailSettings,
+}
+
+impl fmt::Display for SendGridEmailSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SendGrid({})", self.s.from_email)
+    }
+}
+
+impl fmt::Debug for SendGridEmailSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendGridEmailSink")
+            .field("api_url", &self.s.api_url)
+            .field("from_email", &self.s.from_email)
+            .field("sandbox_mode", &self.s.sandbox_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+fn looks_like_email(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !s.chars().any(|c| c.is_whitespace() || c == ',' || c == ';')
+}
+
+impl SendGridEmailSink {
+    pub(crate) fn new(s: EmailSettings) -> Self {
+        Self { s }
+    }
+
+    fn system(&self) -> String {
+        self.to_string()
+    }
+
+    fn recipients(&self, msg: &Outbound) -> Result<Vec<String>, TwilioError> {
+        let address = msg.destination.address.trim();
+        let list: Vec<String> = if Role::parse(address).is_some() {
+            msg.rendered
+                .body
+                .as_ref()
+                .and_then(|b| b["to"].as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            vec![address.to_owned()]
+        };
+        if list.is_empty() {
+            return Err(TwilioError::Unresolved {
+                system: self.system(),
+                recipient: address.to_owned(),
+            });
+        }
+        if let Some(bad) = list.iter().find(|a| !looks_like_email(a)) {
+            return Err(TwilioError::InvalidEmail {
+                system: self.system(),
+                address: bad.clone(),
+            });
+        }
+        Ok(list)
+    }
+
+    /// The JSON body a message is sent with.
+    pub fn body_for(&self, msg: &Outbound) -> Result<Value> {
+        let to: Vec<Value> = self
+            .recipients(msg)?
+            .into_iter()
+            .map(|e| json!({ "email": e }))
+            .collect();
+        let r = &msg.rendered;
+        let subject = r
+            .subject
+            .clone()
+            .unwrap_or_else(|| r.text.lines().next().unwrap_or_default().to_owned());
+        let mut content = vec![json!({ "type": "text/plain", "value": r.text })];
+        if let Some(html) = r.body.as_ref().and_then(|b| b["html"].as_str()) {
+            content.push(json!({ "type": "text/html", "value": html }));
+        }
+        let mut from = json!({ "email": self.s.from_email });
+        if let Some(n) = &self.s.from_name {
+            from["name"] = json!(n);
+        }
+        let mut body = json!({
+            "personalizations": [{
+                "to": to,
+                "custom_args": {
+                    "delivery_id": msg.delivery_id.to_string(),
+                    "stream": msg.stream,
+                    "record_key": msg.record_key,
+                },
+            }],
+            "from": from,
+            "subject": subject,
+            "content": content,
+        });
+        if self.s.sandbox_mode {
+            body["mail_settings"] = json!({ "sandbox_mode": { "enable": true } });
+        }
+        Ok(body)
+    }
+}
+
+#[async_trait]
+impl Sink for SendGridEmailSink {
+    async fn send(&self, msg: &Outbound) -> Result<Receipt> {
+        let body = self.body_for(msg)?;
+        let resp = self
+            .s
+            .client
+            .post(format!("{}/v3/mail/send", self.s.api_url))
+            .bearer_auth(self.s.api_key.expose_secret())
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| transport(&self.system(), &e, false))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let headers = resp.headers().clone();
+            let bytes = resp.bytes().await.unwrap_or_default();
+            return Err(parse_sendgrid_error(
+                &self.system(),
+                status,
+                &headers,
+                &bytes,
+                self.s.clock.now(),
+            )
+            .into());
+        }
+        let Some(id) = resp
+            .headers()
+            .get("x-message-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .filter(|s| !s.is_empty())
+        else {
+            // Accepted (sending again would duplicate it) but not correlatable: events for
+            // it will find no delivery. Some mocks (Prism) answer like this.
+            tracing::warn!(delivery = msg.delivery_id, %status, "SendGrid accepted the mail without X-Message-Id");
+            return Ok(
+                Receipt::new(format!("{NO_MESSAGE_ID_PREFIX}{}", msg.delivery_id))
+                    .with_status("accepted"),
+            );
+        };
+        Ok(Receipt::new(id).with_status("processed"))
+    }
+
+    fn rate_key(&self, _destination: &Destination) -> Option<String> {
+        Some(RATE_KEY.to_owned())
+    }
+
+    fn render(&self, record: &Record, destination: &Destination) -> Rendered {
+        let mut r = render_email(record, destination);
+        if let Some(role) = Role::parse(&destination.address) {
+            let found = resolve(record, role, Channel::Email, self.s.directory.as_deref());
+            if let Some(b) = r.body.as_mut() {
+                b["to"] = json!(found);
+            }
+        }
+        r
+    }
+
+    async fn healthcheck(&self) -> Result<()> {
+        let resp = self
+            .s
+            .client
+            .get(format!("{}/v3/scopes", self.s.api_url))
+            .bearer_auth(self.s.api_key.expose_secret())
+            .send()
+            .await
+            .map_err(|e| transport(&self.system(), &e, true))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap_or_default();
+        Err(
+            parse_sendgrid_error(&self.system(), status, &headers, &bytes, self.s.clock.now())
+                .into(),
+        )
+    }
+}
