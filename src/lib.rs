@@ -12,6 +12,7 @@
 //! | `store` (default) | `ml-store` | the durable SQLite journal ([`store::SqliteAuditStore`]) |
 //! | `slack` | `ml-slack` | Slack sink, verified receiver, OAuth v2, Socket Mode |
 //! | `oracle-fusion` | `ml-oracle-fusion` | Oracle Fusion Cloud ERP REST source |
+//! | `twilio` | `ml-twilio` | Twilio SMS and SendGrid email sinks, verified status receivers |
 //!
 //! ```
 //! use std::sync::Arc;
@@ -56,6 +57,10 @@ pub use ml_slack as slack;
 /// Oracle Fusion Cloud ERP (feature `oracle-fusion`).
 #[cfg(feature = "oracle-fusion")]
 pub use ml_oracle_fusion as oracle_fusion;
+
+/// Twilio SMS and SendGrid email (feature `twilio`).
+#[cfg(feature = "twilio")]
+pub use ml_twilio as twilio;
 
 /// Compiles the README's examples as doc tests, so the page users start from stays true.
 #[cfg(doctest)]
