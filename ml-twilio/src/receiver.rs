@@ -470,6 +470,7 @@ impl SendGridEventReceiver {
 /// axum routers for the receivers (feature `axum`).
 #[cfg(feature = "axum")]
 pub mod axum_router {
+    use std::future::Future;
     use std::sync::Arc;
 
     use axum::Router;
@@ -492,19 +493,48 @@ pub mod axum_router {
         Ok(http::Request::from_parts(parts, bytes))
     }
 
-    /// A router answering POSTs at `path` with [`TwilioStatusReceiver::handle`].
-    pub fn twilio(
-        path: &str,
-        receiver: Arc<TwilioStatusReceiver>,
-        store: Arc<dyn AuditStore>,
-    ) -> Router {
+    /// The one shape both receivers share, so one route serves both.
+    trait Verifying: Send + Sync + 'static {
+        const MAX_BODY: usize;
+        fn handle<'a>(
+            &'a self,
+            req: &'a http::Request<bytes::Bytes>,
+            store: &'a dyn AuditStore,
+        ) -> impl Future<Output = Result<super::Handled, super::ReceiverError>> + Send + 'a;
+    }
+
+    impl Verifying for TwilioStatusReceiver {
+        const MAX_BODY: usize = TWILIO_MAX_BODY;
+        fn handle<'a>(
+            &'a self,
+            req: &'a http::Request<bytes::Bytes>,
+            store: &'a dyn AuditStore,
+        ) -> impl Future<Output = Result<super::Handled, super::ReceiverError>> + Send + 'a
+        {
+            TwilioStatusReceiver::handle(self, req, store)
+        }
+    }
+
+    impl Verifying for SendGridEventReceiver {
+        const MAX_BODY: usize = SENDGRID_MAX_BODY;
+        fn handle<'a>(
+            &'a self,
+            req: &'a http::Request<bytes::Bytes>,
+            store: &'a dyn AuditStore,
+        ) -> impl Future<Output = Result<super::Handled, super::ReceiverError>> + Send + 'a
+        {
+            SendGridEventReceiver::handle(self, req, store)
+        }
+    }
+
+    fn route<R: Verifying>(path: &str, receiver: Arc<R>, store: Arc<dyn AuditStore>) -> Router {
         Router::new()
             .route(
                 path,
                 post(
-                    |State((r, s)): State<(Arc<TwilioStatusReceiver>, Arc<dyn AuditStore>)>,
+                    |State((r, s)): State<(Arc<R>, Arc<dyn AuditStore>)>,
                      req: Request<Body>| async move {
-                        let req = match collect(req, TWILIO_MAX_BODY).await {
+                        let req = match collect(req, R::MAX_BODY).await {
                             Ok(r) => r,
                             Err(code) => return code,
                         };
@@ -518,29 +548,21 @@ pub mod axum_router {
             .with_state((receiver, store))
     }
 
+    /// A router answering POSTs at `path` with [`TwilioStatusReceiver::handle`].
+    pub fn twilio(
+        path: &str,
+        receiver: Arc<TwilioStatusReceiver>,
+        store: Arc<dyn AuditStore>,
+    ) -> Router {
+        route(path, receiver, store)
+    }
+
     /// A router answering POSTs at `path` with [`SendGridEventReceiver::handle`].
     pub fn sendgrid(
         path: &str,
         receiver: Arc<SendGridEventReceiver>,
         store: Arc<dyn AuditStore>,
     ) -> Router {
-        Router::new()
-            .route(
-                path,
-                post(
-                    |State((r, s)): State<(Arc<SendGridEventReceiver>, Arc<dyn AuditStore>)>,
-                     req: Request<Body>| async move {
-                        let req = match collect(req, SENDGRID_MAX_BODY).await {
-                            Ok(r) => r,
-                            Err(code) => return code,
-                        };
-                        match r.handle(&req, s.as_ref()).await {
-                            Ok(_) => StatusCode::NO_CONTENT,
-                            Err(e) => e.status(),
-                        }
-                    },
-                ),
-            )
-            .with_state((receiver, store))
+        route(path, receiver, store)
     }
 }
