@@ -9,14 +9,26 @@
 //!   commits up to `overlap` old are read again; the journal's dedupe on key + version
 //!   removes what was already journaled. `overlap` must exceed the source's longest commit
 //!   latency plus the clock skew between the ERP and this host.
-//! * Within a cycle, pages continue by keyset: `modified >= t` with an offset equal to the
-//!   index of the last row served among the rows at `t` (the *anchor*). The anchor itself is
-//!   re-read as the first row of the next page; if it is not there, rows shifted (a row at
-//!   `t` was updated away, deleted, or inserted) and the cursor rewinds to the start of `t`
-//!   instead of skipping a row.
+//! * Within a cycle, pages continue after the last row served (the *anchor*), in one of two
+//!   ways ([`Paging`]):
+//!   - [`Paging::Keyset`]: `modified > t OR (modified = t AND key > anchor)`. Rows that move
+//!     or vanish cannot shift this query, and no row is read twice, so a backfill of `N`
+//!     rows takes exactly `ceil(N / limit)` requests. It needs a server that can express the
+//!     disjunction (Oracle Fusion with `REST-Framework-Version: 2`) and that compares the
+//!     timestamp exactly as it serves it. If the anchor comes back in the next page, the
+//!     server keeps more precision than it serves: the cursor rewinds to the start of `t`
+//!     and uses anchored offsets for the stream from then on (recorded in the position).
+//!   - [`Paging::AnchoredOffset`] (the default; works with any server that filters `>=` and
+//!     pages by offset): `modified >= t` with an offset equal to the anchor's index among
+//!     the rows at `t`. The anchor itself is re-read as the first row of the next page; if
+//!     it is not there, rows shifted (a row at `t` was updated away, deleted, or inserted)
+//!     and the cursor rewinds to the start of `t` instead of skipping a row. The price is
+//!     one re-read row per continuation page: `1 + ceil((N - limit) / (limit - 1))`
+//!     requests for a backfill of `N`.
 //! * Opaque server tokens (OData `@odata.nextLink`, `$skiptoken`) are carried as they are.
 //!
-//! The price of the anchor is one re-read row per continuation page.
+//! Both modes assume the server's order is (modification time, key) ascending and that a
+//! served timestamp is never later than the stored one (truncated, not rounded up).
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Debug};
@@ -79,6 +91,20 @@ pub struct ReadPlan {
     pub offset: u64,
     /// A server paging token to follow instead of `since`/`offset`.
     pub token: Option<String>,
+    /// Keyset continuation ([`Paging::Keyset`]): read only rows after the row with this key
+    /// at `since`, i.e. `modified > since OR (modified = since AND key > after_key)`. When
+    /// set, `offset` is 0.
+    pub after_key: Option<String>,
+}
+
+/// How a [`WatermarkCursor`] continues a cycle from one page to the next (module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Paging {
+    /// `modified >= t`, an offset, and the previous page's last row re-read and checked.
+    #[default]
+    AnchoredOffset,
+    /// `modified > t OR (modified = t AND key > k)`: no row read twice.
+    Keyset,
 }
 
 /// One row as the source served it, in server order, for [`Cursor::advance`].
@@ -155,6 +181,10 @@ pub struct WatermarkState {
     /// Where the cycle in progress continues.
     #[serde(default)]
     pub mode: Mode,
+    /// Set when keyset paging was seen to re-serve its anchor (the server compares more
+    /// precision than it serves): the stream uses anchored offsets from then on.
+    #[serde(rename = "nk", default, skip_serializing_if = "std::ops::Not::not")]
+    pub keyset_unusable: bool,
 }
 
 /// Where a [`WatermarkCursor`] continues.
@@ -198,6 +228,7 @@ const MAX_SEEN: usize = 10_000;
 pub struct WatermarkCursor {
     overlap: Duration,
     start_at: Option<Timestamp>,
+    paging: Paging,
 }
 
 impl Default for WatermarkCursor {
@@ -212,7 +243,33 @@ impl WatermarkCursor {
         Self {
             overlap,
             start_at: None,
+            paging: Paging::default(),
         }
+    }
+
+    /// How pages continue within a cycle (default [`Paging::AnchoredOffset`]). The source
+    /// must then honour [`ReadPlan::after_key`].
+    pub fn with_paging(mut self, paging: Paging) -> Self {
+        self.paging = paging;
+        self
+    }
+
+    /// The configured paging.
+    pub fn paging(&self) -> Paging {
+        self.paging
+    }
+
+    /// Whether `st`'s next page is read by keyset.
+    fn keyset_next(&self, st: &WatermarkState) -> bool {
+        self.paging == Paging::Keyset
+            && !st.keyset_unusable
+            && matches!(
+                st.mode,
+                Mode::After {
+                    anchor: Some(_),
+                    ..
+                }
+            )
     }
 
     /// Where a stream that has never run starts (default: from the beginning).
@@ -267,6 +324,7 @@ impl WatermarkCursor {
 impl Cursor for WatermarkCursor {
     fn plan(&self, from: Option<&Position>) -> Result<ReadPlan> {
         let st = self.decode(from)?;
+        let keyset = self.keyset_next(&st);
         Ok(match st.mode {
             Mode::Start => {
                 let base = match (st.watermark, st.floor) {
@@ -275,24 +333,26 @@ impl Cursor for WatermarkCursor {
                 };
                 ReadPlan {
                     since: base.map(|b| clock::sub(b, self.overlap)).or(self.start_at),
-                    offset: 0,
-                    token: None,
+                    ..ReadPlan::default()
                 }
             }
+            Mode::After { t, anchor, .. } if keyset => ReadPlan {
+                since: Some(t),
+                after_key: anchor,
+                ..ReadPlan::default()
+            },
             Mode::After { t, index, .. } => ReadPlan {
                 since: Some(t),
                 offset: index,
-                token: None,
+                ..ReadPlan::default()
             },
             Mode::Rewind { t } => ReadPlan {
                 since: Some(t),
-                offset: 0,
-                token: None,
+                ..ReadPlan::default()
             },
             Mode::Token { token } => ReadPlan {
-                since: None,
-                offset: 0,
                 token: Some(token),
+                ..ReadPlan::default()
             },
         })
     }
@@ -309,6 +369,7 @@ impl Cursor for WatermarkCursor {
         if matches!(st.mode, Mode::Start) {
             st.cycle_start = Some(now);
         }
+        let keyset = self.keyset_next(&st);
         let already_seen: Vec<usize> = page
             .iter()
             .enumerate()
@@ -316,9 +377,32 @@ impl Cursor for WatermarkCursor {
             .map(|(i, _)| i)
             .collect();
 
-        // Did the page start with the anchor, as planned? If not, rows at the anchor's time
-        // shifted between two requests and the cursor re-reads that time from its start.
+        // Anchored offset: did the page start with the anchor, as planned? If not, rows at
+        // the anchor's time shifted between two requests and the cursor re-reads that time
+        // from its start. Keyset: the anchor must NOT come back; if it does, the server's
+        // `=` does not match the timestamps it serves, and keyset paging is given up.
         let rewind_to = match (&st.mode, page.first()) {
+            (
+                Mode::After {
+                    t,
+                    anchor: Some(anchor),
+                    ..
+                },
+                Some(_),
+            ) if keyset => {
+                let back = page
+                    .iter()
+                    .any(|r| r.key == anchor && r.modified_at == *t);
+                if back {
+                    tracing::warn!(
+                        at = %t,
+                        "keyset page re-served its anchor: the server compares timestamps \
+                         more precisely than it serves them; using anchored offsets"
+                    );
+                    st.keyset_unusable = true;
+                }
+                back.then_some(*t)
+            }
             (
                 Mode::After {
                     t,
@@ -335,11 +419,12 @@ impl Cursor for WatermarkCursor {
         for (i, row) in page.iter().enumerate() {
             run = Some(match (&st.mode, run) {
                 // The first row of a continuation page sits at `index` among the rows at
-                // `t` (an unanchored step may already have crossed to a later time).
+                // `t` (the re-read anchor), or just after it under keyset paging (an
+                // unanchored step may already have crossed to a later time).
                 (Mode::After { t, index, .. }, None)
                     if i == 0 && rewind_to.is_none() && row.modified_at == *t =>
                 {
-                    (*t, *index)
+                    (*t, if keyset { index + 1 } else { *index })
                 }
                 (_, Some((t, n))) if row.modified_at == t => (t, n + 1),
                 _ => (row.modified_at, 0),
@@ -368,7 +453,8 @@ impl Cursor for WatermarkCursor {
         } else if let Some(token) = token {
             Mode::Token { token }
         } else if let (Some((t, index)), Some(last)) = (run, page.last()) {
-            let only_anchor = page.len() == 1
+            let only_anchor = !keyset
+                && page.len() == 1
                 && matches!(
                     &st.mode,
                     Mode::After {

@@ -9,6 +9,9 @@ use super::*;
 #[derive(Default)]
 struct Table {
     rows: BTreeMap<u32, (u32, i64)>, // key -> (version, modified seconds)
+    /// Stored times are milliseconds, served truncated to seconds (a server that keeps more
+    /// precision than it shows); `rows` then hold milliseconds.
+    hidden_millis: bool,
 }
 
 fn t(secs: i64) -> Timestamp {
@@ -25,12 +28,35 @@ struct Served {
 }
 
 impl Table {
+    fn stored(&self, m: i64) -> Timestamp {
+        if self.hidden_millis {
+            Timestamp::from_millisecond(m).expect("ts")
+        } else {
+            t(m)
+        }
+    }
+
+    fn served(&self, m: i64) -> Timestamp {
+        if self.hidden_millis {
+            t(m.div_euclid(1000))
+        } else {
+            t(m)
+        }
+    }
+
     fn query(&self, plan: &ReadPlan, limit: usize) -> Served {
         let mut all: Vec<(i64, u32, u32)> = self
             .rows
             .iter()
             .map(|(k, (v, m))| (*m, *k, *v))
-            .filter(|(m, _, _)| plan.since.is_none_or(|s| t(*m) >= s))
+            .filter(|(m, k, _)| match (plan.since, &plan.after_key) {
+                (None, _) => true,
+                (Some(s), None) => self.stored(*m) >= s,
+                (Some(s), Some(after)) => {
+                    let at = self.stored(*m);
+                    at > s || (at == s && key(*k) > *after)
+                }
+            })
             .collect();
         all.sort_unstable();
         let offset = plan.offset as usize;
@@ -38,7 +64,7 @@ impl Table {
             .iter()
             .skip(offset)
             .take(limit)
-            .map(|(m, k, v)| (key(*k), v.to_string(), t(*m)))
+            .map(|(m, k, v)| (key(*k), v.to_string(), self.served(*m)))
             .collect();
         Served {
             more: all.len() > offset + limit,
@@ -57,8 +83,12 @@ struct Reader {
 
 impl Reader {
     fn new(overlap_secs: u64) -> Self {
+        Self::with_paging(overlap_secs, Paging::AnchoredOffset)
+    }
+
+    fn with_paging(overlap_secs: u64, paging: Paging) -> Self {
         Self {
-            cursor: WatermarkCursor::new(Duration::from_secs(overlap_secs)),
+            cursor: WatermarkCursor::new(Duration::from_secs(overlap_secs)).with_paging(paging),
             pos: None,
             journal: HashSet::new(),
             calls: 0,
@@ -115,6 +145,78 @@ impl Reader {
             .map(|(k, (v, m))| format!("{}@{v} (t={m})", key(*k)))
             .collect()
     }
+}
+
+#[test]
+fn keyset_paging_reads_each_row_once_in_ceil_n_over_limit_requests() {
+    let mut table = Table::default();
+    // Ties across every page boundary: 23 rows over 4 timestamps.
+    for k in 0..23 {
+        table.rows.insert(k, (1, 100 + i64::from(k / 6)));
+    }
+    for limit in 1..=8 {
+        let mut r = Reader::with_paging(0, Paging::Keyset);
+        r.cycle(&table, limit, 200);
+        assert!(r.missing(&table).is_empty(), "{:?}", r.missing(&table));
+        assert_eq!(r.dupes, 0, "limit {limit}");
+        assert_eq!(r.calls, 23usize.div_ceil(limit), "limit {limit}");
+    }
+    // The anchored mode pays one re-read row per continuation page.
+    let mut r = Reader::new(0);
+    r.cycle(&table, 5, 200);
+    assert_eq!(r.calls, 1 + (23usize - 5).div_ceil(4));
+}
+
+#[test]
+fn keyset_plan_names_the_anchor() {
+    let c = WatermarkCursor::new(Duration::ZERO).with_paging(Paging::Keyset);
+    assert_eq!(c.paging(), Paging::Keyset);
+    let rows = [
+        Seen {
+            key: "a",
+            version: "1",
+            modified_at: t(10),
+        },
+        Seen {
+            key: "b",
+            version: "1",
+            modified_at: t(10),
+        },
+    ];
+    let a = c.advance(None, &rows, true, None, t(20)).expect("adv");
+    let plan = c.plan(Some(&a.position)).expect("plan");
+    assert_eq!(plan.since, Some(t(10)));
+    assert_eq!(plan.after_key.as_deref(), Some("b"));
+    assert_eq!(plan.offset, 0);
+    // The same position read by an anchored cursor re-reads `b` at its index.
+    let plan = WatermarkCursor::new(Duration::ZERO)
+        .plan(Some(&a.position))
+        .expect("plan");
+    assert_eq!((plan.offset, plan.after_key), (1, None));
+}
+
+#[test]
+fn keyset_falls_back_when_the_server_hides_timestamp_precision() {
+    let mut table = Table {
+        hidden_millis: true,
+        ..Table::default()
+    };
+    // Rows within the same served second, stored with distinct milliseconds.
+    for k in 0..12 {
+        table.rows.insert(k, (1, 100_000 + i64::from(k) * 7));
+    }
+    let mut r = Reader::with_paging(0, Paging::Keyset);
+    r.cycle(&table, 4, 200);
+    assert!(r.missing(&table).is_empty(), "{:?}", r.missing(&table));
+    let st = r.cursor.decode(r.pos.as_ref()).expect("state");
+    assert!(st.keyset_unusable, "the fallback is recorded in the position");
+    // Later cycles stay on anchored offsets and still lose nothing.
+    for k in 12..20 {
+        table.rows.insert(k, (1, 100_900 + i64::from(k)));
+    }
+    r.cycle(&table, 4, 201);
+    r.cycle(&table, 4, 202);
+    assert!(r.missing(&table).is_empty(), "{:?}", r.missing(&table));
 }
 
 #[test]
@@ -272,10 +374,15 @@ proptest! {
     /// journal never holds a (key, version) twice (it is a set; the cursor's `already_seen`
     /// is checked against it in `Reader::page`).
     #[test]
-    fn no_record_is_lost(ops in prop::collection::vec(op(), 1..160), limit in 1usize..6) {
+    fn no_record_is_lost(
+        ops in prop::collection::vec(op(), 1..160),
+        limit in 1usize..6,
+        keyset in any::<bool>(),
+    ) {
         const OVERLAP: i64 = 20;
         let mut table = Table::default();
-        let mut r = Reader::new(OVERLAP as u64);
+        let paging = if keyset { Paging::Keyset } else { Paging::AnchoredOffset };
+        let mut r = Reader::with_paging(OVERLAP as u64, paging);
         let mut clock = 1_000i64;
         let mut next_key = 0u32;
         for op in ops {

@@ -97,7 +97,8 @@ impl SourceTable {
 }
 
 /// An in-memory [`Source`] over a [`SourceTable`], served like a REST collection: ordered
-/// by (modification time, key), `>= since`, offset and limit, read through a
+/// by (modification time, key), `>= since`, offset and limit (or keyset, see
+/// [`crate::cursor::Paging`]), read through a
 /// [`WatermarkCursor`]. Faults can be scripted.
 pub struct MemorySource {
     name: String,
@@ -199,7 +200,13 @@ impl Source for MemorySource {
             let table = self.table.lock();
             let mut all: Vec<(Timestamp, &String, &Row)> = table
                 .iter()
-                .filter(|(_, r)| plan.since.is_none_or(|s| r.modified_at() >= s))
+                .filter(|(k, r)| match (plan.since, &plan.after_key) {
+                    (None, _) => true,
+                    (Some(s), None) => r.modified_at() >= s,
+                    (Some(s), Some(after)) => {
+                        r.modified_at() > s || (r.modified_at() == s && *k > after)
+                    }
+                })
                 .map(|(k, r)| (r.modified_at(), k, r))
                 .collect();
             all.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));

@@ -101,6 +101,7 @@ pub async fn source_conformance(source: &dyn Source, expect: &SourceExpectations
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cursor::{Paging, WatermarkCursor};
     use crate::memory::{MemorySource, SourceTable};
     use crate::record::{EntityKind, Record};
 
@@ -119,14 +120,33 @@ mod tests {
             ));
         }
         table.insert_malformed("bad", t0, serde_json::json!({"x": 1}), "no amount");
-        let s = MemorySource::new("x", EntityKind::PurchaseOrder, table).with_page_size(4);
-        source_conformance(
-            &s,
-            &SourceExpectations {
-                items: 24,
-                max_page: 4,
-            },
-        )
-        .await;
+        for paging in [Paging::AnchoredOffset, Paging::Keyset] {
+            let s = MemorySource::new("x", EntityKind::PurchaseOrder, table.clone())
+                .with_page_size(4)
+                .with_cursor(WatermarkCursor::default().with_paging(paging));
+            source_conformance(
+                &s,
+                &SourceExpectations {
+                    items: 24,
+                    max_page: 4,
+                },
+            )
+            .await;
+            // 24 rows, 4 per page: keyset needs no re-read anchor rows.
+            let before = s.polls();
+            let mut pos = None;
+            loop {
+                let p = s.poll(pos.as_ref()).await.expect("poll");
+                pos = Some(p.next);
+                if !p.more {
+                    break;
+                }
+            }
+            let expected = match paging {
+                Paging::Keyset => 6,
+                Paging::AnchoredOffset => 1 + 20u64.div_ceil(3),
+            };
+            assert_eq!(s.polls() - before, expected, "{paging:?}");
+        }
     }
 }
