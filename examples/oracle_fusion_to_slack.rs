@@ -1,5 +1,7 @@
 //! Oracle Fusion Cloud ERP -> Slack: every new supplier invoice to `#procurement` with its
-//! supplier and amount; invoices over a threshold or failing validation to `#finance`;
+//! supplier and amount; invoices over a threshold or failing validation to `#finance`, with
+//! their GL detail (one bullet per distribution: account combination, cost center, amount;
+//! read in the same request as the invoice header);
 //! purchase orders (acknowledgements) to `#operations`; large GL journal batches to
 //! `#finance`. Everything journaled in SQLite; failures replayable (`--example audit`).
 //!
@@ -14,7 +16,10 @@
 //!   `ORACLE_FUSION_CLIENT_SECRET` (+ `ORACLE_FUSION_SCOPE`), or `ORACLE_FUSION_USER` +
 //!   `ORACLE_FUSION_PASSWORD`, and `SLACK_BOT_TOKEN`, it talks to the real systems.
 //! * `ML_POLL_INTERVAL_SECS` (300..=900, default 600), `ML_FINANCE_THRESHOLD` (default
-//!   `10000 USD`), `ML_AUDIT_DB` (default `ml-audit.db` in the working directory).
+//!   `10000 USD`), `ML_AUDIT_DB` (default `ml-audit.db` in the working directory),
+//!   `ML_COST_CENTER_SEGMENT` (the 0-based segment of your chart of accounts' combination
+//!   that is the cost center, default 1 as in `01-520-7640-0000-000`; `none` to leave
+//!   cost centers out).
 //! * `--once` runs one cycle and exits; at exit it prints a summary and the journal's path.
 
 use std::sync::Arc;
@@ -24,9 +29,12 @@ use ml_connector::limiter::{GcraLimiter, Quota};
 use ml_connector::oracle_fusion::{OracleFusionBuilder, OracleResource};
 use ml_connector::routing::{Condition, MatchMode, Router, Rule};
 use ml_connector::slack::SlackBuilder;
+use ml_connector::slack::render::LineDetail;
 use ml_connector::store::SqliteBuilder;
-use ml_connector::{EntityKind, Error, Money, Pipeline, Result, Schedule, Source, Stream};
-use ml_sandbox::oracle::{OracleEmulator, invoice_json, oracle_ts};
+use ml_connector::{
+    Destination, EntityKind, Error, Money, Pipeline, Result, Schedule, Source, Stream,
+};
+use ml_sandbox::oracle::{OracleEmulator, invoice_json, oracle_ts, unvalidated_invoice_json};
 use ml_sandbox::slack::{Channel, SlackEmulator};
 
 fn env(key: &str) -> Option<String> {
@@ -75,8 +83,9 @@ fn router(threshold: Money) -> Result<Router> {
     )
 }
 
-/// Demo data for the sandbox: a few invoices (one large, one failing validation, a credit
-/// memo, one malformed), two purchase orders and a journal batch.
+/// Demo data for the sandbox: a few invoices with lines and GL distributions (one large,
+/// one failing validation, one not validated yet, a credit memo, one malformed), two
+/// purchase orders and a journal batch.
 fn demo_data(oracle: &OracleEmulator) {
     // Fixed times: run it twice and the second run delivers nothing new (the journal
     // remembers what it saw).
@@ -98,6 +107,10 @@ fn demo_data(oracle: &OracleEmulator) {
     oracle.upsert_raw(
         "invoices",
         &invoice_json(300_103, at(4), "-310.40", "Nordic Freight AB"),
+    );
+    oracle.upsert_raw(
+        "invoices",
+        &unvalidated_invoice_json(300_105, at(4), "2750.00", "Nordic Freight AB"),
     );
     oracle.upsert(
         "invoices",
@@ -167,19 +180,41 @@ async fn main() -> Result<()> {
         _oracle_emulator = Some(e);
         b
     };
-    let sources = oracle.build_many(&[
-        OracleResource::Invoices,
+    // GL detail: the invoices' lines and distributions come in the same request; which
+    // segment of the account combination is the cost center depends on the chart of
+    // accounts. (`build_many` would use the built-in specs, so the invoice source is built
+    // on its own: it fetches its own token.)
+    let invoice_spec = match env("ML_COST_CENTER_SEGMENT").as_deref() {
+        Some("none") => OracleResource::Invoices.spec(),
+        other => {
+            let i = other.map_or(Ok(1), str::parse::<usize>).map_err(|_| {
+                Error::config(
+                    "ML_COST_CENTER_SEGMENT",
+                    "a segment index (0, 1, ...) or none",
+                )
+            })?;
+            OracleResource::Invoices
+                .spec()
+                .with_cost_center_segment('-', i)
+        }
+    };
+    let mut sources = vec![oracle.clone().with_resource_spec(invoice_spec).build()?];
+    sources.extend(oracle.build_many(&[
         OracleResource::PurchaseOrders,
         OracleResource::JournalBatches,
-    ])?;
+    ])?);
     for s in &sources {
         s.healthcheck().await?;
     }
 
-    // Slack: real workspace, or the in-process emulator.
+    // Slack: real workspace, or the in-process emulator. GL detail (the lines section)
+    // only in #finance; #procurement keeps to supplier and amount.
+    let line_detail = LineDetail::Only(vec![Destination::new("slack", "#finance")]);
     let mut slack_emulator = None;
     let slack = if env("SLACK_BOT_TOKEN").is_some() {
-        SlackBuilder::from_env().build()?
+        SlackBuilder::from_env()
+            .with_line_detail(line_detail)
+            .build()?
     } else {
         let e = SlackEmulator::builder()
             .channel(Channel::public("procurement"))
@@ -195,6 +230,7 @@ async fn main() -> Result<()> {
         let sink = SlackBuilder::new()
             .with_bot_token(e.bot_token())
             .with_api_url(e.base_url())
+            .with_line_detail(line_detail)
             .build()?;
         slack_emulator = Some(e);
         sink
@@ -258,6 +294,20 @@ async fn main() -> Result<()> {
                 e_name(e, &m.channel),
                 m.text.replace('\n', " | ")
             );
+            // The lines section of the blocks (GL detail), where there is one.
+            for block in m
+                .blocks
+                .iter()
+                .flat_map(|b| b.as_array().into_iter().flatten())
+            {
+                if let Some(t) = block["text"]["text"].as_str()
+                    && t.starts_with("*Invoice lines*")
+                {
+                    for line in t.lines().skip(1) {
+                        println!("    {line}");
+                    }
+                }
+            }
         }
     }
     println!(

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use ml_core::auth::{BasicCredentials, TokenCache};
 use ml_core::clock::{Clock, SystemClock};
-use ml_core::cursor::WatermarkCursor;
+use ml_core::cursor::{Paging, WatermarkCursor};
 use ml_core::http::ClientOptions;
 use ml_core::money::Currency;
 use ml_core::retry::RetryPolicy;
@@ -134,6 +134,7 @@ pub struct OracleFusionBuilder {
     start_at: Option<Timestamp>,
     use_fields: bool,
     default_currency: Option<String>,
+    paging: Paging,
 }
 
 impl fmt::Debug for OracleFusionBuilder {
@@ -168,6 +169,7 @@ impl OracleFusionBuilder {
             start_at: None,
             use_fields: true,
             default_currency: None,
+            paging: Paging::Keyset,
         }
     }
 
@@ -317,6 +319,16 @@ impl OracleFusionBuilder {
     /// Shares a token cache between sources of one pod.
     pub fn with_token_cache(mut self, c: Arc<TokenCache>) -> Self {
         self.token_cache = Some(c);
+        self
+    }
+
+    /// How pages continue within a cycle (default [`Paging::Keyset`]: `q=LastUpdateDate >
+    /// 'T' or (LastUpdateDate = 'T' and InvoiceId > K)`, exactly `ceil(N / limit)` requests
+    /// for `N` rows). The source falls back to [`Paging::AnchoredOffset`] by itself when the
+    /// pod answers a keyset query with 400, or when it serves timestamps less precisely than
+    /// it compares them (see [`ml_core::cursor`]).
+    pub fn with_paging(mut self, paging: Paging) -> Self {
+        self.paging = paging;
         self
     }
 
@@ -528,7 +540,7 @@ impl OracleFusionBuilder {
             .client()
             .map_err(|e| OracleFusionError::config("ClientOptions", e.to_string()))?;
         let auth = self.auth(&client)?;
-        let mut cursor = WatermarkCursor::new(overlap);
+        let mut cursor = WatermarkCursor::new(overlap).with_paging(self.paging);
         if let Some(t) = self.start_at {
             cursor = cursor.with_start_at(t);
         }
@@ -540,6 +552,7 @@ impl OracleFusionBuilder {
             spec,
             auth,
             cursor,
+            keyset_rejected: std::sync::atomic::AtomicBool::new(false),
             page_size,
             retry: self.retry,
             clock: self.clock,

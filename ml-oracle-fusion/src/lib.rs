@@ -12,3 +12,4 @@ pub use builder::{OracleFusionBuilder, OracleFusionConfigKey};
 pub use error::{OracleFusionError, parse_error};
 pub use resource::{OracleResource, ResourceSpec};
 pub use source::OracleFusionSource;
+pub use ml_core::cursor::Paging;

@@ -44,6 +44,7 @@ impl OracleResource {
                 path: "invoices".into(),
                 kind: EntityKind::SupplierInvoice,
                 key: "InvoiceId".into(),
+                key_is_number: true,
                 timestamp: "LastUpdateDate".into(),
                 document_number: s("InvoiceNumber"),
                 amount: s("InvoiceAmount"),
@@ -61,11 +62,13 @@ impl OracleResource {
                     "SupplierSite".into(),
                     "PaymentTerms".into(),
                 ],
+                lines: Some(LineSpec::default()),
             },
             Self::PurchaseOrders => ResourceSpec {
                 path: "purchaseOrders".into(),
                 kind: EntityKind::PurchaseOrder,
                 key: "POHeaderId".into(),
+                key_is_number: true,
                 timestamp: "LastUpdateDate".into(),
                 document_number: s("OrderNumber"),
                 amount: s("Ordered"),
@@ -77,11 +80,13 @@ impl OracleResource {
                 company: s("ProcurementBU"),
                 date: None,
                 extra: vec!["Buyer".into(), "Description".into(), "SupplierSite".into()],
+                lines: None,
             },
             Self::PayablesPayments => ResourceSpec {
                 path: "payablesPayments".into(),
                 kind: EntityKind::Payment,
                 key: "CheckId".into(),
+                key_is_number: true,
                 timestamp: "LastUpdateDate".into(),
                 document_number: s("PaymentNumber"),
                 amount: s("PaymentAmount"),
@@ -93,11 +98,13 @@ impl OracleResource {
                 company: s("BusinessUnit"),
                 date: s("PaymentDate"),
                 extra: vec![],
+                lines: None,
             },
             Self::JournalBatches => ResourceSpec {
                 path: "journalBatches".into(),
                 kind: EntityKind::GlJournal,
                 key: "JeBatchId".into(),
+                key_is_number: true,
                 timestamp: "LastUpdateDate".into(),
                 document_number: s("BatchName"),
                 amount: s("RunningTotalAccountedDr"),
@@ -113,11 +120,13 @@ impl OracleResource {
                     "Description".into(),
                     "ApprovalStatus".into(),
                 ],
+                lines: None,
             },
             Self::Suppliers => ResourceSpec {
                 path: "suppliers".into(),
                 kind: EntityKind::Supplier,
                 key: "SupplierId".into(),
+                key_is_number: true,
                 timestamp: "LastUpdateDate".into(),
                 document_number: s("SupplierNumber"),
                 amount: None,
@@ -129,11 +138,13 @@ impl OracleResource {
                 company: None,
                 date: None,
                 extra: vec!["TaxpayerCountry".into()],
+                lines: None,
             },
             Self::ReceivablesInvoices => ResourceSpec {
                 path: "receivablesInvoices".into(),
                 kind: EntityKind::Customer,
                 key: "CustomerTransactionId".into(),
+                key_is_number: true,
                 timestamp: "LastUpdateDate".into(),
                 document_number: s("TransactionNumber"),
                 amount: s("EnteredAmount"),
@@ -145,6 +156,7 @@ impl OracleResource {
                 company: s("BusinessUnit"),
                 date: s("TransactionDate"),
                 extra: vec!["BillToCustomerName".into()],
+                lines: None,
             },
         }
     }
@@ -160,6 +172,10 @@ pub struct ResourceSpec {
     pub kind: EntityKind,
     /// The key attribute (`InvoiceId`).
     pub key: String,
+    /// Whether the key is a number (Fusion's `...Id` keys are): keyset paging then writes it
+    /// as a bare literal (`InvoiceId > 300100`) so the server compares numerically, in the
+    /// order it sorts by.
+    pub key_is_number: bool,
     /// The timestamp the cursor polls on (`LastUpdateDate`, or `CreationDate`).
     pub timestamp: String,
     /// The document number attribute.
@@ -182,6 +198,9 @@ pub struct ResourceSpec {
     pub date: Option<String>,
     /// Further attributes copied into `fields.extra` (snake_case names) when present.
     pub extra: Vec<String>,
+    /// The document lines read in the same request as the header (child groups of
+    /// `fields`), or `None` to read the header only.
+    pub lines: Option<LineSpec>,
 }
 
 impl ResourceSpec {
@@ -208,6 +227,197 @@ impl ResourceSpec {
         }
         v.extend(self.extra.iter().cloned());
         v.dedup();
+        v
+    }
+
+    /// The value of the `fields` query parameter: the header attributes of
+    /// [`Self::fields`], then, when [`Self::lines`] is set, one child group per level
+    /// (`;invoiceLines:LineNumber,...;invoiceLines.invoiceDistributions:...`).
+    pub fn fields_param(&self) -> String {
+        let mut out = self.fields().join(",");
+        if let Some(lines) = &self.lines {
+            for (path, attrs) in lines.child_groups() {
+                out.push(';');
+                out.push_str(&path);
+                out.push(':');
+                out.push_str(&attrs.join(","));
+            }
+        }
+        out
+    }
+
+    /// Sets (or, with `None`, turns off) the document lines read with the header.
+    #[must_use]
+    pub fn with_lines(mut self, lines: Option<LineSpec>) -> Self {
+        self.lines = lines;
+        self
+    }
+
+    /// Reads the cost center of each line from segment `index` (0-based) of its account
+    /// combination split on `separator` (a no-op when the resource reads no lines).
+    #[must_use]
+    pub fn with_cost_center_segment(mut self, separator: char, index: usize) -> Self {
+        if let Some(l) = &mut self.lines {
+            l.accounts = AccountSegments {
+                separator,
+                cost_center: Some(index),
+            };
+        }
+        self
+    }
+}
+
+/// How an account combination string (`01-520-7640-0000-000`) splits into segments. The
+/// layout is specific to each chart of accounts, so which segment is the cost center is
+/// configuration: by default none is (the whole string is still the line's GL account).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountSegments {
+    /// The segment separator (`-` by default; it is set per chart of accounts).
+    pub separator: char,
+    /// The 0-based index of the cost center segment, if any.
+    pub cost_center: Option<usize>,
+}
+
+impl Default for AccountSegments {
+    fn default() -> Self {
+        Self {
+            separator: '-',
+            cost_center: None,
+        }
+    }
+}
+
+impl AccountSegments {
+    /// The cost center segment of `combination`, when configured and present (non-empty).
+    pub fn cost_center_of(&self, combination: &str) -> Option<String> {
+        let i = self.cost_center?;
+        combination
+            .split(self.separator)
+            .nth(i)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    }
+}
+
+/// Which child collections hold a document's lines and their GL distributions, and which
+/// of their attributes are read. Defaults are the payables `invoices` children:
+/// `invoiceLines` (`LineNumber`, `LineAmount`, `LineType`, `Description`,
+/// `DistributionCombination`) and `invoiceLines.invoiceDistributions`
+/// (`DistributionLineNumber`, `DistributionAmount`, `DistributionLineType`,
+/// `DistributionCombination`, `Description`). The distribution attribute names come from
+/// Oracle's examples: check them with `GET .../invoices/{id}/child/invoiceLines/{id}/child/invoiceDistributions/describe`.
+///
+/// Mapping: one [`Line`](ml_core::record::Line) per distribution (number `LINE.DIST`); a
+/// line without distributions (not generated yet, e.g. an unvalidated invoice) becomes
+/// one `Line` of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineSpec {
+    /// The child accessor of the lines (`invoiceLines`).
+    pub lines: String,
+    /// The line number attribute (`LineNumber`).
+    pub line_number: String,
+    /// The line amount attribute (`LineAmount`).
+    pub line_amount: String,
+    /// The line type attribute (`LineType`: Item, Freight, Miscellaneous, ...).
+    pub line_type: Option<String>,
+    /// The line description attribute (`Description`).
+    pub line_description: Option<String>,
+    /// The line's default account combination (`DistributionCombination`).
+    pub line_account: Option<String>,
+    /// A quantity attribute of the line (none by default; e.g. `Quantity`, unconfirmed).
+    pub line_quantity: Option<String>,
+    /// An item / material attribute of the line (none by default).
+    pub line_item: Option<String>,
+    /// The child accessor of the distributions under a line (`invoiceDistributions`), or
+    /// `None` to read lines only.
+    pub distributions: Option<String>,
+    /// The distribution number attribute (`DistributionLineNumber`).
+    pub distribution_number: String,
+    /// The distribution amount attribute (`DistributionAmount`).
+    pub distribution_amount: String,
+    /// The distribution type attribute (`DistributionLineType`).
+    pub distribution_type: Option<String>,
+    /// The distribution's account combination (`DistributionCombination`).
+    pub distribution_account: Option<String>,
+    /// The distribution description attribute (`Description`).
+    pub distribution_description: Option<String>,
+    /// How account combinations split into segments (which one is the cost center).
+    pub accounts: AccountSegments,
+}
+
+impl Default for LineSpec {
+    fn default() -> Self {
+        let s = |v: &str| Some(v.to_owned());
+        Self {
+            lines: "invoiceLines".into(),
+            line_number: "LineNumber".into(),
+            line_amount: "LineAmount".into(),
+            line_type: s("LineType"),
+            line_description: s("Description"),
+            line_account: s("DistributionCombination"),
+            line_quantity: None,
+            line_item: None,
+            distributions: s("invoiceDistributions"),
+            distribution_number: "DistributionLineNumber".into(),
+            distribution_amount: "DistributionAmount".into(),
+            distribution_type: s("DistributionLineType"),
+            distribution_account: s("DistributionCombination"),
+            distribution_description: s("Description"),
+            accounts: AccountSegments::default(),
+        }
+    }
+}
+
+impl LineSpec {
+    /// The attributes read from each line.
+    pub fn line_fields(&self) -> Vec<String> {
+        let mut v = vec![self.line_number.clone(), self.line_amount.clone()];
+        for a in [
+            &self.line_type,
+            &self.line_description,
+            &self.line_account,
+            &self.line_quantity,
+            &self.line_item,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !v.contains(a) {
+                v.push(a.clone());
+            }
+        }
+        v
+    }
+
+    /// The attributes read from each distribution.
+    pub fn distribution_fields(&self) -> Vec<String> {
+        let mut v = vec![
+            self.distribution_number.clone(),
+            self.distribution_amount.clone(),
+        ];
+        for a in [
+            &self.distribution_type,
+            &self.distribution_account,
+            &self.distribution_description,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !v.contains(a) {
+                v.push(a.clone());
+            }
+        }
+        v
+    }
+
+    /// The `fields` child groups: `(accessor path, attributes)`, the lines first, then
+    /// `lines.distributions` when distributions are read.
+    pub fn child_groups(&self) -> Vec<(String, Vec<String>)> {
+        let mut v = vec![(self.lines.clone(), self.line_fields())];
+        if let Some(d) = &self.distributions {
+            v.push((format!("{}.{d}", self.lines), self.distribution_fields()));
+        }
         v
     }
 }

@@ -2,12 +2,13 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use ml_core::clock::Clock;
-use ml_core::cursor::{Cursor, Position, Seen, WatermarkCursor};
+use ml_core::cursor::{Cursor, Paging, Position, ReadPlan, Seen, WatermarkCursor};
 use ml_core::error::Result;
 use ml_core::money::Currency;
 use ml_core::record::{EntityKind, SourceItem};
@@ -33,6 +34,8 @@ pub struct OracleFusionSource {
     pub(crate) spec: ResourceSpec,
     pub(crate) auth: Auth,
     pub(crate) cursor: WatermarkCursor,
+    /// Set when the pod answered a keyset query with 400: anchored offsets from then on.
+    pub(crate) keyset_rejected: AtomicBool,
     pub(crate) page_size: usize,
     pub(crate) retry: RetryPolicy,
     pub(crate) clock: Arc<dyn Clock>,
@@ -72,6 +75,22 @@ pub fn q_since(attr: &str, since: Timestamp) -> String {
     format!("{attr} >= '{since}'")
 }
 
+/// The keyset continuation filter: rows after (`since`, `key`) in (timestamp, key) order,
+/// `LastUpdateDate > 'T' or (LastUpdateDate = 'T' and InvoiceId > 300100)`. A numeric key is
+/// written bare so the pod compares numbers (as it sorts them); anything else is quoted
+/// with `'` doubled.
+pub fn q_after(attr: &str, since: Timestamp, key_attr: &str, key: &str, numeric: bool) -> String {
+    let is_number = numeric
+        && !key.is_empty()
+        && key.strip_prefix('-').unwrap_or(key).bytes().all(|b| b.is_ascii_digit());
+    let literal = if is_number {
+        key.to_owned()
+    } else {
+        format!("'{}'", key.replace('\'', "''"))
+    };
+    format!("{attr} > '{since}' or ({attr} = '{since}' and {key_attr} > {literal})")
+}
+
 impl OracleFusionSource {
     /// The resource description in use.
     pub fn spec(&self) -> &ResourceSpec {
@@ -83,17 +102,38 @@ impl OracleFusionSource {
         self.page_size
     }
 
-    /// The query parameters of one page request.
-    pub fn page_query(
-        &self,
-        since: Option<Timestamp>,
-        offset: u64,
-        limit: usize,
-    ) -> Vec<(&'static str, String)> {
-        let mut q = vec![("onlyData", "true".to_owned())];
-        if let Some(s) = since {
-            q.push(("q", q_since(&self.spec.timestamp, s)));
+    /// The paging in use: the configured one, or anchored offsets after the pod refused a
+    /// keyset query.
+    pub fn paging(&self) -> Paging {
+        if self.keyset_rejected.load(Ordering::Relaxed) {
+            Paging::AnchoredOffset
+        } else {
+            self.cursor.paging()
         }
+    }
+
+    fn cursor(&self) -> WatermarkCursor {
+        self.cursor.clone().with_paging(self.paging())
+    }
+
+    /// The query parameters of one page request.
+    pub fn page_query(&self, plan: &ReadPlan, limit: usize) -> Vec<(&'static str, String)> {
+        let mut q = vec![("onlyData", "true".to_owned())];
+        match (plan.since, &plan.after_key) {
+            (Some(s), Some(k)) => q.push((
+                "q",
+                q_after(
+                    &self.spec.timestamp,
+                    s,
+                    &self.spec.key,
+                    k,
+                    self.spec.key_is_number,
+                ),
+            )),
+            (Some(s), None) => q.push(("q", q_since(&self.spec.timestamp, s))),
+            (None, _) => {}
+        }
+        let offset = plan.offset;
         q.push((
             "orderBy",
             format!("{}:asc,{}:asc", self.spec.timestamp, self.spec.key),
@@ -101,7 +141,7 @@ impl OracleFusionSource {
         q.push(("limit", limit.to_string()));
         q.push(("offset", offset.to_string()));
         if self.use_fields {
-            q.push(("fields", self.spec.fields().join(",")));
+            q.push(("fields", self.spec.fields_param()));
         }
         q
     }
@@ -123,7 +163,7 @@ impl OracleFusionSource {
     }
 
     /// One GET, with one token refresh and retry after a 401.
-    async fn get_once(&self, query: &[(&'static str, String)]) -> Result<String> {
+    async fn get_once(&self, query: &[(&'static str, String)], keyset: bool) -> Result<String> {
         let system = self.to_string();
         for round in 0..2 {
             let (auth, token) = self.auth_header().await?;
@@ -152,6 +192,13 @@ impl OracleFusionSource {
                 .await
                 .map_err(|e| OracleFusionError::transport(&system, &e, true))?;
             if !status.is_success() {
+                if keyset && status == reqwest::StatusCode::BAD_REQUEST {
+                    tracing::warn!(
+                        source = %system,
+                        "the pod refused a keyset query (400): using anchored offsets"
+                    );
+                    self.keyset_rejected.store(true, Ordering::Relaxed);
+                }
                 return Err(parse_error(&system, status, &headers, &body).into());
             }
             return Ok(body);
@@ -159,8 +206,8 @@ impl OracleFusionSource {
         unreachable!("the loop returns in its second round")
     }
 
-    async fn get(&self, query: &[(&'static str, String)]) -> Result<String> {
-        ml_core::retry::retry(&self.retry, || self.get_once(query)).await
+    async fn get(&self, query: &[(&'static str, String)], keyset: bool) -> Result<String> {
+        ml_core::retry::retry(&self.retry, || self.get_once(query, keyset)).await
     }
 }
 
@@ -171,9 +218,19 @@ impl Source for OracleFusionSource {
     }
 
     async fn poll(&self, from: Option<&Position>) -> Result<Page> {
-        let plan = self.cursor.plan(from)?;
-        let query = self.page_query(plan.since, plan.offset, self.page_size);
-        let body = self.get(&query).await?;
+        let mut cursor = self.cursor();
+        let mut plan = cursor.plan(from)?;
+        let query = self.page_query(&plan, self.page_size);
+        let body = match self.get(&query, plan.after_key.is_some()).await {
+            // The pod cannot express the keyset filter: the same position, read by offset.
+            Err(_) if plan.after_key.is_some() && self.keyset_rejected.load(Ordering::Relaxed) => {
+                cursor = self.cursor();
+                plan = cursor.plan(from)?;
+                let query = self.page_query(&plan, self.page_size);
+                self.get(&query, false).await?
+            }
+            other => other?,
+        };
         let env: Envelope = serde_json::from_str(&body).map_err(|e| OracleFusionError::Decode {
             system: self.to_string(),
             message: format!("not a collection envelope: {e}"),
@@ -207,9 +264,7 @@ impl Source for OracleFusionSource {
                 modified_at: *t,
             })
             .collect();
-        let adv = self
-            .cursor
-            .advance(from, &seen, server_more, None, self.clock.now())?;
+        let adv = cursor.advance(from, &seen, server_more, None, self.clock.now())?;
         drop(seen);
         let items: Vec<SourceItem> = mapped
             .into_iter()
@@ -230,7 +285,7 @@ impl Source for OracleFusionSource {
         if self.use_fields {
             query.push(("fields", self.spec.key.clone()));
         }
-        let body = self.get(&query).await?;
+        let body = self.get(&query, false).await?;
         serde_json::from_str::<Envelope>(&body).map_err(|e| OracleFusionError::Decode {
             system: self.to_string(),
             message: format!("not a collection envelope: {e}"),

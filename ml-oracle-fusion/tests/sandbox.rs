@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use common::{builder, cycle, expected_pages, key, source, t0};
+use common::{builder, cycle, expected_pages, expected_pages_anchored, key, source, t0};
 use jiff::SignedDuration;
+use ml_core::cursor::ReadPlan;
 use ml_core::record::SourceItem;
 use ml_core::source::Source;
 use ml_core::testing::source::{SourceExpectations, source_conformance};
-use ml_oracle_fusion::{OracleFusionBuilder, OracleFusionConfigKey, OracleResource};
+use ml_oracle_fusion::source::q_after;
+use ml_oracle_fusion::{OracleFusionBuilder, OracleFusionConfigKey, OracleResource, Paging};
 use ml_sandbox::fault::{Fault, FaultRule};
 use ml_sandbox::oracle::{OracleEmulator, invoice_json};
 
@@ -113,10 +115,10 @@ async fn backfill_with_traps_reads_each_item_once_with_the_exact_call_count() {
         })
         .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]));
-    // The call count: 1 + ceil((N - L) / (L - 1)) pages, plus one token.
+    // The call count: ceil(N / L) pages (keyset paging), plus one token.
     assert_eq!(pages, expected_pages(10_000, 500));
-    assert_eq!(pages, 21);
-    assert_eq!(e.faults().requests("invoices"), 21);
+    assert_eq!(pages, 20);
+    assert_eq!(e.faults().requests("invoices"), 20);
     assert_eq!(e.tokens_issued(), 1);
     assert_eq!(e.faults().requests("token"), 1);
     assert_eq!(
@@ -165,6 +167,67 @@ async fn token_expiry_and_a_5xx_storm_lose_nothing() {
     assert_eq!(e.faults().status_count("invoices", 401), 1);
     assert_eq!(e.faults().status_count("invoices", 503), 4);
     assert_eq!(e.faults().status_count("invoices", 429), 2);
+}
+
+/// `n` distinct keys in `items`, at most `dupes` of them served twice (the journal's
+/// dedupe absorbs those), none more often.
+fn assert_all(items: &[SourceItem], n: usize, dupes: usize) {
+    let mut seen = BTreeMap::new();
+    for i in items {
+        *seen.entry(key(i)).or_insert(0u32) += 1;
+    }
+    assert_eq!(seen.len(), n, "distinct items");
+    let twice: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(twice.len() <= dupes, "served twice: {twice:?}");
+    assert!(twice.iter().all(|(_, c)| **c == 2), "{twice:?}");
+}
+
+#[tokio::test]
+async fn keyset_falls_back_when_the_pod_hides_timestamp_precision() {
+    let e = OracleEmulator::start().await.expect("emulator");
+    // Stored with microseconds, served with milliseconds: `LastUpdateDate = '<served>'`
+    // matches nothing, so the keyset query re-serves its anchor.
+    e.hide_sub_millisecond_precision(true);
+    e.load_invoice_traps(2_000, t0());
+    let s = source(&e, 100);
+    assert_eq!(s.paging(), Paging::Keyset);
+    let (items, pos, pages) = cycle(&s, None).await;
+    // The page that gave keyset paging away is re-read by offset once (rewind to its start).
+    assert_all(&items, 2_000, 100);
+    assert!(pages > expected_pages(2_000, 100), "{pages}");
+    let st = ml_core::cursor::WatermarkCursor::default()
+        .decode(pos.as_ref())
+        .expect("state");
+    assert!(st.keyset_unusable, "the fallback is kept in the position");
+    // The next cycle (new rows, same timestamps problem) loses nothing either.
+    for id in 2_001..=2_150 {
+        e.upsert_raw(
+            "invoices",
+            &invoice_json(id, t0() + SignedDuration::from_hours(30), "5.00", "Late GmbH"),
+        );
+    }
+    let (more, _, _) = cycle(&s, pos).await;
+    let new: Vec<String> = more
+        .iter()
+        .map(key)
+        .filter(|k| k.parse::<i64>().expect("n") > 2_000)
+        .collect();
+    assert_eq!(new.len(), 150, "{new:?}");
+}
+
+#[tokio::test]
+async fn keyset_falls_back_when_the_pod_refuses_or() {
+    let e = OracleEmulator::start().await.expect("emulator");
+    e.refuse_disjunction(true);
+    e.load_invoice_traps(1_000, t0());
+    let s = source(&e, 100);
+    let (items, _, pages) = cycle(&s, None).await;
+    assert_all(&items, 1_000, 0);
+    assert_eq!(s.paging(), Paging::AnchoredOffset);
+    assert_eq!(pages, expected_pages_anchored(1_000, 100));
+    // One refused keyset request on top of the anchored pages.
+    assert_eq!(e.faults().requests("invoices"), pages + 1);
+    assert_eq!(e.faults().status_count("invoices", 400), 1);
 }
 
 #[tokio::test]
@@ -382,12 +445,35 @@ fn the_request_shape() {
         .with_api_version("latest")
         .build()
         .expect("source");
-    let q = s.page_query(Some("2026-03-20T14:53:51.123Z".parse().expect("t")), 7, 500);
-    let q: BTreeMap<&str, String> = q.into_iter().collect();
+    let t = "2026-03-20T14:53:51.123Z".parse().expect("t");
+    let plan = ReadPlan {
+        since: Some(t),
+        offset: 7,
+        ..ReadPlan::default()
+    };
+    let q: BTreeMap<&str, String> = s.page_query(&plan, 500).into_iter().collect();
     assert_eq!(q["q"], "LastUpdateDate >= '2026-03-20T14:53:51.123Z'");
     assert_eq!(q["orderBy"], "LastUpdateDate:asc,InvoiceId:asc");
     assert_eq!(q["limit"], "500");
     assert_eq!(q["offset"], "7");
+    // A keyset continuation: after (t, 300100), numerically.
+    let plan = ReadPlan {
+        since: Some(t),
+        after_key: Some("300100".into()),
+        ..ReadPlan::default()
+    };
+    let q: BTreeMap<&str, String> = s.page_query(&plan, 500).into_iter().collect();
+    assert_eq!(
+        q["q"],
+        "LastUpdateDate > '2026-03-20T14:53:51.123Z' or (LastUpdateDate = \
+         '2026-03-20T14:53:51.123Z' and InvoiceId > 300100)"
+    );
+    assert_eq!(q["offset"], "0");
+    assert_eq!(
+        q_after("CreationDate", t, "Code", "O'Hara", true),
+        "CreationDate > '2026-03-20T14:53:51.123Z' or (CreationDate = \
+         '2026-03-20T14:53:51.123Z' and Code > 'O''Hara')"
+    );
     assert_eq!(q["onlyData"], "true");
     assert!(q["fields"].starts_with("InvoiceId,LastUpdateDate,InvoiceNumber,InvoiceAmount"));
     let po = OracleFusionBuilder::new()
@@ -397,7 +483,10 @@ fn the_request_shape() {
         .with_timestamp_attribute("CreationDate")
         .build()
         .expect("source");
-    let q: BTreeMap<&str, String> = po.page_query(None, 0, 10).into_iter().collect();
+    let q: BTreeMap<&str, String> = po
+        .page_query(&ReadPlan::default(), 10)
+        .into_iter()
+        .collect();
     assert!(!q.contains_key("q"));
     assert_eq!(q["orderBy"], "CreationDate:asc,POHeaderId:asc");
 }

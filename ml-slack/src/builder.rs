@@ -17,7 +17,7 @@ use crate::client::{BotToken, SlackClient};
 use crate::error::SlackError;
 use crate::oauth::{OAuthClient, OAuthConfig};
 use crate::receiver::SlackReceiver;
-use crate::render::BlockKitRenderer;
+use crate::render::{BlockKitRenderer, LineDetail};
 use crate::signature::SignatureVerifier;
 use crate::sink::{ReconcileOptions, SlackSink, UpdateMode};
 
@@ -130,6 +130,7 @@ pub struct SlackBuilder {
     instance: Option<String>,
     options: Option<ClientOptions>,
     renderer: Option<Arc<dyn Renderer>>,
+    line_detail: LineDetail,
     reconcile: ReconcileOptions,
     rotation: Option<Rotation>,
     token_cache: Option<Arc<TokenCache>>,
@@ -226,6 +227,13 @@ impl SlackBuilder {
     /// Uses a host renderer instead of [`BlockKitRenderer`].
     pub fn with_renderer(mut self, renderer: Arc<dyn Renderer>) -> Self {
         self.renderer = Some(renderer);
+        self
+    }
+
+    /// Which destinations the default [`BlockKitRenderer`] shows document lines (GL
+    /// detail) to (default: all). Ignored with [`with_renderer`](Self::with_renderer).
+    pub fn with_line_detail(mut self, lines: LineDetail) -> Self {
+        self.line_detail = lines;
         self
     }
 
@@ -429,9 +437,9 @@ impl SlackBuilder {
         let instance = self.instance.clone().filter(|s| !s.trim().is_empty());
         Ok(SlackSink::new(
             client,
-            self.renderer
-                .clone()
-                .unwrap_or_else(|| Arc::new(BlockKitRenderer)),
+            self.renderer.clone().unwrap_or_else(|| {
+                Arc::new(BlockKitRenderer::new().with_line_detail(self.line_detail.clone()))
+            }),
             mode,
             self.reconcile,
             instance,
@@ -508,6 +516,7 @@ impl fmt::Debug for SlackBuilder {
             .field("options", &self.options)
             .field("reconcile", &self.reconcile)
             .field("rotation", &self.rotation.is_some())
+            .field("line_detail", &self.line_detail)
             .finish_non_exhaustive()
     }
 }

@@ -6,8 +6,10 @@
 //! 2. a `section` with up to ten fields in the order that suits the kind: supplier, amount
 //!    with currency, document number, status, GL account, cost center, company, reference,
 //!    then the source's extra fields while slots remain;
-//! 3. a `section` listing the document lines (PO lines, invoice lines, journal lines),
-//!    truncated with a marker when they do not fit;
+//! 3. a `section` listing the document lines (PO lines, invoice lines / GL distributions,
+//!    journal lines) with their GL account and cost center, truncated with a marker when
+//!    they do not fit; [`LineDetail`] chooses the destinations that get it
+//!    ([`BlockKitRenderer::lines_for`]: only `#finance`, say);
 //! 4. a `context` line with the source system and, when the record has one, a link back.
 //!
 //! Every value from the ERP is escaped for Slack's mrkdwn (`&`, `<`, `>`), so a supplier
@@ -49,15 +51,79 @@ pub const MAX_TEXT: usize = 40_000;
 /// What ends truncated text.
 pub const TRUNCATION_MARKER: &str = "… (truncated)";
 
+/// Which destinations get the document lines section (and the `N line(s)` of the
+/// fallback text).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LineDetail {
+    /// Every destination (the default).
+    #[default]
+    All,
+    /// Only these destinations, compared as routed (`slack:#finance` is
+    /// `Destination::new("slack", "#finance")`; a channel id is a different destination).
+    Only(Vec<Destination>),
+    /// No destination.
+    None,
+}
+
+impl LineDetail {
+    /// Whether `destination` gets the lines.
+    pub fn shows(&self, destination: &Destination) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(d) => d.contains(destination),
+            Self::None => false,
+        }
+    }
+}
+
 /// The default Slack renderer: Block Kit per entity kind with a plain-text fallback.
 ///
 /// `Rendered::body` holds the JSON array of blocks; `Rendered::text` the fallback;
-/// `Rendered::subject` the title.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct BlockKitRenderer;
+/// `Rendered::subject` the title. By default every destination gets the document lines;
+/// [`lines_for`](Self::lines_for) keeps the GL detail to some destinations:
+///
+/// ```
+/// use ml_core::Destination;
+/// use ml_slack::render::{BlockKitRenderer, LineDetail};
+///
+/// let r = BlockKitRenderer::lines_for([Destination::new("slack", "#finance")]);
+/// assert!(r.line_detail().shows(&Destination::new("slack", "#finance")));
+/// assert!(!r.line_detail().shows(&Destination::new("slack", "#procurement")));
+/// assert_eq!(BlockKitRenderer::new().line_detail(), &LineDetail::All);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct BlockKitRenderer {
+    lines: LineDetail,
+}
+
+impl BlockKitRenderer {
+    /// The renderer with every section for every destination.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A renderer that shows document lines only to `destinations`.
+    pub fn lines_for(destinations: impl IntoIterator<Item = Destination>) -> Self {
+        Self::new().with_line_detail(LineDetail::Only(destinations.into_iter().collect()))
+    }
+
+    /// Sets which destinations get the document lines.
+    #[must_use]
+    pub fn with_line_detail(mut self, lines: LineDetail) -> Self {
+        self.lines = lines;
+        self
+    }
+
+    /// Which destinations get the document lines.
+    pub fn line_detail(&self) -> &LineDetail {
+        &self.lines
+    }
+}
 
 impl Renderer for BlockKitRenderer {
-    fn render(&self, record: &Record, _destination: &Destination) -> Rendered {
+    fn render(&self, record: &Record, destination: &Destination) -> Rendered {
+        let show_lines = !record.fields.lines.is_empty() && self.lines.shows(destination);
         let title = record.title();
         let fields = fields_for(record);
         let mut blocks = vec![json!({
@@ -75,7 +141,7 @@ impl Renderer for BlockKitRenderer {
                 .collect();
             blocks.push(json!({"type": "section", "fields": items}));
         }
-        if !record.fields.lines.is_empty() {
+        if show_lines {
             let text = lines_text(&record.kind, &record.fields.lines);
             blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": text}}));
         }
@@ -92,7 +158,7 @@ impl Renderer for BlockKitRenderer {
         for (label, value) in &fields {
             let _ = write!(text, "\n{label}: {}", escape(value));
         }
-        if !record.fields.lines.is_empty() {
+        if show_lines {
             let _ = write!(text, "\n{} line(s)", record.fields.lines.len());
         }
         let _ = write!(text, "\nSource: {}", escape(&record.system));
@@ -425,7 +491,7 @@ mod tests {
 
     #[test]
     fn invoice_layout() {
-        let r = BlockKitRenderer.render(&invoice(), &Destination::new("slack", "#ap"));
+        let r = BlockKitRenderer::new().render(&invoice(), &Destination::new("slack", "#ap"));
         let blocks = r.body.expect("blocks");
         let arr = blocks.as_array().expect("array");
         assert_eq!(arr[0]["type"], "header");
@@ -451,11 +517,42 @@ mod tests {
     }
 
     #[test]
+    fn line_detail_per_destination() {
+        let finance = Destination::new("slack", "#finance");
+        let procurement = Destination::new("slack", "#procurement");
+        let r = BlockKitRenderer::lines_for([finance.clone()]);
+        let with = r.render(&invoice(), &finance);
+        let blocks = texts(with.body.as_ref().expect("b"));
+        assert!(blocks.contains("Invoice lines"), "{blocks}");
+        assert!(blocks.contains("GL 400000, CC CC-10"), "{blocks}");
+        assert!(with.text.contains("1 line(s)"), "{}", with.text);
+        let without = r.render(&invoice(), &procurement);
+        let b = without.body.expect("b");
+        assert!(!texts(&b).contains("Invoice lines"), "{b}");
+        assert!(!without.text.contains("line(s)"), "{}", without.text);
+        // Supplier and amount stay; the header-level fields are not the lines section.
+        assert_eq!(b[1]["fields"][1]["text"], "*Amount*\n1,200.50 EUR");
+        assert_eq!(b.as_array().expect("a").len(), 3, "header, fields, context");
+        // Default: every destination; None: no destination; a channel id is not the name.
+        let all = BlockKitRenderer::new().render(&invoice(), &procurement);
+        assert!(texts(all.body.as_ref().expect("b")).contains("Invoice lines"));
+        let none = BlockKitRenderer::new()
+            .with_line_detail(LineDetail::None)
+            .render(&invoice(), &finance);
+        assert!(!texts(none.body.as_ref().expect("b")).contains("Invoice lines"));
+        assert!(
+            !r.line_detail()
+                .shows(&Destination::new("slack", "C0FINANCE"))
+        );
+        assert!(!r.line_detail().shows(&Destination::new("sms", "#finance")));
+    }
+
+    #[test]
     fn mentions_and_bad_links_are_neutralised() {
         let mut r = invoice();
         r.fields.supplier = Some("<!channel> pay now".into());
         r.link = Some("javascript:alert(1)".into());
-        let out = BlockKitRenderer.render(&r, &Destination::new("slack", "#ap"));
+        let out = BlockKitRenderer::new().render(&r, &Destination::new("slack", "#ap"));
         let all = format!("{} {}", out.text, texts(out.body.as_ref().expect("b")));
         assert!(!all.contains("<!channel>"), "{all}");
         assert!(!all.contains("javascript"), "{all}");
@@ -465,12 +562,12 @@ mod tests {
     fn kinds_order_their_fields() {
         let mut r = invoice();
         r.kind = EntityKind::GlJournal;
-        let out = BlockKitRenderer.render(&r, &Destination::new("slack", "#gl"));
+        let out = BlockKitRenderer::new().render(&r, &Destination::new("slack", "#gl"));
         let b = out.body.expect("b");
         assert_eq!(b[1]["fields"][0]["text"], "*Journal*\nINV-7");
         assert!(texts(&b[2]).contains("Journal lines"));
         r.kind = EntityKind::PurchaseOrder;
-        let out = BlockKitRenderer.render(&r, &Destination::new("slack", "#po"));
+        let out = BlockKitRenderer::new().render(&r, &Destination::new("slack", "#po"));
         let b = out.body.expect("b");
         assert_eq!(b[1]["fields"][2]["text"], "*PO number*\nINV-7");
         assert!(texts(&b[2]).contains("PO lines"));
@@ -484,7 +581,7 @@ mod tests {
             extra.insert(format!("extra_{i:02}"), format!("v{i}"));
         }
         r.fields.extra = extra;
-        let out = BlockKitRenderer.render(&r, &Destination::new("slack", "#ap"));
+        let out = BlockKitRenderer::new().render(&r, &Destination::new("slack", "#ap"));
         let b = out.body.expect("b");
         assert_eq!(b[1]["fields"].as_array().expect("f").len(), MAX_FIELDS);
         assert_eq!(b[1]["fields"][6]["text"], "*Extra 00*\nv0");
@@ -502,7 +599,7 @@ mod tests {
                 ..Line::default()
             })
             .collect();
-        let out = BlockKitRenderer.render(&r, &Destination::new("slack", "#ap"));
+        let out = BlockKitRenderer::new().render(&r, &Destination::new("slack", "#ap"));
         let b = out.body.expect("b");
         let header = b[0]["text"]["text"].as_str().expect("h");
         assert!(utf16_len(header) <= MAX_HEADER_TEXT && header.ends_with(TRUNCATION_MARKER));

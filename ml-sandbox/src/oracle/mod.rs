@@ -28,6 +28,18 @@
 //!   `offset` (default 0), `totalResults=true`, `onlyData=true` (no `links`), `fields=A,B`
 //!   (projection). Envelope: `items`, `count`, `hasMore`, `limit`, `offset`, `links`,
 //!   `totalResults` when asked.
+//! * Child collections (an item attribute holding an array of objects, e.g. an invoice's
+//!   `invoiceLines`, each with `invoiceDistributions`) are served inside the item only
+//!   when asked for, as Oracle does: with `fields` child groups
+//!   (`fields=A,B;invoiceLines:LineNumber,LineAmount;invoiceLines.invoiceDistributions:DistributionAmount`;
+//!   a nested group implies its parent, served with all its attributes; a child not
+//!   named is omitted), or, without `fields`, with `expand=invoiceLines`,
+//!   `expand=invoiceLines.invoiceDistributions` (both levels) or `expand=all` (`fields`
+//!   wins when both are given). Otherwise children are omitted (with `onlyData=false`
+//!   the item's `links` name them, `rel` `child`). With `REST-Framework-Version` 2 (or 1)
+//!   children are JSON arrays of items; from version 3 they are collection objects
+//!   (`items`, `count`, `hasMore` false, `limit`, `offset`): the sandbox serves every child
+//!   item (whether real pods cap expanded children at a default limit is unconfirmed).
 //! * Timestamps are served as `2026-03-20T14:53:51.123+00:00`; amounts as JSON numbers,
 //!   served with their exact text.
 //!
@@ -63,7 +75,7 @@ use crate::error::Result;
 use crate::fault::Faults;
 use crate::server::{Binding, Server};
 
-use query::{Clause, Op};
+use query::{Clause, Expr};
 
 /// The largest `limit` served; larger values are clamped.
 pub const MAX_LIMIT: usize = 500;
@@ -93,8 +105,185 @@ pub fn oracle_ts(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%S%.3f+00:00").to_string()
 }
 
-/// A payables invoice as JSON text (`amount` is written verbatim, so it stays exact).
+/// A payables invoice as JSON text (`amount` is written verbatim, so it stays exact),
+/// validated, with 1–3 `invoiceLines` of 1–2 `invoiceDistributions` each whose amounts sum
+/// exactly to `amount` (see [`invoice_lines_json`]).
 pub fn invoice_json(id: i64, updated: Timestamp, amount: &str, supplier: &str) -> String {
+    invoice_json_with(id, updated, amount, supplier, true)
+}
+
+/// An invoice that is not validated yet: `ValidationStatus` `Not Validated`, and its lines
+/// have no distributions (Payables generates them at validation).
+pub fn unvalidated_invoice_json(
+    id: i64,
+    updated: Timestamp,
+    amount: &str,
+    supplier: &str,
+) -> String {
+    invoice_json_with(id, updated, amount, supplier, false).replacen(
+        r#""ValidationStatus":"Validated""#,
+        r#""ValidationStatus":"Not Validated""#,
+        1,
+    )
+}
+
+/// Department segments of the generated account combinations.
+const DEPARTMENTS: [&str; 4] = ["110", "520", "610", "740"];
+/// Natural-account segments of the generated account combinations.
+const ACCOUNTS: [&str; 4] = ["7640", "7699", "5110", "6420"];
+/// Line descriptions of generated invoices.
+const LINE_TEXTS: [&str; 3] = ["Office supplies", "Laptops", "Freight"];
+
+/// An exact decimal as `(minor units, scale)`: `-310.40` is `(-31040, 2)`. `None` for
+/// exponent forms and anything with more than 30 digits.
+fn minor_units(amount: &str) -> Option<(i128, u32)> {
+    let t = amount.trim();
+    let (neg, t) = t.strip_prefix('-').map_or((false, t), |r| (true, r));
+    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+    if int.is_empty()
+        || int.len() + frac.len() > 30
+        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let mut units: i128 = 0;
+    for b in int.bytes().chain(frac.bytes()) {
+        units = units * 10 + i128::from(b - b'0');
+    }
+    let scale = u32::try_from(frac.len()).ok()?;
+    Some((if neg { -units } else { units }, scale))
+}
+
+/// Writes `units` at `scale` as a JSON number (`-310.40`).
+fn write_units(out: &mut String, units: i128, scale: u32) {
+    if units < 0 {
+        out.push('-');
+    }
+    let abs = units.unsigned_abs();
+    if scale == 0 {
+        let _ = write!(out, "{abs}");
+    } else {
+        let p = 10u128.pow(scale);
+        let _ = write!(out, "{}.{:0w$}", abs / p, abs % p, w = scale as usize);
+    }
+}
+
+/// `units` split by `weights` (truncating, the remainder on the last part): the parts sum
+/// exactly to `units` and keep its sign.
+fn split_units(units: i128, weights: &[i128]) -> [i128; 3] {
+    let total: i128 = weights.iter().sum();
+    let mut parts = [0i128; 3];
+    let mut rest = units;
+    for (i, w) in weights.iter().enumerate() {
+        parts[i] = if i + 1 == weights.len() {
+            rest
+        } else {
+            units * w / total
+        };
+        rest -= parts[i];
+    }
+    parts
+}
+
+/// The `invoiceLines` array of a generated invoice, deterministic from `id`: 1–3 lines of
+/// 1–2 distributions each (or none, when `distributed` is false), whose amounts sum exactly
+/// to `amount` (credit memos: all negative), on combinations such as
+/// `01-520-7640-0000-000`. An amount in exponent form (or too long to split) gets one line
+/// and one distribution carrying it verbatim.
+pub fn invoice_lines_json(id: i64, amount: &str, distributed: bool) -> String {
+    let split = minor_units(amount).filter(|(u, _)| u.unsigned_abs() >= 100);
+    let n_lines = if split.is_some() {
+        1 + id.rem_euclid(3) as usize
+    } else {
+        1
+    };
+    let line_weights: &[i128] = &[5, 3, 2][..n_lines];
+    let (units, scale) = split.unwrap_or((0, 0));
+    let line_parts = split_units(units, line_weights);
+    let mut out = String::with_capacity(280 * n_lines);
+    out.push('[');
+    let mut amount_text = String::with_capacity(amount.len() + 2);
+    for (k, line_units) in line_parts.iter().take(n_lines).enumerate() {
+        if k > 0 {
+            out.push(',');
+        }
+        let freight = n_lines == 3 && k == 2;
+        let (kind, text) = if freight {
+            ("Freight", LINE_TEXTS[2])
+        } else {
+            ("Item", LINE_TEXTS[(id.rem_euclid(2) as usize + k) % 2])
+        };
+        let account = ACCOUNTS[(id.rem_euclid(7) as usize + k) % ACCOUNTS.len()];
+        amount_text.clear();
+        if split.is_some() {
+            write_units(&mut amount_text, *line_units, scale);
+        } else {
+            amount_text.push_str(amount.trim());
+        }
+        let _ = write!(
+            out,
+            concat!(
+                r#"{{"LineNumber":{n},"LineAmount":{a},"LineType":"{kind}","Description":"{text}","#,
+                r#""DistributionCombination":"01-000-{account}-0000-000","AccountingDate":"2026-01-15","#,
+                r#""invoiceDistributions":["#
+            ),
+            n = k + 1,
+            a = amount_text,
+            kind = kind,
+            text = text,
+            account = account,
+        );
+        if distributed {
+            let n_dists = if split.is_some() && line_units.unsigned_abs() >= 100 {
+                1 + (id.rem_euclid(2) as usize + k) % 2
+            } else {
+                1
+            };
+            let dist_parts = split_units(*line_units, &[7, 3][..n_dists]);
+            for (j, dist_units) in dist_parts.iter().take(n_dists).enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                let dept = DEPARTMENTS[(id.rem_euclid(4) as usize + k + j) % DEPARTMENTS.len()];
+                amount_text.clear();
+                if split.is_some() {
+                    write_units(&mut amount_text, *dist_units, scale);
+                } else {
+                    amount_text.push_str(amount.trim());
+                }
+                let _ = write!(
+                    out,
+                    concat!(
+                        r#"{{"InvoiceDistributionId":{did},"DistributionLineNumber":{n},"#,
+                        r#""DistributionLineType":"{kind}","DistributionAmount":{a},"#,
+                        r#""DistributionCombination":"01-{dept}-{account}-0000-000","#,
+                        r#""AccountingDate":"2026-01-15","Description":"{text}"}}"#
+                    ),
+                    did = id
+                        .saturating_mul(100)
+                        .saturating_add((k as i64 + 1) * 10 + j as i64 + 1),
+                    n = j + 1,
+                    kind = kind,
+                    a = amount_text,
+                    dept = dept,
+                    account = account,
+                    text = text,
+                );
+            }
+        }
+        out.push_str("]}");
+    }
+    out.push(']');
+    out
+}
+
+fn invoice_json_with(
+    id: i64,
+    updated: Timestamp,
+    amount: &str,
+    supplier: &str,
+    distributed: bool,
+) -> String {
     let ts = oracle_ts(updated);
     let supplier = serde_json::to_string(supplier).unwrap_or_else(|_| "\"?\"".into());
     format!(
@@ -103,13 +292,15 @@ pub fn invoice_json(id: i64, updated: Timestamp, amount: &str, supplier: &str) -
             r#""InvoiceCurrency":"USD","PaymentCurrency":"USD","InvoiceDate":"2026-01-15","#,
             r#""BusinessUnit":"US1 Business Unit","Supplier":{supplier},"SupplierNumber":"S{sn}","#,
             r#""InvoiceType":"Standard","ValidationStatus":"Validated","ApprovalStatus":"Approved","#,
-            r#""Description":"Office supplies","CreationDate":"{ts}","LastUpdateDate":"{ts}"}}"#
+            r#""Description":"Office supplies","CreationDate":"{ts}","LastUpdateDate":"{ts}","#,
+            r#""invoiceLines":{lines}}}"#
         ),
         id = id,
         amount = amount,
         supplier = supplier,
         sn = 1000 + id % 97,
         ts = ts,
+        lines = invoice_lines_json(id, amount, distributed),
     )
 }
 
@@ -126,6 +317,13 @@ struct Synthetic {
     n: u64,
     start: Timestamp,
     per_second: u64,
+}
+
+impl Synthetic {
+    /// The `LastUpdateDate` of row `i`.
+    fn at(self, i: u64) -> Timestamp {
+        self.start + SignedDuration::from_secs((i / self.per_second) as i64)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -155,6 +353,10 @@ struct Inner {
     token_lifetime: Duration,
     next_token: u64,
     scopes: Vec<String>,
+    /// Stored timestamps carry microseconds the served (millisecond) text does not show.
+    hidden_precision: bool,
+    /// Answer a `q` with `or` with 400, like a pod whose framework cannot express it.
+    refuse_or: bool,
 }
 
 struct Shared {
@@ -252,6 +454,8 @@ impl OracleEmulatorBuilder {
                 token_lifetime: self.token_lifetime,
                 next_token: 1,
                 scopes: Vec::new(),
+                hidden_precision: false,
+                refuse_or: false,
             }),
         });
         let faults = Faults::with_error_body(self.seed, Arc::new(fault_body));
@@ -393,6 +597,7 @@ impl OracleEmulator {
         let map: BTreeMap<String, Box<RawValue>> =
             serde_json::from_str(json).expect("an item is a JSON object");
         let mut inner = self.shared.lock();
+        let hidden_on = inner.hidden_precision;
         let coll = inner
             .resources
             .get_mut(resource)
@@ -409,13 +614,35 @@ impl OracleEmulator {
                 .and_then(|s| query::parse_ts(&s))
                 .unwrap_or(now)
         };
+        // A database column finer than the JSON text: the row is stored some microseconds
+        // after the instant it is served with (derived from the key, so it is stable).
+        let hidden = if hidden_on {
+            let h = key
+                .bytes()
+                .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+            SignedDuration::from_micros(1 + (h % 998) as i64)
+        } else {
+            SignedDuration::ZERO
+        };
         let row = Row {
             key: key.clone(),
-            updated: ts("LastUpdateDate"),
+            updated: ts("LastUpdateDate") + hidden,
             created: ts("CreationDate"),
             raw: RawValue::from_string(json.to_owned()).expect("valid JSON"),
         };
         coll.rows.insert(SortKey::of(&key), row);
+    }
+
+    /// Answers any `q` that uses `or` with 400 (as a pod limited to simpler filters would).
+    pub fn refuse_disjunction(&self, on: bool) {
+        self.shared.lock().refuse_or = on;
+    }
+
+    /// From now on, items stored keep microseconds their served `LastUpdateDate` (milliseconds)
+    /// does not show, as a database `TIMESTAMP(6)` column serialised to milliseconds does:
+    /// `LastUpdateDate = '<served value>'` then matches nothing.
+    pub fn hide_sub_millisecond_precision(&self, on: bool) {
+        self.shared.lock().hidden_precision = on;
     }
 
     /// Updates a served item: sets its `LastUpdateDate` to `at` (and optionally one more
@@ -497,7 +724,10 @@ impl OracleEmulator {
     /// * unicode supplier names (`Müller GmbH`, `株式会社テスト`, `Ørsted A/S`, emoji);
     /// * every 50th invoice is a credit memo (negative amount, `InvoiceType` Credit Memo);
     /// * amounts with many decimals and a very large one (exact only without floats);
-    /// * invoice 777 has no `InvoiceAmount`, invoice 778 an unparseable `InvoiceDate`.
+    /// * invoice 777 has no `InvoiceAmount`, invoice 778 an unparseable `InvoiceDate`;
+    /// * every invoice has 1–3 lines with 1–2 GL distributions each, summing exactly to its
+    ///   amount ([`invoice_lines_json`]), except every 101st invoice, which is
+    ///   `Not Validated` and whose lines have no distributions yet.
     ///
     /// Returns the keys of the malformed invoices.
     pub fn load_invoice_traps(&self, n: i64, start: Timestamp) -> Vec<String> {
@@ -527,7 +757,12 @@ impl OracleEmulator {
             } else {
                 format!("{}.{:02}", 100 + id % 19_000, id % 100)
             };
-            let mut text = invoice_json(id, t, &amount, suppliers[(id % 5) as usize]);
+            let supplier = suppliers[(id % 5) as usize];
+            let mut text = if id % 101 == 0 {
+                unvalidated_invoice_json(id, t, &amount, supplier)
+            } else {
+                invoice_json(id, t, &amount, supplier)
+            };
             if id % 50 == 0 {
                 text = text.replace(
                     r#""InvoiceType":"Standard""#,
@@ -701,13 +936,13 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Stri
 }
 
 struct Params {
-    clauses: Vec<Clause>,
+    filter: Option<Expr>,
     order: Vec<(String, bool)>,
     limit: usize,
     offset: usize,
     only_data: bool,
     total: bool,
-    fields: Option<Vec<String>>,
+    fields: Shape,
 }
 
 fn params(q: &HashMap<String, String>, headers: &HeaderMap) -> std::result::Result<Params, String> {
@@ -716,10 +951,10 @@ fn params(q: &HashMap<String, String>, headers: &HeaderMap) -> std::result::Resu
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(1);
-    let clauses = match q.get("q").map(String::as_str) {
-        None | Some("") => Vec::new(),
-        Some(text) if framework >= 2 => query::parse_v2(text)?,
-        Some(text) => query::parse_v1(text)?,
+    let filter = match q.get("q").map(String::as_str) {
+        None | Some("") => None,
+        Some(text) if framework >= 2 => Some(query::parse_v2(text)?),
+        Some(text) => Some(query::parse_v1(text)?),
     };
     let order = q
         .get("orderBy")
@@ -736,14 +971,9 @@ fn params(q: &HashMap<String, String>, headers: &HeaderMap) -> std::result::Resu
     let limit = num("limit", 25)?.clamp(1, MAX_LIMIT);
     let offset = num("offset", 0)?;
     let flag = |name: &str| q.get(name).is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let fields = q.get("fields").map(|f| {
-        f.split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect()
-    });
+    let fields = Shape::parse(q, headers)?;
     Ok(Params {
-        clauses,
+        filter,
         order,
         limit,
         offset,
@@ -761,21 +991,229 @@ fn row_ts(row: &Row, attr: &str) -> Option<Timestamp> {
     }
 }
 
-fn row_matches(row: &Row, c: &Clause) -> std::result::Result<bool, String> {
-    if let Some(t) = row_ts(row, &c.attr) {
-        let wanted = query::parse_ts(&c.value)
-            .ok_or_else(|| format!("`{}` is not a valid date-time for {}", c.value, c.attr))?;
-        return Ok(query::cmp_ts(t, c.op, wanted));
+fn ts_clause(t: Timestamp, c: &Clause) -> std::result::Result<bool, String> {
+    let wanted = query::parse_ts(&c.value)
+        .ok_or_else(|| format!("`{}` is not a valid date-time for {}", c.value, c.attr))?;
+    Ok(query::cmp_ts(t, c.op, wanted))
+}
+
+fn row_matches(row: &Row, filter: &Expr) -> std::result::Result<bool, String> {
+    let mut attrs: Option<BTreeMap<String, serde_json::Value>> = None;
+    filter.eval(&mut |c: &Clause| {
+        if let Some(t) = row_ts(row, &c.attr) {
+            return ts_clause(t, c);
+        }
+        if attrs.is_none() {
+            attrs = Some(serde_json::from_str(row.raw.get()).map_err(|e| e.to_string())?);
+        }
+        Ok(attrs
+            .as_ref()
+            .and_then(|m| m.get(&c.attr))
+            .is_some_and(|v| query::cmp_value(v, c.op, &c.value)))
+    })
+}
+
+/// Whether synthetic row `i` (key `i + 1`, stamped `s.at(i)`) passes the filter.
+fn synthetic_matches(
+    s: Synthetic,
+    key_attr: &str,
+    i: u64,
+    filter: &Expr,
+) -> std::result::Result<bool, String> {
+    filter.eval(&mut |c: &Clause| match c.attr.as_str() {
+        "LastUpdateDate" | "CreationDate" => ts_clause(s.at(i), c),
+        a if a == key_attr => Ok(query::cmp_value(&serde_json::json!(i + 1), c.op, &c.value)),
+        a => Err(format!("synthetic mode cannot filter on `{a}`")),
+    })
+}
+
+/// Which parts of an item are served: `fields` (header attributes and child groups) or,
+/// without it, `expand`; and the REST framework version (the shape of child collections).
+#[derive(Debug, Default)]
+struct Shape {
+    /// Whether `fields` was given.
+    projected: bool,
+    /// The header attributes named in `fields` (`None`: all).
+    header: Option<Vec<String>>,
+    /// The child groups of `fields`: accessor path (`invoiceLines.invoiceDistributions`)
+    /// and attributes.
+    children: Vec<(String, Vec<String>)>,
+    /// The `expand` paths (only without `fields`); `all` expands every child.
+    expand: Vec<String>,
+    /// `REST-Framework-Version` (1 when absent).
+    framework: u32,
+}
+
+fn attr_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
+impl Shape {
+    fn parse(
+        q: &HashMap<String, String>,
+        headers: &HeaderMap,
+    ) -> std::result::Result<Self, String> {
+        let mut shape = Self {
+            framework: headers
+                .get("REST-Framework-Version")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(1),
+            ..Self::default()
+        };
+        if let Some(f) = q.get("fields") {
+            shape.projected = true;
+            for group in f.split(';').map(str::trim).filter(|g| !g.is_empty()) {
+                match group.split_once(':') {
+                    Some((path, attrs)) => {
+                        let path = path.trim();
+                        if path.is_empty() || path.split('.').any(|seg| !query_name(seg)) {
+                            return Err(format!("fields: `{path}` is not a child accessor"));
+                        }
+                        shape.children.push((path.to_owned(), attr_list(attrs)));
+                    }
+                    None => shape
+                        .header
+                        .get_or_insert_with(Vec::new)
+                        .extend(attr_list(group)),
+                }
+            }
+        } else if let Some(e) = q.get("expand") {
+            shape.expand = attr_list(e);
+        }
+        Ok(shape)
     }
-    if c.op != Op::Eq {
-        return Err(format!("{} supports only = here", c.attr));
+
+    /// Whether the child at `path` is served, and with which attributes.
+    fn child(&self, path: &str) -> Served<'_> {
+        let nested = |p: &str| {
+            p.len() > path.len() && p.starts_with(path) && p.as_bytes()[path.len()] == b'.'
+        };
+        let served = |yes: bool| if yes { Served::All } else { Served::No };
+        if self.projected {
+            if let Some((_, attrs)) = self.children.iter().find(|(p, _)| p == path) {
+                return Served::Only(attrs);
+            }
+            // A nested accessor implies its parent.
+            return served(self.children.iter().any(|(p, _)| nested(p)));
+        }
+        served(
+            self.expand
+                .iter()
+                .any(|p| p == "all" || p == path || nested(p)),
+        )
     }
-    let map: BTreeMap<String, serde_json::Value> =
-        serde_json::from_str(row.raw.get()).map_err(|e| e.to_string())?;
-    Ok(map.get(&c.attr).is_some_and(|v| match v {
-        serde_json::Value::String(s) => *s == c.value,
-        other => serde_json::from_str::<serde_json::Value>(&c.value).is_ok_and(|v| v == *other),
-    }))
+}
+
+/// Whether a child collection is served, and with which attributes.
+enum Served<'a> {
+    /// Omitted.
+    No,
+    /// With every attribute.
+    All,
+    /// With these attributes.
+    Only(&'a [String]),
+}
+
+/// An accessor path segment: letters, digits, `_`.
+fn query_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether a raw attribute value is a child collection (an array of objects, or empty).
+fn is_child(raw: &RawValue) -> bool {
+    let t = raw.get().trim_start();
+    t.strip_prefix('[')
+        .is_some_and(|r| matches!(r.trim_start().as_bytes().first(), Some(b'{' | b']')))
+}
+
+type RawMap = BTreeMap<String, Box<RawValue>>;
+
+/// Writes one item (header or child) with the attributes in `attrs` (`None`: all) and the
+/// children `p` asks for, at accessor `path` (`""` for the header).
+fn render_object(
+    map: &RawMap,
+    path: &str,
+    attrs: Option<&[String]>,
+    p: &Params,
+    self_href: &str,
+    out: &mut String,
+) -> std::result::Result<(), String> {
+    out.push('{');
+    let mut first = true;
+    let mut sep = |out: &mut String| {
+        if !std::mem::take(&mut first) {
+            out.push(',');
+        }
+    };
+    let mut child_links = Vec::new();
+    for (k, v) in map {
+        if is_child(v) {
+            child_links.push(k);
+            let child_path = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            let child_attrs = match p.fields.child(&child_path) {
+                Served::No => continue,
+                Served::All => None,
+                Served::Only(a) => Some(a),
+            };
+            let items: Vec<RawMap> = serde_json::from_str(v.get()).map_err(|e| e.to_string())?;
+            sep(out);
+            out.push_str(&serde_json::to_string(k).map_err(|e| e.to_string())?);
+            out.push(':');
+            let v3 = p.fields.framework >= 3;
+            out.push_str(if v3 { "{\"items\":[" } else { "[" });
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let href = if p.only_data {
+                    String::new()
+                } else {
+                    format!("{self_href}/child/{k}/{}", i + 1)
+                };
+                render_object(item, &child_path, child_attrs, p, &href, out)?;
+            }
+            if v3 {
+                let n = items.len();
+                let _ = write!(
+                    out,
+                    "],\"count\":{n},\"hasMore\":false,\"limit\":{n},\"offset\":0}}"
+                );
+            } else {
+                out.push(']');
+            }
+            continue;
+        }
+        if attrs.is_some_and(|a| !a.iter().any(|f| f == k)) {
+            continue;
+        }
+        sep(out);
+        out.push_str(&serde_json::to_string(k).map_err(|e| e.to_string())?);
+        out.push(':');
+        out.push_str(v.get());
+    }
+    if !p.only_data {
+        let mut links = vec![
+            serde_json::json!({"rel": "self", "href": self_href, "name": "item", "kind": "item"}),
+        ];
+        for k in child_links {
+            links.push(serde_json::json!({
+                "rel": "child", "href": format!("{self_href}/child/{k}"), "name": k, "kind": "collection",
+            }));
+        }
+        sep(out);
+        out.push_str("\"links\":");
+        out.push_str(&serde_json::Value::Array(links).to_string());
+    }
+    out.push('}');
+    Ok(())
 }
 
 fn render_item(
@@ -784,25 +1222,13 @@ fn render_item(
     self_href: &str,
     out: &mut String,
 ) -> std::result::Result<(), String> {
-    if p.fields.is_none() && p.only_data {
+    // Fast path: nothing to project and (no `[` at all) no child collection to omit.
+    if !p.fields.projected && p.only_data && !raw.get().contains('[') {
         out.push_str(raw.get());
         return Ok(());
     }
-    let mut map: BTreeMap<String, Box<RawValue>> =
-        serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
-    if let Some(fields) = &p.fields {
-        map.retain(|k, _| fields.iter().any(|f| f == k));
-    }
-    if !p.only_data {
-        let links =
-            serde_json::json!([{"rel": "self", "href": self_href, "name": "item", "kind": "item"}]);
-        map.insert(
-            "links".into(),
-            RawValue::from_string(links.to_string()).map_err(|e| e.to_string())?,
-        );
-    }
-    out.push_str(&serde_json::to_string(&map).map_err(|e| e.to_string())?);
-    Ok(())
+    let map: RawMap = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+    render_object(&map, "", p.fields.header.as_deref(), p, self_href, out)
 }
 
 fn synthetic_item(s: Synthetic, i: u64) -> String {
@@ -840,6 +1266,9 @@ async fn collection(
     let mut body = String::from("{\"items\":[");
     let (count, has_more, total) = {
         let inner = shared.lock();
+        if inner.refuse_or && p.filter.as_ref().is_some_and(Expr::has_or) {
+            return adf_error(StatusCode::BAD_REQUEST, "q: `or` is not supported");
+        }
         let Some(coll) = inner.resources.get(&resource) else {
             return adf_error(StatusCode::NOT_FOUND, "unknown resource");
         };
@@ -852,19 +1281,21 @@ async fn collection(
             }
         }
         if let Some(s) = coll.synthetic {
-            // Index order is (LastUpdateDate, InvoiceId) order.
-            let mut first = 0u64;
-            for c in &p.clauses {
-                let ok = c.attr == "LastUpdateDate" && c.op == Op::Ge;
-                let Some(t) = query::parse_ts(&c.value).filter(|_| ok) else {
-                    return adf_error(
-                        StatusCode::BAD_REQUEST,
-                        "synthetic mode: LastUpdateDate >= only",
-                    );
-                };
-                let secs = t.duration_since(s.start).as_secs_f64().max(0.0).ceil() as u64;
-                first = first.max(secs.saturating_mul(s.per_second));
+            // Index order is (LastUpdateDate, InvoiceId) order, and the filters a cursor
+            // sends are lower bounds in that order: the matching rows are a suffix, found
+            // by binary search.
+            let (mut lo, mut hi) = (0u64, s.n);
+            if let Some(f) = &p.filter {
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    match synthetic_matches(s, &coll.key_attr, mid, f) {
+                        Ok(true) => hi = mid,
+                        Ok(false) => lo = mid + 1,
+                        Err(e) => return adf_error(StatusCode::BAD_REQUEST, &e),
+                    }
+                }
             }
+            let first = lo;
             let total = s.n.saturating_sub(first);
             let from = first + p.offset as u64;
             let to = (from + p.limit as u64).min(s.n);
@@ -885,17 +1316,13 @@ async fn collection(
         } else {
             let mut rows = Vec::new();
             for row in coll.rows.values() {
-                let mut keep = true;
-                for c in &p.clauses {
-                    match row_matches(row, c) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            keep = false;
-                            break;
-                        }
+                let keep = match &p.filter {
+                    None => true,
+                    Some(f) => match row_matches(row, f) {
+                        Ok(keep) => keep,
                         Err(e) => return adf_error(StatusCode::BAD_REQUEST, &e),
-                    }
-                }
+                    },
+                };
                 if keep {
                     rows.push(row);
                 }
