@@ -390,9 +390,7 @@ impl Cursor for WatermarkCursor {
                 },
                 Some(_),
             ) if keyset => {
-                let back = page
-                    .iter()
-                    .any(|r| r.key == anchor && r.modified_at == *t);
+                let back = page.iter().any(|r| r.key == anchor && r.modified_at == *t);
                 if back {
                     tracing::warn!(
                         at = %t,

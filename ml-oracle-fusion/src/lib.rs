@@ -10,6 +10,6 @@ pub mod source;
 pub use auth::JwtSigningKey;
 pub use builder::{OracleFusionBuilder, OracleFusionConfigKey};
 pub use error::{OracleFusionError, parse_error};
+pub use ml_core::cursor::Paging;
 pub use resource::{OracleResource, ResourceSpec};
 pub use source::OracleFusionSource;
-pub use ml_core::cursor::Paging;

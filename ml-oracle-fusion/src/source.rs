@@ -82,7 +82,11 @@ pub fn q_since(attr: &str, since: Timestamp) -> String {
 pub fn q_after(attr: &str, since: Timestamp, key_attr: &str, key: &str, numeric: bool) -> String {
     let is_number = numeric
         && !key.is_empty()
-        && key.strip_prefix('-').unwrap_or(key).bytes().all(|b| b.is_ascii_digit());
+        && key
+            .strip_prefix('-')
+            .unwrap_or(key)
+            .bytes()
+            .all(|b| b.is_ascii_digit());
     let literal = if is_number {
         key.to_owned()
     } else {

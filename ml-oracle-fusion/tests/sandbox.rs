@@ -203,7 +203,12 @@ async fn keyset_falls_back_when_the_pod_hides_timestamp_precision() {
     for id in 2_001..=2_150 {
         e.upsert_raw(
             "invoices",
-            &invoice_json(id, t0() + SignedDuration::from_hours(30), "5.00", "Late GmbH"),
+            &invoice_json(
+                id,
+                t0() + SignedDuration::from_hours(30),
+                "5.00",
+                "Late GmbH",
+            ),
         );
     }
     let (more, _, _) = cycle(&s, pos).await;

@@ -209,7 +209,10 @@ fn keyset_falls_back_when_the_server_hides_timestamp_precision() {
     r.cycle(&table, 4, 200);
     assert!(r.missing(&table).is_empty(), "{:?}", r.missing(&table));
     let st = r.cursor.decode(r.pos.as_ref()).expect("state");
-    assert!(st.keyset_unusable, "the fallback is recorded in the position");
+    assert!(
+        st.keyset_unusable,
+        "the fallback is recorded in the position"
+    );
     // Later cycles stay on anchored offsets and still lose nothing.
     for k in 12..20 {
         table.rows.insert(k, (1, 100_900 + i64::from(k)));
