@@ -306,10 +306,72 @@ async fn basic_auth_and_jwt_assertion_work() {
         .with_resource(OracleResource::PurchaseOrders)
         .build()
         .expect("jwt");
-    assert_eq!(jwt.poll(None).await.expect("poll").items.len(), 1);
-    assert_eq!(e.tokens_issued(), 1);
+    // Until the key's certificate is trusted, the assertion is refused (permanently).
+    let err = jwt.poll(None).await.expect_err("untrusted key");
+    assert!(!err.class().is_retryable(), "{err}");
+    assert!(err.to_string().contains("invalid_grant"), "{err}");
     let key = ml_oracle_fusion::JwtSigningKey::from_pkcs8_pem(&pem.into(), Some("k1".into()))
         .expect("key");
+    e.trust_jwt_key(None, key.public_key_der());
+    assert_eq!(jwt.poll(None).await.expect("poll").items.len(), 1);
+    assert_eq!(e.tokens_issued(), 1);
+    // A tampered assertion (claims changed after signing) and an expired one are refused.
+    let token_call = |assertion: String| {
+        let (id, secret, url) = (
+            e.client_id().to_owned(),
+            e.client_secret().to_owned(),
+            e.token_url(),
+        );
+        async move {
+            ml_core::http::ClientOptions::default()
+                .client()
+                .expect("client")
+                .post(url)
+                .basic_auth(id, Some(secret))
+                .form(&[
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                    ("assertion", assertion.as_str()),
+                ])
+                .send()
+                .await
+                .expect("send")
+                .status()
+        }
+    };
+    let now = jiff::Timestamp::now();
+    let good = key
+        .assertion(
+            "casey.brown",
+            e.client_id(),
+            ml_oracle_fusion::auth::JWT_AUDIENCE,
+            now,
+            Duration::from_secs(300),
+        )
+        .expect("sign");
+    assert_eq!(token_call(good.clone()).await, 200);
+    let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&parts[1])
+        .expect("b64");
+    let forged = String::from_utf8(claims)
+        .expect("utf8")
+        .replace("casey.brown", "the.cfo");
+    parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged);
+    assert_eq!(token_call(parts.join(".")).await, 400);
+    let expired = key
+        .assertion(
+            "casey.brown",
+            e.client_id(),
+            ml_oracle_fusion::auth::JWT_AUDIENCE,
+            now - SignedDuration::from_secs(3_600),
+            Duration::from_secs(300),
+        )
+        .expect("sign");
+    assert_eq!(token_call(expired).await, 400);
+    assert_eq!(
+        ml_sandbox::oracle::JWT_AUDIENCE,
+        ml_oracle_fusion::auth::JWT_AUDIENCE
+    );
     let a = key
         .assertion(
             "casey.brown",

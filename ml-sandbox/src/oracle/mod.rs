@@ -8,17 +8,23 @@
 //!   configured one (default `11.13.18.05`) or `latest`; anything else is 404.
 //! * `POST oauth2/v1/token`: `grant_type=client_credentials` (client id and secret by HTTP
 //!   Basic or form fields, `scope` recorded) or
-//!   `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` with an `assertion` whose
-//!   `iss` is the client id and `sub` non-empty (the signature is not checked: the
-//!   emulator has no certificate store). Tokens live [`token_lifetime`] (default 1 h) on the
-//!   emulator clock; an expired or unknown token is HTTP 401.
+//!   `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` with an `assertion`: an RS256
+//!   JWT whose signature verifies with a key trusted by [`OracleEmulator::trust_jwt_key`]
+//!   (the certificate uploaded to the confidential application; the header's `kid` picks
+//!   it when given), `iss` the client id, `sub` non-empty, `aud` the identity domain
+//!   audience [`JWT_AUDIENCE`], and `exp` not passed on the emulator clock; anything else is
+//!   `invalid_grant`. Tokens live [`token_lifetime`] (default 1 h) on the emulator clock;
+//!   an expired or unknown token is HTTP 401.
 //!
 //! Collection queries, as the emulator enforces them:
 //! * Auth: `Authorization: Basic` (the configured user) or `Bearer` (a live token), else 401.
-//! * `q`: with header `REST-Framework-Version: 2` (or higher) the expression subset
-//!   `Attr OP 'value' [and ...]` with `>=`, `>`, `<=`, `<`, `=`; timestamp attributes
-//!   (`LastUpdateDate`, `CreationDate`) compare as instants (RFC 3339 literal, quoted with
-//!   `'` or `"` or bare), others as text. Without the header (version 1) only
+//! * `q`: with header `REST-Framework-Version: 2` (or higher) the expression subset:
+//!   comparisons `Attr OP value` (`>=`, `>`, `<=`, `<`, `=`, `!=`, `<>`) joined by `and` /
+//!   `or` (`and` binds tighter; `;` also means `and`) and grouped with parentheses;
+//!   timestamp attributes (`LastUpdateDate`, `CreationDate`) compare as instants (RFC 3339
+//!   literal, quoted with `'` or `"` or bare), numbers as numbers, others as text. Traps
+//!   for keyset readers: [`OracleEmulator::refuse_disjunction`] (400 on `or`) and
+//!   [`OracleEmulator::hide_sub_millisecond_precision`]. Without the header (version 1) only
 //!   query-by-example `Attr=value;Attr2=value`. Anything else: HTTP 400 with an ADF error
 //!   body.
 //! * `orderBy=Attr:asc|desc,...` on `LastUpdateDate`, `CreationDate` and the key attribute
@@ -357,6 +363,8 @@ struct Inner {
     hidden_precision: bool,
     /// Answer a `q` with `or` with 400, like a pod whose framework cannot express it.
     refuse_or: bool,
+    /// Public keys (DER `RSAPublicKey`) trusted for JWT assertions, by optional `kid`.
+    jwt_keys: Vec<(Option<String>, Vec<u8>)>,
 }
 
 struct Shared {
@@ -456,6 +464,7 @@ impl OracleEmulatorBuilder {
                 scopes: Vec::new(),
                 hidden_precision: false,
                 refuse_or: false,
+                jwt_keys: Vec::new(),
             }),
         });
         let faults = Faults::with_error_body(self.seed, Arc::new(fault_body));
@@ -633,6 +642,15 @@ impl OracleEmulator {
         coll.rows.insert(SortKey::of(&key), row);
     }
 
+    /// Trusts an RSA public key (DER `RSAPublicKey`, e.g. from
+    /// `JwtSigningKey::public_key_der`) for JWT user assertions, under an optional `kid`.
+    pub fn trust_jwt_key(&self, kid: Option<&str>, public_key_der: impl Into<Vec<u8>>) {
+        self.shared
+            .lock()
+            .jwt_keys
+            .push((kid.map(str::to_owned), public_key_der.into()));
+    }
+
     /// Answers any `q` that uses `or` with 400 (as a pod limited to simpler filters would).
     pub fn refuse_disjunction(&self, on: bool) {
         self.shared.lock().refuse_or = on;
@@ -792,6 +810,56 @@ impl OracleEmulator {
     }
 }
 
+/// The audience a JWT user assertion must name (the identity domain).
+pub const JWT_AUDIENCE: &str = "https://identity.oraclecloud.com/";
+
+/// Checks an RS256 JWT user assertion: signature by a trusted key, `iss`, `sub`, `aud`,
+/// `exp`.
+fn verify_assertion(
+    jwt: &str,
+    keys: &[(Option<String>, Vec<u8>)],
+    client_id: &str,
+    now: Timestamp,
+) -> bool {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parts = jwt.split('.');
+    let (Some(h), Some(c), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let json = |p: &str| {
+        b64.decode(p)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    };
+    let (Some(header), Some(claims), Ok(sig)) = (json(h), json(c), b64.decode(sig)) else {
+        return false;
+    };
+    if header["alg"] != "RS256" {
+        return false;
+    }
+    let kid = header["kid"].as_str();
+    let signing_input = &jwt[..h.len() + 1 + c.len()];
+    let signed = keys
+        .iter()
+        .filter(|(k, _)| kid.is_none() || k.is_none() || k.as_deref() == kid)
+        .any(|(_, der)| {
+            ring::signature::UnparsedPublicKey::new(
+                &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                der,
+            )
+            .verify(signing_input.as_bytes(), &sig)
+            .is_ok()
+        });
+    signed
+        && claims["iss"] == client_id
+        && claims["sub"].as_str().is_some_and(|s| !s.is_empty())
+        && claims["aud"] == JWT_AUDIENCE
+        && claims["exp"].as_i64().is_some_and(|e| e > now.as_second())
+}
+
 fn adf_error(status: StatusCode, detail: &str) -> Response {
     let body = serde_json::json!({
         "title": status.canonical_reason().unwrap_or("Error"),
@@ -886,20 +954,10 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Stri
     match form.get("grant_type").map(String::as_str) {
         Some("client_credentials") => {}
         Some("urn:ietf:params:oauth:grant-type:jwt-bearer") => {
-            let ok = form.get("assertion").is_some_and(|a| {
-                let parts: Vec<&str> = a.split('.').collect();
-                parts.len() == 3 && {
-                    use base64::Engine as _;
-                    base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .decode(parts[1])
-                        .ok()
-                        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                        .is_some_and(|c| {
-                            c["iss"] == shared.client_id.as_str()
-                                && c["sub"].as_str().is_some_and(|s| !s.is_empty())
-                        })
-                }
-            });
+            let keys = shared.lock().jwt_keys.clone();
+            let ok = form
+                .get("assertion")
+                .is_some_and(|a| verify_assertion(a, &keys, &shared.client_id, shared.clock.now()));
             if !ok {
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
             }
