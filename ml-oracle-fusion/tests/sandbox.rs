@@ -276,6 +276,111 @@ async fn late_commits_and_updates_arrive_in_a_later_cycle() {
 }
 
 #[tokio::test]
+async fn records_created_and_changed_over_http_arrive_in_the_next_cycle() {
+    let e = OracleEmulator::start().await.expect("emulator");
+    let base = jiff::Timestamp::now() - SignedDuration::from_secs(3600);
+    for id in 1..=10 {
+        e.upsert_raw(
+            "invoices",
+            &invoice_json(id, base + SignedDuration::from_secs(id), "1.00", "A"),
+        );
+    }
+    let s = builder(&e)
+        .with_page_size(4)
+        .with_overlap(Duration::from_secs(600))
+        .build()
+        .expect("source");
+    let (first, pos, _) = cycle(&s, None).await;
+    assert_eq!(first.len(), 10);
+
+    let http = ml_core::http::ClientOptions::default()
+        .client()
+        .expect("client");
+    let url = |path: &str| format!("{}{path}", e.base_url());
+    let item = "application/vnd.oracle.adf.resourceitem+json";
+    // Create (the server assigns the key and stamps the who-columns).
+    let created = http
+        .post(url("fscmRestApi/resources/11.13.18.05/invoices"))
+        .basic_auth(e.user(), Some(e.password()))
+        .header("Content-Type", item)
+        .body(r#"{"InvoiceNumber":"NEW-1","InvoiceAmount":1234.56,"InvoiceCurrency":"EUR","Supplier":"Neu AG","ValidationStatus":"Not Validated"}"#)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(created.status(), 201);
+    let created: serde_json::Value = created.json().await.expect("json");
+    let new_id = created["InvoiceId"].to_string();
+    assert!(created["LastUpdateDate"].is_string(), "{created}");
+    // Update a served invoice.
+    let patched = http
+        .patch(url("fscmRestApi/resources/11.13.18.05/invoices/4"))
+        .basic_auth(e.user(), Some(e.password()))
+        .header("Content-Type", item)
+        .body(
+            r#"{"ValidationStatus":"Needs Revalidation","LastUpdateDate":"2000-01-01T00:00:00Z"}"#,
+        )
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(patched.status(), 200);
+    // Stage a late commit, stamped before rows already served.
+    let late = http
+        .put(url("sandbox/oracle/invoices"))
+        .body(invoice_json(
+            77,
+            base + SignedDuration::from_secs(3),
+            "9.99",
+            "Spät KG",
+        ))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(late.status(), 200);
+    // The API's own checks.
+    let unauth = http
+        .post(url("fscmRestApi/resources/11.13.18.05/invoices"))
+        .header("Content-Type", item)
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(unauth.status(), 401);
+    let missing = http
+        .patch(url("fscmRestApi/resources/11.13.18.05/invoices/999"))
+        .basic_auth(e.user(), Some(e.password()))
+        .header("Content-Type", item)
+        .body("{}")
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(missing.status(), 404);
+    let text = http
+        .post(url("fscmRestApi/resources/11.13.18.05/invoices"))
+        .basic_auth(e.user(), Some(e.password()))
+        .header("Content-Type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(text.status(), 415);
+
+    let (second, _, _) = cycle(&s, pos).await;
+    let rec = |k: &str| {
+        second.iter().find_map(|i| match i {
+            SourceItem::Record(r) if r.key == k => Some(r.clone()),
+            _ => None,
+        })
+    };
+    let new = rec(&new_id).expect("created invoice");
+    assert_eq!(new.fields.amount.expect("a").to_string(), "1,234.56 EUR");
+    assert_eq!(
+        rec("4").expect("patched").fields.status.as_deref(),
+        Some("Needs Revalidation")
+    );
+    assert!(rec("77").is_some(), "late commit");
+}
+
+#[tokio::test]
 async fn basic_auth_and_jwt_assertion_work() {
     let e = OracleEmulator::start().await.expect("emulator");
     e.upsert_raw("purchaseOrders", r#"{"POHeaderId":300000001,"OrderNumber":"PO-1","Ordered":1500.5,"Currency":"EUR","Supplier":"Ørsted A/S","Status":"Open","ProcurementBU":"EU1","LastUpdateDate":"2026-03-01T08:00:00.000+00:00"}"#);

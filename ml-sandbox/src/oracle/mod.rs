@@ -6,6 +6,12 @@
 //!   `payablesPayments`, `journalBatches`, `suppliers`, `receivablesInvoices` (and any
 //!   resource added with [`OracleEmulator::define_resource`]). `<version>` is the
 //!   configured one (default `11.13.18.05`) or `latest`; anything else is 404.
+//! * `POST fscmRestApi/resources/<version>/<resource>` creates an item and `PATCH
+//!   .../<resource>/<key>` updates one (body `application/json` or
+//!   `application/vnd.oracle.adf.resourceitem+json`; the server stamps `CreationDate` /
+//!   `LastUpdateDate` from the emulator clock, as Fusion's who-columns are). `PUT
+//!   sandbox/oracle/<resource>` (sandbox control, no auth) stores an item exactly as given,
+//!   timestamps included, to stage late commits during a run.
 //! * `POST oauth2/v1/token`: `grant_type=client_credentials` (client id and secret by HTTP
 //!   Basic or form fields, `scope` recorded) or
 //!   `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` with an `assertion`: an RS256
@@ -61,6 +67,7 @@
 //! [`token_lifetime`]: OracleEmulatorBuilder::token_lifetime
 
 mod query;
+mod write;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -72,7 +79,7 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post, put};
 use jiff::{SignedDuration, Timestamp};
 use ml_core::clock::{Clock, TokioClock};
 use serde_json::value::RawValue;
@@ -367,6 +374,54 @@ struct Inner {
     jwt_keys: Vec<(Option<String>, Vec<u8>)>,
 }
 
+impl Inner {
+    /// Stores an item as given (its key and timestamps from the JSON; a missing timestamp
+    /// is `now`). Returns the key.
+    fn store(
+        &mut self,
+        resource: &str,
+        json: &str,
+        now: Timestamp,
+    ) -> std::result::Result<String, String> {
+        let map: BTreeMap<String, Box<RawValue>> =
+            serde_json::from_str(json).map_err(|e| format!("an item is a JSON object: {e}"))?;
+        let hidden_on = self.hidden_precision;
+        let coll = self
+            .resources
+            .get_mut(resource)
+            .ok_or_else(|| format!("unknown resource {resource}"))?;
+        let key_raw = map
+            .get(&coll.key_attr)
+            .ok_or_else(|| format!("item without {}", coll.key_attr))?
+            .get();
+        let key = key_raw.trim_matches('"').to_owned();
+        let ts = |a: &str| {
+            map.get(a)
+                .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+                .and_then(|s| query::parse_ts(&s))
+                .unwrap_or(now)
+        };
+        // A database column finer than the JSON text: the row is stored some microseconds
+        // after the instant it is served with (derived from the key, so it is stable).
+        let hidden = if hidden_on {
+            let h = key
+                .bytes()
+                .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+            SignedDuration::from_micros(1 + (h % 998) as i64)
+        } else {
+            SignedDuration::ZERO
+        };
+        let row = Row {
+            key: key.clone(),
+            updated: ts("LastUpdateDate") + hidden,
+            created: ts("CreationDate"),
+            raw: RawValue::from_string(json.to_owned()).map_err(|e| e.to_string())?,
+        };
+        coll.rows.insert(SortKey::of(&key), row);
+        Ok(key)
+    }
+}
+
 struct Shared {
     clock: Arc<dyn Clock>,
     version: String,
@@ -471,8 +526,13 @@ impl OracleEmulatorBuilder {
         let router = Router::new()
             .route(
                 "/fscmRestApi/resources/{version}/{resource}",
-                get(collection),
+                get(collection).post(write::create),
             )
+            .route(
+                "/fscmRestApi/resources/{version}/{resource}/{key}",
+                patch(write::update),
+            )
+            .route("/sandbox/oracle/{resource}", put(write::put_raw))
             .route("/oauth2/v1/token", post(token))
             .with_state(shared.clone());
         let router = faults.layer(router);
@@ -603,43 +663,10 @@ impl OracleEmulator {
     /// When the text is not a JSON object with the resource's key, or the resource is
     /// unknown: a test bug.
     pub fn upsert_raw(&self, resource: &str, json: &str) {
-        let map: BTreeMap<String, Box<RawValue>> =
-            serde_json::from_str(json).expect("an item is a JSON object");
-        let mut inner = self.shared.lock();
-        let hidden_on = inner.hidden_precision;
-        let coll = inner
-            .resources
-            .get_mut(resource)
-            .unwrap_or_else(|| panic!("unknown resource {resource}"));
-        let key_raw = map
-            .get(&coll.key_attr)
-            .unwrap_or_else(|| panic!("item without {}", coll.key_attr))
-            .get();
-        let key = key_raw.trim_matches('"').to_owned();
         let now = self.shared.clock.now();
-        let ts = |a: &str| {
-            map.get(a)
-                .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
-                .and_then(|s| query::parse_ts(&s))
-                .unwrap_or(now)
-        };
-        // A database column finer than the JSON text: the row is stored some microseconds
-        // after the instant it is served with (derived from the key, so it is stable).
-        let hidden = if hidden_on {
-            let h = key
-                .bytes()
-                .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-            SignedDuration::from_micros(1 + (h % 998) as i64)
-        } else {
-            SignedDuration::ZERO
-        };
-        let row = Row {
-            key: key.clone(),
-            updated: ts("LastUpdateDate") + hidden,
-            created: ts("CreationDate"),
-            raw: RawValue::from_string(json.to_owned()).expect("valid JSON"),
-        };
-        coll.rows.insert(SortKey::of(&key), row);
+        if let Err(e) = self.shared.lock().store(resource, json, now) {
+            panic!("{e}");
+        }
     }
 
     /// Trusts an RSA public key (DER `RSAPublicKey`, e.g. from
