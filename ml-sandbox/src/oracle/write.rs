@@ -48,21 +48,28 @@ fn accept(
     version: &str,
     headers: &HeaderMap,
     body: &str,
-) -> Result<BTreeMap<String, Value>, Response> {
+) -> Result<BTreeMap<String, Value>, Box<Response>> {
     if version != shared.version && version != "latest" {
-        return Err(adf_error(StatusCode::NOT_FOUND, "unknown REST API version"));
+        return Err(Box::new(adf_error(
+            StatusCode::NOT_FOUND,
+            "unknown REST API version",
+        )));
     }
     if !authorised(shared, headers) {
-        return Err(super::unauthorized());
+        return Err(Box::new(super::unauthorized()));
     }
     if !is_item_media_type(headers) {
-        return Err(adf_error(
+        return Err(Box::new(adf_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "use application/vnd.oracle.adf.resourceitem+json",
-        ));
+        )));
     }
-    serde_json::from_str(body)
-        .map_err(|e| adf_error(StatusCode::BAD_REQUEST, &format!("not a JSON object: {e}")))
+    serde_json::from_str(body).map_err(|e| {
+        Box::new(adf_error(
+            StatusCode::BAD_REQUEST,
+            &format!("not a JSON object: {e}"),
+        ))
+    })
 }
 
 /// `POST .../<resource>`: creates an item. The server sets `CreationDate` and
@@ -75,7 +82,7 @@ pub(super) async fn create(
 ) -> Response {
     let mut attrs = match accept(&shared, &version, &headers, &body) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let now = shared.clock.now();
     let mut inner = shared.lock();
@@ -86,29 +93,26 @@ pub(super) async fn create(
         return adf_error(StatusCode::BAD_REQUEST, "a synthetic resource is read-only");
     }
     let key_attr = coll.key_attr.clone();
-    match attrs.get(&key_attr) {
-        Some(k) => {
-            let k = k.as_str().map_or_else(|| k.to_string(), str::to_owned);
-            if coll.rows.contains_key(&SortKey::of(&k)) {
-                return adf_error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("{key_attr} {k} already exists"),
-                );
-            }
+    if let Some(k) = attrs.get(&key_attr) {
+        let k = k.as_str().map_or_else(|| k.to_string(), str::to_owned);
+        if coll.rows.contains_key(&SortKey::of(&k)) {
+            return adf_error(
+                StatusCode::BAD_REQUEST,
+                &format!("{key_attr} {k} already exists"),
+            );
         }
-        None => {
-            let next = coll
-                .rows
-                .keys()
-                .filter_map(|k| match k {
-                    SortKey::Num(n) => Some(*n),
-                    SortKey::Text(_) => None,
-                })
-                .max()
-                .unwrap_or(300_000_000_000_000)
-                + 1;
-            attrs.insert(key_attr, next.into());
-        }
+    } else {
+        let next = coll
+            .rows
+            .keys()
+            .filter_map(|k| match k {
+                SortKey::Num(n) => Some(*n),
+                SortKey::Text(_) => None,
+            })
+            .max()
+            .unwrap_or(300_000_000_000_000)
+            + 1;
+        attrs.insert(key_attr, next.into());
     }
     let stamp = Value::String(oracle_ts(now));
     attrs.insert("CreationDate".into(), stamp.clone());
@@ -130,7 +134,7 @@ pub(super) async fn update(
 ) -> Response {
     let changes = match accept(&shared, &version, &headers, &body) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let now = shared.clock.now();
     let mut inner = shared.lock();
