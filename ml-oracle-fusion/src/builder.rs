@@ -59,11 +59,14 @@ pub enum OracleFusionConfigKey {
     OverlapSecs,
     /// `ORACLE_FUSION_TIME_ZONE`: IANA zone for timestamps without an offset (default UTC).
     TimeZone,
+    /// `ORACLE_FUSION_PAGING`: `keyset` (default) or `offset` (see
+    /// [`OracleFusionBuilder::with_paging`]).
+    Paging,
 }
 
 impl OracleFusionConfigKey {
     /// Every key.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::Url,
         Self::TokenUrl,
         Self::ClientId,
@@ -79,6 +82,7 @@ impl OracleFusionConfigKey {
         Self::PageSize,
         Self::OverlapSecs,
         Self::TimeZone,
+        Self::Paging,
     ];
 
     /// The environment variable.
@@ -99,6 +103,7 @@ impl OracleFusionConfigKey {
             Self::PageSize => "ORACLE_FUSION_PAGE_SIZE",
             Self::OverlapSecs => "ORACLE_FUSION_OVERLAP_SECS",
             Self::TimeZone => "ORACLE_FUSION_TIME_ZONE",
+            Self::Paging => "ORACLE_FUSION_PAGING",
         }
     }
 
@@ -134,7 +139,6 @@ pub struct OracleFusionBuilder {
     start_at: Option<Timestamp>,
     use_fields: bool,
     default_currency: Option<String>,
-    paging: Paging,
 }
 
 impl fmt::Debug for OracleFusionBuilder {
@@ -169,7 +173,6 @@ impl OracleFusionBuilder {
             start_at: None,
             use_fields: true,
             default_currency: None,
-            paging: Paging::Keyset,
         }
     }
 
@@ -327,9 +330,12 @@ impl OracleFusionBuilder {
     /// for `N` rows). The source falls back to [`Paging::AnchoredOffset`] by itself when the
     /// pod answers a keyset query with 400, or when it serves timestamps less precisely than
     /// it compares them (see [`ml_core::cursor`]).
-    pub fn with_paging(mut self, paging: Paging) -> Self {
-        self.paging = paging;
-        self
+    pub fn with_paging(self, paging: Paging) -> Self {
+        let v = match paging {
+            Paging::Keyset => "keyset",
+            Paging::AnchoredOffset => "offset",
+        };
+        self.with_config(OracleFusionConfigKey::Paging, v)
     }
 
     /// Whether to send `fields=` (default true; turn off if a pod refuses an attribute).
@@ -540,7 +546,17 @@ impl OracleFusionBuilder {
             .client()
             .map_err(|e| OracleFusionError::config("ClientOptions", e.to_string()))?;
         let auth = self.auth(&client)?;
-        let mut cursor = WatermarkCursor::new(overlap).with_paging(self.paging);
+        let paging = match self.val(K::Paging).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("keyset") => Paging::Keyset,
+            Some("offset") => Paging::AnchoredOffset,
+            Some(other) => {
+                return Err(OracleFusionError::config(
+                    K::Paging.as_env(),
+                    format!("`{other}` is neither `keyset` nor `offset`"),
+                ));
+            }
+        };
+        let mut cursor = WatermarkCursor::new(overlap).with_paging(paging);
         if let Some(t) = self.start_at {
             cursor = cursor.with_start_at(t);
         }

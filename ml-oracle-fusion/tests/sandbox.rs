@@ -610,6 +610,31 @@ async fn the_emulator_is_strict_where_fusion_is() {
 }
 
 #[test]
+fn paging_is_configurable_and_checked() {
+    let b = || {
+        OracleFusionBuilder::new()
+            .with_url("https://acme.fa.us2.oraclecloud.com/")
+            .with_basic("u", "p")
+    };
+    assert_eq!(b().build().expect("source").paging(), Paging::Keyset);
+    let off = b()
+        .with_config(OracleFusionConfigKey::Paging, "Offset")
+        .build()
+        .expect("source");
+    assert_eq!(off.paging(), Paging::AnchoredOffset);
+    let off = b()
+        .with_paging(Paging::AnchoredOffset)
+        .build()
+        .expect("source");
+    assert_eq!(off.paging(), Paging::AnchoredOffset);
+    let err = b()
+        .with_config(OracleFusionConfigKey::Paging, "sideways")
+        .build()
+        .expect_err("bad paging");
+    assert!(err.to_string().contains("ORACLE_FUSION_PAGING"), "{err}");
+}
+
+#[test]
 fn the_request_shape() {
     let s = OracleFusionBuilder::new()
         .with_url("https://acme.fa.us2.oraclecloud.com/")
