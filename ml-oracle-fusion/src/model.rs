@@ -1,6 +1,7 @@
 //! Mapping one REST item to a [`Record`] (or a [`Rejected`] item), reading amounts from the
 //! item's exact JSON text (never through a float).
 
+use std::borrow::{Borrow, Cow};
 use std::collections::BTreeMap;
 use std::str::FromStr as _;
 
@@ -13,8 +14,20 @@ use serde_json::value::RawValue;
 
 use crate::resource::{LineSpec, ResourceSpec};
 
-/// An item's attributes with their exact JSON text.
-pub(crate) type RawItem = BTreeMap<String, Box<RawValue>>;
+/// An attribute name, borrowed from the response text unless it holds escapes.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl Borrow<str> for Key<'_> {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An item's attributes with their exact JSON text, borrowed from the response body (no
+/// allocation per attribute: an invoice with its lines and distributions has dozens).
+pub(crate) type RawItem<'a> = BTreeMap<Key<'a>, &'a RawValue>;
 
 /// One mapped item with what the cursor needs to know about it.
 #[derive(Debug)]
@@ -25,7 +38,7 @@ pub(crate) struct Mapped {
     pub(crate) item: SourceItem,
 }
 
-fn text(item: &RawItem, attr: &str) -> Option<String> {
+fn text(item: &RawItem<'_>, attr: &str) -> Option<String> {
     let raw = item.get(attr)?.get();
     match serde_json::from_str::<serde_json::Value>(raw).ok()? {
         serde_json::Value::String(s) => Some(s),
@@ -96,7 +109,7 @@ pub(crate) fn map_item(
             item: SourceItem::Rejected(r),
         }
     };
-    let item: RawItem = match serde_json::from_str(raw.get()) {
+    let item: RawItem<'_> = match serde_json::from_str(raw.get()) {
         Ok(i) => i,
         Err(e) => return reject(None, None, format!("item is not a JSON object: {e}")),
     };
@@ -259,25 +272,26 @@ pub const GL_DETAIL_TRUNCATED: &str = "gl_detail_truncated";
 /// A child collection as served: a JSON array of items (REST framework version 2) or a
 /// collection object `{"items": [...], "hasMore": ...}` (version 3 and later).
 #[derive(serde::Deserialize)]
-struct ChildCollection {
-    items: Option<Vec<RawItem>>,
+struct ChildCollection<'a> {
+    #[serde(borrow)]
+    items: Option<Vec<RawItem<'a>>>,
     #[serde(rename = "hasMore", default)]
     has_more: bool,
 }
 
 /// The items of a child accessor and whether the server said there are more. Absent,
 /// `null`, or a collection object without `items` (children not expanded): no items.
-fn children(item: &RawItem, accessor: &str) -> Result<(Vec<RawItem>, bool), String> {
+fn children<'a>(item: &RawItem<'a>, accessor: &str) -> Result<(Vec<RawItem<'a>>, bool), String> {
     let Some(raw) = item.get(accessor) else {
         return Ok((Vec::new(), false));
     };
     let text = raw.get().trim_start();
     if text.starts_with('[') {
-        serde_json::from_str::<Vec<RawItem>>(text)
+        serde_json::from_str::<Vec<RawItem<'a>>>(text)
             .map(|v| (v, false))
             .map_err(|e| format!("{accessor} is not an array of items: {e}"))
     } else if text.starts_with('{') {
-        serde_json::from_str::<ChildCollection>(text)
+        serde_json::from_str::<ChildCollection<'a>>(text)
             .map(|c| (c.items.unwrap_or_default(), c.has_more))
             .map_err(|e| format!("{accessor} is not a collection: {e}"))
     } else if text == "null" {
@@ -288,7 +302,7 @@ fn children(item: &RawItem, accessor: &str) -> Result<(Vec<RawItem>, bool), Stri
 }
 
 /// An optional exact amount: absent or `null` is `None`, anything else must parse.
-fn child_amount(item: &RawItem, attr: &str, at: &str) -> Result<Option<Decimal>, String> {
+fn child_amount(item: &RawItem<'_>, attr: &str, at: &str) -> Result<Option<Decimal>, String> {
     match item.get(attr) {
         None => Ok(None),
         Some(r) if r.get().trim() == "null" => Ok(None),
@@ -320,10 +334,10 @@ fn describe(kind: Option<String>, description: Option<String>) -> Option<String>
 /// amount anywhere is an error (the whole item is rejected).
 fn map_lines(
     ls: &LineSpec,
-    item: &RawItem,
+    item: &RawItem<'_>,
     currency: Option<Currency>,
 ) -> Result<LineDetail, String> {
-    let opt = |i: &RawItem, a: &Option<String>| a.as_deref().and_then(|a| text(i, a));
+    let opt = |i: &RawItem<'_>, a: &Option<String>| a.as_deref().and_then(|a| text(i, a));
     let money = |d: Option<Decimal>, at: &str| -> Result<Option<Money>, String> {
         match (d, currency) {
             (None, _) => Ok(None),
@@ -635,6 +649,16 @@ mod tests {
             r#"{{{HEAD},"InvoiceAmount":3,"invoiceLines":"nope"}}"#
         )));
         assert!(r.reason.contains("invoiceLines"), "{}", r.reason);
+    }
+
+    #[test]
+    fn escaped_attribute_names_still_match() {
+        // `\u0049` is `I`: such a key cannot be borrowed from the text, and still matches.
+        let r = record(map(
+            r#"{"\u0049nvoiceId":5,"InvoiceAmount":2,"InvoiceCurrency":"USD","LastUpdateDate":"2026-03-20T16:53:51Z","invoiceLines":[{"Line\u004eumber":1,"LineAmount":2}]}"#,
+        ));
+        assert_eq!(r.key, "5");
+        assert_eq!(r.fields.lines[0].number, "1");
     }
 
     #[test]

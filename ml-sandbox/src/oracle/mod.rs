@@ -1215,12 +1215,32 @@ fn is_child(raw: &RawValue) -> bool {
         .is_some_and(|r| matches!(r.trim_start().as_bytes().first(), Some(b'{' | b']')))
 }
 
-type RawMap = BTreeMap<String, Box<RawValue>>;
+/// An attribute name, borrowed from the item's text unless it holds escapes.
+#[derive(PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+#[serde(transparent)]
+struct Key<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+
+/// An item's attributes with their exact JSON text, borrowed from the stored text (no
+/// per-attribute allocation: synthetic backfills render a million of these).
+type RawMap<'a> = BTreeMap<Key<'a>, &'a RawValue>;
+
+/// Writes `"key":`.
+fn push_key(out: &mut String, k: &str) -> std::result::Result<(), String> {
+    if k.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(&serde_json::to_string(k).map_err(|e| e.to_string())?);
+    } else {
+        out.push('"');
+        out.push_str(k);
+        out.push('"');
+    }
+    out.push(':');
+    Ok(())
+}
 
 /// Writes one item (header or child) with the attributes in `attrs` (`None`: all) and the
 /// children `p` asks for, at accessor `path` (`""` for the header).
 fn render_object(
-    map: &RawMap,
+    map: &RawMap<'_>,
     path: &str,
     attrs: Option<&[String]>,
     p: &Params,
@@ -1235,23 +1255,28 @@ fn render_object(
         }
     };
     let mut child_links = Vec::new();
+    let mut child_path = String::new();
     for (k, v) in map {
+        let k: &str = &k.0;
         if is_child(v) {
-            child_links.push(k);
-            let child_path = if path.is_empty() {
-                k.clone()
-            } else {
-                format!("{path}.{k}")
-            };
+            if !p.only_data {
+                child_links.push(k);
+            }
+            child_path.clear();
+            if !path.is_empty() {
+                child_path.push_str(path);
+                child_path.push('.');
+            }
+            child_path.push_str(k);
             let child_attrs = match p.fields.child(&child_path) {
                 Served::No => continue,
                 Served::All => None,
                 Served::Only(a) => Some(a),
             };
-            let items: Vec<RawMap> = serde_json::from_str(v.get()).map_err(|e| e.to_string())?;
+            let items: Vec<RawMap<'_>> =
+                serde_json::from_str(v.get()).map_err(|e| e.to_string())?;
             sep(out);
-            out.push_str(&serde_json::to_string(k).map_err(|e| e.to_string())?);
-            out.push(':');
+            push_key(out, k)?;
             let v3 = p.fields.framework >= 3;
             out.push_str(if v3 { "{\"items\":[" } else { "[" });
             for (i, item) in items.iter().enumerate() {
@@ -1280,8 +1305,7 @@ fn render_object(
             continue;
         }
         sep(out);
-        out.push_str(&serde_json::to_string(k).map_err(|e| e.to_string())?);
-        out.push(':');
+        push_key(out, k)?;
         out.push_str(v.get());
     }
     if !p.only_data {
@@ -1312,7 +1336,7 @@ fn render_item(
         out.push_str(raw.get());
         return Ok(());
     }
-    let map: RawMap = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+    let map: RawMap<'_> = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
     render_object(&map, "", p.fields.header.as_deref(), p, self_href, out)
 }
 
