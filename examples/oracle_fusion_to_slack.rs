@@ -17,9 +17,10 @@
 //!   `ORACLE_FUSION_PASSWORD`, and `SLACK_BOT_TOKEN`, it talks to the real systems.
 //! * `ML_POLL_INTERVAL_SECS` (300..=900, default 600), `ML_FINANCE_THRESHOLD` (default
 //!   `10000 USD`), `ML_AUDIT_DB` (default `ml-audit.db` in the working directory),
-//!   `ML_COST_CENTER_SEGMENT` (the 0-based segment of your chart of accounts' combination
-//!   that is the cost center, default 1 as in `01-520-7640-0000-000`; `none` to leave
-//!   cost centers out).
+//!   `ORACLE_FUSION_COST_CENTER_SEGMENT` (the 0-based segment of your chart of accounts'
+//!   combination that is the cost center, e.g. `1` for `01-520-7640-0000-000`; unset: no
+//!   cost center, the whole combination is shown).
+//! * In sandbox mode, records can be added or changed while it runs (the URLs are printed).
 //! * `--once` runs one cycle and exits; at exit it prints a summary and the journal's path.
 
 use std::sync::Arc;
@@ -174,35 +175,27 @@ async fn main() -> Result<()> {
             "No ORACLE_FUSION_URL set: using the in-process Oracle Fusion sandbox at {}",
             e.base_url()
         );
+        println!(
+            "  add or change records while it runs: POST/PATCH {0}fscmRestApi/resources/{1}/invoices, \
+             or PUT {0}sandbox/oracle/invoices with any timestamps",
+            e.base_url(),
+            e.version()
+        );
         let b = OracleFusionBuilder::new()
             .with_url(e.base_url())
-            .with_client_credentials(e.token_url(), e.client_id(), e.client_secret());
+            .with_client_credentials(e.token_url(), e.client_id(), e.client_secret())
+            .with_cost_center_segment('-', 1);
         _oracle_emulator = Some(e);
         b
     };
-    // GL detail: the invoices' lines and distributions come in the same request; which
-    // segment of the account combination is the cost center depends on the chart of
-    // accounts. (`build_many` would use the built-in specs, so the invoice source is built
-    // on its own: it fetches its own token.)
-    let invoice_spec = match env("ML_COST_CENTER_SEGMENT").as_deref() {
-        Some("none") => OracleResource::Invoices.spec(),
-        other => {
-            let i = other.map_or(Ok(1), str::parse::<usize>).map_err(|_| {
-                Error::config(
-                    "ML_COST_CENTER_SEGMENT",
-                    "a segment index (0, 1, ...) or none",
-                )
-            })?;
-            OracleResource::Invoices
-                .spec()
-                .with_cost_center_segment('-', i)
-        }
-    };
-    let mut sources = vec![oracle.clone().with_resource_spec(invoice_spec).build()?];
-    sources.extend(oracle.build_many(&[
+    // GL detail: the invoices' lines and distributions come in the same request. Which
+    // segment of an account combination is the cost center depends on the chart of
+    // accounts: ORACLE_FUSION_COST_CENTER_SEGMENT (the sandbox's demo chart: segment 1).
+    let sources = oracle.build_many(&[
+        OracleResource::Invoices,
         OracleResource::PurchaseOrders,
         OracleResource::JournalBatches,
-    ])?);
+    ])?;
     for s in &sources {
         s.healthcheck().await?;
     }

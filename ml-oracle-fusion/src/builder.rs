@@ -62,11 +62,15 @@ pub enum OracleFusionConfigKey {
     /// `ORACLE_FUSION_PAGING`: `keyset` (default) or `offset` (see
     /// [`OracleFusionBuilder::with_paging`]).
     Paging,
+    /// `ORACLE_FUSION_COST_CENTER_SEGMENT`: which segment of an account combination is the
+    /// cost center, `<index>` or `<index>:<separator>` (`1`, `2:.`; separator default `-`).
+    /// Unset: no cost center, only the whole combination as the GL account.
+    CostCenterSegment,
 }
 
 impl OracleFusionConfigKey {
     /// Every key.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::Url,
         Self::TokenUrl,
         Self::ClientId,
@@ -83,6 +87,7 @@ impl OracleFusionConfigKey {
         Self::OverlapSecs,
         Self::TimeZone,
         Self::Paging,
+        Self::CostCenterSegment,
     ];
 
     /// The environment variable.
@@ -104,6 +109,7 @@ impl OracleFusionConfigKey {
             Self::OverlapSecs => "ORACLE_FUSION_OVERLAP_SECS",
             Self::TimeZone => "ORACLE_FUSION_TIME_ZONE",
             Self::Paging => "ORACLE_FUSION_PAGING",
+            Self::CostCenterSegment => "ORACLE_FUSION_COST_CENTER_SEGMENT",
         }
     }
 
@@ -260,6 +266,17 @@ impl OracleFusionBuilder {
     pub fn with_resource(mut self, r: OracleResource) -> Self {
         self.spec = Some(r.spec());
         self
+    }
+
+    /// Which segment (0-based) of an account combination split on `separator` is the cost
+    /// center, for every resource read with lines (the chart of accounts decides; e.g.
+    /// `01-520-7640-0000-000` with `('-', 1)` has cost center `520`). Kept by
+    /// [`build_many`](Self::build_many).
+    pub fn with_cost_center_segment(self, separator: char, index: usize) -> Self {
+        self.with_config(
+            OracleFusionConfigKey::CostCenterSegment,
+            format!("{index}:{separator}"),
+        )
     }
 
     /// A full resource description (custom attributes).
@@ -500,6 +517,21 @@ impl OracleFusionBuilder {
         }
         if let Some(t) = &self.timestamp_attr {
             spec.timestamp.clone_from(t);
+        }
+        if let Some(v) = self.val(K::CostCenterSegment) {
+            let (index, sep) = v.split_once(':').unwrap_or((v, "-"));
+            let bad = || {
+                OracleFusionError::config(
+                    K::CostCenterSegment.as_env(),
+                    format!("`{v}` is not <index> or <index>:<separator> (e.g. 1 or 2:.)"),
+                )
+            };
+            let index: usize = index.trim().parse().map_err(|_| bad())?;
+            let mut chars = sep.chars();
+            let (Some(sep), None) = (chars.next(), chars.next()) else {
+                return Err(bad());
+            };
+            spec = spec.with_cost_center_segment(sep, index);
         }
         let version = self.val(K::ApiVersion).unwrap_or(DEFAULT_API_VERSION);
         if version.contains('/') {

@@ -11,5 +11,5 @@ pub use auth::JwtSigningKey;
 pub use builder::{OracleFusionBuilder, OracleFusionConfigKey};
 pub use error::{OracleFusionError, parse_error};
 pub use ml_core::cursor::Paging;
-pub use resource::{OracleResource, ResourceSpec};
+pub use resource::{AccountSegments, LineSpec, OracleResource, ResourceSpec};
 pub use source::OracleFusionSource;

@@ -230,6 +230,16 @@ impl ResourceSpec {
         v
     }
 
+    /// The value of the `expand` query parameter that brings the lines (and their
+    /// distributions) when `fields` is not sent; `None` for a resource read without lines.
+    pub fn expand_param(&self) -> Option<String> {
+        let l = self.lines.as_ref()?;
+        Some(match &l.distributions {
+            Some(d) => format!("{0},{0}.{d}", l.lines),
+            None => l.lines.clone(),
+        })
+    }
+
     /// The value of the `fields` query parameter: the header attributes of
     /// [`Self::fields`], then, when [`Self::lines`] is set, one child group per level
     /// (`;invoiceLines:LineNumber,...;invoiceLines.invoiceDistributions:...`).

@@ -146,6 +146,9 @@ impl OracleFusionSource {
         q.push(("offset", offset.to_string()));
         if self.use_fields {
             q.push(("fields", self.spec.fields_param()));
+        } else if let Some(expand) = self.spec.expand_param() {
+            // Without `fields`, children come only as links unless expanded.
+            q.push(("expand", expand));
         }
         q
     }

@@ -17,8 +17,8 @@ use ml_core::money::Money;
 use ml_core::record::{Record, SourceItem};
 use ml_core::routing::{Condition, MatchMode, Router, Rule};
 use ml_core::{Destination, EntityKind, Pipeline, Schedule, Stream};
-use ml_oracle_fusion::OracleResource;
 use ml_oracle_fusion::model::parse_decimal;
+use ml_oracle_fusion::{OracleFusionConfigKey, OracleResource};
 use ml_sandbox::oracle::{
     OracleEmulator, invoice_json, invoice_lines_json, unvalidated_invoice_json,
 };
@@ -256,6 +256,47 @@ fn content(m: &StoredMessage) -> String {
         m.text,
         m.blocks.as_ref().map(Value::to_string).unwrap_or_default()
     )
+}
+
+#[tokio::test]
+async fn build_many_keeps_the_cost_center_and_expand_replaces_fields() {
+    let e = OracleEmulator::start().await.expect("emulator");
+    load(&e);
+    let sources = builder(&e)
+        .with_page_size(PAGE)
+        .with_cost_center_segment('-', 2)
+        .build_many(&[OracleResource::PurchaseOrders, OracleResource::Invoices])
+        .expect("sources");
+    let (items, _, _) = cycle(&sources[1], None).await;
+    let r = record(&items, LARGE);
+    assert!(!r.fields.lines.is_empty());
+    for l in &r.fields.lines {
+        let account = l.gl_account.as_deref().expect("acct");
+        assert_eq!(l.cost_center.as_deref(), account.split('-').nth(2));
+    }
+    // Without `fields`, the lines are asked for with `expand`.
+    let expanded = builder(&e)
+        .with_page_size(PAGE)
+        .with_fields_param(false)
+        .build()
+        .expect("source");
+    let (items, _, _) = cycle(&expanded, None).await;
+    let r = record(&items, LARGE);
+    assert_eq!(
+        r.fields.lines.len(),
+        generated(LARGE, "48200.30000000000000004").len()
+    );
+    assert!(r.fields.lines.iter().all(|l| l.cost_center.is_none()));
+    // A bad setting names its key.
+    let err = builder(&e)
+        .with_config(OracleFusionConfigKey::CostCenterSegment, "two")
+        .build()
+        .expect_err("bad");
+    assert!(
+        err.to_string()
+            .contains("ORACLE_FUSION_COST_CENTER_SEGMENT"),
+        "{err}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
