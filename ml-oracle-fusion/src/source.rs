@@ -75,19 +75,17 @@ pub fn q_since(attr: &str, since: Timestamp) -> String {
     format!("{attr} >= '{since}'")
 }
 
+fn is_integer(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The keyset continuation filter: rows after (`since`, `key`) in (timestamp, key) order,
 /// `LastUpdateDate > 'T' or (LastUpdateDate = 'T' and InvoiceId > 300100)`. A numeric key is
 /// written bare so the pod compares numbers (as it sorts them); anything else is quoted
 /// with `'` doubled.
 pub fn q_after(attr: &str, since: Timestamp, key_attr: &str, key: &str, numeric: bool) -> String {
-    let is_number = numeric
-        && !key.is_empty()
-        && key
-            .strip_prefix('-')
-            .unwrap_or(key)
-            .bytes()
-            .all(|b| b.is_ascii_digit());
-    let literal = if is_number {
+    let literal = if numeric && is_integer(key) {
         key.to_owned()
     } else {
         format!("'{}'", key.replace('\'', "''"))
@@ -227,6 +225,16 @@ impl Source for OracleFusionSource {
     async fn poll(&self, from: Option<&Position>) -> Result<Page> {
         let mut cursor = self.cursor();
         let mut plan = cursor.plan(from)?;
+        // An anchor that is not a number where the key is one (a rejected item without a
+        // key ends the page) cannot be compared by the pod: read this page by offset.
+        if plan
+            .after_key
+            .as_deref()
+            .is_some_and(|k| self.spec.key_is_number && !is_integer(k))
+        {
+            cursor = cursor.with_paging(Paging::AnchoredOffset);
+            plan = cursor.plan(from)?;
+        }
         let query = self.page_query(&plan, self.page_size);
         let body = match self.get(&query, plan.after_key.is_some()).await {
             // The pod cannot express the keyset filter: the same position, read by offset.
