@@ -101,6 +101,8 @@ pub struct ReadPlan {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Paging {
     /// `modified >= t`, an offset, and the previous page's last row re-read and checked.
+    /// Needs a page size of at least 2 (the anchor and one new row): with 1, every other
+    /// step cannot be checked and a row shifting at that moment can be skipped.
     #[default]
     AnchoredOffset,
     /// `modified > t OR (modified = t AND key > k)`: no row read twice.

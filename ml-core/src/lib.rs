@@ -79,7 +79,7 @@ pub use error::{Error, ErrorClass, Result};
 pub use limiter::RateLimiter;
 pub use money::{Currency, Money};
 pub use pipeline::{Pipeline, Stream};
-pub use record::{EntityKind, Record};
+pub use record::{EntityKind, RawJson, Record};
 pub use schedule::Schedule;
 pub use sink::{Destination, Sink};
 pub use source::Source;

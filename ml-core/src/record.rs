@@ -161,9 +161,10 @@ pub struct Record {
     /// A link back to the object in the source's UI, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
-    /// The raw item as the source returned it.
+    /// The raw item exactly as the source returned it (JSON text: amounts keep every
+    /// digit).
     #[serde(default)]
-    pub raw: serde_json::Value,
+    pub raw: RawJson,
 }
 
 impl Record {
@@ -183,7 +184,7 @@ impl Record {
             modified_at,
             fields: BusinessFields::default(),
             link: None,
-            raw: serde_json::Value::Null,
+            raw: RawJson::null(),
         }
     }
 
@@ -205,9 +206,9 @@ impl Record {
         self
     }
 
-    /// Sets the raw payload.
-    pub fn with_raw(mut self, raw: serde_json::Value) -> Self {
-        self.raw = raw;
+    /// Sets the raw payload: a [`RawJson`] (exact text), or a `serde_json::Value`.
+    pub fn with_raw(mut self, raw: impl Into<RawJson>) -> Self {
+        self.raw = raw.into();
         self
     }
 
@@ -268,8 +269,8 @@ pub struct Rejected {
     pub key: Option<String>,
     /// Why the item was rejected.
     pub reason: String,
-    /// The raw item.
-    pub raw: serde_json::Value,
+    /// The raw item, exactly as the source returned it.
+    pub raw: RawJson,
     /// Its modification time, when it could be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified_at: Option<Timestamp>,
@@ -277,11 +278,11 @@ pub struct Rejected {
 
 impl Rejected {
     /// A rejected item.
-    pub fn new(key: Option<String>, reason: impl Into<String>, raw: serde_json::Value) -> Self {
+    pub fn new(key: Option<String>, reason: impl Into<String>, raw: impl Into<RawJson>) -> Self {
         Self {
             key,
             reason: reason.into(),
-            raw,
+            raw: raw.into(),
             modified_at: None,
         }
     }
@@ -295,7 +296,7 @@ impl Rejected {
         // FNV-1a rather than std's hasher: this identity is stored in the journal, so it
         // must not change between Rust releases.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self.raw.to_string().bytes() {
+        for b in self.raw.as_str().bytes() {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
@@ -380,5 +381,105 @@ mod tests {
         assert_eq!(a.identity(), b.identity());
         let c = Rejected::new(Some("7".into()), "bad", serde_json::Value::Null);
         assert_eq!(c.identity(), "key:7");
+    }
+}
+
+/// A source item exactly as the source sent it: its JSON text. A `serde_json::Value` would
+/// pass every number through `f64` (`98765432109876.54` would be journaled as `...876.55`),
+/// so the audit trail keeps the text. Serialises as the JSON itself, not as a string.
+#[derive(Clone)]
+pub struct RawJson(Box<serde_json::value::RawValue>);
+
+impl RawJson {
+    /// JSON `null` (a record built in code, with nothing raw).
+    pub fn null() -> Self {
+        Self::from(serde_json::Value::Null)
+    }
+
+    /// Takes JSON text as it is; text that is not JSON is [`Error::InvalidRecord`].
+    pub fn from_text(text: impl Into<String>) -> Result<Self> {
+        serde_json::value::RawValue::from_string(text.into())
+            .map(Self)
+            .map_err(|e| Error::InvalidRecord(format!("raw item is not JSON: {e}")))
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Whether this is JSON `null`.
+    pub fn is_null(&self) -> bool {
+        self.as_str().trim() == "null"
+    }
+
+    /// Parses the text into a `serde_json::Value` for inspection. Numbers become `f64` or
+    /// integers there: read money from the typed fields, or from [`Self::as_str`].
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.as_str()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Default for RawJson {
+    fn default() -> Self {
+        Self::null()
+    }
+}
+
+impl From<serde_json::Value> for RawJson {
+    fn from(v: serde_json::Value) -> Self {
+        Self::from(&v)
+    }
+}
+
+impl From<&serde_json::Value> for RawJson {
+    fn from(v: &serde_json::Value) -> Self {
+        // A `Value` always serialises to valid JSON (`Box<RawValue>`'s default is `null`).
+        Self(serde_json::value::RawValue::from_string(v.to_string()).unwrap_or_default())
+    }
+}
+
+impl From<Box<serde_json::value::RawValue>> for RawJson {
+    fn from(v: Box<serde_json::value::RawValue>) -> Self {
+        Self(v)
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RawJson {}
+
+/// Compares the parsed JSON (numbers as `serde_json` reads them).
+impl PartialEq<serde_json::Value> for RawJson {
+    fn eq(&self, other: &serde_json::Value) -> bool {
+        self.to_value() == *other
+    }
+}
+
+impl fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RawJson({})", self.as_str())
+    }
+}
+
+impl fmt::Display for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Box::<serde_json::value::RawValue>::deserialize(d).map(Self)
     }
 }

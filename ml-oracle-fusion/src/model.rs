@@ -8,7 +8,7 @@ use std::str::FromStr as _;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use ml_core::money::{Currency, Money};
-use ml_core::record::{BusinessFields, Line, Record, Rejected, SourceItem};
+use ml_core::record::{BusinessFields, Line, RawJson, Record, Rejected, SourceItem};
 use rust_decimal::Decimal;
 use serde_json::value::RawValue;
 
@@ -98,7 +98,8 @@ pub(crate) fn map_item(
     default_currency: Option<Currency>,
     raw: &RawValue,
 ) -> Mapped {
-    let value = || serde_json::from_str::<serde_json::Value>(raw.get()).unwrap_or_default();
+    // The item's exact text goes to the journal: a `Value` would round amounts through f64.
+    let value = || RawJson::from(raw.to_owned());
     let reject = |key: Option<String>, modified_at: Option<Timestamp>, reason: String| {
         let mut r = Rejected::new(key.clone(), reason, value());
         r.modified_at = modified_at;

@@ -92,6 +92,15 @@ async fn backfill_with_traps_reads_each_item_once_with_the_exact_call_count() {
         rec("4242").fields.amount.expect("a").amount.to_string(),
         "98765432109876.54"
     );
+    // The raw item keeps the amount's text too (a serde_json::Value would say ...876.55).
+    assert!(
+        rec("4242")
+            .raw
+            .as_str()
+            .contains(r#""InvoiceAmount":98765432109876.54"#),
+        "{}",
+        rec("4242").raw
+    );
     assert_eq!(
         rec("7").fields.amount.expect("a").amount.to_string(),
         "0.30000000000000004"

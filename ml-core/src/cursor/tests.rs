@@ -385,6 +385,8 @@ proptest! {
         const OVERLAP: i64 = 20;
         let mut table = Table::default();
         let paging = if keyset { Paging::Keyset } else { Paging::AnchoredOffset };
+        // Anchored offsets need room for the anchor and one new row (see `Paging`).
+        let limit = if keyset { limit } else { limit.max(2) };
         let mut r = Reader::with_paging(OVERLAP as u64, paging);
         let mut clock = 1_000i64;
         let mut next_key = 0u32;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use crate::clock::{Clock, SystemClock};
-use crate::cursor::{Cursor, Position, Seen, WatermarkCursor};
+use crate::cursor::{Cursor, Paging, Position, Seen, WatermarkCursor};
 use crate::error::{Error, Result};
 use crate::record::{EntityKind, Record, Rejected, SourceItem};
 use crate::source::{Page, Source};
@@ -126,7 +126,8 @@ impl MemorySource {
         }
     }
 
-    /// Sets the page size (at least 1).
+    /// Sets the page size (at least 1; at least 2 is used under
+    /// [`Paging::AnchoredOffset`](crate::cursor::Paging), which needs room for its anchor).
     pub fn with_page_size(mut self, n: usize) -> Self {
         self.page_size = n.max(1);
         self
@@ -196,6 +197,10 @@ impl Source for MemorySource {
             return Err(e);
         }
         let plan = self.cursor.plan(from)?;
+        let page_size = match self.cursor.paging() {
+            Paging::Keyset => self.page_size,
+            Paging::AnchoredOffset => self.page_size.max(2),
+        };
         let (rows, more) = {
             let table = self.table.lock();
             let mut all: Vec<(Timestamp, &String, &Row)> = table
@@ -214,10 +219,10 @@ impl Source for MemorySource {
             let rows: Vec<(String, Row)> = all
                 .iter()
                 .skip(offset)
-                .take(self.page_size)
+                .take(page_size)
                 .map(|(_, k, r)| ((*k).clone(), (*r).clone()))
                 .collect();
-            (rows, all.len() > offset.saturating_add(self.page_size))
+            (rows, all.len() > offset.saturating_add(page_size))
         };
         let versions: Vec<String> = rows
             .iter()
@@ -253,7 +258,7 @@ impl Source for MemorySource {
                 } => SourceItem::Rejected(Rejected {
                     key: Some(key),
                     reason,
-                    raw,
+                    raw: raw.into(),
                     modified_at: Some(modified_at),
                 }),
             })

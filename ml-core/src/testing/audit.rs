@@ -12,7 +12,7 @@ use crate::audit::{
 use crate::cursor::Position;
 use crate::error::Error;
 use crate::money::Money;
-use crate::record::{BusinessFields, EntityKind, Record, Rejected};
+use crate::record::{BusinessFields, EntityKind, RawJson, Record, Rejected};
 use crate::sink::{Destination, Receipt};
 
 fn t(secs: i64) -> Timestamp {
@@ -29,7 +29,13 @@ pub fn sample_record(key: &str, version: &str) -> Record {
             amount: Some(Money::parse("-1234.56", "CHF").expect("money")),
             ..BusinessFields::default()
         })
-        .with_raw(serde_json::json!({"id": key, "v": version, "note": "ünïcödé"}))
+        // An amount no f64 holds: the journal must keep the source's text exactly.
+        .with_raw(
+            RawJson::from_text(format!(
+                r#"{{"id":"{key}","v":"{version}","InvoiceAmount":98765432109876.54,"note":"ünïcödé"}}"#
+            ))
+            .expect("json"),
+        )
 }
 
 fn dest(a: &str) -> Destination {
@@ -118,6 +124,19 @@ pub async fn positions_commit_atomically(s: &dyn AuditStore) {
     assert_eq!(s.load_position("inv").await.expect("load"), None);
     commit(s, "inv", vec![planned("1", "a", &["#a"])], 7).await;
     assert_eq!(s.load_position("inv").await.expect("load"), Some(pos(7)));
+    let h = s.record_history("inv", "1").await.expect("history");
+    assert_eq!(
+        h.versions[0].record.raw.as_str(),
+        sample_record("1", "a").raw.as_str(),
+        "the raw item is journaled as its exact text"
+    );
+    assert!(
+        h.versions[0]
+            .record
+            .raw
+            .as_str()
+            .contains("98765432109876.54")
+    );
     assert_eq!(s.load_position("other").await.expect("load"), None);
 
     // An invalid record fails the whole page: position, records and deliveries unchanged.
