@@ -68,6 +68,10 @@ async fn main() -> Result<()> {
                         .map(|m| m.to_string())
                         .unwrap_or_default()
                 );
+                // The source item exactly as it was read (amounts keep every digit).
+                if !v.record.raw.is_null() {
+                    println!("    source item: {}", v.record.raw);
+                }
             }
             for d in &h.deliveries {
                 println!(
