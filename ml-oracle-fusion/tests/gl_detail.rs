@@ -7,16 +7,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use common::{builder, cycle, expected_pages, t0};
+use common::{builder, cycle, expected_pages, slack_pipeline, t0};
 use jiff::SignedDuration;
 use ml_core::clock::TokioClock;
-use ml_core::limiter::{GcraLimiter, Quota};
 use ml_core::money::Money;
 use ml_core::record::{Record, SourceItem};
 use ml_core::routing::{Condition, MatchMode, Router, Rule};
-use ml_core::{Destination, EntityKind, Pipeline, Schedule, Stream};
+use ml_core::{Destination, EntityKind};
 use ml_oracle_fusion::model::parse_decimal;
 use ml_oracle_fusion::{OracleFusionConfigKey, OracleResource};
 use ml_sandbox::oracle::{
@@ -326,30 +324,13 @@ async fn finance_gets_the_gl_detail_and_procurement_does_not() {
         .with_clock(clock.clone())
         .build()
         .expect("source");
-    let limiter = GcraLimiter::builder()
-        .prefix(
-            "slack:",
-            Quota::per_second(1).expect("q").burst(1).expect("b"),
-        )
-        .build();
-    let p = Pipeline::builder()
-        .store(Arc::new(
-            ml_store::SqliteBuilder::new()
-                .in_memory()
-                .build()
-                .expect("journal"),
-        ))
-        .stream(Stream::new(
-            "invoices",
-            Arc::new(source),
-            Schedule::every(Duration::from_secs(600)).expect("schedule"),
-        ))
-        .router(router(Money::parse("10000", "USD").expect("m")))
-        .sink("slack", Arc::new(sink))
-        .limiter(Arc::new(limiter))
-        .clock(clock)
-        .build()
-        .expect("pipeline");
+    let p = slack_pipeline(
+        source,
+        router(Money::parse("10000", "USD").expect("m")),
+        Arc::new(sink),
+        clock,
+        None,
+    );
     let before = oracle.collection_calls();
     let summary = p.run_once().await.expect("run");
     assert_eq!(

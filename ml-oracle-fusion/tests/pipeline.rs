@@ -9,12 +9,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{builder, t0};
+use common::{builder, slack_pipeline, t0};
 use jiff::SignedDuration;
+use ml_core::EntityKind;
 use ml_core::clock::TokioClock;
-use ml_core::limiter::{GcraLimiter, Quota};
 use ml_core::routing::{Condition, MatchMode, Router, Rule};
-use ml_core::{EntityKind, Pipeline, Schedule, Stream};
 use ml_sandbox::fault::{Fault, FaultRule};
 use ml_sandbox::oracle::{OracleEmulator, invoice_json};
 use ml_sandbox::slack::{Channel, SlackEmulator, StoredMessage};
@@ -90,31 +89,13 @@ async fn ten_thousand_invoices_with_traps_exactly_once_in_order_without_a_429() 
         .with_clock(clock.clone())
         .build()
         .expect("source");
-    let limiter = GcraLimiter::builder()
-        .prefix(
-            "slack:",
-            Quota::per_second(1).expect("q").burst(1).expect("b"),
-        )
-        .build();
-    let p = Pipeline::builder()
-        .store(Arc::new(
-            ml_store::SqliteBuilder::new()
-                .in_memory()
-                .build()
-                .expect("journal"),
-        ))
-        .stream(Stream::new(
-            "invoices",
-            Arc::new(source),
-            Schedule::every(Duration::from_secs(600)).expect("schedule"),
-        ))
-        .router(router())
-        .sink("slack", Arc::new(sink))
-        .limiter(Arc::new(limiter))
-        .clock(clock)
-        .max_in_flight(SUPPLIERS.len())
-        .build()
-        .expect("pipeline");
+    let p = slack_pipeline(
+        source,
+        router(),
+        Arc::new(sink),
+        clock,
+        Some(SUPPLIERS.len()),
+    );
 
     // Faults mid-backfill: a 5xx storm and a token expiry.
     oracle.faults().push(
