@@ -934,6 +934,15 @@ fn decode_basic(v: &str) -> Option<(String, String)> {
     Some((u.to_owned(), p.to_owned()))
 }
 
+/// The checks every REST request passes first (a served API version, then credentials):
+/// the answer when one fails.
+fn refusal(shared: &Shared, version: &str, headers: &HeaderMap) -> Option<Response> {
+    if version != shared.version && version != "latest" {
+        return Some(adf_error(StatusCode::NOT_FOUND, "unknown REST API version"));
+    }
+    (!authorised(shared, headers)).then(unauthorized)
+}
+
 fn authorised(shared: &Shared, headers: &HeaderMap) -> bool {
     let Some(auth) = headers
         .get(header::AUTHORIZATION)
@@ -1357,11 +1366,8 @@ async fn collection(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if version != shared.version && version != "latest" {
-        return adf_error(StatusCode::NOT_FOUND, "unknown REST API version");
-    }
-    if !authorised(&shared, &headers) {
-        return unauthorized();
+    if let Some(refused) = refusal(&shared, &version, &headers) {
+        return refused;
     }
     shared.collection_calls.fetch_add(1, Ordering::Relaxed);
     let p = match params(&q, &headers) {

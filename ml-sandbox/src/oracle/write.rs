@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::{Shared, SortKey, adf_error, authorised, oracle_ts};
+use super::{Shared, SortKey, adf_error, oracle_ts};
 
 /// The media types Fusion accepts for an item body.
 fn is_item_media_type(headers: &HeaderMap) -> bool {
@@ -49,14 +49,8 @@ fn accept(
     headers: &HeaderMap,
     body: &str,
 ) -> Result<BTreeMap<String, Value>, Box<Response>> {
-    if version != shared.version && version != "latest" {
-        return Err(Box::new(adf_error(
-            StatusCode::NOT_FOUND,
-            "unknown REST API version",
-        )));
-    }
-    if !authorised(shared, headers) {
-        return Err(Box::new(super::unauthorized()));
+    if let Some(refused) = super::refusal(shared, version, headers) {
+        return Err(Box::new(refused));
     }
     if !is_item_media_type(headers) {
         return Err(Box::new(adf_error(
