@@ -1,9 +1,10 @@
 //! Rate limiting and concurrency caps.
 //!
-//! - [`RateLimiter`] is the trait the pipeline calls before every send (`acquire`) and after
-//!   every 429 (`penalize`). Hosts hold an `Arc<dyn RateLimiter>`.
-//! - [`GcraLimiter`] is the in-process implementation: a keyed GCRA (built on `governor`)
-//!   with one [`Quota`] per key prefix, plus per-key penalties.
+//! - [`RateLimiter`] is the trait the pipeline calls before every send (`acquire`), when the
+//!   send has ended (`completed`) and after every 429 (`penalize`). Hosts hold an
+//!   `Arc<dyn RateLimiter>`.
+//! - [`GcraLimiter`] is the in-process implementation: a keyed GCRA with one [`Quota`] per
+//!   key prefix, plus per-key penalties.
 //! - [`NoLimit`] permits everything; it is what benches use for "limiter off".
 //! - [`ConcurrencyLimiter`] caps in-flight calls per key (SAP allows 10–50 parallel RFC
 //!   calls). It hands out [`ConcurrencyPermit`]s and is not a [`RateLimiter`].
@@ -24,6 +25,8 @@
 //!         .build(),
 //! );
 //! limiter.acquire("slack:C123").await?; // the first send on a channel passes at once
+//! // ... the post is sent; when its answer (or its timeout) is in:
+//! limiter.completed("slack:C123").await?; // the next post waits 1 s from here
 //! // ... Slack answered 429 with `Retry-After: 30`:
 //! limiter.penalize("slack:C123", Duration::from_secs(30)).await?;
 //! # Ok(())
@@ -36,7 +39,6 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use governor::state::keyed::DashMapStateStore;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -50,9 +52,26 @@ use crate::error::{Error, Result};
 ///
 /// # Contract
 ///
+/// **Pacing is what the server sees: arrivals.** A server limits requests by the time they
+/// reach it, and a request reaches it somewhere between the moment the client started it
+/// and the moment the answer came back (a request held three seconds in the network
+/// arrives three seconds after it started). So a send counts at its *end*: the caller
+/// reports it with [`completed`](Self::completed), and the next send on the key is
+/// permitted one interval after that, not one interval after the previous `acquire`.
+///
 /// - [`acquire`](Self::acquire) returns `Ok(())` once one send on `key` is permitted, and
 ///   each `Ok` consumes exactly one permit. It first waits out any penalty on `key`, then
 ///   the key's quota. Keys are independent: waiting on one key never delays another.
+/// - [`completed`](Self::completed) tells the limiter that a send on `key` has ended (an
+///   answer of any kind, a timeout, a dropped connection, a panic): from then on the key's
+///   permits are counted as if that send had happened at this instant. With a quota of one
+///   send per interval and burst 1, the next `acquire` on `key` returns no earlier than
+///   one interval after `completed`; with a burst of `b`, no earlier than `(b - 1)`
+///   intervals before that (the burst allowance is measured from the completion too). It
+///   never makes a permit come earlier than it would have without the call, consumes no
+///   permit of its own, and touches no other key. Calling it for a key that no `acquire`
+///   preceded (a sink that learned, during a send, that the destination's key is another
+///   one) counts as a send on that key that arrived now, so the budget carries over.
 /// - [`penalize`](Self::penalize) tells the limiter that the server refused a send on `key`
 ///   (HTTP 429, Slack `ratelimited`, Twilio 20429): no `acquire` on that exact key returns
 ///   until `retry_after` has passed, including acquirers that are already waiting (and, for
@@ -69,8 +88,8 @@ use crate::error::{Error, Result};
 ///
 /// `acquire` is cancellation safe: dropping its future before it completes consumes no
 /// permit and leaves nothing behind, so it can be raced against a shutdown signal or
-/// wrapped in a timeout. A dropped `penalize` future may or may not have recorded the
-/// penalty.
+/// wrapped in a timeout. A dropped `penalize` or `completed` future may or may not have
+/// recorded its call.
 ///
 /// # Errors
 ///
@@ -86,6 +105,17 @@ pub trait RateLimiter: Send + Sync + fmt::Debug {
     /// The server answered 429 (or an equivalent) for `key`: nobody may acquire on `key`
     /// until `retry_after` has passed.
     async fn penalize(&self, key: &str, retry_after: Duration) -> Result<()>;
+
+    /// A send on `key` has ended (answered, failed, timed out): the key's next permit is
+    /// measured from now. See the contract above.
+    ///
+    /// The default does nothing, which is right only for limiters that do not pace (such
+    /// as [`NoLimit`]); every pacing limiter must implement it to pass the conformance
+    /// suite.
+    async fn completed(&self, key: &str) -> Result<()> {
+        let _ = key;
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -222,36 +252,6 @@ impl fmt::Debug for Quota {
 // GcraLimiter
 // ---------------------------------------------------------------------------------------
 
-/// A `governor` clock that reads tokio's clock.
-///
-/// `governor`'s own clocks (`MonotonicClock`, `QuantaClock`) read the OS clock, and its
-/// `until_key_ready` sleeps on a `futures-timer` timer thread, outside tokio. Under
-/// `tokio::time::pause()` both keep following real time while tokio's clock stands still
-/// or jumps, so a test would wait real seconds (or see no time pass after an `advance`).
-/// Deriving `now()` from `tokio::time::Instant` (the OS clock in production, virtual time
-/// under `pause()`) and sleeping with `tokio::time::sleep_until` keeps the limiter on the
-/// same clock as the rest of the pipeline.
-#[derive(Clone, Copy, Debug, Default)]
-struct TokioTime;
-
-impl governor::clock::Clock for TokioTime {
-    // governor implements `Reference` for `std::time::Instant` (re-exported through
-    // `web-time`), not for tokio's `Instant`; `into_std` converts losslessly.
-    type Instant = std::time::Instant;
-
-    fn now(&self) -> Self::Instant {
-        Instant::now().into_std()
-    }
-}
-
-/// One keyed GCRA per configured prefix (a governor limiter has a single quota).
-type KeyedGcra = governor::RateLimiter<
-    String,
-    DashMapStateStore<String>,
-    TokioTime,
-    governor::middleware::NoOpMiddleware<std::time::Instant>,
->;
-
 /// The longest penalty honoured (a server asking for more is treated as asking for this):
 /// about 30 years, like tokio's own "far future".
 const MAX_PENALTY: Duration = Duration::from_secs(86_400 * 365 * 30);
@@ -259,11 +259,80 @@ const MAX_PENALTY: Duration = Duration::from_secs(86_400 * 365 * 30);
 struct Bucket {
     prefix: String,
     quota: Quota,
-    gcra: KeyedGcra,
+    /// The GCRA's theoretical arrival time per key: a send may pass once
+    /// `now >= tat - (burst - 1) * interval`, and then moves it to `max(tat, now) + interval`.
+    /// A key without an entry behaves as `tat = now`.
+    tats: Mutex<HashMap<String, Instant>>,
 }
 
-/// The in-process [`RateLimiter`]: a keyed GCRA (generic cell rate algorithm, via
-/// `governor`) with one [`Quota`] per key prefix, plus per-key penalties.
+/// Instants far enough ahead to mean "never" (tokio's own far future is about 30 years).
+fn far_future(now: Instant) -> Instant {
+    now.checked_add(MAX_PENALTY).unwrap_or(now)
+}
+
+impl Bucket {
+    fn interval(&self) -> Duration {
+        self.quota.replenish_interval()
+    }
+
+    fn tolerance(&self) -> Duration {
+        self.interval()
+            .saturating_mul(self.quota.burst_size().saturating_sub(1))
+    }
+
+    fn tats(&self) -> MutexGuard<'_, HashMap<String, Instant>> {
+        self.tats.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a permit for `key` now, or says when to try again. Decides and records under
+    /// one lock, with no await: that is what makes `acquire` cancel safe.
+    fn try_take(&self, key: &str, now: Instant) -> std::result::Result<(), Instant> {
+        let mut tats = self.tats();
+        let tat = tats.get(key).copied().unwrap_or(now);
+        // `tat - tolerance` cannot underflow in practice; if it would, the key is ready.
+        if let Some(ready_at) = tat.checked_sub(self.tolerance())
+            && ready_at > now
+        {
+            return Err(ready_at);
+        }
+        let next = tat.max(now);
+        let next = next
+            .checked_add(self.interval())
+            .unwrap_or_else(|| far_future(next));
+        match tats.get_mut(key) {
+            Some(existing) => *existing = next,
+            None => {
+                tats.insert(key.to_owned(), next);
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-measures `key` from `now`: its theoretical arrival time becomes at least
+    /// `now + interval`, as if the last send had happened now.
+    fn complete(&self, key: &str, now: Instant) {
+        let at = now
+            .checked_add(self.interval())
+            .unwrap_or_else(|| far_future(now));
+        let mut tats = self.tats();
+        match tats.get_mut(key) {
+            Some(existing) => *existing = (*existing).max(at),
+            None => {
+                tats.insert(key.to_owned(), at);
+            }
+        }
+    }
+
+    /// Drops keys whose theoretical arrival time has passed: they behave like fresh keys.
+    fn retain_recent(&self, now: Instant) {
+        let mut tats = self.tats();
+        tats.retain(|_, tat| *tat > now);
+        tats.shrink_to_fit();
+    }
+}
+
+/// The in-process [`RateLimiter`]: a keyed GCRA (generic cell rate algorithm) with one
+/// [`Quota`] per key prefix, plus per-key penalties.
 ///
 /// - **Quotas.** Each key gets the quota of the longest configured prefix it starts with;
 ///   the default quota (prefix `""`) applies to keys that match no other prefix, and keys
@@ -273,10 +342,15 @@ struct Bucket {
 /// - **Penalties.** [`penalize`](RateLimiter::penalize) records a per-key "blocked until"
 ///   instant (the later of the existing one and now + `retry_after`); `acquire` waits that
 ///   out first, then the GCRA.
+/// - **Arrivals.** [`completed`](RateLimiter::completed) moves a key's theoretical arrival
+///   time to at least `now + interval`: the next send is paced from the end of the
+///   previous one (its response or timeout), which is the latest it can have reached the
+///   server.
 /// - **Time.** Everything runs on tokio's clock ([`tokio::time::Instant`] and
 ///   [`tokio::time::sleep_until`]), so the limiter works unchanged under
-///   `tokio::time::pause()`; it never uses governor's `until_key_ready`, which sleeps on a
-///   wall-clock timer outside tokio.
+///   `tokio::time::pause()`. (It keeps its own GCRA state rather than `governor`'s, whose
+///   clocks and `until_key_ready` follow the OS clock outside tokio and whose state cannot
+///   be re-measured from a completion.)
 /// - **Memory.** The GCRA store keeps one small entry per key ever acquired. Hosts with an
 ///   open-ended key space (one key per Slack channel, per phone number) should call
 ///   [`retain_recent`](Self::retain_recent) periodically, e.g. every few minutes; it drops
@@ -320,7 +394,7 @@ impl GcraLimiterBuilder {
             .map(|(prefix, quota)| Bucket {
                 prefix,
                 quota,
-                gcra: governor::RateLimiter::dashmap_with_clock(quota.inner, TokioTime),
+                tats: Mutex::new(HashMap::new()),
             })
             .collect();
         buckets.sort_by_key(|b| std::cmp::Reverse(b.prefix.len()));
@@ -346,11 +420,10 @@ impl GcraLimiter {
     /// permits have been replenished, and expired penalties; then releases spare capacity.
     /// Call it periodically when keys are open-ended.
     pub fn retain_recent(&self) {
-        for bucket in &self.buckets {
-            bucket.gcra.retain_recent();
-            bucket.gcra.shrink_to_fit();
-        }
         let now = Instant::now();
+        for bucket in &self.buckets {
+            bucket.retain_recent(now);
+        }
         let mut penalties = self.penalties();
         penalties.retain(|_, until| *until > now);
         penalties.shrink_to_fit();
@@ -360,7 +433,7 @@ impl GcraLimiter {
     /// expired yet), for metrics and for deciding when to call
     /// [`retain_recent`](Self::retain_recent).
     pub fn tracked_keys(&self) -> usize {
-        self.buckets.iter().map(|b| b.gcra.len()).sum::<usize>() + self.penalties().len()
+        self.buckets.iter().map(|b| b.tats().len()).sum::<usize>() + self.penalties().len()
     }
 
     fn bucket_for(&self, key: &str) -> Option<&Bucket> {
@@ -390,8 +463,6 @@ impl GcraLimiter {
 impl RateLimiter for GcraLimiter {
     async fn acquire(&self, key: &str) -> Result<()> {
         let bucket = self.bucket_for(key);
-        // governor's keyed store looks keys up by `&String`, so allocate once per call.
-        let owned = bucket.map(|_| key.to_owned());
         loop {
             // Penalties first, then the GCRA; re-checked after every sleep, because a
             // penalty may arrive while this task waits for its GCRA slot.
@@ -399,19 +470,22 @@ impl RateLimiter for GcraLimiter {
                 tokio::time::sleep_until(until).await;
                 continue;
             }
-            let (Some(bucket), Some(owned)) = (bucket, owned.as_ref()) else {
+            let Some(bucket) = bucket else {
                 return Ok(());
             };
-            // `check_key` consumes a permit only when it says yes, and we return right
-            // after, with no await in between: that is what makes `acquire` cancel safe.
-            match bucket.gcra.check_key(owned) {
+            match bucket.try_take(key, Instant::now()) {
                 Ok(()) => return Ok(()),
-                Err(not_until) => {
-                    let at = Instant::from_std(not_until.earliest_possible());
-                    tokio::time::sleep_until(at).await;
-                }
+                Err(at) => tokio::time::sleep_until(at).await,
             }
         }
+    }
+
+    /// Never fails. Keys without a quota keep no state.
+    async fn completed(&self, key: &str) -> Result<()> {
+        if let Some(bucket) = self.bucket_for(key) {
+            bucket.complete(key, Instant::now());
+        }
+        Ok(())
     }
 
     /// Never fails. `retry_after` is capped at about 30 years.
@@ -716,462 +790,4 @@ pub struct ConcurrencyPermit {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::limiter_conformance::{self, RateSpec, Timing};
-
-    fn slack_like() -> GcraLimiter {
-        GcraLimiter::builder()
-            .default_quota(Quota::per_minute(30).expect("quota"))
-            .prefix("slack:", Quota::per_second(1).expect("quota"))
-            .prefix(
-                "slack:T1:",
-                Quota::per_second(5)
-                    .expect("quota")
-                    .burst(2)
-                    .expect("burst"),
-            )
-            .build()
-    }
-
-    async fn elapsed_for(f: impl Future<Output = Result<()>>) -> Duration {
-        let start = Instant::now();
-        f.await.expect("limiter never fails");
-        start.elapsed()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn gcra_limiter_passes_conformance() {
-        let timing = Timing {
-            interval: Duration::from_secs(1),
-            slack: Duration::from_millis(2),
-        };
-        limiter_conformance::run_all_with(timing, &|spec: RateSpec| {
-            Arc::new(
-                GcraLimiter::builder()
-                    .prefix(
-                        limiter_conformance::PREFIX,
-                        spec.quota().expect("valid spec"),
-                    )
-                    .build(),
-            ) as Arc<dyn RateLimiter>
-        })
-        .await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn gcra_limiter_passes_conformance_with_default_timing() {
-        limiter_conformance::run_all(&|spec: RateSpec| {
-            Arc::new(
-                GcraLimiter::builder()
-                    .default_quota(Quota::per_second(1).expect("quota"))
-                    .prefix("conf", Quota::per_hour(1).expect("quota"))
-                    .prefix(
-                        limiter_conformance::PREFIX,
-                        spec.quota().expect("valid spec"),
-                    )
-                    .build(),
-            ) as Arc<dyn RateLimiter>
-        })
-        .await;
-    }
-
-    #[test]
-    fn longest_prefix_wins() {
-        let limiter = slack_like();
-        let quota = |key| limiter.quota_for(key).map(|q| q.to_string());
-        assert_eq!(quota("slack:T1:C1").as_deref(), Some("5/s burst 2"));
-        assert_eq!(quota("slack:T2:C1").as_deref(), Some("1/s burst 1"));
-        assert_eq!(quota("slack:").as_deref(), Some("1/s burst 1"));
-        assert_eq!(quota("sap:PRD-100").as_deref(), Some("30/min burst 30"));
-        assert_eq!(quota("").as_deref(), Some("30/min burst 30"));
-
-        let no_default = GcraLimiter::builder()
-            .prefix("slack:", Quota::per_second(1).expect("quota"))
-            .build();
-        assert_eq!(no_default.quota_for("sap:PRD-100"), None);
-        assert!(no_default.quota_for("slack:C1").is_some());
-    }
-
-    #[test]
-    fn setting_a_prefix_again_replaces_it() {
-        let limiter = GcraLimiter::builder()
-            .prefix("slack:", Quota::per_second(1).expect("quota"))
-            .prefix("slack:", Quota::per_second(3).expect("quota"))
-            .build();
-        assert_eq!(limiter.quota_for("slack:C1").map(|q| q.count()), Some(3));
-        assert_eq!(limiter.buckets.len(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn prefixes_apply_their_own_rate() {
-        let limiter = slack_like();
-        // slack:T1: allows a burst of 2, then one every 200 ms.
-        for _ in 0..2 {
-            assert_eq!(
-                elapsed_for(limiter.acquire("slack:T1:C1")).await,
-                Duration::ZERO
-            );
-        }
-        let waited = elapsed_for(limiter.acquire("slack:T1:C1")).await;
-        assert!(waited >= Duration::from_millis(200), "{waited:?}");
-        assert!(waited <= Duration::from_millis(201), "{waited:?}");
-        // slack: allows one, then one per second.
-        assert_eq!(
-            elapsed_for(limiter.acquire("slack:C9")).await,
-            Duration::ZERO
-        );
-        let waited = elapsed_for(limiter.acquire("slack:C9")).await;
-        assert!(waited >= Duration::from_secs(1), "{waited:?}");
-        assert!(waited <= Duration::from_millis(1001), "{waited:?}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn unmatched_keys_are_unlimited_without_a_default() {
-        let limiter = GcraLimiter::builder()
-            .prefix("slack:", Quota::per_second(1).expect("quota"))
-            .build();
-        let start = Instant::now();
-        for _ in 0..1000 {
-            limiter.acquire("email:ops").await.expect("acquire");
-        }
-        assert_eq!(start.elapsed(), Duration::ZERO);
-        assert_eq!(limiter.tracked_keys(), 0, "unlimited keys keep no state");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn unmatched_keys_use_the_default() {
-        let limiter = slack_like();
-        let start = Instant::now();
-        for _ in 0..31 {
-            limiter.acquire("sap:PRD-100").await.expect("acquire");
-        }
-        // A burst of 30, then the 31st waits one interval (2 s).
-        let waited = start.elapsed();
-        assert!(waited >= Duration::from_secs(2), "{waited:?}");
-        assert!(waited <= Duration::from_millis(2001), "{waited:?}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn penalties_apply_to_unlimited_keys() {
-        let limiter = GcraLimiter::builder().build();
-        limiter
-            .penalize("email:ops", Duration::from_secs(3))
-            .await
-            .expect("penalize");
-        let waited = elapsed_for(limiter.acquire("email:ops")).await;
-        assert!(waited >= Duration::from_secs(3), "{waited:?}");
-        assert!(waited <= Duration::from_millis(3001), "{waited:?}");
-        assert_eq!(
-            elapsed_for(limiter.acquire("email:ops")).await,
-            Duration::ZERO
-        );
-        assert_eq!(
-            limiter.tracked_keys(),
-            0,
-            "the expired penalty was forgotten"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn shorter_penalty_does_not_shorten_a_longer_one() {
-        let limiter = slack_like();
-        let start = Instant::now();
-        limiter
-            .penalize("slack:C1", Duration::from_secs(10))
-            .await
-            .expect("penalize");
-        limiter
-            .penalize("slack:C1", Duration::from_secs(1))
-            .await
-            .expect("penalize");
-        limiter
-            .penalize("slack:C1", Duration::ZERO)
-            .await
-            .expect("penalize");
-        limiter.acquire("slack:C1").await.expect("acquire");
-        let waited = start.elapsed();
-        assert!(waited >= Duration::from_secs(10), "{waited:?}");
-        assert!(waited <= Duration::from_millis(10_001), "{waited:?}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn longer_penalty_extends_a_shorter_one_for_waiters() {
-        let limiter = Arc::new(slack_like());
-        let start = Instant::now();
-        limiter
-            .penalize("slack:C1", Duration::from_secs(1))
-            .await
-            .expect("penalize");
-        let waiter = {
-            let limiter = Arc::clone(&limiter);
-            tokio::spawn(async move { limiter.acquire("slack:C1").await })
-        };
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        limiter
-            .penalize("slack:C1", Duration::from_secs(4))
-            .await
-            .expect("penalize");
-        waiter.await.expect("join").expect("acquire");
-        let waited = start.elapsed();
-        assert!(waited >= Duration::from_millis(4500), "{waited:?}");
-        assert!(waited <= Duration::from_millis(4501), "{waited:?}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn huge_retry_after_saturates() {
-        let limiter = slack_like();
-        limiter
-            .penalize("slack:C1", Duration::MAX)
-            .await
-            .expect("penalize");
-        let blocked =
-            tokio::time::timeout(Duration::from_secs(86_400), limiter.acquire("slack:C1")).await;
-        assert!(blocked.is_err(), "still penalized a day later");
-        assert_eq!(
-            elapsed_for(limiter.acquire("slack:C2")).await,
-            Duration::ZERO
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn retain_recent_drops_stale_state() {
-        let limiter = slack_like();
-        for key in ["slack:C1", "slack:C2", "slack:T1:C3", "sap:PRD-100"] {
-            limiter.acquire(key).await.expect("acquire");
-        }
-        limiter
-            .penalize("slack:C1", Duration::from_secs(5))
-            .await
-            .expect("penalize");
-        assert_eq!(limiter.tracked_keys(), 5);
-        limiter.retain_recent();
-        assert_eq!(limiter.tracked_keys(), 5, "nothing is stale yet");
-        tokio::time::advance(Duration::from_secs(10)).await;
-        limiter.retain_recent();
-        assert_eq!(limiter.tracked_keys(), 0);
-        // Dropped keys behave like fresh ones.
-        assert_eq!(
-            elapsed_for(limiter.acquire("slack:C1")).await,
-            Duration::ZERO
-        );
-    }
-
-    #[test]
-    fn quota_validation() {
-        let key_of = |r: Result<Quota>| match r {
-            Err(Error::Config { key, .. }) => key,
-            other => panic!("expected a config error, got {other:?}"),
-        };
-        assert_eq!(key_of(Quota::per_second(0)), "Quota::per_second");
-        assert_eq!(key_of(Quota::per_minute(0)), "Quota::per_minute");
-        assert_eq!(key_of(Quota::per_hour(0)), "Quota::per_hour");
-        assert_eq!(key_of(Quota::new(1, Duration::ZERO)), "Quota::new");
-        assert_eq!(
-            key_of(Quota::with_period(Duration::ZERO)),
-            "Quota::with_period"
-        );
-        assert_eq!(key_of(Quota::new(3, Duration::from_nanos(2))), "Quota::new");
-        let one = Quota::per_second(1).expect("quota");
-        assert_eq!(key_of(one.burst(0)), "Quota::burst");
-        assert!(
-            Quota::new(3, Duration::from_nanos(2))
-                .expect_err("too fast")
-                .to_string()
-                .contains("faster than one per nanosecond")
-        );
-    }
-
-    #[test]
-    fn quota_accessors_and_display() {
-        let q = Quota::per_minute(30).expect("quota");
-        assert_eq!(
-            (
-                q.count(),
-                q.period(),
-                q.burst_size(),
-                q.replenish_interval()
-            ),
-            (30, Duration::from_secs(60), 30, Duration::from_secs(2))
-        );
-        let q = q.burst(1).expect("burst");
-        assert_eq!(q.burst_size(), 1);
-        assert_eq!(q.to_string(), "30/min burst 1");
-        assert_eq!(
-            format!("{q:?}"),
-            "Quota { count: 30, period: 60s, burst: 1 }"
-        );
-        assert_eq!(Quota::per_hour(4).expect("q").to_string(), "4/h burst 4");
-        let q = Quota::with_period(Duration::from_millis(250)).expect("q");
-        assert_eq!(q.to_string(), "1 per 250ms burst 1");
-        assert_eq!(q, Quota::new(1, Duration::from_millis(250)).expect("q"));
-        assert_eq!(
-            Quota::new(4, Duration::from_secs(1)).expect("q"),
-            Quota::per_second(4).expect("q")
-        );
-    }
-
-    #[test]
-    fn limiter_display_and_debug_name_the_quotas() {
-        let limiter = slack_like();
-        assert_eq!(
-            limiter.to_string(),
-            r#"GCRA limiter: "slack:T1:" 5/s burst 2, "slack:" 1/s burst 1, other keys 30/min burst 30"#
-        );
-        assert_eq!(
-            format!("{limiter:?}"),
-            r#"GcraLimiter { quotas: {"slack:T1:": "5/s burst 2", "slack:": "1/s burst 1", "": "30/min burst 30"}, tracked_keys: 0 }"#
-        );
-        let bare = GcraLimiter::builder().build();
-        assert_eq!(bare.to_string(), "GCRA limiter: all keys unlimited");
-        let uniform = GcraLimiter::builder()
-            .default_quota(Quota::per_second(2).expect("quota"))
-            .build();
-        assert_eq!(uniform.to_string(), "GCRA limiter: all keys 2/s burst 2");
-        let dynamic: Arc<dyn RateLimiter> = Arc::new(bare);
-        assert!(format!("{dynamic:?}").starts_with("GcraLimiter {"));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn no_limit_permits_everything() {
-        let limiter: Arc<dyn RateLimiter> = Arc::new(NoLimit);
-        let start = Instant::now();
-        limiter
-            .penalize("slack:C1", Duration::from_secs(60))
-            .await
-            .expect("penalize");
-        for _ in 0..1000 {
-            limiter.acquire("slack:C1").await.expect("acquire");
-        }
-        assert_eq!(start.elapsed(), Duration::ZERO);
-        assert_eq!(NoLimit.to_string(), "no limit");
-    }
-
-    fn sap_like() -> ConcurrencyLimiter {
-        ConcurrencyLimiter::builder()
-            .default_max(4)
-            .prefix("sap:", 2)
-            .prefix("sap:PRD-", 3)
-            .build()
-            .expect("valid")
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn concurrency_limiter_caps_in_flight_calls() {
-        let limiter = sap_like();
-        let key = "sap:PRD-100";
-        let permits: Vec<_> = futures::future::join_all((0..3).map(|_| limiter.acquire(key))).await;
-        assert_eq!(limiter.in_flight(key), 3);
-        assert!(limiter.try_acquire(key).is_none());
-
-        let mut fourth = std::pin::pin!(limiter.acquire(key));
-        assert!(futures::poll!(fourth.as_mut()).is_pending());
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        assert!(futures::poll!(fourth.as_mut()).is_pending(), "still capped");
-
-        // Other keys have their own slots.
-        let other = limiter.try_acquire("sap:PRD-200").expect("own cap");
-
-        drop(permits);
-        let fourth = tokio::time::timeout(Duration::from_secs(1), fourth)
-            .await
-            .expect("a slot was freed");
-        assert_eq!(limiter.in_flight(key), 1);
-        drop((fourth, other));
-        assert_eq!(limiter.in_flight(key), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn concurrency_limiter_releases_one_slot_per_drop() {
-        let limiter = Arc::new(sap_like());
-        let key = "sap:QAS-1";
-        let first = limiter.acquire(key).await;
-        let _second = limiter.acquire(key).await;
-        let waiter = {
-            let limiter = Arc::clone(&limiter);
-            tokio::spawn(async move {
-                let _permit = limiter.acquire(key).await;
-                Instant::now()
-            })
-        };
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        assert!(!waiter.is_finished(), "the third call waits for a slot");
-        let released = Instant::now();
-        drop(first);
-        let started = waiter.await.expect("join");
-        assert_eq!(started, released);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn cancelled_concurrency_acquire_takes_no_slot() {
-        let limiter = sap_like();
-        let held = limiter.acquire("sap:X").await;
-        let _held2 = limiter.acquire("sap:X").await;
-        let timed_out =
-            tokio::time::timeout(Duration::from_secs(1), limiter.acquire("sap:X")).await;
-        assert!(timed_out.is_err());
-        drop(held);
-        assert_eq!(limiter.in_flight("sap:X"), 1);
-        assert!(limiter.try_acquire("sap:X").is_some());
-    }
-
-    #[test]
-    fn concurrency_limiter_prefixes_and_validation() {
-        let limiter = sap_like();
-        assert_eq!(limiter.max_for("sap:PRD-100"), Some(3));
-        assert_eq!(limiter.max_for("sap:QAS-100"), Some(2));
-        assert_eq!(limiter.max_for("oracle:fusion"), Some(4));
-        let uncapped = ConcurrencyLimiter::builder()
-            .prefix("sap:", 2)
-            .build()
-            .expect("valid");
-        assert_eq!(uncapped.max_for("oracle:fusion"), None);
-        let permits: Vec<_> = (0..100)
-            .map(|_| uncapped.try_acquire("oracle:fusion").expect("uncapped"))
-            .collect();
-        assert_eq!(uncapped.in_flight("oracle:fusion"), 0);
-        drop(permits);
-
-        for max in [0, Semaphore::MAX_PERMITS + 1] {
-            match ConcurrencyLimiter::builder().prefix("sap:", max).build() {
-                Err(Error::Config { key, .. }) => {
-                    assert_eq!(key, r#"ConcurrencyLimiter::prefix("sap:")"#);
-                }
-                other => panic!("expected a config error, got {other:?}"),
-            }
-        }
-
-        assert_eq!(
-            limiter.to_string(),
-            r#"concurrency limiter: "sap:PRD-" 3 in flight, "sap:" 2 in flight, other keys 4 in flight"#
-        );
-        assert_eq!(
-            format!("{limiter:?}"),
-            r#"ConcurrencyLimiter { limits: {"sap:PRD-": 3, "sap:": 2, "": 4}, keys: 0 }"#
-        );
-        assert_eq!(
-            ConcurrencyLimiter::builder()
-                .build()
-                .expect("valid")
-                .to_string(),
-            "concurrency limiter: all keys uncapped"
-        );
-        assert_eq!(
-            uncapped.to_string(),
-            r#"concurrency limiter: "sap:" 2 in flight, other keys uncapped"#
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn retain_active_forgets_idle_keys_only() {
-        let limiter = sap_like();
-        let busy = limiter.acquire("sap:A").await;
-        drop(limiter.acquire("sap:B").await);
-        limiter.retain_active();
-        assert_eq!(limiter.lock().len(), 1);
-        assert_eq!(limiter.in_flight("sap:A"), 1);
-        drop(busy);
-        limiter.retain_active();
-        assert_eq!(limiter.lock().len(), 0);
-    }
-}
+mod tests;

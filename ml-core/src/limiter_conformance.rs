@@ -119,6 +119,9 @@ pub async fn run_all_with(timing: Timing, make: &dyn Fn(RateSpec) -> Arc<dyn Rat
     shorter_penalty_keeps_longer_one(timing, make).await;
     cancelled_acquire_consumes_nothing(timing, make).await;
     concurrent_acquirers_are_spaced(timing, make).await;
+    completed_paces_from_the_response(timing, make).await;
+    completed_is_per_key_and_never_brings_forward(timing, make).await;
+    completed_without_acquire_counts_as_a_send(timing, make).await;
 }
 
 /// A full burst passes without waiting.
@@ -348,6 +351,96 @@ pub async fn concurrent_acquirers_are_spaced(
     );
 }
 
+/// Pacing is by arrival: a send held three intervals before its answer, then reported with
+/// `completed`, delays the next acquire on its key until one interval after `completed`
+/// (not one interval after its `acquire`, which has long passed).
+pub async fn completed_paces_from_the_response(
+    timing: Timing,
+    make: &dyn Fn(RateSpec) -> Arc<dyn RateLimiter>,
+) {
+    const CHECK: &str = "completed_paces_from_the_response";
+    let spec = spec(timing, 1, 1);
+    let limiter = make(spec);
+    let key = key("completed");
+    acquire(CHECK, &*limiter, &key, timing.slack).await;
+    tokio::time::sleep(spec.interval() * 3).await;
+    completed(CHECK, &*limiter, &key).await;
+    let answered = Instant::now();
+    acquire(CHECK, &*limiter, &key, spec.interval() + timing.slack).await;
+    assert_between(
+        CHECK,
+        &format!(
+            "with {spec}, acquire on {key:?} after a send that ended 3 intervals after its \
+             acquire (measured from its completion)"
+        ),
+        answered.elapsed(),
+        spec.interval(),
+        spec.interval() + timing.slack,
+    );
+}
+
+/// `completed` touches only its key, and calling it again (or for a send whose permit
+/// was already further ahead) never lets a send through earlier than without it.
+pub async fn completed_is_per_key_and_never_brings_forward(
+    timing: Timing,
+    make: &dyn Fn(RateSpec) -> Arc<dyn RateLimiter>,
+) {
+    const CHECK: &str = "completed_is_per_key_and_never_brings_forward";
+    let spec = spec(timing, 1, 2);
+    let limiter = make(spec);
+    let (a, b) = (key("completed-a"), key("completed-b"));
+    let start = Instant::now();
+    // The whole burst of `a`, then its sends end at once: the next permit is still one
+    // interval away, as without the completions.
+    for _ in 0..spec.burst {
+        acquire(CHECK, &*limiter, &a, timing.slack).await;
+    }
+    completed(CHECK, &*limiter, &a).await;
+    completed(CHECK, &*limiter, &a).await;
+    acquire(CHECK, &*limiter, &b, timing.slack).await;
+    assert_between(
+        CHECK,
+        &format!("with {spec}, the first acquire on {b:?} after completions on {a:?}"),
+        start.elapsed(),
+        Duration::ZERO,
+        timing.slack,
+    );
+    acquire(CHECK, &*limiter, &a, spec.interval() + timing.slack).await;
+    assert_between(
+        CHECK,
+        &format!(
+            "with {spec}, acquire #{} on {a:?} after its burst and two completions",
+            spec.burst + 1
+        ),
+        start.elapsed(),
+        spec.interval(),
+        spec.interval() + timing.slack,
+    );
+}
+
+/// `completed` on a key nobody acquired (a sink learned mid-send that its destination's
+/// key is another one) counts as a send that arrived then: with burst 1, the first acquire
+/// on that key waits one interval.
+pub async fn completed_without_acquire_counts_as_a_send(
+    timing: Timing,
+    make: &dyn Fn(RateSpec) -> Arc<dyn RateLimiter>,
+) {
+    const CHECK: &str = "completed_without_acquire_counts_as_a_send";
+    let spec = spec(timing, 1, 1);
+    let limiter = make(spec);
+    let key = key("learned");
+    let start = Instant::now();
+    completed(CHECK, &*limiter, &key).await;
+    acquire(CHECK, &*limiter, &key, spec.interval() + timing.slack).await;
+    assert_between(
+        CHECK,
+        &format!("with {spec}, the first acquire on {key:?} right after completed({key:?})"),
+        start.elapsed(),
+        spec.interval(),
+        spec.interval() + timing.slack,
+    );
+}
+
 fn spec(timing: Timing, count: u32, burst: u32) -> RateSpec {
     RateSpec {
         count,
@@ -378,6 +471,15 @@ async fn penalize(check: &str, limiter: &dyn RateLimiter, key: &str, retry_after
         Some(Ok(())) => {}
         Some(Err(e)) => panic!("[{check}] penalize({key:?}, {retry_after:?}) failed: {e}"),
         None => panic!("[{check}] penalize({key:?}) did not complete within {limit:?}"),
+    }
+}
+
+async fn completed(check: &str, limiter: &dyn RateLimiter, key: &str) {
+    let limit = Duration::from_secs(5);
+    match within(limit, limiter.completed(key)).await {
+        Some(Ok(())) => {}
+        Some(Err(e)) => panic!("[{check}] completed({key:?}) failed: {e}"),
+        None => panic!("[{check}] completed({key:?}) did not complete within {limit:?}"),
     }
 }
 
@@ -530,6 +632,65 @@ mod tests {
     #[should_panic(expected = "(burst + elapsed / interval)")]
     async fn catches_too_many_concurrent_passes() {
         concurrent_acquirers_are_spaced(Timing::default(), &extra_burst).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "earlier than permitted")]
+    async fn catches_pacing_by_request_start() {
+        // `Deaf` keeps the trait's default `completed`, which does nothing.
+        completed_paces_from_the_response(Timing::default(), &deaf).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "[completed_without_acquire_counts_as_a_send]")]
+    async fn catches_completions_that_do_not_count() {
+        completed_without_acquire_counts_as_a_send(Timing::default(), &deaf).await;
+    }
+
+    /// One GCRA per key, replaced by a fresh one on completion: the burst comes back.
+    #[derive(Debug)]
+    struct Forgetful(Mutex<HashMap<String, Arc<GcraLimiter>>>, RateSpec);
+
+    impl Forgetful {
+        fn fresh(&self) -> Arc<GcraLimiter> {
+            Arc::new(
+                GcraLimiter::builder()
+                    .prefix(PREFIX, self.1.quota().expect("spec"))
+                    .build(),
+            )
+        }
+
+        fn of(&self, key: &str) -> Arc<GcraLimiter> {
+            let mut map = self.0.lock().expect("lock");
+            Arc::clone(map.entry(key.to_owned()).or_insert_with(|| self.fresh()))
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl RateLimiter for Forgetful {
+        async fn acquire(&self, key: &str) -> Result<()> {
+            self.of(key).acquire(key).await
+        }
+
+        async fn penalize(&self, key: &str, retry_after: Duration) -> Result<()> {
+            self.of(key).penalize(key, retry_after).await
+        }
+
+        async fn completed(&self, key: &str) -> Result<()> {
+            let fresh = self.fresh();
+            fresh.completed(key).await?;
+            self.0.lock().expect("lock").insert(key.to_owned(), fresh);
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "[completed_is_per_key_and_never_brings_forward]")]
+    async fn catches_completions_that_bring_permits_forward() {
+        completed_is_per_key_and_never_brings_forward(Timing::default(), &|spec| {
+            Arc::new(Forgetful(Mutex::new(HashMap::new()), spec)) as Arc<dyn RateLimiter>
+        })
+        .await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -46,7 +46,11 @@ use crate::server::ConnectionKill;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {
-    /// Waits this long before handling the request (combines with the other faults).
+    /// Waits this long before handling the request (combines with the other faults): the
+    /// request is held in the network and ARRIVES late, so anything the emulator measures
+    /// at arrival (Slack's per-channel limit, message timestamps) sees the later instant.
+    /// To hold the answer instead, after the request arrived and took effect, use
+    /// [`AppliedThenDelayed`](Self::AppliedThenDelayed).
     Latency(Duration),
     /// Answers with this HTTP status without running the handler; the body is the
     /// emulator's usual error body for that status (for Slack `{"ok":false,"error":...}`).
@@ -72,8 +76,10 @@ pub enum Fault {
     /// Runs the handler (the request takes effect), then closes the connection without
     /// answering. The client sees a connection error although the request was applied.
     AppliedThenDropped,
-    /// Runs the handler (the request takes effect), then waits this long before answering:
-    /// a client whose timeout is shorter sees a timeout although the request was applied.
+    /// Runs the handler at once (the request arrives and takes effect, whatever it answers:
+    /// success, an API error, a rate limit refusal), then holds the answer this long: a
+    /// client whose timeout is shorter sees a timeout although the request was applied,
+    /// and a client that paces by request starts sends its next request too early.
     AppliedThenDelayed(Duration),
 }
 

@@ -71,7 +71,8 @@ impl Default for ReconcileOptions {
 /// * `reconcile` reads `conversations.history` (or `conversations.replies` for a thread
 ///   reply) with `include_all_metadata=true` over a bounded window, looking for the
 ///   delivery's metadata.
-/// * `rate_key` is `slack:<channel id>` (or `slack:#name` until the name's id is known).
+/// * `rate_key` is `slack:<channel id>`, or `slack:#name` for a name whose id the sink does
+///   not know yet (see [`Sink::rate_key`](SlackSink::rate_key) below).
 /// * `Display` is `Slack(<team id>)` once `healthcheck` ran `auth.test`, `Slack(<api
 ///   host>)` before.
 pub struct SlackSink {
@@ -391,6 +392,20 @@ impl Sink for SlackSink {
         self.find_in_history(msg).await
     }
 
+    /// `slack:<channel id>` once the channel's id is known (the destination is an id, a
+    /// reply named it, [`remember_channel`](SlackSink::remember_channel) or
+    /// [`resolve_channel`](SlackSink::resolve_channel) taught it), else `slack:#name`
+    /// (normalised, so `#Finance` and `finance` share it).
+    ///
+    /// No `conversations.list` is needed (a bot without `channels:read` works the same):
+    /// the first post to an unknown name goes out alone under `slack:#name`, its reply
+    /// names the channel id, and the pipeline then reports that send as completed under
+    /// both keys ([`RateLimiter::completed`](ml_core::limiter::RateLimiter::completed)),
+    /// so the next post under `slack:<id>` waits one interval from that reply and a name
+    /// and its id, used as two destinations, share one budget from then on. Before the
+    /// first reply the sink cannot know that `#finance` is `C0123`: hosts that post to
+    /// the same channel by name and by id at once, or run several replicas on one shared
+    /// limiter, should call `remember_channel` or `resolve_channel` at start.
     fn rate_key(&self, destination: &Destination) -> Option<String> {
         let key = self.cached_id(&destination.address).map_or_else(
             || format!("#{}", normalize_channel_name(&destination.address)),

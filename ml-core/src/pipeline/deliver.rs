@@ -1,4 +1,5 @@
-//! Delivery workers: claim (in flight) -> limiter -> send -> journal the outcome.
+//! Delivery workers: claim (in flight) -> limiter -> send -> limiter (completed) -> journal
+//! the outcome.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -187,6 +188,9 @@ async fn attempt(inner: &Inner, c: &ClaimedDelivery) -> AttemptOutcome {
     inner.checkpoint(&Checkpoint::BeforeSend { delivery: c.id });
     let sent = AssertUnwindSafe(sink.send(&msg)).catch_unwind().await;
     inner.checkpoint(&Checkpoint::AfterSend { delivery: c.id });
+    if let Some(k) = &key {
+        completed(inner, sink.as_ref(), c, k).await;
+    }
     match sent {
         Ok(Ok(receipt)) => AttemptOutcome::Delivered {
             receipt,
@@ -214,6 +218,25 @@ async fn attempt(inner: &Inner, c: &ClaimedDelivery) -> AttemptOutcome {
                 format!("sink panicked: {what}"),
             );
             retry_or_fail(inner, c, &e, true)
+        }
+    }
+}
+
+/// Tells the limiter the send on `key` has ended, whatever its outcome: the next send on the
+/// key is paced from now, the latest the request can have reached the server. When the
+/// send taught the sink a different key for the destination (a Slack `#name` whose channel
+/// id came back in the reply), the new key is told too, so the budget carries over and the
+/// next send under it cannot leave within the interval.
+async fn completed(inner: &Inner, sink: &dyn crate::sink::Sink, c: &ClaimedDelivery, key: &str) {
+    let mut keys = vec![key.to_owned()];
+    if let Some(now_key) = sink.rate_key(&c.destination)
+        && now_key != key
+    {
+        keys.push(now_key);
+    }
+    for k in &keys {
+        if let Err(e) = inner.limiter.completed(k).await {
+            tracing::warn!(error = %e, key = %k, "rate limiter refused a completion");
         }
     }
 }

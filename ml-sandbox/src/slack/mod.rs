@@ -25,10 +25,16 @@
 //!   or markdown_text > 12,000 characters), `too_many_attachments` (> 100),
 //!   `invalid_blocks_format` / `invalid_blocks` (with `response_metadata.messages`, see
 //!   [`blocks`]), `invalid_metadata_format` / `invalid_metadata_schema`,
-//!   `thread_not_found`; at most one accepted message per channel per
-//!   [`post_message_interval`](SlackEmulatorBuilder::post_message_interval) (1 s):
+//!   `thread_not_found`; the per-channel limit, measured when the request ARRIVES (when
+//!   the handler runs, after any injected [`Fault::Latency`](crate::fault::Fault::Latency)):
+//!   one accepted message per channel per
+//!   [`post_message_interval`](SlackEmulatorBuilder::post_message_interval) (1 s) with
+//!   bursts of [`post_message_burst`](SlackEmulatorBuilder::post_message_burst) (default 1),
 //!   otherwise HTTP 429, `Retry-After` (whole seconds, rounded up, at least 1) and
-//!   `ratelimited`.
+//!   `ratelimited`. Slack documents "about 1 message per second per channel, short bursts
+//!   tolerated but not guaranteed": the default refuses every burst, the strictest reading,
+//!   so a client that passes here never relies on tolerance. Every checked arrival is
+//!   recorded ([`SlackEmulator::post_arrivals`]).
 //! * `chat.update`: only the bot's own messages (`cant_update_message`), `message_not_found`;
 //!   omitted `text`/`blocks`/`attachments`/`metadata` keep their value.
 //! * `conversations.history`: newest first, top-level messages (and broadcast replies)
@@ -81,7 +87,7 @@ use ml_core::http::ClientOptions;
 
 pub use caller::{BlockActions, CallerResponse, SendOptions, SlackCaller, SlashCommand, sign};
 pub use socket::{Ack, SocketMode};
-pub use state::{Edit, ResponseUrlPost, StoredMessage};
+pub use state::{Edit, PostArrival, ResponseUrlPost, StoredMessage};
 
 use crate::error::Result;
 use crate::fault::Faults;
@@ -194,6 +200,7 @@ pub struct SlackEmulatorBuilder {
     channels: Vec<Channel>,
     rotation: bool,
     post_interval: Option<Duration>,
+    post_burst: u32,
     signing_secret: Option<String>,
 }
 
@@ -207,6 +214,7 @@ impl Default for SlackEmulatorBuilder {
             channels: Vec::new(),
             rotation: false,
             post_interval: Some(Duration::from_secs(1)),
+            post_burst: 1,
             signing_secret: None,
         }
     }
@@ -254,6 +262,15 @@ impl SlackEmulatorBuilder {
         self
     }
 
+    /// How many `chat.postMessage` calls a channel idle for long enough accepts at once
+    /// (default 1: no burst, every arrival at least one interval after the previous
+    /// accepted one). Slack tolerates short bursts without guaranteeing them; raise this to
+    /// model a lenient day. Zero is treated as 1.
+    pub fn post_message_burst(mut self, burst: u32) -> Self {
+        self.post_burst = burst.max(1);
+        self
+    }
+
     /// Uses this signing secret instead of a generated one.
     pub fn signing_secret(mut self, secret: impl Into<String>) -> Self {
         self.signing_secret = Some(secret.into());
@@ -269,6 +286,7 @@ impl SlackEmulatorBuilder {
         let mut inner = Inner::new(self.seed);
         inner.rotation = self.rotation;
         inner.post_interval = self.post_interval;
+        inner.post_burst = self.post_burst;
         let bot_token = inner.mint_bot_token(None);
         let app_token = format!("xapp-1-{APP_ID}-{}-{}", inner.digits(13), inner.hex(64));
         inner.tokens.insert(
@@ -568,6 +586,34 @@ impl SlackEmulator {
         let mut inner = self.state.lock();
         inner.post_interval = interval;
         inner.next_allowed.clear();
+    }
+
+    /// Changes the `chat.postMessage` burst (see
+    /// [`SlackEmulatorBuilder::post_message_burst`]).
+    pub fn set_post_message_burst(&self, burst: u32) {
+        let mut inner = self.state.lock();
+        inner.post_burst = burst.max(1);
+        inner.next_allowed.clear();
+    }
+
+    /// Every `chat.postMessage` that reached the rate limit check, in arrival order,
+    /// accepted or refused, for all channels (filter by [`PostArrival::channel`]).
+    pub fn post_arrivals(&self) -> Vec<PostArrival> {
+        self.state.lock().post_arrivals.clone()
+    }
+
+    /// The arrivals on one channel (id or name), in order.
+    pub fn post_arrivals_in(&self, channel: &str) -> Vec<PostArrival> {
+        let inner = self.state.lock();
+        let Some(id) = inner.find_channel(channel).map(|c| c.id.clone()) else {
+            return Vec::new();
+        };
+        inner
+            .post_arrivals
+            .iter()
+            .filter(|a| a.channel == id)
+            .cloned()
+            .collect()
     }
 
     /// Mints another valid bot token (every scope).

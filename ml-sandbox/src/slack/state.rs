@@ -204,6 +204,19 @@ pub struct ResponseUrlPost {
     pub body: Value,
 }
 
+/// One `chat.postMessage` that reached the per-channel rate limit check (auth, content and
+/// channel were valid), at the instant the emulator handled it: its arrival.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PostArrival {
+    /// The channel id.
+    pub channel: String,
+    /// When the request arrived (the emulator's clock).
+    pub at: Timestamp,
+    /// Accepted (`false`: refused with HTTP 429 `ratelimited`).
+    pub accepted: bool,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct ResponseUrlState {
     pub(crate) channel: String,
@@ -219,9 +232,12 @@ pub(crate) struct Inner {
     pub(crate) channels: Vec<ChannelState>,
     pub(crate) messages: HashMap<String, Vec<StoredMessage>>,
     pub(crate) last_ts_micros: i64,
+    /// Per channel, the theoretical arrival time of the GCRA that paces `chat.postMessage`.
     pub(crate) next_allowed: HashMap<String, Timestamp>,
     pub(crate) rate_limited: u64,
     pub(crate) post_interval: Option<Duration>,
+    pub(crate) post_burst: u32,
+    pub(crate) post_arrivals: Vec<PostArrival>,
     pub(crate) rotation: bool,
     pub(crate) codes: HashMap<String, CodeInfo>,
     /// Refresh token -> `(scopes, installing user)` while still valid, `None` once used.
@@ -266,6 +282,8 @@ impl Inner {
             next_allowed: HashMap::new(),
             rate_limited: 0,
             post_interval: Some(Duration::from_secs(1)),
+            post_burst: 1,
+            post_arrivals: Vec::new(),
             rotation: false,
             codes: HashMap::new(),
             refresh_tokens: HashMap::new(),
@@ -273,6 +291,40 @@ impl Inner {
             response_posts: Vec::new(),
             socket: SocketInner::default(),
         }
+    }
+
+    /// The per-channel `chat.postMessage` limit at arrival `now`: a GCRA of one message per
+    /// `post_interval` with `post_burst` at once. Records the arrival either way; a refusal
+    /// answers the whole seconds until the channel is ready (rounded up, at least 1).
+    pub(crate) fn check_post_rate(&mut self, channel: &str, now: Timestamp) -> Result<(), u64> {
+        let Some(interval) = self.post_interval else {
+            self.record_arrival(channel, now, true);
+            return Ok(());
+        };
+        let tolerance = interval.saturating_mul(self.post_burst.max(1) - 1);
+        let tat = self.next_allowed.get(channel).copied().unwrap_or(now);
+        let ready_at = ml_core::clock::sub(tat, tolerance);
+        if now < ready_at {
+            self.rate_limited += 1;
+            self.record_arrival(channel, now, false);
+            let wait = ml_core::clock::until(now, ready_at);
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return Err(secs.max(1));
+        }
+        self.next_allowed.insert(
+            channel.to_owned(),
+            ml_core::clock::add(tat.max(now), interval),
+        );
+        self.record_arrival(channel, now, true);
+        Ok(())
+    }
+
+    fn record_arrival(&mut self, channel: &str, at: Timestamp, accepted: bool) {
+        self.post_arrivals.push(PostArrival {
+            channel: channel.to_owned(),
+            at,
+            accepted,
+        });
     }
 
     /// A Slack-like id: `prefix` + 10 upper-case letters and digits.
@@ -430,5 +482,40 @@ impl SlackState {
     pub(crate) fn notify_messages(&self) {
         self.messages_changed
             .send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: i64) -> Timestamp {
+        Timestamp::from_millisecond(1_800_000_000_000 + ms).expect("ts")
+    }
+
+    #[test]
+    fn post_rate_is_a_gcra_at_arrival() {
+        let mut inner = Inner::new(1);
+        assert_eq!(inner.check_post_rate("C1", at(0)), Ok(()));
+        assert_eq!(inner.check_post_rate("C1", at(999)), Err(1), "1 ms early");
+        assert_eq!(inner.check_post_rate("C2", at(999)), Ok(()), "own budget");
+        assert_eq!(inner.check_post_rate("C1", at(1000)), Ok(()));
+        // A refusal does not consume: the next second is free again.
+        assert_eq!(inner.check_post_rate("C1", at(2000)), Ok(()));
+        let accepted: Vec<bool> = inner.post_arrivals.iter().map(|a| a.accepted).collect();
+        assert_eq!(accepted, [true, false, true, true, true]);
+        assert_eq!(inner.rate_limited, 1);
+
+        // Bursts of 3: an idle channel takes three at once, then one per interval.
+        inner.post_burst = 3;
+        for _ in 0..3 {
+            assert_eq!(inner.check_post_rate("C3", at(0)), Ok(()));
+        }
+        assert_eq!(inner.check_post_rate("C3", at(0)), Err(1));
+        assert_eq!(inner.check_post_rate("C3", at(1000)), Ok(()));
+        assert_eq!(inner.check_post_rate("C3", at(1500)), Err(1), "500 ms left");
+
+        inner.post_interval = None;
+        assert_eq!(inner.check_post_rate("C3", at(1500)), Ok(()));
     }
 }

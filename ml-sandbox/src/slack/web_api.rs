@@ -490,19 +490,9 @@ fn post_message_locked(state: &SlackState, request: &ApiRequest) -> ApiResult {
             Some(parent.thread_ts.clone().unwrap_or(ts))
         }
     };
-    if let Some(interval) = inner.post_interval {
-        if let Some(next) = inner.next_allowed.get(&channel_id).copied()
-            && now < next
-        {
-            inner.rate_limited += 1;
-            let wait = ml_core::clock::until(now, next);
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return Err(ApiError::rate_limited(secs.max(1)));
-        }
-        inner
-            .next_allowed
-            .insert(channel_id.clone(), ml_core::clock::add(now, interval));
-    }
+    inner
+        .check_post_rate(&channel_id, now)
+        .map_err(ApiError::rate_limited)?;
     let ts = inner.next_ts(now);
     let message = StoredMessage {
         channel: channel_id.clone(),
