@@ -10,5 +10,5 @@ pub mod source;
 
 pub use crate::limiter_conformance as limiter;
 pub use audit::audit_store_conformance;
-pub use sink::sink_conformance;
+pub use sink::{InjectedFault, SinkFaultInjector, sink_conformance, sink_fault_conformance};
 pub use source::{SourceExpectations, source_conformance};
