@@ -286,7 +286,6 @@ mod tests {
     #[tokio::test]
     #[should_panic(expected = "HTTP 429 with Retry-After")]
     async fn the_fault_suite_catches_a_lost_retry_after() {
-        let sink = MemorySink::new("chat");
         struct NoHint<'a>(&'a MemorySink);
         impl SinkFaultInjector for NoHint<'_> {
             fn inject(&self, _fault: InjectedFault) {
@@ -296,13 +295,13 @@ mod tests {
                 self.0.sent().len()
             }
         }
+        let sink = MemorySink::new("chat");
         sink_fault_conformance(&sink, &Destination::new("chat", "#x"), 1, &NoHint(&sink)).await;
     }
 
     #[tokio::test]
     #[should_panic(expected = "must be in doubt")]
     async fn the_fault_suite_catches_an_in_doubt_send_classed_retryable() {
-        let sink = MemorySink::new("chat");
         struct Misclassed<'a>(&'a MemorySink);
         impl SinkFaultInjector for Misclassed<'_> {
             fn inject(&self, fault: InjectedFault) {
@@ -319,6 +318,7 @@ mod tests {
                 self.0.sent().len()
             }
         }
+        let sink = MemorySink::new("chat");
         sink_fault_conformance(
             &sink,
             &Destination::new("chat", "#x"),
