@@ -72,6 +72,10 @@ use crate::error::{Error, Result};
 ///   permit of its own, and touches no other key. Calling it for a key that no `acquire`
 ///   preceded (a sink that learned, during a send, that the destination's key is another
 ///   one) counts as a send on that key that arrived now, so the budget carries over.
+///   It does not recall permits already handed out: two sends on one key that overlap
+///   (two destinations naming one channel, each with a send in flight) are spaced by the
+///   quota at their starts only. Callers that need every arrival spaced keep one send per
+///   key in flight; the pipeline keeps one per destination.
 /// - [`penalize`](Self::penalize) tells the limiter that the server refused a send on `key`
 ///   (HTTP 429, Slack `ratelimited`, Twilio 20429): no `acquire` on that exact key returns
 ///   until `retry_after` has passed, including acquirers that are already waiting (and, for
@@ -265,11 +269,6 @@ struct Bucket {
     tats: Mutex<HashMap<String, Instant>>,
 }
 
-/// Instants far enough ahead to mean "never" (tokio's own far future is about 30 years).
-fn far_future(now: Instant) -> Instant {
-    now.checked_add(MAX_PENALTY).unwrap_or(now)
-}
-
 impl Bucket {
     fn interval(&self) -> Duration {
         self.quota.replenish_interval()
@@ -295,10 +294,9 @@ impl Bucket {
         {
             return Err(ready_at);
         }
-        let next = tat.max(now);
-        let next = next
-            .checked_add(self.interval())
-            .unwrap_or_else(|| far_future(next));
+        let base = tat.max(now);
+        // Saturates: an instant that far ahead already means "never again".
+        let next = base.checked_add(self.interval()).unwrap_or(base);
         match tats.get_mut(key) {
             Some(existing) => *existing = next,
             None => {
@@ -311,9 +309,7 @@ impl Bucket {
     /// Re-measures `key` from `now`: its theoretical arrival time becomes at least
     /// `now + interval`, as if the last send had happened now.
     fn complete(&self, key: &str, now: Instant) {
-        let at = now
-            .checked_add(self.interval())
-            .unwrap_or_else(|| far_future(now));
+        let at = now.checked_add(self.interval()).unwrap_or(now);
         let mut tats = self.tats();
         match tats.get_mut(key) {
             Some(existing) => *existing = (*existing).max(at),
