@@ -39,7 +39,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
@@ -74,8 +74,9 @@ use crate::error::{Error, Result};
 ///   one) counts as a send on that key that arrived now, so the budget carries over.
 ///   It does not recall permits already handed out: two sends on one key that overlap
 ///   (two destinations naming one channel, each with a send in flight) are spaced by the
-///   quota at their starts only. Callers that need every arrival spaced keep one send per
-///   key in flight; the pipeline keeps one per destination.
+///   quota at their starts only. Where every arrival must be spaced, keep one send per key
+///   in flight: the pipeline keeps one per destination, and [`GcraLimiter`] does it per key
+///   with [`Quota::in_flight`].
 /// - [`penalize`](Self::penalize) tells the limiter that the server refused a send on `key`
 ///   (HTTP 429, Slack `ratelimited`, Twilio 20429): no `acquire` on that exact key returns
 ///   until `retry_after` has passed, including acquirers that are already waiting (and, for
@@ -135,6 +136,10 @@ pub trait RateLimiter: Send + Sync + fmt::Debug {
 /// [`burst`](Self::burst) for a smoother rate (`Quota::per_minute(30)?.burst(1)?` sends one
 /// every 2 s from the start).
 ///
+/// A quota can also cap the sends in flight per key ([`in_flight`](Self::in_flight)):
+/// Slack's `1/s burst 1` with `in_flight(1, ..)` makes every post on a channel wait for the
+/// previous one's answer plus one second, even when two destinations share the channel.
+///
 /// Every constructor validates its input and fails with [`Error::Config`] on a zero count,
 /// period or burst, or on a rate faster than one send per nanosecond.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -142,6 +147,14 @@ pub struct Quota {
     count: NonZeroU32,
     period: Duration,
     inner: governor::Quota,
+    in_flight: Option<InFlight>,
+}
+
+/// The in-flight cap of a [`Quota`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct InFlight {
+    max: NonZeroU32,
+    lease: Duration,
 }
 
 impl Quota {
@@ -168,6 +181,39 @@ impl Quota {
     /// One send per `interval`, burst 1.
     pub fn with_period(interval: Duration) -> Result<Self> {
         Self::make("Quota::with_period", 1, interval)
+    }
+
+    /// The same rate, and at most `max` sends per key in flight: `acquire` also waits until
+    /// fewer than `max` of the sends it permitted on the key are still running, i.e. not
+    /// yet reported with [`RateLimiter::completed`]. So with `max` 1 the next send on a key
+    /// waits for the previous one's answer (then the interval), whichever destination it
+    /// came from.
+    ///
+    /// Every caller of `acquire` on such keys must report each send with `completed` (the
+    /// pipeline does). A send not completed within `lease` counts as completed then, so a
+    /// caller that died cannot block the key for ever: make the lease longer than the
+    /// sink's request timeout. A `completed` on a key with nothing in flight (a sink that
+    /// learned its key mid-send) frees nothing. Fails with [`Error::Config`] on a zero
+    /// `max` or `lease`.
+    pub fn in_flight(self, max: u32, lease: Duration) -> Result<Self> {
+        let max = NonZeroU32::new(max).ok_or_else(|| {
+            Error::config("Quota::in_flight", "the sends in flight must be at least 1")
+        })?;
+        if lease.is_zero() {
+            return Err(Error::config(
+                "Quota::in_flight",
+                "the lease must be longer than zero",
+            ));
+        }
+        Ok(Self {
+            in_flight: Some(InFlight { max, lease }),
+            ..self
+        })
+    }
+
+    /// The cap on sends in flight per key and their lease, when set.
+    pub fn in_flight_cap(&self) -> Option<(u32, Duration)> {
+        self.in_flight.map(|c| (c.max.get(), c.lease))
     }
 
     /// The same rate with up to `burst` sends at once.
@@ -201,6 +247,7 @@ impl Quota {
             count,
             period,
             inner,
+            in_flight: None,
         })
     }
 
@@ -226,7 +273,8 @@ impl Quota {
 }
 
 impl fmt::Display for Quota {
-    /// `1/s burst 1`, `30/min burst 30`, `3 per 250ms burst 1`.
+    /// `1/s burst 1`, `30/min burst 30`, `3 per 250ms burst 1`,
+    /// `1/s burst 1, 1 in flight (lease 60s)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.period.as_secs(), self.period.subsec_nanos()) {
             (1, 0) => write!(f, "{}/s", self.count)?,
@@ -234,7 +282,11 @@ impl fmt::Display for Quota {
             (3600, 0) => write!(f, "{}/h", self.count)?,
             _ => write!(f, "{} per {:?}", self.count, self.period)?,
         }
-        write!(f, " burst {}", self.burst_size())
+        write!(f, " burst {}", self.burst_size())?;
+        if let Some(c) = self.in_flight {
+            write!(f, ", {} in flight (lease {:?})", c.max, c.lease)?;
+        }
+        Ok(())
     }
 }
 
@@ -244,11 +296,14 @@ impl fmt::Display for Quota {
 )]
 impl fmt::Debug for Quota {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Quota")
-            .field("count", &self.count)
+        let mut d = f.debug_struct("Quota");
+        d.field("count", &self.count)
             .field("period", &self.period)
-            .field("burst", &self.burst_size())
-            .finish()
+            .field("burst", &self.burst_size());
+        if let Some(cap) = self.in_flight_cap() {
+            d.field("in_flight", &cap);
+        }
+        d.finish()
     }
 }
 
@@ -263,10 +318,31 @@ const MAX_PENALTY: Duration = Duration::from_secs(86_400 * 365 * 30);
 struct Bucket {
     prefix: String,
     quota: Quota,
-    /// The GCRA's theoretical arrival time per key: a send may pass once
+    keys: Mutex<HashMap<String, KeyState>>,
+    /// Woken when a send completes on a key with an in-flight cap, for waiters on it.
+    completions: Notify,
+}
+
+/// The state of one key.
+#[derive(Debug)]
+struct KeyState {
+    /// The GCRA's theoretical arrival time: a send may pass once
     /// `now >= tat - (burst - 1) * interval`, and then moves it to `max(tat, now) + interval`.
-    /// A key without an entry behaves as `tat = now`.
-    tats: Mutex<HashMap<String, Instant>>,
+    /// A fresh key behaves as `tat = now`.
+    tat: Instant,
+    /// Lease expiries of the permitted sends not yet completed (with an in-flight cap only).
+    leases: Vec<Instant>,
+}
+
+impl KeyState {
+    fn forget_expired(&mut self, now: Instant) {
+        self.leases.retain(|until| *until > now);
+    }
+
+    /// Indistinguishable from a fresh key.
+    fn is_idle(&self, now: Instant) -> bool {
+        self.tat <= now && self.leases.iter().all(|until| *until <= now)
+    }
 }
 
 impl Bucket {
@@ -279,51 +355,79 @@ impl Bucket {
             .saturating_mul(self.quota.burst_size().saturating_sub(1))
     }
 
-    fn tats(&self) -> MutexGuard<'_, HashMap<String, Instant>> {
-        self.tats.lock().unwrap_or_else(PoisonError::into_inner)
+    fn keys(&self) -> MutexGuard<'_, HashMap<String, KeyState>> {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes a permit for `key` now, or says when to try again. Decides and records under
-    /// one lock, with no await: that is what makes `acquire` cancel safe.
+    /// Takes a permit for `key` now, or says when to try again (a completion may come
+    /// sooner). Decides and records under one lock, with no await: that is what makes
+    /// `acquire` cancel safe.
     fn try_take(&self, key: &str, now: Instant) -> std::result::Result<(), Instant> {
-        let mut tats = self.tats();
-        let tat = tats.get(key).copied().unwrap_or(now);
+        let mut keys = self.keys();
+        if let Some(state) = keys.get_mut(key) {
+            state.forget_expired(now);
+            if let Some(cap) = self.quota.in_flight
+                && state.leases.len() >= usize::try_from(cap.max.get()).unwrap_or(usize::MAX)
+            {
+                return Err(state.leases.iter().min().copied().unwrap_or(now));
+            }
+            return self.take(state, now);
+        }
+        let mut fresh = KeyState {
+            tat: now,
+            leases: Vec::new(),
+        };
+        self.take(&mut fresh, now)?;
+        keys.insert(key.to_owned(), fresh);
+        Ok(())
+    }
+
+    /// The GCRA step on one key's state (plus a lease with an in-flight cap).
+    fn take(&self, state: &mut KeyState, now: Instant) -> std::result::Result<(), Instant> {
         // `tat - tolerance` cannot underflow in practice; if it would, the key is ready.
-        if let Some(ready_at) = tat.checked_sub(self.tolerance())
+        if let Some(ready_at) = state.tat.checked_sub(self.tolerance())
             && ready_at > now
         {
             return Err(ready_at);
         }
-        let base = tat.max(now);
+        let base = state.tat.max(now);
         // Saturates: an instant that far ahead already means "never again".
-        let next = base.checked_add(self.interval()).unwrap_or(base);
-        match tats.get_mut(key) {
-            Some(existing) => *existing = next,
-            None => {
-                tats.insert(key.to_owned(), next);
-            }
+        state.tat = base.checked_add(self.interval()).unwrap_or(base);
+        if let Some(cap) = self.quota.in_flight {
+            state.leases.push(now.checked_add(cap.lease).unwrap_or(now));
         }
         Ok(())
     }
 
     /// Re-measures `key` from `now`: its theoretical arrival time becomes at least
-    /// `now + interval`, as if the last send had happened now.
+    /// `now + interval`, as if the last send had happened now; frees one in-flight slot.
     fn complete(&self, key: &str, now: Instant) {
         let at = now.checked_add(self.interval()).unwrap_or(now);
-        let mut tats = self.tats();
-        match tats.get_mut(key) {
-            Some(existing) => *existing = (*existing).max(at),
-            None => {
-                tats.insert(key.to_owned(), at);
-            }
+        let mut keys = self.keys();
+        let state = keys.entry(key.to_owned()).or_insert(KeyState {
+            tat: at,
+            leases: Vec::new(),
+        });
+        state.tat = state.tat.max(at);
+        state.forget_expired(now);
+        // Which send completed does not matter for the cap; free the oldest lease.
+        if let Some(oldest) = (0..state.leases.len()).min_by_key(|&i| state.leases[i]) {
+            state.leases.swap_remove(oldest);
+        }
+        drop(keys);
+        if self.quota.in_flight.is_some() {
+            self.completions.notify_waiters();
         }
     }
 
-    /// Drops keys whose theoretical arrival time has passed: they behave like fresh keys.
+    /// Drops keys that behave like fresh ones.
     fn retain_recent(&self, now: Instant) {
-        let mut tats = self.tats();
-        tats.retain(|_, tat| *tat > now);
-        tats.shrink_to_fit();
+        let mut keys = self.keys();
+        keys.retain(|_, state| !state.is_idle(now));
+        for state in keys.values_mut() {
+            state.forget_expired(now);
+        }
+        keys.shrink_to_fit();
     }
 }
 
@@ -390,7 +494,8 @@ impl GcraLimiterBuilder {
             .map(|(prefix, quota)| Bucket {
                 prefix,
                 quota,
-                tats: Mutex::new(HashMap::new()),
+                keys: Mutex::new(HashMap::new()),
+                completions: Notify::new(),
             })
             .collect();
         buckets.sort_by_key(|b| std::cmp::Reverse(b.prefix.len()));
@@ -429,7 +534,7 @@ impl GcraLimiter {
     /// expired yet), for metrics and for deciding when to call
     /// [`retain_recent`](Self::retain_recent).
     pub fn tracked_keys(&self) -> usize {
-        self.buckets.iter().map(|b| b.tats().len()).sum::<usize>() + self.penalties().len()
+        self.buckets.iter().map(|b| b.keys().len()).sum::<usize>() + self.penalties().len()
     }
 
     fn bucket_for(&self, key: &str) -> Option<&Bucket> {
@@ -469,9 +574,19 @@ impl RateLimiter for GcraLimiter {
             let Some(bucket) = bucket else {
                 return Ok(());
             };
+            // Registered before the check, so a completion between the check and the
+            // sleep is not missed.
+            let completion = bucket.completions.notified();
+            let mut completion = std::pin::pin!(completion);
+            completion.as_mut().enable();
             match bucket.try_take(key, Instant::now()) {
                 Ok(()) => return Ok(()),
-                Err(at) => tokio::time::sleep_until(at).await,
+                Err(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = completion => {}
+                    }
+                }
             }
         }
     }

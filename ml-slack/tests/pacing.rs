@@ -44,6 +44,20 @@ fn router(routes: &[&[&str]]) -> Router {
 }
 
 fn pipeline(sink: SlackSink, table: &SourceTable, routes: &[&[&str]]) -> Pipeline {
+    pipeline_with(
+        sink,
+        table,
+        routes,
+        Quota::with_period(INTERVAL).expect("quota"),
+    )
+}
+
+fn pipeline_with(
+    sink: SlackSink,
+    table: &SourceTable,
+    routes: &[&[&str]],
+    quota: Quota,
+) -> Pipeline {
     let source = MemorySource::new("invoices", EntityKind::SupplierInvoice, table.clone());
     Pipeline::builder()
         .store(common::store())
@@ -55,9 +69,7 @@ fn pipeline(sink: SlackSink, table: &SourceTable, routes: &[&[&str]]) -> Pipelin
         .router(router(routes))
         .sink("slack", Arc::new(sink))
         .limiter(Arc::new(
-            GcraLimiter::builder()
-                .prefix("slack:", Quota::with_period(INTERVAL).expect("quota"))
-                .build(),
+            GcraLimiter::builder().prefix("slack:", quota).build(),
         ))
         .clock(Arc::new(TokioClock::default()))
         .max_in_flight(8)
@@ -203,6 +215,39 @@ async fn a_name_and_its_id_share_one_budget_once_known() {
     let arrivals = slack.post_arrivals_in(&id);
     assert_eq!(slack.rate_limited_count(), 0, "{arrivals:?}");
     assert_eq!(accepted(&arrivals).len(), 7, "{arrivals:?}");
+    assert_gaps("#finance and its id", &accepted(&arrivals), INTERVAL);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_name_and_its_id_in_flight_at_once_wait_for_each_other() {
+    let slack = SlackEmulator::start().await.expect("emulator");
+    let id = slack.add_channel(Channel::public("finance"));
+    let sink = common::sink(&slack);
+    let table = SourceTable::default();
+    add(&table, 0, 0, 1);
+    // One post in flight per channel: the next waits for the answer, whichever
+    // destination (name or id) it comes from.
+    let quota = Quota::with_period(INTERVAL)
+        .and_then(|q| q.in_flight(1, Duration::from_secs(60)))
+        .expect("quota");
+    let p = pipeline_with(
+        sink,
+        &table,
+        &[&["#finance"], &["#finance", id.as_str()]],
+        quota,
+    );
+    deliver(&p).await;
+    // Both destinations now post at once; the first post of the pair reaches Slack one
+    // interval after it started, right when the other would be permitted by rate alone.
+    slack
+        .faults()
+        .push(FaultRule::on("chat.postMessage", Fault::Latency(INTERVAL)));
+    add(&table, 1, 1, 2);
+    deliver(&p).await;
+
+    assert_eq!(slack.messages(&id).len(), 1 + 2 * 2);
+    let arrivals = slack.post_arrivals_in(&id);
+    assert_eq!(slack.rate_limited_count(), 0, "{arrivals:?}");
     assert_gaps("#finance and its id", &accepted(&arrivals), INTERVAL);
 }
 

@@ -525,3 +525,89 @@ async fn completed_on_unlimited_keys_keeps_no_state() {
         Duration::ZERO
     );
 }
+
+fn one_in_flight() -> GcraLimiter {
+    GcraLimiter::builder()
+        .prefix(
+            "slack:",
+            Quota::per_second(1)
+                .and_then(|q| q.burst(1))
+                .and_then(|q| q.in_flight(1, Duration::from_secs(60)))
+                .expect("quota"),
+        )
+        .build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_flight_cap_waits_for_the_previous_answer() {
+    let limiter = Arc::new(one_in_flight());
+    let start = Instant::now();
+    limiter.acquire("slack:C1").await.expect("acquire");
+    // A second sender on the same key (another destination naming the channel).
+    let second = {
+        let limiter = Arc::clone(&limiter);
+        tokio::spawn(async move {
+            limiter.acquire("slack:C1").await.expect("acquire");
+            Instant::now()
+        })
+    };
+    // The first send is held 3 s; the second may not start before its answer + 1 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!second.is_finished(), "still waiting for the answer");
+    limiter.completed("slack:C1").await.expect("completed");
+    let started = second.await.expect("join");
+    assert_eq!(started - start, Duration::from_secs(4));
+    // Other keys are independent.
+    assert_eq!(
+        elapsed_for(limiter.acquire("slack:C2")).await,
+        Duration::ZERO
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_flight_leases_expire() {
+    let limiter = one_in_flight();
+    limiter.acquire("slack:C1").await.expect("acquire");
+    // Never completed (the caller died): the lease frees the key after 60 s.
+    let waited = elapsed_for(limiter.acquire("slack:C1")).await;
+    assert_eq!(waited, Duration::from_secs(60));
+    limiter.completed("slack:C1").await.expect("completed");
+    // A completion with nothing in flight frees nothing, and only re-measures.
+    limiter.completed("slack:C1").await.expect("completed");
+    let waited = elapsed_for(limiter.acquire("slack:C1")).await;
+    assert_eq!(waited, Duration::from_secs(1));
+    assert_eq!(limiter.tracked_keys(), 1);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    limiter.retain_recent();
+    assert_eq!(limiter.tracked_keys(), 0, "expired leases are forgotten");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_acquire_takes_no_in_flight_slot() {
+    let limiter = one_in_flight();
+    limiter.acquire("slack:C1").await.expect("acquire");
+    let timed_out = tokio::time::timeout(Duration::from_secs(5), limiter.acquire("slack:C1")).await;
+    assert!(timed_out.is_err());
+    limiter.completed("slack:C1").await.expect("completed");
+    let waited = elapsed_for(limiter.acquire("slack:C1")).await;
+    assert_eq!(waited, Duration::from_secs(1));
+}
+
+#[test]
+fn in_flight_validation_and_display() {
+    let q = Quota::per_second(1).expect("q");
+    for (max, lease) in [(0, Duration::from_secs(1)), (1, Duration::ZERO)] {
+        match q.in_flight(max, lease) {
+            Err(Error::Config { key, .. }) => assert_eq!(key, "Quota::in_flight"),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+    let capped = q.in_flight(1, Duration::from_secs(60)).expect("valid");
+    assert_eq!(capped.in_flight_cap(), Some((1, Duration::from_secs(60))));
+    assert_eq!(q.in_flight_cap(), None);
+    assert_eq!(capped.to_string(), "1/s burst 1, 1 in flight (lease 60s)");
+    assert_eq!(
+        format!("{capped:?}"),
+        "Quota { count: 1, period: 1s, burst: 1, in_flight: (1, 60s) }"
+    );
+}
