@@ -86,7 +86,15 @@ impl MasterKey {
         h.update(b"ml-connector master key id v1\0");
         h.update(bytes.as_slice());
         let digest = h.finalize();
-        let id = KeyId(digest[..8].iter().map(|b| format!("{b:02x}")).collect());
+        let id = KeyId(
+            digest[..8]
+                .iter()
+                .fold(String::with_capacity(16), |mut s, b| {
+                    use std::fmt::Write as _;
+                    let _ = write!(s, "{b:02x}");
+                    s
+                }),
+        );
         Self { bytes, id }
     }
 
