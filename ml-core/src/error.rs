@@ -148,6 +148,15 @@ pub enum Error {
     /// The operation was cancelled by a shutdown.
     #[error("cancelled by shutdown")]
     Cancelled,
+    /// A stored credential cannot be used: not decryptable with the configured master key,
+    /// tampered with, or not of the expected form. Never contains the value.
+    #[error("credential `{name}`: {message}")]
+    Credential {
+        /// The credential's name.
+        name: String,
+        /// What is wrong. Never contains the value.
+        message: String,
+    },
 }
 
 impl Error {

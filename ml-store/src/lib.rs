@@ -69,6 +69,7 @@
 
 mod builder;
 mod codec;
+mod credentials;
 mod deliver;
 mod error;
 mod query;
@@ -77,6 +78,7 @@ mod sqlite;
 mod write;
 
 pub use builder::{DEFAULT_BUSY_TIMEOUT, DEFAULT_PATH, SqliteBuilder, SqliteConfigKey};
+pub use credentials::{Rotation, SqliteCredentialStore};
 pub use error::StoreError;
 pub use sqlite::SqliteAuditStore;
 

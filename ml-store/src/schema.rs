@@ -117,8 +117,21 @@ CREATE TABLE rejected (
 CREATE INDEX rejected_by_stream ON rejected (stream, id);
 ";
 
+/// Version 2: credentials at rest (`crate::SqliteCredentialStore`). Values are never
+/// stored in clear: a data key wrapped by the master key, and the value encrypted with it.
+const V2_CREDENTIALS: &str = r"
+CREATE TABLE credentials (
+    name        TEXT PRIMARY KEY NOT NULL,
+    version     INTEGER NOT NULL,
+    key_id      TEXT NOT NULL,            -- fingerprint of the master key that wrapped the data key
+    wrapped_key BLOB NOT NULL,            -- nonce + encrypted data key
+    ciphertext  BLOB NOT NULL,            -- nonce + encrypted value
+    updated_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
 /// The migrations, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2_CREDENTIALS];
 
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -5,10 +5,12 @@
 //! [`crate::memory::MemorySource::fail_next`]).
 
 pub mod audit;
+pub mod credential;
 pub mod sink;
 pub mod source;
 
 pub use crate::limiter_conformance as limiter;
 pub use audit::audit_store_conformance;
+pub use credential::credential_store_conformance;
 pub use sink::{InjectedFault, SinkFaultInjector, sink_conformance, sink_fault_conformance};
 pub use source::{SourceExpectations, source_conformance};
