@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The journal loop, ml-connector (release) vs the plain Python peer, back to back in one run:
-# N records, pages of 500, one destination per record, a counting sink, a new SQLite file
-# (WAL, synchronous=NORMAL) in a temporary directory each. Prints both figures and the ratio.
+# N records, pages of 500, one destination per record (round robin over DESTINATIONS), a
+# counting sink, a new SQLite file (WAL, synchronous=NORMAL) in a temporary directory each.
+# Prints both figures (records/s, wall clock) and their ratio, and the same per CPU-second
+# (user + sys, all threads), which is steadier than wall time on a shared machine.
 #
 #   benches/compare.sh [N=100000] [DESTINATIONS=1]
 #
 # The Rust side is `cargo run --release -p ml-benches --example journal_loop`; the Python
-# side is benches/peers/python_peer.py on the system python3 (standard library only).
-# Set ML_BENCH_ROUNDS=2 to alternate the two twice (the best of each is compared).
+# side is benches/peers/python_peer.py on the system python3 (standard library only;
+# PYTHON=... picks another). ML_BENCH_ROUNDS=2 alternates the two twice and compares the
+# best of each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-100000}"
@@ -16,21 +19,37 @@ rounds="${ML_BENCH_ROUNDS:-1}"
 python="${PYTHON:-python3}"
 
 cargo build -q --release -p ml-benches --example journal_loop
-target_dir="${CARGO_TARGET_DIR:-target}"
-rust_bin="$target_dir/release/examples/journal_loop"
+rust_bin="${CARGO_TARGET_DIR:-target}/release/examples/journal_loop"
 
-best_rust=0
-best_python=0
+cpu_file="$(mktemp)"
+trap 'rm -f "$cpu_file"' EXIT
+# Runs "$@", prints its output, and leaves "<records/s> <cpu seconds>" in $result.
+measure() {
+  local out cpu rate
+  if [ -x /usr/bin/time ]; then
+    out="$(/usr/bin/time -f '%U %S' -o "$cpu_file" "$@")"
+    cpu="$(awk '{ print $1 + $2 }' "$cpu_file")"
+  else
+    out="$("$@")"
+    cpu=0
+  fi
+  echo "$out"
+  rate="$(sed -n 's/.* = \([0-9]*\) records\/s.*/\1/p' <<<"$out")"
+  result="$rate $cpu"
+}
+
+best_rust=0 best_python=0 rust_cpu=0 python_cpu=0
 for _ in $(seq "$rounds"); do
-  line="$("$rust_bin" "$n" "$dests")"
-  echo "$line"
-  rust="$(sed -n 's/.* = \([0-9]*\) records\/s.*/\1/p' <<<"$line")"
-  line="$("$python" benches/peers/python_peer.py "$n" --destinations "$dests")"
-  echo "$line"
-  py="$(sed -n 's/.* = \([0-9]*\) records\/s.*/\1/p' <<<"$line")"
-  (( rust > best_rust )) && best_rust=$rust
-  (( py > best_python )) && best_python=$py
+  measure "$rust_bin" "$n" "$dests"
+  read -r rate cpu <<<"$result"
+  if (( rate > best_rust )); then best_rust=$rate rust_cpu=$cpu; fi
+  measure "$python" benches/peers/python_peer.py "$n" --destinations "$dests"
+  read -r rate cpu <<<"$result"
+  if (( rate > best_python )); then best_python=$rate python_cpu=$cpu; fi
 done
-awk -v r="$best_rust" -v p="$best_python" -v n="$n" -v d="$dests" 'BEGIN {
+awk -v r="$best_rust" -v p="$best_python" -v rc="$rust_cpu" -v pc="$python_cpu" \
+    -v n="$n" -v d="$dests" 'BEGIN {
   printf "journal loop, %d records, %d destination(s): rust %d records/s, python %d records/s, ratio rust/python = %.2fx\n", n, d, r, p, r / p
+  if (rc > 0 && pc > 0)
+    printf "per CPU-second (user+sys): rust %.0f, python %.0f records/cpu-s (%.1f s vs %.1f s CPU), ratio = %.2fx\n", n / rc, n / pc, rc, pc, pc / rc
 }'
