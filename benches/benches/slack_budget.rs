@@ -9,6 +9,9 @@
 //! time. Prints messages accepted / (channels x seconds) (target >= 0.99) and the count of
 //! 429 responses (target 0), and exits with status 1 when either target is missed.
 //!
+//! It also prints the distribution of the gaps between a channel's accepted messages (as
+//! the emulator received them): a gap of 2 s or more is a slot lost to a 429.
+//!
 //! Accepted messages are counted half a second before the window closes: at 1/s, burst 1,
 //! a channel has exactly `seconds` send slots in `[start, start + seconds)` (t = 0, 1, ...,
 //! seconds - 1), and the last one lands well within that half second on loopback.
@@ -19,6 +22,7 @@
 
 #![allow(missing_docs)]
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +30,7 @@ use std::time::Duration;
 use ml_benches::{SyntheticInvoices, env_or, router};
 use ml_core::limiter::{GcraLimiter, Quota};
 use ml_core::{Pipeline, Schedule, Stream};
-use ml_sandbox::slack::{Channel, SlackEmulator};
+use ml_sandbox::slack::{Channel, SlackEmulator, StoredMessage};
 use ml_slack::SlackBuilder;
 
 fn main() -> ExitCode {
@@ -100,15 +104,17 @@ async fn budget(channels: u64, secs: u64) -> ml_core::Result<bool> {
     let window = Duration::from_secs(secs);
     let counter = async {
         tokio::time::sleep(window.saturating_sub(Duration::from_millis(500))).await;
-        let accepted = slack.all_messages().len() as u64;
+        let accepted = slack.all_messages();
         let _ = stop_tx.send(());
         accepted
     };
     let run = p.run(async {
         let _ = stop_rx.await;
     });
-    let (accepted, summary) = tokio::join!(counter, run);
+    let (messages, summary) = tokio::join!(counter, run);
     let summary = summary?;
+    let accepted = messages.len() as u64;
+    let gaps = gaps_ms(&messages);
     let rate_limited = slack.rate_limited_count();
     let used = accepted as f64 / (channels * secs) as f64;
     let ok = used >= 0.99 && rate_limited == 0;
@@ -120,5 +126,42 @@ async fn budget(channels: u64, secs: u64) -> ml_core::Result<bool> {
         summary.deliveries.retried,
         if ok { "ok" } else { "MISSED" }
     );
+    if let (Some(min), Some(max)) = (gaps.first(), gaps.last()) {
+        let at = |q: f64| gaps[((gaps.len() - 1) as f64 * q) as usize];
+        println!(
+            "gaps between accepted messages of a channel (ms): min {min}, p10 {}, median {}, \
+             p90 {}, p99 {}, max {max}",
+            at(0.1),
+            at(0.5),
+            at(0.9),
+            at(0.99)
+        );
+    }
     Ok(ok)
+}
+
+/// The gaps between consecutive accepted messages of each channel (from their `ts`, the
+/// emulator's receive time), in milliseconds, sorted.
+fn gaps_ms(messages: &[StoredMessage]) -> Vec<i64> {
+    let mut by_channel: HashMap<&str, Vec<i64>> = HashMap::new();
+    for m in messages {
+        let (secs, micros) = m.ts.split_once('.').unwrap_or((&m.ts, "0"));
+        if let (Ok(s), Ok(u)) = (secs.parse::<i64>(), micros.parse::<i64>()) {
+            by_channel
+                .entry(m.channel.as_str())
+                .or_default()
+                .push(s * 1_000_000 + u);
+        }
+    }
+    let mut gaps: Vec<i64> = by_channel
+        .into_values()
+        .flat_map(|mut ts| {
+            ts.sort_unstable();
+            ts.windows(2)
+                .map(|w| (w[1] - w[0]) / 1_000)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    gaps.sort_unstable();
+    gaps
 }
