@@ -10,13 +10,15 @@
 # The Rust side is `cargo run --release -p ml-benches --example journal_loop`; the Python
 # side is benches/peers/python_peer.py on the system python3 (standard library only;
 # PYTHON=... picks another). ML_BENCH_ROUNDS=2 alternates the two twice and compares the
-# best of each.
+# best of each. ML_BENCH_PEER_ARGS=--minimal runs the peer's bare loop (no attempt rows, no
+# record read per delivery: less work than ours, a stricter baseline).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-100000}"
 dests="${2:-1}"
 rounds="${ML_BENCH_ROUNDS:-1}"
 python="${PYTHON:-python3}"
+read -r -a peer_args <<<"${ML_BENCH_PEER_ARGS:-}"
 
 cargo build -q --release -p ml-benches --example journal_loop
 rust_bin="${CARGO_TARGET_DIR:-target}/release/examples/journal_loop"
@@ -43,7 +45,7 @@ for _ in $(seq "$rounds"); do
   measure "$rust_bin" "$n" "$dests"
   read -r rate cpu <<<"$result"
   if (( rate > best_rust )); then best_rust=$rate rust_cpu=$cpu; fi
-  measure "$python" benches/peers/python_peer.py "$n" --destinations "$dests"
+  measure "$python" benches/peers/python_peer.py "$n" --destinations "$dests" "${peer_args[@]}"
   read -r rate cpu <<<"$result"
   if (( rate > best_python )); then best_python=$rate python_cpu=$cpu; fi
 done
