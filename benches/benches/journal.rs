@@ -5,7 +5,7 @@
 //! * `growth/deliver_500/{10k,1m}`: the delivery pass alone (claim -> send to a counting
 //!   sink -> finish, through `Pipeline::deliver_due`) for 500 new deliveries, on a journal
 //!   that already holds 10,000 or 1,000,000 delivered records. The cost per delivery should
-//!   not depend on the size. Each big journal is built once (lean ~400 B records journaled
+//!   not depend on the size. Each big journal is built once (lean ~300 B records journaled
 //!   through the store, then marked delivered in one SQL statement: the slow path would take
 //!   minutes) and reused by every iteration; the 1M set-up takes about a minute.
 //!

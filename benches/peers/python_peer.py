@@ -7,7 +7,7 @@ in an afternoon, with nothing but the standard library.
 It does the same work as `cargo run --release -p ml-benches --example journal_loop -- N`:
 
 * N synthetic Oracle-shaped supplier invoices (key i, business fields, two lines, and the raw
-  Oracle JSON with 1-3 lines of 1-2 distributions each: a ~1.6 KB JSON body, like the body
+  Oracle JSON with 1-3 lines of 1-2 distributions each: a ~2.2 KB JSON body, like the body
   ml-store journals), read in pages of 500;
 * a SQLite journal in a new temporary directory, WAL, synchronous=NORMAL, with the same
   tables and indexes that matter (records with a unique dedupe key, destinations, deliveries

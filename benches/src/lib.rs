@@ -8,7 +8,12 @@
 //! | journal growth: claim + finish with 10k vs 1M delivered rows already journaled | `cargo bench -p ml-benches --bench journal -- growth` |
 //! | the Slack budget: 50 channels, limiter on (1/s/channel), accepted / (channels x s), 429s | `cargo bench -p ml-benches --bench slack_budget` (`ML_BENCH_BUDGET_SECS=10` for a short run) |
 //! | the journal loop as one release run (records/s, peak RSS) | `cargo run --release -p ml-benches --example journal_loop -- 100000` |
-//! | the same loop against the plain Python peer, one run, both figures and the ratio | `benches/compare.sh 100000` |
+//! | the same loop against the plain Python peer, one run, both figures and the ratio | `benches/compare.sh 100000 [DESTINATIONS]` |
+//!
+//! `benches/compare.sh` also prints records per CPU-second (steadier than wall time on a
+//! shared machine); `ML_BENCH_ROUNDS=2` alternates the two sides twice and keeps the best of
+//! each; `ML_BENCH_PEER_ARGS=--minimal` runs the peer's bare loop (no attempt rows, no record
+//! read per delivery). `benches/peers/python_peer.py` runs alone too (`--help`).
 //!
 //! Keep runs short on a shared machine: `-- --warm-up-time 1 --measurement-time 3` or
 //! `--sample-size 10` after the criterion bench name.
@@ -62,7 +67,7 @@ fn modified_at(i: u64) -> Result<Timestamp> {
 
 /// Invoice `i` (key `i`) as the Oracle Fusion source maps one: business fields, two
 /// lines, and the emulator's raw invoice JSON (with lines and distributions) as the raw
-/// payload. Its journaled body is about 2.5 KB.
+/// payload. Its journaled body is about 2.2 KB on average (1-3 raw lines).
 pub fn invoice(i: u64, centers: u64) -> Result<Record> {
     let at = modified_at(i)?;
     let amount = format!("{}.{:02}", 100 + i % 9_000, i % 100);
@@ -105,7 +110,7 @@ pub fn invoice(i: u64, centers: u64) -> Result<Record> {
 }
 
 /// Invoice `i` with only its identity, document number, amount and cost center, and a
-/// one-attribute raw payload: a ~400 B journaled body.
+/// one-attribute raw payload: a ~300 B journaled body.
 pub fn lean_invoice(i: u64, centers: u64) -> Result<Record> {
     let at = modified_at(i)?;
     Ok(Record::new(
@@ -156,7 +161,7 @@ impl SyntheticInvoices {
         self
     }
 
-    /// Serves [`lean_invoice`]s (a ~400 B body) instead: for building large journals
+    /// Serves [`lean_invoice`]s (a ~300 B body) instead: for building large journals
     /// quickly where only the row count matters.
     pub fn with_lean_records(mut self) -> Self {
         self.lean = true;
