@@ -95,6 +95,33 @@ pub struct ReadPlan {
     /// at `since`, i.e. `modified > since OR (modified = since AND key > after_key)`. When
     /// set, `offset` is 0.
     pub after_key: Option<String>,
+    /// A sweep (module docs): read only rows whose modification time lies in one of these
+    /// closed ranges, ascending and disjoint; empty: no such restriction. A source that
+    /// cannot filter this way may ignore it: the cursor then stops the sweep at the first
+    /// row past the last range, at the cost of reading the rows between the ranges.
+    pub within: Vec<Window>,
+}
+
+/// A closed range of modification times `[lo, hi]`, stored as a two-element array.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(Timestamp, Timestamp)", into = "(Timestamp, Timestamp)")]
+pub struct Window {
+    /// The earliest time in the range.
+    pub lo: Timestamp,
+    /// The latest time in the range.
+    pub hi: Timestamp,
+}
+
+impl From<(Timestamp, Timestamp)> for Window {
+    fn from((lo, hi): (Timestamp, Timestamp)) -> Self {
+        Self { lo, hi }
+    }
+}
+
+impl From<Window> for (Timestamp, Timestamp) {
+    fn from(w: Window) -> Self {
+        (w.lo, w.hi)
+    }
 }
 
 /// How a [`WatermarkCursor`] continues a cycle from one page to the next (module docs).
@@ -187,15 +214,41 @@ pub struct WatermarkState {
     /// precision than it serves): the stream uses anchored offsets from then on.
     #[serde(rename = "nk", default, skip_serializing_if = "std::ops::Not::not")]
     pub keyset_unusable: bool,
+    /// The windows `[frontier - overlap, frontier]` of the pages the forward scan has read,
+    /// merged (module docs): swept at the start of the next cycle.
+    #[serde(rename = "lw", default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<Window>,
+    /// The sweep in progress, if any.
+    #[serde(rename = "sw", default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<Sweep>,
+}
+
+/// A sweep in progress: re-reading windows behind page frontiers (module docs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sweep {
+    /// The windows still to read, ascending; while sweeping, [`WatermarkState::mode`] is
+    /// the continuation within them.
+    #[serde(rename = "w")]
+    pub windows: Vec<Window>,
+    /// Where the forward scan continues when the sweep is done.
+    #[serde(rename = "r")]
+    pub resume: Box<Mode>,
 }
 
 /// Where a [`WatermarkCursor`] continues.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "at", rename_all = "snake_case")]
 pub enum Mode {
-    /// No cycle in progress: the next read starts a cycle.
+    /// No cycle in progress: the next read starts a cycle (with a sweep of the last
+    /// cycle's windows, when it left any).
     #[default]
     Start,
+    /// The forward scan of the cycle in progress starts, after its opening sweep.
+    Scan {
+        /// Read rows modified at or after this instant; `None`: from the beginning.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<Timestamp>,
+    },
     /// Continue after the anchor row.
     After {
         /// Modification time of the anchor.
@@ -221,6 +274,12 @@ pub enum Mode {
 }
 
 const FORMAT: u32 = 1;
+/// The most windows a position keeps (module docs).
+const MAX_WINDOWS: usize = 32;
+/// How many windows a pressure sweep takes at once.
+const PRESSURE_SWEEP: usize = MAX_WINDOWS / 2;
+/// The default number of windows one sweep request names.
+const SWEEP_RANGES: usize = 16;
 /// Above this many keys sharing the watermark, the `seen` set is not kept (correctness does
 /// not depend on it; it only saves re-journaling).
 const MAX_SEEN: usize = 10_000;
@@ -231,6 +290,7 @@ pub struct WatermarkCursor {
     overlap: Duration,
     start_at: Option<Timestamp>,
     paging: Paging,
+    sweep_ranges: usize,
 }
 
 impl Default for WatermarkCursor {
@@ -246,7 +306,15 @@ impl WatermarkCursor {
             overlap,
             start_at: None,
             paging: Paging::default(),
+            sweep_ranges: SWEEP_RANGES,
         }
+    }
+
+    /// How many windows one sweep request may name in [`ReadPlan::within`] (default 16,
+    /// at least 1). A server that cannot express `or` needs 1.
+    pub fn with_sweep_ranges(mut self, n: usize) -> Self {
+        self.sweep_ranges = n.max(1);
+        self
     }
 
     /// How pages continue within a cycle (default [`Paging::AnchoredOffset`]). The source
@@ -306,6 +374,18 @@ impl WatermarkCursor {
         {
             return Err(Error::InvalidPosition("empty paging token".into()));
         }
+        let sweep = st.sweep.as_ref().map_or(&[][..], |s| &s.windows[..]);
+        if sweep.is_empty() && st.sweep.is_some() {
+            return Err(Error::InvalidPosition("a sweep without windows".into()));
+        }
+        for w in st.windows.iter().chain(sweep) {
+            if w.lo > w.hi {
+                return Err(Error::InvalidPosition(format!(
+                    "window [{}, {}] ends before it starts",
+                    w.lo, w.hi
+                )));
+            }
+        }
         Ok(st)
     }
 
@@ -321,23 +401,102 @@ impl WatermarkCursor {
         st.watermark == Some(row.modified_at)
             && st.seen.get(row.key).is_some_and(|v| v == row.version)
     }
+
+    /// Where the forward scan of a cycle starting from `st` begins.
+    fn forward_since(&self, st: &WatermarkState) -> Option<Timestamp> {
+        let base = match (st.watermark, st.floor) {
+            (Some(w), Some(f)) => Some(w.min(f)),
+            (w, _) => w,
+        };
+        base.map(|b| clock::sub(b, self.overlap)).or(self.start_at)
+    }
+
+    /// The windows one sweep request names.
+    fn batch(&self, windows: &[Window]) -> Vec<Window> {
+        windows.iter().take(self.sweep_ranges).copied().collect()
+    }
+
+    /// Adds the window behind the frontier `f` to the ascending, disjoint `windows`.
+    fn add_window(&self, windows: &mut Vec<Window>, f: Timestamp) {
+        windows.push(Window {
+            lo: clock::sub(f, self.overlap),
+            hi: f,
+        });
+        windows.sort_by_key(|w| w.lo);
+        let mut merged: Vec<Window> = Vec::with_capacity(windows.len());
+        for w in windows.drain(..) {
+            match merged.last_mut() {
+                Some(last) if w.lo <= last.hi => last.hi = last.hi.max(w.hi),
+                _ => merged.push(w),
+            }
+        }
+        *windows = merged;
+    }
+
+    /// Keeps at most [`MAX_WINDOWS`] windows: the oldest ones the watermark is an overlap
+    /// past are swept now (the forward scan resumes after), or else the two closest
+    /// windows are merged (the rows between them will be read again).
+    fn relieve(&self, st: &mut WatermarkState) {
+        let interruptible = st.sweep.is_none()
+            && matches!(
+                st.mode,
+                Mode::After { .. } | Mode::Rewind { .. } | Mode::Scan { .. }
+            );
+        if interruptible && let Some(wm) = st.watermark {
+            let settled = st
+                .windows
+                .iter()
+                .take(PRESSURE_SWEEP)
+                .take_while(|w| clock::add(w.hi, self.overlap) <= wm)
+                .count();
+            if settled > 0 {
+                let windows: Vec<Window> = st.windows.drain(..settled).collect();
+                let t = windows[0].lo;
+                let resume = std::mem::replace(&mut st.mode, Mode::Rewind { t });
+                st.sweep = Some(Sweep {
+                    windows,
+                    resume: Box::new(resume),
+                });
+            }
+        }
+        while st.windows.len() > MAX_WINDOWS {
+            let closest = (0..st.windows.len() - 1)
+                .min_by_key(|&i| st.windows[i + 1].lo.duration_since(st.windows[i].hi))
+                .unwrap_or(0);
+            let next = st.windows.remove(closest + 1);
+            st.windows[closest].hi = next.hi;
+        }
+    }
 }
 
 impl Cursor for WatermarkCursor {
     fn plan(&self, from: Option<&Position>) -> Result<ReadPlan> {
         let st = self.decode(from)?;
+        if matches!(st.mode, Mode::Start)
+            && let Some(first) = st.windows.first()
+        {
+            // The cycle opens with the sweep of the last cycle's windows.
+            return Ok(ReadPlan {
+                since: Some(first.lo),
+                within: self.batch(&st.windows),
+                ..ReadPlan::default()
+            });
+        }
         let keyset = self.keyset_next(&st);
-        Ok(match st.mode {
-            Mode::Start => {
-                let base = match (st.watermark, st.floor) {
-                    (Some(w), Some(f)) => Some(w.min(f)),
-                    (w, _) => w,
-                };
-                ReadPlan {
-                    since: base.map(|b| clock::sub(b, self.overlap)).or(self.start_at),
-                    ..ReadPlan::default()
-                }
-            }
+        let within = st
+            .sweep
+            .as_ref()
+            .map(|s| self.batch(&s.windows))
+            .unwrap_or_default();
+        let plan = match st.mode {
+            Mode::Start => ReadPlan {
+                since: self.forward_since(&st),
+                ..ReadPlan::default()
+            },
+            Mode::Scan { since } => ReadPlan {
+                since,
+                ..ReadPlan::default()
+            },
             Mode::After { t, anchor, .. } if keyset => ReadPlan {
                 since: Some(t),
                 after_key: anchor,
@@ -356,7 +515,8 @@ impl Cursor for WatermarkCursor {
                 token: Some(token),
                 ..ReadPlan::default()
             },
-        })
+        };
+        Ok(ReadPlan { within, ..plan })
     }
 
     fn advance(
@@ -370,7 +530,23 @@ impl Cursor for WatermarkCursor {
         let mut st = self.decode(from)?;
         if matches!(st.mode, Mode::Start) {
             st.cycle_start = Some(now);
+            if let Some(first) = st.windows.first() {
+                // This page is the first of the opening sweep (see `plan`).
+                let resume = Mode::Scan {
+                    since: self.forward_since(&st),
+                };
+                st.mode = Mode::Rewind { t: first.lo };
+                st.sweep = Some(Sweep {
+                    windows: std::mem::take(&mut st.windows),
+                    resume: Box::new(resume),
+                });
+            }
         }
+        // The windows this page's request named (see `plan`).
+        let named = st
+            .sweep
+            .as_ref()
+            .map_or(0, |s| s.windows.len().min(self.sweep_ranges));
         let keyset = self.keyset_next(&st);
         let already_seen: Vec<usize> = page
             .iter()
@@ -446,7 +622,7 @@ impl Cursor for WatermarkCursor {
 
         let token = token.filter(|t| !t.is_empty());
         let server_more = server_more && (!page.is_empty() || token.is_some());
-        st.mode = if let Some(t) = rewind_to {
+        let next = if let Some(t) = rewind_to {
             Mode::Rewind { t }
         } else if !server_more {
             Mode::Start
@@ -478,8 +654,48 @@ impl Cursor for WatermarkCursor {
         } else {
             Mode::Start
         };
-        if matches!(st.mode, Mode::Start) {
-            st.floor = st.cycle_start.take().or(st.floor);
+        let frontier = page.last().map(|r| r.modified_at);
+        if let Some(mut sweep) = st.sweep.take() {
+            // Windows the sweep has read past are done; when the request is exhausted,
+            // every window it named is.
+            if matches!(next, Mode::Start) {
+                sweep.windows.drain(..named.min(sweep.windows.len()));
+            } else if let Some(f) = frontier {
+                sweep.windows.retain(|w| w.hi >= f);
+            }
+            st.mode = match sweep.windows.first() {
+                None => *sweep.resume,
+                Some(first) => {
+                    let mode = if matches!(next, Mode::Start) {
+                        Mode::Rewind { t: first.lo }
+                    } else {
+                        next
+                    };
+                    st.sweep = Some(sweep);
+                    mode
+                }
+            };
+        } else {
+            if let Some(f) = frontier {
+                self.add_window(&mut st.windows, f);
+            }
+            st.mode = next;
+            if matches!(st.mode, Mode::Start) {
+                st.floor = st.cycle_start.take().or(st.floor);
+                // The next forward scan reads everything from its start again: the part of
+                // a window above it needs no sweep.
+                match self.forward_since(&st) {
+                    Some(since) => {
+                        st.windows.retain(|w| w.lo < since);
+                        for w in &mut st.windows {
+                            w.hi = w.hi.min(since);
+                        }
+                    }
+                    None => st.windows.clear(),
+                }
+            } else if st.windows.len() > MAX_WINDOWS {
+                self.relieve(&mut st);
+            }
         }
         Ok(Advanced {
             position: Self::encode(&st)?,

@@ -212,6 +212,13 @@ impl Source for MemorySource {
                         r.modified_at() > s || (r.modified_at() == s && *k > after)
                     }
                 })
+                .filter(|(_, r)| {
+                    plan.within.is_empty()
+                        || plan
+                            .within
+                            .iter()
+                            .any(|w| w.lo <= r.modified_at() && r.modified_at() <= w.hi)
+                })
                 .map(|(k, r)| (r.modified_at(), k, r))
                 .collect();
             all.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
