@@ -39,6 +39,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock;
 use crate::error::{Error, Result};
+use crate::record::SourceItem;
+use crate::source::Page;
 
 /// A stream's saved position: opaque to the pipeline and the journal, understood by the
 /// stream's cursor. Stored as JSON.
@@ -704,6 +706,77 @@ impl Cursor for WatermarkCursor {
             watermark: st.watermark,
         })
     }
+}
+
+/// One served row for [`fold_page`]: what the cursor needs and the item the page carries.
+#[derive(Clone, Debug)]
+pub struct PageRow {
+    /// The row's source key (for a rejected item: whatever identifies it, may be empty).
+    pub key: String,
+    /// The row's version (see [`crate::Record::dedupe_version`]).
+    pub version: String,
+    /// The row's modification time, when it could be read.
+    pub modified_at: Option<Timestamp>,
+    /// The item: a record or a rejected item.
+    pub item: SourceItem,
+}
+
+/// Folds one served page into a [`Page`]: the shared tail of every cursor-driven source.
+///
+/// Contract:
+/// * `rows` are every row the server returned, in server order, rejected items included;
+///   `plan` is the plan the request was built from (`cursor.plan(from)`).
+/// * A row without a modification time borrows its predecessor's (the first one
+///   `plan.since`, or the epoch), so the times the cursor sees never go back and offsets
+///   stay right.
+/// * The cursor advances with `server_more` and `token` (an empty token is none) at `now`;
+///   rows it knows were already served are dropped (an optimisation: the journal's dedupe
+///   is the guarantee), the others keep their order.
+/// * Pure: no I/O. Errors are the cursor's ([`Error::InvalidPosition`]).
+pub fn fold_page(
+    cursor: &dyn Cursor,
+    from: Option<&Position>,
+    plan: &ReadPlan,
+    rows: Vec<PageRow>,
+    server_more: bool,
+    token: Option<String>,
+    now: Timestamp,
+) -> Result<Page> {
+    let mut last = plan.since.unwrap_or(Timestamp::UNIX_EPOCH);
+    let times: Vec<Timestamp> = rows
+        .iter()
+        .map(|r| {
+            if let Some(t) = r.modified_at {
+                last = t;
+            }
+            last
+        })
+        .collect();
+    let seen: Vec<Seen<'_>> = rows
+        .iter()
+        .zip(&times)
+        .map(|(r, t)| Seen {
+            key: &r.key,
+            version: &r.version,
+            modified_at: *t,
+        })
+        .collect();
+    let adv = cursor.advance(from, &seen, server_more, token, now)?;
+    drop(seen);
+    let mut dropped = adv.already_seen;
+    dropped.sort_unstable();
+    let items = rows
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| dropped.binary_search(i).is_err())
+        .map(|(_, r)| r.item)
+        .collect();
+    Ok(Page {
+        items,
+        next: adv.position,
+        more: adv.more,
+        watermark: adv.watermark,
+    })
 }
 
 #[cfg(test)]
