@@ -102,3 +102,27 @@ async fn a_commit_behind_page_one_arrives_in_this_cycle_or_the_next() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_source_passes_the_late_commit_conformance_check() {
+    for paging in [Paging::Keyset, Paging::AnchoredOffset] {
+        let e = OracleEmulator::start().await.expect("emulator");
+        for id in 1..=40 {
+            e.upsert_raw(
+                "invoices",
+                &invoice_json(id, t0() + SignedDuration::from_secs(id * 20), "1.00", "A"),
+            );
+        }
+        let s = builder(&e)
+            .with_page_size(5)
+            .with_paging(paging)
+            .with_overlap(Duration::from_secs(60))
+            .build()
+            .expect("source");
+        ml_core::testing::source::late_commit_conformance(&s, Duration::from_secs(60), async |t| {
+            e.upsert_raw("invoices", &invoice_json(9_002, t, "7.00", "Late"));
+            "9002".to_owned()
+        })
+        .await;
+    }
+}
