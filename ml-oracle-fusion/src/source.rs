@@ -36,7 +36,8 @@ pub struct OracleFusionSource {
     pub(crate) spec: ResourceSpec,
     pub(crate) auth: Auth,
     pub(crate) cursor: WatermarkCursor,
-    /// Set when the pod answered a keyset query with 400: anchored offsets from then on.
+    /// Set when the pod answered a query using `or` (keyset, or a sweep of several windows)
+    /// with 400: anchored offsets and one window a request from then on.
     pub(crate) keyset_rejected: AtomicBool,
     pub(crate) page_size: usize,
     pub(crate) retry: RetryPolicy,

@@ -126,3 +126,30 @@ async fn the_source_passes_the_late_commit_conformance_check() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn a_pod_refusing_or_is_swept_one_window_a_request() {
+    let e = OracleEmulator::start().await.expect("emulator");
+    e.refuse_disjunction(true);
+    // One invoice every 100 s, 5 a page: every page leaves its own window.
+    for id in 1..=40 {
+        e.upsert_raw(
+            "invoices",
+            &invoice_json(id, t0() + SignedDuration::from_secs(id * 100), "1.00", "A"),
+        );
+    }
+    let s = builder(&e)
+        .with_page_size(5)
+        .with_paging(Paging::AnchoredOffset)
+        .with_overlap(Duration::from_secs(60))
+        .build()
+        .expect("source");
+    ml_core::testing::source::late_commit_conformance(&s, Duration::from_secs(30), async |t| {
+        e.upsert_raw("invoices", &invoice_json(9_003, t, "7.00", "Late"));
+        "9003".to_owned()
+    })
+    .await;
+    // The first sweep request named several windows and was refused once; the rest of the
+    // sweep went one window a request.
+    assert_eq!(e.faults().status_count("invoices", 400), 1);
+}
