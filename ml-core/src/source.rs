@@ -32,6 +32,9 @@ pub struct Page {
 /// * `poll` has no side effect on the source and no hidden state: polling twice from the
 ///   same position returns the same records (unless the source data changed), which is what
 ///   makes a crash between `poll` and the journal's commit harmless.
+/// * A source paged by a [`crate::cursor::WatermarkCursor`] honours every field of the
+///   cursor's [`crate::cursor::ReadPlan`] (`since`, `offset` or `after_key`, `within`,
+///   `token`) and folds what it read with [`crate::cursor::fold_page`].
 /// * An item that cannot be turned into a [`crate::Record`] is returned as
 ///   [`SourceItem::Rejected`] with its reason; it never fails the page.
 /// * Errors are classified: a source that is down is `Retryable` (the stream pauses with

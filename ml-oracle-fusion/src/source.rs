@@ -8,10 +8,12 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use ml_core::clock::Clock;
-use ml_core::cursor::{Cursor, Paging, Position, ReadPlan, Seen, WatermarkCursor};
+use ml_core::cursor::{
+    Cursor, PageRow, Paging, Position, ReadPlan, WatermarkCursor, Window, fold_page,
+};
 use ml_core::error::Result;
 use ml_core::money::Currency;
-use ml_core::record::{EntityKind, SourceItem};
+use ml_core::record::EntityKind;
 use ml_core::retry::RetryPolicy;
 use ml_core::source::{Page, Source};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -34,7 +36,8 @@ pub struct OracleFusionSource {
     pub(crate) spec: ResourceSpec,
     pub(crate) auth: Auth,
     pub(crate) cursor: WatermarkCursor,
-    /// Set when the pod answered a keyset query with 400: anchored offsets from then on.
+    /// Set when the pod answered a query using `or` (keyset, or a sweep of several windows)
+    /// with 400: anchored offsets and one window a request from then on.
     pub(crate) keyset_rejected: AtomicBool,
     pub(crate) page_size: usize,
     pub(crate) retry: RetryPolicy,
@@ -93,6 +96,30 @@ pub fn q_after(attr: &str, since: Timestamp, key_attr: &str, key: &str, numeric:
     format!("{attr} > '{since}' or ({attr} = '{since}' and {key_attr} > {literal})")
 }
 
+/// The sweep restriction of a plan ([`ReadPlan::within`]): `LastUpdateDate >= 'a' and
+/// LastUpdateDate <= 'b'`, several ranges joined by `or` and grouped; `None` when empty.
+pub fn q_within(attr: &str, within: &[Window]) -> Option<String> {
+    let range = |w: &Window| format!("{attr} >= '{}' and {attr} <= '{}'", w.lo, w.hi);
+    match within {
+        [] => None,
+        [one] => Some(range(one)),
+        many => Some(format!(
+            "({})",
+            many.iter()
+                .map(|w| format!("({})", range(w)))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )),
+    }
+}
+
+/// Whether a plan's filter needs `or` (a keyset continuation, or a sweep of several
+/// windows): a pod that refuses it (400) is read with anchored offsets and one window a
+/// request from then on.
+fn uses_or(plan: &ReadPlan) -> bool {
+    plan.after_key.is_some() || plan.within.len() > 1
+}
+
 impl OracleFusionSource {
     /// The resource description in use.
     pub fn spec(&self) -> &ResourceSpec {
@@ -115,25 +142,35 @@ impl OracleFusionSource {
     }
 
     fn cursor(&self) -> WatermarkCursor {
-        self.cursor.clone().with_paging(self.paging())
+        let cursor = self.cursor.clone().with_paging(self.paging());
+        if self.keyset_rejected.load(Ordering::Relaxed) {
+            cursor.with_sweep_ranges(1)
+        } else {
+            cursor
+        }
     }
 
     /// The query parameters of one page request.
     pub fn page_query(&self, plan: &ReadPlan, limit: usize) -> Vec<(&'static str, String)> {
         let mut q = vec![("onlyData", "true".to_owned())];
-        match (plan.since, &plan.after_key) {
-            (Some(s), Some(k)) => q.push((
-                "q",
-                q_after(
-                    &self.spec.timestamp,
-                    s,
-                    &self.spec.key,
-                    k,
-                    self.spec.key_is_number,
-                ),
+        let filter = match (plan.since, &plan.after_key) {
+            (Some(s), Some(k)) => Some(q_after(
+                &self.spec.timestamp,
+                s,
+                &self.spec.key,
+                k,
+                self.spec.key_is_number,
             )),
-            (Some(s), None) => q.push(("q", q_since(&self.spec.timestamp, s))),
-            (None, _) => {}
+            (Some(s), None) => Some(q_since(&self.spec.timestamp, s)),
+            (None, _) => None,
+        };
+        match (filter, q_within(&self.spec.timestamp, &plan.within)) {
+            (Some(f), Some(w)) if plan.after_key.is_some() => {
+                q.push(("q", format!("({f}) and {w}")));
+            }
+            (Some(f), Some(w)) => q.push(("q", format!("{f} and {w}"))),
+            (Some(f), None) | (None, Some(f)) => q.push(("q", f)),
+            (None, None) => {}
         }
         let offset = plan.offset;
         q.push((
@@ -236,9 +273,10 @@ impl Source for OracleFusionSource {
             plan = cursor.plan(from)?;
         }
         let query = self.page_query(&plan, self.page_size);
-        let body = match self.get(&query, plan.after_key.is_some()).await {
-            // The pod cannot express the keyset filter: the same position, read by offset.
-            Err(_) if plan.after_key.is_some() && self.keyset_rejected.load(Ordering::Relaxed) => {
+        let body = match self.get(&query, uses_or(&plan)).await {
+            // The pod cannot express `or`: the same position, read by offset and one window
+            // at a time.
+            Err(_) if uses_or(&plan) && self.keyset_rejected.load(Ordering::Relaxed) => {
                 cursor = self.cursor();
                 plan = cursor.plan(from)?;
                 let query = self.page_query(&plan, self.page_size);
@@ -251,48 +289,30 @@ impl Source for OracleFusionSource {
             message: format!("not a collection envelope: {e}"),
         })?;
         let system = self.to_string();
-        let mapped: Vec<_> = env
+        let rows: Vec<PageRow> = env
             .items
             .iter()
-            .map(|raw| map_item(&self.spec, &system, &self.tz, self.default_currency, raw))
+            .map(|raw| {
+                let m = map_item(&self.spec, &system, &self.tz, self.default_currency, raw);
+                PageRow {
+                    key: m.key,
+                    version: m.version,
+                    modified_at: m.modified_at,
+                    item: m.item,
+                }
+            })
             .collect();
         let server_more = env.has_more;
         drop(env);
-        // Every served row goes to the cursor, in server order; a row whose timestamp did
-        // not parse (rejected) borrows its predecessor's so the order stays monotone.
-        let mut last = plan.since.unwrap_or(Timestamp::UNIX_EPOCH);
-        let times: Vec<Timestamp> = mapped
-            .iter()
-            .map(|m| {
-                if let Some(t) = m.modified_at {
-                    last = t;
-                }
-                last
-            })
-            .collect();
-        let seen: Vec<Seen<'_>> = mapped
-            .iter()
-            .zip(&times)
-            .map(|(m, t)| Seen {
-                key: &m.key,
-                version: &m.version,
-                modified_at: *t,
-            })
-            .collect();
-        let adv = cursor.advance(from, &seen, server_more, None, self.clock.now())?;
-        drop(seen);
-        let items: Vec<SourceItem> = mapped
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| !adv.already_seen.contains(i))
-            .map(|(_, m)| m.item)
-            .collect();
-        Ok(Page {
-            items,
-            next: adv.position,
-            more: adv.more,
-            watermark: adv.watermark,
-        })
+        fold_page(
+            &cursor,
+            from,
+            &plan,
+            rows,
+            server_more,
+            None,
+            self.clock.now(),
+        )
     }
 
     async fn healthcheck(&self) -> Result<()> {

@@ -12,6 +12,8 @@ struct Table {
     /// Stored times are milliseconds, served truncated to seconds (a server that keeps more
     /// precision than it shows); `rows` then hold milliseconds.
     hidden_millis: bool,
+    /// Transactions stamped at their start and not committed yet: invisible to reads.
+    pending: Vec<(u32, (u32, i64))>,
 }
 
 fn t(secs: i64) -> Timestamp {
@@ -44,6 +46,13 @@ impl Table {
         }
     }
 
+    /// Commits the pending transactions stamped before `t`.
+    fn commit_older_than(&mut self, t: i64) {
+        let (old, young): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|(_, (_, m))| *m < t);
+        self.pending = young;
+        self.rows.extend(old);
+    }
+
     fn query(&self, plan: &ReadPlan, limit: usize) -> Served {
         let mut all: Vec<(i64, u32, u32)> = self
             .rows
@@ -56,6 +65,10 @@ impl Table {
                     let at = self.stored(*m);
                     at > s || (at == s && key(*k) > *after)
                 }
+            })
+            .filter(|(m, _, _)| {
+                let at = self.stored(*m);
+                plan.within.is_empty() || plan.within.iter().any(|w| w.lo <= at && at <= w.hi)
             })
             .collect();
         all.sort_unstable();
@@ -79,6 +92,10 @@ struct Reader {
     journal: HashSet<(String, String)>,
     calls: usize,
     dupes: usize,
+    /// Rows served, re-reads included.
+    rows_read: usize,
+    /// The stamp of the last row served (seconds).
+    last_frontier: i64,
 }
 
 impl Reader {
@@ -93,6 +110,8 @@ impl Reader {
             journal: HashSet::new(),
             calls: 0,
             dupes: 0,
+            rows_read: 0,
+            last_frontier: 0,
         }
     }
 
@@ -101,6 +120,10 @@ impl Reader {
         let plan = self.cursor.plan(self.pos.as_ref()).expect("plan");
         let served = table.query(&plan, limit);
         self.calls += 1;
+        self.rows_read += served.rows.len();
+        if let Some((_, _, m)) = served.rows.last() {
+            self.last_frontier = m.as_second();
+        }
         let seen: Vec<Seen<'_>> = served
             .rows
             .iter()
@@ -262,6 +285,127 @@ fn late_commit_needs_the_overlap() {
 }
 
 #[test]
+fn a_commit_behind_any_page_frontier_arrives_by_the_next_cycle() {
+    for paging in [Paging::Keyset, Paging::AnchoredOffset] {
+        for behind_page in 1..=4usize {
+            let mut table = Table::default();
+            // A row every 20 s: a page of 5 spans 100 s, more than the 60 s overlap.
+            for k in 0..40 {
+                table.rows.insert(k, (1, 1_000 + 20 * i64::from(k)));
+            }
+            let mut r = Reader::with_paging(60, paging);
+            let mut frontier = 0;
+            for _ in 0..behind_page {
+                assert!(r.page(&table, 5, 5_000));
+                frontier = r.last_frontier;
+            }
+            // Committed now, stamped 50 s behind the frontier just read.
+            table.rows.insert(100, (1, frontier - 50));
+            r.cycle(&table, 5, 5_000);
+            r.cycle(&table, 5, 5_001);
+            assert!(
+                r.missing(&table).is_empty(),
+                "{paging:?}, behind page {behind_page}: {:?}",
+                r.missing(&table)
+            );
+        }
+    }
+}
+
+/// Reads cycles until one ends; returns the largest saved position (bytes).
+fn largest_position(r: &mut Reader, table: &Table, limit: usize, now: i64) -> usize {
+    let mut largest = 0;
+    while r.page(table, limit, now) {
+        largest = largest.max(r.pos.as_ref().map_or(0, |p| p.to_json_string().len()));
+    }
+    largest
+}
+
+#[test]
+fn a_backfill_spread_over_time_is_read_about_once() {
+    for paging in [Paging::Keyset, Paging::AnchoredOffset] {
+        let mut table = Table::default();
+        // 2,000 rows, one a minute: a page of 50 spans 50 minutes, its window 5.
+        for k in 0..2_000 {
+            table.rows.insert(k, (1, 100_000 + 60 * i64::from(k)));
+        }
+        let mut r = Reader::with_paging(300, paging);
+        let mut largest = largest_position(&mut r, &table, 50, 300_000);
+        largest = largest.max(largest_position(&mut r, &table, 50, 300_001));
+        assert!(r.missing(&table).is_empty(), "{:?}", r.missing(&table));
+        // Each window holds the 6 rows of the overlap before a page's end (of 50): about
+        // an eighth of the backfill is read twice (plus anchored offsets' one row a page),
+        // never all of it.
+        assert!(
+            r.rows_read <= 2_000 + 2_000 * 3 / 20,
+            "{paging:?}: {} rows read for 2,000",
+            r.rows_read
+        );
+        assert!(r.dupes <= 2_000 * 3 / 20, "{paging:?}: {} dupes", r.dupes);
+        // The position stays small: at most 32 windows (backfill pressure sweeps early).
+        assert!(largest < 3_000, "{paging:?}: a position of {largest} bytes");
+        // A quiet cycle after it reads only the overlap before the watermark again.
+        let before = r.rows_read;
+        r.cycle(&table, 50, 300_002);
+        assert!(r.rows_read - before <= 12, "{}", r.rows_read - before);
+    }
+}
+
+#[test]
+fn windows_holding_more_rows_than_a_page_are_swept_in_pages() {
+    for paging in [Paging::Keyset, Paging::AnchoredOffset] {
+        let mut table = Table::default();
+        // 600 rows within one overlap (300 s): every window holds 100 pages of 3.
+        for k in 0..600 {
+            table.rows.insert(k, (1, 100_000 + i64::from(k) / 2));
+        }
+        let mut r = Reader::with_paging(300, paging);
+        r.page(&table, 3, 200_000);
+        r.page(&table, 3, 200_000);
+        // Late commits behind the frontiers just read, and behind later ones.
+        table.rows.insert(10_000, (1, 100_000));
+        r.page(&table, 3, 200_000);
+        table.rows.insert(10_001, (1, 100_001));
+        r.cycle(&table, 3, 200_000);
+        table.rows.insert(10_002, (1, 100_250));
+        r.cycle(&table, 3, 200_001);
+        r.cycle(&table, 3, 200_002);
+        assert!(
+            r.missing(&table).is_empty(),
+            "{paging:?}: {:?}",
+            r.missing(&table)
+        );
+        // Dense data: every cycle re-reads the overlap (here all of it), and the opening
+        // sweeps add only the windows' part below the next forward scan (a few rows).
+        // Anchored offsets re-read one row of every 3.
+        let per_cycle = match paging {
+            Paging::Keyset => 603,
+            Paging::AnchoredOffset => 603 * 3 / 2,
+        };
+        assert!(
+            r.rows_read <= 3 * per_cycle + 60,
+            "{paging:?}: {}",
+            r.rows_read
+        );
+    }
+}
+
+#[test]
+fn positions_saved_before_sweeps_still_load() {
+    let c = WatermarkCursor::new(Duration::from_secs(60));
+    let old = Position::parse(
+        r#"{"v":1,"wm":"2026-03-01T08:00:00Z","seen":{"a":"1"},"floor":"2026-03-01T08:00:00Z","mode":{"at":"after","t":"2026-03-01T07:59:00Z","anchor":"x","index":2}}"#,
+    )
+    .expect("json");
+    let plan = c.plan(Some(&old)).expect("plan");
+    assert_eq!((plan.since, plan.offset), (Some(t(1_772_351_940)), 2));
+    assert!(plan.within.is_empty());
+    let bad = Position::parse(r#"{"v":1,"lw":[["2026-03-01T08:00:00Z","2026-03-01T07:00:00Z"]]}"#)
+        .expect("json");
+    assert!(matches!(c.plan(Some(&bad)), Err(Error::InvalidPosition(_))));
+}
+
+#[test]
 fn boundary_row_updated_between_pages_is_not_skipped() {
     let mut table = Table::default();
     for k in 0..6 {
@@ -351,50 +495,100 @@ fn start_at_applies_only_to_a_new_stream() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Insert { lag: i64 },
-    Update { pick: usize },
-    Delete { pick: usize },
-    Tick { secs: i64 },
+    Insert {
+        lag: i64,
+    },
+    /// A transaction stamps a row `lag` before now and commits later (see `Commit`).
+    Begin {
+        lag: i64,
+    },
+    Commit {
+        pick: usize,
+    },
+    Update {
+        pick: usize,
+    },
+    Delete {
+        pick: usize,
+    },
+    Tick {
+        secs: i64,
+    },
     Read,
 }
 
+/// The commit latency bound of the generated histories (and the cursors' overlap).
+const OVERLAP: i64 = 300;
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0i64..=3).prop_map(|l| Op::Insert { lag: if l == 3 { 20 } else { l } }),
+        4 => prop_oneof![Just(0i64), Just(1), Just(2), Just(OVERLAP), 0..=OVERLAP]
+            .prop_map(|lag| Op::Insert { lag }),
+        1 => (0i64..=2).prop_map(|lag| Op::Begin { lag }),
+        1 => any::<usize>().prop_map(|pick| Op::Commit { pick }),
         2 => any::<usize>().prop_map(|pick| Op::Update { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Delete { pick }),
-        2 => (0i64..=2).prop_map(|secs| Op::Tick { secs }),
+        3 => prop_oneof![Just(0i64), Just(1), Just(2), Just(60), Just(200)]
+            .prop_map(|secs| Op::Tick { secs }),
         5 => Just(Op::Read),
     ]
+}
+
+/// Gaps between the rows already in the table when the stream starts (a backfill spread
+/// over time: some pages span less than the overlap, some more).
+fn backfill() -> impl Strategy<Value = Vec<i64>> {
+    prop::collection::vec(prop_oneof![Just(0i64), 1i64..=30, 100i64..=700], 0..60)
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
 
-    /// Over random histories with ties (the clock often does not move), late commits (up to
-    /// the overlap), edits of served rows and deletions, interleaved with page reads at any
-    /// point: after the writes stop, every row's current version is journaled, and the
-    /// journal never holds a (key, version) twice (it is a set; the cursor's `already_seen`
-    /// is checked against it in `Reader::page`).
+    /// Over random histories with ties (the clock often does not move), late commits (up
+    /// to the overlap behind the server's clock, so behind any page frontier read before
+    /// them, in the cycle in progress or the last one), long transactions (stamped at
+    /// their start, visible at their commit up to the overlap later: several reads and
+    /// clock jumps in between), edits of served rows and deletions, over a backfill spread
+    /// in time, interleaved with page reads at any point, in both paging modes and with
+    /// pages smaller than an overlap window: after the writes stop, every row's current
+    /// version is journaled, and the journal never holds a (key, version) twice (it is a
+    /// set; the cursor's `already_seen` is checked against it in `Reader::page`).
     #[test]
     fn no_record_is_lost(
+        gaps in backfill(),
         ops in prop::collection::vec(op(), 1..160),
         limit in 1usize..6,
         keyset in any::<bool>(),
+        skew in prop_oneof![Just(0i64), Just(10_000_000)],
     ) {
-        const OVERLAP: i64 = 20;
+        // This host's clock need not track the server's stamps: only stamps count.
+        let host = |clock: i64| clock + skew;
         let mut table = Table::default();
         let paging = if keyset { Paging::Keyset } else { Paging::AnchoredOffset };
         // Anchored offsets need room for the anchor and one new row (see `Paging`).
         let limit = if keyset { limit } else { limit.max(2) };
         let mut r = Reader::with_paging(OVERLAP as u64, paging);
-        let mut clock = 1_000i64;
         let mut next_key = 0u32;
+        let mut stamp = 100_000i64;
+        for gap in gaps {
+            stamp += gap;
+            table.rows.insert(next_key, (1, stamp));
+            next_key += 1;
+        }
+        // The server's clock: never behind a stamp.
+        let mut clock = stamp + 1;
         for op in ops {
             match op {
                 Op::Insert { lag } => {
                     table.rows.insert(next_key, (1, clock - lag));
                     next_key += 1;
+                }
+                Op::Begin { lag } => {
+                    table.pending.push((next_key, (1, clock - lag)));
+                    next_key += 1;
+                }
+                Op::Commit { pick } if !table.pending.is_empty() => {
+                    let (k, row) = table.pending.remove(pick % table.pending.len());
+                    table.rows.insert(k, row);
                 }
                 Op::Update { pick } if !table.rows.is_empty() => {
                     let k = *table.rows.keys().nth(pick % table.rows.len()).expect("k");
@@ -405,17 +599,22 @@ proptest! {
                     let k = *table.rows.keys().nth(pick % table.rows.len()).expect("k");
                     table.rows.remove(&k);
                 }
-                Op::Tick { secs } => clock += secs,
+                Op::Tick { secs } => {
+                    // A transaction commits before it is an overlap old.
+                    table.commit_older_than(clock + secs - OVERLAP);
+                    clock += secs;
+                }
                 Op::Read => {
-                    r.page(&table, limit, clock);
+                    r.page(&table, limit, host(clock));
                 }
                 _ => {}
             }
         }
         // Writes stop; let the commit latency pass, then poll two full cycles.
+        table.commit_older_than(i64::MAX);
         clock += OVERLAP + 1;
-        r.cycle(&table, limit, clock);
-        r.cycle(&table, limit, clock + 1);
+        r.cycle(&table, limit, host(clock));
+        r.cycle(&table, limit, host(clock + 1));
         let missing = r.missing(&table);
         prop_assert!(missing.is_empty(), "lost: {:?}", missing);
     }

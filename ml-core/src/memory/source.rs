@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use crate::clock::{Clock, SystemClock};
-use crate::cursor::{Cursor, Paging, Position, Seen, WatermarkCursor};
+use crate::cursor::{Cursor, PageRow, Paging, Position, WatermarkCursor, fold_page};
 use crate::error::{Error, Result};
 use crate::record::{EntityKind, Record, Rejected, SourceItem};
 use crate::source::{Page, Source};
@@ -212,6 +212,13 @@ impl Source for MemorySource {
                         r.modified_at() > s || (r.modified_at() == s && *k > after)
                     }
                 })
+                .filter(|(_, r)| {
+                    plan.within.is_empty()
+                        || plan
+                            .within
+                            .iter()
+                            .any(|w| w.lo <= r.modified_at() && r.modified_at() <= w.hi)
+                })
                 .map(|(k, r)| (r.modified_at(), k, r))
                 .collect();
             all.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
@@ -224,50 +231,40 @@ impl Source for MemorySource {
                 .collect();
             (rows, all.len() > offset.saturating_add(page_size))
         };
-        let versions: Vec<String> = rows
-            .iter()
-            .map(|(_, r)| match r {
-                Row::Good(rec) => rec.dedupe_version(),
-                Row::Malformed { modified_at, .. } => modified_at.to_string(),
-            })
-            .collect();
-        let seen: Vec<Seen<'_>> = rows
-            .iter()
-            .zip(&versions)
-            .map(|((k, r), v)| Seen {
-                key: k,
-                version: v,
-                modified_at: r.modified_at(),
-            })
-            .collect();
-        let adv = self
-            .cursor
-            .advance(from, &seen, more, None, self.clock.now())?;
-        // Rows the cursor knows were served (the anchor row, boundary ties) are dropped
-        // here; the journal's dedupe would catch them anyway.
-        let items = rows
+        let rows = rows
             .into_iter()
-            .enumerate()
-            .filter(|(i, _)| !adv.already_seen.contains(i))
-            .map(|(_, (key, r))| match r {
-                Row::Good(rec) => SourceItem::Record(rec),
+            .map(|(key, r)| match r {
+                Row::Good(rec) => PageRow {
+                    version: rec.dedupe_version(),
+                    modified_at: Some(rec.modified_at),
+                    key,
+                    item: SourceItem::Record(rec),
+                },
                 Row::Malformed {
                     modified_at,
                     raw,
                     reason,
-                } => SourceItem::Rejected(Rejected {
-                    key: Some(key),
-                    reason,
-                    raw: raw.into(),
+                } => PageRow {
+                    version: modified_at.to_string(),
                     modified_at: Some(modified_at),
-                }),
+                    key: key.clone(),
+                    item: SourceItem::Rejected(Rejected {
+                        key: Some(key),
+                        reason,
+                        raw: raw.into(),
+                        modified_at: Some(modified_at),
+                    }),
+                },
             })
             .collect();
-        Ok(Page {
-            items,
-            next: adv.position,
-            more: adv.more,
-            watermark: adv.watermark,
-        })
+        fold_page(
+            &self.cursor,
+            from,
+            &plan,
+            rows,
+            more,
+            None,
+            self.clock.now(),
+        )
     }
 }

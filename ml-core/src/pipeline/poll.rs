@@ -156,6 +156,36 @@ async fn run_cycle(inner: &Inner, stream: &Stream, summary: &mut CycleSummary) -
     outcome.map(|_| ())
 }
 
+/// A stream's pages from its saved position, one `poll` each: the loop shared by poll
+/// cycles and dry runs. The position moves on with every page served; only the caller's
+/// journal commit makes it durable.
+struct PageLoop<'a> {
+    stream: &'a Stream,
+    position: Option<crate::cursor::Position>,
+    more: bool,
+}
+
+impl<'a> PageLoop<'a> {
+    async fn start(inner: &Inner, stream: &'a Stream) -> Result<Self> {
+        Ok(Self {
+            stream,
+            position: inner.store.load_position(&stream.name).await?,
+            more: true,
+        })
+    }
+
+    /// The next page, or `None` when the source said the cycle is over.
+    async fn next(&mut self) -> Result<Option<crate::source::Page>> {
+        if !self.more {
+            return Ok(None);
+        }
+        let page = self.stream.source.poll(self.position.as_ref()).await?;
+        self.position = Some(page.next.clone());
+        self.more = page.more;
+        Ok(Some(page))
+    }
+}
+
 async fn pages(
     inner: &Inner,
     stream: &Stream,
@@ -163,13 +193,15 @@ async fn pages(
     summary: &mut CycleSummary,
 ) -> Result<Option<Timestamp>> {
     let store = &inner.store;
-    let mut position = store.load_position(&stream.name).await?;
+    let mut pages = PageLoop::start(inner, stream).await?;
     let mut watermark = None;
     loop {
         inner.checkpoint(&super::Checkpoint::BeforePoll {
             stream: stream.name.clone(),
         });
-        let page = stream.source.poll(position.as_ref()).await?;
+        let Some(page) = pages.next().await? else {
+            return Ok(watermark);
+        };
         summary.polled += page.items.len() as u64;
         let (records, rejected) = plan(&inner.router, page.items);
         for r in &rejected {
@@ -181,7 +213,7 @@ async fn pages(
                 cycle,
                 records,
                 rejected,
-                position: page.next.clone(),
+                position: page.next,
                 at: inner.now(),
             })
             .await?;
@@ -202,7 +234,6 @@ async fn pages(
             metrics::gauge!("ml_stream_lag_seconds", "stream" => stream.name.clone())
                 .set(lag.as_secs_f64());
         }
-        position = Some(page.next);
         if !page.more || summary.pages >= inner.max_pages_per_cycle {
             return Ok(watermark);
         }
@@ -212,10 +243,10 @@ async fn pages(
 pub(super) async fn dry_run(inner: &Inner, max_records: usize) -> Result<DryRun> {
     let mut out = DryRun::default();
     for stream in &inner.streams {
-        let mut position = inner.store.load_position(&stream.name).await?;
+        let mut pages = PageLoop::start(inner, stream).await?;
         let mut read = 0usize;
-        loop {
-            let page = stream.source.poll(position.as_ref()).await?;
+        // At least one page, then until `max_records` items were read.
+        while let Some(page) = pages.next().await? {
             read += page.items.len();
             let (records, rejected) = plan(&inner.router, page.items);
             out.rejected
@@ -244,8 +275,7 @@ pub(super) async fn dry_run(inner: &Inner, max_records: usize) -> Result<DryRun>
                     });
                 }
             }
-            position = Some(page.next);
-            if !page.more || read >= max_records {
+            if read >= max_records {
                 break;
             }
         }

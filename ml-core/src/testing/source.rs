@@ -98,6 +98,72 @@ pub async fn source_conformance(source: &dyn Source, expect: &SourceExpectations
     }
 }
 
+fn item_stamp(i: &SourceItem) -> Option<jiff::Timestamp> {
+    match i {
+        SourceItem::Record(r) => Some(r.modified_at),
+        SourceItem::Rejected(x) => x.modified_at,
+    }
+}
+
+fn item_source_key(i: &SourceItem) -> Option<&str> {
+    match i {
+        SourceItem::Record(r) => Some(&r.key),
+        SourceItem::Rejected(x) => x.key.as_deref(),
+    }
+}
+
+/// Checks the late-commit contract of a cursor-driven source (see [`crate::cursor`]): from
+/// the stream's start, reads page 1 (which must not be the last), then calls `commit_late`
+/// with a stamp `behind` the newest row of that page; `commit_late` must make a new record
+/// with that modification time visible and return its key. The record must be delivered
+/// in the rest of this cycle or in the next one. `behind` must not exceed the source's
+/// overlap; the rows after page 1 should span more than the overlap, so that the end of
+/// the cycle is no help.
+pub async fn late_commit_conformance(
+    source: &dyn Source,
+    behind: std::time::Duration,
+    commit_late: impl AsyncFnOnce(jiff::Timestamp) -> String,
+) {
+    let first = source
+        .poll(None)
+        .await
+        .unwrap_or_else(|e| panic!("{source}: poll failed: {e}"));
+    assert!(first.more, "{source}: the stream must span several pages");
+    let newest = first
+        .items
+        .iter()
+        .filter_map(item_stamp)
+        .max()
+        .unwrap_or_else(|| panic!("{source}: page 1 has no stamped item"));
+    let key = commit_late(crate::clock::sub(newest, behind)).await;
+    let mut position = Some(first.next);
+    let mut delivered = false;
+    for cycle in 0..2 {
+        let mut calls = 0;
+        loop {
+            calls += 1;
+            assert!(calls < 100_000, "{source}: cycle {cycle} does not end");
+            let page = source
+                .poll(position.as_ref())
+                .await
+                .unwrap_or_else(|e| panic!("{source}: poll failed: {e}"));
+            delivered |= page
+                .items
+                .iter()
+                .any(|i| item_source_key(i) == Some(key.as_str()));
+            position = Some(page.next);
+            if !page.more {
+                break;
+            }
+        }
+    }
+    assert!(
+        delivered,
+        "{source}: a record committed {behind:?} behind page 1's newest row ({newest}) was \
+         not delivered in that cycle or the next"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +213,39 @@ mod tests {
                 Paging::AnchoredOffset => 1 + 20u64.div_ceil(3),
             };
             assert_eq!(s.polls() - before, expected, "{paging:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_source_delivers_a_late_commit_behind_page_one() {
+        for paging in [Paging::AnchoredOffset, Paging::Keyset] {
+            let table = SourceTable::default();
+            // Stamps from 2023: this host's clock (the cursor's cycle start) is far ahead.
+            let t0 = jiff::Timestamp::from_second(1_700_000_000).expect("ts");
+            // One record every 20 s, 5 a page: a page spans more than the 60 s overlap.
+            for i in 0..40 {
+                table.upsert(Record::new(
+                    "Memory(x)",
+                    EntityKind::PurchaseOrder,
+                    format!("{i:03}"),
+                    t0 + jiff::SignedDuration::from_secs(20 * i),
+                ));
+            }
+            let s = MemorySource::new("x", EntityKind::PurchaseOrder, table.clone())
+                .with_page_size(5)
+                .with_cursor(
+                    WatermarkCursor::new(std::time::Duration::from_secs(60)).with_paging(paging),
+                );
+            late_commit_conformance(&s, std::time::Duration::from_secs(50), async |t| {
+                table.upsert(Record::new(
+                    "Memory(x)",
+                    EntityKind::PurchaseOrder,
+                    "late",
+                    t,
+                ));
+                "late".to_owned()
+            })
+            .await;
         }
     }
 }
