@@ -46,6 +46,7 @@
 //! * [`source`], [`sink`], [`render`], [`audit`]: the traits and their data.
 //! * [`routing`]: named rules with `explain`.
 //! * [`retry`], [`limiter`], [`auth`], [`http`]: shared plumbing for connectors.
+//! * [`config`]: builder plumbing (keys, env, URL policy) and pipelines from TOML.
 //! * [`schedule`]: intervals, business hours, daily close, cron, in IANA time zones.
 //! * [`pipeline`]: the runner.
 //! * [`memory`]: in-memory implementations of every trait, with fault injection.
@@ -54,6 +55,7 @@
 pub mod audit;
 pub mod auth;
 pub mod clock;
+pub mod config;
 pub mod cursor;
 pub mod error;
 pub mod http;
