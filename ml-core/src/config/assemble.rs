@@ -63,11 +63,12 @@ impl Section<'_> {
     /// The settings with `${NAME}` replaced. In sandbox mode, settings that refer to an
     /// unset variable (the real system's URL and credentials) are left out.
     pub fn resolved(&self) -> Result<Vec<ResolvedSetting>> {
-        resolve(&self.path, self.settings, self.env, self.sandbox)
+        resolve_settings(&self.path, self.settings, self.env, self.sandbox)
     }
 }
 
-fn resolve(
+/// `settings` of the section at `path` with `${NAME}` replaced (see [`Section::resolved`]).
+pub fn resolve_settings(
     path: &str,
     settings: &Settings,
     env: &dyn Env,
