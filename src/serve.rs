@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ml_core::config::Env;
+#[cfg(any(feature = "slack", feature = "twilio"))]
 use ml_core::config::interpolate::interpolate;
 use ml_core::config::pipeline::ReceiversConfig;
 use ml_core::{AuditStore, Error, Result};
@@ -18,10 +19,10 @@ use ml_core::{AuditStore, Error, Result};
 /// compiled in is an error naming its section.
 pub fn router(
     config: &ReceiversConfig,
-    store: Arc<dyn AuditStore>,
+    store: &Arc<dyn AuditStore>,
     env: &dyn Env,
 ) -> Result<axum::Router> {
-    let health_store = Arc::clone(&store);
+    let health_store = Arc::clone(store);
     let mut app = axum::Router::new().route(
         &config.health_path,
         axum::routing::get(move || {
@@ -38,10 +39,10 @@ pub fn router(
         app = app.merge(slack_router(slack, env)?);
     }
     if let Some(twilio) = &config.twilio {
-        app = app.merge(twilio_router(twilio, Arc::clone(&store), env)?);
+        app = app.merge(twilio_router(twilio, Arc::clone(store), env)?);
     }
     if let Some(sendgrid) = &config.sendgrid {
-        app = app.merge(sendgrid_router(sendgrid, Arc::clone(&store), env)?);
+        app = app.merge(sendgrid_router(sendgrid, Arc::clone(store), env)?);
     }
     Ok(app)
 }

@@ -1,5 +1,5 @@
 //! The connectors compiled into this build, as configuration factories: a
-//! [`PipelineConfig`](ml_core::config::PipelineConfig) names them by `connector = "…"`.
+//! [`PipelineConfig`] names them by `connector = "…"`.
 //!
 //! | connector | kind | feature |
 //! |---|---|---|
@@ -89,8 +89,20 @@ pub async fn load(path: &Path, env: &dyn Env) -> Result<Assembled> {
     allow(dead_code)
 )]
 pub(crate) fn under(path: &str) -> impl Fn(Error) -> Error + '_ {
+    under_applied(path, &[])
+}
+
+/// Like [`under`], naming the setting as the file wrote it when the builder's key is one
+/// of `applied` (environment name, setting path): `sources.oracle.settings.url`.
+pub(crate) fn under_applied<'a>(
+    path: &'a str,
+    applied: &'a [(&'static str, String)],
+) -> impl Fn(Error) -> Error + 'a {
     move |e| match e {
-        Error::Config { key, message } => Error::config(format!("{path}.settings.{key}"), message),
+        Error::Config { key, message } => match applied.iter().find(|(env, _)| *env == key) {
+            Some((_, at)) => Error::config(at, message),
+            None => Error::config(format!("{path}.settings.{key}"), message),
+        },
         other => other,
     }
 }

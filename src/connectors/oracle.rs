@@ -4,15 +4,16 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use ml_core::config::ConfigKey as _;
 use ml_core::config::Env;
 use ml_core::config::assemble::{
     SandboxReport, Section, SourceConnection, SourceFactory, resolve_settings,
 };
 use ml_core::config::pipeline::StreamConfig;
 use ml_core::{Error, Result, Source};
-use ml_oracle_fusion::{OracleFusionBuilder, OracleResource};
+use ml_oracle_fusion::{OracleFusionBuilder, OracleFusionConfigKey, OracleResource};
 
-use super::under;
+use super::{under, under_applied};
 
 pub(crate) struct OracleFactory;
 
@@ -28,7 +29,7 @@ struct OracleSandbox(ml_sandbox::oracle::OracleEmulator);
 #[cfg(feature = "sandbox")]
 impl SandboxReport for OracleSandbox {
     fn banner(&self) -> String {
-        let base = self.0.base_url().to_string();
+        let base = self.0.base_url();
         format!(
             "no credentials set: using the in-process Oracle Fusion sandbox at {base} with demo data \
              (add or change records while it runs: POST/PATCH {base}fscmRestApi/resources/{}/invoices)",
@@ -60,7 +61,7 @@ impl SourceFactory for OracleFactory {
                 .map_err(|e| Error::config(format!("{}.sandbox", section.path), e.to_string()))?;
             super::demo::seed(&e);
             builder = builder
-                .with_url(e.base_url().to_string())
+                .with_url(e.base_url())
                 .with_client_credentials(e.token_url(), e.client_id(), e.client_secret().to_owned())
                 // The demo chart of accounts: `01-520-7640-…`, cost center in segment 1.
                 .with_cost_center_segment('-', 1);
@@ -72,16 +73,23 @@ impl SourceFactory for OracleFactory {
         if section.sandbox {
             return Err(super::no_sandbox(&section.path));
         }
+        let mut applied = Vec::new();
         for s in section.resolved()? {
+            if let Some(k) = OracleFusionConfigKey::from_name(&s.key) {
+                applied.push((k.env_name(), s.path.clone()));
+            }
             builder = builder
                 .with_config_str(&s.key, s.value)
                 .map_err(rekey(&s.path))?;
         }
+        // Checks the URL and every value now, before any stream is built.
+        builder
+            .clone()
+            .build()
+            .map_err(under_applied(&section.path, &applied))?;
         let builder = builder
             .with_shared_token_cache()
-            .map_err(under(&section.path))?;
-        // Checks the URL and every value now, before any stream is built.
-        builder.clone().build().map_err(under(&section.path))?;
+            .map_err(under_applied(&section.path, &applied))?;
         Ok(Box::new(OracleConnection {
             builder,
             #[cfg(feature = "sandbox")]

@@ -5,14 +5,15 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use ml_core::config::ConfigKey as _;
 use ml_core::config::assemble::{OpenedSink, SandboxReport, Section, SinkFactory};
 use ml_core::config::pipeline::SinkConfig;
 use ml_core::limiter::Quota;
 use ml_core::{Destination, Error, Result};
-use ml_slack::SlackBuilder;
 use ml_slack::render::LineDetail;
+use ml_slack::{SlackBuilder, SlackConfigKey};
 
-use super::under;
+use super::under_applied;
 
 pub(crate) struct SlackFactory;
 
@@ -100,25 +101,25 @@ impl SinkFactory for SlackFactory {
                 use ml_sandbox::slack::{Channel, SlackEmulator};
                 let mut e = SlackEmulator::builder();
                 for (i, address) in addresses.iter().enumerate() {
-                    e = e.channel(match address.strip_prefix('#') {
-                        Some(name) => Channel::public(name),
-                        // A channel id: the emulator names it after its alias.
-                        None => {
-                            let alias = sink
-                                .channels
-                                .iter()
-                                .find(|(_, a)| *a == address)
-                                .map_or_else(|| format!("channel-{i}"), |(k, _)| k.clone());
-                            Channel::public(alias).with_id(address.clone())
-                        }
-                    });
+                    // A channel id: the emulator names the channel after its alias.
+                    let channel = if let Some(name) = address.strip_prefix('#') {
+                        Channel::public(name)
+                    } else {
+                        let alias = sink
+                            .channels
+                            .iter()
+                            .find(|(_, a)| *a == address)
+                            .map_or_else(|| format!("channel-{i}"), |(k, _)| k.clone());
+                        Channel::public(alias).with_id(address.clone())
+                    };
+                    e = e.channel(channel);
                 }
                 let e = e.start().await.map_err(|e| {
                     Error::config(format!("{}.sandbox", section.path), e.to_string())
                 })?;
                 builder = builder
                     .with_bot_token(e.bot_token())
-                    .with_api_url(e.base_url().to_string());
+                    .with_api_url(e.base_url());
                 let names = addresses
                     .iter()
                     .filter_map(|a| {
@@ -131,7 +132,11 @@ impl SinkFactory for SlackFactory {
             #[cfg(not(feature = "sandbox"))]
             return Err(super::no_sandbox(&section.path));
         }
+        let mut applied = Vec::new();
         for s in section.resolved()? {
+            if let Some(k) = SlackConfigKey::from_name(&s.key) {
+                applied.push((k.env_name(), s.path.clone()));
+            }
             builder = builder
                 .with_config_str(&s.key, s.value)
                 .map_err(|e| match e {
@@ -146,7 +151,9 @@ impl SinkFactory for SlackFactory {
                     .collect(),
             ));
         }
-        let slack = builder.build().map_err(under(&section.path))?;
+        let slack = builder
+            .build()
+            .map_err(under_applied(&section.path, &applied))?;
         // The limiter keys on the channel id: learn the ids up front so that the first
         // message of a channel and the later ones share one key.
         for address in &addresses {

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use ml_core::config::ConfigKey as _;
 use ml_core::config::assemble::{OpenedSink, SandboxReport, Section, SinkFactory};
 use ml_core::config::pipeline::SinkConfig;
 use ml_core::{Error, Result};
-use ml_twilio::{SendGridBuilder, TwilioBuilder};
+use ml_twilio::{SendGridBuilder, SendGridConfigKey, TwilioBuilder, TwilioConfigKey};
 
-use super::under;
+use super::under_applied;
 
 pub(crate) struct SmsFactory;
 pub(crate) struct EmailFactory;
@@ -91,18 +92,24 @@ impl SinkFactory for SmsFactory {
                     .with_account_sid(e.account_sid())
                     .with_auth_token(e.auth_token())
                     .with_from("+15005550006")
-                    .with_api_url(e.base_url().to_string());
+                    .with_api_url(e.base_url());
                 sandbox = Some(Box::new(SmsSandbox(e)));
             }
             #[cfg(not(feature = "sandbox"))]
             return Err(super::no_sandbox(&section.path));
         }
+        let mut applied = Vec::new();
         for s in section.resolved()? {
+            if let Some(k) = TwilioConfigKey::from_name(&s.key) {
+                applied.push((k.env_name(), s.path.clone()));
+            }
             builder = builder
                 .with_config_str(&s.key, s.value)
                 .map_err(rekey(&s.path))?;
         }
-        let sms = builder.build_sms().map_err(under(&section.path))?;
+        let sms = builder
+            .build_sms()
+            .map_err(under_applied(&section.path, &applied))?;
         Ok(OpenedSink {
             sink: Arc::new(sms),
             per_address: None,
@@ -133,18 +140,24 @@ impl SinkFactory for EmailFactory {
                 builder = builder
                     .with_api_key(e.api_key())
                     .with_from("erp@example.com")
-                    .with_api_url(e.base_url().to_string());
+                    .with_api_url(e.base_url());
                 sandbox = Some(Box::new(EmailSandbox(e)));
             }
             #[cfg(not(feature = "sandbox"))]
             return Err(super::no_sandbox(&section.path));
         }
+        let mut applied = Vec::new();
         for s in section.resolved()? {
+            if let Some(k) = SendGridConfigKey::from_name(&s.key) {
+                applied.push((k.env_name(), s.path.clone()));
+            }
             builder = builder
                 .with_config_str(&s.key, s.value)
                 .map_err(rekey(&s.path))?;
         }
-        let email = builder.build().map_err(under(&section.path))?;
+        let email = builder
+            .build()
+            .map_err(under_applied(&section.path, &applied))?;
         Ok(OpenedSink {
             sink: Arc::new(email),
             per_address: None,

@@ -41,7 +41,7 @@
 //!   `recipients` goes to the mapped address (a channel id or `#name`, a phone number, an
 //!   email address); any other address is used as written.
 //! * Schedules: `{ every = "10m" }` (1 s at least), business hours, `daily_at` or `cron`
-//!   ([`ScheduleSpec`](crate::schedule::ScheduleSpec)). The documented default for ERP
+//!   ([`ScheduleSpec`]). The documented default for ERP
 //!   streams is 5 to 15 minutes.
 
 use std::collections::{BTreeMap, HashSet};

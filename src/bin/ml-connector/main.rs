@@ -183,7 +183,7 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server = None;
     if let Some(r) = &config.receivers {
-        let app = ml_connector::serve::router(r, pipeline.store().clone(), &ProcessEnv)?;
+        let app = ml_connector::serve::router(r, pipeline.store(), &ProcessEnv)?;
         let mut stop = stop_rx.clone();
         let (addr, task) = ml_connector::serve::bind(r, app, async move {
             let _ = stop.wait_for(|v| *v).await;
