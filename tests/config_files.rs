@@ -260,3 +260,48 @@ async fn a_toml_file_alone_drives_oracle_to_slack_into_custom_channel_ids() {
         "{with_lines:?}"
     );
 }
+
+#[cfg(feature = "twilio")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_and_email_recipients_by_alias_in_sandbox_mode() {
+    let text = r#"
+[journal]
+url = "memory:"
+
+[sources.oracle]
+connector = "oracle-fusion"
+sandbox = "always"
+
+[sinks.sms]
+connector = "twilio-sms"
+sandbox = "always"
+recipients = { oncall = "+4915112345678" }
+
+[sinks.email]
+connector = "sendgrid-email"
+sandbox = "always"
+recipients = { ap = "ap@example.com" }
+
+[[streams]]
+name = "payments"
+source = "oracle"
+resource = "payablesPayments"
+schedule = { every = "5m" }
+
+[[routes.rules]]
+name = "large payments"
+when = [{ amount_at_least = { amount = "10000", currency = "USD" } }]
+to = ["sms:oncall", "email:ap"]
+"#;
+    let config = PipelineConfig::from_toml_str(text).expect("parses");
+    let a = connectors::assemble(&config, &MapEnv::new())
+        .await
+        .expect("assembled");
+    assert_eq!(a.sandbox_banners().len(), 3, "{:?}", a.sandbox_banners());
+    let summary = a.pipeline.run_once().await.expect("run");
+    assert_eq!(summary.deliveries.delivered, 2, "{summary:?}");
+    let report = a.sandbox_report().join("\n");
+    assert!(report.contains("[sandbox sms +4915112345678]"), "{report}");
+    assert!(report.contains("PAY-7002"), "{report}");
+    assert!(report.contains("ap@example.com"), "{report}");
+}
