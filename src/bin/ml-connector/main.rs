@@ -324,8 +324,14 @@ async fn progress_line(store: &dyn AuditStore) {
 }
 
 async fn check(path: &Path) -> Result<()> {
-    let (_, a) = load(path).await?;
+    let (config, a) = load(path).await?;
     let mut failed = 0;
+    if let Some(r) = &config.receivers {
+        // Builds every receiver (secrets from the environment, keys, public URLs) without
+        // listening.
+        let _app = ml_connector::serve::router(r, a.pipeline.store(), &ProcessEnv)?;
+        println!("ok      receivers on {}", r.listen);
+    }
     for (stream, source) in &a.sources {
         match source.healthcheck().await {
             Ok(()) => println!("ok      stream {stream}: {source}"),
