@@ -13,6 +13,12 @@
 //! | `slack` | `ml-slack` | Slack sink, verified receiver, OAuth v2, Socket Mode |
 //! | `oracle-fusion` | `ml-oracle-fusion` | Oracle Fusion Cloud ERP REST source |
 //! | `twilio` | `ml-twilio` | Twilio SMS and SendGrid email sinks, verified status receivers |
+//! | `sandbox` | `ml-sandbox` | in-process emulators for `sandbox = "auto"` connectors |
+//! | `cli` | | the `ml-connector` command line |
+//!
+//! Pipelines can be described in TOML ([`config::PipelineConfig`]) and assembled with every
+//! connector compiled in ([`connectors::load`]); the `ml-connector` binary (feature `cli`)
+//! runs them: `ml-connector run --config examples/config/oracle_fusion_to_slack.toml`.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -45,6 +51,10 @@
 //! ```
 
 pub use ml_core::*;
+
+pub mod connectors;
+#[cfg(feature = "cli")]
+pub mod serve;
 
 /// The durable journal (feature `store`).
 #[cfg(feature = "store")]

@@ -47,6 +47,7 @@
 //! * [`routing`]: named rules with `explain`.
 //! * [`retry`], [`limiter`], [`auth`], [`http`]: shared plumbing for connectors.
 //! * [`credential`]: named secrets at rest, envelope-encrypted under a master key.
+//! * [`config`]: builder plumbing (keys, env, URL policy) and pipelines from TOML.
 //! * [`schedule`]: intervals, business hours, daily close, cron, in IANA time zones.
 //! * [`pipeline`]: the runner.
 //! * [`memory`]: in-memory implementations of every trait, with fault injection.
@@ -56,6 +57,7 @@ pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod credential;
+pub mod config;
 pub mod cursor;
 pub mod error;
 pub mod http;

@@ -228,6 +228,61 @@ pub struct Rule {
     pub to: Vec<String>,
 }
 
+impl Rule {
+    /// A rule named `name` with no conditions and no destinations yet: add them with
+    /// [`when`](Self::when) and [`to`](Self::to).
+    ///
+    /// ```
+    /// use ml_core::routing::{Condition, Rule};
+    /// use ml_core::{EntityKind, Money};
+    ///
+    /// let rule = Rule::new("large invoices")
+    ///     .when(Condition::kind(EntityKind::SupplierInvoice))
+    ///     .when(Condition::AmountAtLeast(Money::parse("10000", "USD")?))
+    ///     .to("slack:#finance");
+    /// assert_eq!(rule.when.len(), 2);
+    /// # Ok::<(), ml_core::Error>(())
+    /// ```
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            when: Vec::new(),
+            to: Vec::new(),
+        }
+    }
+
+    /// Adds a condition (all must hold).
+    #[must_use]
+    pub fn when(mut self, condition: Condition) -> Self {
+        self.when.push(condition);
+        self
+    }
+
+    /// Adds a destination, `sink:address`.
+    #[must_use]
+    pub fn to(mut self, destination: impl Into<String>) -> Self {
+        self.to.push(destination.into());
+        self
+    }
+}
+
+impl Condition {
+    /// The entity kind is `kind`.
+    pub fn kind(kind: EntityKind) -> Self {
+        Self::Kind(vec![kind])
+    }
+
+    /// The status is one of `statuses` (case-insensitive).
+    pub fn status<S: Into<String>>(statuses: impl IntoIterator<Item = S>) -> Self {
+        Self::Status(statuses.into_iter().map(Into::into).collect())
+    }
+
+    /// The cost center is one of `centers`.
+    pub fn cost_center<S: Into<String>>(centers: impl IntoIterator<Item = S>) -> Self {
+        Self::CostCenter(centers.into_iter().map(Into::into).collect())
+    }
+}
+
 /// How a router combines rules.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -373,6 +373,24 @@ fn grid_next(base: u128, step: u128, after: Option<u128>, floor: u128) -> u128 {
 // Schedule
 // ---------------------------------------------------------------------------------------------
 
+/// The named arguments of [`Schedule::business`]: on `days`, from `start` to `end`
+/// (`HH:MM`, in `zone`), poll every `during`; otherwise every `outside`.
+#[derive(Clone, Copy, Debug)]
+pub struct BusinessHours<'a> {
+    /// The IANA time zone (`Europe/Berlin`).
+    pub zone: &'a str,
+    /// The business days.
+    pub days: Weekdays,
+    /// The window start, `HH:MM` (inclusive).
+    pub start: &'a str,
+    /// The window end, `HH:MM` (exclusive).
+    pub end: &'a str,
+    /// The interval inside the window.
+    pub during: Duration,
+    /// The interval outside the window.
+    pub outside: Duration,
+}
+
 /// When to poll an ERP stream.
 ///
 /// Built with [`Schedule::every`], [`Schedule::business_hours`], [`Schedule::daily_at`],
@@ -492,6 +510,34 @@ impl Schedule {
                 during,
                 outside,
             },
+        )
+    }
+
+    /// [`Schedule::business_hours`] with named arguments.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ml_core::schedule::{BusinessHours, Schedule, Weekdays};
+    ///
+    /// let s = Schedule::business(BusinessHours {
+    ///     zone: "Europe/Berlin",
+    ///     days: Weekdays::MON_FRI,
+    ///     start: "08:00",
+    ///     end: "18:00",
+    ///     during: Duration::from_secs(15 * 60),
+    ///     outside: Duration::from_secs(3600),
+    /// })?;
+    /// assert!(s.to_string().starts_with("every 15m from 08:00 to 18:00"));
+    /// # Ok::<(), ml_core::Error>(())
+    /// ```
+    pub fn business(hours: BusinessHours<'_>) -> Result<Self> {
+        Self::business_hours(
+            hours.zone,
+            hours.days,
+            hours.start,
+            hours.end,
+            hours.during,
+            hours.outside,
         )
     }
 

@@ -1,6 +1,5 @@
 //! [`OracleFusionBuilder`]: configuration from the environment or code, checked at `build()`.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +8,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use ml_core::auth::{BasicCredentials, TokenCache};
 use ml_core::clock::{Clock, SystemClock};
+use ml_core::config::{ConfigKey, ConfigValues, Env, ProcessEnv, check_url};
 use ml_core::cursor::{Paging, WatermarkCursor};
 use ml_core::http::ClientOptions;
 use ml_core::money::Currency;
@@ -112,8 +112,17 @@ impl OracleFusionConfigKey {
             Self::CostCenterSegment => "ORACLE_FUSION_COST_CENTER_SEGMENT",
         }
     }
+}
 
-    fn secret(self) -> bool {
+impl ConfigKey for OracleFusionConfigKey {
+    const ALL: &'static [Self] = &Self::ALL;
+    const PREFIX: &'static str = "ORACLE_FUSION_";
+
+    fn env_name(self) -> &'static str {
+        self.as_env()
+    }
+
+    fn is_secret(self) -> bool {
         matches!(
             self,
             Self::ClientSecret | Self::Password | Self::JwtPrivateKey
@@ -133,8 +142,7 @@ impl fmt::Display for OracleFusionConfigKey {
 /// credentials; a user + password -> Basic.
 #[derive(Clone)]
 pub struct OracleFusionBuilder {
-    values: BTreeMap<OracleFusionConfigKey, String>,
-    secrets: BTreeMap<OracleFusionConfigKey, SecretString>,
+    values: ConfigValues<OracleFusionConfigKey>,
     spec: Option<ResourceSpec>,
     resource_path: Option<String>,
     timestamp_attr: Option<String>,
@@ -151,7 +159,6 @@ impl fmt::Debug for OracleFusionBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OracleFusionBuilder")
             .field("values", &self.values)
-            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
             .field("resource_path", &self.resource_path)
             .finish_non_exhaustive()
     }
@@ -167,8 +174,7 @@ impl OracleFusionBuilder {
     /// An empty builder.
     pub fn new() -> Self {
         Self {
-            values: BTreeMap::new(),
-            secrets: BTreeMap::new(),
+            values: ConfigValues::new(),
             spec: None,
             resource_path: None,
             timestamp_attr: None,
@@ -182,28 +188,35 @@ impl OracleFusionBuilder {
         }
     }
 
-    /// A builder from the `ORACLE_FUSION_*` environment variables.
+    /// A builder from the `ORACLE_FUSION_*` environment variables (unset and empty ones
+    /// are skipped). Same as `from_env_with(&ProcessEnv)`.
     pub fn from_env() -> Self {
-        let mut b = Self::new();
-        for key in OracleFusionConfigKey::ALL {
-            if let Ok(v) = std::env::var(key.as_env())
-                && !v.trim().is_empty()
-            {
-                b = b.with_config(key, v);
-            }
+        Self::from_env_with(&ProcessEnv)
+    }
+
+    /// Like [`from_env`](Self::from_env), reading any [`Env`] (a map in tests).
+    pub fn from_env_with(env: &impl Env) -> Self {
+        Self {
+            values: ConfigValues::from_env_with(env),
+            ..Self::new()
         }
-        b
     }
 
     /// Sets one configuration value (parsed at `build()`).
     pub fn with_config(mut self, key: OracleFusionConfigKey, value: impl Into<String>) -> Self {
-        let value = value.into();
-        if key.secret() {
-            self.secrets.insert(key, SecretString::from(value));
-        } else {
-            self.values.insert(key, value);
-        }
+        self.values.set(key, value);
         self
+    }
+
+    /// Sets a value by name: the environment variable or its short form (`page_size` for
+    /// `ORACLE_FUSION_PAGE_SIZE`). An unknown name is an error naming it.
+    pub fn with_config_str(
+        mut self,
+        name: &str,
+        value: impl Into<String>,
+    ) -> ml_core::Result<Self> {
+        self.values.set_str(name, value)?;
+        Ok(self)
     }
 
     /// The pod base URL.
@@ -219,11 +232,11 @@ impl OracleFusionBuilder {
         client_secret: impl Into<SecretString>,
     ) -> Self {
         self.values
-            .insert(OracleFusionConfigKey::TokenUrl, token_url.into());
+            .set(OracleFusionConfigKey::TokenUrl, token_url.into());
         self.values
-            .insert(OracleFusionConfigKey::ClientId, client_id.into());
-        self.secrets
-            .insert(OracleFusionConfigKey::ClientSecret, client_secret.into());
+            .set(OracleFusionConfigKey::ClientId, client_id.into());
+        self.values
+            .set_secret(OracleFusionConfigKey::ClientSecret, client_secret.into());
         self
     }
 
@@ -239,9 +252,9 @@ impl OracleFusionBuilder {
         user: impl Into<String>,
         pem: impl Into<SecretString>,
     ) -> Self {
-        self.values.insert(OracleFusionConfigKey::User, user.into());
-        self.secrets
-            .insert(OracleFusionConfigKey::JwtPrivateKey, pem.into());
+        self.values.set(OracleFusionConfigKey::User, user.into());
+        self.values
+            .set_secret(OracleFusionConfigKey::JwtPrivateKey, pem.into());
         self
     }
 
@@ -251,9 +264,9 @@ impl OracleFusionBuilder {
         user: impl Into<String>,
         password: impl Into<SecretString>,
     ) -> Self {
-        self.values.insert(OracleFusionConfigKey::User, user.into());
-        self.secrets
-            .insert(OracleFusionConfigKey::Password, password.into());
+        self.values.set(OracleFusionConfigKey::User, user.into());
+        self.values
+            .set_secret(OracleFusionConfigKey::Password, password.into());
         self
     }
 
@@ -368,27 +381,14 @@ impl OracleFusionBuilder {
     }
 
     fn val(&self, k: OracleFusionConfigKey) -> Option<&str> {
-        self.values
-            .get(&k)
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
+        self.values.get(k)
     }
 
     fn parse_url(key: OracleFusionConfigKey, raw: &str) -> Result<url::Url, OracleFusionError> {
-        let url = url::Url::parse(raw)
-            .map_err(|e| OracleFusionError::config(key.as_env(), format!("not a URL: {e}")))?;
-        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-        match url.scheme() {
-            "https" => {}
-            "http" if loopback => {}
-            s => {
-                return Err(OracleFusionError::config(
-                    key.as_env(),
-                    format!("scheme `{s}` not allowed (https, or http on loopback)"),
-                ));
-            }
-        }
-        Ok(url)
+        check_url(key.as_env(), raw).map_err(|e| match e {
+            ml_core::Error::Config { key, message } => OracleFusionError::config(key, message),
+            other => OracleFusionError::config(key.as_env(), other.to_string()),
+        })
     }
 
     fn auth(&self, client: &reqwest::Client) -> Result<Auth, OracleFusionError> {
@@ -402,10 +402,14 @@ impl OracleFusionBuilder {
                 OracleFusionError::config(K::TokenUrl.as_env(), "required with a client id")
             })?;
             Self::parse_url(K::TokenUrl, token_url)?;
-            let secret = self.secrets.get(&K::ClientSecret).cloned().ok_or_else(|| {
-                OracleFusionError::config(K::ClientSecret.as_env(), "required with a client id")
-            })?;
-            let grant = match self.secrets.get(&K::JwtPrivateKey) {
+            let secret = self
+                .values
+                .secret(K::ClientSecret)
+                .cloned()
+                .ok_or_else(|| {
+                    OracleFusionError::config(K::ClientSecret.as_env(), "required with a client id")
+                })?;
+            let grant = match self.values.secret(K::JwtPrivateKey) {
                 Some(pem) => Grant::JwtAssertion {
                     user: self
                         .val(K::User)
@@ -437,7 +441,7 @@ impl OracleFusionBuilder {
                 TokenCache::new(Arc::new(endpoint)).with_clock(self.clock.clone()),
             )));
         }
-        match (self.val(K::User), self.secrets.get(&K::Password)) {
+        match (self.val(K::User), self.values.secret(K::Password)) {
             (Some(u), Some(p)) => {
                 if u.contains(':') {
                     return Err(OracleFusionError::config(
@@ -456,6 +460,23 @@ impl OracleFusionBuilder {
                 "no credentials: set ORACLE_FUSION_CLIENT_ID/_CLIENT_SECRET/_TOKEN_URL or ORACLE_FUSION_USER/_PASSWORD",
             )),
         }
+    }
+
+    /// Obtains the pod's credentials once, so that the sources built from clones of this
+    /// builder share one token cache (one token for the pod, as
+    /// [`build_many`](Self::build_many) does). Basic auth needs no sharing.
+    pub fn with_shared_token_cache(self) -> ml_core::Result<Self> {
+        if self.token_cache.is_some() {
+            return Ok(self);
+        }
+        let client = self
+            .client_options
+            .client()
+            .map_err(|e| OracleFusionError::config("ClientOptions", e.to_string()))?;
+        Ok(match self.auth(&client)? {
+            Auth::Bearer(cache) => self.with_token_cache(cache),
+            Auth::Basic(_) => self,
+        })
     }
 
     /// Builds the source.
@@ -608,5 +629,55 @@ impl OracleFusionBuilder {
             use_fields: self.use_fields,
             default_currency,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ml_core::config::MapEnv;
+
+    use super::*;
+
+    fn key_of(r: ml_core::Result<OracleFusionSource>) -> String {
+        match r {
+            Err(ml_core::Error::Config { key, message }) => {
+                assert!(!message.contains("hunter2"), "{message}");
+                key
+            }
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn shared_config_plumbing() {
+        let err = OracleFusionBuilder::new()
+            .with_config_str("ORACLE_FUSION_PAGESIZE", "10")
+            .expect_err("unknown key");
+        assert!(
+            matches!(&err, ml_core::Error::Config { key, .. } if key == "ORACLE_FUSION_PAGESIZE"),
+            "{err}"
+        );
+        let env = MapEnv::from([
+            ("ORACLE_FUSION_URL", "http://erp.example.com"),
+            ("ORACLE_FUSION_USER", "u"),
+            ("ORACLE_FUSION_PASSWORD", "hunter2"),
+            ("ORACLE_FUSION_PAGE_SIZE", ""),
+        ]);
+        let b = OracleFusionBuilder::from_env_with(&env);
+        assert!(!format!("{b:?}").contains("hunter2"));
+        assert_eq!(key_of(b.clone().build()), "ORACLE_FUSION_URL");
+        let b = b
+            .with_config_str("url", "http://127.0.0.1:9")
+            .expect("short name");
+        assert!(
+            b.clone().build().is_ok(),
+            "the empty page size counts as unset"
+        );
+        let b = b
+            .with_config_str("token_url", "http://idcs.example.com/oauth2/v1/token")
+            .and_then(|b| b.with_config_str("client_id", "c"))
+            .and_then(|b| b.with_config_str("client_secret", "hunter2"))
+            .expect("keys");
+        assert_eq!(key_of(b.build()), "ORACLE_FUSION_TOKEN_URL");
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ml_core::auth::{RefreshTokenStore, RotatingTokenProvider, TokenCache};
 use ml_core::clock::{Clock, SystemClock};
+use ml_core::config::{ConfigKey, Env, ProcessEnv, check_url, unknown_key};
 use ml_core::http::ClientOptions;
 use ml_core::render::Renderer;
 use secrecy::{ExposeSecret as _, SecretString};
@@ -26,7 +27,7 @@ pub const DEFAULT_API_URL: &str = "https://slack.com/api/";
 
 /// Configuration keys, as environment variables (`SLACK_…`) and for
 /// [`SlackBuilder::with_config`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum SlackConfigKey {
     /// `SLACK_BOT_TOKEN`: the bot token (`xoxb-…`, or `xoxe.xoxb-…` with rotation).
@@ -80,15 +81,28 @@ impl SlackConfigKey {
     }
 }
 
+impl ConfigKey for SlackConfigKey {
+    const ALL: &'static [Self] = &Self::ALL;
+    const PREFIX: &'static str = "SLACK_";
+
+    fn env_name(self) -> &'static str {
+        self.as_str()
+    }
+
+    fn is_secret(self) -> bool {
+        matches!(
+            self,
+            Self::BotToken | Self::SigningSecret | Self::AppToken | Self::ClientSecret
+        )
+    }
+}
+
 impl FromStr for SlackConfigKey {
     type Err = SlackError;
 
     fn from_str(s: &str) -> Result<Self, SlackError> {
-        let s = s.trim().to_ascii_uppercase();
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s || k.as_str().trim_start_matches("SLACK_") == s)
-            .ok_or_else(|| SlackError::config(s.clone(), "unknown Slack configuration key"))
+        <Self as ConfigKey>::from_name(s)
+            .ok_or_else(|| SlackError::config(s.trim(), "unknown Slack configuration key"))
     }
 }
 
@@ -147,16 +161,31 @@ impl SlackBuilder {
 
     /// A builder from `SLACK_BOT_TOKEN`, `SLACK_SIGNING_SECRET`, `SLACK_API_URL`,
     /// `SLACK_APP_TOKEN`, `SLACK_CLIENT_ID`, `SLACK_CLIENT_SECRET`, `SLACK_REDIRECT_URI`,
-    /// `SLACK_UPDATE_MODE` and `SLACK_INSTANCE` (unset variables are skipped; nothing is
-    /// checked before `build`).
+    /// `SLACK_UPDATE_MODE` and `SLACK_INSTANCE` (unset and empty variables are skipped;
+    /// nothing is checked before `build`). Same as `from_env_with(&ProcessEnv)`.
     pub fn from_env() -> Self {
+        Self::from_env_with(&ProcessEnv)
+    }
+
+    /// Like [`from_env`](Self::from_env), reading any [`Env`] (a map in tests).
+    pub fn from_env_with(env: &impl Env) -> Self {
         let mut b = Self::new();
         for key in SlackConfigKey::ALL {
-            if let Ok(v) = std::env::var(key.as_str()) {
+            if let Some(v) = env.var(key.as_str())
+                && !v.trim().is_empty()
+            {
                 b = b.with_config(key, v);
             }
         }
         b
+    }
+
+    /// Sets a value by name: the environment variable or its short form (`bot_token`).
+    /// An unknown name is an error naming it.
+    pub fn with_config_str(self, name: &str, value: impl Into<String>) -> ml_core::Result<Self> {
+        let key = <SlackConfigKey as ConfigKey>::from_name(name)
+            .ok_or_else(|| unknown_key::<SlackConfigKey>(name))?;
+        Ok(self.with_config(key, value))
     }
 
     /// Sets a value by key (checked at `build`).
@@ -316,24 +345,26 @@ impl SlackBuilder {
     pub(crate) fn api_url(&self) -> Result<Url, SlackError> {
         let key = SlackConfigKey::ApiUrl.as_str();
         let raw = self.api_url.as_deref().unwrap_or(DEFAULT_API_URL).trim();
-        let mut url = Url::parse(raw)
-            .map_err(|e| SlackError::config(key, format!("not a valid URL: {e}")))?;
-        if url.username() != "" || url.password().is_some() {
-            return Err(SlackError::config(key, "must not contain credentials"));
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(SlackError::config(key, "must not have a query or fragment"));
-        }
-        match url.scheme() {
-            "https" => {}
-            "http" if self.allow_plain_http || is_loopback(&url) => {}
-            other => {
-                return Err(SlackError::config(
-                    key,
-                    format!("scheme must be https (http only for loopback), not `{other}`"),
-                ));
+        let mut url = match check_url(key, raw) {
+            Ok(url) => url,
+            // The one explicit exception to the shared policy (`with_plain_http`).
+            Err(_)
+                if self.allow_plain_http
+                    && Url::parse(raw).is_ok_and(|u| {
+                        u.scheme() == "http"
+                            && u.username().is_empty()
+                            && u.password().is_none()
+                            && u.query().is_none()
+                            && u.fragment().is_none()
+                    }) =>
+            {
+                Url::parse(raw).map_err(|e| SlackError::config(key, e.to_string()))?
             }
-        }
+            Err(ml_core::Error::Config { key, message }) => {
+                return Err(SlackError::config(key, message));
+            }
+            Err(other) => return Err(SlackError::config(key, other.to_string())),
+        };
         if !url.path().ends_with('/') {
             let p = format!("{}/", url.path());
             url.set_path(&p);
@@ -491,15 +522,6 @@ impl SlackBuilder {
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}
-
 impl fmt::Debug for SlackBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let set = |o: &Option<SecretString>| o.as_ref().map(|_| "<redacted>");
@@ -605,5 +627,34 @@ mod tests {
             SlackConfigKey::ApiUrl
         );
         assert!("NOPE".parse::<SlackConfigKey>().is_err());
+    }
+
+    #[test]
+    fn shared_config_plumbing() {
+        use ml_core::config::MapEnv;
+        let err = SlackBuilder::new()
+            .with_config_str("SLACK_BOT_TOKN", "x")
+            .expect_err("unknown key");
+        assert!(
+            matches!(&err, ml_core::Error::Config { key, .. } if key == "SLACK_BOT_TOKN"),
+            "{err}"
+        );
+        let b = SlackBuilder::new()
+            .with_config_str("bot_token", "xoxb-hunter2")
+            .expect("short name")
+            .with_config_str("SLACK_API_URL", "http://slack.example.com/api/")
+            .expect("long name");
+        assert_eq!(key_of(b.build()), "SLACK_API_URL");
+        let env = MapEnv::from([
+            ("SLACK_BOT_TOKEN", "xoxb-hunter2"),
+            ("SLACK_SIGNING_SECRET", "hunter2-signing"),
+            ("SLACK_API_URL", ""),
+            ("SLACK_INSTANCE", "  "),
+        ]);
+        let b = SlackBuilder::from_env_with(&env);
+        assert!(!format!("{b:?}").contains("hunter2"));
+        // Empty variables are skipped: the default URL, no instance.
+        assert_eq!(b.api_url().expect("url").as_str(), DEFAULT_API_URL);
+        assert!(b.build().is_ok());
     }
 }

@@ -6,37 +6,83 @@ use std::time::Duration;
 
 use ml_core::auth::BasicCredentials;
 use ml_core::clock::{Clock, SystemClock};
+use ml_core::config::{ConfigKey, ConfigValues, Env, ProcessEnv, check_url, unknown_key};
 use ml_core::http::ClientOptions;
 use ml_core::{Error, Result};
 use secrecy::{ExposeSecret as _, SecretString};
 
-use crate::email::{EmailSettings, SendGridEmailSink};
+use crate::email::SendGridEmailSink;
 use crate::phone::check_e164;
 use crate::recipients::RecipientDirectory;
 use crate::segments::LengthPolicy;
+use crate::sendgrid_builder::SendGridBuilder;
 use crate::sms::{ReconcileMatch, Sender, SmsSettings, TwilioSmsSink};
 
 /// The default Twilio REST base URL.
 pub const DEFAULT_TWILIO_API_URL: &str = "https://api.twilio.com";
-/// The default SendGrid base URL.
-pub const DEFAULT_SENDGRID_API_URL: &str = "https://api.sendgrid.com";
+pub use crate::sendgrid_builder::DEFAULT_SENDGRID_API_URL;
 
-/// The environment variables [`TwilioBuilder::from_env`] reads.
-pub const ENV_KEYS: [&str; 11] = [
-    "TWILIO_ACCOUNT_SID",
-    "TWILIO_AUTH_TOKEN",
-    "TWILIO_API_KEY_SID",
-    "TWILIO_API_KEY_SECRET",
-    "TWILIO_FROM",
-    "TWILIO_MESSAGING_SERVICE_SID",
-    "TWILIO_API_URL",
-    "TWILIO_STATUS_CALLBACK_URL",
-    "SENDGRID_API_KEY",
-    "SENDGRID_API_URL",
-    "SENDGRID_FROM",
-];
+/// A Twilio configuration key, named as its environment variable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum TwilioConfigKey {
+    /// `TWILIO_ACCOUNT_SID`: `AC` + 32 hex.
+    AccountSid,
+    /// `TWILIO_AUTH_TOKEN`: the Auth Token (Basic password; also verifies callbacks).
+    AuthToken,
+    /// `TWILIO_API_KEY_SID`: an API Key (`SK…`), instead of the Auth Token.
+    ApiKeySid,
+    /// `TWILIO_API_KEY_SECRET`: the API Key's secret.
+    ApiKeySecret,
+    /// `TWILIO_FROM`: the sender number, short code or alphanumeric id.
+    From,
+    /// `TWILIO_MESSAGING_SERVICE_SID`: a Messaging Service (`MG…`) instead of `TWILIO_FROM`.
+    MessagingServiceSid,
+    /// `TWILIO_API_URL`: default `https://api.twilio.com`.
+    ApiUrl,
+    /// `TWILIO_STATUS_CALLBACK_URL`: the public URL of the status receiver.
+    StatusCallbackUrl,
+}
 
-/// Builds [`TwilioSmsSink`] and [`SendGridEmailSink`].
+impl TwilioConfigKey {
+    /// Every key.
+    pub const ALL: [Self; 8] = [
+        Self::AccountSid,
+        Self::AuthToken,
+        Self::ApiKeySid,
+        Self::ApiKeySecret,
+        Self::From,
+        Self::MessagingServiceSid,
+        Self::ApiUrl,
+        Self::StatusCallbackUrl,
+    ];
+}
+
+impl ConfigKey for TwilioConfigKey {
+    const ALL: &'static [Self] = &Self::ALL;
+    const PREFIX: &'static str = "TWILIO_";
+
+    fn env_name(self) -> &'static str {
+        match self {
+            Self::AccountSid => "TWILIO_ACCOUNT_SID",
+            Self::AuthToken => "TWILIO_AUTH_TOKEN",
+            Self::ApiKeySid => "TWILIO_API_KEY_SID",
+            Self::ApiKeySecret => "TWILIO_API_KEY_SECRET",
+            Self::From => "TWILIO_FROM",
+            Self::MessagingServiceSid => "TWILIO_MESSAGING_SERVICE_SID",
+            Self::ApiUrl => "TWILIO_API_URL",
+            Self::StatusCallbackUrl => "TWILIO_STATUS_CALLBACK_URL",
+        }
+    }
+
+    fn is_secret(self) -> bool {
+        matches!(self, Self::AuthToken | Self::ApiKeySecret)
+    }
+}
+
+/// Builds [`TwilioSmsSink`] (and, for hosts that configure both in one place,
+/// [`SendGridEmailSink`] through the [`SendGridBuilder`] it carries: prefer
+/// [`SendGridBuilder`] itself).
 ///
 /// ```
 /// use ml_twilio::TwilioBuilder;
@@ -60,11 +106,7 @@ pub struct TwilioBuilder {
     messaging_service_sid: Option<String>,
     api_url: Option<String>,
     status_callback: Option<String>,
-    sendgrid_api_key: Option<SecretString>,
-    sendgrid_api_url: Option<String>,
-    sendgrid_from: Option<String>,
-    sendgrid_from_name: Option<String>,
-    sendgrid_sandbox_mode: bool,
+    sendgrid: SendGridBuilder,
     length: LengthPolicy,
     matching: ReconcileMatch,
     clock_skew: Option<Duration>,
@@ -81,7 +123,7 @@ impl fmt::Debug for TwilioBuilder {
             .field("from", &self.from)
             .field("messaging_service_sid", &self.messaging_service_sid)
             .field("api_url", &self.api_url)
-            .field("sendgrid_from", &self.sendgrid_from)
+            .field("sendgrid", &self.sendgrid)
             .finish_non_exhaustive()
     }
 }
@@ -96,45 +138,61 @@ impl TwilioBuilder {
         Self::default()
     }
 
-    /// Reads [`ENV_KEYS`] from the environment (unset or empty keys are left alone).
+    /// Reads the `TWILIO_*` and `SENDGRID_*` environment variables (unset and empty ones
+    /// are skipped). Same as `from_env_with(&ProcessEnv)`.
     pub fn from_env() -> Self {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        Self::from_env_with(&ProcessEnv)
     }
 
-    /// Like [`from_env`](Self::from_env) with any lookup (tests, a config file).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
-        let mut b = Self::new();
-        for key in ENV_KEYS {
-            if let Some(v) = nonempty(get(key)) {
+    /// Like [`from_env`](Self::from_env), reading any [`Env`] (tests, a config file).
+    pub fn from_env_with(env: &impl Env) -> Self {
+        let values = ConfigValues::<TwilioConfigKey>::from_env_with(env);
+        let mut b = Self {
+            sendgrid: SendGridBuilder::from_env_with(env),
+            ..Self::new()
+        };
+        for key in TwilioConfigKey::ALL {
+            if let Some(v) = values.get(key) {
                 b = b.with_config(key, v);
+            } else if let Some(v) = values.secret(key) {
+                b = b.with_config(key, v.expose_secret());
             }
         }
         b
     }
 
-    /// Sets a value by its environment key name (unknown keys are ignored).
-    pub fn with_config(self, key: &str, value: impl Into<String>) -> Self {
+    /// Sets a value by key (checked at build).
+    pub fn with_config(self, key: TwilioConfigKey, value: impl Into<String>) -> Self {
         let v = value.into();
         match key {
-            "TWILIO_ACCOUNT_SID" => self.with_account_sid(v),
-            "TWILIO_AUTH_TOKEN" => self.with_auth_token(v),
-            "TWILIO_API_KEY_SID" => Self {
+            TwilioConfigKey::AccountSid => self.with_account_sid(v),
+            TwilioConfigKey::AuthToken => self.with_auth_token(v),
+            TwilioConfigKey::ApiKeySid => Self {
                 api_key_sid: Some(v),
                 ..self
             },
-            "TWILIO_API_KEY_SECRET" => Self {
+            TwilioConfigKey::ApiKeySecret => Self {
                 api_key_secret: Some(v.into()),
                 ..self
             },
-            "TWILIO_FROM" => self.with_from(v),
-            "TWILIO_MESSAGING_SERVICE_SID" => self.with_messaging_service_sid(v),
-            "TWILIO_API_URL" => self.with_api_url(v),
-            "TWILIO_STATUS_CALLBACK_URL" => self.with_status_callback_url(v),
-            "SENDGRID_API_KEY" => self.with_sendgrid_api_key(v),
-            "SENDGRID_API_URL" => self.with_sendgrid_api_url(v),
-            "SENDGRID_FROM" => self.with_sendgrid_from(v),
-            _ => self,
+            TwilioConfigKey::From => self.with_from(v),
+            TwilioConfigKey::MessagingServiceSid => self.with_messaging_service_sid(v),
+            TwilioConfigKey::ApiUrl => self.with_api_url(v),
+            TwilioConfigKey::StatusCallbackUrl => self.with_status_callback_url(v),
         }
+    }
+
+    /// Sets a value by name: a `TWILIO_*` key or its short form (`from`), or a
+    /// `SENDGRID_*` key. An unknown name is an error naming it.
+    pub fn with_config_str(mut self, name: &str, value: impl Into<String>) -> Result<Self> {
+        if let Some(key) = <TwilioConfigKey as ConfigKey>::from_name(name) {
+            return Ok(self.with_config(key, value));
+        }
+        if name.trim().to_ascii_uppercase().starts_with("SENDGRID_") {
+            self.sendgrid = self.sendgrid.with_config_str(name, value)?;
+            return Ok(self);
+        }
+        Err(unknown_key::<TwilioConfigKey>(name))
     }
 
     /// The Account SID (`AC` + 32 hex).
@@ -209,32 +267,32 @@ impl TwilioBuilder {
 
     /// The SendGrid API key (`SG.…`).
     pub fn with_sendgrid_api_key(mut self, key: impl Into<SecretString>) -> Self {
-        self.sendgrid_api_key = Some(key.into());
+        self.sendgrid = self.sendgrid.with_api_key(key);
         self
     }
 
     /// The SendGrid base URL (default [`DEFAULT_SENDGRID_API_URL`]; EU:
     /// `https://api.eu.sendgrid.com`).
     pub fn with_sendgrid_api_url(mut self, url: impl Into<String>) -> Self {
-        self.sendgrid_api_url = Some(url.into());
+        self.sendgrid = self.sendgrid.with_api_url(url);
         self
     }
 
     /// The sender address (a verified sender in SendGrid).
     pub fn with_sendgrid_from(mut self, email: impl Into<String>) -> Self {
-        self.sendgrid_from = Some(email.into());
+        self.sendgrid = self.sendgrid.with_from(email);
         self
     }
 
     /// The sender's display name.
     pub fn with_sendgrid_from_name(mut self, name: impl Into<String>) -> Self {
-        self.sendgrid_from_name = Some(name.into());
+        self.sendgrid = self.sendgrid.with_from_name(name);
         self
     }
 
     /// Sets `mail_settings.sandbox_mode` (SendGrid validates but does not deliver).
     pub fn with_sendgrid_sandbox_mode(mut self, on: bool) -> Self {
-        self.sendgrid_sandbox_mode = on;
+        self.sendgrid = self.sendgrid.with_sandbox_mode(on);
         self
     }
 
@@ -255,12 +313,9 @@ impl TwilioBuilder {
     }
 
     fn url(v: Option<&String>, default: &str, key: &str) -> Result<String> {
-        let u = v.map_or(default, String::as_str).trim_end_matches('/');
-        let parsed = url::Url::parse(u).map_err(|e| Error::config(key, e.to_string()))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(Error::config(key, "must be an http(s) URL"));
-        }
-        Ok(u.to_owned())
+        let raw = nonempty(v.cloned()).unwrap_or_else(|| default.to_owned());
+        let parsed = check_url(key, &raw)?;
+        Ok(parsed.as_str().trim_end_matches('/').to_owned())
     }
 
     /// The Auth Token, when set (the receiver's verification key).
@@ -387,33 +442,20 @@ impl TwilioBuilder {
         }))
     }
 
-    /// Builds the email sink.
+    /// Builds the email sink (same as [`SendGridBuilder::build`] with the SendGrid
+    /// settings given to this builder, its directory, client options and clock).
     pub fn build_email(&self) -> Result<SendGridEmailSink> {
-        let key = self
-            .sendgrid_api_key
+        let mut sg = self
+            .sendgrid
             .clone()
-            .filter(|k| !k.expose_secret().trim().is_empty())
-            .ok_or_else(|| Error::config("SENDGRID_API_KEY", "missing"))?;
-        let from = nonempty(self.sendgrid_from.clone())
-            .ok_or_else(|| Error::config("SENDGRID_FROM", "missing"))?;
-        if !from.contains('@') {
-            return Err(Error::config("SENDGRID_FROM", "must be an email address"));
+            .with_client_options(self.client.clone());
+        if let Some(d) = &self.directory {
+            sg = sg.with_directory(d.clone());
         }
-        let api_url = Self::url(
-            self.sendgrid_api_url.as_ref(),
-            DEFAULT_SENDGRID_API_URL,
-            "SENDGRID_API_URL",
-        )?;
-        Ok(SendGridEmailSink::new(EmailSettings {
-            api_key: key,
-            api_url,
-            from_email: from,
-            from_name: self.sendgrid_from_name.clone(),
-            sandbox_mode: self.sendgrid_sandbox_mode,
-            directory: self.directory.clone(),
-            client: self.client.client()?,
-            clock: self.clock(),
-        }))
+        if let Some(c) = &self.clock {
+            sg = sg.with_clock(c.clone());
+        }
+        sg.build()
     }
 }
 
@@ -424,12 +466,47 @@ mod tests {
     const SID: &str = "AC0123456789abcdef0123456789abcdef";
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> TwilioBuilder {
-        TwilioBuilder::from_lookup(|k| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| (*v).to_owned())
-        })
+        let mut env = ml_core::config::MapEnv::new();
+        for (k, v) in pairs {
+            env.set(*k, *v);
+        }
+        TwilioBuilder::from_env_with(&env)
+    }
+
+    #[test]
+    fn shared_config_plumbing() {
+        let err = TwilioBuilder::new()
+            .with_config_str("TWILIO_FORM", "+15005550006")
+            .expect_err("unknown");
+        assert!(
+            matches!(&err, Error::Config { key, .. } if key == "TWILIO_FORM"),
+            "{err}"
+        );
+        let b = env(&[
+            ("TWILIO_ACCOUNT_SID", SID),
+            ("TWILIO_AUTH_TOKEN", "hunter2"),
+            ("TWILIO_FROM", "+15005550006"),
+            ("TWILIO_API_URL", "http://api.twilio.example.com"),
+        ]);
+        assert!(!format!("{b:?}").contains("hunter2"));
+        match b.build_sms() {
+            Err(Error::Config { key, message }) => {
+                assert_eq!(key, "TWILIO_API_URL");
+                assert!(!message.contains("hunter2"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let b = b
+            .with_config_str("api_url", "http://127.0.0.1:9")
+            .expect("short name")
+            .with_config_str("SENDGRID_FROM", "erp@example.com")
+            .expect("sendgrid key");
+        assert!(b.build_sms().is_ok());
+        assert!(
+            TwilioBuilder::new()
+                .with_config_str("SENDGRID_NOPE", "x")
+                .is_err()
+        );
     }
 
     #[test]

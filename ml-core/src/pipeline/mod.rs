@@ -239,9 +239,10 @@ impl PipelineBuilder {
     }
 
     /// Validates and builds. Errors name what is wrong: a missing journal, a duplicate
-    /// stream name, a rule sending to a sink that is not registered.
-    pub fn build(mut self) -> Result<Pipeline> {
-        if let Some(e) = self.errors.pop() {
+    /// stream name, a rule sending to a sink that is not registered. When several things
+    /// are wrong, the first one (in the order the builder was called) is reported.
+    pub fn build(self) -> Result<Pipeline> {
+        if let Some(e) = self.errors.into_iter().next() {
             return Err(e);
         }
         let store = self

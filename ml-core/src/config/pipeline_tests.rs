@@ -1,0 +1,173 @@
+use std::collections::BTreeMap;
+
+use super::pipeline::PipelineConfig;
+use super::{MapEnv, Registry};
+use crate::error::Error;
+use crate::memory::SourceTable;
+use crate::record::{EntityKind, Record};
+
+const GOOD: &str = r#"
+[journal]
+url = "memory:"
+
+[sources.erp]
+connector = "memory"
+settings = { kind = "purchase_order" }
+
+[sinks.chat]
+connector = "memory"
+channels = { ops = "C0OPS0001" }
+
+[[streams]]
+name = "orders"
+source = "erp"
+resource = "po"
+schedule = { every = "1s" }
+
+[[streams]]
+name = "orders-nightly"
+source = "erp"
+resource = "po"
+schedule = { daily_at = "17:30", zone = "Europe/Berlin", days = "Mon-Fri" }
+start_at = "2026-01-01T00:00:00Z"
+overlap = "5m"
+
+[[streams]]
+name = "orders-hours"
+source = "erp"
+resource = "po"
+schedule = { business_hours = "08:00-18:00", days = "Mon-Fri", zone = "Europe/Berlin", during = "15m", outside = "1h" }
+
+[routes]
+mode = "all_match"
+[[routes.rules]]
+name = "every PO"
+to = ["chat:ops"]
+"#;
+
+fn path_of(e: Error) -> String {
+    match e {
+        Error::Config { key, .. } => key,
+        other => panic!("not a config error: {other:?}"),
+    }
+}
+
+fn bad(from: &str, to: &str) -> String {
+    assert!(GOOD.contains(from), "{from}");
+    let text = GOOD.replacen(from, to, 1);
+    path_of(PipelineConfig::from_toml_str(&text).expect_err("bad config"))
+}
+
+#[test]
+fn good_config_round_trips() {
+    let c = PipelineConfig::from_toml_str(GOOD).expect("good");
+    assert_eq!(c.streams.len(), 3);
+    let text = c.to_toml_string().expect("toml");
+    let again = PipelineConfig::from_toml_str(&text).expect("again");
+    assert_eq!(again.to_toml_string().expect("toml"), text);
+    assert_eq!(again.sinks["chat"].address("ops"), "C0OPS0001");
+}
+
+#[test]
+fn bad_configs_name_the_path() {
+    assert_eq!(
+        bad(
+            "schedule = { business_hours = \"08:00-18:00\"",
+            "schedule = { business_hours = \"18:00-08:00\""
+        ),
+        "streams[2].schedule"
+    );
+    assert_eq!(
+        bad(
+            "schedule = { every = \"1s\" }",
+            "schedule = { every = \"500ms\" }"
+        ),
+        "streams[0].schedule"
+    );
+    assert_eq!(
+        bad("name = \"orders-nightly\"", "name = \"orders\""),
+        "streams[1].name"
+    );
+    assert_eq!(
+        bad("resource = \"po\"", "resourse = \"po\""),
+        "streams[0].resourse"
+    );
+    assert_eq!(
+        bad("source = \"erp\"\nresource", "source = \"nope\"\nresource"),
+        "streams[0].source"
+    );
+    assert_eq!(
+        bad("to = [\"chat:ops\"]", "to = [\"sms:ops\"]"),
+        "routes.rules[0].to[0]"
+    );
+    assert_eq!(bad("url = \"memory:\"", "sqlite = 3"), "journal.sqlite");
+}
+
+#[tokio::test]
+async fn unknown_connector_and_missing_env_name_the_path() {
+    let registry = Registry::new().with_memory(BTreeMap::new());
+    let c = PipelineConfig::from_toml_str(&GOOD.replace(
+        "connector = \"memory\"\nchannels",
+        "connector = \"slak\"\nchannels",
+    ))
+    .expect("parses");
+    let err = registry.check(&c).expect_err("unknown");
+    assert_eq!(path_of(err), "sinks.chat.connector");
+
+    let c = PipelineConfig::from_toml_str(&GOOD.replace(
+        "settings = { kind = \"purchase_order\" }",
+        "settings = { kind = \"${ERP_KIND}\" }",
+    ))
+    .expect("parses");
+    let err = registry
+        .assemble(&c, &MapEnv::new(), |b| b)
+        .await
+        .expect_err("missing env");
+    let shown = err.to_string();
+    assert_eq!(path_of(err), "sources.erp.settings.kind", "{shown}");
+    assert!(shown.contains("ERP_KIND"), "{shown}");
+}
+
+#[tokio::test]
+async fn assembled_pipeline_delivers_to_the_aliased_address() {
+    let table = SourceTable::default();
+    table.upsert(Record::new(
+        "Demo",
+        EntityKind::PurchaseOrder,
+        "PO-1",
+        jiff::Timestamp::now(),
+    ));
+    let registry = Registry::new().with_memory(BTreeMap::from([("po".to_owned(), table)]));
+    let c = PipelineConfig::from_toml_str(GOOD).expect("good");
+    let a = registry
+        .assemble(&c, &MapEnv::new(), |b| b)
+        .await
+        .expect("assembled");
+    let summary = a.pipeline.run_once().await.expect("run");
+    // Three streams read the same table: one record each, one delivery each.
+    assert_eq!(summary.deliveries.delivered, 3);
+    let d = a
+        .pipeline
+        .store()
+        .deliveries(&crate::audit::DeliveryFilter::default())
+        .await
+        .expect("deliveries");
+    assert!(
+        d.iter()
+            .all(|d| d.destination.to_string() == "chat:C0OPS0001"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn pipeline_builder_reports_the_first_error() {
+    let sink = std::sync::Arc::new(crate::memory::MemorySink::new("x"));
+    let err = crate::Pipeline::builder()
+        .sink("first", sink.clone())
+        .sink("first", sink.clone())
+        .sink("second", sink.clone())
+        .sink("second", sink)
+        .build()
+        .expect_err("twice");
+    assert!(err.to_string().contains("`first`"), "{err}");
+}

@@ -1,0 +1,492 @@
+//! `ml-connector`: runs pipelines described in TOML, and the operator's view of the
+//! journal.
+//!
+//! ```text
+//! ml-connector run --config F [--once]     poll, deliver, serve [receivers]; Ctrl-C stops
+//! ml-connector check --config F            health check of every connector
+//! ml-connector dry-run --config F [--max N] what would be sent where (nothing journaled)
+//! ml-connector explain --config F STREAM KEY which rules matched a journaled record, and why
+//! ml-connector audit [--config F | --journal DB] list [STATUS] | show STREAM KEY |
+//!                    replay ID | replay-failed | rejected
+//! ```
+//!
+//! Connectors with `sandbox = "auto"` and none of their `${NAME}` variables set run against
+//! the in-process emulators (feature `sandbox`), and the tool says so.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ml_connector::audit::{AuditStore, DeliveryFilter, DeliveryId, DeliveryStatus};
+use ml_connector::config::{Assembled, PipelineConfig, ProcessEnv};
+use ml_connector::{Error, Result, connectors};
+
+#[derive(Parser)]
+#[command(
+    name = "ml-connector",
+    version,
+    about = "Moves ERP events to Slack, SMS and email, nothing lost, nothing posted twice."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the pipeline (and the [receivers], if configured) until Ctrl-C.
+    Run {
+        /// The pipeline description (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// One cycle per stream, deliver what is due within two minutes, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between progress lines while running (0: none).
+        #[arg(long, default_value_t = 60)]
+        progress_secs: u64,
+    },
+    /// Checks the configuration and every connector's health.
+    Check {
+        /// The pipeline description (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Shows what would be sent where, without journaling or sending anything.
+    DryRun {
+        /// The pipeline description (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Items read per stream.
+        #[arg(long, default_value_t = 50)]
+        max: usize,
+    },
+    /// Says which rules matched a journaled record, and why.
+    Explain {
+        /// The pipeline description (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The stream.
+        stream: String,
+        /// The record key.
+        key: String,
+    },
+    /// The operator's view of the journal.
+    Audit {
+        /// The pipeline description whose journal to open.
+        #[arg(long, short, conflicts_with = "journal")]
+        config: Option<PathBuf>,
+        /// A SQLite journal file (default: ML_AUDIT_DB, or ml-audit.db).
+        #[arg(long)]
+        journal: Option<PathBuf>,
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Deliveries, optionally of one status (pending, in_flight, retrying, delivered, failed).
+    List {
+        /// The status.
+        status: Option<String>,
+    },
+    /// A record's versions (with the source item as read) and its deliveries.
+    Show {
+        /// The stream.
+        stream: String,
+        /// The record key.
+        key: String,
+    },
+    /// Makes a failed delivery pending again (the next cycle sends it).
+    Replay {
+        /// The delivery id.
+        id: i64,
+    },
+    /// Makes every failed delivery pending again.
+    ReplayFailed,
+    /// Items the sources could not turn into records.
+    Rejected,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Run {
+            config,
+            once,
+            progress_secs,
+        } => run(&config, once, progress_secs).await,
+        Command::Check { config } => check(&config).await,
+        Command::DryRun { config, max } => dry_run(&config, max).await,
+        Command::Explain {
+            config,
+            stream,
+            key,
+        } => explain(&config, &stream, &key).await,
+        Command::Audit {
+            config,
+            journal,
+            command,
+        } => {
+            let store = open_journal(config.as_deref(), journal.as_deref()).await?;
+            audit(store.as_ref(), command).await
+        }
+    }
+}
+
+async fn load(path: &Path) -> Result<(PipelineConfig, Assembled)> {
+    let config = PipelineConfig::from_file(path)?;
+    let assembled = connectors::assemble(&config, &ProcessEnv).await?;
+    for line in assembled.sandbox_banners() {
+        println!("{line}");
+    }
+    Ok((config, assembled))
+}
+
+async fn open_journal(
+    config: Option<&Path>,
+    journal: Option<&Path>,
+) -> Result<std::sync::Arc<dyn AuditStore>> {
+    let store: std::sync::Arc<dyn AuditStore> = match (config, journal) {
+        (Some(c), _) => {
+            let config = PipelineConfig::from_file(c)?;
+            connectors::registry().journal(&config, &ProcessEnv).await?
+        }
+        (None, Some(j)) => std::sync::Arc::new(
+            ml_connector::store::SqliteBuilder::new()
+                .with_path(j)
+                .build()?,
+        ),
+        (None, None) => {
+            std::sync::Arc::new(ml_connector::store::SqliteBuilder::from_env().build()?)
+        }
+    };
+    println!("journal: {store:?}");
+    Ok(store)
+}
+
+async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<()> {
+    let (config, a) = load(path).await?;
+    let pipeline = a.pipeline.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server = None;
+    if let Some(r) = &config.receivers {
+        let app = ml_connector::serve::router(r, pipeline.store(), &ProcessEnv)?;
+        let mut stop = stop_rx.clone();
+        let (addr, task) = ml_connector::serve::bind(r, app, async move {
+            let _ = stop.wait_for(|v| *v).await;
+        })
+        .await?;
+        println!(
+            "receivers: listening on http://{addr} (health: {})",
+            r.health_path
+        );
+        server = Some(task);
+    }
+    let streams: Vec<String> = pipeline
+        .streams()
+        .iter()
+        .map(|s| s.name().to_owned())
+        .collect();
+    let summary = if once {
+        let mut summary = ml_connector::pipeline::RunSummary {
+            recovered: pipeline.recover().await?,
+            ..Default::default()
+        };
+        for s in &streams {
+            let c = pipeline.poll_stream(s).await?;
+            println!(
+                "cycle {s}: pages {}, polled {}, journaled {}, duplicates {}, rejected {}, planned {}{}",
+                c.pages,
+                c.polled,
+                c.journaled,
+                c.duplicates,
+                c.rejected,
+                c.planned,
+                c.error
+                    .as_deref()
+                    .map(|e| format!(", error: {e}"))
+                    .unwrap_or_default()
+            );
+            summary.cycles += 1;
+            summary.polled += c.polled;
+            summary.journaled += c.journaled;
+            summary.duplicates += c.duplicates;
+            summary.rejected += c.rejected;
+            summary.planned += c.planned;
+            if let Some(e) = c.error {
+                summary.cycle_errors.push(format!("{s}: {e}"));
+            }
+        }
+        summary.deliveries = pipeline.deliver_due().await?;
+        // Also send what is queued behind a per-channel rate limit, and retries due within
+        // two minutes; later ones stay in the journal for the next run.
+        while let Some(due) = pipeline.store().next_due_at().await? {
+            let wait = jiff::Timestamp::now().duration_until(due);
+            if wait > jiff::SignedDuration::from_mins(2) {
+                break;
+            }
+            tokio::time::sleep(wait.try_into().unwrap_or_default()).await;
+            let d = pipeline.deliver_due().await?;
+            summary.deliveries.delivered += d.delivered;
+            summary.deliveries.failed += d.failed;
+            summary.deliveries.retried += d.retried;
+        }
+        summary
+    } else {
+        for s in pipeline.streams() {
+            println!("stream {}: {s:?}", s.name());
+        }
+        println!("running; Ctrl-C to stop");
+        let progress = (progress_secs > 0).then(|| {
+            let store = pipeline.store().clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(progress_secs));
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    progress_line(store.as_ref()).await;
+                }
+            })
+        });
+        let s = pipeline
+            .run(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        if let Some(p) = progress {
+            p.abort();
+        }
+        s
+    };
+    let _ = stop_tx.send(true);
+    if let Some(task) = server {
+        let _ = task.await;
+    }
+    for line in a.sandbox_report() {
+        println!("{line}");
+    }
+    println!(
+        "summary: cycles {}, polled {}, journaled {}, rejected {}, delivered {}, retried {}, failed {}",
+        summary.cycles,
+        summary.polled,
+        summary.journaled,
+        summary.rejected,
+        summary.deliveries.delivered,
+        summary.deliveries.retried,
+        summary.deliveries.failed
+    );
+    for e in &summary.cycle_errors {
+        println!("cycle error: {e}");
+    }
+    println!(
+        "journal: {:?}; inspect it with `ml-connector audit --config {} list`",
+        pipeline.store(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// One progress line: journal counts, and the lag of the oldest delivery still due.
+async fn progress_line(store: &dyn AuditStore) {
+    match store.stats().await {
+        Ok(s) => {
+            let lag = match store.next_due_at().await {
+                Ok(Some(due)) => {
+                    let behind = due.duration_until(jiff::Timestamp::now());
+                    if behind.is_positive() {
+                        format!(", lag {}s", behind.as_secs())
+                    } else {
+                        String::new()
+                    }
+                }
+                _ => String::new(),
+            };
+            println!(
+                "progress: records {}, rejected {}, pending {}, retrying {}, delivered {}, failed {}{lag}",
+                s.records, s.rejected, s.pending, s.retrying, s.delivered, s.failed
+            );
+        }
+        Err(e) => println!("progress: journal unavailable: {e}"),
+    }
+}
+
+async fn check(path: &Path) -> Result<()> {
+    let (config, a) = load(path).await?;
+    let mut failed = 0;
+    if let Some(r) = &config.receivers {
+        // Builds every receiver (secrets from the environment, keys, public URLs) without
+        // listening.
+        let _app = ml_connector::serve::router(r, a.pipeline.store(), &ProcessEnv)?;
+        println!("ok      receivers on {}", r.listen);
+    }
+    for (stream, source) in &a.sources {
+        match source.healthcheck().await {
+            Ok(()) => println!("ok      stream {stream}: {source}"),
+            Err(e) => {
+                failed += 1;
+                println!("FAILED  stream {stream}: {source}: {e}");
+            }
+        }
+    }
+    for (name, sink) in &a.sinks {
+        match sink.healthcheck().await {
+            Ok(()) => println!("ok      sink {name}: {sink}"),
+            Err(e) => {
+                failed += 1;
+                println!("FAILED  sink {name}: {sink}: {e}");
+            }
+        }
+    }
+    match a.pipeline.store().stats().await {
+        Ok(_) => println!("ok      journal: {:?}", a.pipeline.store()),
+        Err(e) => {
+            failed += 1;
+            println!("FAILED  journal: {e}");
+        }
+    }
+    if failed > 0 {
+        return Err(Error::config(
+            path.display().to_string(),
+            format!("{failed} connector(s) failed their health check"),
+        ));
+    }
+    Ok(())
+}
+
+async fn dry_run(path: &Path, max: usize) -> Result<()> {
+    let (_, a) = load(path).await?;
+    let d = a.pipeline.dry_run(max).await?;
+    for m in &d.messages {
+        println!(
+            "{} {} -> {} (rules: {}): {}",
+            m.stream,
+            m.record_key,
+            m.destination,
+            m.rules.join(", "),
+            m.rendered.text.replace('\n', " | ")
+        );
+    }
+    for (stream, r) in &d.rejected {
+        println!("{stream}: would reject {r:?}");
+    }
+    for (stream, key) in &d.unrouted {
+        println!("{stream} {key}: no rule routes it anywhere");
+    }
+    println!(
+        "dry run: {} messages, {} rejected, {} unrouted (nothing journaled or sent)",
+        d.messages.len(),
+        d.rejected.len(),
+        d.unrouted.len()
+    );
+    Ok(())
+}
+
+async fn explain(path: &Path, stream: &str, key: &str) -> Result<()> {
+    let config = PipelineConfig::from_file(path)?;
+    let router = config.router()?;
+    let store = connectors::registry().journal(&config, &ProcessEnv).await?;
+    let history = store.record_history(stream, key).await?;
+    let Some(latest) = history.versions.last() else {
+        return Err(Error::NotFound(format!(
+            "record `{key}` of stream `{stream}` in {store:?}"
+        )));
+    };
+    println!(
+        "{stream} {key}, version {} journaled {}: {}",
+        latest.record.dedupe_version(),
+        latest.journaled_at,
+        latest.record.title()
+    );
+    println!("{}", router.explain(&latest.record));
+    Ok(())
+}
+
+async fn audit(store: &dyn AuditStore, command: AuditCommand) -> Result<()> {
+    let now = jiff::Timestamp::now();
+    match command {
+        AuditCommand::List { status } => {
+            let filter = match status {
+                Some(s) => DeliveryFilter::status(
+                    s.parse::<DeliveryStatus>()
+                        .map_err(|_| Error::config("status", format!("unknown status `{s}`")))?,
+                ),
+                None => DeliveryFilter::default(),
+            };
+            for d in store.deliveries(&filter).await? {
+                println!(
+                    "{:>6}  {:<10} {:<22} {:<14} {:<20} attempts {}{}",
+                    d.id.to_string(),
+                    d.status.as_str(),
+                    d.destination.to_string(),
+                    d.stream,
+                    d.record_key,
+                    d.attempts,
+                    d.last_error
+                        .map(|e| format!("  last error: {}", e.message))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        AuditCommand::Show { stream, key } => {
+            let h = store.record_history(&stream, &key).await?;
+            for v in &h.versions {
+                println!(
+                    "version {} journaled {}: {} {}",
+                    v.record.dedupe_version(),
+                    v.journaled_at,
+                    v.record.title(),
+                    v.record
+                        .fields
+                        .amount
+                        .map(|m| m.to_string())
+                        .unwrap_or_default()
+                );
+                // The source item exactly as it was read (amounts keep every digit).
+                if !v.record.raw.is_null() {
+                    println!("    source item: {}", v.record.raw);
+                }
+            }
+            for d in &h.deliveries {
+                println!(
+                    "delivery {} -> {}: {} ({} attempts)",
+                    d.id,
+                    d.destination,
+                    d.status.as_str(),
+                    d.attempts
+                );
+                for a in store.attempts(d.id).await? {
+                    println!("    {a:?}");
+                }
+            }
+        }
+        AuditCommand::Replay { id } => {
+            store.replay(DeliveryId(id), now).await?;
+            println!("delivery {id} is pending again; the next cycle sends it");
+        }
+        AuditCommand::ReplayFailed => {
+            let n = store
+                .replay_failed(&DeliveryFilter::status(DeliveryStatus::Failed), now)
+                .await?;
+            println!("{n} failed deliveries are pending again");
+        }
+        AuditCommand::Rejected => {
+            for r in store.rejected(None, 100).await? {
+                println!("{r:?}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! The webhook receivers of `[receivers]`, served beside the pipeline by
+//! `ml-connector run` (feature `cli`): Slack Events / slash commands / interactivity, Twilio
+//! status callbacks, SendGrid events, and a health endpoint for load balancers.
+//!
+//! Each receiver is the connector crate's own (its signature check, timestamp window,
+//! replay cache and body limit); this module only mounts them on one listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ml_core::config::Env;
+#[cfg(any(feature = "slack", feature = "twilio"))]
+use ml_core::config::interpolate::interpolate;
+use ml_core::config::pipeline::ReceiversConfig;
+use ml_core::{AuditStore, Error, Result};
+
+/// The router of `[receivers]`: `GET <health_path>` (200 when the journal answers, 503
+/// otherwise) and one route per configured receiver. A receiver whose connector is not
+/// compiled in is an error naming its section.
+pub fn router(
+    config: &ReceiversConfig,
+    store: &Arc<dyn AuditStore>,
+    env: &dyn Env,
+) -> Result<axum::Router> {
+    let health_store = Arc::clone(store);
+    let mut app = axum::Router::new().route(
+        &config.health_path,
+        axum::routing::get(move || {
+            let store = Arc::clone(&health_store);
+            async move {
+                match store.stats().await {
+                    Ok(_) => (http::StatusCode::OK, "ok"),
+                    Err(_) => (http::StatusCode::SERVICE_UNAVAILABLE, "journal unavailable"),
+                }
+            }
+        }),
+    );
+    if let Some(slack) = &config.slack {
+        app = app.merge(slack_router(slack, env)?);
+    }
+    if let Some(twilio) = &config.twilio {
+        app = app.merge(twilio_router(twilio, Arc::clone(store), env)?);
+    }
+    if let Some(sendgrid) = &config.sendgrid {
+        app = app.merge(sendgrid_router(sendgrid, Arc::clone(store), env)?);
+    }
+    Ok(app)
+}
+
+#[cfg(feature = "slack")]
+fn slack_router(
+    c: &ml_core::config::pipeline::SlackReceiverConfig,
+    env: &dyn Env,
+) -> Result<axum::Router> {
+    let secret = interpolate("receivers.slack.signing_secret", &c.signing_secret, env)?;
+    let receiver = ml_slack::SlackBuilder::new()
+        .with_signing_secret(secret)
+        .build_receiver()
+        .map_err(|e| Error::config("receivers.slack.signing_secret", e.to_string()))?;
+    let (receiver, mut inbound) = receiver.with_channel(1024);
+    // The host's hand-off: each verified item is logged here; an application that acts on
+    // commands embeds the receiver with its own handler instead.
+    tokio::spawn(async move {
+        while let Some(item) = inbound.recv().await {
+            tracing::info!(via = ?item.via, "slack: verified inbound item");
+        }
+    });
+    Ok(ml_slack::receiver::router(Arc::new(receiver), &c.path))
+}
+
+#[cfg(not(feature = "slack"))]
+fn slack_router(
+    _: &ml_core::config::pipeline::SlackReceiverConfig,
+    _: &dyn Env,
+) -> Result<axum::Router> {
+    Err(Error::config(
+        "receivers.slack",
+        "this build has no Slack connector (feature `slack`)",
+    ))
+}
+
+#[cfg(feature = "twilio")]
+fn twilio_router(
+    c: &ml_core::config::pipeline::TwilioReceiverConfig,
+    store: Arc<dyn AuditStore>,
+    env: &dyn Env,
+) -> Result<axum::Router> {
+    let token = interpolate("receivers.twilio.auth_token", &c.auth_token, env)?;
+    let public_url = interpolate("receivers.twilio.public_url", &c.public_url, env)?;
+    ml_core::config::check_url("receivers.twilio.public_url", &public_url)?;
+    let receiver = ml_twilio::TwilioStatusReceiver::new(token, public_url);
+    Ok(ml_twilio::receiver::axum_router::twilio(
+        &c.path,
+        Arc::new(receiver),
+        store,
+    ))
+}
+
+#[cfg(not(feature = "twilio"))]
+fn twilio_router(
+    _: &ml_core::config::pipeline::TwilioReceiverConfig,
+    _: Arc<dyn AuditStore>,
+    _: &dyn Env,
+) -> Result<axum::Router> {
+    Err(Error::config(
+        "receivers.twilio",
+        "this build has no Twilio connector (feature `twilio`)",
+    ))
+}
+
+#[cfg(feature = "twilio")]
+fn sendgrid_router(
+    c: &ml_core::config::pipeline::SendGridReceiverConfig,
+    store: Arc<dyn AuditStore>,
+    env: &dyn Env,
+) -> Result<axum::Router> {
+    let key = interpolate("receivers.sendgrid.public_key", &c.public_key, env)?;
+    let receiver = ml_twilio::SendGridEventReceiver::new(&key)
+        .map_err(|e| Error::config("receivers.sendgrid.public_key", e.to_string()))?;
+    Ok(ml_twilio::receiver::axum_router::sendgrid(
+        &c.path,
+        Arc::new(receiver),
+        store,
+    ))
+}
+
+#[cfg(not(feature = "twilio"))]
+fn sendgrid_router(
+    _: &ml_core::config::pipeline::SendGridReceiverConfig,
+    _: Arc<dyn AuditStore>,
+    _: &dyn Env,
+) -> Result<axum::Router> {
+    Err(Error::config(
+        "receivers.sendgrid",
+        "this build has no SendGrid connector (feature `twilio`)",
+    ))
+}
+
+/// Binds `[receivers].listen` and serves `app` until `shutdown` completes. Returns the
+/// bound address (useful with port 0) and the server task.
+pub async fn bind(
+    config: &ReceiversConfig,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| {
+            Error::config(
+                "receivers.listen",
+                format!("cannot listen on {}: {e}", config.listen),
+            )
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::config("receivers.listen", e.to_string()))?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "receiver server stopped");
+        }
+    });
+    Ok((addr, task))
+}
