@@ -56,8 +56,8 @@
 pub mod audit;
 pub mod auth;
 pub mod clock;
-pub mod credential;
 pub mod config;
+pub mod credential;
 pub mod cursor;
 pub mod error;
 pub mod http;

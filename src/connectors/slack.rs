@@ -166,7 +166,13 @@ impl SinkFactory for SlackFactory {
         }
         Ok(OpenedSink {
             sink: Arc::new(slack),
-            per_address: Some(Quota::per_second(1)?.burst(1)?),
+            // One post per second per channel, measured from the previous answer, and one post in
+            // flight per channel (a name and its id may both be configured).
+            per_address: Some(
+                Quota::per_second(1)?
+                    .burst(1)?
+                    .in_flight(1, std::time::Duration::from_secs(120))?,
+            ),
             sandbox,
         })
     }
