@@ -209,10 +209,8 @@ impl OracleFusionSource {
     /// optional attributes the error names). True when `fields` changed, so the read is
     /// worth sending again.
     pub(crate) async fn relearn_attributes(&self, body: &str) -> Result<bool> {
-        let described = match self.describe().await {
-            Ok(d) => Some(d),
-            Err(_) => None,
-        };
+        // A describe that fails now keeps what was learned before.
+        let described = self.describe().await.ok();
         let (old, new) = {
             let mut l = self.attributes.lock();
             let old = l.dropped.clone();

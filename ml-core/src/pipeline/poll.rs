@@ -148,43 +148,40 @@ pub(super) async fn cycle(inner: &Arc<Inner>, stream: &Stream) -> CycleSummary {
     metrics::counter!("ml_records_polled_total", &labels).increment(summary.polled);
     metrics::counter!("ml_records_journaled_total", &labels).increment(summary.journaled);
     metrics::counter!("ml_records_rejected_total", &labels).increment(summary.rejected);
-    match result {
-        Err(e) => {
-            let health = failed_health(inner, &stream.name, &e);
-            let class = e.class();
-            let failure_labels = [
-                ("stream", stream.name.clone()),
-                ("class", class.as_str().to_owned()),
-            ];
-            metrics::counter!("ml_poll_failures_total", &failure_labels).increment(1);
-            set_paused_gauge(&stream.name, Some(health.permanent));
-            if health.permanent {
-                tracing::warn!(
-                    stream = %stream.name,
-                    error = %e,
-                    failures = health.failures,
-                    until = ?health.paused_until,
-                    "permanent source error: stream paused, retried on the slow cadence only"
-                );
-            } else {
-                tracing::warn!(stream = %stream.name, error = %e, failures = health.failures, "poll cycle failed; stream backing off");
-            }
-            set_health(inner, &stream.name, health);
-            summary.error = Some(e.to_string());
+    if let Err(e) = result {
+        let health = failed_health(inner, &stream.name, &e);
+        let class = e.class();
+        let failure_labels = [
+            ("stream", stream.name.clone()),
+            ("class", class.as_str().to_owned()),
+        ];
+        metrics::counter!("ml_poll_failures_total", &failure_labels).increment(1);
+        set_paused_gauge(&stream.name, Some(health.permanent));
+        if health.permanent {
+            tracing::warn!(
+                stream = %stream.name,
+                error = %e,
+                failures = health.failures,
+                until = ?health.paused_until,
+                "permanent source error: stream paused, retried on the slow cadence only"
+            );
+        } else {
+            tracing::warn!(stream = %stream.name, error = %e, failures = health.failures, "poll cycle failed; stream backing off");
         }
-        Ok(()) => {
-            let was_failing = inner
-                .health
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(&stream.name)
-                .is_some_and(|h| h.error.is_some());
-            if was_failing {
-                tracing::info!(stream = %stream.name, "stream recovered");
-                set_paused_gauge(&stream.name, None);
-            }
-            set_health(inner, &stream.name, StreamHealth::default());
+        set_health(inner, &stream.name, health);
+        summary.error = Some(e.to_string());
+    } else {
+        let was_failing = inner
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&stream.name)
+            .is_some_and(|h| h.error.is_some());
+        if was_failing {
+            tracing::info!(stream = %stream.name, "stream recovered");
+            set_paused_gauge(&stream.name, None);
         }
+        set_health(inner, &stream.name, StreamHealth::default());
     }
     if summary.planned > 0 {
         inner.wake_delivery.notify_one();
