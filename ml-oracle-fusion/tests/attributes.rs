@@ -218,3 +218,68 @@ async fn a_missing_required_attribute_is_a_config_error_and_pauses_only_its_stre
     assert_eq!(e.faults().requests("purchaseOrders"), 0);
     assert!(e.faults().requests("journalBatches") >= 100);
 }
+
+#[tokio::test]
+async fn the_emulator_refuses_attributes_it_lacks_and_describe_leaves_them_out() {
+    let e = OracleEmulator::start().await.expect("emulator");
+    e.lack_attributes("journalBatches", &JOURNAL_LACKS);
+    e.upsert("journalBatches", &journal_batch(1, 1));
+    let url = format!(
+        "{}fscmRestApi/resources/{}/journalBatches",
+        e.base_url(),
+        e.version()
+    );
+    let client = ml_core::http::ClientOptions::default()
+        .client()
+        .expect("client");
+    let get = |query: Vec<(&'static str, &'static str)>, path: &'static str| {
+        client
+            .get(format!("{url}{path}"))
+            .basic_auth(e.user(), Some(e.password()))
+            .header("REST-Framework-Version", "2")
+            .query(&query)
+            .send()
+    };
+    for (param, value) in [
+        ("fields", "JeBatchId,LedgerName"),
+        ("q", "CurrencyCode = 'USD'"),
+        ("orderBy", "ApprovalStatus:asc"),
+    ] {
+        let r = get(vec![(param, value)], "").await.expect("get");
+        assert_eq!(r.status(), 400, "{param}");
+        let body = r.text().await.expect("body");
+        assert!(body.contains(param), "{body}");
+        assert!(
+            JOURNAL_LACKS.iter().any(|a| body.contains(a)),
+            "the 400 names the attribute: {body}"
+        );
+    }
+    // Without `fields`, items are served without what the pod lacks.
+    let r = get(vec![("onlyData", "true")], "").await.expect("get");
+    let body = r.text().await.expect("body");
+    assert!(
+        body.contains("\"BatchName\"") && !body.contains("LedgerName"),
+        "{body}"
+    );
+    // `describe` lists what the pod has, not what it lacks.
+    let r = get(vec![], "/describe").await.expect("describe");
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.expect("json");
+    let names: Vec<&str> = v["Resources"]["journalBatches"]["attributes"]
+        .as_array()
+        .expect("attributes")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert!(names.contains(&"JeBatchId") && names.contains(&"RunningTotalAccountedDr"));
+    assert!(
+        !names.iter().any(|n| JOURNAL_LACKS.contains(n)),
+        "{names:?}"
+    );
+    // An upgraded pod has them again.
+    e.lack_attributes("journalBatches", &[]);
+    let r = get(vec![("fields", "JeBatchId,LedgerName")], "")
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+}
