@@ -283,3 +283,28 @@ async fn the_emulator_refuses_attributes_it_lacks_and_describe_leaves_them_out()
         .expect("get");
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(start_paused = true)]
+async fn without_describe_the_attribute_a_400_names_is_dropped_once() {
+    use ml_sandbox::fault::{Fault, FaultRule};
+    let e = OracleEmulator::start().await.expect("emulator");
+    // A pod that does not serve `describe` to this user.
+    e.faults()
+        .push(FaultRule::on("describe", Fault::Status(403)));
+    e.lack_attributes("purchaseOrders", &["SupplierId"]);
+    e.upsert("purchaseOrders", &purchase_order(1, 1));
+    let clock = Arc::new(TokioClock::starting_at(t0()));
+    let po = oracle_source(&e, OracleResource::PurchaseOrders, &clock);
+    let page = po.poll(None).await.expect("poll");
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(po.dropped_attributes(), ["SupplierId"]);
+    let f = e.faults();
+    // describe (403), read (400), describe again (403), read.
+    assert_eq!(f.requests("purchaseOrders"), 2);
+    assert_eq!(f.status_count("purchaseOrders", 400), 1);
+    assert_eq!(f.requests("describe"), 2);
+    // Learned for good: the next page is one read.
+    po.poll(Some(&page.next)).await.expect("poll");
+    assert_eq!(f.requests("purchaseOrders"), 3);
+    assert_eq!(f.requests("describe"), 2);
+}
