@@ -622,6 +622,7 @@ impl OracleFusionBuilder {
             auth,
             cursor,
             keyset_rejected: std::sync::atomic::AtomicBool::new(false),
+            attributes: crate::attributes::Attributes::default(),
             page_size,
             retry: self.retry,
             clock: self.clock,

@@ -1,5 +1,6 @@
 #![doc = include_str!("../docs.md")]
 
+mod attributes;
 pub mod auth;
 pub mod builder;
 pub mod error;

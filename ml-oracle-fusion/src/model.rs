@@ -184,6 +184,9 @@ pub(crate) fn map_item(
             };
             match cur {
                 Some(c) => Some(Money::new(a, c)),
+                // No currency attribute is read (the pod lacks it) and none is configured:
+                // an optional amount cannot be expressed, the record still can.
+                None if spec.currency.is_none() && !spec.amount_required => None,
                 None => {
                     return reject(
                         Some(key),

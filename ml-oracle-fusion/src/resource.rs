@@ -163,7 +163,9 @@ impl OracleResource {
 }
 
 /// How one resource is read and mapped. Every attribute name is configurable because
-/// several are unconfirmed per pod (check `GET .../<resource>/describe`).
+/// several are unconfirmed per pod (check `GET .../<resource>/describe`). Which attributes
+/// are required and which optional (dropped when the pod lacks them):
+/// [`ResourceSpec::required_fields`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResourceSpec {
     /// The resource path segment (`invoices`).
@@ -230,6 +232,79 @@ impl ResourceSpec {
         v
     }
 
+    /// The attributes a read cannot do without: the key and the cursor's timestamp (and
+    /// `LastUpdateDate`), plus, when [`Self::amount_required`], the amount and its
+    /// currency (a money resource whose amount is missing would reject every record). A
+    /// pod lacking one of these is a configuration error; every other attribute of
+    /// [`Self::fields`] is optional and is dropped (with a warning) from `fields` when the
+    /// pod does not have it (pods differ by release: `SupplierId` on `purchaseOrders`,
+    /// `CurrencyCode` / `LedgerName` on `journalBatches` are missing on some).
+    pub fn required_fields(&self) -> Vec<String> {
+        let mut v = vec![self.key.clone(), self.timestamp.clone()];
+        if self.timestamp != "LastUpdateDate" {
+            v.push("LastUpdateDate".into());
+        }
+        if self.amount_required {
+            v.extend(self.amount.iter().cloned());
+            v.extend(self.currency.iter().cloned());
+        }
+        v
+    }
+
+    /// Whether `attr` is one of [`Self::required_fields`].
+    pub fn is_required(&self, attr: &str) -> bool {
+        self.required_fields().iter().any(|a| a == attr)
+    }
+
+    /// [`Self::fields_param`] without the header attributes in `dropped` (those the pod
+    /// lacks); the child groups are kept as they are.
+    pub fn fields_param_without(&self, dropped: &[String]) -> String {
+        let mut out = self
+            .fields()
+            .into_iter()
+            .filter(|a| !dropped.contains(a))
+            .collect::<Vec<_>>()
+            .join(",");
+        if let Some(lines) = &self.lines {
+            for (path, attrs) in lines.child_groups() {
+                out.push(';');
+                out.push_str(&path);
+                out.push(':');
+                out.push_str(&attrs.join(","));
+            }
+        }
+        out
+    }
+
+    /// This description without the optional attributes in `dropped` (the pod lacks
+    /// them): they are neither requested nor mapped. Required attributes are kept.
+    #[must_use]
+    pub fn without(&self, dropped: &[String]) -> Self {
+        let mut s = self.clone();
+        let gone = |a: &Option<String>| a.as_ref().is_some_and(|a| dropped.contains(a));
+        for attr in [
+            &mut s.document_number,
+            &mut s.supplier,
+            &mut s.supplier_id,
+            &mut s.status,
+            &mut s.company,
+            &mut s.date,
+        ] {
+            if gone(attr) {
+                *attr = None;
+            }
+        }
+        if !self.amount_required {
+            for attr in [&mut s.amount, &mut s.currency] {
+                if gone(attr) {
+                    *attr = None;
+                }
+            }
+        }
+        s.extra.retain(|a| !dropped.contains(a));
+        s
+    }
+
     /// The value of the `expand` query parameter that brings the lines (and their
     /// distributions) when `fields` is not sent; `None` for a resource read without lines.
     pub fn expand_param(&self) -> Option<String> {
@@ -244,16 +319,7 @@ impl ResourceSpec {
     /// [`Self::fields`], then, when [`Self::lines`] is set, one child group per level
     /// (`;invoiceLines:LineNumber,...;invoiceLines.invoiceDistributions:...`).
     pub fn fields_param(&self) -> String {
-        let mut out = self.fields().join(",");
-        if let Some(lines) = &self.lines {
-            for (path, attrs) in lines.child_groups() {
-                out.push(';');
-                out.push_str(&path);
-                out.push(':');
-                out.push_str(&attrs.join(","));
-            }
-        }
-        out
+        self.fields_param_without(&[])
     }
 
     /// Sets (or, with `None`, turns off) the document lines read with the header.

@@ -39,6 +39,8 @@ pub struct OracleFusionSource {
     /// Set when the pod answered a query using `or` (keyset, or a sweep of several windows)
     /// with 400: anchored offsets and one window a request from then on.
     pub(crate) keyset_rejected: AtomicBool,
+    /// The attributes the pod has (`fields` leaves out the optional ones it lacks).
+    pub(crate) attributes: crate::attributes::Attributes,
     pub(crate) page_size: usize,
     pub(crate) retry: RetryPolicy,
     pub(crate) clock: Arc<dyn Clock>,
@@ -180,7 +182,7 @@ impl OracleFusionSource {
         q.push(("limit", limit.to_string()));
         q.push(("offset", offset.to_string()));
         if self.use_fields {
-            q.push(("fields", self.spec.fields_param()));
+            q.push(("fields", self.fields_value()));
         } else if let Some(expand) = self.spec.expand_param() {
             // Without `fields`, children come only as links unless expanded.
             q.push(("expand", expand));
@@ -204,14 +206,19 @@ impl OracleFusionSource {
         }
     }
 
-    /// One GET, with one token refresh and retry after a 401.
-    async fn get_once(&self, query: &[(&'static str, String)], keyset: bool) -> Result<String> {
+    /// One GET of `url`, with one token refresh and retry after a 401.
+    pub(crate) async fn get_from(
+        &self,
+        url: &str,
+        query: &[(&'static str, String)],
+        keyset: bool,
+    ) -> Result<String> {
         let system = self.to_string();
         for round in 0..2 {
             let (auth, token) = self.auth_header().await?;
             let resp = self
                 .client
-                .get(&self.collection_url)
+                .get(url)
                 .query(query)
                 .header(AUTHORIZATION, auth)
                 .header(FRAMEWORK_HEADER, "2")
@@ -234,10 +241,14 @@ impl OracleFusionSource {
                 .await
                 .map_err(|e| OracleFusionError::transport(&system, &e, true))?;
             if !status.is_success() {
-                if keyset && status == reqwest::StatusCode::BAD_REQUEST {
+                let fields = query.iter().any(|(k, _)| *k == "fields");
+                if fields && status == reqwest::StatusCode::BAD_REQUEST {
+                    // Maybe an attribute this pod lacks: the caller learns again first.
+                    self.attributes.note_bad_request(&body);
+                } else if keyset && status == reqwest::StatusCode::BAD_REQUEST {
                     tracing::warn!(
                         source = %system,
-                        "the pod refused a keyset query (400): using anchored offsets"
+                        "the pod refused a query using `or` (400): using anchored offsets, one window a request"
                     );
                     self.keyset_rejected.store(true, Ordering::Relaxed);
                 }
@@ -249,7 +260,39 @@ impl OracleFusionSource {
     }
 
     async fn get(&self, query: &[(&'static str, String)], keyset: bool) -> Result<String> {
-        ml_core::retry::retry(&self.retry, || self.get_once(query, keyset)).await
+        ml_core::retry::retry(&self.retry, || {
+            self.get_from(&self.collection_url, query, keyset)
+        })
+        .await
+    }
+
+    /// Reads one page. A 400 to a read with `fields` first re-learns the pod's attributes
+    /// (sent again once when `fields` changed); otherwise, for a keyset read, it means the
+    /// pod cannot express the keyset filter.
+    async fn get_page(&self, plan: &ReadPlan) -> Result<String> {
+        let keyset = uses_or(plan);
+        self.attributes.take_bad_request();
+        let mut relearned = false;
+        loop {
+            let query = self.page_query(plan, self.page_size);
+            let res = self.get(&query, keyset).await;
+            if res.is_err()
+                && let Some(bad) = self.attributes.take_bad_request()
+            {
+                if !relearned && self.relearn_attributes(&bad).await? {
+                    relearned = true;
+                    continue;
+                }
+                if keyset {
+                    tracing::warn!(
+                        source = %self,
+                        "the pod refused a query using `or` (400): using anchored offsets, one window a request"
+                    );
+                    self.keyset_rejected.store(true, Ordering::Relaxed);
+                }
+            }
+            return res;
+        }
     }
 }
 
@@ -272,15 +315,14 @@ impl Source for OracleFusionSource {
             cursor = cursor.with_paging(Paging::AnchoredOffset);
             plan = cursor.plan(from)?;
         }
-        let query = self.page_query(&plan, self.page_size);
-        let body = match self.get(&query, uses_or(&plan)).await {
+        self.ensure_attributes().await?;
+        let body = match self.get_page(&plan).await {
             // The pod cannot express `or`: the same position, read by offset and one window
             // at a time.
             Err(_) if uses_or(&plan) && self.keyset_rejected.load(Ordering::Relaxed) => {
                 cursor = self.cursor();
                 plan = cursor.plan(from)?;
-                let query = self.page_query(&plan, self.page_size);
-                self.get(&query, false).await?
+                self.get_page(&plan).await?
             }
             other => other?,
         };
@@ -289,11 +331,12 @@ impl Source for OracleFusionSource {
             message: format!("not a collection envelope: {e}"),
         })?;
         let system = self.to_string();
+        let spec = self.mapping_spec();
         let rows: Vec<PageRow> = env
             .items
             .iter()
             .map(|raw| {
-                let m = map_item(&self.spec, &system, &self.tz, self.default_currency, raw);
+                let m = map_item(&spec, &system, &self.tz, self.default_currency, raw);
                 PageRow {
                     key: m.key,
                     version: m.version,
@@ -316,6 +359,8 @@ impl Source for OracleFusionSource {
     }
 
     async fn healthcheck(&self) -> Result<()> {
+        // A pod lacking a required attribute fails the check, naming it.
+        self.ensure_attributes().await?;
         let mut query = vec![("onlyData", "true".to_owned()), ("limit", "1".to_owned())];
         if self.use_fields {
             query.push(("fields", self.spec.key.clone()));

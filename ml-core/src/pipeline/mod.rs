@@ -13,7 +13,10 @@
 //!    destinations are never held up by a slow or failing one.
 //! 4. A bad record is journaled as rejected with its reason and the stream goes on; a
 //!    source that is down pauses its stream with backoff (journaled per cycle) and resumes
-//!    from its saved position.
+//!    from its saved position; a permanent source error pauses only that stream, retried
+//!    on a slow cadence ([`PipelineBuilder::permanent_pause`]), visible in
+//!    [`Pipeline::stream_status`], the journaled cycle, the `ml_stream_paused` gauge and a
+//!    warning.
 //! 5. Secrets never reach the journal, logs or errors: only typed errors' `Display` is
 //!    journaled, and connector types never print a secret.
 
@@ -29,7 +32,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::Notify;
 
-use crate::audit::{AuditStore, DeliveryFilter, DeliveryId};
+use crate::audit::{AuditStore, DeliveryFilter, DeliveryId, ErrorInfo};
 use crate::clock::{self, Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::limiter::{NoLimit, RateLimiter};
@@ -111,10 +114,59 @@ impl fmt::Debug for Stream {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+/// How long a permanently failing stream is paused at most ([`PipelineBuilder::permanent_pause`]).
+pub const MAX_PERMANENT_PAUSE: Duration = Duration::from_secs(24 * 3600);
+
+/// The default pause of a permanently failing stream.
+pub const DEFAULT_PERMANENT_PAUSE: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Debug, Default, Clone)]
 struct StreamHealth {
     failures: u32,
     paused_until: Option<Timestamp>,
+    /// The error that paused the stream (`None`: healthy).
+    error: Option<ErrorInfo>,
+    /// Whether that error was permanent (slow cadence) rather than a backoff.
+    permanent: bool,
+}
+
+/// What a stream is doing, as [`Pipeline::stream_status`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamState {
+    /// Polled on its schedule: its last cycle succeeded, or it has not run yet.
+    Running,
+    /// Its source failed with a retryable (or in-doubt) error: no poll before `until`.
+    BackingOff {
+        /// The next try.
+        until: Timestamp,
+        /// Consecutive failed cycles.
+        failures: u32,
+        /// The last error, as journaled with its cycle.
+        error: ErrorInfo,
+    },
+    /// Its source failed permanently (a configuration error, a missing privilege, an
+    /// attribute the pod lacks): tried again only on the slow cadence
+    /// ([`PipelineBuilder::permanent_pause`]) until someone fixes the cause.
+    Paused {
+        /// The next try.
+        until: Timestamp,
+        /// Consecutive failed cycles.
+        failures: u32,
+        /// Why, as journaled with its cycle.
+        error: ErrorInfo,
+    },
+}
+
+/// One stream's status ([`Pipeline::stream_status`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamStatus {
+    /// The stream.
+    pub stream: String,
+    /// Whether a cycle of it is running right now.
+    pub polling: bool,
+    /// Its state.
+    pub state: StreamState,
 }
 
 struct Inner {
@@ -125,6 +177,7 @@ struct Inner {
     store: Arc<dyn AuditStore>,
     retry: RetryPolicy,
     source_backoff: RetryPolicy,
+    permanent_pause: Duration,
     clock: Arc<dyn Clock>,
     max_in_flight: usize,
     max_pages_per_cycle: u64,
@@ -156,6 +209,7 @@ pub struct PipelineBuilder {
     store: Option<Arc<dyn AuditStore>>,
     retry: Option<RetryPolicy>,
     source_backoff: Option<RetryPolicy>,
+    permanent_pause: Option<Duration>,
     clock: Option<Arc<dyn Clock>>,
     max_in_flight: Option<usize>,
     max_pages_per_cycle: Option<u64>,
@@ -210,6 +264,16 @@ impl PipelineBuilder {
     /// ignored: a source is retried for ever, at most `max_delay` apart).
     pub fn source_backoff(mut self, policy: RetryPolicy) -> Self {
         self.source_backoff = Some(policy);
+        self
+    }
+
+    /// Sets how long a stream is paused after its source failed permanently (a
+    /// configuration error, a missing privilege, an attribute the pod lacks: trying again
+    /// sooner cannot help) before it is tried again: default
+    /// [`DEFAULT_PERMANENT_PAUSE`] (15 min), clamped to 1 s ..= [`MAX_PERMANENT_PAUSE`]
+    /// (24 h) so a fixed cause is noticed within a day.
+    pub fn permanent_pause(mut self, pause: Duration) -> Self {
+        self.permanent_pause = Some(pause);
         self
     }
 
@@ -292,6 +356,10 @@ impl PipelineBuilder {
                         .with_base_delay(Duration::from_secs(5))
                         .with_max_delay(Duration::from_secs(900))
                 }),
+                permanent_pause: self
+                    .permanent_pause
+                    .unwrap_or(DEFAULT_PERMANENT_PAUSE)
+                    .clamp(Duration::from_secs(1), MAX_PERMANENT_PAUSE),
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 max_in_flight,
                 max_pages_per_cycle: self.max_pages_per_cycle.unwrap_or(10_000).max(1),
@@ -367,6 +435,64 @@ impl Pipeline {
         &self.inner.router
     }
 
+    /// How long a permanently failing stream is paused between tries.
+    pub fn permanent_pause(&self) -> Duration {
+        self.inner.permanent_pause
+    }
+
+    /// Each stream's state, in stream order: running, backing off after retryable
+    /// failures, or paused after a permanent one (with the error, as journaled with the
+    /// cycle it ended: `AuditStore::cycles` shows the same from the journal).
+    pub fn stream_status(&self) -> Vec<StreamStatus> {
+        let health = self
+            .inner
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let polling = self
+            .inner
+            .polling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        self.inner
+            .streams
+            .iter()
+            .map(|s| {
+                let state = match health.get(&s.name) {
+                    Some(StreamHealth {
+                        failures,
+                        paused_until: Some(until),
+                        error: Some(error),
+                        permanent,
+                    }) => {
+                        let (until, failures, error) = (*until, *failures, error.clone());
+                        if *permanent {
+                            StreamState::Paused {
+                                until,
+                                failures,
+                                error,
+                            }
+                        } else {
+                            StreamState::BackingOff {
+                                until,
+                                failures,
+                                error,
+                            }
+                        }
+                    }
+                    _ => StreamState::Running,
+                };
+                StreamStatus {
+                    stream: s.name.clone(),
+                    polling: polling.contains(&s.name),
+                    state,
+                }
+            })
+            .collect()
+    }
+
     /// Start-up recovery: every delivery left in flight by a crash becomes an in-doubt retry
     /// (reconciled before it is sent again). Call once before delivering; `run` and
     /// `run_once` do. Single-replica only: with several replicas sharing a journal, use the
@@ -397,7 +523,7 @@ impl Pipeline {
     }
 
     /// Polls one stream through one cycle (skipped, not queued, when that stream is
-    /// already being polled or is paused after failures).
+    /// already being polled or is paused after failures: see [`Self::stream_status`]).
     pub async fn poll_stream(&self, name: &str) -> Result<CycleSummary> {
         let s = self
             .inner

@@ -8,7 +8,7 @@ use tracing::Instrument;
 use super::{CycleSummary, DryRun, Inner, PlannedMessage, Stream, StreamHealth};
 use crate::audit::{CycleEnd, ErrorInfo, PageCommit, PlannedRecord};
 use crate::clock;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorClass, Result};
 use crate::record::{Rejected, SourceItem};
 use crate::routing::Router;
 
@@ -45,6 +45,49 @@ fn set_health(inner: &Inner, stream: &str, h: StreamHealth) {
         .insert(stream.to_owned(), h);
 }
 
+/// The health after a failed cycle: a permanent error pauses the stream for the fixed
+/// slow cadence (trying sooner cannot help, and must not hammer the system); anything
+/// else backs off with jitter, honouring the server's `Retry-After`.
+fn failed_health(inner: &Inner, stream: &str, e: &Error) -> StreamHealth {
+    let failures = inner
+        .health
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(stream)
+        .map_or(0, |h| h.failures)
+        .saturating_add(1);
+    let class = e.class();
+    let permanent = class == ErrorClass::Permanent;
+    let wait = if permanent {
+        inner.permanent_pause
+    } else {
+        let ceiling = inner.source_backoff.delay_ceiling(failures - 1);
+        let mut wait = rand::random_range(0.0..=1.0f64) * ceiling.as_secs_f64();
+        if let Some(ra) = class.retry_after() {
+            wait = wait.max(ra.as_secs_f64());
+        }
+        std::time::Duration::from_secs_f64(wait)
+    };
+    StreamHealth {
+        failures,
+        paused_until: Some(clock::add(inner.now(), wait)),
+        error: Some(ErrorInfo::from(e)),
+        permanent,
+    }
+}
+
+/// `ml_stream_paused{stream, reason}`: 1 for the reason the stream is paused now
+/// (`permanent` or `backoff`), 0 for the other; both 0 when it runs (`None`).
+fn set_paused_gauge(stream: &str, permanent: Option<bool>) {
+    for (reason, on) in [
+        ("permanent", permanent == Some(true)),
+        ("backoff", permanent == Some(false)),
+    ] {
+        metrics::gauge!("ml_stream_paused", "stream" => stream.to_owned(), "reason" => reason)
+            .set(if on { 1.0 } else { 0.0 });
+    }
+}
+
 /// Splits a page's items into planned records and rejected items; a record that fails
 /// validation is rejected with the reason.
 fn plan(router: &Router, items: Vec<SourceItem>) -> (Vec<PlannedRecord>, Vec<Rejected>) {
@@ -70,8 +113,9 @@ fn plan(router: &Router, items: Vec<SourceItem>) -> (Vec<PlannedRecord>, Vec<Rej
     (records, rejected)
 }
 
-/// One full cycle of one stream. Never fails: errors end the cycle, are journaled with it,
-/// and pause the stream with backoff.
+/// One full cycle of one stream. Never fails: errors end the cycle, are journaled with it
+/// (message and class), and pause the stream: with jittered backoff, or, for a permanent
+/// error, for the slow cadence.
 pub(super) async fn cycle(inner: &Arc<Inner>, stream: &Stream) -> CycleSummary {
     let mut summary = CycleSummary {
         stream: stream.name.clone(),
@@ -105,33 +149,38 @@ pub(super) async fn cycle(inner: &Arc<Inner>, stream: &Stream) -> CycleSummary {
     metrics::counter!("ml_records_journaled_total", &labels).increment(summary.journaled);
     metrics::counter!("ml_records_rejected_total", &labels).increment(summary.rejected);
     if let Err(e) = result {
-        let health = {
-            let h = inner
-                .health
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(&stream.name)
-                .copied()
-                .unwrap_or_default();
-            let failures = h.failures.saturating_add(1);
-            let ceiling = inner.source_backoff.delay_ceiling(failures - 1);
-            let mut wait = rand::random_range(0.0..=1.0f64) * ceiling.as_secs_f64();
-            if let Some(ra) = e.class().retry_after() {
-                wait = wait.max(ra.as_secs_f64());
-            }
-            StreamHealth {
-                failures,
-                paused_until: Some(clock::add(
-                    inner.now(),
-                    std::time::Duration::from_secs_f64(wait),
-                )),
-            }
-        };
-        tracing::warn!(stream = %stream.name, error = %e, failures = health.failures, "poll cycle failed; stream paused");
-        metrics::counter!("ml_poll_failures_total", &labels).increment(1);
+        let health = failed_health(inner, &stream.name, &e);
+        let class = e.class();
+        let failure_labels = [
+            ("stream", stream.name.clone()),
+            ("class", class.as_str().to_owned()),
+        ];
+        metrics::counter!("ml_poll_failures_total", &failure_labels).increment(1);
+        set_paused_gauge(&stream.name, Some(health.permanent));
+        if health.permanent {
+            tracing::warn!(
+                stream = %stream.name,
+                error = %e,
+                failures = health.failures,
+                until = ?health.paused_until,
+                "permanent source error: stream paused, retried on the slow cadence only"
+            );
+        } else {
+            tracing::warn!(stream = %stream.name, error = %e, failures = health.failures, "poll cycle failed; stream backing off");
+        }
         set_health(inner, &stream.name, health);
         summary.error = Some(e.to_string());
     } else {
+        let was_failing = inner
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&stream.name)
+            .is_some_and(|h| h.error.is_some());
+        if was_failing {
+            tracing::info!(stream = %stream.name, "stream recovered");
+            set_paused_gauge(&stream.name, None);
+        }
         set_health(inner, &stream.name, StreamHealth::default());
     }
     if summary.planned > 0 {

@@ -785,3 +785,153 @@ fn counters_and_the_lag_gauge_are_reported() {
     let lag = rec.get("ml_stream_lag_seconds{stream=invoices}");
     assert!((3590..=3600).contains(&lag), "lag {lag}");
 }
+
+/// A rig with two streams: `bad` (its own table) and the rig's `invoices`.
+fn two_streams(rig: &Rig, pause: Option<Duration>) -> (Arc<MemorySource>, Pipeline) {
+    let bad = Arc::new(
+        MemorySource::new(
+            "bad-erp",
+            EntityKind::SupplierInvoice,
+            SourceTable::default(),
+        )
+        .with_clock(rig.clock.clone()),
+    );
+    let mut b = rig.builder().stream(Stream::new(
+        "bad",
+        bad.clone(),
+        Schedule::every(Duration::from_secs(60)).expect("schedule"),
+    ));
+    if let Some(p) = pause {
+        b = b.permanent_pause(p);
+    }
+    (bad, b.build().expect("pipeline"))
+}
+
+fn config_error() -> Error {
+    Error::config(
+        "purchaseOrders.Ordered",
+        "the pod has no attribute `Ordered` (required)",
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_source_error_pauses_that_stream_slowly_and_visibly() {
+    let rig = Rig::new(MemorySink::new("chat"));
+    rig.table.upsert(invoice("1", 1, "1"));
+    let (bad, p) = two_streams(&rig, None);
+    bad.fail_next([config_error(), config_error()]);
+    let c = p.poll_stream("bad").await.expect("poll");
+    assert!(c.error.is_some());
+    // Visible: the status, and the journaled cycle with its class.
+    let status = p.stream_status();
+    let bad_status = status.iter().find(|s| s.stream == "bad").expect("bad");
+    let StreamState::Paused { until, error, .. } = &bad_status.state else {
+        panic!("not paused: {bad_status:?}");
+    };
+    assert_eq!(
+        *until,
+        rig.clock.now() + jiff::SignedDuration::from_mins(15)
+    );
+    assert_eq!(error.class, "permanent");
+    assert!(
+        error.message.contains("purchaseOrders.Ordered"),
+        "{error:?}"
+    );
+    let cycles = rig.store.cycles("bad", 1).await.expect("cycles");
+    assert_eq!(
+        cycles[0].error.as_ref().map(|e| e.class.as_str()),
+        Some("permanent")
+    );
+    // Other streams keep flowing.
+    let c = p.poll_stream("invoices").await.expect("poll");
+    assert_eq!((c.journaled, c.error), (1, None));
+    let ok = status.iter().find(|s| s.stream == "invoices").expect("ok");
+    assert_eq!(ok.state, StreamState::Running);
+    // Not hammered: nothing before the slow cadence is up, then exactly one try.
+    tokio::time::advance(Duration::from_secs(14 * 60 + 59)).await;
+    assert!(p.poll_stream("bad").await.expect("poll").skipped);
+    assert_eq!(bad.polls(), 1);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(p.poll_stream("bad").await.expect("poll").error.is_some());
+    assert_eq!(bad.polls(), 2);
+    // Fixed, it resumes and reports running again.
+    tokio::time::advance(Duration::from_secs(15 * 60)).await;
+    let c = p.poll_stream("bad").await.expect("poll");
+    assert_eq!(c.error, None);
+    let status = p.stream_status();
+    assert!(
+        status.iter().all(|s| s.state == StreamState::Running),
+        "{status:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_retries_a_permanently_failing_stream_on_the_slow_cadence_only() {
+    let rig = Rig::new(MemorySink::new("chat"));
+    let (bad, p) = two_streams(&rig, Some(Duration::from_secs(600)));
+    bad.fail_next((0..100).map(|_| config_error()));
+    let table = rig.table.clone();
+    let summary = p
+        .run(async move {
+            tokio::time::sleep(Duration::from_secs(1800)).await;
+            table.upsert(invoice("late", 10, "1"));
+            tokio::time::sleep(Duration::from_secs(1190)).await;
+        })
+        .await
+        .expect("run");
+    // t = 0, 600, 1200, 1800, 2400 (2990 s run).
+    assert_eq!(bad.polls(), 5, "{summary}");
+    // Every 300 s (jittered) meanwhile.
+    assert!(
+        rig.source.polls() >= 8,
+        "the other stream polls on its schedule"
+    );
+    assert_eq!(keys(&rig.sink.sent()), ["late"]);
+    assert!(matches!(
+        p.stream_status()
+            .iter()
+            .find(|s| s.stream == "bad")
+            .map(|s| &s.state),
+        Some(StreamState::Paused { .. })
+    ));
+}
+
+#[test]
+fn a_paused_stream_is_a_gauge_and_a_counter() {
+    let rec = Recorded::default();
+    metrics::with_local_recorder(&rec, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let rig = Rig::new(MemorySink::new("chat"));
+            let (bad, p) = two_streams(&rig, None);
+            bad.fail_next([config_error()]);
+            p.poll_stream("bad").await.expect("poll");
+        });
+    });
+    assert_eq!(rec.get("ml_stream_paused{stream=bad}{reason=permanent}"), 1);
+    assert_eq!(
+        rec.get("ml_poll_failures_total{stream=bad}{class=permanent}"),
+        1
+    );
+}
+
+#[test]
+fn the_permanent_pause_is_clamped() {
+    let rig = Rig::new(MemorySink::new("chat"));
+    let p = rig
+        .builder()
+        .permanent_pause(Duration::from_secs(365 * 86_400))
+        .build()
+        .expect("p");
+    assert_eq!(p.permanent_pause(), MAX_PERMANENT_PAUSE);
+    let p = rig
+        .builder()
+        .permanent_pause(Duration::ZERO)
+        .build()
+        .expect("p");
+    assert_eq!(p.permanent_pause(), Duration::from_secs(1));
+}

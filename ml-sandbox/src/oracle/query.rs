@@ -81,7 +81,6 @@ impl Expr {
     }
 
     /// Every comparison in the filter.
-    #[cfg(test)]
     pub(crate) fn clauses(&self) -> Vec<&Clause> {
         match self {
             Expr::Cmp(c) => vec![c],
