@@ -10,12 +10,13 @@ use jiff::tz::TimeZone;
 use ml_core::clock::Clock;
 use ml_core::cursor::{Cursor, Paging, Position, ReadPlan, Seen, WatermarkCursor};
 use ml_core::error::Result;
+use ml_core::http::{ApiClient, ErrorModel, Request, TransportError};
 use ml_core::money::Currency;
 use ml_core::record::{EntityKind, SourceItem};
 use ml_core::retry::RetryPolicy;
 use ml_core::source::{Page, Source};
-use reqwest::header::{AUTHORIZATION, HeaderValue};
-use secrecy::ExposeSecret as _;
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, HeaderMap, HeaderName, HeaderValue};
 use serde_json::value::RawValue;
 
 use crate::auth::Auth;
@@ -151,68 +152,82 @@ impl OracleFusionSource {
         q
     }
 
-    async fn auth_header(&self) -> Result<(HeaderValue, Option<secrecy::SecretString>)> {
-        match &self.auth {
-            Auth::Basic(b) => Ok((b.header_value(), None)),
-            Auth::Bearer(cache) => {
-                let token = cache.token().await?;
-                let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
-                    .map_err(|_| ml_core::Error::Auth {
-                        class: ml_core::ErrorClass::Permanent,
-                        message: "the access token is not a valid header value".into(),
-                    })?;
-                v.set_sensitive(true);
-                Ok((v, Some(token)))
-            }
-        }
-    }
-
-    /// One GET, with one token refresh and retry after a 401.
+    /// One GET through ml-core's `ApiClient` (credentials, one token refresh after a 401,
+    /// bounded body), its errors mapped by [`parse_error`].
     async fn get_once(&self, query: &[(&'static str, String)], keyset: bool) -> Result<String> {
-        let system = self.to_string();
-        for round in 0..2 {
-            let (auth, token) = self.auth_header().await?;
-            let resp = self
-                .client
-                .get(&self.collection_url)
-                .query(query)
-                .header(AUTHORIZATION, auth)
-                .header(FRAMEWORK_HEADER, "2")
-                .header(reqwest::header::ACCEPT, "application/json")
-                .send()
-                .await
-                .map_err(|e| OracleFusionError::transport(&system, &e, true))?;
-            let status = resp.status();
-            if status == reqwest::StatusCode::UNAUTHORIZED
-                && round == 0
-                && let (Auth::Bearer(cache), Some(t)) = (&self.auth, &token)
-            {
-                tracing::debug!(source = %system, "401: refreshing the token once");
-                cache.invalidate(t);
-                continue;
+        let api = ApiClient::reqwest(self.client.clone())
+            .with_credentials(self.auth.credentials())
+            .with_clock(Arc::clone(&self.clock));
+        let request = Request::get(&self.collection_url)?
+            .query(query)
+            .header(
+                HeaderName::from_static("rest-framework-version"),
+                HeaderValue::from_static("2"),
+            )
+            .header(ACCEPT, HeaderValue::from_static("application/json"));
+        let call = Call {
+            source: self,
+            system: self.to_string(),
+            keyset,
+        };
+        let response = api.send(&call, request).await?;
+        String::from_utf8(response.body).map_err(|_| {
+            OracleFusionError::Decode {
+                system: call.system,
+                message: "the answer is not UTF-8".into(),
             }
-            let headers = resp.headers().clone();
-            let body = resp
-                .text()
-                .await
-                .map_err(|e| OracleFusionError::transport(&system, &e, true))?;
-            if !status.is_success() {
-                if keyset && status == reqwest::StatusCode::BAD_REQUEST {
-                    tracing::warn!(
-                        source = %system,
-                        "the pod refused a keyset query (400): using anchored offsets"
-                    );
-                    self.keyset_rejected.store(true, Ordering::Relaxed);
-                }
-                return Err(parse_error(&system, status, &headers, &body).into());
-            }
-            return Ok(body);
-        }
-        unreachable!("the loop returns in its second round")
+            .into()
+        })
     }
 
     async fn get(&self, query: &[(&'static str, String)], keyset: bool) -> Result<String> {
         ml_core::retry::retry(&self.retry, || self.get_once(query, keyset)).await
+    }
+}
+
+/// One request's error model: [`parse_error`], and the switch to anchored offsets when
+/// the pod refuses a keyset query with 400.
+struct Call<'a> {
+    source: &'a OracleFusionSource,
+    system: String,
+    keyset: bool,
+}
+
+impl ErrorModel for Call<'_> {
+    type Error = ml_core::Error;
+
+    fn parse_error(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Option<ml_core::Error> {
+        if status.is_success() {
+            return None;
+        }
+        if self.keyset && status == StatusCode::BAD_REQUEST {
+            tracing::warn!(
+                source = %self.system,
+                "the pod refused a keyset query (400): using anchored offsets"
+            );
+            self.source.keyset_rejected.store(true, Ordering::Relaxed);
+        }
+        let body = String::from_utf8_lossy(body);
+        Some(parse_error(&self.system, status, headers, &body, now).into())
+    }
+
+    fn transport_error(&self, err: TransportError) -> ml_core::Error {
+        OracleFusionError::Transport {
+            system: self.system.clone(),
+            class: err.class,
+            message: err.message,
+        }
+        .into()
+    }
+
+    fn credentials_error(&self, err: ml_core::Error) -> ml_core::Error {
+        err
     }
 }
 

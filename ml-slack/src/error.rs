@@ -25,7 +25,7 @@
 //! | `message_not_found`, `cant_update_message`, `edit_window_closed`, `message_limit_exceeded` | permanent |
 //! | any other `error` code | permanent (unknown codes are not retried blindly; the delivery is failed and replayable) |
 //! | other 4xx (400, 401, 403, 404, ...), 501, 505 | permanent |
-//! | transport failure | [`ml_core::retry::classify_transport`] with `idempotent = false`: connect errors retryable, anything after the request left in doubt |
+//! | transport failure | [`ml_core::http::classify_transport`] with `idempotent = false`: connect errors retryable, anything after the request left in doubt |
 //!
 //! **Why 5xx is in doubt for `chat.postMessage`.** A 500 comes from Slack's own servers
 //! after they started handling the request, and Slack documents that its internal errors
@@ -288,9 +288,9 @@ impl SlackError {
     }
 
     /// A transport error (no HTTP answer), classified by
-    /// [`ml_core::retry::classify_transport`]. The URL is removed from the source.
+    /// [`ml_core::http::classify_transport`]. The URL is removed from the source.
     pub fn transport(method: &str, err: reqwest::Error, idempotent: bool) -> Self {
-        let class = ml_core::retry::classify_transport(&err, idempotent);
+        let class = ml_core::http::classify_transport(&err, idempotent);
         let what = if err.is_timeout() {
             "timed out"
         } else if err.is_connect() {
@@ -393,7 +393,7 @@ pub fn parse_error_at(
     let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
     let retry_after = headers
         .get(http::header::RETRY_AFTER)
-        .and_then(|v| ml_core::retry::parse_retry_after(v, now));
+        .and_then(|v| ml_core::http::parse_retry_after(v, now));
     let method = String::new();
     if status == StatusCode::TOO_MANY_REQUESTS {
         return Some(SlackError::RateLimited {
@@ -445,7 +445,7 @@ pub fn parse_error_at(
         });
     }
     let class =
-        ml_core::retry::classify_status(status, headers, now).unwrap_or(ErrorClass::Permanent);
+        ml_core::http::classify_status(status, headers, now).unwrap_or(ErrorClass::Permanent);
     Some(SlackError::Http {
         method,
         status: status.as_u16(),

@@ -252,14 +252,14 @@ pub fn parse_twilio_error(
     let retry_after = || {
         headers
             .get(http::header::RETRY_AFTER)
-            .and_then(|v| ml_core::retry::parse_retry_after(v, now))
+            .and_then(|v| ml_core::http::parse_retry_after(v, now))
     };
     let class = match (status.as_u16(), code) {
         (429 | 503, _) | (_, Some(20429)) => ErrorClass::Retryable {
             retry_after: retry_after(),
         },
         (500 | 502 | 504, _) => ErrorClass::InDoubt,
-        (s, _) => ml_core::retry::classify_status(status, headers, now)
+        (s, _) => ml_core::http::classify_status(status, headers, now)
             .filter(|_| s >= 500)
             .unwrap_or(ErrorClass::Permanent),
     };
@@ -309,12 +309,12 @@ pub fn parse_sendgrid_error(
                 retry_after: reset.or_else(|| {
                     headers
                         .get(http::header::RETRY_AFTER)
-                        .and_then(|v| ml_core::retry::parse_retry_after(v, now))
+                        .and_then(|v| ml_core::http::parse_retry_after(v, now))
                 }),
             }
         }
         s if s >= 500 => {
-            ml_core::retry::classify_status(status, headers, now).unwrap_or(ErrorClass::RETRYABLE)
+            ml_core::http::classify_status(status, headers, now).unwrap_or(ErrorClass::RETRYABLE)
         }
         _ => ErrorClass::Permanent,
     };
@@ -328,7 +328,7 @@ pub fn parse_sendgrid_error(
 
 /// A transport error (no HTTP answer), classified for a non-idempotent POST.
 pub(crate) fn transport(system: &str, err: &reqwest::Error, idempotent: bool) -> TwilioError {
-    let class = ml_core::retry::classify_transport(err, idempotent);
+    let class = ml_core::http::classify_transport(err, idempotent);
     let err = ml_core_strip(err);
     TwilioError::Transport {
         system: system.to_owned(),

@@ -179,7 +179,10 @@ impl TokenEndpoint {
         &self.grant
     }
 
-    #[cfg_attr(not(feature = "jwt"), allow(unused_variables))]
+    #[cfg_attr(
+        not(feature = "jwt"),
+        allow(unused_variables, clippy::unnecessary_wraps)
+    )]
     fn form(&self, now: Timestamp) -> Result<Vec<(&'static str, String)>> {
         let mut form: Vec<(&'static str, String)> = Vec::new();
         match &self.grant {
@@ -235,12 +238,12 @@ impl ErrorModel for OAuthErrors {
         };
         Some(auth_error(
             class,
-            format!("HTTP {}: {code}", status.as_u16()),
+            &format!("HTTP {}: {code}", status.as_u16()),
         ))
     }
 
     fn transport_error(&self, err: TransportError) -> Error {
-        auth_error(err.class, format!("request failed: {err}"))
+        auth_error(err.class, &format!("request failed: {err}"))
     }
 
     fn credentials_error(&self, err: Error) -> Error {
@@ -253,7 +256,7 @@ impl ErrorModel for OAuthErrors {
     }
 }
 
-fn auth_error(class: ErrorClass, message: String) -> Error {
+fn auth_error(class: ErrorClass, message: &str) -> Error {
     Error::Auth {
         class,
         message: format!("token endpoint: {message}"),
@@ -269,12 +272,9 @@ impl TokenProvider for TokenEndpoint {
             // A token request changes nothing that matters if repeated.
             .idempotent(true);
         let response = self.api.send(&OAuthErrors, request).await?;
-        let answer: TokenAnswer = response.json().map_err(|_| {
-            auth_error(
-                ErrorClass::RETRYABLE,
-                "the answer has no access_token".into(),
-            )
-        })?;
+        let answer: TokenAnswer = response
+            .json()
+            .map_err(|_| auth_error(ErrorClass::RETRYABLE, "the answer has no access_token"))?;
         Ok(match answer.expires_in {
             Some(s) => AccessToken::expiring_in(answer.access_token, now, Duration::from_secs(s)),
             None => AccessToken::new(answer.access_token, None),
