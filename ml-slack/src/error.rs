@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 use ml_core::error::{BoxError, ErrorClass};
+use ml_core::http::TransportError;
 use serde::Deserialize;
 
 /// The `error` code Slack uses for rate limiting (`ratelimited`), as reported by
@@ -288,23 +289,19 @@ impl SlackError {
     }
 
     /// A transport error (no HTTP answer), classified by
-    /// [`ml_core::http::classify_transport`]. The URL is removed from the source.
+    /// [`ml_core::http::classify_transport`]. The URL is removed.
+    // Takes the error by value as it always has, so callers' `map_err` stays unchanged.
+    #[allow(clippy::needless_pass_by_value)]
     pub fn transport(method: &str, err: reqwest::Error, idempotent: bool) -> Self {
-        let class = ml_core::http::classify_transport(&err, idempotent);
-        let what = if err.is_timeout() {
-            "timed out"
-        } else if err.is_connect() {
-            "could not connect"
-        } else if err.is_body() || err.is_decode() {
-            "response body failed"
-        } else {
-            "request failed"
-        };
-        let err = err.without_url();
+        Self::from_transport(method, TransportError::from_reqwest(&err, idempotent))
+    }
+
+    /// A transport error of ml-core's request helper (already classified, without URL).
+    pub fn from_transport(method: &str, err: TransportError) -> Self {
         Self::Transport {
             method: method.to_owned(),
-            message: format!("{what}: {err}"),
-            class,
+            message: err.message.clone(),
+            class: err.class,
             source: Some(Box::new(err)),
         }
     }
@@ -322,6 +319,13 @@ impl SlackError {
     pub fn into_core(self, system: &str) -> ml_core::Error {
         match self {
             Self::Config { key, message } => ml_core::Error::Config { key, message },
+            // A 401 is an authentication failure, as in every connector.
+            Self::Http {
+                status: 401, class, ..
+            } => ml_core::Error::Auth {
+                class,
+                message: format!("{system}: {self}"),
+            },
             other => {
                 let class = other.class();
                 let code = other.code().map(str::to_owned);
@@ -669,6 +673,24 @@ mod tests {
         .into();
         assert_eq!(core.class().retry_after(), Some(Duration::from_secs(3)));
         assert_eq!(core.code(), Some("ratelimited"));
+    }
+
+    #[test]
+    fn http_401_is_an_auth_error_in_core() {
+        let core = parse(401, &[], "Unauthorized")
+            .expect("err")
+            .in_method("chat.postMessage")
+            .into_core("Slack(T1)");
+        assert!(
+            matches!(
+                &core,
+                ml_core::Error::Auth {
+                    class: ErrorClass::Permanent,
+                    message,
+                } if message.contains("Slack(T1)") && message.contains("HTTP 401")
+            ),
+            "{core:?}"
+        );
     }
 
     #[test]
