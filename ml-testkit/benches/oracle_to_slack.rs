@@ -2,7 +2,7 @@
 //! -> `OracleFusionSource` (page 500) -> routing -> `SqliteAuditStore` (tempfile, WAL) ->
 //! `SlackSink` -> the Slack emulator (its per-channel limit off).
 //!
-//! `cargo bench -p ml-oracle-fusion --bench end_to_end`
+//! `cargo bench -p ml-testkit --bench oracle_to_slack`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
