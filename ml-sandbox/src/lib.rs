@@ -37,6 +37,8 @@
 //! ```
 //!
 //! ## Modules
+//! * [`emulator`]: the shell every emulator shares (seed, clock, faults, server, base URL,
+//!   `env()`), and the one HTTP Basic decoder.
 //! * [`server`]: serve any router on `127.0.0.1:<free port>`; shut down on drop.
 //! * [`fault`]: the fault-injection layer every emulator shares (latency, 5xx, 429 with
 //!   `Retry-After`, connections dropped before or after the request was applied) and
@@ -48,6 +50,7 @@
 //! [`ml_core::clock::TokioClock`] follows `tokio::time::pause()`, so rate limits and
 //! expiries can be tested without waiting.
 
+pub mod emulator;
 pub mod error;
 pub mod fault;
 pub mod oracle;
@@ -56,4 +59,5 @@ pub mod server;
 pub mod slack;
 pub mod twilio;
 
+pub use emulator::Emulator;
 pub use error::{Result, SandboxError};
