@@ -123,9 +123,10 @@ pub struct EmulatorCore {
 }
 
 impl EmulatorCore {
-    /// Binds `127.0.0.1:<free port>`. The base URL is the root URL with `path` appended
-    /// (`""` for `http://127.0.0.1:<port>`, without trailing slash, or `"api/"` for
-    /// `http://127.0.0.1:<port>/api/`); faults answer with `error_body`.
+    /// Binds `127.0.0.1:<free port>`. The base URL is the root URL with `path` appended:
+    /// `""` gives `http://127.0.0.1:<port>` (no trailing slash), `"/"` gives
+    /// `http://127.0.0.1:<port>/`, `"api/"` gives `http://127.0.0.1:<port>/api/`. Faults
+    /// answer with `error_body`.
     pub async fn bind(
         options: &EmulatorOptions,
         path: &str,
@@ -136,7 +137,7 @@ impl EmulatorCore {
         let base_url = if path.is_empty() {
             root.trim_end_matches('/').to_owned()
         } else {
-            format!("{root}{path}")
+            format!("{root}{}", path.trim_start_matches('/'))
         };
         Ok(Bound {
             binding,
@@ -220,6 +221,15 @@ mod tests {
         }
     }
 
+    fn root_port(core: &EmulatorCore) -> String {
+        core.base_url()
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .expect("port")
+            .to_owned()
+    }
+
     #[tokio::test]
     async fn base_urls_with_and_without_a_path() {
         let options = EmulatorOptions::new(1);
@@ -235,5 +245,10 @@ mod tests {
             .expect("bind")
             .serve(Router::new());
         assert!(api.base_url().ends_with("/api/"), "{}", api.base_url());
+        let root = EmulatorCore::bind(&options, "/", Arc::new(|_| (String::new(), String::new())))
+            .await
+            .expect("bind")
+            .serve(Router::new());
+        assert!(root.base_url().ends_with(&format!("{}/", root_port(&root))));
     }
 }

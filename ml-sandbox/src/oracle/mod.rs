@@ -81,12 +81,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post, put};
 use jiff::{SignedDuration, Timestamp};
-use ml_core::clock::{Clock, TokioClock};
+use ml_core::clock::Clock;
 use serde_json::value::RawValue;
 
+use crate::emulator::{Emulator, EmulatorCore, EmulatorOptions, basic_credentials};
 use crate::error::Result;
 use crate::fault::Faults;
-use crate::server::{Binding, Server};
+use crate::oauth2::TokenIssuer;
 
 use query::{Clause, Expr};
 
@@ -362,16 +363,10 @@ impl SortKey {
 
 struct Inner {
     resources: HashMap<String, Collection>,
-    tokens: HashMap<String, Timestamp>,
-    token_lifetime: Duration,
-    next_token: u64,
-    scopes: Vec<String>,
     /// Stored timestamps carry microseconds the served (millisecond) text does not show.
     hidden_precision: bool,
     /// Answer a `q` with `or` with 400, like a pod whose framework cannot express it.
     refuse_or: bool,
-    /// Public keys (DER `RSAPublicKey`) trusted for JWT assertions, by optional `kid`.
-    jwt_keys: Vec<(Option<String>, Vec<u8>)>,
 }
 
 impl Inner {
@@ -425,11 +420,9 @@ impl Inner {
 struct Shared {
     clock: Arc<dyn Clock>,
     version: String,
-    client_id: String,
-    client_secret: String,
+    issuer: TokenIssuer,
     user: String,
     password: String,
-    token_calls: AtomicU64,
     collection_calls: AtomicU64,
     inner: Mutex<Inner>,
 }
@@ -442,8 +435,7 @@ impl Shared {
 
 /// Configures an [`OracleEmulator`].
 pub struct OracleEmulatorBuilder {
-    seed: u64,
-    clock: Option<Arc<dyn Clock>>,
+    options: EmulatorOptions,
     version: String,
     token_lifetime: Duration,
 }
@@ -451,8 +443,7 @@ pub struct OracleEmulatorBuilder {
 impl Default for OracleEmulatorBuilder {
     fn default() -> Self {
         Self {
-            seed: 0,
-            clock: None,
+            options: EmulatorOptions::new(0),
             version: DEFAULT_VERSION.into(),
             token_lifetime: Duration::from_secs(3600),
         }
@@ -462,13 +453,13 @@ impl Default for OracleEmulatorBuilder {
 impl OracleEmulatorBuilder {
     /// Seeds the fault layer's random draws.
     pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
+        self.options.set_seed(seed);
         self
     }
 
-    /// The clock for token expiry (default: a [`TokioClock`]).
+    /// The clock for token expiry (default: a [`TokioClock`](ml_core::clock::TokioClock)).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
+        self.options.set_clock(clock);
         self
     }
 
@@ -486,10 +477,8 @@ impl OracleEmulatorBuilder {
 
     /// Binds 127.0.0.1 and starts serving.
     pub async fn start(self) -> Result<OracleEmulator> {
-        let binding = Binding::new().await?;
-        let clock: Arc<dyn Clock> = self
-            .clock
-            .unwrap_or_else(|| Arc::new(TokioClock::starting_at(Timestamp::now())));
+        let bound = EmulatorCore::bind(&self.options, "/", Arc::new(fault_body)).await?;
+        let clock = Arc::clone(bound.clock());
         let resources = RESOURCES
             .iter()
             .map(|(r, k)| {
@@ -503,26 +492,25 @@ impl OracleEmulatorBuilder {
             })
             .collect();
         let shared = Arc::new(Shared {
+            issuer: TokenIssuer::new(
+                "sbx-oracle-token",
+                CLIENT_ID,
+                CLIENT_SECRET,
+                JWT_AUDIENCE,
+                self.token_lifetime,
+                Arc::clone(&clock),
+            ),
             clock,
             version: self.version,
-            client_id: CLIENT_ID.into(),
-            client_secret: CLIENT_SECRET.into(),
             user: USER.into(),
             password: PASSWORD.into(),
-            token_calls: AtomicU64::new(0),
             collection_calls: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 resources,
-                tokens: HashMap::new(),
-                token_lifetime: self.token_lifetime,
-                next_token: 1,
-                scopes: Vec::new(),
                 hidden_precision: false,
                 refuse_or: false,
-                jwt_keys: Vec::new(),
             }),
         });
-        let faults = Faults::with_error_body(self.seed, Arc::new(fault_body));
         let router = Router::new()
             .route(
                 "/fscmRestApi/resources/{version}/{resource}",
@@ -535,14 +523,9 @@ impl OracleEmulatorBuilder {
             .route("/sandbox/oracle/{resource}", put(write::put_raw))
             .route("/oauth2/v1/token", post(token))
             .with_state(shared.clone());
-        let router = faults.layer(router);
-        let base_url = binding.base_url();
-        let server = binding.serve(router);
         Ok(OracleEmulator {
             shared,
-            faults,
-            base_url,
-            _server: server,
+            core: bound.serve(router),
         })
     }
 }
@@ -550,16 +533,34 @@ impl OracleEmulatorBuilder {
 /// A running Oracle Fusion emulator; stops when dropped.
 pub struct OracleEmulator {
     shared: Arc<Shared>,
-    faults: Faults,
-    base_url: String,
-    _server: Server,
+    core: EmulatorCore,
 }
 
 impl std::fmt::Debug for OracleEmulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OracleEmulator")
-            .field("base_url", &self.base_url)
+            .field("base_url", &self.core.base_url())
             .finish_non_exhaustive()
+    }
+}
+
+impl Emulator for OracleEmulator {
+    fn core(&self) -> &EmulatorCore {
+        &self.core
+    }
+
+    /// `ORACLE_FUSION_URL`, `ORACLE_FUSION_TOKEN_URL`, `ORACLE_FUSION_CLIENT_ID` and
+    /// `ORACLE_FUSION_CLIENT_SECRET`.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("ORACLE_FUSION_URL", self.base_url().to_owned()),
+            ("ORACLE_FUSION_TOKEN_URL", self.token_url()),
+            ("ORACLE_FUSION_CLIENT_ID", self.client_id().to_owned()),
+            (
+                "ORACLE_FUSION_CLIENT_SECRET",
+                self.client_secret().to_owned(),
+            ),
+        ]
     }
 }
 
@@ -575,13 +576,13 @@ impl OracleEmulator {
     }
 
     /// The pod URL, `http://127.0.0.1:<port>/` (`ORACLE_FUSION_URL`).
-    pub fn base_url(&self) -> String {
-        self.base_url.clone()
+    pub fn base_url(&self) -> &str {
+        self.core.base_url()
     }
 
     /// The token endpoint (`ORACLE_FUSION_TOKEN_URL`).
     pub fn token_url(&self) -> String {
-        format!("{}oauth2/v1/token", self.base_url)
+        format!("{}oauth2/v1/token", self.core.base_url())
     }
 
     /// The served API version segment.
@@ -591,12 +592,12 @@ impl OracleEmulator {
 
     /// The OAuth client id.
     pub fn client_id(&self) -> &str {
-        &self.shared.client_id
+        self.shared.issuer.client_id()
     }
 
     /// The OAuth client secret.
     pub fn client_secret(&self) -> &str {
-        &self.shared.client_secret
+        self.shared.issuer.client_secret()
     }
 
     /// The Basic user.
@@ -611,12 +612,12 @@ impl OracleEmulator {
 
     /// The fault rules and per-path request counters (`requests("invoices")`).
     pub fn faults(&self) -> &Faults {
-        &self.faults
+        self.core.faults()
     }
 
     /// Token requests answered with a token.
     pub fn tokens_issued(&self) -> u64 {
-        self.shared.token_calls.load(Ordering::Relaxed)
+        self.shared.issuer.tokens_issued()
     }
 
     /// Collection requests that were authorised and answered (any status after auth).
@@ -626,17 +627,17 @@ impl OracleEmulator {
 
     /// The scopes requested at the token endpoint, in order.
     pub fn scopes(&self) -> Vec<String> {
-        self.shared.lock().scopes.clone()
+        self.shared.issuer.scopes()
     }
 
     /// Changes the lifetime of tokens issued from now on.
     pub fn set_token_lifetime(&self, d: Duration) {
-        self.shared.lock().token_lifetime = d;
+        self.shared.issuer.set_lifetime(d);
     }
 
     /// Expires every issued token now (the next call with one is a 401).
     pub fn expire_tokens(&self) {
-        self.shared.lock().tokens.clear();
+        self.shared.issuer.expire_all();
     }
 
     /// Adds a resource keyed by `key_attr`.
@@ -672,10 +673,7 @@ impl OracleEmulator {
     /// Trusts an RSA public key (DER `RSAPublicKey`, e.g. from
     /// `JwtSigningKey::public_key_der`) for JWT user assertions, under an optional `kid`.
     pub fn trust_jwt_key(&self, kid: Option<&str>, public_key_der: impl Into<Vec<u8>>) {
-        self.shared
-            .lock()
-            .jwt_keys
-            .push((kid.map(str::to_owned), public_key_der.into()));
+        self.shared.issuer.trust_jwt_key(kid, public_key_der.into());
     }
 
     /// Answers any `q` that uses `or` with 400 (as a pod limited to simpler filters would).
@@ -840,53 +838,6 @@ impl OracleEmulator {
 /// The audience a JWT user assertion must name (the identity domain).
 pub const JWT_AUDIENCE: &str = "https://identity.oraclecloud.com/";
 
-/// Checks an RS256 JWT user assertion: signature by a trusted key, `iss`, `sub`, `aud`,
-/// `exp`.
-fn verify_assertion(
-    jwt: &str,
-    keys: &[(Option<String>, Vec<u8>)],
-    client_id: &str,
-    now: Timestamp,
-) -> bool {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let mut parts = jwt.split('.');
-    let (Some(h), Some(c), Some(sig), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    let json = |p: &str| {
-        b64.decode(p)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-    };
-    let (Some(header), Some(claims), Ok(sig)) = (json(h), json(c), b64.decode(sig)) else {
-        return false;
-    };
-    if header["alg"] != "RS256" {
-        return false;
-    }
-    let kid = header["kid"].as_str();
-    let signing_input = &jwt[..h.len() + 1 + c.len()];
-    let signed = keys
-        .iter()
-        .filter(|(k, _)| kid.is_none() || k.is_none() || k.as_deref() == kid)
-        .any(|(_, der)| {
-            ring::signature::UnparsedPublicKey::new(
-                &ring::signature::RSA_PKCS1_2048_8192_SHA256,
-                der,
-            )
-            .verify(signing_input.as_bytes(), &sig)
-            .is_ok()
-        });
-    signed
-        && claims["iss"] == client_id
-        && claims["sub"].as_str().is_some_and(|s| !s.is_empty())
-        && claims["aud"] == JWT_AUDIENCE
-        && claims["exp"].as_i64().is_some_and(|e| e > now.as_second())
-}
-
 fn adf_error(status: StatusCode, detail: &str) -> Response {
     let body = serde_json::json!({
         "title": status.canonical_reason().unwrap_or("Error"),
@@ -924,16 +875,6 @@ fn unauthorized() -> Response {
     r
 }
 
-fn decode_basic(v: &str) -> Option<(String, String)> {
-    use base64::Engine as _;
-    let b = base64::engine::general_purpose::STANDARD
-        .decode(v.trim())
-        .ok()?;
-    let s = String::from_utf8(b).ok()?;
-    let (u, p) = s.split_once(':')?;
-    Some((u.to_owned(), p.to_owned()))
-}
-
 /// The checks every REST request passes first (a served API version, then credentials):
 /// the answer when one fails.
 fn refusal(shared: &Shared, version: &str, headers: &HeaderMap) -> Option<Response> {
@@ -944,89 +885,14 @@ fn refusal(shared: &Shared, version: &str, headers: &HeaderMap) -> Option<Respon
 }
 
 fn authorised(shared: &Shared, headers: &HeaderMap) -> bool {
-    let Some(auth) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    if let Some(b) = auth.strip_prefix("Basic ") {
-        return decode_basic(b).is_some_and(|(u, p)| u == shared.user && p == shared.password);
+    if let Some((u, p)) = basic_credentials(headers) {
+        return u == shared.user && p == shared.password;
     }
-    if let Some(t) = auth.strip_prefix("Bearer ") {
-        let now = shared.clock.now();
-        return shared.lock().tokens.get(t).is_some_and(|exp| now < *exp);
-    }
-    false
+    shared.issuer.authorises(headers)
 }
 
 async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
-    let form: HashMap<String, String> = serde_urlencoded::from_str(&body).unwrap_or_default();
-    let oauth_error = |status: StatusCode, e: &str| {
-        (
-            status,
-            [(header::CONTENT_TYPE, "application/json")],
-            serde_json::json!({"error": e, "error_description": e}).to_string(),
-        )
-            .into_response()
-    };
-    let creds = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(decode_basic)
-        .or_else(|| {
-            Some((
-                form.get("client_id")?.clone(),
-                form.get("client_secret")?.clone(),
-            ))
-        });
-    let Some((id, secret)) = creds else {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
-    };
-    if id != shared.client_id || secret != shared.client_secret {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
-    }
-    match form.get("grant_type").map(String::as_str) {
-        Some("client_credentials") => {}
-        Some("urn:ietf:params:oauth:grant-type:jwt-bearer") => {
-            let keys = shared.lock().jwt_keys.clone();
-            let ok = form
-                .get("assertion")
-                .is_some_and(|a| verify_assertion(a, &keys, &shared.client_id, shared.clock.now()));
-            if !ok {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
-            }
-        }
-        _ => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
-    }
-    let now = shared.clock.now();
-    let (tok, lifetime) = {
-        let mut inner = shared.lock();
-        let n = inner.next_token;
-        inner.next_token += 1;
-        let tok = format!("sbx-oracle-token-{n:08}");
-        let lifetime = inner.token_lifetime;
-        let exp = now
-            .checked_add(SignedDuration::try_from(lifetime).unwrap_or(SignedDuration::MAX))
-            .unwrap_or(Timestamp::MAX);
-        inner.tokens.insert(tok.clone(), exp);
-        if let Some(s) = form.get("scope") {
-            inner.scopes.push(s.clone());
-        }
-        (tok, lifetime)
-    };
-    shared.token_calls.fetch_add(1, Ordering::Relaxed);
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        serde_json::json!({
-            "access_token": tok,
-            "token_type": "Bearer",
-            "expires_in": lifetime.as_secs(),
-        })
-        .to_string(),
-    )
-        .into_response()
+    shared.issuer.answer(&headers, &body)
 }
 
 struct Params {
