@@ -2,7 +2,7 @@
 //! ([`RotatingTokenProvider`], for Sage X3), and HTTP Basic ([`BasicCredentials`], for SAP
 //! and Twilio).
 //!
-//! Every type here that holds a secret keeps it in a [`SecretString`] and has a `Debug`
+//! Every type here that holds a secret keeps it in a [`SecretString`](secrecy::SecretString) and has a `Debug`
 //! that never shows it; error messages never contain one either.
 //!
 //! ```
