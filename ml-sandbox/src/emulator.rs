@@ -65,13 +65,12 @@ impl fmt::Debug for EmulatorOptions {
     }
 }
 
-/// A bound emulator whose router is not built yet: its URL, clock and faults are known.
+/// A bound emulator whose router is not built yet: its URL, clock and faults are known
+/// ([`core`](Self::core)).
 #[derive(Debug)]
 pub struct Bound {
     binding: Binding,
-    base_url: String,
-    clock: Arc<dyn Clock>,
-    faults: Faults,
+    core: EmulatorCore,
 }
 
 impl Bound {
@@ -80,19 +79,9 @@ impl Bound {
         self.binding.base_url()
     }
 
-    /// The URL the connector is given (the root, or a path under it).
-    pub fn base_url(&self) -> &str {
-        &self.base_url
-    }
-
-    /// The clock.
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
-    }
-
-    /// The fault layer.
-    pub fn faults(&self) -> &Faults {
-        &self.faults
+    /// The shell, not serving yet.
+    pub fn core(&self) -> &EmulatorCore {
+        &self.core
     }
 
     /// Fires when the server shuts down (for tasks the server does not spawn itself).
@@ -102,13 +91,9 @@ impl Bound {
 
     /// Serves `router` behind the fault layer.
     pub fn serve(self, router: Router) -> EmulatorCore {
-        let server = self.binding.serve(self.faults.layer(router));
-        EmulatorCore {
-            base_url: self.base_url,
-            clock: self.clock,
-            faults: self.faults,
-            server: Some(server),
-        }
+        let mut core = self.core;
+        core.server = Some(self.binding.serve(core.faults.layer(router)));
+        core
     }
 }
 
@@ -141,9 +126,12 @@ impl EmulatorCore {
         };
         Ok(Bound {
             binding,
-            base_url,
-            clock: options.clock(),
-            faults: Faults::with_error_body(options.seed(), error_body),
+            core: EmulatorCore {
+                base_url,
+                clock: options.clock(),
+                faults: Faults::with_error_body(options.seed(), error_body),
+                server: None,
+            },
         })
     }
 

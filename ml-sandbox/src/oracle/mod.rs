@@ -478,7 +478,7 @@ impl OracleEmulatorBuilder {
     /// Binds 127.0.0.1 and starts serving.
     pub async fn start(self) -> Result<OracleEmulator> {
         let bound = EmulatorCore::bind(&self.options, "/", Arc::new(fault_body)).await?;
-        let clock = Arc::clone(bound.clock());
+        let clock = Arc::clone(bound.core().clock());
         let resources = RESOURCES
             .iter()
             .map(|(r, k)| {

@@ -179,7 +179,7 @@ impl SendGridEmulatorBuilder {
         let inner = Arc::new(Inner {
             data: Mutex::new(Data::default()),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
-            clock: Arc::clone(bound.clock()),
+            clock: Arc::clone(bound.core().clock()),
             client: ClientOptions::default().client()?,
             key,
             webhook: Mutex::new(self.webhook),

@@ -295,7 +295,7 @@ impl SlackEmulatorBuilder {
         };
         let state = Arc::new(SlackState::new(
             identity,
-            Arc::clone(bound.clock()),
+            Arc::clone(bound.core().clock()),
             inner,
             bound.shutdown_signal(),
         ));

@@ -205,7 +205,7 @@ impl TwilioEmulatorBuilder {
         let inner = Arc::new(Inner {
             data: Mutex::new(Data::default()),
             rng: Mutex::new(StdRng::seed_from_u64(self.options.seed())),
-            clock: Arc::clone(bound.clock()),
+            clock: Arc::clone(bound.core().clock()),
             client: ClientOptions::default().client()?,
             delay: self.delay,
             reorder: self.reorder,
