@@ -218,8 +218,8 @@ impl SlackEmulatorBuilder {
     }
 
     /// The clock for message ts, the rate limiter, token and code expiry, and signature
-    /// timestamps. Default: [`TokioClock`](ml_core::clock::TokioClock) started at the wall-clock now, so it follows
-    /// `tokio::time::pause()` / `advance()`.
+    /// timestamps. Default: [`TokioClock`](ml_core::clock::TokioClock) started at the
+    /// wall-clock now, so it follows `tokio::time::pause()` / `advance()`.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.options.set_clock(clock);
         self
