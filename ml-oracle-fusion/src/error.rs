@@ -238,4 +238,19 @@ mod tests {
             }
         ));
     }
+
+    #[test]
+    fn retry_after_dates_count_from_the_injected_now() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "retry-after",
+            "Thu, 01 Jan 2026 00:02:00 GMT".parse().expect("h"),
+        );
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().expect("now");
+        let e = parse_error("s", StatusCode::SERVICE_UNAVAILABLE, &h, "", now);
+        assert_eq!(
+            e.class().retry_after(),
+            Some(std::time::Duration::from_secs(120))
+        );
+    }
 }
