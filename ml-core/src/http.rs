@@ -26,8 +26,22 @@
 //! `reqwest::Client::builder().build()` panic. Build clients with
 //! [`ClientOptions::client`] instead, in tests too.
 //!
-//! Failures are classified by [`crate::retry::classify_status`] and
-//! [`crate::retry::classify_transport`].
+//! # Sending
+//!
+//! [`ApiClient`] is the one request helper: credentials header, one token refresh after a
+//! 401, a bounded response body (refused while it streams), and failures mapped by the
+//! connector's [`ErrorModel`] (its `parse_error`, with an injected clock). It sends through
+//! a [`Transport`] ([`ReqwestTransport`] for HTTP), the seam where a non-HTTP transport
+//! (SAP RFC, a relay) plugs into the same error and retry model.
+//!
+//! # Classification
+//!
+//! [`classify_status`] maps an HTTP status and its headers to a class (honouring
+//! `Retry-After`, parsed by [`parse_retry_after`]); [`classify_transport`] does the same for
+//! a request that got no answer at all, and [`describe_transport`] words it without the
+//! URL. Connectors call them from their `parse_error`, and refine the result with what
+//! only they know (error bodies, `x-ratelimit-reset`, Slack's `ratelimited`, Twilio's
+//! 20429).
 
 use std::fmt;
 use std::sync::Arc;
@@ -37,6 +51,17 @@ use ::http::HeaderValue;
 use reqwest::Url;
 
 use crate::error::{Error, Result};
+
+mod classify;
+mod client;
+mod transport;
+
+pub use classify::{classify_status, classify_transport, describe_transport, parse_retry_after};
+pub use client::{ApiClient, AuthFailure, ErrorModel};
+pub use transport::{
+    DEFAULT_BODY_LIMIT, Request, ReqwestTransport, Response, Transport, TransportError,
+    TransportErrorKind,
+};
 
 /// The user agent sent when none is set: `ml-connector/<version>`.
 pub const DEFAULT_USER_AGENT: &str = concat!("ml-connector/", env!("CARGO_PKG_VERSION"));

@@ -15,7 +15,9 @@ use ml_core::money::Currency;
 use ml_core::retry::RetryPolicy;
 use secrecy::SecretString;
 
-use crate::auth::{Auth, Grant, JWT_AUDIENCE, JwtSigningKey, TokenEndpoint};
+use ml_core::auth::oauth2::Grant;
+
+use crate::auth::{Auth, JWT_AUDIENCE, signing_key, token_cache};
 use crate::error::OracleFusionError;
 use crate::resource::{OracleResource, ResourceSpec};
 use crate::source::OracleFusionSource;
@@ -410,7 +412,7 @@ impl OracleFusionBuilder {
                     OracleFusionError::config(K::ClientSecret.as_env(), "required with a client id")
                 })?;
             let grant = match self.values.secret(K::JwtPrivateKey) {
-                Some(pem) => Grant::JwtAssertion {
+                Some(pem) => Grant::JwtBearer {
                     user: self
                         .val(K::User)
                         .ok_or_else(|| {
@@ -420,7 +422,8 @@ impl OracleFusionBuilder {
                             )
                         })?
                         .to_owned(),
-                    key: Box::new(JwtSigningKey::from_pkcs8_pem(
+                    key: Box::new(signing_key(
+                        K::JwtPrivateKey.as_env(),
                         pem,
                         self.val(K::JwtKeyId).map(str::to_owned),
                     )?),
@@ -428,18 +431,15 @@ impl OracleFusionBuilder {
                 },
                 None => Grant::ClientCredentials,
             };
-            let endpoint = TokenEndpoint {
-                client: client.clone(),
-                url: token_url.to_owned(),
-                client_id: id.to_owned(),
-                client_secret: secret,
-                scope: self.val(K::Scope).map(str::to_owned),
+            return Ok(Auth::Bearer(token_cache(
+                client,
+                token_url,
+                id,
+                secret,
+                self.val(K::Scope),
                 grant,
-                clock: self.clock.clone(),
-            };
-            return Ok(Auth::Bearer(Arc::new(
-                TokenCache::new(Arc::new(endpoint)).with_clock(self.clock.clone()),
-            )));
+                &self.clock,
+            )?));
         }
         match (self.val(K::User), self.values.secret(K::Password)) {
             (Some(u), Some(p)) => {

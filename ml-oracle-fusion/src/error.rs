@@ -3,7 +3,7 @@
 use ::http::{HeaderMap, StatusCode};
 use jiff::Timestamp;
 use ml_core::error::{Error, ErrorClass};
-use ml_core::retry::classify_status;
+use ml_core::http::classify_status;
 
 /// Errors of the Oracle Fusion source. Converts into [`ml_core::Error`] keeping its class.
 /// Messages never contain a secret.
@@ -78,20 +78,6 @@ impl OracleFusionError {
             message: message.into(),
         }
     }
-
-    pub(crate) fn transport(system: &str, err: &reqwest::Error, idempotent: bool) -> Self {
-        let class = ml_core::retry::classify_transport(err, idempotent);
-        let mut message = err.to_string();
-        // reqwest's Display includes the URL; keep only the error kind chain without it.
-        if let Some(url) = err.url() {
-            message = message.replace(url.as_str(), "<url>");
-        }
-        Self::Transport {
-            system: system.to_owned(),
-            class,
-            message,
-        }
-    }
 }
 
 impl From<OracleFusionError> for Error {
@@ -139,17 +125,18 @@ fn truncate(s: &str, n: usize) -> String {
 
 /// Maps an error answer of the REST API to an [`OracleFusionError::Http`].
 ///
-/// Class: [`classify_status`] (408/425/429/5xx retryable with `Retry-After`, the rest
-/// permanent; 401 is permanent here because the source has already refreshed its token
-/// once). The message comes from the ADF error JSON (`title`, `detail`,
+/// Class: [`classify_status`] (408/425/429/5xx retryable with `Retry-After` counted from
+/// `now`, the rest permanent; 401 is permanent here because the source has already
+/// refreshed its token once). The message comes from the ADF error JSON (`title`, `detail`,
 /// `o:errorDetails[].detail`, `o:errorCode`) when there is one, else the start of the body.
 pub fn parse_error(
     system: &str,
     status: StatusCode,
     headers: &HeaderMap,
     body: &str,
+    now: Timestamp,
 ) -> OracleFusionError {
-    let class = classify_status(status, headers, Timestamp::now()).unwrap_or(ErrorClass::Permanent);
+    let class = classify_status(status, headers, now).unwrap_or(ErrorClass::Permanent);
     let mut code = None;
     let mut message = None;
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(body) {
@@ -206,6 +193,7 @@ mod tests {
             StatusCode::BAD_REQUEST,
             &HeaderMap::new(),
             body,
+            Timestamp::UNIX_EPOCH,
         );
         assert_eq!(e.class(), ErrorClass::Permanent);
         assert_eq!(
@@ -216,7 +204,13 @@ mod tests {
         assert_eq!(core.code(), Some("27500"));
         let mut h = HeaderMap::new();
         h.insert("retry-after", "7".parse().expect("h"));
-        let e = parse_error("s", StatusCode::TOO_MANY_REQUESTS, &h, "slow down");
+        let e = parse_error(
+            "s",
+            StatusCode::TOO_MANY_REQUESTS,
+            &h,
+            "slow down",
+            Timestamp::UNIX_EPOCH,
+        );
         assert_eq!(
             e.class(),
             ErrorClass::Retryable {
@@ -224,11 +218,18 @@ mod tests {
             }
         );
         assert!(
-            parse_error("s", StatusCode::BAD_GATEWAY, &h, "")
+            parse_error("s", StatusCode::BAD_GATEWAY, &h, "", Timestamp::UNIX_EPOCH)
                 .class()
                 .is_retryable()
         );
-        let e: Error = parse_error("s", StatusCode::UNAUTHORIZED, &HeaderMap::new(), "").into();
+        let e: Error = parse_error(
+            "s",
+            StatusCode::UNAUTHORIZED,
+            &HeaderMap::new(),
+            "",
+            Timestamp::UNIX_EPOCH,
+        )
+        .into();
         assert!(matches!(
             e,
             Error::Auth {
@@ -236,5 +237,20 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn retry_after_dates_count_from_the_injected_now() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "retry-after",
+            "Thu, 01 Jan 2026 00:02:00 GMT".parse().expect("h"),
+        );
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().expect("now");
+        let e = parse_error("s", StatusCode::SERVICE_UNAVAILABLE, &h, "", now);
+        assert_eq!(
+            e.class().retry_after(),
+            Some(std::time::Duration::from_secs(120))
+        );
     }
 }

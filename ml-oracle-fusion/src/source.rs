@@ -12,12 +12,13 @@ use ml_core::cursor::{
     Cursor, PageRow, Paging, Position, ReadPlan, WatermarkCursor, Window, fold_page,
 };
 use ml_core::error::Result;
+use ml_core::http::{ApiClient, ErrorModel, Request, TransportError};
 use ml_core::money::Currency;
 use ml_core::record::EntityKind;
 use ml_core::retry::RetryPolicy;
 use ml_core::source::{Page, Source};
-use reqwest::header::{AUTHORIZATION, HeaderValue};
-use secrecy::ExposeSecret as _;
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, HeaderMap, HeaderName, HeaderValue};
 use serde_json::value::RawValue;
 
 use crate::auth::Auth;
@@ -190,73 +191,38 @@ impl OracleFusionSource {
         q
     }
 
-    async fn auth_header(&self) -> Result<(HeaderValue, Option<secrecy::SecretString>)> {
-        match &self.auth {
-            Auth::Basic(b) => Ok((b.header_value(), None)),
-            Auth::Bearer(cache) => {
-                let token = cache.token().await?;
-                let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
-                    .map_err(|_| ml_core::Error::Auth {
-                        class: ml_core::ErrorClass::Permanent,
-                        message: "the access token is not a valid header value".into(),
-                    })?;
-                v.set_sensitive(true);
-                Ok((v, Some(token)))
-            }
-        }
-    }
-
-    /// One GET of `url`, with one token refresh and retry after a 401.
+    /// One GET of `url` through ml-core's `ApiClient` (credentials, one token refresh
+    /// after a 401, bounded body), its errors mapped by [`parse_error`].
     pub(crate) async fn get_from(
         &self,
         url: &str,
         query: &[(&'static str, String)],
         keyset: bool,
     ) -> Result<String> {
-        let system = self.to_string();
-        for round in 0..2 {
-            let (auth, token) = self.auth_header().await?;
-            let resp = self
-                .client
-                .get(url)
-                .query(query)
-                .header(AUTHORIZATION, auth)
-                .header(FRAMEWORK_HEADER, "2")
-                .header(reqwest::header::ACCEPT, "application/json")
-                .send()
-                .await
-                .map_err(|e| OracleFusionError::transport(&system, &e, true))?;
-            let status = resp.status();
-            if status == reqwest::StatusCode::UNAUTHORIZED
-                && round == 0
-                && let (Auth::Bearer(cache), Some(t)) = (&self.auth, &token)
-            {
-                tracing::debug!(source = %system, "401: refreshing the token once");
-                cache.invalidate(t);
-                continue;
+        let api = ApiClient::reqwest(self.client.clone())
+            .with_credentials(self.auth.credentials())
+            .with_clock(Arc::clone(&self.clock));
+        let request = Request::get(url)?
+            .query(query)
+            .header(
+                HeaderName::from_static("rest-framework-version"),
+                HeaderValue::from_static("2"),
+            )
+            .header(ACCEPT, HeaderValue::from_static("application/json"));
+        let call = Call {
+            source: self,
+            system: self.to_string(),
+            keyset,
+            fields: query.iter().any(|(k, _)| *k == "fields"),
+        };
+        let response = api.send(&call, request).await?;
+        String::from_utf8(response.body).map_err(|_| {
+            OracleFusionError::Decode {
+                system: call.system,
+                message: "the answer is not UTF-8".into(),
             }
-            let headers = resp.headers().clone();
-            let body = resp
-                .text()
-                .await
-                .map_err(|e| OracleFusionError::transport(&system, &e, true))?;
-            if !status.is_success() {
-                let fields = query.iter().any(|(k, _)| *k == "fields");
-                if fields && status == reqwest::StatusCode::BAD_REQUEST {
-                    // Maybe an attribute this pod lacks: the caller learns again first.
-                    self.attributes.note_bad_request(&body);
-                } else if keyset && status == reqwest::StatusCode::BAD_REQUEST {
-                    tracing::warn!(
-                        source = %system,
-                        "the pod refused a query using `or` (400): using anchored offsets, one window a request"
-                    );
-                    self.keyset_rejected.store(true, Ordering::Relaxed);
-                }
-                return Err(parse_error(&system, status, &headers, &body).into());
-            }
-            return Ok(body);
-        }
-        unreachable!("the loop returns in its second round")
+            .into()
+        })
     }
 
     async fn get(&self, query: &[(&'static str, String)], keyset: bool) -> Result<String> {
@@ -293,6 +259,58 @@ impl OracleFusionSource {
             }
             return res;
         }
+    }
+}
+
+/// One request's error model: [`parse_error`], and the switch to anchored offsets when
+/// the pod refuses a keyset query with 400.
+struct Call<'a> {
+    source: &'a OracleFusionSource,
+    system: String,
+    /// The query uses `or` (keyset, or a sweep of several windows).
+    keyset: bool,
+    /// The query names attributes (`fields`): a 400 may mean the pod lacks one.
+    fields: bool,
+}
+
+impl ErrorModel for Call<'_> {
+    type Error = ml_core::Error;
+
+    fn parse_error(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Option<ml_core::Error> {
+        if status.is_success() {
+            return None;
+        }
+        let body = String::from_utf8_lossy(body);
+        if self.fields && status == StatusCode::BAD_REQUEST {
+            // Maybe an attribute this pod lacks: the caller learns again first.
+            self.source.attributes.note_bad_request(&body);
+        } else if self.keyset && status == StatusCode::BAD_REQUEST {
+            tracing::warn!(
+                source = %self.system,
+                "the pod refused a query using `or` (400): using anchored offsets, one window a request"
+            );
+            self.source.keyset_rejected.store(true, Ordering::Relaxed);
+        }
+        Some(parse_error(&self.system, status, headers, &body, now).into())
+    }
+
+    fn transport_error(&self, err: TransportError) -> ml_core::Error {
+        OracleFusionError::Transport {
+            system: self.system.clone(),
+            class: err.class,
+            message: err.message,
+        }
+        .into()
+    }
+
+    fn credentials_error(&self, err: ml_core::Error) -> ml_core::Error {
+        err
     }
 }
 

@@ -37,6 +37,9 @@
 //! ```
 //!
 //! ## Modules
+//! * [`emulator`]: the shell every emulator shares (seed, clock, faults, server, base URL,
+//!   `env()`), and the one HTTP Basic decoder.
+//! * [`oauth2`]: an OAuth 2.0 token endpoint (client credentials, JWT bearer) to mount.
 //! * [`server`]: serve any router on `127.0.0.1:<free port>`; shut down on drop.
 //! * [`fault`]: the fault-injection layer every emulator shares (latency, 5xx, 429 with
 //!   `Retry-After`, connections dropped before or after the request was applied) and
@@ -48,12 +51,15 @@
 //! [`ml_core::clock::TokioClock`] follows `tokio::time::pause()`, so rate limits and
 //! expiries can be tested without waiting.
 
+pub mod emulator;
 pub mod error;
 pub mod fault;
+pub mod oauth2;
 pub mod oracle;
 pub mod sendgrid;
 pub mod server;
 pub mod slack;
 pub mod twilio;
 
+pub use emulator::Emulator;
 pub use error::{Result, SandboxError};

@@ -8,11 +8,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
-use http::{HeaderValue, StatusCode};
-use ml_core::auth::TokenCache;
-use ml_core::clock::{Clock, SystemClock};
-use secrecy::{ExposeSecret as _, SecretString};
+use http::{HeaderMap, Method, StatusCode};
+use jiff::Timestamp;
+use ml_core::auth::{Credentials, TokenCache};
+use ml_core::clock::Clock;
+use ml_core::http::{ApiClient, AuthFailure, ErrorModel, Request, TransportError};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
@@ -43,15 +44,11 @@ impl fmt::Debug for BotToken {
 }
 
 impl BotToken {
-    async fn current(&self) -> Result<SecretString, SlackError> {
+    /// The credentials ml-core's `ApiClient` sends.
+    pub(crate) fn credentials(&self) -> Credentials {
         match self {
-            Self::Static(s) => Ok(s.clone()),
-            Self::Cache(c) => c.token().await.map_err(|e| SlackError::Api {
-                method: "oauth.v2.access".into(),
-                code: "token_refresh_failed".into(),
-                detail: Some(e.to_string()),
-                class: e.class(),
-            }),
+            Self::Static(s) => Credentials::Bearer(s.clone()),
+            Self::Cache(c) => Credentials::Tokens(Arc::clone(c)),
         }
     }
 }
@@ -345,7 +342,7 @@ pub struct SlackClient {
     http: reqwest::Client,
     base: Url,
     token: BotToken,
-    clock: Arc<dyn Clock>,
+    api: ApiClient,
 }
 
 impl fmt::Debug for SlackClient {
@@ -361,17 +358,25 @@ impl SlackClient {
     /// A client calling `base` (ending in `/`, e.g. `https://slack.com/api/`) with `token`,
     /// over `http` (build it with `ml_core::http::ClientOptions::client`).
     pub fn new(http: reqwest::Client, base: Url, token: BotToken) -> Self {
+        let api = ApiClient::reqwest(http.clone()).with_credentials(token.credentials());
         Self {
             http,
             base,
             token,
-            clock: Arc::new(SystemClock),
+            api,
         }
     }
 
     /// Uses `clock` for `Retry-After` dates.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+        self.api = self.api.with_clock(clock);
+        self
+    }
+
+    /// Refuses answers whose body is longer than `limit` bytes (default
+    /// [`ml_core::http::DEFAULT_BODY_LIMIT`]).
+    pub fn with_body_limit(mut self, limit: usize) -> Self {
+        self.api = self.api.with_body_limit(limit);
         self
     }
 
@@ -394,8 +399,8 @@ impl SlackClient {
     /// Calls `method` with a JSON body; the answer's JSON on `"ok":true`.
     ///
     /// `idempotent` says whether repeating the call is harmless (it decides between in
-    /// doubt and retryable). A `token_expired` answer with a rotating token refreshes the
-    /// token once and repeats the call (the expired call was not applied).
+    /// doubt and retryable). A `token_expired` answer (or HTTP 401) with a rotating token
+    /// refreshes the token once and repeats the call (the expired call was not applied).
     pub async fn call_json(
         &self,
         method: &str,
@@ -407,15 +412,10 @@ impl SlackClient {
             message: format!("cannot encode the request: {e}"),
             class: ml_core::ErrorClass::Permanent,
         })?;
-        self.with_token(method, idempotent, |token| {
-            Ok(self
-                .http
-                .post(self.url(method)?)
-                .header(CONTENT_TYPE, JSON_CONTENT_TYPE)
-                .header(AUTHORIZATION, bearer(&token)?)
-                .body(bytes.clone()))
-        })
-        .await
+        let request = Request::from_url(Method::POST, self.url(method)?)
+            .body(JSON_CONTENT_TYPE, bytes)
+            .idempotent(idempotent);
+        self.execute(method, request).await
     }
 
     /// Calls a read `method` with a query string (always idempotent).
@@ -424,61 +424,14 @@ impl SlackClient {
         method: &str,
         query: &[(&str, String)],
     ) -> Result<Value, SlackError> {
-        self.with_token(method, true, |token| {
-            Ok(self
-                .http
-                .get(self.url(method)?)
-                .query(query)
-                .header(AUTHORIZATION, bearer(&token)?))
-        })
-        .await
+        let request = Request::from_url(Method::GET, self.url(method)?).query(query);
+        self.execute(method, request).await
     }
 
-    async fn with_token<F>(
-        &self,
-        method: &str,
-        idempotent: bool,
-        build: F,
-    ) -> Result<Value, SlackError>
-    where
-        F: Fn(SecretString) -> Result<reqwest::RequestBuilder, SlackError>,
-    {
-        let mut refreshed = false;
-        loop {
-            let token = self.token.current().await?;
-            let request = build(token.clone())?;
-            let outcome = self.execute(method, request, idempotent).await;
-            match (&outcome, &self.token) {
-                (Err(SlackError::Api { code, .. }), BotToken::Cache(cache))
-                    if code == "token_expired" && !refreshed =>
-                {
-                    tracing::info!(method, "bot token expired; refreshing once");
-                    cache.invalidate(&token);
-                    refreshed = true;
-                }
-                (Err(SlackError::Api { code, .. }), BotToken::Cache(cache))
-                    if matches!(
-                        code.as_str(),
-                        "invalid_auth" | "not_authed" | "token_revoked" | "token_expired"
-                    ) =>
-                {
-                    // Not retried now (permanent), but the next call fetches a token again,
-                    // so a fixed credential is picked up by a replay.
-                    cache.invalidate(&token);
-                    return outcome;
-                }
-                _ => return outcome,
-            }
-        }
-    }
-
-    async fn execute(
-        &self,
-        method: &str,
-        request: reqwest::RequestBuilder,
-        idempotent: bool,
-    ) -> Result<Value, SlackError> {
-        let body = send_checked(request, method, idempotent, &*self.clock).await?;
+    async fn execute(&self, method: &str, request: Request) -> Result<Value, SlackError> {
+        let idempotent = request.is_idempotent();
+        let static_key = matches!(self.token, BotToken::Static(_)).then_some("SLACK_BOT_TOKEN");
+        let body = send_checked(&self.api, request, method, static_key).await?;
         let value: Value = serde_json::from_slice(&body).map_err(|e| {
             let e = SlackError::InvalidResponse {
                 method: method.to_owned(),
@@ -578,43 +531,89 @@ fn decode<T: for<'de> Deserialize<'de>>(
     })
 }
 
-fn bearer(token: &SecretString) -> Result<HeaderValue, SlackError> {
-    let mut v =
-        HeaderValue::from_str(&format!("Bearer {}", token.expose_secret())).map_err(|_| {
-            SlackError::config(
-                "SLACK_BOT_TOKEN",
-                "the token contains characters not allowed in a header",
-            )
-        })?;
-    v.set_sensitive(true);
-    Ok(v)
+/// How a Web API answer is judged: [`parse_error_at`] tagged with the method (an
+/// idempotent call is never in doubt), and which codes mean the token is stale.
+pub(crate) struct WebApiCall<'a> {
+    method: &'a str,
+    idempotent: bool,
+    /// The configuration key of a static token, which can only fail by not being a valid
+    /// header value.
+    static_key: Option<&'static str>,
 }
 
-/// Sends one Web API request and returns the body of a successful answer. Every caller (the
-/// Web API client, OAuth, Socket Mode) classifies failures the same way: transport errors by
-/// whether the request may have been applied, HTTP and `ok:false` answers by
-/// [`parse_error_at`], tagged with `method`; an idempotent call is never in doubt.
-pub(crate) async fn send_checked(
-    request: reqwest::RequestBuilder,
-    method: &str,
-    idempotent: bool,
-    clock: &dyn Clock,
-) -> Result<Vec<u8>, SlackError> {
-    let response = request
-        .send()
-        .await
-        .map_err(|e| SlackError::transport(method, e, idempotent))?;
-    let status =
-        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let headers = response.headers().clone();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| SlackError::transport(method, e, idempotent))?;
-    if let Some(err) = parse_error_at(status, &headers, &body, clock.now()) {
-        tracing::debug!(method, status = status.as_u16(), error = %err, "Slack call failed");
-        let err = err.in_method(method);
-        return Err(if idempotent { err.idempotent() } else { err });
+impl ErrorModel for WebApiCall<'_> {
+    type Error = SlackError;
+
+    fn parse_error(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Option<SlackError> {
+        let err = parse_error_at(status, headers, body, now)?;
+        tracing::debug!(method = self.method, status = status.as_u16(), error = %err, "Slack call failed");
+        let err = err.in_method(self.method);
+        Some(if self.idempotent {
+            err.idempotent()
+        } else {
+            err
+        })
     }
-    Ok(body.to_vec())
+
+    fn transport_error(&self, err: TransportError) -> SlackError {
+        SlackError::from_transport(self.method, err)
+    }
+
+    fn credentials_error(&self, err: ml_core::Error) -> SlackError {
+        if let Some(key) = self.static_key {
+            return SlackError::config(
+                key,
+                "the token contains characters not allowed in a header",
+            );
+        }
+        SlackError::Api {
+            method: "oauth.v2.access".into(),
+            code: "token_refresh_failed".into(),
+            detail: Some(err.to_string()),
+            class: err.class(),
+        }
+    }
+
+    fn auth_failure(&self, status: StatusCode, err: &SlackError) -> AuthFailure {
+        match err {
+            SlackError::Api { code, .. } if code == "token_expired" => AuthFailure::Expired,
+            // Not retried now (permanent), but the next call fetches a token again, so a
+            // fixed credential is picked up by a replay.
+            SlackError::Api { code, .. }
+                if matches!(
+                    code.as_str(),
+                    "invalid_auth" | "not_authed" | "token_revoked"
+                ) =>
+            {
+                AuthFailure::Refused
+            }
+            _ if status == StatusCode::UNAUTHORIZED => AuthFailure::Expired,
+            _ => AuthFailure::None,
+        }
+    }
+}
+
+/// Sends one Web API request through `api` and returns the body of a successful answer.
+/// Every caller (the Web API client, OAuth, Socket Mode) classifies failures the same way:
+/// transport errors by whether the request may have been applied, HTTP and `ok:false`
+/// answers by [`parse_error_at`], tagged with `method`; an idempotent call is never in
+/// doubt.
+pub(crate) async fn send_checked(
+    api: &ApiClient,
+    request: Request,
+    method: &str,
+    static_key: Option<&'static str>,
+) -> Result<Vec<u8>, SlackError> {
+    let call = WebApiCall {
+        method,
+        idempotent: request.is_idempotent(),
+        static_key,
+    };
+    Ok(api.send(&call, request).await?.body)
 }

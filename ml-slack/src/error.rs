@@ -25,7 +25,7 @@
 //! | `message_not_found`, `cant_update_message`, `edit_window_closed`, `message_limit_exceeded` | permanent |
 //! | any other `error` code | permanent (unknown codes are not retried blindly; the delivery is failed and replayable) |
 //! | other 4xx (400, 401, 403, 404, ...), 501, 505 | permanent |
-//! | transport failure | [`ml_core::retry::classify_transport`] with `idempotent = false`: connect errors retryable, anything after the request left in doubt |
+//! | transport failure | [`ml_core::http::classify_transport`] with `idempotent = false`: connect errors retryable, anything after the request left in doubt |
 //!
 //! **Why 5xx is in doubt for `chat.postMessage`.** A 500 comes from Slack's own servers
 //! after they started handling the request, and Slack documents that its internal errors
@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 use ml_core::error::{BoxError, ErrorClass};
+use ml_core::http::TransportError;
 use serde::Deserialize;
 
 /// The `error` code Slack uses for rate limiting (`ratelimited`), as reported by
@@ -288,23 +289,19 @@ impl SlackError {
     }
 
     /// A transport error (no HTTP answer), classified by
-    /// [`ml_core::retry::classify_transport`]. The URL is removed from the source.
+    /// [`ml_core::http::classify_transport`]. The URL is removed.
+    // Takes the error by value as it always has, so callers' `map_err` stays unchanged.
+    #[allow(clippy::needless_pass_by_value)]
     pub fn transport(method: &str, err: reqwest::Error, idempotent: bool) -> Self {
-        let class = ml_core::retry::classify_transport(&err, idempotent);
-        let what = if err.is_timeout() {
-            "timed out"
-        } else if err.is_connect() {
-            "could not connect"
-        } else if err.is_body() || err.is_decode() {
-            "response body failed"
-        } else {
-            "request failed"
-        };
-        let err = err.without_url();
+        Self::from_transport(method, TransportError::from_reqwest(&err, idempotent))
+    }
+
+    /// A transport error of ml-core's request helper (already classified, without URL).
+    pub fn from_transport(method: &str, err: TransportError) -> Self {
         Self::Transport {
             method: method.to_owned(),
-            message: format!("{what}: {err}"),
-            class,
+            message: err.message.clone(),
+            class: err.class,
             source: Some(Box::new(err)),
         }
     }
@@ -322,6 +319,13 @@ impl SlackError {
     pub fn into_core(self, system: &str) -> ml_core::Error {
         match self {
             Self::Config { key, message } => ml_core::Error::Config { key, message },
+            // A 401 is an authentication failure, as in every connector.
+            Self::Http {
+                status: 401, class, ..
+            } => ml_core::Error::Auth {
+                class,
+                message: format!("{system}: {self}"),
+            },
             other => {
                 let class = other.class();
                 let code = other.code().map(str::to_owned);
@@ -393,7 +397,7 @@ pub fn parse_error_at(
     let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
     let retry_after = headers
         .get(http::header::RETRY_AFTER)
-        .and_then(|v| ml_core::retry::parse_retry_after(v, now));
+        .and_then(|v| ml_core::http::parse_retry_after(v, now));
     let method = String::new();
     if status == StatusCode::TOO_MANY_REQUESTS {
         return Some(SlackError::RateLimited {
@@ -445,7 +449,7 @@ pub fn parse_error_at(
         });
     }
     let class =
-        ml_core::retry::classify_status(status, headers, now).unwrap_or(ErrorClass::Permanent);
+        ml_core::http::classify_status(status, headers, now).unwrap_or(ErrorClass::Permanent);
     Some(SlackError::Http {
         method,
         status: status.as_u16(),
@@ -669,6 +673,24 @@ mod tests {
         .into();
         assert_eq!(core.class().retry_after(), Some(Duration::from_secs(3)));
         assert_eq!(core.code(), Some("ratelimited"));
+    }
+
+    #[test]
+    fn http_401_is_an_auth_error_in_core() {
+        let core = parse(401, &[], "Unauthorized")
+            .expect("err")
+            .in_method("chat.postMessage")
+            .into_core("Slack(T1)");
+        assert!(
+            matches!(
+                &core,
+                ml_core::Error::Auth {
+                    class: ErrorClass::Permanent,
+                    message,
+                } if message.contains("Slack(T1)") && message.contains("HTTP 401")
+            ),
+            "{core:?}"
+        );
     }
 
     #[test]

@@ -34,8 +34,10 @@ use async_trait::async_trait;
 use hmac::{Hmac, KeyInit, Mac};
 use jiff::Timestamp;
 use ml_core::ErrorClass;
+use ml_core::auth::Credentials;
 use ml_core::auth::{AccessToken, BasicCredentials, RefreshGrant, StoredRefreshToken, TokenGrant};
 use ml_core::clock::{Clock, SystemClock, add};
+use ml_core::http::{ApiClient, Request};
 use rand::RngCore as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
@@ -431,14 +433,16 @@ impl OAuthClient {
             self.config.client_id.clone(),
             self.config.client_secret.clone(),
         );
-        let request = self
-            .http
-            .post(url)
-            .header(http::header::AUTHORIZATION, basic.header_value())
-            .form(form);
-        // A code exchange or refresh that failed was not applied (an in-doubt rotation is
-        // handled by ml-core's RotatingTokenProvider running it to completion).
-        let body = send_checked(request, METHOD, true, &*self.clock).await?;
+        let request = Request::from_url(http::Method::POST, url)
+            .form(form)
+            .map_err(|e| SlackError::config("oauth.v2.access", e.to_string()))?
+            // A code exchange or refresh that failed was not applied (an in-doubt rotation
+            // is handled by ml-core's RotatingTokenProvider running it to completion).
+            .idempotent(true);
+        let api = ApiClient::reqwest(self.http.clone())
+            .with_credentials(Credentials::Basic(basic))
+            .with_clock(Arc::clone(&self.clock));
+        let body = send_checked(&api, request, METHOD, None).await?;
         serde_json::from_slice(&body).map_err(|e| SlackError::InvalidResponse {
             method: METHOD.to_owned(),
             message: format!("not an oauth.v2.access answer: {e}"),

@@ -19,10 +19,12 @@ use std::time::Duration;
 
 use futures::{SinkExt as _, StreamExt as _};
 use ml_core::ErrorClass;
+use ml_core::auth::Credentials;
 use ml_core::clock::{Clock, SystemClock};
+use ml_core::http::{ApiClient, Request};
 use ml_core::retry::RetryPolicy;
 use rand::Rng as _;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use url::Url;
@@ -116,19 +118,13 @@ impl SocketModeClient {
             .api
             .join(METHOD)
             .map_err(|e| SlackError::config("SLACK_API_URL", e.to_string()))?;
-        let mut auth =
-            http::HeaderValue::from_str(&format!("Bearer {}", self.app_token.expose_secret()))
-                .map_err(|_| SlackError::config("SLACK_APP_TOKEN", "not a valid header value"))?;
-        auth.set_sensitive(true);
-        let request = self
-            .http
-            .post(url)
-            .header(http::header::AUTHORIZATION, auth)
-            .header(
-                http::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            );
-        let body = send_checked(request, METHOD, true, &*self.clock).await?;
+        let request = Request::from_url(http::Method::POST, url)
+            .body("application/x-www-form-urlencoded", Vec::new())
+            .idempotent(true);
+        let api = ApiClient::reqwest(self.http.clone())
+            .with_credentials(Credentials::Bearer(self.app_token.clone()))
+            .with_clock(Arc::clone(&self.clock));
+        let body = send_checked(&api, request, METHOD, Some("SLACK_APP_TOKEN")).await?;
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let raw =
             v.get("url")

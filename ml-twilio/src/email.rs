@@ -5,14 +5,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ml_core::Result;
+use ml_core::auth::Credentials;
 use ml_core::clock::Clock;
+use ml_core::http::{ApiClient, Request, Response};
 use ml_core::record::Record;
 use ml_core::render::Rendered;
 use ml_core::sink::{Destination, Outbound, Receipt, Sink};
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::error::{TwilioError, parse_sendgrid_error, transport};
+use crate::error::{Api, Call, TwilioError};
 use crate::recipients::{Channel, RecipientDirectory, Role, resolve};
 use crate::render::render_email;
 
@@ -46,6 +48,7 @@ pub(crate) struct EmailSettings {
 ///   once, counted by the journal as `resent_after_doubt`.
 pub struct SendGridEmailSink {
     s: EmailSettings,
+    api: ApiClient,
 }
 
 impl fmt::Display for SendGridEmailSink {
@@ -77,7 +80,21 @@ fn looks_like_email(s: &str) -> bool {
 
 impl SendGridEmailSink {
     pub(crate) fn new(s: EmailSettings) -> Self {
-        Self { s }
+        let api = ApiClient::reqwest(s.client.clone())
+            .with_credentials(Credentials::Bearer(s.api_key.clone()))
+            .with_clock(Arc::clone(&s.clock));
+        Self { s, api }
+    }
+
+    /// Sends `request` and returns a successful answer; errors by
+    /// [`crate::error::parse_sendgrid_error`].
+    async fn send_request(&self, request: Request) -> Result<Response, TwilioError> {
+        let system = self.system();
+        let call = Call {
+            api: Api::SendGrid,
+            system: &system,
+        };
+        self.api.send(&call, request).await
     }
 
     fn system(&self) -> String {
@@ -159,30 +176,11 @@ impl SendGridEmailSink {
 impl Sink for SendGridEmailSink {
     async fn send(&self, msg: &Outbound) -> Result<Receipt> {
         let body = self.body_for(msg)?;
-        let resp = self
-            .s
-            .client
-            .post(format!("{}/v3/mail/send", self.s.api_url))
-            .bearer_auth(self.s.api_key.expose_secret())
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| transport(&self.system(), &e, false))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let headers = resp.headers().clone();
-            let bytes = resp.bytes().await.unwrap_or_default();
-            return Err(parse_sendgrid_error(
-                &self.system(),
-                status,
-                &headers,
-                &bytes,
-                self.s.clock.now(),
-            )
-            .into());
-        }
-        let Some(id) = resp
-            .headers()
+        let request = Request::post(&format!("{}/v3/mail/send", self.s.api_url))?.json(&body)?;
+        let response = self.send_request(request).await?;
+        let status = response.status;
+        let Some(id) = response
+            .headers
             .get("x-message-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
@@ -215,23 +213,8 @@ impl Sink for SendGridEmailSink {
     }
 
     async fn healthcheck(&self) -> Result<()> {
-        let resp = self
-            .s
-            .client
-            .get(format!("{}/v3/scopes", self.s.api_url))
-            .bearer_auth(self.s.api_key.expose_secret())
-            .send()
-            .await
-            .map_err(|e| transport(&self.system(), &e, true))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.unwrap_or_default();
-        Err(
-            parse_sendgrid_error(&self.system(), status, &headers, &bytes, self.s.clock.now())
-                .into(),
-        )
+        self.send_request(Request::get(&format!("{}/v3/scopes", self.s.api_url))?)
+            .await?;
+        Ok(())
     }
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use http::{HeaderMap, StatusCode};
 use jiff::Timestamp;
 use ml_core::ErrorClass;
+use ml_core::http::{ErrorModel, TransportError};
 use serde::Deserialize;
 
 /// Errors of ml-twilio. Converts into [`ml_core::Error`] keeping its class and code.
@@ -252,14 +253,14 @@ pub fn parse_twilio_error(
     let retry_after = || {
         headers
             .get(http::header::RETRY_AFTER)
-            .and_then(|v| ml_core::retry::parse_retry_after(v, now))
+            .and_then(|v| ml_core::http::parse_retry_after(v, now))
     };
     let class = match (status.as_u16(), code) {
         (429 | 503, _) | (_, Some(20429)) => ErrorClass::Retryable {
             retry_after: retry_after(),
         },
         (500 | 502 | 504, _) => ErrorClass::InDoubt,
-        (s, _) => ml_core::retry::classify_status(status, headers, now)
+        (s, _) => ml_core::http::classify_status(status, headers, now)
             .filter(|_| s >= 500)
             .unwrap_or(ErrorClass::Permanent),
     };
@@ -309,12 +310,12 @@ pub fn parse_sendgrid_error(
                 retry_after: reset.or_else(|| {
                     headers
                         .get(http::header::RETRY_AFTER)
-                        .and_then(|v| ml_core::retry::parse_retry_after(v, now))
+                        .and_then(|v| ml_core::http::parse_retry_after(v, now))
                 }),
             }
         }
         s if s >= 500 => {
-            ml_core::retry::classify_status(status, headers, now).unwrap_or(ErrorClass::RETRYABLE)
+            ml_core::http::classify_status(status, headers, now).unwrap_or(ErrorClass::RETRYABLE)
         }
         _ => ErrorClass::Permanent,
     };
@@ -326,35 +327,53 @@ pub fn parse_sendgrid_error(
     }
 }
 
-/// A transport error (no HTTP answer), classified for a non-idempotent POST.
-pub(crate) fn transport(system: &str, err: &reqwest::Error, idempotent: bool) -> TwilioError {
-    let class = ml_core::retry::classify_transport(err, idempotent);
-    let err = ml_core_strip(err);
-    TwilioError::Transport {
-        system: system.to_owned(),
-        class,
-        message: err,
-    }
+/// Which API an answer comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Api {
+    Twilio,
+    SendGrid,
 }
 
-fn ml_core_strip(err: &reqwest::Error) -> String {
-    let kind = if err.is_timeout() {
-        "timed out"
-    } else if err.is_connect() {
-        "could not connect"
-    } else if err.is_decode() || err.is_body() {
-        "unreadable answer"
-    } else {
-        "connection failed"
-    };
-    let mut msg = kind.to_owned();
-    let mut src = std::error::Error::source(err);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
+/// The error model ml-core's `ApiClient` applies to one sink's calls: the API's
+/// `parse_error` with the client's clock, transport errors without URLs.
+pub(crate) struct Call<'a> {
+    pub(crate) api: Api,
+    pub(crate) system: &'a str,
+}
+
+impl ErrorModel for Call<'_> {
+    type Error = TwilioError;
+
+    fn parse_error(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Option<TwilioError> {
+        if status.is_success() {
+            return None;
+        }
+        Some(match self.api {
+            Api::Twilio => parse_twilio_error(self.system, status, headers, body, now),
+            Api::SendGrid => parse_sendgrid_error(self.system, status, headers, body, now),
+        })
     }
-    msg
+
+    fn transport_error(&self, err: TransportError) -> TwilioError {
+        TwilioError::Transport {
+            system: self.system.to_owned(),
+            class: err.class,
+            message: err.message,
+        }
+    }
+
+    fn credentials_error(&self, err: ml_core::Error) -> TwilioError {
+        TwilioError::Config {
+            key: "credentials".into(),
+            message: err.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use http::HeaderValue;
 use jiff::Timestamp;
-use ml_core::auth::BasicCredentials;
+use ml_core::auth::{BasicCredentials, Credentials};
 use ml_core::clock::Clock;
+use ml_core::http::{ApiClient, Request, Response};
 use ml_core::record::Record;
 use ml_core::render::Rendered;
 use ml_core::sink::{Destination, Outbound, Receipt, Reconciled, Sink};
@@ -17,7 +17,9 @@ use ml_core::{Error, ErrorClass, Result};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::error::{TwilioError, parse_twilio_error, transport};
+#[cfg(doc)]
+use crate::error::parse_twilio_error;
+use crate::error::{Api, Call, TwilioError};
 use crate::phone::check_e164;
 use crate::recipients::{Channel, RecipientDirectory, Role, resolve};
 use crate::render::render_sms;
@@ -93,6 +95,7 @@ pub(crate) struct SmsSettings {
 ///   the REST API itself answers 429/20429 beyond its concurrency limit.
 pub struct TwilioSmsSink {
     s: SmsSettings,
+    api: ApiClient,
 }
 
 impl fmt::Display for TwilioSmsSink {
@@ -145,7 +148,20 @@ pub(crate) fn parse_rfc2822(s: &str) -> Option<Timestamp> {
 
 impl TwilioSmsSink {
     pub(crate) fn new(s: SmsSettings) -> Self {
-        Self { s }
+        let api = ApiClient::reqwest(s.client.clone())
+            .with_credentials(Credentials::Basic(s.credentials.clone()))
+            .with_clock(Arc::clone(&s.clock));
+        Self { s, api }
+    }
+
+    /// Sends `request` and returns a successful answer; errors by [`parse_twilio_error`].
+    async fn send_request(&self, request: Request) -> Result<Response, TwilioError> {
+        let system = self.system();
+        let call = Call {
+            api: Api::Twilio,
+            system: &system,
+        };
+        self.api.send(&call, request).await
     }
 
     fn system(&self) -> String {
@@ -157,10 +173,6 @@ impl TwilioSmsSink {
             "{}/2010-04-01/Accounts/{}/Messages.json",
             self.s.api_url, self.s.account_sid
         )
-    }
-
-    fn auth(&self) -> HeaderValue {
-        self.s.credentials.header_value()
     }
 
     /// The `StatusCallback` URL of a delivery, when a callback URL is configured.
@@ -254,29 +266,17 @@ impl TwilioSmsSink {
         Ok(form)
     }
 
-    async fn answer_error(&self, resp: reqwest::Response) -> TwilioError {
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.unwrap_or_default();
-        parse_twilio_error(&self.system(), status, &headers, &body, self.s.clock.now())
-    }
-
     async fn get_page(&self, url: &str, query: &[(&str, String)]) -> Result<MessagePage> {
-        let resp = self
-            .s
-            .client
-            .get(url)
-            .header(http::header::AUTHORIZATION, self.auth())
-            .query(query)
-            .send()
-            .await
-            .map_err(|e| transport(&self.system(), &e, true))?;
-        if !resp.status().is_success() {
-            return Err(self.answer_error(resp).await.into());
-        }
-        resp.json::<MessagePage>()
-            .await
-            .map_err(|e| transport(&self.system(), &e, true).into())
+        let request = Request::get(url)?.query(query);
+        let response = self.send_request(request).await?;
+        response.json::<MessagePage>().map_err(|e| {
+            TwilioError::Transport {
+                system: self.system(),
+                class: ErrorClass::RETRYABLE,
+                message: format!("unreadable answer: {e}"),
+            }
+            .into()
+        })
     }
 }
 
@@ -284,19 +284,9 @@ impl TwilioSmsSink {
 impl Sink for TwilioSmsSink {
     async fn send(&self, msg: &Outbound) -> Result<Receipt> {
         let form = self.form_for(msg)?;
-        let resp = self
-            .s
-            .client
-            .post(self.messages_url())
-            .header(http::header::AUTHORIZATION, self.auth())
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| transport(&self.system(), &e, false))?;
-        if !resp.status().is_success() {
-            return Err(self.answer_error(resp).await.into());
-        }
-        let m: MessageResource = resp.json().await.map_err(|e| {
+        let request = Request::post(&self.messages_url())?.form(&form)?;
+        let response = self.send_request(request).await?;
+        let m: MessageResource = response.json().map_err(|e| {
             // Accepted, but the answer is unreadable: the message may exist.
             TwilioError::Transport {
                 system: self.system(),
@@ -384,18 +374,7 @@ impl Sink for TwilioSmsSink {
             "{}/2010-04-01/Accounts/{}.json",
             self.s.api_url, self.s.account_sid
         );
-        let resp = self
-            .s
-            .client
-            .get(url)
-            .header(http::header::AUTHORIZATION, self.auth())
-            .send()
-            .await
-            .map_err(|e| transport(&self.system(), &e, true))?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(self.answer_error(resp).await.into())
-        }
+        self.send_request(Request::get(&url)?).await?;
+        Ok(())
     }
 }

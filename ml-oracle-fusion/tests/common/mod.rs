@@ -9,13 +9,7 @@ use ml_core::record::SourceItem;
 use ml_core::retry::RetryPolicy;
 use ml_core::source::Source;
 use ml_oracle_fusion::{OracleFusionBuilder, OracleFusionSource};
-use std::sync::Arc;
 
-use ml_core::clock::TokioClock;
-use ml_core::limiter::{GcraLimiter, Quota};
-use ml_core::routing::Router;
-use ml_core::sink::Sink;
-use ml_core::{Pipeline, Schedule, Stream};
 use ml_sandbox::oracle::OracleEmulator;
 
 pub fn t0() -> Timestamp {
@@ -80,42 +74,4 @@ pub fn expected_pages_anchored(n: u64, l: u64) -> u64 {
     } else {
         1 + (n - l).div_ceil(l - 1)
     }
-}
-
-/// The end-to-end pipeline of the tests: one `invoices` stream from `source`, an in-memory
-/// SQLite journal, `sink` as `slack`, Slack's 1 message/s per channel as a GCRA limit, on
-/// `clock` (tokio's, so paused tests run in virtual time).
-pub fn slack_pipeline(
-    source: OracleFusionSource,
-    router: Router,
-    sink: Arc<dyn Sink>,
-    clock: Arc<TokioClock>,
-    max_in_flight: Option<usize>,
-) -> Pipeline {
-    let limiter = GcraLimiter::builder()
-        .prefix(
-            "slack:",
-            Quota::per_second(1).expect("q").burst(1).expect("b"),
-        )
-        .build();
-    let mut b = Pipeline::builder()
-        .store(Arc::new(
-            ml_store::SqliteBuilder::new()
-                .in_memory()
-                .build()
-                .expect("journal"),
-        ))
-        .stream(Stream::new(
-            "invoices",
-            Arc::new(source),
-            Schedule::every(Duration::from_secs(600)).expect("schedule"),
-        ))
-        .router(router)
-        .sink("slack", sink)
-        .limiter(Arc::new(limiter))
-        .clock(clock);
-    if let Some(n) = max_in_flight {
-        b = b.max_in_flight(n);
-    }
-    b.build().expect("pipeline")
 }

@@ -32,7 +32,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use ml_core::clock::{Clock, TokioClock};
+use ml_core::clock::Clock;
 use ml_core::http::ClientOptions;
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};
@@ -42,8 +42,8 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 
 use crate::Result;
+use crate::emulator::{Emulator, EmulatorCore, EmulatorOptions};
 use crate::fault::Faults;
-use crate::server::{Binding, Server};
 
 /// The emulator's API key.
 pub const API_KEY: &str = "SG.sandbox.0000000000000000000000000000000000";
@@ -98,8 +98,7 @@ impl Inner {
 /// Configures a [`SendGridEmulator`].
 #[derive(Debug)]
 pub struct SendGridEmulatorBuilder {
-    seed: u64,
-    clock: Option<Arc<dyn Clock>>,
+    options: EmulatorOptions,
     webhook: Option<String>,
     delay: Duration,
     reorder: bool,
@@ -109,8 +108,7 @@ pub struct SendGridEmulatorBuilder {
 impl Default for SendGridEmulatorBuilder {
     fn default() -> Self {
         Self {
-            seed: 0,
-            clock: None,
+            options: EmulatorOptions::new(0),
             webhook: None,
             delay: Duration::from_secs(2),
             reorder: false,
@@ -122,13 +120,14 @@ impl Default for SendGridEmulatorBuilder {
 impl SendGridEmulatorBuilder {
     /// Seeds message ids, the signing key and fault probabilities.
     pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
+        self.options.set_seed(seed);
         self
     }
 
-    /// The clock (default [`TokioClock`]): event timestamps and signatures.
+    /// The clock (default [`TokioClock`](ml_core::clock::TokioClock)): event timestamps
+    /// and signatures.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
+        self.options.set_clock(clock);
         self
     }
 
@@ -158,9 +157,19 @@ impl SendGridEmulatorBuilder {
 
     /// Starts the emulator on 127.0.0.1.
     pub async fn start(self) -> Result<SendGridEmulator> {
-        let binding = Binding::new().await?;
-        let base = binding.base_url().trim_end_matches('/').to_owned();
-        let mut seed_bytes = sha2::Sha256::digest(self.seed.to_be_bytes());
+        let bound = EmulatorCore::bind(
+            &self.options,
+            "",
+            Arc::new(|status| {
+                (
+                    "application/json".to_owned(),
+                    json!({"errors": [{"message": format!("sandbox fault {status}"), "field": null, "help": null}]}).to_string(),
+                )
+            }),
+        )
+        .await?;
+        let seed = self.options.seed();
+        let mut seed_bytes = sha2::Sha256::digest(seed.to_be_bytes());
         let key = loop {
             if let Ok(k) = SigningKey::from_slice(&seed_bytes) {
                 break k;
@@ -169,10 +178,8 @@ impl SendGridEmulatorBuilder {
         };
         let inner = Arc::new(Inner {
             data: Mutex::new(Data::default()),
-            rng: Mutex::new(StdRng::seed_from_u64(self.seed)),
-            clock: self
-                .clock
-                .unwrap_or_else(|| Arc::new(TokioClock::default())),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            clock: Arc::clone(bound.core().clock()),
             client: ClientOptions::default().client()?,
             key,
             webhook: Mutex::new(self.webhook),
@@ -182,42 +189,42 @@ impl SendGridEmulatorBuilder {
             pending: AtomicU64::new(0),
             event_seq: AtomicU64::new(0),
         });
-        let faults = Faults::with_error_body(
-            self.seed,
-            Arc::new(|status| {
-                (
-                    "application/json".to_owned(),
-                    json!({"errors": [{"message": format!("sandbox fault {status}"), "field": null, "help": null}]}).to_string(),
-                )
-            }),
-        );
         let router = Router::new()
             .route("/v3/mail/send", post(send))
             .route("/v3/scopes", get(scopes))
             .with_state(inner.clone());
-        let server = binding.serve(faults.layer(router));
         Ok(SendGridEmulator {
-            base,
             inner,
-            faults,
-            _server: server,
+            core: bound.serve(router),
         })
     }
 }
 
 /// A running SendGrid emulator.
 pub struct SendGridEmulator {
-    base: String,
     inner: Arc<Inner>,
-    faults: Faults,
-    _server: Server,
+    core: EmulatorCore,
 }
 
 impl std::fmt::Debug for SendGridEmulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SendGridEmulator")
-            .field("base", &self.base)
+            .field("base", &self.core.base_url())
             .finish_non_exhaustive()
+    }
+}
+
+impl Emulator for SendGridEmulator {
+    fn core(&self) -> &EmulatorCore {
+        &self.core
+    }
+
+    /// `SENDGRID_API_URL` and `SENDGRID_API_KEY`.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("SENDGRID_API_URL", self.base_url().to_owned()),
+            ("SENDGRID_API_KEY", API_KEY.to_owned()),
+        ]
     }
 }
 
@@ -234,7 +241,7 @@ impl SendGridEmulator {
 
     /// `http://127.0.0.1:<port>`: `SENDGRID_API_URL`.
     pub fn base_url(&self) -> &str {
-        &self.base
+        self.core.base_url()
     }
 
     /// The API key.
@@ -274,7 +281,7 @@ impl SendGridEmulator {
 
     /// The fault layer (targets: `/v3/mail/send` or `send`).
     pub fn faults(&self) -> &Faults {
-        &self.faults
+        self.core.faults()
     }
 
     /// Sets what happens to mail to `email`.

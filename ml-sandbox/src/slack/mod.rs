@@ -81,17 +81,16 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{any, get, post};
-use jiff::Timestamp;
-use ml_core::clock::{Clock, TokioClock};
+use ml_core::clock::Clock;
 use ml_core::http::ClientOptions;
 
 pub use caller::{BlockActions, CallerResponse, SendOptions, SlackCaller, SlashCommand, sign};
 pub use socket::{Ack, SocketMode};
 pub use state::{Edit, PostArrival, ResponseUrlPost, StoredMessage};
 
+use crate::emulator::{Emulator, EmulatorCore, EmulatorOptions};
 use crate::error::Result;
 use crate::fault::Faults;
-use crate::server::{Binding, Server};
 use state::{ChannelState, CodeInfo, Identity, Inner, SlackState, TokenInfo, TokenKind};
 
 /// Id of the default `#general` channel.
@@ -193,8 +192,7 @@ impl From<&ChannelState> for ChannelInfo {
 /// Configures a [`SlackEmulator`].
 #[derive(Debug)]
 pub struct SlackEmulatorBuilder {
-    seed: u64,
-    clock: Option<Arc<dyn Clock>>,
+    options: EmulatorOptions,
     team_name: String,
     team_domain: String,
     channels: Vec<Channel>,
@@ -207,8 +205,7 @@ pub struct SlackEmulatorBuilder {
 impl Default for SlackEmulatorBuilder {
     fn default() -> Self {
         Self {
-            seed: 0x5eed,
-            clock: None,
+            options: EmulatorOptions::new(0x5eed),
             team_name: "Sandbox Workspace".to_owned(),
             team_domain: "sandbox".to_owned(),
             channels: Vec::new(),
@@ -224,15 +221,15 @@ impl SlackEmulatorBuilder {
     /// Seeds ids, tokens and fault probabilities (the default seed is fixed, so runs are
     /// reproducible).
     pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
+        self.options.set_seed(seed);
         self
     }
 
     /// The clock for message ts, the rate limiter, token and code expiry, and signature
-    /// timestamps. Default: [`TokioClock`] started at the wall-clock now, so it follows
-    /// `tokio::time::pause()` / `advance()`.
+    /// timestamps. Default: [`TokioClock`](ml_core::clock::TokioClock) started at the
+    /// wall-clock now, so it follows `tokio::time::pause()` / `advance()`.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
+        self.options.set_clock(clock);
         self
     }
 
@@ -279,11 +276,9 @@ impl SlackEmulatorBuilder {
 
     /// Binds `127.0.0.1:<free port>` and starts serving.
     pub async fn start(self) -> Result<SlackEmulator> {
-        let binding = Binding::new().await?;
-        let clock: Arc<dyn Clock> = self
-            .clock
-            .unwrap_or_else(|| Arc::new(TokioClock::starting_at(Timestamp::now())));
-        let mut inner = Inner::new(self.seed);
+        let bound =
+            EmulatorCore::bind(&self.options, "api/", Arc::new(web_api::fault_body)).await?;
+        let mut inner = Inner::new(self.options.seed());
         inner.rotation = self.rotation;
         inner.post_interval = self.post_interval;
         inner.post_burst = self.post_burst;
@@ -314,32 +309,49 @@ impl SlackEmulatorBuilder {
             verification_token: inner.token_part(24),
             bot_token,
             app_token,
-            root_url: binding.base_url(),
+            root_url: bound.root_url(),
         };
         let state = Arc::new(SlackState::new(
             identity,
-            clock,
+            Arc::clone(bound.core().clock()),
             inner,
-            binding.shutdown_signal(),
+            bound.shutdown_signal(),
         ));
-        let emulator_faults = Faults::with_error_body(self.seed, Arc::new(web_api::fault_body));
-        let mut emulator = SlackEmulator {
-            state: state.clone(),
-            faults: emulator_faults.clone(),
+        let router = Router::new()
+            .route("/api/{method}", any(web_api::handle))
+            .route("/socket/{ticket}", get(socket::upgrade))
+            .route("/commands/{team}/{id}/{secret}", post(caller::response_url))
+            .with_state(state.clone());
+        let emulator = SlackEmulator {
+            state,
             client: ClientOptions::default().client()?,
-            server: None,
+            core: bound.serve(router),
         };
         emulator.add_channel(Channel::public("general").with_id(GENERAL_ID));
         for channel in self.channels {
             emulator.add_channel(channel);
         }
-        let router = Router::new()
-            .route("/api/{method}", any(web_api::handle))
-            .route("/socket/{ticket}", get(socket::upgrade))
-            .route("/commands/{team}/{id}/{secret}", post(caller::response_url))
-            .with_state(state);
-        emulator.server = Some(binding.serve(emulator_faults.layer(router)));
         Ok(emulator)
+    }
+}
+
+impl Emulator for SlackEmulator {
+    fn core(&self) -> &EmulatorCore {
+        &self.core
+    }
+
+    /// `SLACK_API_URL`, `SLACK_BOT_TOKEN`, `SLACK_SIGNING_SECRET`, `SLACK_APP_TOKEN`,
+    /// `SLACK_CLIENT_ID` and `SLACK_CLIENT_SECRET`.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let id = &self.state.identity;
+        vec![
+            ("SLACK_API_URL", self.base_url().to_owned()),
+            ("SLACK_BOT_TOKEN", id.bot_token.clone()),
+            ("SLACK_SIGNING_SECRET", id.signing_secret.clone()),
+            ("SLACK_APP_TOKEN", id.app_token.clone()),
+            ("SLACK_CLIENT_ID", id.client_id.clone()),
+            ("SLACK_CLIENT_SECRET", id.client_secret.clone()),
+        ]
     }
 }
 
@@ -349,9 +361,8 @@ impl SlackEmulatorBuilder {
 #[derive(Debug)]
 pub struct SlackEmulator {
     state: Arc<SlackState>,
-    faults: Faults,
     client: reqwest::Client,
-    server: Option<Server>,
+    core: EmulatorCore,
 }
 
 impl SlackEmulator {
@@ -368,8 +379,8 @@ impl SlackEmulator {
 
     /// `http://127.0.0.1:<port>/api/`: give it to a client as its Slack API URL; methods
     /// are at `<base_url>chat.postMessage` and so on.
-    pub fn base_url(&self) -> String {
-        format!("{}api/", self.state.identity.root_url)
+    pub fn base_url(&self) -> &str {
+        self.core.base_url()
     }
 
     /// `http://127.0.0.1:<port>/`.
@@ -379,15 +390,13 @@ impl SlackEmulator {
 
     /// Stops the server and waits for it.
     pub async fn shutdown(mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown().await;
-        }
+        self.core.shutdown().await;
     }
 
     /// The fault rules and request counters (paths are `/api/<method>`, so
     /// `faults().requests("chat.postMessage")` counts that method's calls).
     pub fn faults(&self) -> &Faults {
-        &self.faults
+        self.core.faults()
     }
 
     /// Socket Mode control.
@@ -578,7 +587,7 @@ impl SlackEmulator {
 
     /// Calls that reached `/api/<method>` (any outcome, injected faults included).
     pub fn api_calls(&self, method: &str) -> u64 {
-        self.faults.requests(&format!("/api/{method}"))
+        self.faults().requests(&format!("/api/{method}"))
     }
 
     /// Changes the `chat.postMessage` limit interval (`None`: no limit).

@@ -39,15 +39,15 @@ use axum::routing::get;
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use jiff::Timestamp;
-use ml_core::clock::{Clock, TokioClock};
+use ml_core::clock::Clock;
 use ml_core::http::ClientOptions;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::{Value, json};
 
 use crate::Result;
+use crate::emulator::{Emulator, EmulatorCore, EmulatorOptions, basic_credentials};
 use crate::fault::Faults;
-use crate::server::{Binding, Server};
 
 /// The emulator's Account SID.
 pub const ACCOUNT_SID: &str = "AC00000000000000000000000000005a4d";
@@ -140,8 +140,7 @@ impl Inner {
 /// Configures a [`TwilioEmulator`].
 #[derive(Debug)]
 pub struct TwilioEmulatorBuilder {
-    seed: u64,
-    clock: Option<Arc<dyn Clock>>,
+    options: EmulatorOptions,
     delay: Duration,
     reorder: bool,
     duplicate: bool,
@@ -150,8 +149,7 @@ pub struct TwilioEmulatorBuilder {
 impl Default for TwilioEmulatorBuilder {
     fn default() -> Self {
         Self {
-            seed: 0,
-            clock: None,
+            options: EmulatorOptions::new(0),
             delay: Duration::from_secs(2),
             reorder: false,
             duplicate: false,
@@ -162,13 +160,13 @@ impl Default for TwilioEmulatorBuilder {
 impl TwilioEmulatorBuilder {
     /// Seeds sids and fault probabilities.
     pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
+        self.options.set_seed(seed);
         self
     }
 
-    /// The clock (default [`TokioClock`]).
+    /// The clock (default [`TokioClock`](ml_core::clock::TokioClock)).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
+        self.options.set_clock(clock);
         self
     }
 
@@ -192,22 +190,9 @@ impl TwilioEmulatorBuilder {
 
     /// Starts the emulator on 127.0.0.1.
     pub async fn start(self) -> Result<TwilioEmulator> {
-        let binding = Binding::new().await?;
-        let base = binding.base_url().trim_end_matches('/').to_owned();
-        let inner = Arc::new(Inner {
-            data: Mutex::new(Data::default()),
-            rng: Mutex::new(StdRng::seed_from_u64(self.seed)),
-            clock: self
-                .clock
-                .unwrap_or_else(|| Arc::new(TokioClock::default())),
-            client: ClientOptions::default().client()?,
-            delay: self.delay,
-            reorder: self.reorder,
-            duplicate: self.duplicate,
-            pending: AtomicU64::new(0),
-        });
-        let faults = Faults::with_error_body(
-            self.seed,
+        let bound = EmulatorCore::bind(
+            &self.options,
+            "",
             Arc::new(|status| {
                 let code = if status == 429 { 20429 } else { 20500 };
                 (
@@ -215,7 +200,18 @@ impl TwilioEmulatorBuilder {
                     json!({"code": code, "message": "sandbox fault", "more_info": format!("https://www.twilio.com/docs/errors/{code}"), "status": status}).to_string(),
                 )
             }),
-        );
+        )
+        .await?;
+        let inner = Arc::new(Inner {
+            data: Mutex::new(Data::default()),
+            rng: Mutex::new(StdRng::seed_from_u64(self.options.seed())),
+            clock: Arc::clone(bound.core().clock()),
+            client: ClientOptions::default().client()?,
+            delay: self.delay,
+            reorder: self.reorder,
+            duplicate: self.duplicate,
+            pending: AtomicU64::new(0),
+        });
         let router = Router::new()
             .route(
                 "/2010-04-01/Accounts/{sid}/Messages.json",
@@ -223,28 +219,23 @@ impl TwilioEmulatorBuilder {
             )
             .route("/2010-04-01/Accounts/{sid}", get(account))
             .with_state(inner.clone());
-        let server = binding.serve(faults.layer(router));
         Ok(TwilioEmulator {
-            base,
             inner,
-            faults,
-            _server: server,
+            core: bound.serve(router),
         })
     }
 }
 
 /// A running Twilio emulator.
 pub struct TwilioEmulator {
-    base: String,
     inner: Arc<Inner>,
-    faults: Faults,
-    _server: Server,
+    core: EmulatorCore,
 }
 
 impl std::fmt::Debug for TwilioEmulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TwilioEmulator")
-            .field("base", &self.base)
+            .field("base", &self.core.base_url())
             .finish_non_exhaustive()
     }
 }
@@ -262,7 +253,7 @@ impl TwilioEmulator {
 
     /// `http://127.0.0.1:<port>` (no trailing slash): `TWILIO_API_URL`.
     pub fn base_url(&self) -> &str {
-        &self.base
+        self.core.base_url()
     }
 
     /// The Account SID.
@@ -282,7 +273,7 @@ impl TwilioEmulator {
 
     /// The fault layer (targets: `Messages.json`).
     pub fn faults(&self) -> &Faults {
-        &self.faults
+        self.core.faults()
     }
 
     /// Sets what happens to messages to `number`.
@@ -326,6 +317,21 @@ impl TwilioEmulator {
     }
 }
 
+impl Emulator for TwilioEmulator {
+    fn core(&self) -> &EmulatorCore {
+        &self.core
+    }
+
+    /// `TWILIO_API_URL`, `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN`.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("TWILIO_API_URL", self.base_url().to_owned()),
+            ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.to_owned()),
+            ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.to_owned()),
+        ]
+    }
+}
+
 fn err(status: StatusCode, code: u32, message: impl Into<String>) -> Response {
     (
         status,
@@ -342,17 +348,7 @@ fn err(status: StatusCode, code: u32, message: impl Into<String>) -> Response {
 }
 
 fn authorized(headers: &HeaderMap) -> bool {
-    let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let Some(b64) = v.strip_prefix("Basic ") else {
-        return false;
-    };
-    let Ok(plain) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
-        return false;
-    };
-    let plain = String::from_utf8_lossy(&plain);
-    matches!(plain.split_once(':'), Some((u, p)) if (u == ACCOUNT_SID && p == AUTH_TOKEN) || (u == API_KEY_SID && p == API_KEY_SECRET))
+    matches!(basic_credentials(headers), Some((u, p)) if (u == ACCOUNT_SID && p == AUTH_TOKEN) || (u == API_KEY_SID && p == API_KEY_SECRET))
 }
 
 fn check_account(headers: &HeaderMap, sid: &str) -> Option<Response> {

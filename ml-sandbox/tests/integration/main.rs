@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, missing_docs)]
 
 mod common;
+mod emulator_env;
 mod faults;
 mod slack_calls_us;
 mod slack_oauth;

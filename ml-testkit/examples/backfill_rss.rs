@@ -4,8 +4,8 @@
 //! each to a sink that counts and drops (the Slack emulator keeps every message for
 //! assertions, so it would measure itself, not us). Prints records/s and `VmHWM`.
 //!
-//! `cargo run --release -p ml-oracle-fusion --example backfill_rss -- 1000000`
-//! `cargo run --release -p ml-oracle-fusion --example backfill_rss -- 1000000 source-only`
+//! `cargo run --release -p ml-testkit --example backfill_rss -- 1000000`
+//! `cargo run --release -p ml-testkit --example backfill_rss -- 1000000 source-only`
 
 use std::fmt;
 use std::sync::Arc;

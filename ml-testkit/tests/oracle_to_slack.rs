@@ -4,12 +4,14 @@
 //! follow virtual time; loopback I/O is real.
 
 mod common;
+#[path = "../../ml-oracle-fusion/tests/common/mod.rs"]
+mod oracle;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{builder, slack_pipeline, t0};
+use common::slack_pipeline;
 use jiff::SignedDuration;
 use ml_core::EntityKind;
 use ml_core::clock::TokioClock;
@@ -18,6 +20,7 @@ use ml_sandbox::fault::{Fault, FaultRule};
 use ml_sandbox::oracle::{OracleEmulator, invoice_json};
 use ml_sandbox::slack::{Channel, SlackEmulator, StoredMessage};
 use ml_slack::SlackBuilder;
+use oracle::{builder, t0};
 
 const SUPPLIERS: [&str; 5] = [
     "Müller GmbH",

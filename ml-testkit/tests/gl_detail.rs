@@ -4,11 +4,13 @@
 //! paused clock.
 
 mod common;
+#[path = "../../ml-oracle-fusion/tests/common/mod.rs"]
+mod oracle;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use common::{builder, cycle, expected_pages, slack_pipeline, t0};
+use common::slack_pipeline;
 use jiff::SignedDuration;
 use ml_core::clock::TokioClock;
 use ml_core::money::Money;
@@ -23,6 +25,7 @@ use ml_sandbox::oracle::{
 use ml_sandbox::slack::{Channel, SlackEmulator, StoredMessage};
 use ml_slack::SlackBuilder;
 use ml_slack::render::LineDetail;
+use oracle::{builder, cycle, expected_pages, t0};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use serde_json::value::RawValue;
