@@ -48,6 +48,8 @@
 //! * [`retry`], [`limiter`], [`auth`], [`http`]: shared plumbing for connectors.
 //! * [`schedule`]: intervals, business hours, daily close, cron, in IANA time zones.
 //! * [`pipeline`]: the runner.
+//! * [`webhook`]: inbound webhook refusals, limits, timestamp window, replay cache
+//!   (feature `axum`: a router helper).
 //! * [`memory`]: in-memory implementations of every trait, with fault injection.
 //! * `testing` (feature `testing`): conformance suites any implementation can run.
 
@@ -72,6 +74,7 @@ pub mod sink;
 pub mod source;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod webhook;
 
 pub use audit::{AuditStore, AuditStoreExt};
 pub use cursor::{Cursor, Position};
