@@ -250,7 +250,7 @@ impl Limits {
         }
         if !self.content_types.is_empty() {
             let given = media_type(headers).unwrap_or_default();
-            if !self.content_types.iter().any(|t| *t == given) {
+            if !self.content_types.contains(&given) {
                 return Err(Rejection::UnsupportedContentType(given));
             }
         }
