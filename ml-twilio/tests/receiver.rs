@@ -14,7 +14,7 @@ use ml_core::audit::{
     PageCommitted, RecordHistory, RejectedView,
 };
 use ml_core::cursor::Position;
-use ml_twilio::receiver::{Handled, ReceiverError};
+use ml_twilio::receiver::{Handled, Rejection};
 
 use ml_core::audit::AuditStore;
 use ml_core::http::ClientOptions;
@@ -78,9 +78,9 @@ async fn routers_answer_by_verification_outcome() {
             .await
             .expect("forged")
             .status(),
-        403
+        401
     );
-    assert_eq!(post(None, body).await.expect("unsigned").status(), 403);
+    assert_eq!(post(None, body).await.expect("unsigned").status(), 401);
     assert_eq!(
         post(Some("x".into()), "a=".repeat(40_000))
             .await
@@ -90,7 +90,7 @@ async fn routers_answer_by_verification_outcome() {
     );
     assert_eq!(client.get(&url).send().await.expect("get").status(), 405);
 
-    // SendGrid: signed now by the emulator's key -> 204; a stale timestamp -> 403.
+    // SendGrid: signed now by the emulator's key -> 204; a stale timestamp -> 401.
     let now = jiff::Timestamp::now().as_second().to_string();
     let events =
         r#"[{"event":"delivered","sg_message_id":"abc.filter","sg_event_id":"e1","timestamp":1}]"#;
@@ -112,7 +112,7 @@ async fn routers_answer_by_verification_outcome() {
             .await
             .expect("stale")
             .status(),
-        403
+        401
     );
 }
 
@@ -210,7 +210,7 @@ async fn a_journal_failure_answers_503_and_the_retry_is_applied() {
         ))
         .expect("req");
     let err = rx.handle(&req, &journal).await.expect_err("journal down");
-    assert!(matches!(err, ReceiverError::Journal(_)));
+    assert!(matches!(err, Rejection::Unavailable(_)));
     assert_eq!(err.status(), 503);
     journal.down.store(false, Ordering::SeqCst);
     // Twilio's retry is not taken for a duplicate: it reaches the journal.
