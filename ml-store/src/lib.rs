@@ -61,6 +61,12 @@
 //! writers, though, and needs a local file system; several machines need the PostgreSQL
 //! backend.
 //!
+//! ## Webhook replay cache
+//!
+//! [`SqliteReplayCache`] keeps the keys of webhook callbacks already received in the
+//! journal (bounded, each key until it expires), so a replayed Twilio callback is refused
+//! after a restart and by every process on the same file.
+//!
 //! ## Schema
 //!
 //! Versioned with `PRAGMA user_version` and migrated on open; a journal written by a newer
@@ -71,13 +77,18 @@ mod builder;
 mod codec;
 mod deliver;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod query;
+mod replay;
 mod schema;
 mod sqlite;
 mod write;
 
 pub use builder::{DEFAULT_BUSY_TIMEOUT, DEFAULT_PATH, SqliteBuilder, SqliteConfigKey};
 pub use error::StoreError;
+pub use replay::{DEFAULT_REPLAY_ENTRIES, SqliteReplayCache};
 pub use sqlite::SqliteAuditStore;
 
 /// The journal schema version this ml-store writes (`PRAGMA user_version`).
