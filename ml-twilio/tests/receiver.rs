@@ -236,6 +236,9 @@ fn sendgrid_request(
     b.body(Bytes::copy_from_slice(body)).expect("req")
 }
 
+const SIG: &str = "x-twilio-email-event-webhook-signature";
+const TS: &str = "x-twilio-email-event-webhook-timestamp";
+
 #[tokio::test]
 async fn sendgrid_refusals_through_the_receiver() {
     let sg = SendGridEmulator::start().await.expect("sendgrid");
@@ -249,8 +252,6 @@ async fn sendgrid_refusals_through_the_receiver() {
         br#"[{"event":"delivered","sg_message_id":"abc.filter","sg_event_id":"e1","timestamp":1}]"#;
     let ts = now.as_second().to_string();
     let sig = sg.sign(&ts, body);
-    const SIG: &str = "x-twilio-email-event-webhook-signature";
-    const TS: &str = "x-twilio-email-event-webhook-timestamp";
     let refuse = |req: http::Request<Bytes>| {
         let (rx, store) = (&rx, &store);
         async move { rx.handle(&req, store).await.expect_err("refused") }
