@@ -338,7 +338,7 @@ async fn one_missing_header_or_a_bad_timestamp_or_content_type_is_refused() {
     let stamp = ("x-slack-request-timestamp", ts.clone());
     // Only the signature: the timestamp header is missing.
     let resp = receiver
-        .handle_at(request(&[sig.clone()], "application/json"), now)
+        .handle_at(request(std::slice::from_ref(&sig), "application/json"), now)
         .await;
     assert_eq!(
         (resp.status().as_u16(), resp.body().as_str()),
@@ -346,7 +346,10 @@ async fn one_missing_header_or_a_bad_timestamp_or_content_type_is_refused() {
     );
     // Only the timestamp: the signature header is missing.
     let resp = receiver
-        .handle_at(request(&[stamp.clone()], "application/json"), now)
+        .handle_at(
+            request(std::slice::from_ref(&stamp), "application/json"),
+            now,
+        )
         .await;
     assert_eq!(
         (resp.status().as_u16(), resp.body().as_str()),
@@ -372,7 +375,7 @@ async fn one_missing_header_or_a_bad_timestamp_or_content_type_is_refused() {
     );
     // Signed, but neither JSON nor a form.
     let resp = receiver
-        .handle_at(request(&[sig.clone(), stamp.clone()], "text/xml"), now)
+        .handle_at(request(&[sig, stamp], "text/xml"), now)
         .await;
     assert_eq!(
         (resp.status().as_u16(), resp.body().as_str()),
