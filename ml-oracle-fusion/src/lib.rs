@@ -3,6 +3,9 @@
 pub mod auth;
 pub mod builder;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod resource;
 pub mod source;
