@@ -10,9 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let mut n = [0u8; 8];
     n[..int.len()].copy_from_slice(int);
     let text = String::from_utf8_lossy(text);
-    for r in ml_store::fuzzing::decode_columns(&text, i64::from_le_bytes(n)) {
-        if let Err(e) = r {
-            assert!(!e.to_string().contains("does not survive the journal"), "{e}");
-        }
+    if let Err(broken) = ml_store::fuzzing::decode_columns(&text, i64::from_le_bytes(n)) {
+        panic!("{broken}");
     }
 });
