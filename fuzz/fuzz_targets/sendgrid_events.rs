@@ -21,7 +21,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_sendgrid_events(data, Timestamp::UNIX_EPOCH);
     let _ = SendGridPublicKey::from_base64(&sig);
     let key = SendGridPublicKey::from_base64(KEY).expect("key");
-    assert!(key.check(&sig, &ts, body).is_err(), "a forged signature verified");
+    assert!(
+        key.check(&sig, &ts, body).is_err(),
+        "a forged signature verified"
+    );
     let Ok(req) = http::Request::post("/events")
         .header("content-type", "application/json")
         .header("x-twilio-email-event-webhook-signature", sig.as_str())

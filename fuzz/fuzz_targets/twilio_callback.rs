@@ -28,14 +28,17 @@ fuzz_target!(|data: &[u8]| {
         twilio_signature(b"tok", &url, &[])
     } else {
         // The pairs as the receiver reads them, so the harness signs what it checks.
-        let params: Vec<(String, String)> =
-            serde_urlencoded::from_bytes(body).unwrap_or_default();
+        let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
         twilio_signature(b"tok", &url, &params)
     };
     let Ok(req) = http::Request::post(format!("/cb?{query}"))
         .header(
             "content-type",
-            if json { "application/json" } else { "application/x-www-form-urlencoded" },
+            if json {
+                "application/json"
+            } else {
+                "application/x-www-form-urlencoded"
+            },
         )
         .header("x-twilio-signature", signature)
         .body(Bytes::copy_from_slice(body))
