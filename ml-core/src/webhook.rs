@@ -12,7 +12,7 @@
 //! * [`ReplayCache`]: remembers keys (signatures, event ids) for a while, so a replay is
 //!   refused; [`MemoryReplayCache`] is the bounded in-process one. A journal-backed cache
 //!   (`ml-store`) survives restarts; a shared one serves several replicas.
-//! * [`axum`] (feature `axum`): mounts any [`WebhookHandler`] as a router, reading the body
+//! * `axum` (feature `axum`): mounts any `WebhookHandler` as a router, reading the body
 //!   up to the handler's limit.
 //!
 //! ```
