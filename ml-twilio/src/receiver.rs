@@ -249,12 +249,6 @@ impl TwilioStatusReceiver {
         Ok((Verified::Update(update), keys))
     }
 
-    async fn forget(&self, keys: &[String]) {
-        for k in keys {
-            self.cache.remove(k).await;
-        }
-    }
-
     /// Verifies a callback and applies it to the journal. Answers what to reply: 204 for
     /// anything verified (applied, stale, duplicate, unknown sid: Twilio must not retry),
     /// the refusal's status otherwise; a journal failure is [`Rejection::Unavailable`] (503,
@@ -268,7 +262,7 @@ impl TwilioStatusReceiver {
             (Verified::Update(u), keys) => match store.apply_callback(&u).await {
                 Ok(applied) => Ok(Handled::Applied(vec![applied])),
                 Err(e) => {
-                    self.forget(&keys).await;
+                    self.cache.remove_all(&keys).await;
                     Err(Rejection::Unavailable(format!("journal: {e}")))
                 }
             },
@@ -393,7 +387,7 @@ impl SendGridEventReceiver {
                     Ok(true) => keys.push(key),
                     Ok(false) => continue,
                     Err(r) => {
-                        self.forget(&keys).await;
+                        self.cache.remove_all(&keys).await;
                         return Err(r);
                     }
                 }
@@ -403,12 +397,6 @@ impl SendGridEventReceiver {
             }
         }
         Ok((out, keys))
-    }
-
-    async fn forget(&self, keys: &[String]) {
-        for k in keys {
-            self.cache.remove(k).await;
-        }
     }
 
     /// Verifies a batch and applies each event to the journal.
@@ -424,7 +412,7 @@ impl SendGridEventReceiver {
                 Ok(a) => applied.push(a),
                 Err(e) => {
                     // SendGrid retries the whole batch: forget it, applying is idempotent.
-                    self.forget(&keys).await;
+                    self.cache.remove_all(&keys).await;
                     return Err(Rejection::Unavailable(format!("journal: {e}")));
                 }
             }

@@ -29,6 +29,14 @@ pub trait ReplayCache: Send + Sync + fmt::Debug {
     /// gets through). Failures are logged, not returned: the worst case is a retry
     /// answered as a duplicate.
     async fn remove(&self, key: &str);
+
+    /// Forgets every key of a request that was not applied (a batch the sender retries
+    /// whole). One [`remove`](Self::remove) per key unless the cache does better.
+    async fn remove_all(&self, keys: &[String]) {
+        for k in keys {
+            self.remove(k).await;
+        }
+    }
 }
 
 /// What a [`MemoryReplayCache`] does when it is full of unexpired keys.

@@ -237,3 +237,17 @@ proptest! {
         let _ = l.check(&r);
     }
 }
+
+#[tokio::test]
+async fn remove_all_forgets_every_key() {
+    let c = MemoryReplayCache::new(8);
+    let t = at(1_800_000_000);
+    let later = add(t, Duration::from_secs(60));
+    for k in ["a", "b", "c"] {
+        assert_eq!(c.insert_if_absent(k, later, t).await, Ok(true));
+    }
+    c.remove_all(&["a".to_owned(), "c".to_owned()]).await;
+    assert_eq!(c.len(), 1);
+    assert_eq!(c.insert_if_absent("a", later, t).await, Ok(true));
+    assert_eq!(c.insert_if_absent("b", later, t).await, Ok(false));
+}
