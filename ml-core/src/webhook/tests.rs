@@ -251,3 +251,94 @@ async fn remove_all_forgets_every_key() {
     assert_eq!(c.insert_if_absent("a", later, t).await, Ok(true));
     assert_eq!(c.insert_if_absent("b", later, t).await, Ok(false));
 }
+
+#[cfg(feature = "axum")]
+mod router {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use axum::body::Body;
+    use bytes::Bytes;
+    use futures::stream;
+
+    use crate::webhook::axum::{WebhookHandler, collect, router};
+    use crate::webhook::{Limits, Rejection};
+
+    fn chunked(chunks: Vec<Result<&'static [u8], std::io::Error>>) -> http::Request<Body> {
+        let s = stream::iter(chunks.into_iter().map(|c| c.map(Bytes::from_static)));
+        http::Request::post("/hook")
+            .body(Body::from_stream(s))
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_up_to_the_limit_only() {
+        let ok = collect(chunked(vec![Ok(b"12345"), Ok(b"678")]), 8).await;
+        assert_eq!(
+            ok.map(http::Request::into_body),
+            Ok(Bytes::from_static(b"12345678"))
+        );
+        // No Content-Length: cut off while reading.
+        let big = collect(chunked(vec![Ok(b"12345"), Ok(b"6789")]), 8).await;
+        assert_eq!(big.map(|_| ()), Err(Rejection::BodyTooLarge));
+        // Declared too large: refused before reading.
+        let declared = http::Request::post("/hook")
+            .header("content-length", "9")
+            .body(Body::from("x"))
+            .expect("request");
+        assert_eq!(
+            collect(declared, 8).await.map(|_| ()),
+            Err(Rejection::BodyTooLarge)
+        );
+        // The connection broke mid-body.
+        let cut = collect(
+            chunked(vec![Ok(b"123"), Err(std::io::Error::other("reset"))]),
+            8,
+        )
+        .await;
+        assert_eq!(cut.map(|_| ()), Err(Rejection::Truncated));
+    }
+
+    struct Echo(Limits);
+
+    #[async_trait]
+    impl WebhookHandler for Echo {
+        fn max_body(&self) -> usize {
+            self.0.max_body()
+        }
+
+        async fn handle(&self, request: http::Request<Bytes>) -> http::Response<String> {
+            match self.0.check(&request) {
+                Ok(()) => http::Response::new(String::from_utf8_lossy(request.body()).into()),
+                Err(r) => r.to_response(),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_router_serves_a_handler_over_tcp() {
+        let app = router("/hook", Arc::new(Echo(Limits::new(8))));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = crate::http::ClientOptions::default()
+            .client()
+            .expect("client");
+        let url = format!("http://{addr}/hook");
+        let ok = client.post(&url).body("hello").send().await.expect("post");
+        assert_eq!(ok.status(), 200);
+        assert_eq!(ok.text().await.expect("body"), "hello");
+        let big = client
+            .post(&url)
+            .body("123456789")
+            .send()
+            .await
+            .expect("big");
+        assert_eq!(big.status(), 413);
+        assert_eq!(big.text().await.expect("body"), "body_too_large");
+        let get = client.get(&url).send().await.expect("get");
+        assert_eq!(get.status(), 405);
+    }
+}
