@@ -50,6 +50,8 @@
 //! * [`config`]: builder plumbing (keys, env, URL policy) and pipelines from TOML.
 //! * [`schedule`]: intervals, business hours, daily close, cron, in IANA time zones.
 //! * [`pipeline`]: the runner.
+//! * [`webhook`]: inbound webhook refusals, limits, timestamp window, replay cache
+//!   (feature `axum`: a router helper).
 //! * [`memory`]: in-memory implementations of every trait, with fault injection.
 //! * `testing` (feature `testing`): conformance suites any implementation can run.
 
@@ -76,6 +78,7 @@ pub mod sink;
 pub mod source;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod webhook;
 
 pub use audit::{AuditStore, AuditStoreExt};
 pub use cursor::{Cursor, Position};

@@ -4,6 +4,9 @@ mod attributes;
 pub mod auth;
 pub mod builder;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod resource;
 pub mod source;

@@ -37,7 +37,6 @@
 //! door before the request is handled, so it stays retryable and keeps its `Retry-After`.
 //! Idempotent calls have nothing to double and treat every 5xx as retryable.
 
-use std::fmt;
 use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
@@ -50,89 +49,8 @@ use serde::Deserialize;
 pub const RATELIMITED: &str = "ratelimited";
 
 /// Why an inbound request (Events API, slash command, interactivity, Socket Mode envelope)
-/// was refused. Each kind is distinct so tests and metrics can tell them apart.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Rejection {
-    /// The request is not a `POST`.
-    MethodNotAllowed,
-    /// A required header is missing (`X-Slack-Signature`, `X-Slack-Request-Timestamp`).
-    MissingHeader(&'static str),
-    /// `X-Slack-Signature` is not `v0=` followed by 64 hex digits, or the timestamp is not
-    /// a whole number of seconds.
-    BadSignatureFormat,
-    /// The signature does not match the body (forged, or signed with another secret).
-    SignatureMismatch,
-    /// The timestamp is more than the window (5 minutes) in the past.
-    Stale,
-    /// The timestamp is more than the window in the future.
-    FutureDated,
-    /// The same signed request was seen before (a replay).
-    Replayed,
-    /// The body (or its declared `Content-Length`) exceeds the limit.
-    BodyTooLarge,
-    /// The body is shorter than its `Content-Length` said.
-    Truncated,
-    /// The body could not be understood (bad JSON, unknown content type, missing fields).
-    Malformed(String),
-    /// The receiver cannot take more work right now (the hand-off queue is full); Slack
-    /// retries.
-    Busy,
-}
-
-impl Rejection {
-    /// A short stable label for logs and metrics (`signature_mismatch`).
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::MissingHeader(_) => "missing_header",
-            Self::BadSignatureFormat => "bad_signature_format",
-            Self::SignatureMismatch => "signature_mismatch",
-            Self::Stale => "stale",
-            Self::FutureDated => "future_dated",
-            Self::Replayed => "replayed",
-            Self::BodyTooLarge => "body_too_large",
-            Self::Truncated => "truncated",
-            Self::Malformed(_) => "malformed",
-            Self::Busy => "busy",
-        }
-    }
-
-    /// The HTTP status to answer with: 401 for authentication failures (signature,
-    /// timestamp, replay), 405, 413, 400, and 503 when busy.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Truncated | Self::Malformed(_) => StatusCode::BAD_REQUEST,
-            Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
-            Self::MissingHeader(_)
-            | Self::BadSignatureFormat
-            | Self::SignatureMismatch
-            | Self::Stale
-            | Self::FutureDated
-            | Self::Replayed => StatusCode::UNAUTHORIZED,
-        }
-    }
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::MethodNotAllowed => f.write_str("only POST is accepted"),
-            Self::MissingHeader(h) => write!(f, "missing header `{h}`"),
-            Self::BadSignatureFormat => f.write_str("malformed signature or timestamp header"),
-            Self::SignatureMismatch => f.write_str("signature does not match"),
-            Self::Stale => f.write_str("request timestamp is too old"),
-            Self::FutureDated => f.write_str("request timestamp is in the future"),
-            Self::Replayed => f.write_str("request was already received (replay)"),
-            Self::BodyTooLarge => f.write_str("request body is too large"),
-            Self::Truncated => f.write_str("request body is shorter than its Content-Length"),
-            Self::Malformed(why) => write!(f, "malformed request: {why}"),
-            Self::Busy => f.write_str("receiver is busy"),
-        }
-    }
-}
+/// was refused: the shared webhook refusal of ml-core, re-exported where it always was.
+pub use ml_core::webhook::Rejection;
 
 /// Errors of `ml-slack`. Every variant knows its [`ErrorClass`]; none ever contains a
 /// token, a signing secret or a client secret.
@@ -236,7 +154,7 @@ impl SlackError {
             Self::RateLimited { retry_after, .. } => ErrorClass::Retryable {
                 retry_after: *retry_after,
             },
-            Self::Rejected(Rejection::Busy) => ErrorClass::RETRYABLE,
+            Self::Rejected(r) if r.is_transient() => ErrorClass::RETRYABLE,
             Self::Config { .. }
             | Self::Rejected(_)
             | Self::InvalidState(_)
@@ -694,27 +612,23 @@ mod tests {
     }
 
     #[test]
-    fn rejections_have_distinct_labels_and_statuses() {
-        let all = [
-            Rejection::MethodNotAllowed,
-            Rejection::MissingHeader("x-slack-signature"),
-            Rejection::BadSignatureFormat,
-            Rejection::SignatureMismatch,
-            Rejection::Stale,
-            Rejection::FutureDated,
-            Rejection::Replayed,
-            Rejection::BodyTooLarge,
-            Rejection::Truncated,
-            Rejection::Malformed("x".into()),
-            Rejection::Busy,
-        ];
-        let labels: std::collections::HashSet<_> = all.iter().map(Rejection::as_str).collect();
-        assert_eq!(labels.len(), all.len());
-        assert_eq!(Rejection::BodyTooLarge.status(), 413);
-        assert_eq!(Rejection::SignatureMismatch.status(), 401);
+    fn transient_rejections_are_retryable() {
+        // Labels and statuses are ml-core's (webhook::tests); the class is ours.
         assert_eq!(
             SlackError::Rejected(Rejection::Busy).class(),
             ErrorClass::RETRYABLE
+        );
+        assert_eq!(
+            SlackError::Rejected(Rejection::Unavailable("journal".into())).class(),
+            ErrorClass::RETRYABLE
+        );
+        assert_eq!(
+            SlackError::Rejected(Rejection::SignatureMismatch).class(),
+            ErrorClass::Permanent
+        );
+        assert_eq!(
+            SlackError::Rejected(Rejection::BadTimestamp).code(),
+            Some("bad_timestamp")
         );
     }
 }

@@ -469,4 +469,80 @@ mod tests {
         assert!(parse_form(b"a=b").is_err());
         assert!(parse_form(b"payload=%7Bnot").is_err());
     }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "type",
+                        "event_id",
+                        "event",
+                        "authorizations",
+                        "challenge",
+                        "user",
+                        "channel",
+                        "actions",
+                        "trigger_id",
+                        "action_ts",
+                        "team",
+                        "message",
+                        "view",
+                        "x",
+                    ])
+                    .prop_map(str::to_owned),
+                    inner,
+                    0..6,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_parse_or_refuse(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            for r in [parse_events_json(&body), parse_form(&body)] {
+                if let Err(e) = r {
+                    proptest::prop_assert!(matches!(e, Rejection::Malformed(_)));
+                }
+            }
+        }
+
+        #[test]
+        fn any_json_envelope_or_payload_parses_or_refuses(
+            v in json_value(),
+            kind in proptest::sample::select(vec!["event_callback", "url_verification", "block_actions", "app_rate_limited", "view_submission"]),
+        ) {
+            let mut v = v;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("type".into(), Value::from(kind));
+            }
+            let _ = parse_events_json(v.to_string().as_bytes());
+            let form = serde_urlencoded::to_string([("payload", v.to_string())]).expect("form");
+            let _ = parse_form(form.as_bytes());
+            let _ = interaction(v.clone());
+            let _ = event_callback(&v);
+        }
+
+        #[test]
+        fn any_command_form_parses_or_refuses(
+            fields in proptest::collection::vec(
+                (proptest::sample::select(vec!["command", "text", "user_id", "channel_id", "response_url", "trigger_id", "team_id", "is_enterprise_install"]), ".{0,16}"),
+                0..8,
+            ),
+        ) {
+            let form = serde_urlencoded::to_string(&fields).expect("form");
+            let _ = parse_form(form.as_bytes());
+            let _ = slash_command(form.as_bytes());
+        }
+    }
 }

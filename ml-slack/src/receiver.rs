@@ -32,42 +32,48 @@
 //! ```
 //!
 //! # What is checked, in order
+//! Everything but the HMAC and the parsing is ml-core's [`ml_core::webhook`]:
 //! 1. `POST` only ([`Rejection::MethodNotAllowed`]).
-//! 2. Body size: a `Content-Length` or a body above the limit (default 1 MiB) is
-//!    [`Rejection::BodyTooLarge`]; a body shorter than its `Content-Length` is
+//! 2. Body size ([`Limits`]): a `Content-Length` or a body above the limit (default
+//!    1 MiB) is [`Rejection::BodyTooLarge`]; a body shorter than its `Content-Length` is
 //!    [`Rejection::Truncated`].
-//! 3. Headers present ([`Rejection::MissingHeader`]) and well-formed
-//!    ([`Rejection::BadSignatureFormat`]).
+//! 3. Headers present ([`Rejection::MissingHeader`]), readable ([`Rejection::BadHeader`])
+//!    and well-formed ([`Rejection::BadSignatureFormat`], [`Rejection::BadTimestamp`]).
 //! 4. Timestamp within 5 minutes ([`Rejection::Stale`], [`Rejection::FutureDated`]).
 //! 5. HMAC, constant-time ([`Rejection::SignatureMismatch`]).
 //! 6. Replay: a signature seen before is [`Rejection::Replayed`].
-//! 7. Parse ([`Rejection::Malformed`]).
+//! 7. Content type (JSON, form, or none: [`Rejection::UnsupportedContentType`]) and parse
+//!    ([`Rejection::Malformed`]).
 //! 8. Retry dedupe: an `event_id` (or `trigger_id`) seen before is acknowledged with 200
 //!    but not handed to the host again (whatever `X-Slack-Retry-Num` says).
 //!
 //! # Replay cache and replicas
-//! The default [`MemoryReplayCache`] lives in this process: entries expire with the
+//! The default [`MemoryReplayCache`] (ml-core's) lives in this process: entries expire with the
 //! timestamp window (signatures) or after an hour (event ids), and it holds at most
 //! 100,000 entries (when full of unexpired entries, new requests get 503 and Slack
 //! retries). With several replicas behind a load balancer, a replay or a retry can reach
 //! another replica: give every replica one shared [`ReplayCache`] (Redis `SET NX PX`, a
-//! database table with a unique key).
+//! database table with a unique key; ml-store's journal-backed cache survives restarts on
+//! one machine).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use jiff::Timestamp;
 use ml_core::clock::{Clock, SystemClock, add};
+use ml_core::webhook::{Limits, header, media_type, parse_timestamp};
 use tokio::sync::mpsc;
 
 use crate::error::Rejection;
 use crate::events::{Parsed, Received, Via, parse_events_json, parse_form};
 use crate::signature::{SIGNATURE_HEADER, SignatureVerifier, TIMESTAMP_HEADER};
+
+/// The replay cache moved to ml-core; re-exported here so existing paths keep working.
+pub use ml_core::webhook::{MemoryReplayCache, ReplayCache};
 
 /// The default body limit (Slack's payloads are far smaller).
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
@@ -75,92 +81,6 @@ pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 /// How long an event id is remembered for retry dedupe (Slack retries for about 5
 /// minutes; unconfirmed).
 pub const DEDUPE_TTL: Duration = Duration::from_secs(3600);
-
-/// Remembers keys for a while: signatures (replay protection) and event ids (retry
-/// dedupe). Shared by every replica that receives Slack's requests.
-#[async_trait]
-pub trait ReplayCache: Send + Sync + fmt::Debug {
-    /// Records `key` until `expires_at`. `Ok(true)` when it was new, `Ok(false)` when it
-    /// is already held (and not expired). An error refuses the request (Slack retries).
-    async fn insert_if_absent(
-        &self,
-        key: &str,
-        expires_at: Timestamp,
-        now: Timestamp,
-    ) -> Result<bool, Rejection>;
-
-    /// Forgets `key` (a request that was not handed off, so its retry must get through).
-    async fn remove(&self, key: &str);
-}
-
-/// A [`ReplayCache`] in this process's memory, bounded in size and by expiry.
-#[derive(Debug)]
-pub struct MemoryReplayCache {
-    entries: Mutex<HashMap<String, Timestamp>>,
-    max_entries: usize,
-}
-
-impl Default for MemoryReplayCache {
-    fn default() -> Self {
-        Self::new(100_000)
-    }
-}
-
-impl MemoryReplayCache {
-    /// A cache holding at most `max_entries` unexpired keys.
-    pub fn new(max_entries: usize) -> Self {
-        Self {
-            entries: Mutex::new(HashMap::new()),
-            max_entries: max_entries.max(1),
-        }
-    }
-
-    /// How many keys are held (expired ones included until the next prune).
-    pub fn len(&self) -> usize {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    /// Whether no key is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-#[async_trait]
-impl ReplayCache for MemoryReplayCache {
-    async fn insert_if_absent(
-        &self,
-        key: &str,
-        expires_at: Timestamp,
-        now: Timestamp,
-    ) -> Result<bool, Rejection> {
-        let mut e = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(exp) = e.get(key)
-            && *exp >= now
-        {
-            return Ok(false);
-        }
-        if e.len() >= self.max_entries {
-            e.retain(|_, exp| *exp >= now);
-            if e.len() >= self.max_entries {
-                tracing::warn!(entries = e.len(), "replay cache is full; refusing");
-                return Err(Rejection::Busy);
-            }
-        }
-        e.insert(key.to_owned(), expires_at);
-        Ok(true)
-    }
-
-    async fn remove(&self, key: &str) {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
-    }
-}
 
 /// What the host does with inbound items. Called on a spawned task, after Slack got its
 /// answer; take as long as needed (answer through `response_url`).
@@ -191,7 +111,7 @@ pub struct Verified {
 /// The receiver. Share it behind an `Arc`.
 pub struct SlackReceiver {
     verifier: SignatureVerifier,
-    max_body: usize,
+    limits: Limits,
     clock: Arc<dyn Clock>,
     cache: Arc<dyn ReplayCache>,
     dispatch: Dispatch,
@@ -206,16 +126,11 @@ impl fmt::Debug for SlackReceiver {
         };
         f.debug_struct("SlackReceiver")
             .field("verifier", &self.verifier)
-            .field("max_body", &self.max_body)
+            .field("max_body", &self.limits.max_body())
             .field("cache", &self.cache)
             .field("dispatch", &dispatch)
             .finish_non_exhaustive()
     }
-}
-
-fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, Rejection> {
-    let v = headers.get(name).ok_or(Rejection::MissingHeader(name))?;
-    v.to_str().map_err(|_| Rejection::BadSignatureFormat)
 }
 
 impl SlackReceiver {
@@ -225,7 +140,7 @@ impl SlackReceiver {
     pub fn new(verifier: SignatureVerifier) -> Self {
         Self {
             verifier,
-            max_body: DEFAULT_MAX_BODY,
+            limits: Limits::new(DEFAULT_MAX_BODY),
             clock: Arc::new(SystemClock),
             cache: Arc::new(MemoryReplayCache::default()),
             dispatch: Dispatch::None,
@@ -248,7 +163,7 @@ impl SlackReceiver {
 
     /// Sets the body limit.
     pub fn with_max_body(mut self, bytes: usize) -> Self {
-        self.max_body = bytes;
+        self.limits = self.limits.with_max_body(bytes);
         self
     }
 
@@ -266,7 +181,7 @@ impl SlackReceiver {
 
     /// The body limit.
     pub fn max_body(&self) -> usize {
-        self.max_body
+        self.limits.max_body()
     }
 
     /// The verifier.
@@ -283,37 +198,11 @@ impl SlackReceiver {
         body: &[u8],
         now: Timestamp,
     ) -> Result<Verified, Rejection> {
-        if method != Method::POST {
-            return Err(Rejection::MethodNotAllowed);
-        }
-        if body.len() > self.max_body {
-            return Err(Rejection::BodyTooLarge);
-        }
-        if let Some(cl) = headers.get(CONTENT_LENGTH) {
-            let declared: u64 = cl
-                .to_str()
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .ok_or_else(|| Rejection::Malformed("invalid Content-Length".into()))?;
-            if declared > self.max_body as u64 {
-                return Err(Rejection::BodyTooLarge);
-            }
-            if (body.len() as u64) < declared {
-                return Err(Rejection::Truncated);
-            }
-            if (body.len() as u64) > declared {
-                return Err(Rejection::Malformed(
-                    "body is longer than its Content-Length".into(),
-                ));
-            }
-        }
+        self.limits.check_parts(method, headers, body)?;
         let timestamp = header(headers, TIMESTAMP_HEADER)?;
         let signature = header(headers, SIGNATURE_HEADER)?;
         let sig = self.verifier.verify_at(timestamp, body, signature, now)?;
-        let ts: i64 = timestamp
-            .trim()
-            .parse()
-            .map_err(|_| Rejection::BadSignatureFormat)?;
+        let ts = parse_timestamp(timestamp)?;
         let window = i64::try_from(self.verifier.window().as_secs()).unwrap_or(i64::MAX);
         let until = Timestamp::from_second(ts.saturating_add(window).saturating_add(1))
             .unwrap_or(Timestamp::MAX);
@@ -380,23 +269,12 @@ impl SlackReceiver {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.trim().strip_prefix("v0="))
             .map(|h| format!("sig:{}", h.to_ascii_lowercase()));
-        let content_type = headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let parsed = if content_type.starts_with("application/json")
-            || (content_type.is_empty() && body.first() == Some(&b'{'))
-        {
-            parse_events_json(body)
-        } else if content_type.starts_with("application/x-www-form-urlencoded")
-            || content_type.is_empty()
-        {
-            parse_form(body)
-        } else {
-            Err(Rejection::Malformed(format!(
-                "unsupported content type `{content_type}`"
-            )))
+        let content_type = media_type(headers).unwrap_or_default();
+        let parsed = match content_type.as_str() {
+            "application/json" => parse_events_json(body),
+            "" if body.first() == Some(&b'{') => parse_events_json(body),
+            "application/x-www-form-urlencoded" | "" => parse_form(body),
+            _ => Err(Rejection::UnsupportedContentType(content_type)),
         }?;
         let inbound = match parsed {
             Parsed::UrlVerification(challenge) => {
@@ -484,10 +362,7 @@ fn json_response(status: StatusCode, body: String) -> http::Response<String> {
 }
 
 fn rejection_response(r: &Rejection) -> http::Response<String> {
-    let mut resp = http::Response::new(r.as_str().to_owned());
-    *resp.status_mut() = r.status();
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    let mut resp = r.to_response();
     if *r == Rejection::Replayed {
         // Already handled: tell Slack not to retry it again.
         resp.headers_mut()
@@ -496,53 +371,30 @@ fn rejection_response(r: &Rejection) -> http::Response<String> {
     resp
 }
 
-/// Mounts the receiver at `path` as an axum router (feature `axum`). The body is read up
-/// to the receiver's limit; a longer one is answered 413, a cut one 400.
 #[cfg(feature = "axum")]
-pub fn router(receiver: Arc<SlackReceiver>, path: &str) -> axum::Router {
-    use axum::body::Body;
-    use axum::response::IntoResponse;
-
-    async fn serve(
-        axum::extract::State(receiver): axum::extract::State<Arc<SlackReceiver>>,
-        request: http::Request<Body>,
-    ) -> axum::response::Response {
-        let (parts, body) = request.into_parts();
-        let limit = receiver.max_body();
-        let declared = parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            // Refused before reading a byte of it.
-            return rejection_response(&Rejection::BodyTooLarge).into_response();
-        }
-        let bytes = match axum::body::to_bytes(body, limit.saturating_add(1)).await {
-            Ok(b) => b,
-            Err(e) => {
-                let too_large = std::error::Error::source(&e)
-                    .is_some_and(|s| s.to_string().contains("length limit"))
-                    || e.to_string().contains("length limit");
-                let r = if too_large {
-                    Rejection::BodyTooLarge
-                } else {
-                    Rejection::Truncated
-                };
-                return rejection_response(&r).into_response();
-            }
-        };
-        let request = http::Request::from_parts(parts, bytes);
-        receiver.handle(request).await.into_response()
+#[async_trait]
+impl ml_core::webhook::WebhookHandler for SlackReceiver {
+    fn max_body(&self) -> usize {
+        self.limits.max_body()
     }
 
-    axum::Router::new()
-        .route(path, axum::routing::any(serve))
-        .with_state(receiver)
+    async fn handle(&self, request: http::Request<bytes::Bytes>) -> http::Response<String> {
+        SlackReceiver::handle(self, request).await
+    }
+}
+
+/// Mounts the receiver at `path` as an axum router (feature `axum`), with ml-core's
+/// [`router`](ml_core::webhook::axum::router): the body is read up to the receiver's
+/// limit; a longer one is answered 413, a cut one 400.
+#[cfg(feature = "axum")]
+pub fn router(receiver: Arc<SlackReceiver>, path: &str) -> axum::Router {
+    ml_core::webhook::axum::router(path, receiver)
 }
 
 #[cfg(test)]
 mod tests {
+    use http::header::CONTENT_LENGTH;
+
     use super::*;
     use crate::events::Inbound;
 
@@ -663,28 +515,5 @@ mod tests {
             )
             .await;
         assert_eq!(resp.status(), 503);
-    }
-
-    #[tokio::test]
-    async fn memory_cache_is_bounded_and_expires() {
-        let c = MemoryReplayCache::new(2);
-        let t = now();
-        let later = add(t, Duration::from_secs(10));
-        assert_eq!(c.insert_if_absent("a", later, t).await, Ok(true));
-        assert_eq!(c.insert_if_absent("a", later, t).await, Ok(false));
-        assert_eq!(c.insert_if_absent("b", later, t).await, Ok(true));
-        assert_eq!(
-            c.insert_if_absent("c", later, t).await,
-            Err(Rejection::Busy)
-        );
-        let much_later = add(t, Duration::from_secs(11));
-        assert_eq!(
-            c.insert_if_absent("c", add(much_later, Duration::from_secs(5)), much_later)
-                .await,
-            Ok(true)
-        );
-        assert_eq!(c.len(), 1);
-        c.remove("c").await;
-        assert!(c.is_empty());
     }
 }

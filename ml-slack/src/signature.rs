@@ -19,11 +19,9 @@ use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use jiff::Timestamp;
+use ml_core::webhook::{Rejection, check_timestamp, ct_eq};
 use secrecy::{ExposeSecret as _, SecretString};
 use sha2::Sha256;
-use subtle::ConstantTimeEq as _;
-
-use crate::error::Rejection;
 
 /// Slack's replay window: requests more than 5 minutes old (or ahead) are refused.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
@@ -86,10 +84,11 @@ impl SignatureVerifier {
 
     /// Checks `signature` over `timestamp` and `body` at `now`.
     ///
-    /// Order: formats first (so a garbage header is [`Rejection::BadSignatureFormat`]),
-    /// then the window ([`Rejection::Stale`] / [`Rejection::FutureDated`]), then the HMAC,
-    /// compared in constant time ([`Rejection::SignatureMismatch`]). Returns the decoded
-    /// signature, which the receiver's replay cache keys on.
+    /// Order: the signature's format first (a garbage header is
+    /// [`Rejection::BadSignatureFormat`]), then the timestamp ([`Rejection::BadTimestamp`],
+    /// [`Rejection::Stale`] / [`Rejection::FutureDated`], by ml-core's window check), then
+    /// the HMAC, compared in constant time ([`Rejection::SignatureMismatch`]). Returns the
+    /// decoded signature, which the receiver's replay cache keys on.
     pub fn verify_at(
         &self,
         timestamp: &str,
@@ -98,17 +97,9 @@ impl SignatureVerifier {
         now: Timestamp,
     ) -> Result<SignatureBytes, Rejection> {
         let given = decode_signature(signature)?;
-        let ts = parse_timestamp(timestamp)?;
-        let window = i64::try_from(self.window.as_secs()).unwrap_or(i64::MAX);
-        let age = now.as_second().saturating_sub(ts);
-        if age > window {
-            return Err(Rejection::Stale);
-        }
-        if age < -window {
-            return Err(Rejection::FutureDated);
-        }
+        check_timestamp(timestamp, now, self.window)?;
         let expected = self.mac(timestamp, body);
-        if bool::from(expected.ct_eq(&given)) {
+        if ct_eq(&expected, &given) {
             Ok(given)
         } else {
             Err(Rejection::SignatureMismatch)
@@ -128,15 +119,6 @@ fn decode_signature(signature: &str) -> Result<SignatureBytes, Rejection> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(hex_part, &mut out).map_err(|_| Rejection::BadSignatureFormat)?;
     Ok(out)
-}
-
-/// A whole, non-negative number of seconds, at most 12 digits.
-fn parse_timestamp(timestamp: &str) -> Result<i64, Rejection> {
-    let t = timestamp.trim();
-    if t.is_empty() || t.len() > 12 || !t.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Rejection::BadSignatureFormat);
-    }
-    t.parse().map_err(|_| Rejection::BadSignatureFormat)
 }
 
 impl fmt::Debug for SignatureVerifier {
@@ -223,7 +205,7 @@ mod tests {
         for bad_ts in ["", "abc", "-1531420618", "1531420618.5", "99999999999999"] {
             assert_eq!(
                 check(bad_ts, BODY, SIG),
-                Err(Rejection::BadSignatureFormat),
+                Err(Rejection::BadTimestamp),
                 "{bad_ts}"
             );
         }

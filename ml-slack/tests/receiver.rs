@@ -319,3 +319,67 @@ async fn a_slow_handler_does_not_delay_the_answer() {
         Inbound::SlashCommand(_)
     ));
 }
+
+#[tokio::test]
+async fn one_missing_header_or_a_bad_timestamp_or_content_type_is_refused() {
+    let v = SignatureVerifier::new(&"s3cret".into());
+    let (receiver, mut rx) = SlackReceiver::new(v.clone()).with_channel(4);
+    let now = Timestamp::now();
+    let ts = now.as_second().to_string();
+    let body = br#"{"type":"event_callback","event_id":"E1","event":{"type":"message"}}"#;
+    let request = |headers: &[(&str, String)], content_type: &str| {
+        let mut b = http::Request::post("/").header("content-type", content_type);
+        for (k, val) in headers {
+            b = b.header(*k, val);
+        }
+        b.body(body.to_vec()).expect("req")
+    };
+    let sig = ("x-slack-signature", v.sign(&ts, body));
+    let stamp = ("x-slack-request-timestamp", ts.clone());
+    // Only the signature: the timestamp header is missing.
+    let resp = receiver
+        .handle_at(request(std::slice::from_ref(&sig), "application/json"), now)
+        .await;
+    assert_eq!(
+        (resp.status().as_u16(), resp.body().as_str()),
+        (401, "missing_header")
+    );
+    // Only the timestamp: the signature header is missing.
+    let resp = receiver
+        .handle_at(
+            request(std::slice::from_ref(&stamp), "application/json"),
+            now,
+        )
+        .await;
+    assert_eq!(
+        (resp.status().as_u16(), resp.body().as_str()),
+        (401, "missing_header")
+    );
+    // A non-numeric timestamp (signed with it, so only the format can refuse it).
+    let odd = "17e8";
+    let resp = receiver
+        .handle_at(
+            request(
+                &[
+                    ("x-slack-request-timestamp", odd.to_owned()),
+                    ("x-slack-signature", v.sign(odd, body)),
+                ],
+                "application/json",
+            ),
+            now,
+        )
+        .await;
+    assert_eq!(
+        (resp.status().as_u16(), resp.body().as_str()),
+        (401, "bad_timestamp")
+    );
+    // Signed, but neither JSON nor a form.
+    let resp = receiver
+        .handle_at(request(&[sig, stamp], "text/xml"), now)
+        .await;
+    assert_eq!(
+        (resp.status().as_u16(), resp.body().as_str()),
+        (415, "unsupported_content_type")
+    );
+    assert!(rx.try_recv().is_err(), "nothing was handed off");
+}

@@ -61,6 +61,12 @@
 //! writers, though, and needs a local file system; several machines need the PostgreSQL
 //! backend.
 //!
+//! ## Webhook replay cache
+//!
+//! [`SqliteReplayCache`] keeps the keys of webhook callbacks already received in the
+//! journal (bounded, each key until it expires), so a replayed Twilio callback is refused
+//! after a restart and by every process on the same file.
+//!
 //! ## Schema
 //!
 //! Versioned with `PRAGMA user_version` and migrated on open; a journal written by a newer
@@ -72,7 +78,11 @@ mod codec;
 mod credentials;
 mod deliver;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod query;
+mod replay;
 mod schema;
 mod sqlite;
 mod write;
@@ -80,6 +90,7 @@ mod write;
 pub use builder::{DEFAULT_BUSY_TIMEOUT, DEFAULT_PATH, SqliteBuilder, SqliteConfigKey};
 pub use credentials::{Rotation, SqliteCredentialStore};
 pub use error::StoreError;
+pub use replay::{DEFAULT_REPLAY_ENTRIES, SqliteReplayCache};
 pub use sqlite::SqliteAuditStore;
 
 /// The journal schema version this ml-store writes (`PRAGMA user_version`).

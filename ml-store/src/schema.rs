@@ -130,8 +130,19 @@ CREATE TABLE credentials (
 ) WITHOUT ROWID;
 ";
 
+/// The webhook replay cache ([`crate::SqliteReplayCache`]): keys of callbacks already
+/// received (signatures, `sid/status` pairs, event ids), each until it expires.
+const WEBHOOK_REPLAY: &str = r"
+CREATE TABLE webhook_replay (
+    key        TEXT PRIMARY KEY NOT NULL,
+    expires_at INTEGER NOT NULL,
+    seen_at    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX webhook_replay_by_expiry ON webhook_replay (expires_at, seen_at);
+";
+
 /// The migrations, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2_CREDENTIALS];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2_CREDENTIALS, WEBHOOK_REPLAY];
 
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -149,7 +149,7 @@ impl SqliteAuditStore {
     }
 
     /// Runs `f` on the writer connection, on the blocking pool.
-    async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T>
+    pub(crate) async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,

@@ -8,104 +8,54 @@
 //! id: idempotently and never downgrading (`delivered` stays `delivered` when a late
 //! `sent` arrives).
 
-use std::collections::{HashSet, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::Request;
 use jiff::Timestamp;
 use ml_core::audit::{AuditStore, CallbackApplied, CallbackUpdate, RemoteStatus};
-use ml_core::clock::{Clock, SystemClock};
+use ml_core::clock::{Clock, SystemClock, add};
+use ml_core::webhook::{
+    Limits, MemoryReplayCache, OnFull, ReplayCache, check_timestamp, header, media_type,
+};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 
 use crate::signature::{SendGridPublicKey, verify_twilio_form, verify_twilio_json};
+
+/// The refusal type moved to ml-core; re-exported here so existing paths keep working.
+pub use ml_core::webhook::Rejection;
+
+/// Why a webhook request was refused: ml-core's [`Rejection`] under its old name here.
+pub type ReceiverError = Rejection;
 
 /// The largest body accepted (64 KiB for Twilio, 4 MiB for SendGrid batches).
 pub const TWILIO_MAX_BODY: usize = 64 * 1024;
 /// The largest SendGrid event batch accepted.
 pub const SENDGRID_MAX_BODY: usize = 4 * 1024 * 1024;
 
-/// Why a webhook request was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReceiverError {
-    /// The signature header is missing.
-    #[error("missing signature header `{0}`")]
-    MissingSignature(&'static str),
-    /// The signature does not match (forged, wrong key, wrong URL, altered body).
-    #[error("signature mismatch")]
-    BadSignature,
-    /// The SendGrid timestamp is missing, malformed, or outside the freshness window.
-    #[error("timestamp outside the freshness window or malformed")]
-    Stale,
-    /// The body is over the size limit.
-    #[error("body over {0} bytes")]
-    TooLarge(usize),
-    /// Not a POST.
-    #[error("method not allowed")]
-    Method,
-    /// Signed, but not understood.
-    #[error("malformed payload: {0}")]
-    Malformed(String),
-    /// Verified, but the journal failed: answer 503 so the sender tries again (the
-    /// request is not remembered as seen).
-    #[error("journal: {0}")]
-    Journal(String),
-}
+/// How long a Twilio callback (its `MessageSid` + `MessageStatus`, and its signature) is
+/// remembered: Twilio callbacks carry no timestamp, so this age is the replay horizon.
+pub const TWILIO_REPLAY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a SendGrid `sg_event_id` is remembered (SendGrid retries for up to 24 hours;
+/// unconfirmed).
+pub const SENDGRID_REPLAY_TTL: Duration = Duration::from_secs(3 * 24 * 3600);
+/// How many keys the default in-memory replay caches hold before forgetting the oldest.
+pub const DEFAULT_REPLAY_CAPACITY: usize = 100_000;
 
-impl ReceiverError {
-    /// The HTTP status to answer with.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::MissingSignature(_) | Self::BadSignature | Self::Stale => StatusCode::FORBIDDEN,
-            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Method => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Malformed(_) => StatusCode::BAD_REQUEST,
-            Self::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-}
+/// The SendGrid signature header.
+pub const SENDGRID_SIGNATURE_HEADER: &str = "x-twilio-email-event-webhook-signature";
+/// The SendGrid timestamp header.
+pub const SENDGRID_TIMESTAMP_HEADER: &str = "x-twilio-email-event-webhook-timestamp";
+/// The Twilio signature header.
+pub const TWILIO_SIGNATURE_HEADER: &str = "x-twilio-signature";
 
-/// A bounded set of recently seen keys (oldest forgotten first).
-#[derive(Debug)]
-struct Seen {
-    cap: usize,
-    order: VecDeque<String>,
-    set: HashSet<String>,
-}
-
-impl Seen {
-    fn new(cap: usize) -> Self {
-        Self {
-            cap,
-            order: VecDeque::new(),
-            set: HashSet::new(),
-        }
-    }
-
-    /// True when `key` is new (and remembers it).
-    fn insert(&mut self, key: String) -> bool {
-        if self.set.contains(&key) {
-            return false;
-        }
-        if self.order.len() >= self.cap
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        self.order.push_back(key.clone());
-        self.set.insert(key);
-        true
-    }
-
-    fn forget(&mut self, keys: &[String]) {
-        for k in keys {
-            self.set.remove(k);
-        }
-    }
+/// The in-memory default: bounded, oldest forgotten first (applying a callback twice is
+/// harmless, refusing one is not).
+fn memory_cache(capacity: usize) -> Arc<dyn ReplayCache> {
+    Arc::new(MemoryReplayCache::new(capacity).on_full(OnFull::EvictOldest))
 }
 
 /// Maps a Twilio `MessageStatus` to the journal's status (`None`: not an outbound status).
@@ -133,37 +83,33 @@ pub enum Verified {
     Ignored,
 }
 
-fn header<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
-}
-
-fn check_post(req: &Request<Bytes>, limit: usize) -> Result<(), ReceiverError> {
-    if req.method() != http::Method::POST {
-        return Err(ReceiverError::Method);
-    }
-    if req.body().len() > limit {
-        return Err(ReceiverError::TooLarge(limit));
-    }
-    Ok(())
-}
-
 /// Verifies Twilio status callbacks (`X-Twilio-Signature`, HMAC-SHA1 with the Auth Token).
 ///
 /// The signed URL is rebuilt from the configured public URL (scheme, host, port and path:
 /// proxies rewrite those) plus the query string of the request as received (the
 /// `delivery_id` the sink added). Both the URL with and without its port are accepted, as
-/// Twilio's own libraries do.
+/// Twilio's own libraries do. Everything around the signature (method, size and content
+/// type limits, refusals, the replay cache) is ml-core's [`ml_core::webhook`].
+///
+/// Twilio callbacks carry no timestamp, so a captured callback stays valid forever: the
+/// replay cache is what refuses it. The default one lives in this process; give
+/// [`with_replay_cache`](Self::with_replay_cache) ml-store's journal-backed cache so a
+/// replay is refused after a restart too (or a shared one for several replicas).
 pub struct TwilioStatusReceiver {
     auth_token: SecretString,
     public_url: String,
     clock: Arc<dyn Clock>,
-    seen: Mutex<Seen>,
+    limits: Limits,
+    cache: Arc<dyn ReplayCache>,
+    replay_ttl: Duration,
 }
 
 impl fmt::Debug for TwilioStatusReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TwilioStatusReceiver")
             .field("public_url", &self.public_url)
+            .field("cache", &self.cache)
+            .field("replay_ttl", &self.replay_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -180,23 +126,36 @@ impl TwilioStatusReceiver {
             auth_token: auth_token.into(),
             public_url,
             clock: Arc::new(SystemClock),
-            seen: Mutex::new(Seen::new(100_000)),
+            limits: Limits::new(TWILIO_MAX_BODY)
+                .with_content_types(&["application/x-www-form-urlencoded", "application/json"]),
+            cache: memory_cache(DEFAULT_REPLAY_CAPACITY),
+            replay_ttl: TWILIO_REPLAY_TTL,
         }
     }
 
-    /// The clock that stamps updates (Twilio callbacks carry no timestamp).
+    /// The clock that stamps updates and ages the replay cache.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
     }
 
-    /// How many (sid, status) pairs and signatures are remembered for deduplication
-    /// (default 100,000).
-    pub fn with_replay_capacity(self, n: usize) -> Self {
-        Self {
-            seen: Mutex::new(Seen::new(n.max(1))),
-            ..self
-        }
+    /// How many (sid, status) pairs and signatures the in-memory replay cache remembers
+    /// (default 100,000; the oldest are forgotten first). Replaces any cache set before.
+    pub fn with_replay_capacity(mut self, n: usize) -> Self {
+        self.cache = memory_cache(n);
+        self
+    }
+
+    /// Remembers callbacks in `cache` (ml-store's journal cache survives restarts).
+    pub fn with_replay_cache(mut self, cache: Arc<dyn ReplayCache>) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// How long a callback is remembered (default [`TWILIO_REPLAY_TTL`]).
+    pub fn with_replay_ttl(mut self, ttl: Duration) -> Self {
+        self.replay_ttl = ttl;
+        self
     }
 
     /// The URL the signature must cover for this request.
@@ -209,67 +168,80 @@ impl TwilioStatusReceiver {
 
     /// Verifies a callback and parses it, without touching the journal (it is remembered
     /// as seen: a repeat answers [`Verified::Duplicate`]).
-    pub fn verify(&self, req: &Request<Bytes>) -> Result<Verified, ReceiverError> {
-        self.verify_keyed(req).map(|(v, _)| v)
+    pub async fn verify(&self, req: &Request<Bytes>) -> Result<Verified, Rejection> {
+        self.verify_keyed(req).await.map(|(v, _)| v)
     }
 
-    fn verify_keyed(&self, req: &Request<Bytes>) -> Result<(Verified, Vec<String>), ReceiverError> {
-        check_post(req, TWILIO_MAX_BODY)?;
-        let signature = header(req, "x-twilio-signature")
-            .ok_or(ReceiverError::MissingSignature("X-Twilio-Signature"))?;
+    /// The signature math and the parsing: the parameters of a verified callback.
+    fn verified_params(&self, req: &Request<Bytes>) -> Result<Vec<(String, String)>, Rejection> {
+        let signature = header(req.headers(), TWILIO_SIGNATURE_HEADER)?;
         let url = self.signed_url(req);
         let token = self.auth_token.expose_secret().as_bytes();
-        let is_json = header(req, "content-type")
-            .is_some_and(|c| c.trim_start().starts_with("application/json"));
-        let params: Vec<(String, String)> = if is_json {
+        if media_type(req.headers()).as_deref() == Some("application/json") {
             if !verify_twilio_json(token, &url, req.body(), signature) {
-                return Err(ReceiverError::BadSignature);
+                return Err(Rejection::SignatureMismatch);
             }
             let v: Value = serde_json::from_slice(req.body())
-                .map_err(|e| ReceiverError::Malformed(e.to_string()))?;
-            v.as_object()
-                .map(|o| {
-                    o.iter()
-                        .map(|(k, v)| {
-                            (
-                                k.clone(),
-                                v.as_str().map_or_else(|| v.to_string(), str::to_owned),
-                            )
-                        })
-                        .collect()
+                .map_err(|e| Rejection::Malformed(e.to_string()))?;
+            let Value::Object(o) = v else {
+                return Err(Rejection::Malformed("not a JSON object".into()));
+            };
+            Ok(o.into_iter()
+                .map(|(k, v)| {
+                    let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                    (k, v)
                 })
-                .unwrap_or_default()
+                .collect())
         } else {
             let params: Vec<(String, String)> = serde_urlencoded::from_bytes(req.body())
-                .map_err(|e| ReceiverError::Malformed(e.to_string()))?;
+                .map_err(|e| Rejection::Malformed(e.to_string()))?;
             if !verify_twilio_form(token, &url, &params, signature) {
-                return Err(ReceiverError::BadSignature);
+                return Err(Rejection::SignatureMismatch);
             }
-            params
-        };
+            Ok(params)
+        }
+    }
+
+    async fn verify_keyed(
+        &self,
+        req: &Request<Bytes>,
+    ) -> Result<(Verified, Vec<String>), Rejection> {
+        self.limits.check(req)?;
+        let params = self.verified_params(req)?;
         let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let sid = get("MessageSid")
             .or_else(|| get("SmsSid"))
-            .ok_or_else(|| ReceiverError::Malformed("no MessageSid".into()))?;
+            .ok_or_else(|| Rejection::Malformed("no MessageSid".into()))?;
         let status_text = get("MessageStatus")
             .or_else(|| get("SmsStatus"))
-            .ok_or_else(|| ReceiverError::Malformed("no MessageStatus".into()))?;
-        let keys = vec![format!("{sid}/{status_text}"), format!("sig:{signature}")];
-        {
-            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-            let fresh_pair = seen.insert(keys[0].clone());
-            let fresh_sig = seen.insert(keys[1].clone());
-            if !(fresh_pair && fresh_sig) {
+            .ok_or_else(|| Rejection::Malformed("no MessageStatus".into()))?;
+        let now = self.clock.now();
+        let until = add(now, self.replay_ttl);
+        let pair = format!("twilio:{sid}/{status_text}");
+        if !self.cache.insert_if_absent(&pair, until, now).await? {
+            return Ok((Verified::Duplicate, Vec::new()));
+        }
+        let signature = header(req.headers(), TWILIO_SIGNATURE_HEADER)?;
+        let sig = format!("twilio-sig:{}", signature.trim());
+        match self.cache.insert_if_absent(&sig, until, now).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.cache.remove(&pair).await;
                 return Ok((Verified::Duplicate, Vec::new()));
             }
+            Err(e) => {
+                self.cache.remove(&pair).await;
+                return Err(e);
+            }
         }
+        let keys = vec![pair, sig];
         let Some(status) = twilio_status(status_text) else {
             return Ok((Verified::Ignored, keys));
         };
         let update = CallbackUpdate {
             remote_id: sid.to_owned(),
             status,
-            at: self.clock.now(),
+            at: now,
             error_code: get("ErrorCode")
                 .filter(|c| !c.is_empty())
                 .map(str::to_owned),
@@ -279,22 +251,19 @@ impl TwilioStatusReceiver {
 
     /// Verifies a callback and applies it to the journal. Answers what to reply: 204 for
     /// anything verified (applied, stale, duplicate, unknown sid: Twilio must not retry),
-    /// the refusal's status otherwise; a journal failure is [`ReceiverError::Journal`] (503, so
-    /// Twilio tries again, and the callback is not remembered as seen).
+    /// the refusal's status otherwise; a journal failure is [`Rejection::Unavailable`] (503,
+    /// so Twilio tries again, and the callback is not remembered as seen).
     pub async fn handle(
         &self,
         req: &Request<Bytes>,
         store: &dyn AuditStore,
-    ) -> Result<Handled, ReceiverError> {
-        match self.verify_keyed(req)? {
+    ) -> Result<Handled, Rejection> {
+        match self.verify_keyed(req).await? {
             (Verified::Update(u), keys) => match store.apply_callback(&u).await {
                 Ok(applied) => Ok(Handled::Applied(vec![applied])),
                 Err(e) => {
-                    self.seen
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .forget(&keys);
-                    Err(ReceiverError::Journal(e.to_string()))
+                    self.cache.remove_all(&keys).await;
+                    Err(Rejection::Unavailable(format!("journal: {e}")))
                 }
             },
             (Verified::Duplicate, _) => Ok(Handled::Duplicate),
@@ -333,17 +302,25 @@ pub fn message_id_of(sg_message_id: &str) -> &str {
 }
 
 /// Verifies the SendGrid signed Event Webhook (ECDSA P-256 over timestamp + raw body).
+///
+/// Method, size and content type (`application/json`) limits, the freshness window (ten
+/// minutes either way by default; SendGrid documents none) and the replay cache are
+/// ml-core's [`ml_core::webhook`]; this type adds the ECDSA check and the event parsing.
+/// Repeated events (same `sg_event_id`) are dropped.
 pub struct SendGridEventReceiver {
     key: SendGridPublicKey,
     window: Duration,
     clock: Arc<dyn Clock>,
-    seen: Mutex<Seen>,
+    limits: Limits,
+    cache: Arc<dyn ReplayCache>,
+    replay_ttl: Duration,
 }
 
 impl fmt::Debug for SendGridEventReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SendGridEventReceiver")
             .field("window", &self.window)
+            .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
 }
@@ -358,7 +335,9 @@ impl SendGridEventReceiver {
             key,
             window: Duration::from_secs(600),
             clock: Arc::new(SystemClock),
-            seen: Mutex::new(Seen::new(100_000)),
+            limits: Limits::new(SENDGRID_MAX_BODY).with_content_types(&["application/json"]),
+            cache: memory_cache(DEFAULT_REPLAY_CAPACITY),
+            replay_ttl: SENDGRID_REPLAY_TTL,
         })
     }
 
@@ -368,76 +347,54 @@ impl SendGridEventReceiver {
         self
     }
 
-    /// The clock for the freshness check.
+    /// The clock for the freshness check and the replay cache.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
     }
 
-    /// Verifies a batch and parses its tracked events (repeats by `sg_event_id` dropped;
-    /// the events returned are remembered as seen).
-    pub fn verify(&self, req: &Request<Bytes>) -> Result<Vec<CallbackUpdate>, ReceiverError> {
-        self.verify_keyed(req).map(|(u, _)| u)
+    /// Remembers `sg_event_id`s in `cache` (ml-store's journal cache survives restarts).
+    pub fn with_replay_cache(mut self, cache: Arc<dyn ReplayCache>) -> Self {
+        self.cache = cache;
+        self
     }
 
-    fn verify_keyed(
+    /// Verifies a batch and parses its tracked events (repeats by `sg_event_id` dropped;
+    /// the events returned are remembered as seen).
+    pub async fn verify(&self, req: &Request<Bytes>) -> Result<Vec<CallbackUpdate>, Rejection> {
+        self.verify_keyed(req).await.map(|(u, _)| u)
+    }
+
+    async fn verify_keyed(
         &self,
         req: &Request<Bytes>,
-    ) -> Result<(Vec<CallbackUpdate>, Vec<String>), ReceiverError> {
-        check_post(req, SENDGRID_MAX_BODY)?;
-        let signature = header(req, "x-twilio-email-event-webhook-signature").ok_or(
-            ReceiverError::MissingSignature("X-Twilio-Email-Event-Webhook-Signature"),
-        )?;
-        let ts = header(req, "x-twilio-email-event-webhook-timestamp").ok_or(
-            ReceiverError::MissingSignature("X-Twilio-Email-Event-Webhook-Timestamp"),
-        )?;
-        if !self.key.verify(signature, ts, req.body()) {
-            return Err(ReceiverError::BadSignature);
-        }
-        let secs: i64 = ts.trim().parse().map_err(|_| ReceiverError::Stale)?;
-        let now = self.clock.now().as_second();
-        if secs.abs_diff(now) > self.window.as_secs() {
-            return Err(ReceiverError::Stale);
-        }
-        let events: Vec<Value> = serde_json::from_slice(req.body())
-            .map_err(|e| ReceiverError::Malformed(e.to_string()))?;
+    ) -> Result<(Vec<CallbackUpdate>, Vec<String>), Rejection> {
+        self.limits.check(req)?;
+        let signature = header(req.headers(), SENDGRID_SIGNATURE_HEADER)?;
+        let ts = header(req.headers(), SENDGRID_TIMESTAMP_HEADER)?;
+        let now = self.clock.now();
+        // The window before the ECDSA check: a stale request costs no verification.
+        check_timestamp(ts, now, self.window)?;
+        self.key.check(signature, ts, req.body())?;
+        let events = parse_sendgrid_events(req.body(), now)?;
+        let until = add(now, self.replay_ttl);
         let mut out = Vec::new();
         let mut keys = Vec::new();
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         for e in events {
-            let (Some(event), Some(mid)) = (e["event"].as_str(), e["sg_message_id"].as_str())
-            else {
-                continue;
-            };
-            if let Some(id) = e["sg_event_id"].as_str() {
-                if !seen.insert(id.to_owned()) {
-                    continue;
+            if let Some(id) = &e.event_id {
+                let key = format!("sendgrid:{id}");
+                match self.cache.insert_if_absent(&key, until, now).await {
+                    Ok(true) => keys.push(key),
+                    Ok(false) => continue,
+                    Err(r) => {
+                        self.cache.remove_all(&keys).await;
+                        return Err(r);
+                    }
                 }
-                keys.push(id.to_owned());
             }
-            let Some(status) = sendgrid_status(event) else {
-                continue;
-            };
-            let at = e["timestamp"]
-                .as_i64()
-                .and_then(|t| Timestamp::from_second(t).ok())
-                .unwrap_or_else(|| self.clock.now());
-            let error_code = match status {
-                RemoteStatus::Undelivered | RemoteStatus::Failed => Some(
-                    e["status"]
-                        .as_str()
-                        .map(str::to_owned)
-                        .or_else(|| e["type"].as_str().map(str::to_owned))
-                        .unwrap_or_else(|| event.to_owned()),
-                ),
-                _ => None,
-            };
-            out.push(CallbackUpdate {
-                remote_id: message_id_of(mid).to_owned(),
-                status,
-                at,
-                error_code,
-            });
+            if let Some(u) = e.update {
+                out.push(u);
+            }
         }
         Ok((out, keys))
     }
@@ -447,19 +404,16 @@ impl SendGridEventReceiver {
         &self,
         req: &Request<Bytes>,
         store: &dyn AuditStore,
-    ) -> Result<Handled, ReceiverError> {
-        let (updates, keys) = self.verify_keyed(req)?;
+    ) -> Result<Handled, Rejection> {
+        let (updates, keys) = self.verify_keyed(req).await?;
         let mut applied = Vec::with_capacity(updates.len());
         for u in &updates {
             match store.apply_callback(u).await {
                 Ok(a) => applied.push(a),
                 Err(e) => {
                     // SendGrid retries the whole batch: forget it, applying is idempotent.
-                    self.seen
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .forget(&keys);
-                    return Err(ReceiverError::Journal(e.to_string()));
+                    self.cache.remove_all(&keys).await;
+                    return Err(Rejection::Unavailable(format!("journal: {e}")));
                 }
             }
         }
@@ -467,85 +421,119 @@ impl SendGridEventReceiver {
     }
 }
 
-/// axum routers for the receivers (feature `axum`).
+/// One event of a SendGrid batch, as far as the journal cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendGridEvent {
+    /// `sg_event_id`, the dedupe key, when present.
+    pub event_id: Option<String>,
+    /// The journal update, when the event is tracked and names its message.
+    pub update: Option<CallbackUpdate>,
+}
+
+/// Parses a SendGrid Event Webhook body (a JSON array of events). Events without `event` or
+/// `sg_message_id` are kept (for dedupe) without an update; a body that is not a JSON
+/// array is [`Rejection::Malformed`]. An event's time is `received_at` when its
+/// `timestamp` is missing or out of range.
+pub fn parse_sendgrid_events(
+    body: &[u8],
+    received_at: Timestamp,
+) -> Result<Vec<SendGridEvent>, Rejection> {
+    let events: Vec<Value> =
+        serde_json::from_slice(body).map_err(|e| Rejection::Malformed(e.to_string()))?;
+    Ok(events
+        .iter()
+        .map(|e| sendgrid_event(e, received_at))
+        .collect())
+}
+
+fn sendgrid_event(e: &Value, received_at: Timestamp) -> SendGridEvent {
+    let event_id = e["sg_event_id"].as_str().map(str::to_owned);
+    let update = (|| {
+        let event = e["event"].as_str()?;
+        let mid = e["sg_message_id"].as_str()?;
+        let status = sendgrid_status(event)?;
+        let at = e["timestamp"]
+            .as_i64()
+            .and_then(|t| Timestamp::from_second(t).ok())
+            .unwrap_or(received_at);
+        let error_code = match status {
+            RemoteStatus::Undelivered | RemoteStatus::Failed => Some(
+                e["status"]
+                    .as_str()
+                    .or_else(|| e["type"].as_str())
+                    .unwrap_or(event)
+                    .to_owned(),
+            ),
+            _ => None,
+        };
+        Some(CallbackUpdate {
+            remote_id: message_id_of(mid).to_owned(),
+            status,
+            at,
+            error_code,
+        })
+    })();
+    SendGridEvent { event_id, update }
+}
+
+/// axum routers for the receivers (feature `axum`), mounted with ml-core's
+/// [`router`](ml_core::webhook::axum::router): the body is read up to the receiver's limit.
 #[cfg(feature = "axum")]
 pub mod axum_router {
-    use std::future::Future;
     use std::sync::Arc;
 
+    use async_trait::async_trait;
     use axum::Router;
-    use axum::body::Body;
-    use axum::extract::State;
-    use axum::http::{Request, StatusCode};
-    use axum::routing::post;
+    use bytes::Bytes;
+    use http::StatusCode;
     use ml_core::audit::AuditStore;
+    use ml_core::webhook::WebhookHandler;
 
-    use super::{SENDGRID_MAX_BODY, SendGridEventReceiver, TWILIO_MAX_BODY, TwilioStatusReceiver};
+    use super::{
+        Handled, Rejection, SENDGRID_MAX_BODY, SendGridEventReceiver, TWILIO_MAX_BODY,
+        TwilioStatusReceiver,
+    };
 
-    async fn collect(
-        req: Request<Body>,
-        limit: usize,
-    ) -> Result<http::Request<bytes::Bytes>, StatusCode> {
-        let (parts, body) = req.into_parts();
-        let bytes = axum::body::to_bytes(body, limit)
-            .await
-            .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?;
-        Ok(http::Request::from_parts(parts, bytes))
+    /// A receiver bound to the journal it applies callbacks to.
+    struct Bound<R> {
+        receiver: Arc<R>,
+        store: Arc<dyn AuditStore>,
     }
 
-    /// The one shape both receivers share, so one route serves both.
-    trait Verifying: Send + Sync + 'static {
-        const MAX_BODY: usize;
-        fn handle<'a>(
-            &'a self,
-            req: &'a http::Request<bytes::Bytes>,
-            store: &'a dyn AuditStore,
-        ) -> impl Future<Output = Result<super::Handled, super::ReceiverError>> + Send + 'a;
-    }
-
-    impl Verifying for TwilioStatusReceiver {
-        const MAX_BODY: usize = TWILIO_MAX_BODY;
-        fn handle<'a>(
-            &'a self,
-            req: &'a http::Request<bytes::Bytes>,
-            store: &'a dyn AuditStore,
-        ) -> impl Future<Output = Result<super::Handled, super::ReceiverError>> + Send + 'a
-        {
-            TwilioStatusReceiver::handle(self, req, store)
+    fn answer(outcome: Result<Handled, Rejection>) -> http::Response<String> {
+        match outcome {
+            Ok(_) => {
+                let mut r = http::Response::new(String::new());
+                *r.status_mut() = StatusCode::NO_CONTENT;
+                r
+            }
+            Err(e) => {
+                tracing::info!(reason = e.as_str(), "refused a webhook request");
+                e.to_response()
+            }
         }
     }
 
-    impl Verifying for SendGridEventReceiver {
-        const MAX_BODY: usize = SENDGRID_MAX_BODY;
-        fn handle<'a>(
-            &'a self,
-            req: &'a http::Request<bytes::Bytes>,
-            store: &'a dyn AuditStore,
-        ) -> impl Future<Output = Result<super::Handled, super::ReceiverError>> + Send + 'a
-        {
-            SendGridEventReceiver::handle(self, req, store)
+    #[async_trait]
+    impl WebhookHandler for Bound<TwilioStatusReceiver> {
+        fn max_body(&self) -> usize {
+            TWILIO_MAX_BODY
+        }
+
+        async fn handle(&self, request: http::Request<Bytes>) -> http::Response<String> {
+            answer(self.receiver.handle(&request, self.store.as_ref()).await)
         }
     }
 
-    fn route<R: Verifying>(path: &str, receiver: Arc<R>, store: Arc<dyn AuditStore>) -> Router {
-        Router::new()
-            .route(
-                path,
-                post(
-                    |State((r, s)): State<(Arc<R>, Arc<dyn AuditStore>)>,
-                     req: Request<Body>| async move {
-                        let req = match collect(req, R::MAX_BODY).await {
-                            Ok(r) => r,
-                            Err(code) => return code,
-                        };
-                        match r.handle(&req, s.as_ref()).await {
-                            Ok(_) => StatusCode::NO_CONTENT,
-                            Err(e) => e.status(),
-                        }
-                    },
-                ),
-            )
-            .with_state((receiver, store))
+    #[async_trait]
+    impl WebhookHandler for Bound<SendGridEventReceiver> {
+        fn max_body(&self) -> usize {
+            SENDGRID_MAX_BODY
+        }
+
+        async fn handle(&self, request: http::Request<Bytes>) -> http::Response<String> {
+            answer(self.receiver.handle(&request, self.store.as_ref()).await)
+        }
     }
 
     /// A router answering POSTs at `path` with [`TwilioStatusReceiver::handle`].
@@ -554,7 +542,7 @@ pub mod axum_router {
         receiver: Arc<TwilioStatusReceiver>,
         store: Arc<dyn AuditStore>,
     ) -> Router {
-        route(path, receiver, store)
+        ml_core::webhook::axum::router(path, Arc::new(Bound { receiver, store }))
     }
 
     /// A router answering POSTs at `path` with [`SendGridEventReceiver::handle`].
@@ -563,6 +551,6 @@ pub mod axum_router {
         receiver: Arc<SendGridEventReceiver>,
         store: Arc<dyn AuditStore>,
     ) -> Router {
-        route(path, receiver, store)
+        ml_core::webhook::axum::router(path, Arc::new(Bound { receiver, store }))
     }
 }

@@ -7,12 +7,12 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, KeyInit as _, Mac as _};
+use ml_core::webhook::Rejection;
 use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey as _;
 use sha1::Sha1;
 use sha2::{Digest as _, Sha256};
-use subtle::ConstantTimeEq as _;
 
 /// Computes Twilio's signature: base64(HMAC-SHA1(auth token, url + for each parameter name
 /// in code-point order, the name followed by each of its distinct values in order)).
@@ -79,9 +79,9 @@ pub fn url_variants(url: &str) -> Vec<String> {
     out
 }
 
-/// Constant-time comparison of two signatures.
+/// Constant-time comparison of two signatures (ml-core's [`ml_core::webhook::ct_eq`]).
 pub fn ct_eq(a: &str, b: &str) -> bool {
-    a.as_bytes().ct_eq(b.as_bytes()).into()
+    ml_core::webhook::ct_eq(a.as_bytes(), b.as_bytes())
 }
 
 /// Verifies a form-encoded Twilio request: `signature` must match `url` (or one of its
@@ -144,18 +144,30 @@ impl SendGridPublicKey {
 
     /// Verifies `signature` (base64 of a DER ECDSA signature) over `timestamp` + `body`.
     pub fn verify(&self, signature_b64: &str, timestamp: &str, body: &[u8]) -> bool {
-        let Ok(der) = B64.decode(signature_b64.trim().as_bytes()) else {
-            return false;
-        };
-        let Ok(sig) = Signature::from_der(&der) else {
-            return false;
-        };
+        self.check(signature_b64, timestamp, body).is_ok()
+    }
+
+    /// [`verify`](Self::verify) telling why: [`Rejection::BadSignatureFormat`] when the
+    /// signature is not base64 of a DER ECDSA signature, [`Rejection::SignatureMismatch`]
+    /// when it does not verify.
+    pub fn check(
+        &self,
+        signature_b64: &str,
+        timestamp: &str,
+        body: &[u8],
+    ) -> Result<(), Rejection> {
+        let der = B64
+            .decode(signature_b64.trim().as_bytes())
+            .map_err(|_| Rejection::BadSignatureFormat)?;
+        let sig = Signature::from_der(&der).map_err(|_| Rejection::BadSignatureFormat)?;
         let mut signed = Vec::with_capacity(timestamp.len() + body.len());
         signed.extend_from_slice(timestamp.as_bytes());
         signed.extend_from_slice(body);
         // Accept high-S signatures as SendGrid's own libraries do.
         let sig = sig.normalize_s().unwrap_or(sig);
-        self.0.verify(&signed, &sig).is_ok()
+        self.0
+            .verify(&signed, &sig)
+            .map_err(|_| Rejection::SignatureMismatch)
     }
 }
 

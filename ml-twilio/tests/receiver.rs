@@ -14,7 +14,7 @@ use ml_core::audit::{
     PageCommitted, RecordHistory, RejectedView,
 };
 use ml_core::cursor::Position;
-use ml_twilio::receiver::{Handled, ReceiverError};
+use ml_twilio::receiver::{Handled, Rejection};
 
 use ml_core::audit::AuditStore;
 use ml_core::http::ClientOptions;
@@ -78,9 +78,9 @@ async fn routers_answer_by_verification_outcome() {
             .await
             .expect("forged")
             .status(),
-        403
+        401
     );
-    assert_eq!(post(None, body).await.expect("unsigned").status(), 403);
+    assert_eq!(post(None, body).await.expect("unsigned").status(), 401);
     assert_eq!(
         post(Some("x".into()), "a=".repeat(40_000))
             .await
@@ -90,7 +90,7 @@ async fn routers_answer_by_verification_outcome() {
     );
     assert_eq!(client.get(&url).send().await.expect("get").status(), 405);
 
-    // SendGrid: signed now by the emulator's key -> 204; a stale timestamp -> 403.
+    // SendGrid: signed now by the emulator's key -> 204; a stale timestamp -> 401.
     let now = jiff::Timestamp::now().as_second().to_string();
     let events =
         r#"[{"event":"delivered","sg_message_id":"abc.filter","sg_event_id":"e1","timestamp":1}]"#;
@@ -112,7 +112,7 @@ async fn routers_answer_by_verification_outcome() {
             .await
             .expect("stale")
             .status(),
-        403
+        401
     );
 }
 
@@ -210,7 +210,7 @@ async fn a_journal_failure_answers_503_and_the_retry_is_applied() {
         ))
         .expect("req");
     let err = rx.handle(&req, &journal).await.expect_err("journal down");
-    assert!(matches!(err, ReceiverError::Journal(_)));
+    assert!(matches!(err, Rejection::Unavailable(_)));
     assert_eq!(err.status(), 503);
     journal.down.store(false, Ordering::SeqCst);
     // Twilio's retry is not taken for a duplicate: it reaches the journal.
@@ -222,4 +222,200 @@ async fn a_journal_failure_answers_503_and_the_retry_is_applied() {
         rx.handle(&req, &journal).await.expect("dup"),
         Handled::Duplicate
     );
+}
+
+fn sendgrid_request(
+    headers: &[(&str, &str)],
+    content_type: &str,
+    body: &[u8],
+) -> http::Request<Bytes> {
+    let mut b = http::Request::post("/events").header("content-type", content_type);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Bytes::copy_from_slice(body)).expect("req")
+}
+
+const SIG: &str = "x-twilio-email-event-webhook-signature";
+const TS: &str = "x-twilio-email-event-webhook-timestamp";
+
+#[tokio::test]
+async fn sendgrid_refusals_through_the_receiver() {
+    let sg = SendGridEmulator::start().await.expect("sendgrid");
+    let now = Timestamp::from_second(1_800_000_000).expect("ts");
+    let clock = Arc::new(ml_core::clock::ManualClock::new(now));
+    let rx = SendGridEventReceiver::new(&sg.public_key())
+        .expect("key")
+        .with_clock(clock);
+    let store = MemoryAuditStore::new();
+    let body =
+        br#"[{"event":"delivered","sg_message_id":"abc.filter","sg_event_id":"e1","timestamp":1}]"#;
+    let ts = now.as_second().to_string();
+    let sig = sg.sign(&ts, body);
+    let refuse = |req: http::Request<Bytes>| {
+        let (rx, store) = (&rx, &store);
+        async move { rx.handle(&req, store).await.expect_err("refused") }
+    };
+    // Each header missing on its own.
+    assert_eq!(
+        refuse(sendgrid_request(&[(TS, &ts)], "application/json", body)).await,
+        Rejection::MissingHeader(SIG)
+    );
+    assert_eq!(
+        refuse(sendgrid_request(&[(SIG, &sig)], "application/json", body)).await,
+        Rejection::MissingHeader(TS)
+    );
+    // A future timestamp, signed with it (so only the window refuses it).
+    let future = (now.as_second() + 601).to_string();
+    let future_sig = sg.sign(&future, body);
+    assert_eq!(
+        refuse(sendgrid_request(
+            &[(SIG, &future_sig), (TS, &future)],
+            "application/json",
+            body
+        ))
+        .await,
+        Rejection::FutureDated
+    );
+    // A non-numeric timestamp, signed with it.
+    let odd = "1.8e9";
+    let odd_sig = sg.sign(odd, body);
+    assert_eq!(
+        refuse(sendgrid_request(
+            &[(SIG, &odd_sig), (TS, odd)],
+            "application/json",
+            body
+        ))
+        .await,
+        Rejection::BadTimestamp
+    );
+    // A valid signature over another body, and a signature that is not one.
+    let other = sg.sign(&ts, b"[]");
+    assert_eq!(
+        refuse(sendgrid_request(
+            &[(SIG, &other), (TS, &ts)],
+            "application/json",
+            body
+        ))
+        .await,
+        Rejection::SignatureMismatch
+    );
+    assert_eq!(
+        refuse(sendgrid_request(
+            &[(SIG, "bm90IGEgc2ln"), (TS, &ts)],
+            "application/json",
+            body
+        ))
+        .await,
+        Rejection::BadSignatureFormat
+    );
+    // Over the 4 MiB limit (refused before any signature work).
+    let big = vec![b' '; ml_twilio::receiver::SENDGRID_MAX_BODY + 1];
+    let big_sig = sg.sign(&ts, &big);
+    assert_eq!(
+        refuse(sendgrid_request(
+            &[(SIG, &big_sig), (TS, &ts)],
+            "application/json",
+            &big
+        ))
+        .await,
+        Rejection::BodyTooLarge
+    );
+    // Not JSON by its content type.
+    assert!(matches!(
+        refuse(sendgrid_request(
+            &[(SIG, &sig), (TS, &ts)],
+            "text/plain",
+            body
+        ))
+        .await,
+        Rejection::UnsupportedContentType(_)
+    ));
+    // Nothing reached the journal; the genuine request still goes through.
+    assert!(matches!(
+        rx.handle(&sendgrid_request(&[(SIG, &sig), (TS, &ts)], "application/json", body), &store)
+            .await,
+        Ok(Handled::Applied(a)) if a.len() == 1
+    ));
+}
+
+#[tokio::test]
+async fn twilio_added_query_parameter_and_tampered_json_are_refused() {
+    let store = MemoryAuditStore::new();
+    let public = "https://hooks.example.com/cb";
+    let rx = TwilioStatusReceiver::new("tok", public);
+    // Form: signed for `?delivery_id=9`, received with one more query parameter.
+    let params = vec![
+        ("MessageSid".to_owned(), "SM9".to_owned()),
+        ("MessageStatus".to_owned(), "delivered".to_owned()),
+    ];
+    let sig = sign("tok", &format!("{public}?delivery_id=9"), &params);
+    let form = serde_urlencoded::to_string(&params).expect("form");
+    let req = |path: &str, ct: &str, sig: &str, body: String| {
+        http::Request::post(path)
+            .header("content-type", ct)
+            .header("x-twilio-signature", sig)
+            .body(Bytes::from(body))
+            .expect("req")
+    };
+    let added = req(
+        "/cb?delivery_id=9&admin=1",
+        "application/x-www-form-urlencoded",
+        &sig,
+        form.clone(),
+    );
+    assert_eq!(
+        rx.handle(&added, &store).await,
+        Err(Rejection::SignatureMismatch)
+    );
+    // JSON: Twilio signs the URL with bodySHA256 of the body; the body is then changed.
+    let json = r#"{"MessageSid":"SM10","MessageStatus":"delivered"}"#;
+    let hash = ml_twilio::signature::body_sha256(json.as_bytes());
+    let path = format!("/cb?delivery_id=10&bodySHA256={hash}");
+    let json_sig = sign(
+        "tok",
+        &format!("{public}?delivery_id=10&bodySHA256={hash}"),
+        &[],
+    );
+    let tampered = json.replace("delivered", "failed");
+    assert_eq!(
+        rx.handle(&req(&path, "application/json", &json_sig, tampered), &store)
+            .await,
+        Err(Rejection::SignatureMismatch)
+    );
+    // A JSON body that is signed but not an object is malformed, not a panic.
+    let arr = "[1,2]";
+    let arr_hash = ml_twilio::signature::body_sha256(arr.as_bytes());
+    let arr_path = format!("/cb?bodySHA256={arr_hash}");
+    let arr_sig = sign("tok", &format!("{public}?bodySHA256={arr_hash}"), &[]);
+    assert!(matches!(
+        rx.handle(
+            &req(&arr_path, "application/json", &arr_sig, arr.into()),
+            &store
+        )
+        .await,
+        Err(Rejection::Malformed(_))
+    ));
+    // The genuine ones go through.
+    assert!(matches!(
+        rx.handle(
+            &req(
+                "/cb?delivery_id=9",
+                "application/x-www-form-urlencoded",
+                &sig,
+                form
+            ),
+            &store
+        )
+        .await,
+        Ok(Handled::Applied(_))
+    ));
+    assert!(matches!(
+        rx.handle(
+            &req(&path, "application/json", &json_sig, json.into()),
+            &store
+        )
+        .await,
+        Ok(Handled::Applied(_))
+    ));
 }

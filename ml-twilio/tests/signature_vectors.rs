@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ml_core::audit::RemoteStatus;
 use ml_core::clock::ManualClock;
-use ml_twilio::receiver::{ReceiverError, SendGridEventReceiver, TwilioStatusReceiver, Verified};
+use ml_twilio::receiver::{Rejection, SendGridEventReceiver, TwilioStatusReceiver, Verified};
 use ml_twilio::signature::{
     SendGridPublicKey, twilio_signature, verify_twilio_form, verify_twilio_json,
 };
@@ -94,8 +94,8 @@ fn form_request(url_path_query: &str, body: &str, sig: Option<&str>) -> http::Re
     b.body(Bytes::from(body.to_owned())).expect("request")
 }
 
-#[test]
-fn receiver_refuses_forged_wrong_url_and_replayed_callbacks() {
+#[tokio::test]
+async fn receiver_refuses_forged_wrong_url_and_replayed_callbacks() {
     let all = vectors();
     let v = &all["twilio"][0];
     let p = params(&v["params"]);
@@ -108,39 +108,48 @@ fn receiver_refuses_forged_wrong_url_and_replayed_callbacks() {
         &body,
         Some(sig),
     );
-    match rx.verify(&req).expect("verified") {
+    match rx.verify(&req).await.expect("verified") {
         Verified::Update(u) => {
             assert_eq!(u.status, RemoteStatus::Delivered);
             assert_eq!(u.remote_id, format!("SM{}", "0".repeat(32)));
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(rx.verify(&req), Ok(Verified::Duplicate), "replay");
+    assert_eq!(rx.verify(&req).await, Ok(Verified::Duplicate), "replay");
     let wrong_url = TwilioStatusReceiver::new("12345", "https://evil.example.com/twilio/status");
-    assert_eq!(wrong_url.verify(&req), Err(ReceiverError::BadSignature));
+    assert_eq!(
+        wrong_url.verify(&req).await,
+        Err(Rejection::SignatureMismatch)
+    );
     let wrong_query = form_request("/twilio/status?delivery_id=43", &body, Some(sig));
     let fresh = TwilioStatusReceiver::new("12345", "https://hooks.example.com/twilio/status");
-    assert_eq!(fresh.verify(&wrong_query), Err(ReceiverError::BadSignature));
+    assert_eq!(
+        fresh.verify(&wrong_query).await,
+        Err(Rejection::SignatureMismatch)
+    );
     let forged = form_request(
         "/twilio/status?delivery_id=42",
         &body.replace("delivered", "failed"),
         Some(sig),
     );
-    assert_eq!(fresh.verify(&forged), Err(ReceiverError::BadSignature));
+    assert_eq!(
+        fresh.verify(&forged).await,
+        Err(Rejection::SignatureMismatch)
+    );
     let unsigned = form_request("/twilio/status?delivery_id=42", &body, None);
     assert!(matches!(
-        fresh.verify(&unsigned),
-        Err(ReceiverError::MissingSignature(_))
+        fresh.verify(&unsigned).await,
+        Err(Rejection::MissingHeader("x-twilio-signature"))
     ));
     let get = http::Request::get("/twilio/status")
         .body(Bytes::new())
         .expect("req");
-    assert_eq!(fresh.verify(&get), Err(ReceiverError::Method));
+    assert_eq!(fresh.verify(&get).await, Err(Rejection::MethodNotAllowed));
     assert!(!format!("{fresh:?}").contains("12345"));
 }
 
-#[test]
-fn receiver_verifies_json_bodies_with_body_sha256() {
+#[tokio::test]
+async fn receiver_verifies_json_bodies_with_body_sha256() {
     let all = vectors();
     let v = &all["twilio"][5];
     let url = v["url"].as_str().expect("url");
@@ -151,7 +160,9 @@ fn receiver_verifies_json_bodies_with_body_sha256() {
         .header("x-twilio-signature", v["signature"].as_str().expect("sig"))
         .body(Bytes::from(v["body"].as_str().expect("body").to_owned()))
         .expect("req");
-    assert!(matches!(rx.verify(&req), Ok(Verified::Update(u)) if u.status == RemoteStatus::Sent));
+    assert!(
+        matches!(rx.verify(&req).await, Ok(Verified::Update(u)) if u.status == RemoteStatus::Sent)
+    );
 }
 
 fn sg_request(ts: &str, body: &str, sig: &str) -> http::Request<Bytes> {
@@ -163,8 +174,8 @@ fn sg_request(ts: &str, body: &str, sig: &str) -> http::Request<Bytes> {
         .expect("req")
 }
 
-#[test]
-fn sendgrid_vectors_verify_and_tampering_fails() {
+#[tokio::test]
+async fn sendgrid_vectors_verify_and_tampering_fails() {
     let all = vectors();
     let key_b64 = all["sendgrid"]["public_key"].as_str().expect("key");
     let key = SendGridPublicKey::from_base64(key_b64).expect("key");
@@ -196,17 +207,17 @@ fn sendgrid_vectors_verify_and_tampering_fails() {
         v["body"].as_str().expect("b"),
         v["signature"].as_str().expect("s"),
     );
-    let updates = rx.verify(&req).expect("verified");
+    let updates = rx.verify(&req).await.expect("verified");
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0].remote_id, "14c5d75ce93");
     assert_eq!(updates[0].status, RemoteStatus::Delivered);
     assert!(
-        rx.verify(&req).expect("replay").is_empty(),
+        rx.verify(&req).await.expect("replay").is_empty(),
         "same sg_event_id is dropped"
     );
     clock.advance(std::time::Duration::from_secs(3600));
     let stale = SendGridEventReceiver::new(key_b64)
         .expect("rx")
         .with_clock(clock);
-    assert_eq!(stale.verify(&req), Err(ReceiverError::Stale));
+    assert_eq!(stale.verify(&req).await, Err(Rejection::Stale));
 }
