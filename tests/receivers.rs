@@ -201,7 +201,8 @@ async fn run_serves_verified_receivers_and_refuses_the_rest_with_distinct_reason
             .expect("send")
             .status()
             .as_u16(),
-        403
+        401,
+        "a forged signature is refused"
     );
     // Replayed: answered 204 so Twilio stops, but not applied twice (deduplicated).
     assert_eq!(
