@@ -137,6 +137,7 @@ fn application_id(conn: &Connection, path: &str) -> StoreResult<i32> {
 /// schema up to [`SCHEMA_VERSION`].
 pub(crate) fn migrate(conn: &mut Connection, path: &str) -> StoreResult<()> {
     let found = user_version(conn, path)?;
+    check_version_sign(found, path)?;
     if found > SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew {
             path: path.to_owned(),
@@ -153,6 +154,7 @@ pub(crate) fn migrate(conn: &mut Connection, path: &str) -> StoreResult<()> {
         .ctx(&ctx)?;
     // Another process may have migrated while we waited for the write lock.
     let mut version = user_version(&tx, path)?;
+    check_version_sign(version, path)?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew {
             path: path.to_owned(),
@@ -183,7 +185,10 @@ pub(crate) fn migrate(conn: &mut Connection, path: &str) -> StoreResult<()> {
         check_application(&tx, path)?;
     }
     while version < SCHEMA_VERSION {
-        let sql = MIGRATIONS[version as usize];
+        let sql = usize::try_from(version)
+            .ok()
+            .and_then(|i| MIGRATIONS.get(i))
+            .ok_or_else(|| invalid_version(version, path))?;
         tx.execute_batch(sql)
             .ctx(&format!("{ctx} to version {}", version + 1))?;
         version += 1;
@@ -192,6 +197,22 @@ pub(crate) fn migrate(conn: &mut Connection, path: &str) -> StoreResult<()> {
     tx.pragma_update(None, "user_version", version).ctx(&ctx)?;
     tx.commit().ctx(&ctx)?;
     Ok(())
+}
+
+/// A negative `user_version` is never written by ml-store: the file was tampered with.
+fn check_version_sign(version: i64, path: &str) -> StoreResult<()> {
+    if version < 0 {
+        Err(invalid_version(version, path))
+    } else {
+        Ok(())
+    }
+}
+
+fn invalid_version(version: i64, path: &str) -> StoreError {
+    StoreError::NotAJournal {
+        path: path.to_owned(),
+        reason: format!("its schema version {version} is not one ml-store ever wrote"),
+    }
 }
 
 fn check_application(conn: &Connection, path: &str) -> StoreResult<()> {

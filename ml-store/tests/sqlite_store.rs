@@ -218,6 +218,23 @@ fn a_newer_schema_is_refused_naming_both_versions() {
 }
 
 #[test]
+fn a_negative_schema_version_is_corrupt_not_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tampered.db");
+    drop(SqliteAuditStore::open(&path).expect("create"));
+    {
+        let c = rusqlite::Connection::open(&path).expect("raw");
+        c.pragma_update(None, "user_version", -3).expect("tamper");
+    }
+    let e = SqliteAuditStore::open(&path).expect_err("tampered schema version");
+    let Error::Corrupt(msg) = &e else {
+        panic!("expected Corrupt, got {e:?}")
+    };
+    assert!(msg.contains("-3"), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+}
+
+#[test]
 fn another_applications_database_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("other.db");
