@@ -11,7 +11,7 @@ use ml_core::{Destination, Error, Record};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 
 use crate::codec::{self, sql_limit};
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 use crate::query::filter_clause;
 
 /// The claimable heads of line, oldest first: per destination the oldest delivery that is
@@ -60,7 +60,7 @@ pub(crate) fn claim_due(
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let what = format!("delivery {id}");
-        let (record_id, dest_id, attempts, in_doubt, created, first, round): (
+        let Some((record_id, dest_id, attempts, in_doubt, created, first, round)): Option<(
             i64,
             i64,
             i64,
@@ -68,12 +68,12 @@ pub(crate) fn claim_due(
             i64,
             i64,
             i64,
-        ) = tx
+        )> = tx
             .prepare_cached(
                 "UPDATE deliveries SET status = 'in_flight', attempts = attempts + 1, \
                    updated_at = ?2, next_attempt_at = NULL, \
                    first_attempt_at = coalesce(first_attempt_at, ?2) \
-                 WHERE id = ?1 \
+                 WHERE id = ?1 AND status IN ('pending', 'retrying') \
                  RETURNING record_id, dest_id, attempts, in_doubt, created_at, first_attempt_at, \
                    attempts - round_base",
             )?
@@ -87,7 +87,12 @@ pub(crate) fn claim_due(
                     r.get(5)?,
                     r.get(6)?,
                 ))
-            })?;
+            })
+            .optional()?
+        // Quarantined earlier in this claim (another destination of the same record).
+        else {
+            continue;
+        };
         tx.prepare_cached(
             "INSERT INTO attempts (delivery_id, number, started_at) VALUES (?1, ?2, ?3)",
         )?
@@ -95,7 +100,13 @@ pub(crate) fn claim_due(
         let (stream, record_key, body): (String, String, String) = tx
             .prepare_cached("SELECT stream, record_key, body FROM records WHERE id = ?1")?
             .query_row([record_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        let record: Record = codec::from_json(&body, &format!("record {record_id}"))?;
+        let record: Record = match codec::from_json(&body, &format!("record {record_id}")) {
+            Ok(r) => r,
+            Err(e) => {
+                quarantine(&tx, record_id, id, attempts, now_ns, &e)?;
+                continue;
+            }
+        };
         let destination = tx
             .prepare_cached("SELECT sink, address FROM destinations WHERE id = ?1")?
             .query_row([dest_id], |r| {
@@ -137,6 +148,41 @@ pub(crate) fn claim_due(
     }
     tx.commit()?;
     Ok(out)
+}
+
+/// A record row that cannot be decoded must not stop every delivery (DESIGN invariant 4
+/// holds for the journal too): its claimed delivery and its other waiting deliveries are
+/// failed with the reason, visible in `audit`, and the claim goes on. Deliveries of the
+/// record in flight elsewhere are left to their owner.
+fn quarantine(
+    tx: &Connection,
+    record_id: i64,
+    id: i64,
+    attempt: i64,
+    now_ns: i64,
+    cause: &StoreError,
+) -> StoreResult<()> {
+    let error = ErrorInfo {
+        class: "permanent".into(),
+        code: Some("journal_corrupt".into()),
+        message: format!("quarantined: the journaled record cannot be read: {cause}"),
+    };
+    let json = codec::to_json(&error)?;
+    tx.prepare_cached(
+        "UPDATE attempts SET finished_at = ?3, outcome = 'failed', error = ?4 \
+         WHERE delivery_id = ?1 AND number = ?2",
+    )?
+    .execute(params![id, attempt, now_ns, json])?;
+    let n = tx
+        .prepare_cached(
+            "UPDATE deliveries SET status = 'failed', last_error = ?3, updated_at = ?4, \
+               next_attempt_at = NULL \
+             WHERE record_id = ?1 AND (id = ?2 OR status IN ('pending', 'retrying'))",
+        )?
+        .execute(params![record_id, id, json, now_ns])?;
+    tracing::error!(record = record_id, deliveries = n, error = %cause, "corrupt journal record quarantined");
+    metrics::counter!("ml_journal_quarantined_total").increment(n as u64);
+    Ok(())
 }
 
 /// The status and attempt count of a delivery, or `NotFound`.

@@ -319,9 +319,13 @@ async fn corrupt_rows_are_corrupt_errors() {
         matches!(&e, Error::Corrupt(m) if m.contains("position")),
         "{e}"
     );
-    // A claim that meets the damaged record fails whole (nothing is left in flight).
-    let e = s.claim_due(t(5), 10).await.expect_err("bad body");
-    assert!(matches!(e, Error::Corrupt(_)), "{e}");
+    // A claim that meets the damaged record quarantines it: nothing is claimed for it and
+    // nothing is left in flight.
+    let claimed = s
+        .claim_due(t(5), 10)
+        .await
+        .expect("claim past the damaged record");
+    assert!(claimed.is_empty(), "{claimed:?}");
     let n: i64 = c
         .query_row(
             "SELECT count(*) FROM deliveries WHERE status = 'in_flight'",
@@ -329,7 +333,72 @@ async fn corrupt_rows_are_corrupt_errors() {
             |r| r.get(0),
         )
         .expect("count");
-    assert_eq!(n, 0, "the failed claim rolled back");
+    assert_eq!(n, 0, "the quarantined delivery is not left in flight");
+}
+
+#[tokio::test]
+async fn a_corrupt_record_is_quarantined_and_everything_else_flows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let s = SqliteAuditStore::open(&path).expect("open");
+    commit(
+        &s,
+        "inv",
+        vec![
+            planned("1", &["#a", "#b"]),
+            planned("2", &["#a"]),
+            planned("3", &["#c"]),
+        ],
+        1,
+    )
+    .await;
+    raw(&path)
+        .execute(
+            "UPDATE records SET body = '{\"truncated' WHERE record_key = '1'",
+            [],
+        )
+        .expect("damage");
+    let mut sent = Vec::new();
+    for round in 0..10 {
+        let claimed = s.claim_due(t(5 + round), 10).await.expect("claims flow");
+        if claimed.is_empty() {
+            break;
+        }
+        for c in claimed {
+            sent.push((c.record.key.clone(), c.destination.address.clone()));
+            s.finish_attempt(
+                c.id,
+                AttemptOutcome::Delivered {
+                    receipt: Receipt::new(format!("r{}", c.id)),
+                    after_doubt: false,
+                },
+                t(6 + round),
+            )
+            .await
+            .expect("finish");
+        }
+    }
+    sent.sort();
+    assert_eq!(
+        sent,
+        [
+            ("2".to_owned(), "#a".to_owned()),
+            ("3".to_owned(), "#c".to_owned())
+        ]
+    );
+    let st = s.stats().await.expect("stats");
+    assert_eq!((st.delivered, st.failed, st.in_flight), (2, 2, 0), "{st:?}");
+    let failed = s
+        .deliveries(&DeliveryFilter::status(DeliveryStatus::Failed))
+        .await
+        .expect("failed");
+    assert_eq!(failed.len(), 2);
+    for d in &failed {
+        assert_eq!(d.record_key, "1");
+        let e = d.last_error.as_ref().expect("reason");
+        assert!(e.message.contains("quarantined"), "{e:?}");
+        assert_eq!(e.class, "permanent");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
