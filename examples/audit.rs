@@ -10,7 +10,7 @@
 //!
 //! A replayed delivery is pending again: the next cycle of `oracle_fusion_to_slack` sends it.
 
-use ml_connector::audit::{AuditStore, DeliveryFilter, DeliveryId, DeliveryStatus};
+use ml_connector::audit::{AuditQuery, AuditWrite, DeliveryFilter, DeliveryId, DeliveryStatus};
 use ml_connector::store::SqliteBuilder;
 use ml_connector::{Error, Result};
 

@@ -73,7 +73,7 @@ pub mod source;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use audit::{AuditStore, AuditStoreExt};
+pub use audit::{AuditQuery, AuditStore, AuditStoreExt, AuditWrite};
 pub use cursor::{Cursor, Position};
 pub use error::{Error, ErrorClass, Result};
 pub use limiter::RateLimiter;

@@ -3,8 +3,8 @@
 
 use jiff::Timestamp;
 use ml_core::audit::{
-    AttemptOutcome, CallbackApplied, CallbackUpdate, ClaimedDelivery, DeliveryFilter, DeliveryId,
-    DeliveryStatus, ErrorInfo,
+    AttemptOutcome, CallbackApplied, CallbackUpdate, Claimant, ClaimedDelivery, DeliveryFilter,
+    DeliveryId, DeliveryStatus, ErrorInfo,
 };
 use ml_core::sink::Receipt;
 use ml_core::{Destination, Error, Record};
@@ -46,10 +46,12 @@ LIMIT ?2";
 
 pub(crate) fn claim_due(
     conn: &mut Connection,
+    by: &Claimant,
     now: Timestamp,
     limit: usize,
 ) -> StoreResult<Vec<ClaimedDelivery>> {
     let now_ns = codec::ts(now)?;
+    let lease_ns = codec::ts(by.lease_until(now))?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let ids = tx
         .prepare_cached(CLAIMABLE_HEADS)?
@@ -72,12 +74,13 @@ pub(crate) fn claim_due(
             .prepare_cached(
                 "UPDATE deliveries SET status = 'in_flight', attempts = attempts + 1, \
                    updated_at = ?2, next_attempt_at = NULL, \
-                   first_attempt_at = coalesce(first_attempt_at, ?2) \
+                   first_attempt_at = coalesce(first_attempt_at, ?2), \
+                   claimed_by = ?3, lease_until = ?4 \
                  WHERE id = ?1 AND status IN ('pending', 'retrying') \
                  RETURNING record_id, dest_id, attempts, in_doubt, created_at, first_attempt_at, \
                    attempts - round_base",
             )?
-            .query_row(params![id, now_ns], |r| {
+            .query_row(params![id, now_ns, by.owner.as_str(), lease_ns], |r| {
                 Ok((
                     r.get(0)?,
                     r.get(1)?,
@@ -228,7 +231,8 @@ pub(crate) fn finish_attempt(
         } => {
             tx.prepare_cached(
                 "UPDATE deliveries SET status = 'retrying', next_attempt_at = ?2, \
-                   in_doubt = ?3, last_error = ?4, updated_at = ?5 \
+                   in_doubt = ?3, last_error = ?4, updated_at = ?5, \
+                   claimed_by = NULL, lease_until = NULL \
                  WHERE id = ?1",
             )?
             .execute(params![
@@ -242,7 +246,8 @@ pub(crate) fn finish_attempt(
         }
         AttemptOutcome::Failed(error) => {
             tx.prepare_cached(
-                "UPDATE deliveries SET status = 'failed', last_error = ?2, updated_at = ?3 \
+                "UPDATE deliveries SET status = 'failed', last_error = ?2, updated_at = ?3, \
+                   claimed_by = NULL, lease_until = NULL \
                  WHERE id = ?1",
             )?
             .execute(params![id.0, codec::to_json(error)?, at_ns])?;
@@ -279,7 +284,8 @@ fn delivered(
            remote_status = CASE WHEN remote_id IS ?2 THEN remote_status ELSE NULL END, \
            last_error = NULL, remote_id = ?2, \
            remote_scope = ?3, next_attempt_at = NULL, \
-           resent_after_doubt = resent_after_doubt + ?4, updated_at = ?5 \
+           resent_after_doubt = resent_after_doubt + ?4, updated_at = ?5, \
+           claimed_by = NULL, lease_until = NULL \
          WHERE id = ?1",
     )?
     .execute(params![
@@ -292,25 +298,88 @@ fn delivered(
     Ok(())
 }
 
-pub(crate) fn requeue_in_flight(conn: &mut Connection, now: Timestamp) -> StoreResult<u64> {
+/// In flight and takeable by `owner`: its own, or a lease that ran out (or none: rows of a
+/// version-1 journal).
+const TAKEABLE: &str = "status = 'in_flight' AND (claimed_by IS NULL OR claimed_by = ?2 \
+                        OR lease_until IS NULL OR lease_until <= ?1)";
+
+pub(crate) fn requeue_in_flight(
+    conn: &mut Connection,
+    by: &Claimant,
+    now: Timestamp,
+) -> StoreResult<u64> {
     let now = codec::ts(now)?;
+    let owner = by.owner.as_str();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // The open attempt of an in-flight delivery is its last one: number = attempts.
-    tx.prepare_cached(
+    tx.prepare_cached(&format!(
         "UPDATE attempts SET finished_at = ?1, outcome = 'interrupted' \
          WHERE (delivery_id, number) IN \
-           (SELECT id, attempts FROM deliveries WHERE status = 'in_flight')",
-    )?
-    .execute([now])?;
+           (SELECT id, attempts FROM deliveries WHERE {TAKEABLE})"
+    ))?
+    .execute(params![now, owner])?;
     let n = tx
-        .prepare_cached(
+        .prepare_cached(&format!(
             "UPDATE deliveries SET status = 'retrying', in_doubt = 1, next_attempt_at = ?1, \
-               updated_at = ?1 \
-             WHERE status = 'in_flight'",
-        )?
-        .execute([now])?;
+               updated_at = ?1, claimed_by = NULL, lease_until = NULL \
+             WHERE {TAKEABLE}"
+        ))?
+        .execute(params![now, owner])?;
     tx.commit()?;
     Ok(n as u64)
+}
+
+pub(crate) fn renew_claims(
+    conn: &mut Connection,
+    by: &Claimant,
+    ids: &[DeliveryId],
+    now: Timestamp,
+) -> StoreResult<u64> {
+    let until = codec::ts(by.lease_until(now))?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut n = 0;
+    {
+        let mut stmt = tx.prepare_cached(
+            "UPDATE deliveries SET lease_until = ?3 \
+             WHERE id = ?1 AND status = 'in_flight' AND claimed_by = ?2",
+        )?;
+        for id in ids {
+            n += stmt.execute(params![id.0, by.owner.as_str(), until])?;
+        }
+    }
+    tx.commit()?;
+    Ok(n as u64)
+}
+
+pub(crate) fn acquire_stream(
+    conn: &mut Connection,
+    stream: &str,
+    by: &Claimant,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let now_ns = codec::ts(now)?;
+    let until = codec::ts(by.lease_until(now))?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let n = tx
+        .prepare_cached(
+            "INSERT INTO stream_leases (stream, owner, lease_until) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (stream) DO UPDATE SET owner = excluded.owner, \
+               lease_until = excluded.lease_until \
+             WHERE stream_leases.owner = excluded.owner OR stream_leases.lease_until <= ?4",
+        )?
+        .execute(params![stream, by.owner.as_str(), until, now_ns])?;
+    tx.commit()?;
+    Ok(n > 0)
+}
+
+pub(crate) fn release_stream(
+    conn: &mut Connection,
+    stream: &str,
+    by: &Claimant,
+) -> StoreResult<()> {
+    conn.prepare_cached("DELETE FROM stream_leases WHERE stream = ?1 AND owner = ?2")?
+        .execute(params![stream, by.owner.as_str()])?;
+    Ok(())
 }
 
 // A replay starts a new retry round: a fresh budget of attempts and time.
@@ -470,7 +539,9 @@ mod tests {
                SELECT min(next_attempt_at) AS t FROM deliveries WHERE status = 'pending' \
                UNION ALL \
                SELECT min(next_attempt_at) FROM deliveries WHERE status = 'retrying')",
-            "UPDATE deliveries SET status = 'retrying' WHERE status = 'in_flight'",
+            "UPDATE deliveries SET status = 'retrying' WHERE status = 'in_flight' \
+               AND (claimed_by IS NULL OR claimed_by = ?2 OR lease_until IS NULL \
+                    OR lease_until <= ?1)",
             "SELECT id FROM records WHERE stream = ?1 AND record_key = ?2 ORDER BY id",
             "SELECT id FROM rejected WHERE stream = ?1 ORDER BY id DESC LIMIT ?2",
             "SELECT id FROM cycles WHERE stream = ?1 ORDER BY id DESC LIMIT ?2",

@@ -117,8 +117,22 @@ CREATE TABLE rejected (
 CREATE INDEX rejected_by_stream ON rejected (stream, id);
 ";
 
+/// Version 2: claims carry an owner and a lease, and one owner polls a stream at a time.
+/// In-flight rows from version 1 have no owner: they count as expired (a version-1 process
+/// took no lease, so nobody can be relying on one).
+const V2: &str = r"
+ALTER TABLE deliveries ADD COLUMN claimed_by TEXT;
+ALTER TABLE deliveries ADD COLUMN lease_until INTEGER;
+
+CREATE TABLE stream_leases (
+    stream      TEXT PRIMARY KEY NOT NULL,
+    owner       TEXT NOT NULL,
+    lease_until INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
 /// The migrations, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -8,13 +8,18 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use ml_core::audit::{
-    AttemptOutcome, AuditStore, AuditStoreExt, CycleEnd, DeliveryFilter, DeliveryStatus,
-    PageCommit, PlannedRecord,
+    AttemptOutcome, AuditQuery, AuditStore, AuditStoreExt, AuditWrite, Claimant, CycleEnd,
+    DeliveryFilter, DeliveryStatus, OwnerId, PageCommit, PlannedRecord,
 };
 use ml_core::sink::Receipt;
 use ml_core::testing::audit::sample_record;
 use ml_core::{Destination, Error, Position};
 use ml_store::{SCHEMA_VERSION, SqliteAuditStore, SqliteBuilder};
+
+/// The claimant of these tests.
+fn me() -> Claimant {
+    Claimant::new(OwnerId::new("test"))
+}
 
 fn t(secs: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + secs).expect("timestamp")
@@ -89,7 +94,7 @@ async fn everything_survives_a_reopen() {
         )
         .await;
         commit(&s, "po", vec![planned("9", &["#c"])], 3).await;
-        let c = s.claim_due(t(5), 10).await.expect("claim");
+        let c = s.claim_due(&me(), t(5), 10).await.expect("claim");
         assert_eq!(c.len(), 3, "heads of #a, #b, #c");
         s.finish_attempt(
             c[0].id,
@@ -131,8 +136,8 @@ async fn everything_survives_a_reopen() {
         (st.records, st.delivered, st.in_flight, st.pending),
         (3, 1, 2, 1)
     );
-    assert_eq!(s.requeue_in_flight(t(10)).await.expect("requeue"), 2);
-    let again = s.claim_due(t(10), 10).await.expect("claim");
+    assert_eq!(s.requeue_in_flight(&me(), t(10)).await.expect("requeue"), 2);
+    let again = s.claim_due(&me(), t(10), 10).await.expect("claim");
     assert_eq!(
         again.len(),
         3,
@@ -322,7 +327,7 @@ async fn corrupt_rows_are_corrupt_errors() {
     // A claim that meets the damaged record quarantines it: nothing is claimed for it and
     // nothing is left in flight.
     let claimed = s
-        .claim_due(t(5), 10)
+        .claim_due(&me(), t(5), 10)
         .await
         .expect("claim past the damaged record");
     assert!(claimed.is_empty(), "{claimed:?}");
@@ -360,7 +365,10 @@ async fn a_corrupt_record_is_quarantined_and_everything_else_flows() {
         .expect("damage");
     let mut sent = Vec::new();
     for round in 0..10 {
-        let claimed = s.claim_due(t(5 + round), 10).await.expect("claims flow");
+        let claimed = s
+            .claim_due(&me(), t(5 + round), 10)
+            .await
+            .expect("claims flow");
         if claimed.is_empty() {
             break;
         }
@@ -422,7 +430,7 @@ async fn two_handles_never_claim_the_same_delivery() {
             let mut mine = Vec::new();
             let mut idle = 0;
             while idle < 50 {
-                let claimed = s.claim_due(t(10), 4).await.expect("claim");
+                let claimed = s.claim_due(&me(), t(10), 4).await.expect("claim");
                 if claimed.is_empty() {
                     idle += 1;
                     tokio::task::yield_now().await;
@@ -479,14 +487,14 @@ async fn a_held_write_lock_is_a_retryable_error() {
     let tx = other
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .expect("lock");
-    let e = s.claim_due(t(5), 10).await.expect_err("locked");
+    let e = s.claim_due(&me(), t(5), 10).await.expect_err("locked");
     assert!(matches!(e, Error::Store { .. }), "{e:?}");
     assert!(e.class().is_retryable(), "{e}");
     assert!(e.to_string().contains("busy.db"), "{e}");
     // Reads do not wait for the writer (WAL).
     assert_eq!(s.stats().await.expect("stats").pending, 1);
     drop(tx);
-    assert_eq!(s.claim_due(t(5), 10).await.expect("claim").len(), 1);
+    assert_eq!(s.claim_due(&me(), t(5), 10).await.expect("claim").len(), 1);
 }
 
 #[test]
@@ -565,7 +573,7 @@ async fn a_killed_process_loses_nothing_committed() {
                 .collect();
             commit(&s, "inv", records, page + 1).await;
         }
-        let claimed = s.claim_due(t(5), 10).await.expect("claim");
+        let claimed = s.claim_due(&me(), t(5), 10).await.expect("claim");
         assert_eq!(claimed.len(), 2);
         std::process::abort();
     }
@@ -591,8 +599,8 @@ async fn a_killed_process_loses_nothing_committed() {
     assert_eq!(s.load_position("inv").await.expect("pos"), Some(pos(20)));
     let st = s.stats().await.expect("stats");
     assert_eq!((st.records, st.in_flight, st.pending), (1000, 2, 1998));
-    assert_eq!(s.requeue_in_flight(t(9)).await.expect("requeue"), 2);
-    let again = s.claim_due(t(9), 10).await.expect("claim");
+    assert_eq!(s.requeue_in_flight(&me(), t(9)).await.expect("requeue"), 2);
+    let again = s.claim_due(&me(), t(9), 10).await.expect("claim");
     assert!(again.iter().all(|c| c.in_doubt && c.attempt == 2));
 }
 
@@ -643,7 +651,7 @@ async fn damaged_pages_are_corrupt_errors_not_panics() {
                 matches!(&e, Error::Corrupt(m) if m.contains("damaged.db")),
                 "{e:?}"
             );
-            let e = s.claim_due(t(5), 10).await.expect_err("damaged");
+            let e = s.claim_due(&me(), t(5), 10).await.expect_err("damaged");
             assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
         }
     }

@@ -36,7 +36,7 @@ pub async fn sink_conformance(
         "rendering produced no text"
     );
     let msg = Outbound {
-        delivery_id: first_delivery_id,
+        delivery_id: crate::audit::DeliveryId(first_delivery_id),
         stream: "conformance".into(),
         record_key: record.key.clone(),
         destination: destination.clone(),
@@ -62,7 +62,7 @@ pub async fn sink_conformance(
             other => panic!("{sink}: reconcile must find a sent message, got {other:?}"),
         }
         let never = Outbound {
-            delivery_id: first_delivery_id + 1,
+            delivery_id: crate::audit::DeliveryId(first_delivery_id + 1),
             ..msg.clone()
         };
         match sink.reconcile(&never).await {
