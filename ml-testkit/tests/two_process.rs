@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
-const RECORDS: usize = 60;
+const RECORDS: usize = 90;
 
 fn child(journal: &Path, sink_log: &Path, mode: &str, kill_at: u64) -> Child {
     Command::new(env!("CARGO_BIN_EXE_crash-child"))
@@ -83,7 +83,9 @@ fn a_once_run_beside_a_service_never_resends_its_live_deliveries() {
             .iter()
             .map(|s| s.delivery_id)
             .collect();
-        if sent.len() >= expected && onces >= 6 {
+        // A killed child's stream lease holds for 1.5 s, so later children skip the poll
+        // (and its checkpoints) until it ran out: go on until a few were killed.
+        if sent.len() >= expected && onces >= 6 && kills >= 3 {
             break;
         }
     }
@@ -113,7 +115,7 @@ fn a_once_run_beside_a_service_never_resends_its_live_deliveries() {
         pairs.len(),
         started.elapsed().as_secs_f64()
     );
-    assert!(kills >= 2, "only {kills} kills");
+    assert!(kills >= 3, "only {kills} kills");
     assert_eq!(duplicates, 0, "a live delivery was re-sent");
     assert_eq!(pairs.len(), expected, "lost deliveries");
 }
