@@ -18,6 +18,11 @@ use crate::query::filter_clause;
 /// pending, in flight or retrying (the partial index `deliveries_head`), kept when it is
 /// pending, or retrying and due.
 ///
+/// The limit is appended as a literal: the bundled SQLite re-prepares a statement whose
+/// LIMIT is a bound parameter on every execution (it may change the plan), which cost more
+/// than the claim itself. One cached statement per limit value (a handful: the free worker
+/// slots).
+///
 /// The destinations are walked with a loose index scan (one index seek per destination
 /// with work, whatever the backlog behind each head), so a claim costs
 /// O(active destinations x log n), not O(backlog).
@@ -42,7 +47,7 @@ SELECT d.id FROM heads JOIN deliveries AS d ON d.id = heads.id
 WHERE d.status = 'pending'
    OR (d.status = 'retrying' AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?1))
 ORDER BY d.id
-LIMIT ?2";
+LIMIT ";
 
 pub(crate) fn claim_due(
     conn: &mut Connection,
@@ -53,11 +58,10 @@ pub(crate) fn claim_due(
     let now_ns = codec::ts(now)?;
     let lease_ns = codec::ts(by.lease_until(now))?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let sql = format!("{CLAIMABLE_HEADS}{}", sql_limit(Some(limit)));
     let ids = tx
-        .prepare_cached(CLAIMABLE_HEADS)?
-        .query_map(params![now_ns, sql_limit(Some(limit))], |r| {
-            r.get::<_, i64>(0)
-        })?
+        .prepare_cached(&sql)?
+        .query_map(params![now_ns], |r| r.get::<_, i64>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
@@ -503,7 +507,7 @@ mod tests {
     #[test]
     fn claims_walk_the_head_index_without_scanning_deliveries() {
         let c = journal();
-        let p = plan(&c, CLAIMABLE_HEADS);
+        let p = plan(&c, &format!("{CLAIMABLE_HEADS}16"));
         // The only scans: the CTE, and the first entry of the head index.
         assert!(
             p.iter()

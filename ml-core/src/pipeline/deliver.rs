@@ -53,7 +53,9 @@ pub(super) async fn until_idle(
                 .store
                 .claim_due(&inner.claimant, inner.now(), free)
                 .await?;
-            claimed_any = !claimed.is_empty();
+            // A short claim took every head that is due: claiming again at once would be an
+            // empty write transaction. The next claim follows a finished send or new work.
+            claimed_any = claimed.len() >= free;
             if held.is_empty() {
                 next_renew = Instant::now() + renew_every;
             }
