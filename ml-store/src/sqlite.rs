@@ -23,7 +23,7 @@ use crate::{codec, deliver, query, schema, write};
 /// Prepared statements kept per connection (the journal uses about 40 distinct ones).
 const STATEMENT_CACHE: usize = 128;
 
-/// The durable, embedded [`AuditStore`]: one SQLite file in WAL mode.
+/// The durable, embedded [`AuditStore`](ml_core::AuditStore): one SQLite file in WAL mode.
 ///
 /// * Every write (`commit_page`, `claim_due`, `finish_attempt`, ...) is one
 ///   `BEGIN IMMEDIATE` transaction on the writer connection, so it takes SQLite's write lock

@@ -50,7 +50,7 @@ struct Delivery {
     claim: Option<(OwnerId, Timestamp)>,
 }
 
-/// The in-memory [`AuditStore`]. Same semantics as the durable stores (it runs the same
+/// The in-memory [`AuditStore`](crate::audit::AuditStore). Same semantics as the durable stores (it runs the same
 /// conformance suite), but nothing survives the process.
 #[derive(Debug, Default)]
 pub struct MemoryAuditStore {

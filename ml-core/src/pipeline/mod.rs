@@ -4,11 +4,14 @@
 //!
 //! The five invariants it keeps:
 //! 1. A stream position is saved only in the transaction that journals the records it
-//!    covers ([`AuditStore::commit_page`]), so a crash loses nothing and a re-poll adds
+//!    covers ([`AuditWrite::commit_page`](crate::audit::AuditWrite::commit_page)), so a crash loses nothing and a re-poll adds
 //!    nothing twice.
-//! 2. A delivery is marked in flight (claimed) before it is sent; at start-up in-flight
-//!    deliveries become in-doubt retries, which are reconciled with the sink when it can
-//!    (`Sink::reconcile`) or re-sent (at least once, and counted) when it cannot.
+//! 2. A delivery is marked in flight (claimed, with this pipeline's owner id and a lease
+//!    renewed while it sends) before it is sent; recovery turns this pipeline's own
+//!    in-flight deliveries and those whose lease ran out (a crashed process) into in-doubt
+//!    retries, which are reconciled with the sink when it can (`Sink::reconcile`) or
+//!    re-sent (at least once, and counted) when it cannot. Another live process's
+//!    deliveries are never touched, and one process polls a stream at a time.
 //! 3. Per destination, deliveries go out in source order, one at a time; other
 //!    destinations are never held up by a slow or failing one.
 //! 4. A bad record is journaled as rejected with its reason and the stream goes on; a
