@@ -536,7 +536,94 @@ pub struct JournalStats {
     pub rejected: u64,
 }
 
-/// The durable journal.
+/// Who holds claims on the journal: one pipeline instance. Random per process run, so a
+/// restarted process never mistakes another live process's claims for its own.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OwnerId(String);
+
+impl OwnerId {
+    /// A named owner (tests, or a host that names its replicas). Use [`OwnerId::random`]
+    /// unless every process gets a distinct name.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// A fresh owner: the host name's first label (when known), the process id and 64
+    /// random bits.
+    pub fn random() -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_default();
+        let host = host.split('.').next().unwrap_or_default();
+        let pid = std::process::id();
+        let tag: u64 = rand::random();
+        if host.is_empty() {
+            Self(format!("pid{pid}-{tag:016x}"))
+        } else {
+            Self(format!("{host}-pid{pid}-{tag:016x}"))
+        }
+    }
+
+    /// The id as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OwnerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Debug for OwnerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OwnerId({})", self.0)
+    }
+}
+
+/// The default lease of a claim or a stream: renewed well before it runs out while the
+/// owner works, taken over by another process only after it ran out.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// An owner and how long its claims hold without renewal.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Claimant {
+    /// Who claims.
+    pub owner: OwnerId,
+    /// How long a claim (a delivery in flight, a stream being polled) holds without
+    /// renewal.
+    pub lease: std::time::Duration,
+}
+
+impl Claimant {
+    /// `owner` with the [`DEFAULT_LEASE`].
+    pub fn new(owner: OwnerId) -> Self {
+        Self {
+            owner,
+            lease: DEFAULT_LEASE,
+        }
+    }
+
+    /// A random owner ([`OwnerId::random`]) with the [`DEFAULT_LEASE`].
+    pub fn random() -> Self {
+        Self::new(OwnerId::random())
+    }
+
+    /// Sets the lease.
+    #[must_use]
+    pub fn with_lease(mut self, lease: std::time::Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// When a claim taken or renewed at `now` runs out.
+    pub fn lease_until(&self, now: Timestamp) -> Timestamp {
+        crate::clock::add(now, self.lease)
+    }
+}
+
+/// The journal's write path: everything a running pipeline needs (poll cycles, pages,
+/// claims, outcomes, recovery, replays, callbacks).
 ///
 /// Contract (checked by `testing::audit_store_conformance`, which every implementation
 /// runs):
@@ -548,13 +635,19 @@ pub struct JournalStats {
 /// * Delivery ids increase in commit order (and in source order within a page).
 /// * `claim_due` claims, per destination, only the oldest non-terminal delivery (so
 ///   per-destination order follows source order), and only when it is pending, or retrying
-///   and due. Claiming marks it in flight and opens an attempt, in one transaction, before
-///   anything is sent. A destination whose head is in flight or waiting is skipped, so it
-///   never blocks another destination.
+///   and due. Claiming marks it in flight for the claimant (owner and lease) and opens an
+///   attempt, in one transaction, before anything is sent. A destination whose head is in
+///   flight or waiting is skipped, so it never blocks another destination. A journaled
+///   record that cannot be decoded is quarantined: its deliveries fail with the reason and
+///   the claim goes on.
 /// * `finish_attempt` applies only to an in-flight delivery ([`Error::InvalidState`]
 ///   otherwise).
-/// * `requeue_in_flight` (start-up after a crash) turns every in-flight delivery into a
-///   due retry marked in doubt, closing its attempt as `interrupted`.
+/// * `requeue_in_flight` turns the claimant's own in-flight deliveries, and those whose
+///   lease ran out (whoever held them), into due retries marked in doubt, closing their
+///   attempts as `interrupted`. Another owner's live claim is never touched.
+///   `renew_claims` extends the claimant's leases while it sends.
+/// * `acquire_stream` is a per-stream lease: one owner polls a stream at a time; another
+///   gets `false` until the holder releases it or its lease runs out.
 /// * `replay` / `replay_failed` make failed deliveries pending again, keeping their history
 ///   and their in-doubt flag, and start a new retry round (`round_attempt` from 1,
 ///   `first_attempt_at` at the next claim).
@@ -563,7 +656,7 @@ pub struct JournalStats {
 /// * Nothing secret is ever stored: records and errors are stored as given, and the types
 ///   given never hold secrets.
 #[async_trait]
-pub trait AuditStore: Send + Sync + Debug {
+pub trait AuditWrite: Send + Sync + Debug {
     /// The saved position of a stream.
     async fn load_position(&self, stream: &str) -> Result<Option<Position>>;
 
@@ -576,8 +669,18 @@ pub trait AuditStore: Send + Sync + Debug {
     /// Closes a poll cycle.
     async fn end_cycle(&self, cycle: CycleId, end: CycleEnd) -> Result<()>;
 
-    /// Claims up to `limit` due deliveries, at most one per destination.
-    async fn claim_due(&self, now: Timestamp, limit: usize) -> Result<Vec<ClaimedDelivery>>;
+    /// Claims up to `limit` due deliveries for `by`, at most one per destination.
+    async fn claim_due(
+        &self,
+        by: &Claimant,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>>;
+
+    /// Extends the leases of `by`'s in-flight deliveries among `ids` to
+    /// `by.lease_until(now)`. Returns how many are still held (a delivery whose lease ran
+    /// out and was taken over is not).
+    async fn renew_claims(&self, by: &Claimant, ids: &[DeliveryId], now: Timestamp) -> Result<u64>;
 
     /// Records how an in-flight attempt ended.
     async fn finish_attempt(
@@ -587,8 +690,16 @@ pub trait AuditStore: Send + Sync + Debug {
         at: Timestamp,
     ) -> Result<()>;
 
-    /// Requeues every in-flight delivery as an in-doubt retry due `now`. Returns how many.
-    async fn requeue_in_flight(&self, now: Timestamp) -> Result<u64>;
+    /// Requeues as in-doubt retries due `now` the in-flight deliveries that `by` holds or
+    /// whose lease ran out. Returns how many.
+    async fn requeue_in_flight(&self, by: &Claimant, now: Timestamp) -> Result<u64>;
+
+    /// Takes (or renews) the lease on polling `stream` until `by.lease_until(now)`.
+    /// `false`: another owner holds a live lease on it.
+    async fn acquire_stream(&self, stream: &str, by: &Claimant, now: Timestamp) -> Result<bool>;
+
+    /// Gives up `by`'s lease on polling `stream` (nothing when it holds none).
+    async fn release_stream(&self, stream: &str, by: &Claimant) -> Result<()>;
 
     /// Makes one failed delivery pending again.
     async fn replay(&self, id: DeliveryId, now: Timestamp) -> Result<()>;
@@ -599,6 +710,13 @@ pub trait AuditStore: Send + Sync + Debug {
     /// Applies a remote status callback.
     async fn apply_callback(&self, update: &CallbackUpdate) -> Result<CallbackApplied>;
 
+    /// When the earliest pending or retrying delivery is due (a hint for sleeping).
+    async fn next_due_at(&self) -> Result<Option<Timestamp>>;
+}
+
+/// The journal's operator queries (the `audit` command, dashboards, tests).
+#[async_trait]
+pub trait AuditQuery: Send + Sync + Debug {
     /// Deliveries matching a filter, oldest first.
     async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryView>>;
 
@@ -614,12 +732,15 @@ pub trait AuditStore: Send + Sync + Debug {
     /// The latest `limit` rejected items (of one stream, or of all), newest first.
     async fn rejected(&self, stream: Option<&str>, limit: usize) -> Result<Vec<RejectedView>>;
 
-    /// When the earliest pending or retrying delivery is due (a hint for sleeping).
-    async fn next_due_at(&self) -> Result<Option<Timestamp>>;
-
     /// Counts across the journal.
     async fn stats(&self) -> Result<JournalStats>;
 }
+
+/// The durable journal: the write path ([`AuditWrite`]) and the operator queries
+/// ([`AuditQuery`]) of one backend. Implemented for every type that implements both.
+pub trait AuditStore: AuditWrite + AuditQuery {}
+
+impl<T: AuditWrite + AuditQuery + ?Sized> AuditStore for T {}
 
 /// Conveniences over any [`AuditStore`].
 #[async_trait]

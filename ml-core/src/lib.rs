@@ -80,7 +80,7 @@ pub mod source;
 pub mod testing;
 pub mod webhook;
 
-pub use audit::{AuditStore, AuditStoreExt};
+pub use audit::{AuditQuery, AuditStore, AuditStoreExt, AuditWrite};
 pub use cursor::{Cursor, Position};
 pub use error::{Error, ErrorClass, Result};
 pub use limiter::RateLimiter;

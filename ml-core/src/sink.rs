@@ -5,6 +5,7 @@ use std::fmt::{self, Debug, Display};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::DeliveryId;
 use crate::error::{Error, Result};
 use crate::record::Record;
 use crate::render::{PlainTextRenderer, Rendered, Renderer};
@@ -95,7 +96,7 @@ impl Receipt {
 pub struct Outbound {
     /// The journal's delivery id. Sinks put it in the message's metadata (Slack metadata,
     /// Twilio `StatusCallback` URL) so `reconcile` and callbacks can find it.
-    pub delivery_id: i64,
+    pub delivery_id: DeliveryId,
     /// The stream the record came from.
     pub stream: String,
     /// The record's source key.

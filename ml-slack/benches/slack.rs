@@ -71,7 +71,7 @@ fn sink_throughput(c: &mut Criterion) {
         .map(|i| {
             let destination = Destination::new("slack", &channels[i % CHANNELS]);
             Outbound {
-                delivery_id: i as i64,
+                delivery_id: ml_core::audit::DeliveryId(i as i64),
                 stream: "bench".into(),
                 record_key: record.key.clone(),
                 rendered: sink.render(&record, &destination),

@@ -313,7 +313,7 @@ impl SlackSink {
                 .iter()
                 .find(|m| self.is_ours(m.metadata.as_ref(), msg))
             {
-                tracing::info!(delivery = msg.delivery_id, ts = %found.ts, "reconcile found the post");
+                tracing::info!(delivery = msg.delivery_id.0, ts = %found.ts, "reconcile found the post");
                 return Ok(Reconciled::Found(
                     Receipt::new(found.ts.0.clone()).with_scope(channel.0),
                 ));
@@ -336,8 +336,8 @@ impl SlackSink {
         }
         let p = &m.event_payload;
         let id_matches = match p.get("delivery_id") {
-            Some(Value::Number(n)) => n.as_i64() == Some(msg.delivery_id),
-            Some(Value::String(s)) => s.parse::<i64>().ok() == Some(msg.delivery_id),
+            Some(Value::Number(n)) => n.as_i64() == Some(msg.delivery_id.0),
+            Some(Value::String(s)) => s.parse::<i64>().ok() == Some(msg.delivery_id.0),
             _ => false,
         };
         id_matches

@@ -260,7 +260,7 @@ async fn applied_then_dropped_is_found_by_reconcile() {
     }
     // Another delivery of the same record is not confused with it.
     let other = ml_core::sink::Outbound {
-        delivery_id: 78,
+        delivery_id: ml_core::audit::DeliveryId(78),
         ..msg.clone()
     };
     assert_eq!(

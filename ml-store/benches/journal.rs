@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use jiff::Timestamp;
-use ml_core::audit::{AttemptOutcome, AuditStore, PageCommit, PlannedRecord};
+use ml_core::audit::{AttemptOutcome, AuditWrite, Claimant, PageCommit, PlannedRecord};
 use ml_core::sink::Receipt;
 use ml_core::testing::audit::sample_record;
 use ml_core::{Destination, Position};
@@ -108,6 +108,7 @@ fn claim_and_finish(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteAuditStore::open(dir.path().join("claims.db")).expect("open");
     let next = AtomicU64::new(0);
+    let me = Claimant::random();
     let refill = |store: &SqliteAuditStore| {
         rt.block_on(async {
             let cycle = store
@@ -138,7 +139,7 @@ fn claim_and_finish(c: &mut Criterion) {
                 let claimed = rt
                     .block_on(async {
                         let now = Timestamp::now();
-                        let claimed = store.claim_due(now, DESTS as usize).await?;
+                        let claimed = store.claim_due(&me, now, DESTS as usize).await?;
                         for c in &claimed {
                             store
                                 .finish_attempt(

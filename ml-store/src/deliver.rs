@@ -3,20 +3,25 @@
 
 use jiff::Timestamp;
 use ml_core::audit::{
-    AttemptOutcome, CallbackApplied, CallbackUpdate, ClaimedDelivery, DeliveryFilter, DeliveryId,
-    DeliveryStatus, ErrorInfo,
+    AttemptOutcome, CallbackApplied, CallbackUpdate, Claimant, ClaimedDelivery, DeliveryFilter,
+    DeliveryId, DeliveryStatus, ErrorInfo,
 };
 use ml_core::sink::Receipt;
 use ml_core::{Destination, Error, Record};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 
 use crate::codec::{self, sql_limit};
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 use crate::query::filter_clause;
 
 /// The claimable heads of line, oldest first: per destination the oldest delivery that is
 /// pending, in flight or retrying (the partial index `deliveries_head`), kept when it is
 /// pending, or retrying and due.
+///
+/// The limit is appended as a literal: the bundled SQLite re-prepares a statement whose
+/// LIMIT is a bound parameter on every execution (it may change the plan), which cost more
+/// than the claim itself. One cached statement per limit value (a handful: the free worker
+/// slots).
 ///
 /// The destinations are walked with a loose index scan (one index seek per destination
 /// with work, whatever the backlog behind each head), so a claim costs
@@ -42,25 +47,26 @@ SELECT d.id FROM heads JOIN deliveries AS d ON d.id = heads.id
 WHERE d.status = 'pending'
    OR (d.status = 'retrying' AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?1))
 ORDER BY d.id
-LIMIT ?2";
+LIMIT ";
 
 pub(crate) fn claim_due(
     conn: &mut Connection,
+    by: &Claimant,
     now: Timestamp,
     limit: usize,
 ) -> StoreResult<Vec<ClaimedDelivery>> {
     let now_ns = codec::ts(now)?;
+    let lease_ns = codec::ts(by.lease_until(now))?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let sql = format!("{CLAIMABLE_HEADS}{}", sql_limit(Some(limit)));
     let ids = tx
-        .prepare_cached(CLAIMABLE_HEADS)?
-        .query_map(params![now_ns, sql_limit(Some(limit))], |r| {
-            r.get::<_, i64>(0)
-        })?
+        .prepare_cached(&sql)?
+        .query_map(params![now_ns], |r| r.get::<_, i64>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let what = format!("delivery {id}");
-        let (record_id, dest_id, attempts, in_doubt, created, first, round): (
+        let Some((record_id, dest_id, attempts, in_doubt, created, first, round)): Option<(
             i64,
             i64,
             i64,
@@ -68,16 +74,17 @@ pub(crate) fn claim_due(
             i64,
             i64,
             i64,
-        ) = tx
+        )> = tx
             .prepare_cached(
                 "UPDATE deliveries SET status = 'in_flight', attempts = attempts + 1, \
                    updated_at = ?2, next_attempt_at = NULL, \
-                   first_attempt_at = coalesce(first_attempt_at, ?2) \
-                 WHERE id = ?1 \
+                   first_attempt_at = coalesce(first_attempt_at, ?2), \
+                   claimed_by = ?3, lease_until = ?4 \
+                 WHERE id = ?1 AND status IN ('pending', 'retrying') \
                  RETURNING record_id, dest_id, attempts, in_doubt, created_at, first_attempt_at, \
                    attempts - round_base",
             )?
-            .query_row(params![id, now_ns], |r| {
+            .query_row(params![id, now_ns, by.owner.as_str(), lease_ns], |r| {
                 Ok((
                     r.get(0)?,
                     r.get(1)?,
@@ -87,7 +94,12 @@ pub(crate) fn claim_due(
                     r.get(5)?,
                     r.get(6)?,
                 ))
-            })?;
+            })
+            .optional()?
+        // Quarantined earlier in this claim (another destination of the same record).
+        else {
+            continue;
+        };
         tx.prepare_cached(
             "INSERT INTO attempts (delivery_id, number, started_at) VALUES (?1, ?2, ?3)",
         )?
@@ -95,7 +107,13 @@ pub(crate) fn claim_due(
         let (stream, record_key, body): (String, String, String) = tx
             .prepare_cached("SELECT stream, record_key, body FROM records WHERE id = ?1")?
             .query_row([record_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        let record: Record = codec::from_json(&body, &format!("record {record_id}"))?;
+        let record: Record = match codec::from_json(&body, &format!("record {record_id}")) {
+            Ok(r) => r,
+            Err(e) => {
+                quarantine(&tx, record_id, id, attempts, now_ns, &e)?;
+                continue;
+            }
+        };
         let destination = tx
             .prepare_cached("SELECT sink, address FROM destinations WHERE id = ?1")?
             .query_row([dest_id], |r| {
@@ -137,6 +155,41 @@ pub(crate) fn claim_due(
     }
     tx.commit()?;
     Ok(out)
+}
+
+/// A record row that cannot be decoded must not stop every delivery (DESIGN invariant 4
+/// holds for the journal too): its claimed delivery and its other waiting deliveries are
+/// failed with the reason, visible in `audit`, and the claim goes on. Deliveries of the
+/// record in flight elsewhere are left to their owner.
+fn quarantine(
+    tx: &Connection,
+    record_id: i64,
+    id: i64,
+    attempt: i64,
+    now_ns: i64,
+    cause: &StoreError,
+) -> StoreResult<()> {
+    let error = ErrorInfo {
+        class: "permanent".into(),
+        code: Some("journal_corrupt".into()),
+        message: format!("quarantined: the journaled record cannot be read: {cause}"),
+    };
+    let json = codec::to_json(&error)?;
+    tx.prepare_cached(
+        "UPDATE attempts SET finished_at = ?3, outcome = 'failed', error = ?4 \
+         WHERE delivery_id = ?1 AND number = ?2",
+    )?
+    .execute(params![id, attempt, now_ns, json])?;
+    let n = tx
+        .prepare_cached(
+            "UPDATE deliveries SET status = 'failed', last_error = ?3, updated_at = ?4, \
+               next_attempt_at = NULL \
+             WHERE record_id = ?1 AND (id = ?2 OR status IN ('pending', 'retrying'))",
+        )?
+        .execute(params![record_id, id, json, now_ns])?;
+    tracing::error!(record = record_id, deliveries = n, error = %cause, "corrupt journal record quarantined");
+    metrics::counter!("ml_journal_quarantined_total").increment(n as u64);
+    Ok(())
 }
 
 /// The status and attempt count of a delivery, or `NotFound`.
@@ -182,7 +235,8 @@ pub(crate) fn finish_attempt(
         } => {
             tx.prepare_cached(
                 "UPDATE deliveries SET status = 'retrying', next_attempt_at = ?2, \
-                   in_doubt = ?3, last_error = ?4, updated_at = ?5 \
+                   in_doubt = ?3, last_error = ?4, updated_at = ?5, \
+                   claimed_by = NULL, lease_until = NULL \
                  WHERE id = ?1",
             )?
             .execute(params![
@@ -196,7 +250,8 @@ pub(crate) fn finish_attempt(
         }
         AttemptOutcome::Failed(error) => {
             tx.prepare_cached(
-                "UPDATE deliveries SET status = 'failed', last_error = ?2, updated_at = ?3 \
+                "UPDATE deliveries SET status = 'failed', last_error = ?2, updated_at = ?3, \
+                   claimed_by = NULL, lease_until = NULL \
                  WHERE id = ?1",
             )?
             .execute(params![id.0, codec::to_json(error)?, at_ns])?;
@@ -233,7 +288,8 @@ fn delivered(
            remote_status = CASE WHEN remote_id IS ?2 THEN remote_status ELSE NULL END, \
            last_error = NULL, remote_id = ?2, \
            remote_scope = ?3, next_attempt_at = NULL, \
-           resent_after_doubt = resent_after_doubt + ?4, updated_at = ?5 \
+           resent_after_doubt = resent_after_doubt + ?4, updated_at = ?5, \
+           claimed_by = NULL, lease_until = NULL \
          WHERE id = ?1",
     )?
     .execute(params![
@@ -246,25 +302,88 @@ fn delivered(
     Ok(())
 }
 
-pub(crate) fn requeue_in_flight(conn: &mut Connection, now: Timestamp) -> StoreResult<u64> {
+/// In flight and takeable by `owner`: its own, or a lease that ran out (or none: rows of a
+/// version-1 journal).
+const TAKEABLE: &str = "status = 'in_flight' AND (claimed_by IS NULL OR claimed_by = ?2 \
+                        OR lease_until IS NULL OR lease_until <= ?1)";
+
+pub(crate) fn requeue_in_flight(
+    conn: &mut Connection,
+    by: &Claimant,
+    now: Timestamp,
+) -> StoreResult<u64> {
     let now = codec::ts(now)?;
+    let owner = by.owner.as_str();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // The open attempt of an in-flight delivery is its last one: number = attempts.
-    tx.prepare_cached(
+    tx.prepare_cached(&format!(
         "UPDATE attempts SET finished_at = ?1, outcome = 'interrupted' \
          WHERE (delivery_id, number) IN \
-           (SELECT id, attempts FROM deliveries WHERE status = 'in_flight')",
-    )?
-    .execute([now])?;
+           (SELECT id, attempts FROM deliveries WHERE {TAKEABLE})"
+    ))?
+    .execute(params![now, owner])?;
     let n = tx
-        .prepare_cached(
+        .prepare_cached(&format!(
             "UPDATE deliveries SET status = 'retrying', in_doubt = 1, next_attempt_at = ?1, \
-               updated_at = ?1 \
-             WHERE status = 'in_flight'",
-        )?
-        .execute([now])?;
+               updated_at = ?1, claimed_by = NULL, lease_until = NULL \
+             WHERE {TAKEABLE}"
+        ))?
+        .execute(params![now, owner])?;
     tx.commit()?;
     Ok(n as u64)
+}
+
+pub(crate) fn renew_claims(
+    conn: &mut Connection,
+    by: &Claimant,
+    ids: &[DeliveryId],
+    now: Timestamp,
+) -> StoreResult<u64> {
+    let until = codec::ts(by.lease_until(now))?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut n = 0;
+    {
+        let mut stmt = tx.prepare_cached(
+            "UPDATE deliveries SET lease_until = ?3 \
+             WHERE id = ?1 AND status = 'in_flight' AND claimed_by = ?2",
+        )?;
+        for id in ids {
+            n += stmt.execute(params![id.0, by.owner.as_str(), until])?;
+        }
+    }
+    tx.commit()?;
+    Ok(n as u64)
+}
+
+pub(crate) fn acquire_stream(
+    conn: &mut Connection,
+    stream: &str,
+    by: &Claimant,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let now_ns = codec::ts(now)?;
+    let until = codec::ts(by.lease_until(now))?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let n = tx
+        .prepare_cached(
+            "INSERT INTO stream_leases (stream, owner, lease_until) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (stream) DO UPDATE SET owner = excluded.owner, \
+               lease_until = excluded.lease_until \
+             WHERE stream_leases.owner = excluded.owner OR stream_leases.lease_until <= ?4",
+        )?
+        .execute(params![stream, by.owner.as_str(), until, now_ns])?;
+    tx.commit()?;
+    Ok(n > 0)
+}
+
+pub(crate) fn release_stream(
+    conn: &mut Connection,
+    stream: &str,
+    by: &Claimant,
+) -> StoreResult<()> {
+    conn.prepare_cached("DELETE FROM stream_leases WHERE stream = ?1 AND owner = ?2")?
+        .execute(params![stream, by.owner.as_str()])?;
+    Ok(())
 }
 
 // A replay starts a new retry round: a fresh budget of attempts and time.
@@ -388,7 +507,7 @@ mod tests {
     #[test]
     fn claims_walk_the_head_index_without_scanning_deliveries() {
         let c = journal();
-        let p = plan(&c, CLAIMABLE_HEADS);
+        let p = plan(&c, &format!("{CLAIMABLE_HEADS}16"));
         // The only scans: the CTE, and the first entry of the head index.
         assert!(
             p.iter()
@@ -424,7 +543,9 @@ mod tests {
                SELECT min(next_attempt_at) AS t FROM deliveries WHERE status = 'pending' \
                UNION ALL \
                SELECT min(next_attempt_at) FROM deliveries WHERE status = 'retrying')",
-            "UPDATE deliveries SET status = 'retrying' WHERE status = 'in_flight'",
+            "UPDATE deliveries SET status = 'retrying' WHERE status = 'in_flight' \
+               AND (claimed_by IS NULL OR claimed_by = ?2 OR lease_until IS NULL \
+                    OR lease_until <= ?1)",
             "SELECT id FROM records WHERE stream = ?1 AND record_key = ?2 ORDER BY id",
             "SELECT id FROM rejected WHERE stream = ?1 ORDER BY id DESC LIMIT ?2",
             "SELECT id FROM cycles WHERE stream = ?1 ORDER BY id DESC LIMIT ?2",

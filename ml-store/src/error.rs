@@ -60,6 +60,19 @@ pub enum StoreError {
     /// epoch: 1677-09-21 to 2262-04-11).
     #[error("timestamp {0} is outside the range the journal stores (1677-09-21 to 2262-04-11)")]
     TimestampOutOfRange(Timestamp),
+    /// The journal's directory is on a network file system, where SQLite's WAL (shared
+    /// memory and file locks) does not work: two hosts would corrupt it.
+    #[error(
+        "`{path}` is on a network file system ({fs}); SQLite's WAL journal needs a local \
+         disk: put ML_AUDIT_DB on a local file system (several machines need the PostgreSQL \
+         backend)"
+    )]
+    NetworkFileSystem {
+        /// The journal file.
+        path: String,
+        /// The file system found.
+        fs: &'static str,
+    },
     /// The blocking task running the journal operation panicked or was cancelled.
     #[error("journal task failed: {0}")]
     Task(String),
@@ -159,6 +172,7 @@ impl From<StoreError> for Error {
             e @ (StoreError::NotAJournal { .. }
             | StoreError::SchemaTooNew { .. }
             | StoreError::CorruptRow { .. }) => Error::Corrupt(e.to_string()),
+            e @ StoreError::NetworkFileSystem { .. } => Error::config("ML_AUDIT_DB", e.to_string()),
             e @ StoreError::TimestampOutOfRange(_) => {
                 Error::store(ErrorClass::Permanent, e.to_string(), None)
             }

@@ -6,7 +6,7 @@
 //! committed in the same transaction as the records they cover.
 //!
 //! ```
-//! use ml_core::audit::{AuditStore, PageCommit, PlannedRecord};
+//! use ml_core::audit::{AuditQuery, AuditWrite, Claimant, PageCommit, PlannedRecord};
 //! use ml_core::{Destination, EntityKind, Position, Record};
 //! use ml_store::SqliteAuditStore;
 //!
@@ -33,8 +33,10 @@
 //!     .await?;
 //! assert_eq!((committed.inserted, committed.deliveries), (1, 1));
 //!
-//! // A delivery worker claims it: it is in flight in the journal before anything is sent.
-//! let claimed = store.claim_due(now, 10).await?;
+//! // A delivery worker claims it: it is in flight in the journal, leased to this process,
+//! // before anything is sent.
+//! let me = Claimant::random();
+//! let claimed = store.claim_due(&me, now, 10).await?;
 //! assert_eq!(claimed[0].record.key, "INV-1");
 //! assert_eq!(claimed[0].destination.address, "#finance");
 //! assert_eq!(store.stats().await?.in_flight, 1);
@@ -54,12 +56,25 @@
 //! corrupting the journal; since a position is committed with its records, the lost pages
 //! are simply read again. [`SqliteBuilder::with_synchronous_full`] fsyncs every commit.
 //!
-//! ## Multi-replica
+//! ## Several processes on one journal
 //!
-//! Several handles or processes on one file are safe: every write takes SQLite's write lock
-//! up front (`BEGIN IMMEDIATE`), so a delivery is never claimed twice. SQLite serialises
-//! writers, though, and needs a local file system; several machines need the PostgreSQL
-//! backend.
+//! What holds when several processes on one host share a journal file (a service plus a
+//! cron-driven `--once`, a CLI replay, a restarted sibling):
+//!
+//! * Every write takes SQLite's write lock up front (`BEGIN IMMEDIATE`), so a delivery is
+//!   never claimed twice.
+//! * A claim records its owner (one per pipeline run) and a lease (60 s by default),
+//!   renewed while the send runs. Recovery requeues only the process's own claims and those
+//!   whose lease ran out: another live process's delivery in flight is never re-sent.
+//!   After a crash, the dead process's deliveries are taken over (reconciled first, where
+//!   the sink can) once their lease ran out.
+//! * One process polls a stream at a time (a lease row per stream, taken when a cycle
+//!   starts, renewed per page, released at its end); another skips that cycle.
+//! * A journal on a network file system (NFS, SMB/CIFS, AFS, Ceph, ...) is refused when it
+//!   is opened: SQLite's WAL needs one host's shared memory and locks. Several machines
+//!   need the PostgreSQL backend.
+//!
+//! Writers are serialised, so more processes add safety, not throughput.
 //!
 //! ## Webhook replay cache
 //!
@@ -78,6 +93,7 @@ mod codec;
 mod credentials;
 mod deliver;
 mod error;
+mod fs;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

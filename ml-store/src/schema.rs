@@ -141,8 +141,22 @@ CREATE TABLE webhook_replay (
 CREATE INDEX webhook_replay_by_expiry ON webhook_replay (expires_at, seen_at);
 ";
 
+/// Version 4: claims carry an owner and a lease, and one owner polls a stream at a time.
+/// In-flight rows from version 1 have no owner: they count as expired (a version-1 process
+/// took no lease, so nobody can be relying on one).
+const V4_LEASES: &str = r"
+ALTER TABLE deliveries ADD COLUMN claimed_by TEXT;
+ALTER TABLE deliveries ADD COLUMN lease_until INTEGER;
+
+CREATE TABLE stream_leases (
+    stream      TEXT PRIMARY KEY NOT NULL,
+    owner       TEXT NOT NULL,
+    lease_until INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
 /// The migrations, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2_CREDENTIALS, WEBHOOK_REPLAY];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2_CREDENTIALS, WEBHOOK_REPLAY, V4_LEASES];
 
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -161,6 +175,7 @@ fn application_id(conn: &Connection, path: &str) -> StoreResult<i32> {
 /// schema up to [`SCHEMA_VERSION`].
 pub(crate) fn migrate(conn: &mut Connection, path: &str) -> StoreResult<()> {
     let found = user_version(conn, path)?;
+    check_version_sign(found, path)?;
     if found > SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew {
             path: path.to_owned(),
@@ -177,6 +192,7 @@ pub(crate) fn migrate(conn: &mut Connection, path: &str) -> StoreResult<()> {
         .ctx(&ctx)?;
     // Another process may have migrated while we waited for the write lock.
     let mut version = user_version(&tx, path)?;
+    check_version_sign(version, path)?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew {
             path: path.to_owned(),
@@ -207,7 +223,10 @@ pub(crate) fn migrate(conn: &mut Connection, path: &str) -> StoreResult<()> {
         check_application(&tx, path)?;
     }
     while version < SCHEMA_VERSION {
-        let sql = MIGRATIONS[version as usize];
+        let sql = usize::try_from(version)
+            .ok()
+            .and_then(|i| MIGRATIONS.get(i))
+            .ok_or_else(|| invalid_version(version, path))?;
         tx.execute_batch(sql)
             .ctx(&format!("{ctx} to version {}", version + 1))?;
         version += 1;
@@ -216,6 +235,22 @@ pub(crate) fn migrate(conn: &mut Connection, path: &str) -> StoreResult<()> {
     tx.pragma_update(None, "user_version", version).ctx(&ctx)?;
     tx.commit().ctx(&ctx)?;
     Ok(())
+}
+
+/// A negative `user_version` is never written by ml-store: the file was tampered with.
+fn check_version_sign(version: i64, path: &str) -> StoreResult<()> {
+    if version < 0 {
+        Err(invalid_version(version, path))
+    } else {
+        Ok(())
+    }
+}
+
+fn invalid_version(version: i64, path: &str) -> StoreError {
+    StoreError::NotAJournal {
+        path: path.to_owned(),
+        reason: format!("its schema version {version} is not one ml-store ever wrote"),
+    }
 }
 
 fn check_application(conn: &Connection, path: &str) -> StoreResult<()> {

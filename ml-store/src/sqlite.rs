@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use ml_core::audit::{
-    AttemptOutcome, AttemptView, AuditStore, CallbackApplied, CallbackUpdate, ClaimedDelivery,
-    CycleEnd, CycleId, CycleView, DeliveryFilter, DeliveryId, DeliveryView, JournalStats,
-    PageCommit, PageCommitted, RecordHistory, RejectedView,
+    AttemptOutcome, AttemptView, AuditQuery, AuditWrite, CallbackApplied, CallbackUpdate, Claimant,
+    ClaimedDelivery, CycleEnd, CycleId, CycleView, DeliveryFilter, DeliveryId, DeliveryView,
+    JournalStats, PageCommit, PageCommitted, RecordHistory, RejectedView,
 };
 use ml_core::{Position, Result};
 use rusqlite::Connection;
@@ -23,12 +23,13 @@ use crate::{codec, deliver, query, schema, write};
 /// Prepared statements kept per connection (the journal uses about 40 distinct ones).
 const STATEMENT_CACHE: usize = 128;
 
-/// The durable, embedded [`AuditStore`]: one SQLite file in WAL mode.
+/// The durable, embedded [`AuditStore`](ml_core::AuditStore): one SQLite file in WAL mode.
 ///
 /// * Every write (`commit_page`, `claim_due`, `finish_attempt`, ...) is one
 ///   `BEGIN IMMEDIATE` transaction on the writer connection, so it takes SQLite's write lock
 ///   up front: two handles (or two processes) on the same file serialise their claims and
-///   never claim a delivery twice.
+///   never claim a delivery twice. Claims carry their owner and a lease (see the crate
+///   docs, "Several processes on one journal").
 /// * Queries use a second, read-only connection (file journals), so they never wait for a
 ///   commit: WAL readers see the last committed state.
 /// * rusqlite is blocking: each call runs on tokio's blocking pool
@@ -115,6 +116,7 @@ impl SqliteAuditStore {
                 (conn, None)
             }
             Location::File(path) => {
+                crate::fs::refuse_network_fs(path, &label)?;
                 let mut conn = Connection::open(path).map_err(|e| opening(&label, e))?;
                 configure(&conn, b).map_err(|e| opening(&label, e))?;
                 // The first statement that reads the file: a file that is not a SQLite
@@ -207,7 +209,7 @@ impl fmt::Debug for SqliteAuditStore {
 }
 
 #[async_trait]
-impl AuditStore for SqliteAuditStore {
+impl AuditWrite for SqliteAuditStore {
     async fn load_position(&self, stream: &str) -> Result<Option<Position>> {
         let stream = stream.to_owned();
         self.read("load_position", move |c| query::load_position(c, &stream))
@@ -241,12 +243,45 @@ impl AuditStore for SqliteAuditStore {
             .await
     }
 
-    async fn claim_due(&self, now: Timestamp, limit: usize) -> Result<Vec<ClaimedDelivery>> {
+    async fn claim_due(
+        &self,
+        by: &Claimant,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.write("claim_due", move |c| deliver::claim_due(c, now, limit))
+        let by = by.clone();
+        self.write("claim_due", move |c| deliver::claim_due(c, &by, now, limit))
             .await
+    }
+
+    async fn renew_claims(&self, by: &Claimant, ids: &[DeliveryId], now: Timestamp) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let (by, ids) = (by.clone(), ids.to_vec());
+        self.write("renew_claims", move |c| {
+            deliver::renew_claims(c, &by, &ids, now)
+        })
+        .await
+    }
+
+    async fn acquire_stream(&self, stream: &str, by: &Claimant, now: Timestamp) -> Result<bool> {
+        let (stream, by) = (stream.to_owned(), by.clone());
+        self.write("acquire_stream", move |c| {
+            deliver::acquire_stream(c, &stream, &by, now)
+        })
+        .await
+    }
+
+    async fn release_stream(&self, stream: &str, by: &Claimant) -> Result<()> {
+        let (stream, by) = (stream.to_owned(), by.clone());
+        self.write("release_stream", move |c| {
+            deliver::release_stream(c, &stream, &by)
+        })
+        .await
     }
 
     async fn finish_attempt(
@@ -261,9 +296,10 @@ impl AuditStore for SqliteAuditStore {
         .await
     }
 
-    async fn requeue_in_flight(&self, now: Timestamp) -> Result<u64> {
+    async fn requeue_in_flight(&self, by: &Claimant, now: Timestamp) -> Result<u64> {
+        let by = by.clone();
         self.write("requeue_in_flight", move |c| {
-            deliver::requeue_in_flight(c, now)
+            deliver::requeue_in_flight(c, &by, now)
         })
         .await
     }
@@ -289,6 +325,13 @@ impl AuditStore for SqliteAuditStore {
         .await
     }
 
+    async fn next_due_at(&self) -> Result<Option<Timestamp>> {
+        self.read("next_due_at", query::next_due_at).await
+    }
+}
+
+#[async_trait]
+impl AuditQuery for SqliteAuditStore {
     async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryView>> {
         let filter = filter.clone();
         self.read("deliveries", move |c| query::deliveries(c, &filter))
@@ -319,10 +362,6 @@ impl AuditStore for SqliteAuditStore {
             query::rejected(c, stream.as_deref(), limit)
         })
         .await
-    }
-
-    async fn next_due_at(&self) -> Result<Option<Timestamp>> {
-        self.read("next_due_at", query::next_due_at).await
     }
 
     async fn stats(&self) -> Result<JournalStats> {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use ml_core::audit::{
-    AttemptOutcome, AuditStore, CallbackUpdate, CycleEnd, DeliveryFilter, DeliveryStatus,
-    ErrorInfo, PageCommit, PlannedRecord, RemoteStatus,
+    AttemptOutcome, AuditStore, CallbackUpdate, Claimant, CycleEnd, DeliveryFilter, DeliveryStatus,
+    ErrorInfo, OwnerId, PageCommit, PlannedRecord, RemoteStatus,
 };
 use ml_core::memory::MemoryAuditStore;
 use ml_core::record::Rejected;
@@ -30,6 +30,11 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+}
+
+/// The claimant of these tests.
+fn me() -> Claimant {
+    Claimant::new(OwnerId::new("test"))
 }
 
 fn t(secs: i64) -> Timestamp {
@@ -185,8 +190,8 @@ async fn run(seed: u64, s: Arc<dyn AuditStore>) {
             }
             2..=4 => {
                 let limit = 1 + rng.below(8) as usize;
-                let cm = m.claim_due(t(at), limit).await.expect("m");
-                let cs = s.claim_due(t(at), limit).await.expect("s");
+                let cm = m.claim_due(&me(), t(at), limit).await.expect("m");
+                let cs = s.claim_due(&me(), t(at), limit).await.expect("s");
                 assert_eq!(cm, cs, "claims (seed {seed}, step {step})");
                 for c in cm {
                     let outcome = match rng.below(6) {
@@ -223,8 +228,8 @@ async fn run(seed: u64, s: Arc<dyn AuditStore>) {
             }
             5 => {
                 assert_eq!(
-                    m.requeue_in_flight(t(at)).await.expect("m"),
-                    s.requeue_in_flight(t(at)).await.expect("s")
+                    m.requeue_in_flight(&me(), t(at)).await.expect("m"),
+                    s.requeue_in_flight(&me(), t(at)).await.expect("s")
                 );
             }
             6 => {

@@ -8,13 +8,18 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use ml_core::audit::{
-    AttemptOutcome, AuditStore, AuditStoreExt, CycleEnd, DeliveryFilter, DeliveryStatus,
-    PageCommit, PlannedRecord,
+    AttemptOutcome, AuditQuery, AuditStore, AuditStoreExt, AuditWrite, Claimant, CycleEnd,
+    DeliveryFilter, DeliveryStatus, OwnerId, PageCommit, PlannedRecord,
 };
 use ml_core::sink::Receipt;
 use ml_core::testing::audit::sample_record;
 use ml_core::{Destination, Error, Position};
 use ml_store::{SCHEMA_VERSION, SqliteAuditStore, SqliteBuilder};
+
+/// The claimant of these tests.
+fn me() -> Claimant {
+    Claimant::new(OwnerId::new("test"))
+}
 
 fn t(secs: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + secs).expect("timestamp")
@@ -89,7 +94,7 @@ async fn everything_survives_a_reopen() {
         )
         .await;
         commit(&s, "po", vec![planned("9", &["#c"])], 3).await;
-        let c = s.claim_due(t(5), 10).await.expect("claim");
+        let c = s.claim_due(&me(), t(5), 10).await.expect("claim");
         assert_eq!(c.len(), 3, "heads of #a, #b, #c");
         s.finish_attempt(
             c[0].id,
@@ -131,8 +136,8 @@ async fn everything_survives_a_reopen() {
         (st.records, st.delivered, st.in_flight, st.pending),
         (3, 1, 2, 1)
     );
-    assert_eq!(s.requeue_in_flight(t(10)).await.expect("requeue"), 2);
-    let again = s.claim_due(t(10), 10).await.expect("claim");
+    assert_eq!(s.requeue_in_flight(&me(), t(10)).await.expect("requeue"), 2);
+    let again = s.claim_due(&me(), t(10), 10).await.expect("claim");
     assert_eq!(
         again.len(),
         3,
@@ -214,6 +219,23 @@ fn a_newer_schema_is_refused_naming_both_versions() {
     };
     assert!(msg.contains(&format!("version {future}")), "{msg}");
     assert!(msg.contains(&format!("up to {SCHEMA_VERSION}")), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+}
+
+#[test]
+fn a_negative_schema_version_is_corrupt_not_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tampered.db");
+    drop(SqliteAuditStore::open(&path).expect("create"));
+    {
+        let c = rusqlite::Connection::open(&path).expect("raw");
+        c.pragma_update(None, "user_version", -3).expect("tamper");
+    }
+    let e = SqliteAuditStore::open(&path).expect_err("tampered schema version");
+    let Error::Corrupt(msg) = &e else {
+        panic!("expected Corrupt, got {e:?}")
+    };
+    assert!(msg.contains("-3"), "{msg}");
     assert!(msg.contains(&path.display().to_string()), "{msg}");
 }
 
@@ -302,9 +324,13 @@ async fn corrupt_rows_are_corrupt_errors() {
         matches!(&e, Error::Corrupt(m) if m.contains("position")),
         "{e}"
     );
-    // A claim that meets the damaged record fails whole (nothing is left in flight).
-    let e = s.claim_due(t(5), 10).await.expect_err("bad body");
-    assert!(matches!(e, Error::Corrupt(_)), "{e}");
+    // A claim that meets the damaged record quarantines it: nothing is claimed for it and
+    // nothing is left in flight.
+    let claimed = s
+        .claim_due(&me(), t(5), 10)
+        .await
+        .expect("claim past the damaged record");
+    assert!(claimed.is_empty(), "{claimed:?}");
     let n: i64 = c
         .query_row(
             "SELECT count(*) FROM deliveries WHERE status = 'in_flight'",
@@ -312,7 +338,75 @@ async fn corrupt_rows_are_corrupt_errors() {
             |r| r.get(0),
         )
         .expect("count");
-    assert_eq!(n, 0, "the failed claim rolled back");
+    assert_eq!(n, 0, "the quarantined delivery is not left in flight");
+}
+
+#[tokio::test]
+async fn a_corrupt_record_is_quarantined_and_everything_else_flows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let s = SqliteAuditStore::open(&path).expect("open");
+    commit(
+        &s,
+        "inv",
+        vec![
+            planned("1", &["#a", "#b"]),
+            planned("2", &["#a"]),
+            planned("3", &["#c"]),
+        ],
+        1,
+    )
+    .await;
+    raw(&path)
+        .execute(
+            "UPDATE records SET body = '{\"truncated' WHERE record_key = '1'",
+            [],
+        )
+        .expect("damage");
+    let mut sent = Vec::new();
+    for round in 0..10 {
+        let claimed = s
+            .claim_due(&me(), t(5 + round), 10)
+            .await
+            .expect("claims flow");
+        if claimed.is_empty() {
+            break;
+        }
+        for c in claimed {
+            sent.push((c.record.key.clone(), c.destination.address.clone()));
+            s.finish_attempt(
+                c.id,
+                AttemptOutcome::Delivered {
+                    receipt: Receipt::new(format!("r{}", c.id)),
+                    after_doubt: false,
+                },
+                t(6 + round),
+            )
+            .await
+            .expect("finish");
+        }
+    }
+    sent.sort();
+    assert_eq!(
+        sent,
+        [
+            ("2".to_owned(), "#a".to_owned()),
+            ("3".to_owned(), "#c".to_owned())
+        ]
+    );
+    let st = s.stats().await.expect("stats");
+    assert_eq!((st.delivered, st.failed, st.in_flight), (2, 2, 0), "{st:?}");
+    let failed = s
+        .deliveries(&DeliveryFilter::status(DeliveryStatus::Failed))
+        .await
+        .expect("failed");
+    assert_eq!(failed.len(), 2);
+    for d in &failed {
+        assert_eq!(d.record_key, "1");
+        let e = d.last_error.as_ref().expect("reason");
+        assert!(e.message.contains("quarantined"), "{e:?}");
+        assert_eq!(e.class, "permanent");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,7 +430,7 @@ async fn two_handles_never_claim_the_same_delivery() {
             let mut mine = Vec::new();
             let mut idle = 0;
             while idle < 50 {
-                let claimed = s.claim_due(t(10), 4).await.expect("claim");
+                let claimed = s.claim_due(&me(), t(10), 4).await.expect("claim");
                 if claimed.is_empty() {
                     idle += 1;
                     tokio::task::yield_now().await;
@@ -393,14 +487,14 @@ async fn a_held_write_lock_is_a_retryable_error() {
     let tx = other
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .expect("lock");
-    let e = s.claim_due(t(5), 10).await.expect_err("locked");
+    let e = s.claim_due(&me(), t(5), 10).await.expect_err("locked");
     assert!(matches!(e, Error::Store { .. }), "{e:?}");
     assert!(e.class().is_retryable(), "{e}");
     assert!(e.to_string().contains("busy.db"), "{e}");
     // Reads do not wait for the writer (WAL).
     assert_eq!(s.stats().await.expect("stats").pending, 1);
     drop(tx);
-    assert_eq!(s.claim_due(t(5), 10).await.expect("claim").len(), 1);
+    assert_eq!(s.claim_due(&me(), t(5), 10).await.expect("claim").len(), 1);
 }
 
 #[test]
@@ -479,7 +573,7 @@ async fn a_killed_process_loses_nothing_committed() {
                 .collect();
             commit(&s, "inv", records, page + 1).await;
         }
-        let claimed = s.claim_due(t(5), 10).await.expect("claim");
+        let claimed = s.claim_due(&me(), t(5), 10).await.expect("claim");
         assert_eq!(claimed.len(), 2);
         std::process::abort();
     }
@@ -505,8 +599,8 @@ async fn a_killed_process_loses_nothing_committed() {
     assert_eq!(s.load_position("inv").await.expect("pos"), Some(pos(20)));
     let st = s.stats().await.expect("stats");
     assert_eq!((st.records, st.in_flight, st.pending), (1000, 2, 1998));
-    assert_eq!(s.requeue_in_flight(t(9)).await.expect("requeue"), 2);
-    let again = s.claim_due(t(9), 10).await.expect("claim");
+    assert_eq!(s.requeue_in_flight(&me(), t(9)).await.expect("requeue"), 2);
+    let again = s.claim_due(&me(), t(9), 10).await.expect("claim");
     assert!(again.iter().all(|c| c.in_doubt && c.attempt == 2));
 }
 
@@ -557,7 +651,7 @@ async fn damaged_pages_are_corrupt_errors_not_panics() {
                 matches!(&e, Error::Corrupt(m) if m.contains("damaged.db")),
                 "{e:?}"
             );
-            let e = s.claim_due(t(5), 10).await.expect_err("damaged");
+            let e = s.claim_due(&me(), t(5), 10).await.expect_err("damaged");
             assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
         }
     }

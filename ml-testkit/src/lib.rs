@@ -53,6 +53,7 @@ pub struct LoggedSend {
 pub struct FileSink {
     path: PathBuf,
     reconcile: bool,
+    delay: std::time::Duration,
 }
 
 impl FileSink {
@@ -61,7 +62,16 @@ impl FileSink {
         Self {
             path: path.into(),
             reconcile,
+            delay: std::time::Duration::ZERO,
         }
+    }
+
+    /// Each send takes `delay` before it is written (a slow remote side, so that sends
+    /// are in flight while other processes run).
+    #[must_use]
+    pub fn with_delay(mut self, delay: std::time::Duration) -> Self {
+        self.delay = delay;
+        self
     }
 
     /// Reads the log.
@@ -94,6 +104,9 @@ fn io(e: &std::io::Error) -> Error {
 #[async_trait]
 impl Sink for FileSink {
     async fn send(&self, msg: &Outbound) -> Result<Receipt> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         let line = format!(
             "{}\t{}\t{}\n",
             msg.delivery_id, msg.record_key, msg.destination.address
@@ -117,7 +130,7 @@ impl Sink for FileSink {
         }
         let found = Self::read(&self.path)
             .iter()
-            .any(|s| s.delivery_id == msg.delivery_id);
+            .any(|s| s.delivery_id == msg.delivery_id.0);
         Ok(if found {
             Reconciled::Found(Receipt::new(format!("file-{}", msg.delivery_id)))
         } else {

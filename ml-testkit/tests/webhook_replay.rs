@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ml_core::audit::AuditStore;
+use ml_core::audit::AuditQuery as _;
 use ml_core::memory::MemoryAuditStore;
 use ml_store::{SqliteAuditStore, SqliteReplayCache};
 use ml_twilio::TwilioStatusReceiver;

@@ -188,7 +188,7 @@ impl Sink for SendGridEmailSink {
         else {
             // Accepted (sending again would duplicate it) but not correlatable: events for
             // it will find no delivery. Some mocks (Prism) answer like this.
-            tracing::warn!(delivery = msg.delivery_id, %status, "SendGrid accepted the mail without X-Message-Id");
+            tracing::warn!(delivery = msg.delivery_id.0, %status, "SendGrid accepted the mail without X-Message-Id");
             return Ok(
                 Receipt::new(format!("{NO_MESSAGE_ID_PREFIX}{}", msg.delivery_id))
                     .with_status("accepted"),

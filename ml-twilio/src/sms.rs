@@ -219,7 +219,7 @@ impl TwilioSmsSink {
     /// The body sent for a message: the rendered text fitted to the length policy, with
     /// the reconcile marker.
     pub fn body_for(&self, msg: &Outbound) -> Result<Fitted> {
-        Ok(self.fit(&msg.rendered.text, msg.delivery_id)?)
+        Ok(self.fit(&msg.rendered.text, msg.delivery_id.0)?)
     }
 
     fn fit(&self, text: &str, delivery_id: i64) -> Result<Fitted, TwilioError> {
@@ -253,14 +253,14 @@ impl TwilioSmsSink {
     /// The form a message is sent with.
     pub fn form_for(&self, msg: &Outbound) -> Result<Vec<(&'static str, String)>> {
         let to = self.recipient(msg)?;
-        let fitted = self.fit(&msg.rendered.text, msg.delivery_id)?;
+        let fitted = self.fit(&msg.rendered.text, msg.delivery_id.0)?;
         let mut form = vec![("To", to)];
         match &self.s.sender {
             Sender::From(f) => form.push(("From", f.clone())),
             Sender::MessagingService(m) => form.push(("MessagingServiceSid", m.clone())),
         }
         form.push(("Body", fitted.body));
-        if let Some(cb) = self.status_callback_url(msg.delivery_id) {
+        if let Some(cb) = self.status_callback_url(msg.delivery_id.0) {
             form.push(("StatusCallback", cb));
         }
         Ok(form)
@@ -307,7 +307,7 @@ impl Sink for TwilioSmsSink {
 
     async fn reconcile(&self, msg: &Outbound) -> Result<Reconciled> {
         let to = self.recipient(msg)?;
-        let body = self.fit(&msg.rendered.text, msg.delivery_id)?.body;
+        let body = self.fit(&msg.rendered.text, msg.delivery_id.0)?.body;
         let skew = jiff::SignedDuration::try_from(self.s.clock_skew).unwrap_or_default();
         let since = msg.planned_at.checked_sub(skew).unwrap_or(msg.planned_at);
         let day = since.to_zoned(jiff::tz::TimeZone::UTC).date();

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ml_core::audit::{AuditStore, DeliveryFilter, DeliveryStatus, RemoteStatus};
+use ml_core::audit::{AuditQuery, AuditStore, DeliveryFilter, DeliveryStatus, RemoteStatus};
 use ml_core::clock::TokioClock;
 use ml_core::memory::{MemoryAuditStore, MemorySource, SourceTable};
 use ml_core::record::EntityKind;

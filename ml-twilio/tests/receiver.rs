@@ -9,9 +9,9 @@ use bytes::Bytes;
 use jiff::Timestamp;
 use ml_core::Result;
 use ml_core::audit::{
-    AttemptOutcome, AttemptView, CallbackApplied, CallbackUpdate, ClaimedDelivery, CycleEnd,
-    CycleId, CycleView, DeliveryFilter, DeliveryId, DeliveryView, JournalStats, PageCommit,
-    PageCommitted, RecordHistory, RejectedView,
+    AttemptOutcome, AttemptView, AuditQuery, AuditWrite, CallbackApplied, CallbackUpdate, Claimant,
+    ClaimedDelivery, CycleEnd, CycleId, CycleView, DeliveryFilter, DeliveryId, DeliveryView,
+    JournalStats, PageCommit, PageCommitted, RecordHistory, RejectedView,
 };
 use ml_core::cursor::Position;
 use ml_twilio::receiver::{Handled, Rejection};
@@ -124,7 +124,7 @@ struct FlakyJournal {
 }
 
 #[async_trait]
-impl AuditStore for FlakyJournal {
+impl AuditWrite for FlakyJournal {
     async fn load_position(&self, stream: &str) -> Result<Option<Position>> {
         self.inner.load_position(stream).await
     }
@@ -137,8 +137,22 @@ impl AuditStore for FlakyJournal {
     async fn end_cycle(&self, cycle: CycleId, end: CycleEnd) -> Result<()> {
         self.inner.end_cycle(cycle, end).await
     }
-    async fn claim_due(&self, now: Timestamp, limit: usize) -> Result<Vec<ClaimedDelivery>> {
-        self.inner.claim_due(now, limit).await
+    async fn claim_due(
+        &self,
+        by: &Claimant,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        self.inner.claim_due(by, now, limit).await
+    }
+    async fn renew_claims(&self, by: &Claimant, ids: &[DeliveryId], now: Timestamp) -> Result<u64> {
+        self.inner.renew_claims(by, ids, now).await
+    }
+    async fn acquire_stream(&self, stream: &str, by: &Claimant, now: Timestamp) -> Result<bool> {
+        self.inner.acquire_stream(stream, by, now).await
+    }
+    async fn release_stream(&self, stream: &str, by: &Claimant) -> Result<()> {
+        self.inner.release_stream(stream, by).await
     }
     async fn finish_attempt(
         &self,
@@ -148,8 +162,8 @@ impl AuditStore for FlakyJournal {
     ) -> Result<()> {
         self.inner.finish_attempt(id, outcome, at).await
     }
-    async fn requeue_in_flight(&self, now: Timestamp) -> Result<u64> {
-        self.inner.requeue_in_flight(now).await
+    async fn requeue_in_flight(&self, by: &Claimant, now: Timestamp) -> Result<u64> {
+        self.inner.requeue_in_flight(by, now).await
     }
     async fn replay(&self, id: DeliveryId, now: Timestamp) -> Result<()> {
         self.inner.replay(id, now).await
@@ -167,6 +181,13 @@ impl AuditStore for FlakyJournal {
         }
         self.inner.apply_callback(update).await
     }
+    async fn next_due_at(&self) -> Result<Option<Timestamp>> {
+        self.inner.next_due_at().await
+    }
+}
+
+#[async_trait]
+impl AuditQuery for FlakyJournal {
     async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryView>> {
         self.inner.deliveries(filter).await
     }
@@ -181,9 +202,6 @@ impl AuditStore for FlakyJournal {
     }
     async fn rejected(&self, stream: Option<&str>, limit: usize) -> Result<Vec<RejectedView>> {
         self.inner.rejected(stream, limit).await
-    }
-    async fn next_due_at(&self) -> Result<Option<Timestamp>> {
-        self.inner.next_due_at().await
     }
     async fn stats(&self) -> Result<JournalStats> {
         self.inner.stats().await

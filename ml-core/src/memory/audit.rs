@@ -8,9 +8,10 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use crate::audit::{
-    AttemptOutcome, AttemptView, AuditStore, CallbackApplied, CallbackUpdate, ClaimedDelivery,
-    CycleEnd, CycleId, CycleView, DeliveryFilter, DeliveryId, DeliveryStatus, DeliveryView,
-    JournalStats, PageCommit, PageCommitted, RecordHistory, RecordVersion, RejectedView,
+    AttemptOutcome, AttemptView, AuditQuery, AuditWrite, CallbackApplied, CallbackUpdate, Claimant,
+    ClaimedDelivery, CycleEnd, CycleId, CycleView, DeliveryFilter, DeliveryId, DeliveryStatus,
+    DeliveryView, JournalStats, OwnerId, PageCommit, PageCommitted, RecordHistory, RecordVersion,
+    RejectedView,
 };
 use crate::cursor::Position;
 use crate::error::{Error, Result};
@@ -32,6 +33,8 @@ struct Inner {
     attempts: HashMap<i64, Vec<AttemptView>>,
     by_remote: HashMap<String, i64>,
     next_delivery: i64,
+    /// stream -> (owner, lease until)
+    stream_leases: HashMap<String, (OwnerId, Timestamp)>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,9 +46,11 @@ struct Delivery {
     round_base: u32,
     /// The current round's first attempt.
     round_started: Option<Timestamp>,
+    /// While in flight: who holds it, and until when.
+    claim: Option<(OwnerId, Timestamp)>,
 }
 
-/// The in-memory [`AuditStore`]. Same semantics as the durable stores (it runs the same
+/// The in-memory [`AuditStore`](crate::audit::AuditStore). Same semantics as the durable stores (it runs the same
 /// conformance suite), but nothing survives the process.
 #[derive(Debug, Default)]
 pub struct MemoryAuditStore {
@@ -74,7 +79,7 @@ fn cycle_mut(inner: &mut Inner, id: CycleId) -> Result<&mut CycleView> {
 }
 
 #[async_trait]
-impl AuditStore for MemoryAuditStore {
+impl AuditWrite for MemoryAuditStore {
     async fn load_position(&self, stream: &str) -> Result<Option<Position>> {
         Ok(self.lock().positions.get(stream).cloned())
     }
@@ -149,6 +154,7 @@ impl AuditStore for MemoryAuditStore {
                         remote_scope: None,
                         round_base: 0,
                         round_started: None,
+                        claim: None,
                     },
                 );
                 out.deliveries += 1;
@@ -197,7 +203,12 @@ impl AuditStore for MemoryAuditStore {
         Ok(())
     }
 
-    async fn claim_due(&self, now: Timestamp, limit: usize) -> Result<Vec<ClaimedDelivery>> {
+    async fn claim_due(
+        &self,
+        by: &Claimant,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>> {
         let mut g = self.lock();
         let inner = &mut *g;
         let mut heads: HashSet<_> = HashSet::new();
@@ -232,6 +243,7 @@ impl AuditStore for MemoryAuditStore {
             d.view.attempts += 1;
             d.view.updated_at = now;
             d.view.next_attempt_at = None;
+            d.claim = Some((by.owner.clone(), by.lease_until(now)));
             let attempts = inner.attempts.entry(id).or_default();
             attempts.push(AttemptView {
                 delivery_id: DeliveryId(id),
@@ -311,6 +323,7 @@ impl AuditStore for MemoryAuditStore {
             }
         };
         d.view.updated_at = at;
+        d.claim = None;
         if let Some(a) = inner.attempts.get_mut(&id.0).and_then(|v| v.last_mut()) {
             a.finished_at = Some(at);
             a.outcome = Some(label);
@@ -320,16 +333,38 @@ impl AuditStore for MemoryAuditStore {
         Ok(())
     }
 
-    async fn requeue_in_flight(&self, now: Timestamp) -> Result<u64> {
+    async fn renew_claims(&self, by: &Claimant, ids: &[DeliveryId], now: Timestamp) -> Result<u64> {
+        let mut g = self.lock();
+        let until = by.lease_until(now);
+        let mut n = 0;
+        for id in ids {
+            if let Some(d) = g.deliveries.get_mut(&id.0)
+                && d.view.status == DeliveryStatus::InFlight
+                && let Some((owner, lease)) = &mut d.claim
+                && *owner == by.owner
+            {
+                *lease = until;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn requeue_in_flight(&self, by: &Claimant, now: Timestamp) -> Result<u64> {
         let mut g = self.lock();
         let inner = &mut *g;
         let mut n = 0;
         for (id, d) in &mut inner.deliveries {
-            if d.view.status == DeliveryStatus::InFlight {
+            let takeable = d
+                .claim
+                .as_ref()
+                .is_none_or(|(owner, until)| *owner == by.owner || *until <= now);
+            if d.view.status == DeliveryStatus::InFlight && takeable {
                 d.view.status = DeliveryStatus::Retrying;
                 d.view.in_doubt = true;
                 d.view.next_attempt_at = Some(now);
                 d.view.updated_at = now;
+                d.claim = None;
                 if let Some(a) = inner.attempts.get_mut(id).and_then(|v| v.last_mut()) {
                     a.finished_at = Some(now);
                     a.outcome = Some("interrupted".into());
@@ -338,6 +373,31 @@ impl AuditStore for MemoryAuditStore {
             }
         }
         Ok(n)
+    }
+
+    async fn acquire_stream(&self, stream: &str, by: &Claimant, now: Timestamp) -> Result<bool> {
+        let mut g = self.lock();
+        let held = g
+            .stream_leases
+            .get(stream)
+            .is_some_and(|(owner, until)| *owner != by.owner && *until > now);
+        if held {
+            return Ok(false);
+        }
+        g.stream_leases
+            .insert(stream.to_owned(), (by.owner.clone(), by.lease_until(now)));
+        Ok(true)
+    }
+
+    async fn release_stream(&self, stream: &str, by: &Claimant) -> Result<()> {
+        let mut g = self.lock();
+        if g.stream_leases
+            .get(stream)
+            .is_some_and(|(owner, _)| *owner == by.owner)
+        {
+            g.stream_leases.remove(stream);
+        }
+        Ok(())
     }
 
     async fn replay(&self, id: DeliveryId, now: Timestamp) -> Result<()> {
@@ -395,6 +455,23 @@ impl AuditStore for MemoryAuditStore {
         Ok(CallbackApplied::Applied(DeliveryId(id)))
     }
 
+    async fn next_due_at(&self) -> Result<Option<Timestamp>> {
+        let g = self.lock();
+        Ok(g.deliveries
+            .values()
+            .filter(|d| {
+                matches!(
+                    d.view.status,
+                    DeliveryStatus::Pending | DeliveryStatus::Retrying
+                )
+            })
+            .filter_map(|d| d.view.next_attempt_at)
+            .min())
+    }
+}
+
+#[async_trait]
+impl AuditQuery for MemoryAuditStore {
     async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryView>> {
         let g = self.lock();
         Ok(g.deliveries
@@ -448,20 +525,6 @@ impl AuditStore for MemoryAuditStore {
             .take(limit)
             .cloned()
             .collect())
-    }
-
-    async fn next_due_at(&self) -> Result<Option<Timestamp>> {
-        let g = self.lock();
-        Ok(g.deliveries
-            .values()
-            .filter(|d| {
-                matches!(
-                    d.view.status,
-                    DeliveryStatus::Pending | DeliveryStatus::Retrying
-                )
-            })
-            .filter_map(|d| d.view.next_attempt_at)
-            .min())
     }
 
     async fn stats(&self) -> Result<JournalStats> {

@@ -115,7 +115,7 @@ impl MemorySink {
         state.next_id += 1;
         let remote_id = format!("{}-{}", self.name, state.next_id);
         state.sent.push(SentMessage {
-            delivery_id: msg.delivery_id,
+            delivery_id: msg.delivery_id.0,
             record_key: msg.record_key.clone(),
             destination: msg.destination.clone(),
             rendered: msg.rendered.clone(),
@@ -184,7 +184,7 @@ impl Sink for MemorySink {
             .lock()
             .sent
             .iter()
-            .find(|m| m.delivery_id == msg.delivery_id)
+            .find(|m| m.delivery_id == msg.delivery_id.0)
             .map_or(Reconciled::NotFound, |m| {
                 Reconciled::Found(Receipt::new(m.remote_id.clone()))
             }))

@@ -1,15 +1,17 @@
 //! Delivery workers: claim (in flight) -> limiter -> send -> limiter (completed) -> journal
 //! the outcome.
 
+use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{Checkpoint, DeliverySummary, Inner};
-use crate::audit::{AttemptOutcome, ClaimedDelivery, ErrorInfo};
+use crate::audit::{AttemptOutcome, ClaimedDelivery, DeliveryId, ErrorInfo};
 use crate::clock;
 use crate::error::{Error, ErrorClass, Result};
 use crate::sink::{Outbound, Reconciled};
@@ -17,30 +19,61 @@ use crate::sink::{Outbound, Reconciled};
 /// Sends every due delivery, `max_in_flight` at a time and one per destination, until
 /// nothing is due (`stop` = None) or until `stop` turns true (then waits for the sends in
 /// flight). While running with `stop`, it sleeps until the next delivery is due or a poll
-/// plans new ones.
+/// plans new ones. The leases of the deliveries in flight are renewed every third of the
+/// lease, so no other process takes over a slow send.
 pub(super) async fn until_idle(
     inner: &Arc<Inner>,
     mut stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Result<DeliverySummary> {
     let mut summary = DeliverySummary::default();
     let mut running = tokio::task::JoinSet::new();
+    let mut held: HashSet<DeliveryId> = HashSet::new();
+    let renew_every = inner.claimant.lease / 3;
+    let mut next_renew = Instant::now() + renew_every;
     loop {
+        if !held.is_empty() && Instant::now() >= next_renew {
+            let ids: Vec<DeliveryId> = held.iter().copied().collect();
+            let kept = inner
+                .store
+                .renew_claims(&inner.claimant, &ids, inner.now())
+                .await?;
+            if kept < ids.len() as u64 {
+                tracing::warn!(
+                    held = ids.len(),
+                    kept,
+                    "some claims were lost (lease ran out and another process took them over)"
+                );
+            }
+            next_renew = Instant::now() + renew_every;
+        }
         let stopping = stop.as_ref().is_some_and(|s| *s.borrow());
         let free = inner.max_in_flight.saturating_sub(running.len());
         let mut claimed_any = false;
         if !stopping && free > 0 {
-            let claimed = inner.store.claim_due(inner.now(), free).await?;
-            claimed_any = !claimed.is_empty();
+            let claimed = inner
+                .store
+                .claim_due(&inner.claimant, inner.now(), free)
+                .await?;
+            // A short claim took every head that is due: claiming again at once would be an
+            // empty write transaction. The next claim follows a finished send or new work.
+            claimed_any = claimed.len() >= free;
+            if held.is_empty() {
+                next_renew = Instant::now() + renew_every;
+            }
             for c in claimed {
                 let inner = Arc::clone(inner);
-                running.spawn(async move { one(&inner, c).await });
+                held.insert(c.id);
+                running.spawn(async move {
+                    let id = c.id;
+                    (id, one(&inner, c).await)
+                });
             }
         }
         if claimed_any {
             continue;
         }
         if let Some(joined) = running.try_join_next() {
-            record(&mut summary, joined)?;
+            record(&mut summary, &mut held, joined)?;
             continue;
         }
         if running.is_empty() {
@@ -63,33 +96,44 @@ pub(super) async fn until_idle(
             }
             continue;
         }
-        // Sends are in flight: wait for one to finish (or, when running, for new work).
+        // Sends are in flight: wait for one to finish (or, when running, for new work, or
+        // for the next lease renewal).
         if let Some(stop) = stop.as_mut().filter(|_| !stopping && free > 0) {
             tokio::select! {
                 joined = running.join_next() => {
-                    if let Some(j) = joined { record(&mut summary, j)?; }
+                    if let Some(j) = joined { record(&mut summary, &mut held, j)?; }
                 }
                 () = inner.wake_delivery.notified() => {}
                 _ = stop.changed() => {}
+                () = tokio::time::sleep_until(next_renew) => {}
             }
-        } else if let Some(j) = running.join_next().await {
-            record(&mut summary, j)?;
+        } else {
+            tokio::select! {
+                joined = running.join_next() => {
+                    if let Some(j) = joined { record(&mut summary, &mut held, j)?; }
+                }
+                () = tokio::time::sleep_until(next_renew) => {}
+            }
         }
     }
 }
 
+type Joined = std::result::Result<(DeliveryId, Result<DeliverySummary>), tokio::task::JoinError>;
+
 fn record(
     summary: &mut DeliverySummary,
-    joined: std::result::Result<Result<DeliverySummary>, tokio::task::JoinError>,
+    held: &mut HashSet<DeliveryId>,
+    joined: Joined,
 ) -> Result<()> {
     match joined {
-        Ok(Ok(s)) => {
+        Ok((id, Ok(s))) => {
+            held.remove(&id);
             summary.merge(&s);
             Ok(())
         }
         // The journal failed: stop delivering; the delivery stays in flight and is
-        // recovered (as in doubt) at the next start.
-        Ok(Err(e)) => Err(e),
+        // recovered (as in doubt) at the next start, or by another process after its lease.
+        Ok((_, Err(e))) => Err(e),
         Err(e) => Err(Error::store(
             ErrorClass::Permanent,
             format!("delivery task failed: {e}"),
@@ -161,7 +205,7 @@ async fn attempt(inner: &Inner, c: &ClaimedDelivery) -> AttemptOutcome {
         )));
     };
     let msg = Outbound {
-        delivery_id: c.id.0,
+        delivery_id: c.id,
         stream: c.stream.clone(),
         record_key: c.record.key.clone(),
         rendered: sink.render(&c.record, &c.destination),

@@ -4,11 +4,14 @@
 //!
 //! The five invariants it keeps:
 //! 1. A stream position is saved only in the transaction that journals the records it
-//!    covers ([`AuditStore::commit_page`]), so a crash loses nothing and a re-poll adds
+//!    covers ([`AuditWrite::commit_page`](crate::audit::AuditWrite::commit_page)), so a crash loses nothing and a re-poll adds
 //!    nothing twice.
-//! 2. A delivery is marked in flight (claimed) before it is sent; at start-up in-flight
-//!    deliveries become in-doubt retries, which are reconciled with the sink when it can
-//!    (`Sink::reconcile`) or re-sent (at least once, and counted) when it cannot.
+//! 2. A delivery is marked in flight (claimed, with this pipeline's owner id and a lease
+//!    renewed while it sends) before it is sent; recovery turns this pipeline's own
+//!    in-flight deliveries and those whose lease ran out (a crashed process) into in-doubt
+//!    retries, which are reconciled with the sink when it can (`Sink::reconcile`) or
+//!    re-sent (at least once, and counted) when it cannot. Another live process's
+//!    deliveries are never touched, and one process polls a stream at a time.
 //! 3. Per destination, deliveries go out in source order, one at a time; other
 //!    destinations are never held up by a slow or failing one.
 //! 4. A bad record is journaled as rejected with its reason and the stream goes on; a
@@ -32,7 +35,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::Notify;
 
-use crate::audit::{AuditStore, DeliveryFilter, DeliveryId, ErrorInfo};
+use crate::audit::{AuditStore, Claimant, DeliveryFilter, DeliveryId, ErrorInfo, OwnerId};
 use crate::clock::{self, Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::limiter::{NoLimit, RateLimiter};
@@ -182,6 +185,7 @@ struct Inner {
     max_in_flight: usize,
     max_pages_per_cycle: u64,
     hook: Option<CheckpointHook>,
+    claimant: Claimant,
     health: Mutex<HashMap<String, StreamHealth>>,
     polling: Mutex<HashSet<String>>,
     wake_delivery: Notify,
@@ -214,6 +218,8 @@ pub struct PipelineBuilder {
     max_in_flight: Option<usize>,
     max_pages_per_cycle: Option<u64>,
     hook: Option<CheckpointHook>,
+    owner: Option<OwnerId>,
+    lease: Option<Duration>,
     errors: Vec<Error>,
 }
 
@@ -296,6 +302,22 @@ impl PipelineBuilder {
         self
     }
 
+    /// Names this pipeline instance in the journal's claims (default: [`OwnerId::random`],
+    /// fresh per process run). Two live processes must never share an owner.
+    pub fn owner(mut self, owner: OwnerId) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+
+    /// How long a claim (a delivery in flight, a stream being polled) holds without renewal
+    /// (default [`crate::audit::DEFAULT_LEASE`], 60 s). The pipeline renews its claims at a
+    /// third of this while it works; after a crash, another process (a restarted one too:
+    /// owners are per run) takes them over once the lease ran out.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
     /// Calls `hook` at every [`Checkpoint`].
     pub fn checkpoint_hook(mut self, hook: CheckpointHook) -> Self {
         self.hook = Some(hook);
@@ -343,6 +365,11 @@ impl PipelineBuilder {
         if max_in_flight == 0 {
             return Err(Error::config("max_in_flight", "must be at least 1"));
         }
+        let lease = self.lease.unwrap_or(crate::audit::DEFAULT_LEASE);
+        if lease < Duration::from_secs(1) {
+            return Err(Error::config("lease", "must be at least 1 s"));
+        }
+        let claimant = Claimant::new(self.owner.unwrap_or_else(OwnerId::random)).with_lease(lease);
         Ok(Pipeline {
             inner: Arc::new(Inner {
                 streams: self.streams,
@@ -364,6 +391,7 @@ impl PipelineBuilder {
                 max_in_flight,
                 max_pages_per_cycle: self.max_pages_per_cycle.unwrap_or(10_000).max(1),
                 hook: self.hook,
+                claimant,
                 health: Mutex::default(),
                 polling: Mutex::default(),
                 wake_delivery: Notify::new(),
@@ -493,16 +521,29 @@ impl Pipeline {
             .collect()
     }
 
-    /// Start-up recovery: every delivery left in flight by a crash becomes an in-doubt retry
-    /// (reconciled before it is sent again). Call once before delivering; `run` and
-    /// `run_once` do. Single-replica only: with several replicas sharing a journal, use the
-    /// journal's lease expiry instead.
+    /// Who this pipeline claims as in the journal, and for how long.
+    pub fn claimant(&self) -> &Claimant {
+        &self.inner.claimant
+    }
+
+    /// Recovery: the deliveries this pipeline left in flight, and those whose owner's lease
+    /// ran out (a crashed process, whatever its owner), become in-doubt retries (reconciled
+    /// before they are sent again). Deliveries another live process holds are never
+    /// touched, so a `--once` run or a replay beside a running service is safe. `run` calls
+    /// it at start-up and `run_once` on every pass.
+    ///
+    /// After a crash, the dead process's claims wait for their lease (60 s by default, see
+    /// [`PipelineBuilder::lease`]) before they are taken over.
     pub async fn recover(&self) -> Result<u64> {
-        let n = self.inner.store.requeue_in_flight(self.inner.now()).await?;
+        let n = self
+            .inner
+            .store
+            .requeue_in_flight(&self.inner.claimant, self.inner.now())
+            .await?;
         if n > 0 {
             tracing::warn!(
                 deliveries = n,
-                "requeued in-flight deliveries left by a crash as in doubt"
+                "requeued in-flight deliveries left by a crash (or an expired lease) as in doubt"
             );
         }
         Ok(n)

@@ -191,6 +191,26 @@ pub(super) async fn cycle(inner: &Arc<Inner>, stream: &Stream) -> CycleSummary {
 
 async fn run_cycle(inner: &Inner, stream: &Stream, summary: &mut CycleSummary) -> Result<()> {
     let store = &inner.store;
+    // One poller per stream across processes sharing the journal (a `--once` run beside a
+    // service): the other skips this cycle.
+    if !store
+        .acquire_stream(&stream.name, &inner.claimant, inner.now())
+        .await?
+    {
+        tracing::info!(stream = %stream.name, "stream is being polled by another process; cycle skipped");
+        summary.skipped = true;
+        return Ok(());
+    }
+    let result = journal_cycle(inner, stream, summary).await;
+    if let Err(e) = store.release_stream(&stream.name, &inner.claimant).await {
+        // The lease runs out by itself.
+        tracing::warn!(stream = %stream.name, error = %e, "could not release the stream lease");
+    }
+    result
+}
+
+async fn journal_cycle(inner: &Inner, stream: &Stream, summary: &mut CycleSummary) -> Result<()> {
+    let store = &inner.store;
     let cycle = store.begin_cycle(&stream.name, inner.now()).await?;
     let outcome = pages(inner, stream, cycle, summary).await;
     let end = CycleEnd {
@@ -244,7 +264,20 @@ async fn pages(
     let store = &inner.store;
     let mut pages = PageLoop::start(inner, stream).await?;
     let mut watermark = None;
+    let mut first = true;
     loop {
+        // Renewed per page; lost only when this process stalled past its lease and another
+        // took the stream over: stop, the other continues from the saved position.
+        if !std::mem::take(&mut first)
+            && !store
+                .acquire_stream(&stream.name, &inner.claimant, inner.now())
+                .await?
+        {
+            return Err(Error::InvalidState(format!(
+                "lost the lease on stream `{}` to another process",
+                stream.name
+            )));
+        }
         inner.checkpoint(&super::Checkpoint::BeforePoll {
             stream: stream.name.clone(),
         });

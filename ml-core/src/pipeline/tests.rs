@@ -5,7 +5,7 @@ use jiff::Timestamp;
 
 use super::*;
 use crate::ErrorClass;
-use crate::audit::{AuditStoreExt, DeliveryStatus};
+use crate::audit::{AuditQuery, AuditStoreExt, AuditWrite, Claimant, DeliveryStatus, OwnerId};
 use crate::clock::TokioClock;
 use crate::limiter::{GcraLimiter, Quota};
 use crate::memory::{MemoryAuditStore, MemorySink, MemorySource, SinkFault, SourceTable};
@@ -362,13 +362,14 @@ async fn crash_while_in_flight_is_recovered_by_reconcile() {
     let p = rig.pipeline();
     p.poll_stream("invoices").await.expect("poll");
     // A previous process claimed the delivery, posted it, and died before journaling.
+    let dead = Claimant::new(OwnerId::new("dead-process"));
     let claimed = rig
         .store
-        .claim_due(rig.clock.now(), 10)
+        .claim_due(&dead, rig.clock.now(), 10)
         .await
         .expect("claim");
     let msg = crate::sink::Outbound {
-        delivery_id: claimed[0].id.0,
+        delivery_id: claimed[0].id,
         stream: claimed[0].stream.clone(),
         record_key: claimed[0].record.key.clone(),
         destination: claimed[0].destination.clone(),
@@ -378,6 +379,15 @@ async fn crash_while_in_flight_is_recovered_by_reconcile() {
         planned_at: claimed[0].created_at,
     };
     rig.sink.send(&msg).await.expect("the dead process's post");
+    // While its lease holds, the claim may be a live process's: not touched.
+    let s = p.run_once().await.expect("beside a live claim");
+    assert_eq!((s.recovered, s.deliveries.attempts), (0, 0));
+    assert_eq!(
+        rig.store.stats().await.expect("stats").in_flight,
+        1,
+        "a live claim of another owner is never requeued"
+    );
+    tokio::time::advance(dead.lease + Duration::from_secs(1)).await;
     let s = p.run_once().await.expect("restart");
     assert_eq!(s.recovered, 1);
     assert_eq!(s.deliveries.reconciled, 1);

@@ -6,14 +6,20 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use crate::audit::{
-    AttemptOutcome, AuditStore, AuditStoreExt, CallbackApplied, CallbackUpdate, CycleEnd,
-    DeliveryFilter, DeliveryId, DeliveryStatus, ErrorInfo, PageCommit, PlannedRecord, RemoteStatus,
+    AttemptOutcome, AuditStore, AuditStoreExt, CallbackApplied, CallbackUpdate, Claimant, CycleEnd,
+    DeliveryFilter, DeliveryId, DeliveryStatus, ErrorInfo, OwnerId, PageCommit, PlannedRecord,
+    RemoteStatus,
 };
 use crate::cursor::Position;
 use crate::error::Error;
 use crate::money::Money;
 use crate::record::{BusinessFields, EntityKind, RawJson, Record, Rejected};
 use crate::sink::{Destination, Receipt};
+
+/// The claimant most checks use.
+fn me() -> Claimant {
+    Claimant::new(OwnerId::new("conformance-a"))
+}
 
 fn t(secs: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + secs).expect("timestamp")
@@ -117,6 +123,8 @@ where
     later_versions_thread_on_the_first(&*make().await).await;
     queries_answer(&*make().await).await;
     concurrent_claims_are_exclusive(make().await).await;
+    leases_protect_live_claims(&*make().await).await;
+    stream_leases_are_exclusive(&*make().await).await;
 }
 
 /// `commit_page` writes records, deliveries and position together, or nothing.
@@ -255,7 +263,7 @@ pub async fn claims_follow_destination_order(s: &dyn AuditStore) {
         1,
     )
     .await;
-    let first = s.claim_due(t(5), 10).await.expect("claim");
+    let first = s.claim_due(&me(), t(5), 10).await.expect("claim");
     let got: Vec<(String, String)> = first
         .iter()
         .map(|c| (c.destination.address.clone(), c.record.key.clone()))
@@ -275,17 +283,20 @@ pub async fn claims_follow_destination_order(s: &dyn AuditStore) {
         && !c.in_doubt
         && c.first_attempt_at == t(5)));
     assert!(
-        s.claim_due(t(5), 10).await.expect("claim").is_empty(),
+        s.claim_due(&me(), t(5), 10)
+            .await
+            .expect("claim")
+            .is_empty(),
         "in-flight heads block their destinations"
     );
     s.finish_attempt(first[0].id, delivered("r1"), t(6))
         .await
         .expect("finish");
     assert!(
-        s.claim_due(t(6), 0).await.expect("claim").is_empty(),
+        s.claim_due(&me(), t(6), 0).await.expect("claim").is_empty(),
         "limit 0 claims nothing, even with work due"
     );
-    let next = s.claim_due(t(6), 10).await.expect("claim");
+    let next = s.claim_due(&me(), t(6), 10).await.expect("claim");
     assert_eq!(next.len(), 1);
     assert_eq!(
         (
@@ -313,7 +324,7 @@ pub async fn retries_wait_until_due(s: &dyn AuditStore) {
         1,
     )
     .await;
-    let c = s.claim_due(t(5), 1).await.expect("claim");
+    let c = s.claim_due(&me(), t(5), 1).await.expect("claim");
     assert_eq!(c.len(), 1, "limit");
     s.finish_attempt(
         c[0].id,
@@ -326,7 +337,7 @@ pub async fn retries_wait_until_due(s: &dyn AuditStore) {
     )
     .await
     .expect("finish");
-    let c2 = s.claim_due(t(7), 10).await.expect("claim");
+    let c2 = s.claim_due(&me(), t(7), 10).await.expect("claim");
     assert_eq!(c2.len(), 1, "only #b: #a waits for its head");
     assert_eq!(c2[0].destination.address, "#b");
     assert_eq!(
@@ -334,9 +345,9 @@ pub async fn retries_wait_until_due(s: &dyn AuditStore) {
         Some(t(1)),
         "#a's second delivery is pending since t(1)"
     );
-    let early = s.claim_due(t(59), 10).await.expect("claim");
+    let early = s.claim_due(&me(), t(59), 10).await.expect("claim");
     assert!(early.is_empty());
-    let due = s.claim_due(t(60), 10).await.expect("claim");
+    let due = s.claim_due(&me(), t(60), 10).await.expect("claim");
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].id, c[0].id);
     assert_eq!((due[0].attempt, due[0].round_attempt), (2, 2));
@@ -371,7 +382,7 @@ pub async fn attempts_need_a_claim(s: &dyn AuditStore) {
         .await
         .expect_err("unknown");
     assert!(matches!(e, Error::NotFound(_)), "{e}");
-    s.claim_due(t(3), 1).await.expect("claim");
+    s.claim_due(&me(), t(3), 1).await.expect("claim");
     s.finish_attempt(id, delivered("x"), t(4))
         .await
         .expect("finish");
@@ -385,14 +396,20 @@ pub async fn attempts_need_a_claim(s: &dyn AuditStore) {
 /// Start-up recovery turns in-flight deliveries into due, in-doubt retries.
 pub async fn crash_recovery_marks_doubt(s: &dyn AuditStore) {
     commit(s, "inv", vec![planned("1", "a", &["#a", "#b"])], 1).await;
-    let c = s.claim_due(t(5), 10).await.expect("claim");
+    let c = s.claim_due(&me(), t(5), 10).await.expect("claim");
     assert_eq!(c.len(), 2);
     assert_eq!(s.stats().await.expect("stats").in_flight, 2);
-    assert_eq!(s.requeue_in_flight(t(100)).await.expect("requeue"), 2);
-    assert_eq!(s.requeue_in_flight(t(100)).await.expect("requeue"), 0);
+    assert_eq!(
+        s.requeue_in_flight(&me(), t(100)).await.expect("requeue"),
+        2
+    );
+    assert_eq!(
+        s.requeue_in_flight(&me(), t(100)).await.expect("requeue"),
+        0
+    );
     let a = s.attempts(c[0].id).await.expect("attempts");
     assert_eq!(a[0].outcome.as_deref(), Some("interrupted"));
-    let again = s.claim_due(t(100), 10).await.expect("claim");
+    let again = s.claim_due(&me(), t(100), 10).await.expect("claim");
     assert_eq!(again.len(), 2);
     assert!(again.iter().all(|c| c.in_doubt && c.attempt == 2));
     s.finish_attempt(
@@ -436,7 +453,7 @@ pub async fn crash_recovery_marks_doubt(s: &dyn AuditStore) {
 /// Failed deliveries replay; others refuse.
 pub async fn replay_requeues_failed(s: &dyn AuditStore) {
     commit(s, "inv", vec![planned("1", "a", &["#a", "#b", "#c"])], 1).await;
-    let c = s.claim_due(t(5), 10).await.expect("claim");
+    let c = s.claim_due(&me(), t(5), 10).await.expect("claim");
     s.finish_attempt(
         c[0].id,
         AttemptOutcome::Failed(err("permanent", "channel_not_found")),
@@ -493,7 +510,7 @@ pub async fn replay_requeues_failed(s: &dyn AuditStore) {
             .expect("again"),
         0
     );
-    let again = s.claim_due(t(40), 10).await.expect("claim");
+    let again = s.claim_due(&me(), t(40), 10).await.expect("claim");
     assert_eq!(again.len(), 2);
     // A replay starts a fresh retry budget; the attempt count goes on.
     assert!(
@@ -507,7 +524,7 @@ pub async fn replay_requeues_failed(s: &dyn AuditStore) {
 /// Callbacks apply by remote id, idempotently, never downgrading.
 pub async fn callbacks_never_downgrade(s: &dyn AuditStore) {
     commit(s, "inv", vec![planned("1", "a", &["#a", "#b"])], 1).await;
-    let c = s.claim_due(t(5), 10).await.expect("claim");
+    let c = s.claim_due(&me(), t(5), 10).await.expect("claim");
     s.finish_attempt(c[0].id, delivered("SM1"), t(6))
         .await
         .expect("f");
@@ -577,7 +594,7 @@ pub async fn callbacks_never_downgrade(s: &dyn AuditStore) {
         .expect("a remote failure is replayable");
     // The replay sends a new message: its status starts afresh, the old message's late
     // callbacks no longer match, the new message's do.
-    let again = s.claim_due(t(9), 10).await.expect("claim");
+    let again = s.claim_due(&me(), t(9), 10).await.expect("claim");
     assert_eq!(again.len(), 1);
     s.finish_attempt(again[0].id, delivered("SM3"), t(10))
         .await
@@ -609,13 +626,13 @@ pub async fn callbacks_never_downgrade(s: &dyn AuditStore) {
 /// Later versions of a record carry the first delivered receipt for the destination.
 pub async fn later_versions_thread_on_the_first(s: &dyn AuditStore) {
     commit(s, "inv", vec![planned("1", "a", &["#a"])], 1).await;
-    let c = s.claim_due(t(5), 10).await.expect("claim");
+    let c = s.claim_due(&me(), t(5), 10).await.expect("claim");
     assert_eq!(c[0].thread, None);
     s.finish_attempt(c[0].id, delivered("1700.1"), t(6))
         .await
         .expect("f");
     commit(s, "inv", vec![planned("1", "b", &["#a", "#z"])], 2).await;
-    let c = s.claim_due(t(7), 10).await.expect("claim");
+    let c = s.claim_due(&me(), t(7), 10).await.expect("claim");
     let on_a = c
         .iter()
         .find(|c| c.destination.address == "#a")
@@ -753,7 +770,7 @@ pub async fn concurrent_claims_are_exclusive(s: Arc<dyn AuditStore>) {
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             for round in 0..20 {
-                for c in s.claim_due(t(10 + round), 3).await.expect("claim") {
+                for c in s.claim_due(&me(), t(10 + round), 3).await.expect("claim") {
                     mine.push(c.id);
                     s.finish_attempt(c.id, delivered(&format!("r{}", c.id)), t(10 + round))
                         .await
@@ -773,4 +790,104 @@ pub async fn concurrent_claims_are_exclusive(s: Arc<dyn AuditStore>) {
     all.dedup();
     assert_eq!(all.len(), n, "a delivery was claimed twice");
     assert_eq!(n, 40, "every delivery claimed exactly once");
+}
+
+/// Recovery by another owner never touches a live claim: owner B cannot requeue owner A's
+/// in-flight delivery while A's lease holds (renewals extend it), and takes it over (in
+/// doubt) once the lease ran out.
+pub async fn leases_protect_live_claims(s: &dyn AuditStore) {
+    let a = Claimant::new(OwnerId::new("owner-a")).with_lease(std::time::Duration::from_secs(60));
+    let b = Claimant::new(OwnerId::new("owner-b")).with_lease(std::time::Duration::from_secs(60));
+    commit(
+        s,
+        "inv",
+        vec![planned("1", "a", &["#a"]), planned("2", "a", &["#b"])],
+        1,
+    )
+    .await;
+    let ca = s.claim_due(&a, t(10), 1).await.expect("a claims");
+    assert_eq!(ca.len(), 1);
+    let cb = s.claim_due(&b, t(10), 10).await.expect("b claims");
+    assert_eq!(cb.len(), 1);
+    assert_ne!(ca[0].id, cb[0].id);
+    // B starts up (its own recovery) while A is live: only B's own claim is requeued.
+    assert_eq!(
+        s.requeue_in_flight(&b, t(20)).await.expect("requeue"),
+        1,
+        "B requeues its own claim only"
+    );
+    let d = s.delivery(ca[0].id).await.expect("delivery");
+    assert_eq!(
+        d.status,
+        DeliveryStatus::InFlight,
+        "A's live claim is untouched"
+    );
+    assert!(!d.in_doubt);
+    // A renews at t=50: its lease now holds until t=110.
+    assert_eq!(
+        s.renew_claims(&a, &[ca[0].id, cb[0].id], t(50))
+            .await
+            .expect("renew"),
+        1,
+        "A renews only what it holds"
+    );
+    assert_eq!(
+        s.renew_claims(&b, &[ca[0].id], t(50)).await.expect("renew"),
+        0
+    );
+    assert_eq!(s.requeue_in_flight(&b, t(100)).await.expect("requeue"), 0);
+    assert_eq!(
+        s.delivery(ca[0].id).await.expect("delivery").status,
+        DeliveryStatus::InFlight
+    );
+    // A died: after its lease ran out B takes the delivery over, in doubt.
+    assert_eq!(s.requeue_in_flight(&b, t(111)).await.expect("requeue"), 1);
+    let d = s.delivery(ca[0].id).await.expect("delivery");
+    assert_eq!(d.status, DeliveryStatus::Retrying);
+    assert!(d.in_doubt);
+    let again = s.claim_due(&b, t(112), 10).await.expect("b claims");
+    assert!(again.iter().any(|c| c.id == ca[0].id && c.in_doubt));
+    let attempts = s.attempts(ca[0].id).await.expect("attempts");
+    assert_eq!(attempts[0].outcome.as_deref(), Some("interrupted"));
+}
+
+/// One owner polls a stream at a time; the lease is renewed by its holder, released, or
+/// taken over after it ran out.
+pub async fn stream_leases_are_exclusive(s: &dyn AuditStore) {
+    let a = Claimant::new(OwnerId::new("owner-a")).with_lease(std::time::Duration::from_secs(60));
+    let b = Claimant::new(OwnerId::new("owner-b")).with_lease(std::time::Duration::from_secs(60));
+    assert!(s.acquire_stream("inv", &a, t(0)).await.expect("a takes"));
+    assert!(!s.acquire_stream("inv", &b, t(1)).await.expect("b refused"));
+    assert!(
+        s.acquire_stream("other", &b, t(1))
+            .await
+            .expect("another stream")
+    );
+    assert!(s.acquire_stream("inv", &a, t(50)).await.expect("a renews"));
+    assert!(
+        !s.acquire_stream("inv", &b, t(100))
+            .await
+            .expect("renewed lease holds")
+    );
+    s.release_stream("inv", &b)
+        .await
+        .expect("release by non-holder");
+    assert!(
+        !s.acquire_stream("inv", &b, t(100))
+            .await
+            .expect("still A's")
+    );
+    s.release_stream("inv", &a).await.expect("release");
+    assert!(s.acquire_stream("inv", &b, t(101)).await.expect("b takes"));
+    // B dies without releasing: A takes over after the lease.
+    assert!(
+        !s.acquire_stream("inv", &a, t(160))
+            .await
+            .expect("b's lease holds")
+    );
+    assert!(
+        s.acquire_stream("inv", &a, t(161))
+            .await
+            .expect("after expiry")
+    );
 }

@@ -47,7 +47,7 @@ pub async fn sink_conformance(
             other => panic!("{sink}: reconcile must find a sent message, got {other:?}"),
         }
         let never = Outbound {
-            delivery_id: first_delivery_id + 1,
+            delivery_id: crate::audit::DeliveryId(first_delivery_id + 1),
             ..msg.clone()
         };
         match sink.reconcile(&never).await {
@@ -77,7 +77,7 @@ fn message(sink: &dyn Sink, destination: &Destination, delivery_id: i64) -> Outb
         "rendering produced no text"
     );
     Outbound {
-        delivery_id,
+        delivery_id: crate::audit::DeliveryId(delivery_id),
         stream: "conformance".into(),
         record_key: record.key.clone(),
         destination: destination.clone(),

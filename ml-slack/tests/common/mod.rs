@@ -54,7 +54,7 @@ pub fn outbound(sink: &SlackSink, delivery_id: i64, address: &str, record: &Reco
     let destination = Destination::new("slack", address);
     let rendered: Rendered = sink.render(record, &destination);
     Outbound {
-        delivery_id,
+        delivery_id: ml_core::audit::DeliveryId(delivery_id),
         stream: "invoices".into(),
         record_key: record.key.clone(),
         destination,

@@ -46,7 +46,7 @@ pub fn po(key: &str, modified_secs: i64) -> Record {
 /// An outbound message as the pipeline builds it.
 pub fn outbound(sink: &dyn Sink, id: i64, dest: Destination, record: &Record) -> Outbound {
     Outbound {
-        delivery_id: id,
+        delivery_id: ml_core::audit::DeliveryId(id),
         stream: "pos".into(),
         record_key: record.key.clone(),
         rendered: sink.render(record, &dest),
