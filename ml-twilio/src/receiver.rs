@@ -4,7 +4,7 @@
 //! Both verify before parsing, compare in constant time, refuse bodies over a size limit,
 //! drop repeats (Twilio: the same `MessageSid` + `MessageStatus` or the same signature;
 //! SendGrid: the same `sg_event_id`), and turn what remains into
-//! [`CallbackUpdate`]s that [`AuditStore::apply_callback`] folds into the journal by remote
+//! [`CallbackUpdate`]s that [`AuditWrite::apply_callback`](ml_core::audit::AuditWrite::apply_callback) folds into the journal by remote
 //! id: idempotently and never downgrading (`delivered` stays `delivered` when a late
 //! `sent` arrives).
 
