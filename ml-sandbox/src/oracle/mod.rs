@@ -12,7 +12,8 @@
 //!   `LastUpdateDate` from the emulator clock, as Fusion's who-columns are). `PUT
 //!   sandbox/oracle/<resource>` (sandbox control, no auth) stores an item exactly as given,
 //!   timestamps included, to stage late commits during a run.
-//! * `POST oauth2/v1/token`: `grant_type=client_credentials` (client id and secret by HTTP
+//! * `POST oauth2/v1/token`, served by the shared [`TokenIssuer`] (tokens
+//!   `sbx-oracle-token-<n>`): `grant_type=client_credentials` (client id and secret by HTTP
 //!   Basic or form fields, `scope` recorded) or
 //!   `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` with an `assertion`: an RS256
 //!   JWT whose signature verifies with a key trusted by [`OracleEmulator::trust_jwt_key`]
@@ -70,6 +71,10 @@
 //! backfill with the known traps; [`set_synthetic`](OracleEmulator::set_synthetic) serves
 //! `n` invoices generated from their index (nothing held in memory), for big benches.
 //!
+//! The server, seed, clock and fault layer are the shared [`EmulatorCore`];
+//! [`Emulator::env`] gives `ORACLE_FUSION_URL`, `ORACLE_FUSION_TOKEN_URL`,
+//! `ORACLE_FUSION_CLIENT_ID` and `ORACLE_FUSION_CLIENT_SECRET`.
+//!
 //! Faults: the shared [`crate::fault`] layer; target a resource by its last path segment
 //! (`"invoices"`, `"token"`), and count requests the same way.
 //!
@@ -88,7 +93,7 @@ use auth::refusal;
 pub use fixtures::{invoice_json, invoice_lines_json, oracle_ts, unvalidated_invoice_json};
 use state::{Collection, Inner, Row, Shared, SortKey, Synthetic};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -98,12 +103,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post, put};
 use jiff::Timestamp;
-use ml_core::clock::{Clock, TokioClock};
+use ml_core::clock::Clock;
 use serde_json::value::RawValue;
 
+use crate::emulator::{Emulator, EmulatorCore, EmulatorOptions};
 use crate::error::Result;
 use crate::fault::Faults;
-use crate::server::{Binding, Server};
+use crate::oauth2::TokenIssuer;
 
 /// The largest `limit` served; larger values are clamped.
 pub const MAX_LIMIT: usize = 500;
@@ -130,8 +136,7 @@ pub const RESOURCES: &[(&str, &str)] = &[
 
 /// Configures an [`OracleEmulator`].
 pub struct OracleEmulatorBuilder {
-    seed: u64,
-    clock: Option<Arc<dyn Clock>>,
+    options: EmulatorOptions,
     version: String,
     token_lifetime: Duration,
 }
@@ -139,8 +144,7 @@ pub struct OracleEmulatorBuilder {
 impl Default for OracleEmulatorBuilder {
     fn default() -> Self {
         Self {
-            seed: 0,
-            clock: None,
+            options: EmulatorOptions::new(0),
             version: DEFAULT_VERSION.into(),
             token_lifetime: Duration::from_secs(3600),
         }
@@ -150,13 +154,13 @@ impl Default for OracleEmulatorBuilder {
 impl OracleEmulatorBuilder {
     /// Seeds the fault layer's random draws.
     pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
+        self.options.set_seed(seed);
         self
     }
 
-    /// The clock for token expiry (default: a [`TokioClock`]).
+    /// The clock for token expiry (default: a [`TokioClock`](ml_core::clock::TokioClock)).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
+        self.options.set_clock(clock);
         self
     }
 
@@ -174,10 +178,8 @@ impl OracleEmulatorBuilder {
 
     /// Binds 127.0.0.1 and starts serving.
     pub async fn start(self) -> Result<OracleEmulator> {
-        let binding = Binding::new().await?;
-        let clock: Arc<dyn Clock> = self
-            .clock
-            .unwrap_or_else(|| Arc::new(TokioClock::starting_at(Timestamp::now())));
+        let bound = EmulatorCore::bind(&self.options, "/", Arc::new(fault_body)).await?;
+        let clock = Arc::clone(bound.core().clock());
         let resources = RESOURCES
             .iter()
             .map(|(r, k)| {
@@ -191,26 +193,25 @@ impl OracleEmulatorBuilder {
             })
             .collect();
         let shared = Arc::new(Shared {
+            issuer: TokenIssuer::new(
+                "sbx-oracle-token",
+                CLIENT_ID,
+                CLIENT_SECRET,
+                JWT_AUDIENCE,
+                self.token_lifetime,
+                Arc::clone(&clock),
+            ),
             clock,
             version: self.version,
-            client_id: CLIENT_ID.into(),
-            client_secret: CLIENT_SECRET.into(),
             user: USER.into(),
             password: PASSWORD.into(),
-            token_calls: AtomicU64::new(0),
             collection_calls: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 resources,
-                tokens: HashMap::new(),
-                token_lifetime: self.token_lifetime,
-                next_token: 1,
-                scopes: Vec::new(),
                 hidden_precision: false,
                 refuse_or: false,
-                jwt_keys: Vec::new(),
             }),
         });
-        let faults = Faults::with_error_body(self.seed, Arc::new(fault_body));
         let router = Router::new()
             .route(
                 "/fscmRestApi/resources/{version}/{resource}",
@@ -227,14 +228,9 @@ impl OracleEmulatorBuilder {
             .route("/sandbox/oracle/{resource}", put(write::put_raw))
             .route("/oauth2/v1/token", post(auth::token))
             .with_state(shared.clone());
-        let router = faults.layer(router);
-        let base_url = binding.base_url();
-        let server = binding.serve(router);
         Ok(OracleEmulator {
             shared,
-            faults,
-            base_url,
-            _server: server,
+            core: bound.serve(router),
         })
     }
 }
@@ -242,16 +238,34 @@ impl OracleEmulatorBuilder {
 /// A running Oracle Fusion emulator; stops when dropped.
 pub struct OracleEmulator {
     shared: Arc<Shared>,
-    faults: Faults,
-    base_url: String,
-    _server: Server,
+    core: EmulatorCore,
 }
 
 impl std::fmt::Debug for OracleEmulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OracleEmulator")
-            .field("base_url", &self.base_url)
+            .field("base_url", &self.core.base_url())
             .finish_non_exhaustive()
+    }
+}
+
+impl Emulator for OracleEmulator {
+    fn core(&self) -> &EmulatorCore {
+        &self.core
+    }
+
+    /// `ORACLE_FUSION_URL`, `ORACLE_FUSION_TOKEN_URL`, `ORACLE_FUSION_CLIENT_ID` and
+    /// `ORACLE_FUSION_CLIENT_SECRET`.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("ORACLE_FUSION_URL", self.base_url().to_owned()),
+            ("ORACLE_FUSION_TOKEN_URL", self.token_url()),
+            ("ORACLE_FUSION_CLIENT_ID", self.client_id().to_owned()),
+            (
+                "ORACLE_FUSION_CLIENT_SECRET",
+                self.client_secret().to_owned(),
+            ),
+        ]
     }
 }
 
@@ -267,13 +281,13 @@ impl OracleEmulator {
     }
 
     /// The pod URL, `http://127.0.0.1:<port>/` (`ORACLE_FUSION_URL`).
-    pub fn base_url(&self) -> String {
-        self.base_url.clone()
+    pub fn base_url(&self) -> &str {
+        self.core.base_url()
     }
 
     /// The token endpoint (`ORACLE_FUSION_TOKEN_URL`).
     pub fn token_url(&self) -> String {
-        format!("{}oauth2/v1/token", self.base_url)
+        format!("{}oauth2/v1/token", self.core.base_url())
     }
 
     /// The served API version segment.
@@ -283,12 +297,12 @@ impl OracleEmulator {
 
     /// The OAuth client id.
     pub fn client_id(&self) -> &str {
-        &self.shared.client_id
+        self.shared.issuer.client_id()
     }
 
     /// The OAuth client secret.
     pub fn client_secret(&self) -> &str {
-        &self.shared.client_secret
+        self.shared.issuer.client_secret()
     }
 
     /// The Basic user.
@@ -303,12 +317,12 @@ impl OracleEmulator {
 
     /// The fault rules and per-path request counters (`requests("invoices")`).
     pub fn faults(&self) -> &Faults {
-        &self.faults
+        self.core.faults()
     }
 
     /// Token requests answered with a token.
     pub fn tokens_issued(&self) -> u64 {
-        self.shared.token_calls.load(Ordering::Relaxed)
+        self.shared.issuer.tokens_issued()
     }
 
     /// Collection requests that were authorised and answered (any status after auth).
@@ -318,17 +332,17 @@ impl OracleEmulator {
 
     /// The scopes requested at the token endpoint, in order.
     pub fn scopes(&self) -> Vec<String> {
-        self.shared.lock().scopes.clone()
+        self.shared.issuer.scopes()
     }
 
     /// Changes the lifetime of tokens issued from now on.
     pub fn set_token_lifetime(&self, d: Duration) {
-        self.shared.lock().token_lifetime = d;
+        self.shared.issuer.set_lifetime(d);
     }
 
     /// Expires every issued token now (the next call with one is a 401).
     pub fn expire_tokens(&self) {
-        self.shared.lock().tokens.clear();
+        self.shared.issuer.expire_all();
     }
 
     /// Adds a resource keyed by `key_attr`.
@@ -379,10 +393,7 @@ impl OracleEmulator {
     /// Trusts an RSA public key (DER `RSAPublicKey`, e.g. from
     /// `JwtSigningKey::public_key_der`) for JWT user assertions, under an optional `kid`.
     pub fn trust_jwt_key(&self, kid: Option<&str>, public_key_der: impl Into<Vec<u8>>) {
-        self.shared
-            .lock()
-            .jwt_keys
-            .push((kid.map(str::to_owned), public_key_der.into()));
+        self.shared.issuer.trust_jwt_key(kid, public_key_der.into());
     }
 
     /// Answers any `q` that uses `or` with 400 (as a pod limited to simpler filters would).

@@ -1,15 +1,16 @@
-//! What the emulator holds: the collections (stored or synthetic rows), tokens and traps.
+//! What the emulator holds: the collections (stored or synthetic rows), the token issuer
+//! and traps.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use ml_core::clock::Clock;
 use serde_json::value::RawValue;
 
 use super::query;
+use crate::oauth2::TokenIssuer;
 
 #[derive(Debug)]
 pub(super) struct Row {
@@ -58,16 +59,10 @@ impl SortKey {
 
 pub(super) struct Inner {
     pub(super) resources: HashMap<String, Collection>,
-    pub(super) tokens: HashMap<String, Timestamp>,
-    pub(super) token_lifetime: Duration,
-    pub(super) next_token: u64,
-    pub(super) scopes: Vec<String>,
     /// Stored timestamps carry microseconds the served (millisecond) text does not show.
     pub(super) hidden_precision: bool,
     /// Answer a `q` with `or` with 400, like a pod whose framework cannot express it.
     pub(super) refuse_or: bool,
-    /// Public keys (DER `RSAPublicKey`) trusted for JWT assertions, by optional `kid`.
-    pub(super) jwt_keys: Vec<(Option<String>, Vec<u8>)>,
 }
 
 impl Inner {
@@ -121,11 +116,9 @@ impl Inner {
 pub(super) struct Shared {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) version: String,
-    pub(super) client_id: String,
-    pub(super) client_secret: String,
+    pub(super) issuer: TokenIssuer,
     pub(super) user: String,
     pub(super) password: String,
-    pub(super) token_calls: AtomicU64,
     pub(super) collection_calls: AtomicU64,
     pub(super) inner: Mutex<Inner>,
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use ml_sandbox::Emulator;
+use ml_sandbox::oracle::OracleEmulator;
 use ml_sandbox::sendgrid::SendGridEmulator;
 use ml_sandbox::slack::SlackEmulator;
 use ml_sandbox::twilio::TwilioEmulator;
@@ -62,4 +63,36 @@ async fn env_points_each_connector_at_its_emulator() {
         .unwrap()
         .status();
     assert_eq!(status, 200);
+
+    let oracle = OracleEmulator::start().await.unwrap();
+    let vars = env(&oracle);
+    assert_eq!(vars["ORACLE_FUSION_URL"], oracle.base_url());
+    assert_eq!(vars["ORACLE_FUSION_TOKEN_URL"], oracle.token_url());
+    let token: serde_json::Value = client()
+        .post(&vars["ORACLE_FUSION_TOKEN_URL"])
+        .basic_auth(
+            &vars["ORACLE_FUSION_CLIENT_ID"],
+            Some(&vars["ORACLE_FUSION_CLIENT_SECRET"]),
+        )
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = token["access_token"].as_str().expect("a token");
+    let status = client()
+        .get(format!(
+            "{}fscmRestApi/resources/latest/invoices",
+            vars["ORACLE_FUSION_URL"]
+        ))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    assert_eq!(oracle.tokens_issued(), 1);
 }
