@@ -3,6 +3,8 @@
 //! * `${NAME}`: the variable's value; unset or empty is an error naming the key path
 //!   (`sources.oracle.settings.client_secret`) and the variable, never a value.
 //! * `${NAME:-default}`: the default when the variable is unset or empty.
+//! * `${credential:NAME}`: the credential `NAME` from the encrypted credential store
+//!   (see [`crate::credential::CredentialEnv`]); not stored is an error naming the path.
 //! * `$$`: a literal `$`.
 //!
 //! Interpolated values are used once, to configure a connector; the configuration keeps
@@ -10,6 +12,9 @@
 
 use super::Env;
 use crate::error::{Error, Result};
+
+/// The prefix of a reference to a stored credential: `${credential:slack.bot_token}`.
+pub const CREDENTIAL_PREFIX: &str = "credential:";
 
 /// One `${…}` reference.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,9 +46,13 @@ fn pieces<'a>(path: &str, raw: &'a str) -> Result<Vec<Piece<'a>>> {
                 Some((n, d)) => (n, Some(d)),
                 None => (inner, None),
             };
-            let valid = !name.is_empty()
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && !name.as_bytes()[0].is_ascii_digit();
+            let valid = if let Some(credential) = name.strip_prefix(CREDENTIAL_PREFIX) {
+                crate::credential::CredentialName::new(credential).is_ok()
+            } else {
+                !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && !name.as_bytes()[0].is_ascii_digit()
+            };
             if !valid {
                 return Err(Error::config(
                     path,
@@ -71,10 +80,13 @@ pub fn interpolate(path: &str, raw: &str, env: &(impl Env + ?Sized)) -> Result<S
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => {
-                    return Err(Error::config(
-                        path,
-                        format!("environment variable `{}` is not set", r.name),
-                    ));
+                    let what = match r.name.strip_prefix(CREDENTIAL_PREFIX) {
+                        Some(c) => format!(
+                            "credential `{c}` is not stored (`ml-connector credentials set {c}`)"
+                        ),
+                        None => format!("environment variable `{}` is not set", r.name),
+                    };
+                    return Err(Error::config(path, what));
                 }
             },
         }
@@ -118,5 +130,25 @@ mod tests {
         assert!(interpolate("p", "${A", &env).is_err());
         assert!(interpolate("p", "${1A}", &env).is_err());
         assert_eq!(required_vars("${A}-${B:-x}-${C}"), vec!["A", "C"]);
+    }
+
+    #[test]
+    fn credential_references_resolve_through_the_env_and_name_the_credential() {
+        let env = MapEnv::from([("credential:slack.bot_token", "xoxb-1")]);
+        assert_eq!(
+            interpolate("p", "${credential:slack.bot_token}", &env).expect("stored"),
+            "xoxb-1"
+        );
+        let err = interpolate(
+            "sinks.slack.settings.bot_token",
+            "${credential:other}",
+            &env,
+        )
+        .expect_err("not stored")
+        .to_string();
+        assert!(err.contains("credential `other` is not stored"), "{err}");
+        assert!(err.contains("sinks.slack.settings.bot_token"), "{err}");
+        assert!(interpolate("p", "${credential:bad name}", &env).is_err());
+        assert_eq!(required_vars("${credential:a.b}"), vec!["credential:a.b"]);
     }
 }

@@ -228,6 +228,53 @@ impl CredentialStore for MemoryCredentialStore {
     }
 }
 
+/// An [`Env`](crate::config::Env) that answers `credential:NAME` (the
+/// `${credential:NAME}` references of a pipeline file) from a [`CredentialStore`], and
+/// everything else from another `Env`.
+///
+/// The credentials are read once, when it is made (configuration is read once, to build
+/// the connectors); `Debug` shows their names only.
+pub struct CredentialEnv<E> {
+    inner: E,
+    values: BTreeMap<String, SecretString>,
+}
+
+impl<E: crate::config::Env> CredentialEnv<E> {
+    /// Reads every credential of `store` (so a wrong or missing master key fails here,
+    /// naming the credential, before anything starts).
+    pub async fn load(inner: E, store: &dyn CredentialStore) -> Result<Self> {
+        let mut values = BTreeMap::new();
+        for info in store.list().await? {
+            if let Some(v) = store.get(&info.name).await? {
+                values.insert(info.name.to_string(), v);
+            }
+        }
+        Ok(Self { inner, values })
+    }
+
+    /// The names of the credentials it holds.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.values.keys().map(String::as_str)
+    }
+}
+
+impl<E> Debug for CredentialEnv<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialEnv")
+            .field("credentials", &self.values.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: crate::config::Env> crate::config::Env for CredentialEnv<E> {
+    fn var(&self, name: &str) -> Option<String> {
+        match name.strip_prefix(crate::config::interpolate::CREDENTIAL_PREFIX) {
+            Some(c) => self.values.get(c).map(|v| v.expose_secret().to_owned()),
+            None => self.inner.var(name),
+        }
+    }
+}
+
 /// A [`RefreshTokenStore`] keeping the token (and its expiry) as one credential, so a
 /// rotating refresh token (Sage X3, Slack token rotation) is encrypted at rest and written
 /// durably before the new access token is used.
@@ -304,6 +351,29 @@ mod tests {
     async fn memory_store_passes_the_conformance_suite() {
         crate::testing::credential::credential_store_conformance(&MemoryCredentialStore::new())
             .await;
+    }
+
+    #[tokio::test]
+    async fn credential_env_answers_references_and_defers_the_rest() {
+        use crate::config::{Env, MapEnv};
+        let store = MemoryCredentialStore::new();
+        store
+            .put(
+                &CredentialName::new("slack.bot_token").expect("n"),
+                &SecretString::from("xoxb-9"),
+            )
+            .await
+            .expect("put");
+        let env = CredentialEnv::load(MapEnv::from([("HOME_VAR", "h")]), &store)
+            .await
+            .expect("load");
+        assert_eq!(
+            env.var("credential:slack.bot_token").as_deref(),
+            Some("xoxb-9")
+        );
+        assert_eq!(env.var("credential:missing"), None);
+        assert_eq!(env.var("HOME_VAR").as_deref(), Some("h"));
+        assert!(!format!("{env:?}").contains("xoxb-9"));
     }
 
     #[tokio::test]

@@ -82,6 +82,35 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Named secrets kept encrypted in the journal (master key: ML_MASTER_KEY or
+    /// ML_MASTER_KEY_FILE); pipeline files refer to them as `${credential:NAME}`.
+    Credentials {
+        /// A SQLite journal file (default: ML_AUDIT_DB, or ml-audit.db).
+        #[arg(long)]
+        journal: Option<PathBuf>,
+        #[command(subcommand)]
+        command: CredentialsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CredentialsCommand {
+    /// Stores NAME; the value is read from standard input (never from the command line).
+    Set {
+        /// The credential's name (e.g. slack.bot_token).
+        name: String,
+    },
+    /// Names, versions and update times (never values).
+    List,
+    /// Removes NAME.
+    Delete {
+        /// The credential's name.
+        name: String,
+    },
+    /// Re-wraps every credential under ML_MASTER_KEY; the old key is ML_MASTER_KEY_PREVIOUS.
+    RotateKey,
+    /// Prints a new random master key (base64), for ML_MASTER_KEY or a key file.
+    GenerateKey,
 }
 
 #[derive(Subcommand)]
@@ -143,12 +172,92 @@ async fn dispatch(command: Command) -> Result<()> {
             let store = open_journal(config.as_deref(), journal.as_deref()).await?;
             audit(store.as_ref(), command).await
         }
+        Command::Credentials { journal, command } => credentials(journal, command).await,
     }
+}
+
+fn journal_path(journal: Option<PathBuf>) -> PathBuf {
+    journal.unwrap_or_else(|| {
+        PathBuf::from(
+            std::env::var("ML_AUDIT_DB")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| ml_connector::store::DEFAULT_PATH.to_owned()),
+        )
+    })
+}
+
+async fn credentials(journal: Option<PathBuf>, command: CredentialsCommand) -> Result<()> {
+    use ml_connector::credential::envelope::MasterKey;
+    use ml_connector::credential::{CredentialName, CredentialStore};
+    use secrecy::ExposeSecret as _;
+    if matches!(command, CredentialsCommand::GenerateKey) {
+        println!("{}", MasterKey::generate().to_base64().expose_secret());
+        return Ok(());
+    }
+    let path = journal_path(journal);
+    let store = ml_connector::store::SqliteCredentialStore::open_from_env(&path)?;
+    match command {
+        CredentialsCommand::Set { name } => {
+            let name = CredentialName::new(name)?;
+            let mut value = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)
+                .map_err(|e| Error::config("stdin", format!("cannot read the value: {e}")))?;
+            let value =
+                secrecy::SecretString::from(value.trim_end_matches(['\r', '\n']).to_owned());
+            let info = store.put(&name, &value).await?;
+            println!("stored {} (version {})", info.name, info.version);
+        }
+        CredentialsCommand::List => {
+            for info in store.list().await? {
+                println!(
+                    "{}\tversion {}\tupdated {}",
+                    info.name, info.version, info.updated_at
+                );
+            }
+        }
+        CredentialsCommand::Delete { name } => {
+            let name = CredentialName::new(name)?;
+            if store.delete(&name).await? {
+                println!("deleted {name}");
+            } else {
+                println!("no credential named {name}");
+            }
+        }
+        CredentialsCommand::RotateKey => {
+            let r = store.rotate().await?;
+            println!(
+                "re-wrapped {} credential(s) under the current master key ({} already were); \
+                 ML_MASTER_KEY_PREVIOUS is no longer needed",
+                r.rewrapped, r.unchanged
+            );
+        }
+        CredentialsCommand::GenerateKey => {}
+    }
+    Ok(())
+}
+
+/// The process environment plus the journal's credentials (`${credential:NAME}`): a
+/// journal holding credentials without the master key to open them refuses to start.
+async fn pipeline_env(
+    config: &PipelineConfig,
+) -> Result<ml_connector::credential::CredentialEnv<ProcessEnv>> {
+    let empty = ml_connector::credential::MemoryCredentialStore::new();
+    let Some(raw) = &config.journal.sqlite else {
+        return ml_connector::credential::CredentialEnv::load(ProcessEnv, &empty).await;
+    };
+    let path = ml_connector::config::interpolate::interpolate("journal.sqlite", raw, &ProcessEnv)?;
+    if path == ":memory:" {
+        return ml_connector::credential::CredentialEnv::load(ProcessEnv, &empty).await;
+    }
+    let store = ml_connector::store::SqliteCredentialStore::open_from_env(&path)?;
+    ml_connector::credential::CredentialEnv::load(ProcessEnv, &store).await
 }
 
 async fn load(path: &Path) -> Result<(PipelineConfig, Assembled)> {
     let config = PipelineConfig::from_file(path)?;
-    let assembled = connectors::assemble(&config, &ProcessEnv).await?;
+    let env = pipeline_env(&config).await?;
+    let assembled = connectors::assemble(&config, &env).await?;
     for line in assembled.sandbox_banners() {
         println!("{line}");
     }
