@@ -17,10 +17,15 @@ use ml_core::{AuditStore, Error, Result};
 /// The router of `[receivers]`: `GET <health_path>` (200 when the journal answers, 503
 /// otherwise) and one route per configured receiver. A receiver whose connector is not
 /// compiled in is an error naming its section.
+///
+/// `replay`: where seen requests are remembered (a journal-backed cache refuses a replay
+/// after a restart too, which matters for Twilio: its callbacks carry no timestamp);
+/// `None` keeps each receiver's in-memory cache.
 pub fn router(
     config: &ReceiversConfig,
     store: &Arc<dyn AuditStore>,
     env: &dyn Env,
+    replay: Option<Arc<dyn ml_core::webhook::ReplayCache>>,
 ) -> Result<axum::Router> {
     let health_store = Arc::clone(store);
     let mut app = axum::Router::new().route(
@@ -36,13 +41,18 @@ pub fn router(
         }),
     );
     if let Some(slack) = &config.slack {
-        app = app.merge(slack_router(slack, env)?);
+        app = app.merge(slack_router(slack, env, replay.clone())?);
     }
     if let Some(twilio) = &config.twilio {
-        app = app.merge(twilio_router(twilio, Arc::clone(store), env)?);
+        app = app.merge(twilio_router(
+            twilio,
+            Arc::clone(store),
+            env,
+            replay.clone(),
+        )?);
     }
     if let Some(sendgrid) = &config.sendgrid {
-        app = app.merge(sendgrid_router(sendgrid, Arc::clone(store), env)?);
+        app = app.merge(sendgrid_router(sendgrid, Arc::clone(store), env, replay)?);
     }
     Ok(app)
 }
@@ -51,12 +61,17 @@ pub fn router(
 fn slack_router(
     c: &ml_core::config::pipeline::SlackReceiverConfig,
     env: &dyn Env,
+    replay: Option<Arc<dyn ml_core::webhook::ReplayCache>>,
 ) -> Result<axum::Router> {
     let secret = interpolate("receivers.slack.signing_secret", &c.signing_secret, env)?;
     let receiver = ml_slack::SlackBuilder::new()
         .with_signing_secret(secret)
         .build_receiver()
         .map_err(|e| Error::config("receivers.slack.signing_secret", e.to_string()))?;
+    let receiver = match replay {
+        Some(cache) => receiver.with_replay_cache(cache),
+        None => receiver,
+    };
     let (receiver, mut inbound) = receiver.with_channel(1024);
     // The host's hand-off: each verified item is logged here; an application that acts on
     // commands embeds the receiver with its own handler instead.
@@ -72,6 +87,7 @@ fn slack_router(
 fn slack_router(
     _: &ml_core::config::pipeline::SlackReceiverConfig,
     _: &dyn Env,
+    _: Option<Arc<dyn ml_core::webhook::ReplayCache>>,
 ) -> Result<axum::Router> {
     Err(Error::config(
         "receivers.slack",
@@ -84,11 +100,15 @@ fn twilio_router(
     c: &ml_core::config::pipeline::TwilioReceiverConfig,
     store: Arc<dyn AuditStore>,
     env: &dyn Env,
+    replay: Option<Arc<dyn ml_core::webhook::ReplayCache>>,
 ) -> Result<axum::Router> {
     let token = interpolate("receivers.twilio.auth_token", &c.auth_token, env)?;
     let public_url = interpolate("receivers.twilio.public_url", &c.public_url, env)?;
     ml_core::config::check_url("receivers.twilio.public_url", &public_url)?;
-    let receiver = ml_twilio::TwilioStatusReceiver::new(token, public_url);
+    let mut receiver = ml_twilio::TwilioStatusReceiver::new(token, public_url);
+    if let Some(cache) = replay {
+        receiver = receiver.with_replay_cache(cache);
+    }
     Ok(ml_twilio::receiver::axum_router::twilio(
         &c.path,
         Arc::new(receiver),
@@ -101,6 +121,7 @@ fn twilio_router(
     _: &ml_core::config::pipeline::TwilioReceiverConfig,
     _: Arc<dyn AuditStore>,
     _: &dyn Env,
+    _: Option<Arc<dyn ml_core::webhook::ReplayCache>>,
 ) -> Result<axum::Router> {
     Err(Error::config(
         "receivers.twilio",
@@ -113,10 +134,14 @@ fn sendgrid_router(
     c: &ml_core::config::pipeline::SendGridReceiverConfig,
     store: Arc<dyn AuditStore>,
     env: &dyn Env,
+    replay: Option<Arc<dyn ml_core::webhook::ReplayCache>>,
 ) -> Result<axum::Router> {
     let key = interpolate("receivers.sendgrid.public_key", &c.public_key, env)?;
-    let receiver = ml_twilio::SendGridEventReceiver::new(&key)
+    let mut receiver = ml_twilio::SendGridEventReceiver::new(&key)
         .map_err(|e| Error::config("receivers.sendgrid.public_key", e.to_string()))?;
+    if let Some(cache) = replay {
+        receiver = receiver.with_replay_cache(cache);
+    }
     Ok(ml_twilio::receiver::axum_router::sendgrid(
         &c.path,
         Arc::new(receiver),
@@ -129,6 +154,7 @@ fn sendgrid_router(
     _: &ml_core::config::pipeline::SendGridReceiverConfig,
     _: Arc<dyn AuditStore>,
     _: &dyn Env,
+    _: Option<Arc<dyn ml_core::webhook::ReplayCache>>,
 ) -> Result<axum::Router> {
     Err(Error::config(
         "receivers.sendgrid",

@@ -237,6 +237,24 @@ async fn credentials(journal: Option<PathBuf>, command: CredentialsCommand) -> R
     Ok(())
 }
 
+/// The journal-backed webhook replay cache (SQLite journals), so a replayed callback is
+/// refused after a restart too.
+fn replay_cache(
+    config: &PipelineConfig,
+) -> Result<Option<std::sync::Arc<dyn ml_connector::webhook::ReplayCache>>> {
+    let Some(raw) = &config.journal.sqlite else {
+        return Ok(None);
+    };
+    let path = ml_connector::config::interpolate::interpolate("journal.sqlite", raw, &ProcessEnv)?;
+    if path == ":memory:" {
+        return Ok(None);
+    }
+    let journal = ml_connector::store::SqliteAuditStore::open(&path)?;
+    Ok(Some(std::sync::Arc::new(
+        ml_connector::store::SqliteReplayCache::new(&journal),
+    )))
+}
+
 /// The process environment plus the journal's credentials (`${credential:NAME}`): a
 /// journal holding credentials without the master key to open them refuses to start.
 async fn pipeline_env(
@@ -292,7 +310,8 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server = None;
     if let Some(r) = &config.receivers {
-        let app = ml_connector::serve::router(r, pipeline.store(), &ProcessEnv)?;
+        let app =
+            ml_connector::serve::router(r, pipeline.store(), &ProcessEnv, replay_cache(&config)?)?;
         let mut stop = stop_rx.clone();
         let (addr, task) = ml_connector::serve::bind(r, app, async move {
             let _ = stop.wait_for(|v| *v).await;
@@ -438,7 +457,7 @@ async fn check(path: &Path) -> Result<()> {
     if let Some(r) = &config.receivers {
         // Builds every receiver (secrets from the environment, keys, public URLs) without
         // listening.
-        let _app = ml_connector::serve::router(r, a.pipeline.store(), &ProcessEnv)?;
+        let _app = ml_connector::serve::router(r, a.pipeline.store(), &ProcessEnv, None)?;
         println!("ok      receivers on {}", r.listen);
     }
     for (stream, source) in &a.sources {
