@@ -237,18 +237,24 @@ async fn credentials(journal: Option<PathBuf>, command: CredentialsCommand) -> R
     Ok(())
 }
 
+/// The file of a SQLite journal that lives on disk (`None` for a database URL or
+/// `:memory:`): where credentials and the webhook replay cache are kept.
+fn sqlite_journal_file(config: &PipelineConfig) -> Result<Option<String>> {
+    let Some(raw) = &config.journal.sqlite else {
+        return Ok(None);
+    };
+    let path = ml_connector::config::interpolate::interpolate("journal.sqlite", raw, &ProcessEnv)?;
+    Ok(Some(path).filter(|p| p != ":memory:"))
+}
+
 /// The journal-backed webhook replay cache (SQLite journals), so a replayed callback is
 /// refused after a restart too.
 fn replay_cache(
     config: &PipelineConfig,
 ) -> Result<Option<std::sync::Arc<dyn ml_connector::webhook::ReplayCache>>> {
-    let Some(raw) = &config.journal.sqlite else {
+    let Some(path) = sqlite_journal_file(config)? else {
         return Ok(None);
     };
-    let path = ml_connector::config::interpolate::interpolate("journal.sqlite", raw, &ProcessEnv)?;
-    if path == ":memory:" {
-        return Ok(None);
-    }
     let journal = ml_connector::store::SqliteAuditStore::open(&path)?;
     Ok(Some(std::sync::Arc::new(
         ml_connector::store::SqliteReplayCache::new(&journal),
@@ -260,16 +266,14 @@ fn replay_cache(
 async fn pipeline_env(
     config: &PipelineConfig,
 ) -> Result<ml_connector::credential::CredentialEnv<ProcessEnv>> {
-    let empty = ml_connector::credential::MemoryCredentialStore::new();
-    let Some(raw) = &config.journal.sqlite else {
-        return ml_connector::credential::CredentialEnv::load(ProcessEnv, &empty).await;
-    };
-    let path = ml_connector::config::interpolate::interpolate("journal.sqlite", raw, &ProcessEnv)?;
-    if path == ":memory:" {
-        return ml_connector::credential::CredentialEnv::load(ProcessEnv, &empty).await;
+    use ml_connector::credential::{CredentialEnv, MemoryCredentialStore};
+    match sqlite_journal_file(config)? {
+        Some(path) => {
+            let store = ml_connector::store::SqliteCredentialStore::open_from_env(&path)?;
+            CredentialEnv::load(ProcessEnv, &store).await
+        }
+        None => CredentialEnv::load(ProcessEnv, &MemoryCredentialStore::new()).await,
     }
-    let store = ml_connector::store::SqliteCredentialStore::open_from_env(&path)?;
-    ml_connector::credential::CredentialEnv::load(ProcessEnv, &store).await
 }
 
 async fn load(path: &Path) -> Result<(PipelineConfig, Assembled)> {
