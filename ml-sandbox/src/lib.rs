@@ -54,8 +54,11 @@
 pub mod emulator;
 pub mod error;
 pub mod fault;
+pub mod ifs;
 pub mod oauth2;
 pub mod oracle;
+pub mod sage_x3;
+pub mod sap_ecc;
 pub mod sendgrid;
 pub mod server;
 pub mod slack;

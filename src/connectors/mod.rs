@@ -33,6 +33,12 @@
 pub mod demo;
 #[cfg(feature = "oracle-fusion")]
 mod oracle;
+#[cfg(feature = "ifs")]
+mod ifs;
+#[cfg(feature = "sage-x3")]
+mod sage_x3;
+#[cfg(feature = "sap-ecc")]
+mod sap_ecc;
 #[cfg(feature = "slack")]
 mod slack;
 #[cfg(feature = "store")]
@@ -67,6 +73,18 @@ pub fn registry() -> Registry {
         r = r
             .with_sink(std::sync::Arc::new(twilio::SmsFactory))
             .with_sink(std::sync::Arc::new(twilio::EmailFactory));
+    }
+    #[cfg(feature = "sap-ecc")]
+    {
+        r = sap_ecc::register(r);
+    }
+    #[cfg(feature = "ifs")]
+    {
+        r = ifs::register(r);
+    }
+    #[cfg(feature = "sage-x3")]
+    {
+        r = sage_x3::register(r);
     }
     r
 }
