@@ -1,0 +1,3 @@
+//! Example (under construction).
+
+fn main() {}
