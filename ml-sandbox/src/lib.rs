@@ -59,6 +59,7 @@ pub mod oauth2;
 pub mod oracle;
 pub mod sage_x3;
 pub mod sap_ecc;
+pub mod sap_odata;
 pub mod sendgrid;
 pub mod server;
 pub mod slack;

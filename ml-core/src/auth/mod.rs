@@ -44,8 +44,8 @@ pub use basic::BasicCredentials;
 pub use cache::TokenCache;
 pub use credentials::{Authorization, Credentials};
 pub use rotating::{
-    MemoryRefreshTokenStore, RefreshGrant, RefreshTokenStore, RotatingTokenProvider,
-    StoredRefreshToken, TokenGrant,
+    ExpiryObserver, ExpiryWarning, MemoryRefreshTokenStore, RefreshGrant, RefreshTokenStore,
+    RotatingTokenProvider, RotationStatus, StoredRefreshToken, TokenGrant,
 };
 pub use token::{AccessToken, TokenProvider};
 

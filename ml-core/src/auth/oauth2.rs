@@ -283,7 +283,7 @@ impl TokenProvider for TokenEndpoint {
 }
 
 #[cfg(feature = "jwt")]
-pub use jwt::JwtSigningKey;
+pub use jwt::{JwtSigningKey, sign_hs256};
 
 #[cfg(feature = "jwt")]
 mod jwt {
@@ -295,6 +295,21 @@ mod jwt {
     use secrecy::{ExposeSecret as _, SecretString};
 
     use crate::error::{Error, ErrorClass, Result};
+
+    /// A compact JWT `{"alg":"HS256","typ":"JWT"}.claims.signature`, HMAC-SHA256 with
+    /// `secret` (RFC 7515 / 7518 §3.2): for APIs whose client signs its own bearer token
+    /// with a shared secret (Sage X3 connected applications).
+    pub fn sign_hs256(claims: &serde_json::Value, secret: &SecretString) -> String {
+        let header = serde_json::json!({"alg": "HS256", "typ": "JWT"});
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.expose_secret().as_bytes());
+        let tag = ring::hmac::sign(&key, signing_input.as_bytes());
+        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+    }
 
     /// An RS256 signing key for JWT bearer assertions (PKCS#8 PEM).
     ///

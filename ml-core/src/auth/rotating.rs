@@ -3,6 +3,7 @@
 
 use std::fmt::{self, Debug};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -122,11 +123,76 @@ pub trait RefreshGrant: Send + Sync + Debug {
 /// Fetches are serialised, and each one runs to completion in a spawned tokio task even if
 /// its caller is cancelled, so a rotated token is never lost between the exchange and the
 /// save. Put the provider behind a [`TokenCache`].
+///
+/// When only a new pairing can help (no token, an expired one, or the issuer refused it:
+/// a permanent grant error), the provider latches [`RotationStatus::PairingNeeded`]:
+/// later fetches fail at once with the same permanent error and never call the issuer
+/// with the dead token again, until the store holds a different refresh token. A
+/// rotated token whose save failed is kept in memory and saved before the next exchange
+/// (never exchanged unsaved). [`with_expiry_warning`](Self::with_expiry_warning) warns
+/// ahead of the refresh token's expiry.
 pub struct RotatingTokenProvider {
     grant: Arc<dyn RefreshGrant>,
     store: Arc<dyn RefreshTokenStore>,
     clock: Arc<dyn Clock>,
     serial: Arc<tokio::sync::Mutex<()>>,
+    state: Arc<Mutex<RotationState>>,
+    warn_ahead: Option<Duration>,
+    observer: Option<ExpiryObserver>,
+}
+
+/// Called with each [`ExpiryWarning`] (for a host that journals it).
+pub type ExpiryObserver = Arc<dyn Fn(&ExpiryWarning) + Send + Sync>;
+
+/// What a [`RotatingTokenProvider`] knows about its ability to renew.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RotationStatus {
+    /// Renewals work (or have not been tried yet).
+    Ready,
+    /// The stored refresh token is missing, expired or was refused: only a new pairing
+    /// (authorising the connector again) helps. Until the store holds a different refresh
+    /// token, fetches fail at once with this reason and never call the issuer again.
+    PairingNeeded {
+        /// Why (never contains a secret).
+        reason: String,
+    },
+}
+
+/// A refresh token that expires within the warning horizon
+/// ([`RotatingTokenProvider::with_expiry_warning`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpiryWarning {
+    /// When the refresh token stops working.
+    pub expires_at: Timestamp,
+    /// How long it has left.
+    pub remaining: Duration,
+}
+
+impl fmt::Display for ExpiryWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let days = self.remaining.as_secs() / 86_400;
+        let hours = (self.remaining.as_secs() % 86_400) / 3_600;
+        write!(
+            f,
+            "the refresh token expires at {} (in {days} d {hours} h): pair the connector again before then",
+            self.expires_at
+        )
+    }
+}
+
+#[derive(Default)]
+struct RotationState {
+    /// Set when only a new pairing helps: why, and a digest of the dead token (a store
+    /// holding another token means someone paired again).
+    pairing: Option<(String, Option<[u8; 32]>)>,
+    /// A rotated refresh token whose save failed: saved (and used) before anything else.
+    unsaved: Option<StoredRefreshToken>,
+}
+
+fn digest(token: &SecretString) -> [u8; 32] {
+    use secrecy::ExposeSecret as _;
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.expose_secret().as_bytes()).into()
 }
 
 impl RotatingTokenProvider {
@@ -137,7 +203,51 @@ impl RotatingTokenProvider {
             store,
             clock: Arc::new(SystemClock),
             serial: Arc::new(tokio::sync::Mutex::new(())),
+            state: Arc::new(Mutex::new(RotationState::default())),
+            warn_ahead: None,
+            observer: None,
         }
+    }
+
+    /// Warns when the refresh token in use expires within `ahead` (e.g. 7 days): after each
+    /// renewal, and from [`expiry_warning`](Self::expiry_warning). A warning goes to the
+    /// log (`tracing::warn!`), to the metric `ml_refresh_token_expiry_warnings_total`, and
+    /// to the observer set with [`with_expiry_observer`](Self::with_expiry_observer). The
+    /// gauge `ml_refresh_token_expires_in_seconds` is set at each renewal either way.
+    #[must_use]
+    pub fn with_expiry_warning(mut self, ahead: Duration) -> Self {
+        self.warn_ahead = Some(ahead);
+        self
+    }
+
+    /// Calls `observer` with each expiry warning (to journal it).
+    #[must_use]
+    pub fn with_expiry_observer(mut self, observer: ExpiryObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Whether renewals can work, or a new pairing is needed (see [`RotationStatus`]).
+    pub fn status(&self) -> RotationStatus {
+        match &lock(&self.state).pairing {
+            Some((reason, _)) => RotationStatus::PairingNeeded {
+                reason: reason.clone(),
+            },
+            None => RotationStatus::Ready,
+        }
+    }
+
+    /// The warning due now for the stored refresh token, if it expires within the horizon
+    /// set by [`with_expiry_warning`](Self::with_expiry_warning) (none without one). Also
+    /// logs, counts and reports it as a renewal does.
+    pub async fn expiry_warning(&self) -> Result<Option<ExpiryWarning>> {
+        let expires_at = self.refresh_expires_at().await?;
+        Ok(warn_expiry(
+            expires_at,
+            self.clock.now(),
+            self.warn_ahead,
+            self.observer.as_ref(),
+        ))
     }
 
     /// Uses `clock` to decide whether the refresh token has expired.
@@ -169,9 +279,14 @@ impl TokenProvider for RotatingTokenProvider {
         let grant = Arc::clone(&self.grant);
         let store = Arc::clone(&self.store);
         let clock = Arc::clone(&self.clock);
+        let state = Arc::clone(&self.state);
+        let warn_ahead = self.warn_ahead;
+        let observer = self.observer.clone();
         let task = tokio::spawn(async move {
             let _serial = serial;
-            rotate(&*grant, &*store, &*clock).await
+            let (access, expires_at) = rotate(&*grant, &*store, &*clock, &state).await?;
+            warn_expiry(expires_at, clock.now(), warn_ahead, observer.as_ref());
+            Ok(access)
         });
         match task.await {
             Ok(outcome) => outcome,
@@ -188,35 +303,124 @@ fn auth_permanent(message: impl Into<String>) -> Error {
     }
 }
 
+fn lock(state: &Mutex<RotationState>) -> std::sync::MutexGuard<'_, RotationState> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Sets the expiry gauge and, within the horizon, logs, counts and reports a warning.
+fn warn_expiry(
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+    ahead: Option<Duration>,
+    observer: Option<&ExpiryObserver>,
+) -> Option<ExpiryWarning> {
+    let expires_at = expires_at?;
+    let remaining = crate::clock::until(now, expires_at);
+    #[allow(clippy::cast_precision_loss)]
+    metrics::gauge!("ml_refresh_token_expires_in_seconds").set(remaining.as_secs() as f64);
+    let ahead = ahead?;
+    if remaining > ahead {
+        return None;
+    }
+    let warning = ExpiryWarning {
+        expires_at,
+        remaining,
+    };
+    tracing::warn!(expires_at = %expires_at, "{warning}");
+    metrics::counter!("ml_refresh_token_expiry_warnings_total").increment(1);
+    if let Some(observer) = observer {
+        observer(&warning);
+    }
+    Some(warning)
+}
+
+/// Latches "pairing needed" for `dead` (the token refused or missing) and returns the error.
+fn pairing_needed(state: &Mutex<RotationState>, dead: Option<&SecretString>, reason: String) -> Error {
+    tracing::error!("pairing needed: {reason}");
+    lock(state).pairing = Some((reason.clone(), dead.map(digest)));
+    auth_permanent(reason)
+}
+
 async fn rotate(
     grant: &dyn RefreshGrant,
     store: &dyn RefreshTokenStore,
     clock: &dyn Clock,
-) -> Result<AccessToken> {
-    let Some(stored) = store.load().await? else {
-        return Err(auth_permanent(
-            "no refresh token is stored; authorise the connector to obtain one",
+    state: &Mutex<RotationState>,
+) -> Result<(AccessToken, Option<Timestamp>)> {
+    // A rotated token whose save failed last time is saved before anything is exchanged:
+    // it is the only live one.
+    let unsaved = lock(state).unsaved.clone();
+    if let Some(rotated) = unsaved {
+        store.save(&rotated).await.map_err(|err| save_failed(&err))?;
+        lock(state).unsaved = None;
+    }
+    let stored = store.load().await?;
+    let latched = lock(state).pairing.clone();
+    if let Some((reason, dead)) = latched {
+        let same = match (&stored, dead) {
+            (None, None) => true,
+            (Some(t), Some(d)) => digest(&t.token) == d,
+            _ => false,
+        };
+        if same {
+            return Err(auth_permanent(reason));
+        }
+        // Someone paired again: try the new token.
+        lock(state).pairing = None;
+    }
+    let Some(stored) = stored else {
+        return Err(pairing_needed(
+            state,
+            None,
+            "no refresh token is stored; authorise the connector to obtain one".into(),
         ));
     };
     if let Some(expires_at) = stored.expires_at
         && clock.now() >= expires_at
     {
-        return Err(auth_permanent(format!(
-            "the refresh token expired at {expires_at}; authorise the connector again"
-        )));
+        return Err(pairing_needed(
+            state,
+            Some(&stored.token),
+            format!("the refresh token expired at {expires_at}; authorise the connector again"),
+        ));
     }
-    let TokenGrant { access, refresh } = grant.refresh(&stored.token).await?;
-    if let Some(rotated) = refresh {
-        store.save(&rotated).await.map_err(|err| {
-            tracing::error!(error = %err, "rotated refresh token could not be saved");
-            Error::Auth {
-                class: err.class(),
-                message: format!(
-                    "the rotated refresh token could not be saved, so the new access token \
-                     is not used (the previous refresh token may no longer be valid): {err}"
+    let TokenGrant { access, refresh } = match grant.refresh(&stored.token).await {
+        Ok(g) => g,
+        Err(err) if err.class() == ErrorClass::Permanent => {
+            let message = match &err {
+                Error::Auth { message, .. } => message.clone(),
+                other => other.to_string(),
+            };
+            return Err(pairing_needed(
+                state,
+                Some(&stored.token),
+                format!(
+                    "pairing needed: the issuer refused the refresh token ({message}); \
+                     authorise the connector again"
                 ),
-            }
-        })?;
+            ));
+        }
+        Err(err) => return Err(err),
+    };
+    let mut expires_at = stored.expires_at;
+    if let Some(rotated) = refresh {
+        expires_at = rotated.expires_at;
+        if let Err(err) = store.save(&rotated).await {
+            lock(state).unsaved = Some(rotated);
+            return Err(save_failed(&err));
+        }
     }
-    Ok(access)
+    Ok((access, expires_at))
+}
+
+fn save_failed(err: &Error) -> Error {
+    tracing::error!(error = %err, "rotated refresh token could not be saved");
+    Error::Auth {
+        class: err.class(),
+        message: format!(
+            "the rotated refresh token could not be saved, so the new access token \
+             is not used (the previous refresh token may no longer be valid; the new one \
+             is kept in memory and saved first on the next attempt): {err}"
+        ),
+    }
 }

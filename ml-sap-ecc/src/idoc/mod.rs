@@ -1,0 +1,1 @@
+//! IDoc XML push receiver (under construction).

@@ -1,0 +1,1 @@
+//! SAP Gateway OData v2 source (under construction).
