@@ -1,1 +1,16 @@
-//! IFS Cloud OData v4 source and Slack approvals back into IFS for ml-connector. (under construction)
+#![doc = include_str!("../docs.md")]
+
+pub mod approval;
+pub mod builder;
+pub mod error;
+pub mod model;
+pub mod odata;
+pub mod resource;
+pub mod source;
+
+pub use approval::{ApprovalAction, ApprovalOutcome, ApprovalRequest, Approvals, Approver};
+pub use builder::{IfsBuilder, IfsConfigKey};
+pub use error::{IfsError, parse_error};
+pub use ml_core::cursor::Paging;
+pub use resource::{IfsResource, KeyAttr, KeyType, ResourceSpec};
+pub use source::IfsSource;

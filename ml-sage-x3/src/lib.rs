@@ -1,1 +1,21 @@
-//! Sage X3 source (api1 REST, GraphQL) for ml-connector. (under construction)
+#![doc = include_str!("../docs.md")]
+
+pub mod auth;
+pub mod builder;
+pub mod class;
+pub mod error;
+pub mod graphql;
+pub mod model;
+pub mod rest;
+pub mod sdata;
+pub mod source;
+pub mod walk;
+
+pub use builder::{Api, SageX3Builder, SageX3ConfigKey};
+pub use class::{ClassSpec, FieldMap, GraphqlSpec, LineMap, X3Class};
+pub use error::{SageX3Error, parse_error};
+pub use graphql::SageX3GraphqlSource;
+pub use ml_core::auth::RotationStatus;
+pub use rest::SageX3RestSource;
+pub use source::SageX3Source;
+pub use walk::KeyWalk;

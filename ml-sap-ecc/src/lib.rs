@@ -1,6 +1,16 @@
-//! SAP ECC source for ml-connector: RFC (SOAP-RFC or a host transport), OData v2, IDoc push. (under construction)
+//! SAP ECC source for ml-connector (docs pending).
 
-// `odata` (SAP Gateway OData v2 source) and `idoc` (IDoc XML push receiver) are written by
-// a second developer in parallel with the RFC modules: keep these two lines.
+pub mod client;
+pub mod error;
 pub mod idoc;
 pub mod odata;
+pub mod options;
+pub mod read_table;
+pub mod rfc;
+pub mod soap;
+
+pub use client::RfcClient;
+pub use error::SapEccError;
+pub use read_table::{CodePage, RfcReadTable};
+pub use rfc::{RfcCall, RfcError, RfcErrorKind, RfcResponse, RfcRow, RfcTransport, RfcValue};
+pub use soap::SoapRfcTransport;

@@ -98,6 +98,10 @@ mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
 mod query;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod replay;
 mod schema;
 mod sqlite;
@@ -108,6 +112,10 @@ pub use credentials::{Rotation, SqliteCredentialStore};
 pub use error::StoreError;
 pub use replay::{DEFAULT_REPLAY_ENTRIES, SqliteReplayCache};
 pub use sqlite::SqliteAuditStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresAuditStore, PostgresBuilder, PostgresCredentialStore};
+#[cfg(feature = "redis")]
+// redis-pending
 
 /// The journal schema version this ml-store writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
