@@ -113,21 +113,25 @@ impl Approver {
     pub fn parse_map(s: &str) -> ml_core::Result<BTreeMap<String, Self>> {
         let bad = |m: String| ml_core::Error::config("approvers", m);
         let mut out = BTreeMap::new();
-        for entry in s.split([';', '\n']).map(str::trim).filter(|e| !e.is_empty()) {
+        for entry in s
+            .split([';', '\n'])
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
             let (user, rest) = entry
                 .split_once('=')
                 .ok_or_else(|| bad(format!("`{entry}` is not USER=IDENTITY:ACTIONS")))?;
             let (identity, actions) = rest.split_once(':').unwrap_or((rest, "approve"));
-            let actions: Option<Vec<ApprovalAction>> =
-                actions.split(['+', ',']).map(ApprovalAction::parse).collect();
-            let actions = actions.ok_or_else(|| bad(format!("`{entry}`: actions are approve, reject")))?;
+            let actions: Option<Vec<ApprovalAction>> = actions
+                .split(['+', ','])
+                .map(ApprovalAction::parse)
+                .collect();
+            let actions =
+                actions.ok_or_else(|| bad(format!("`{entry}`: actions are approve, reject")))?;
             if user.trim().is_empty() || identity.trim().is_empty() {
                 return Err(bad(format!("`{entry}` names no user or identity")));
             }
-            out.insert(
-                user.trim().to_owned(),
-                Self::new(identity.trim(), &actions),
-            );
+            out.insert(user.trim().to_owned(), Self::new(identity.trim(), &actions));
         }
         Ok(out)
     }
@@ -250,19 +254,31 @@ impl ApprovalOutcome {
         let st = |s: &Option<String>| s.clone().unwrap_or_else(|| "unknown".into());
         match self {
             Self::Done { key, state, .. } => {
-                format!("Invoice {key} {} in IFS (state: {}).", action.past(), st(state))
+                format!(
+                    "Invoice {key} {} in IFS (state: {}).",
+                    action.past(),
+                    st(state)
+                )
             }
             Self::AlreadyDone { key, state } => format!(
                 "Invoice {key} is already {} (state: {}); nothing was sent.",
                 action.past(),
                 st(state)
             ),
-            Self::Conflict { key, state, message } => format!(
+            Self::Conflict {
+                key,
+                state,
+                message,
+            } => format!(
                 "Conflict: invoice {key} changed in IFS since it was read (now {}); it was NOT {}. Check it and try again. ({message})",
                 st(state),
                 action.past()
             ),
-            Self::WrongState { key, state, message } => format!(
+            Self::WrongState {
+                key,
+                state,
+                message,
+            } => format!(
                 "IFS refused to {} invoice {key} in state {}: {message}",
                 action.name().to_ascii_lowercase(),
                 st(state)
@@ -424,7 +440,12 @@ impl Approvals {
                     None => (ApprovalAction::Approve, first),
                 };
                 let id = c.trigger_id.clone().unwrap_or_else(|| {
-                    format!("{}:{}:{}", c.user_id, c.text, received.received_at.as_second())
+                    format!(
+                        "{}:{}:{}",
+                        c.user_id,
+                        c.text,
+                        received.received_at.as_second()
+                    )
                 });
                 Some(ApprovalRequest {
                     request_id: format!("cmd:{id}"),
@@ -470,10 +491,14 @@ impl Approvals {
             return Some(v);
         }
         // `/approve-invoice 1234` with IFS_COMPANY set: the company completes the key.
-        match (&self.company, self.spec.company.as_deref(), self.spec.keys.as_slice()) {
-            (Some(c), Some(attr), [first, last]) if first.name == attr => {
-                last.literal(invoice).map(|_| vec![c.clone(), invoice.to_owned()])
-            }
+        match (
+            &self.company,
+            self.spec.company.as_deref(),
+            self.spec.keys.as_slice(),
+        ) {
+            (Some(c), Some(attr), [first, last]) if first.name == attr => last
+                .literal(invoice)
+                .map(|_| vec![c.clone(), invoice.to_owned()]),
             _ => None,
         }
     }
@@ -509,10 +534,14 @@ impl Approvals {
                     req.invoice, self.command, self.command
                 ),
             };
-            self.journal(req, &req.invoice, None, None, &outcome, None).await;
+            self.journal(req, &req.invoice, None, None, &outcome, None)
+                .await;
             return outcome;
         };
-        let key = self.spec.record_key(&values).unwrap_or_else(|| req.invoice.clone());
+        let key = self
+            .spec
+            .record_key(&values)
+            .unwrap_or_else(|| req.invoice.clone());
         let approver = self
             .approvers
             .get(&req.slack_user)
@@ -534,8 +563,15 @@ impl Approvals {
             return ApprovalOutcome::Duplicate { previous };
         }
         let (outcome, etag, response) = self.act(req, &values, &key).await;
-        self.journal(req, &key, Some(approver), etag.as_deref(), &outcome, response)
-            .await;
+        self.journal(
+            req,
+            &key,
+            Some(approver),
+            etag.as_deref(),
+            &outcome,
+            response,
+        )
+        .await;
         outcome
     }
 
@@ -546,7 +582,8 @@ impl Approvals {
     }
 
     async fn read_state(&self, url: &str) -> Result<(Option<String>, Option<String>), IfsError> {
-        let entity = retry_refusals(4, Duration::from_secs(10), || self.odata.get_entity(url)).await?;
+        let entity =
+            retry_refusals(4, Duration::from_secs(10), || self.odata.get_entity(url)).await?;
         let state = self
             .spec
             .status
@@ -567,16 +604,25 @@ impl Approvals {
         };
         let (state, etag) = match self.read_state(&url).await {
             Ok(x) => x,
-            Err(e) if e.status() == Some(404) => return (ApprovalOutcome::NotFound { key }, None, None),
+            Err(e) if e.status() == Some(404) => {
+                return (ApprovalOutcome::NotFound { key }, None, None);
+            }
             Err(e) => {
                 return (
-                    ApprovalOutcome::Failed { key, message: e.to_string() },
+                    ApprovalOutcome::Failed {
+                        key,
+                        message: e.to_string(),
+                    },
                     None,
                     None,
                 );
             }
         };
-        let done = self.done_states.get(&req.action).cloned().unwrap_or_default();
+        let done = self
+            .done_states
+            .get(&req.action)
+            .cloned()
+            .unwrap_or_default();
         if state.as_ref().is_some_and(|s| done.contains(s)) {
             return (ApprovalOutcome::AlreadyDone { key, state }, etag, None);
         }
@@ -585,7 +631,8 @@ impl Approvals {
             return (
                 ApprovalOutcome::Failed {
                     key,
-                    message: "IFS served the invoice without an ETag; the action was not sent".into(),
+                    message: "IFS served the invoice without an ETag; the action was not sent"
+                        .into(),
                 },
                 None,
                 None,
@@ -602,13 +649,18 @@ impl Approvals {
                 let after = self.read_state(&url).await.ok().and_then(|(s, _)| s);
                 let response = json!({"status": r.status, "etag": r.etag});
                 (
-                    ApprovalOutcome::Done { key, etag: etag.clone(), state: after },
+                    ApprovalOutcome::Done {
+                        key,
+                        etag: etag.clone(),
+                        state: after,
+                    },
                     Some(etag),
                     Some(response),
                 )
             }
             Err(e) => {
-                let response = json!({"status": e.status(), "code": e.code(), "message": e.to_string()});
+                let response =
+                    json!({"status": e.status(), "code": e.code(), "message": e.to_string()});
                 let message = match &e {
                     IfsError::Http { message, .. } => message.clone(),
                     other => other.to_string(),
@@ -616,13 +668,24 @@ impl Approvals {
                 let outcome = match e.status() {
                     Some(412) => {
                         let now = self.read_state(&url).await.ok().and_then(|(s, _)| s);
-                        ApprovalOutcome::Conflict { key, state: now, message }
+                        ApprovalOutcome::Conflict {
+                            key,
+                            state: now,
+                            message,
+                        }
                     }
                     Some(428) => ApprovalOutcome::PreconditionRequired { key },
-                    Some(400) => ApprovalOutcome::WrongState { key, state, message },
+                    Some(400) => ApprovalOutcome::WrongState {
+                        key,
+                        state,
+                        message,
+                    },
                     Some(403) => ApprovalOutcome::Forbidden { key, message },
                     Some(404) => ApprovalOutcome::NotFound { key },
-                    _ => ApprovalOutcome::Failed { key, message: e.to_string() },
+                    _ => ApprovalOutcome::Failed {
+                        key,
+                        message: e.to_string(),
+                    },
                 };
                 (outcome, Some(etag), Some(response))
             }
@@ -708,7 +771,12 @@ impl Approvals {
     }
 }
 
-async fn write(journal: &dyn AuditStore, stream: &str, record: Record, now: Timestamp) -> ml_core::Result<()> {
+async fn write(
+    journal: &dyn AuditStore,
+    stream: &str,
+    record: Record,
+    now: Timestamp,
+) -> ml_core::Result<()> {
     let cycle = journal.begin_cycle(stream, now).await?;
     let committed = journal
         .commit_page(PageCommit {

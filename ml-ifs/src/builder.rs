@@ -214,7 +214,11 @@ impl IfsBuilder {
 
     /// Sets a value by name: the environment variable or its short form (`page_size`).
     /// An unknown name is an error naming it.
-    pub fn with_config_str(mut self, name: &str, value: impl Into<String>) -> ml_core::Result<Self> {
+    pub fn with_config_str(
+        mut self,
+        name: &str,
+        value: impl Into<String>,
+    ) -> ml_core::Result<Self> {
         self.values.set_str(name, value)?;
         Ok(self)
     }
@@ -236,7 +240,8 @@ impl IfsBuilder {
         secret: impl Into<SecretString>,
     ) -> Self {
         self.values.set(IfsConfigKey::ClientId, client_id);
-        self.values.set_secret(IfsConfigKey::ClientSecret, secret.into());
+        self.values
+            .set_secret(IfsConfigKey::ClientSecret, secret.into());
         self
     }
 
@@ -318,9 +323,9 @@ impl IfsBuilder {
 
     fn base(&self) -> Result<(url::Url, String), IfsError> {
         use IfsConfigKey as K;
-        let raw = self
-            .val(K::Url)
-            .ok_or_else(|| IfsError::config(K::Url.as_env(), "required (the IFS Cloud base URL)"))?;
+        let raw = self.val(K::Url).ok_or_else(|| {
+            IfsError::config(K::Url.as_env(), "required (the IFS Cloud base URL)")
+        })?;
         let url = Self::parse_url(K::Url, raw)?;
         let host = match (url.host_str(), url.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
@@ -342,7 +347,10 @@ impl IfsBuilder {
             return Ok(t.to_owned());
         }
         let realm = self.val(K::Realm).ok_or_else(|| {
-            IfsError::config(K::Realm.as_env(), "required with a client id (or set IFS_TOKEN_URL)")
+            IfsError::config(
+                K::Realm.as_env(),
+                "required with a client id (or set IFS_TOKEN_URL)",
+            )
         })?;
         if realm.contains(['/', '?', '#']) {
             return Err(IfsError::config(K::Realm.as_env(), "must be a realm name"));
@@ -365,14 +373,19 @@ impl IfsBuilder {
                 "no credentials: set IFS_CLIENT_ID, IFS_CLIENT_SECRET and IFS_REALM (or IFS_TOKEN_URL)",
             )
         })?;
-        let secret = self.values.secret(K::ClientSecret).cloned().ok_or_else(|| {
-            IfsError::config(K::ClientSecret.as_env(), "required with a client id")
-        })?;
+        let secret = self
+            .values
+            .secret(K::ClientSecret)
+            .cloned()
+            .ok_or_else(|| {
+                IfsError::config(K::ClientSecret.as_env(), "required with a client id")
+            })?;
         let url = self.token_url_inner()?;
-        let endpoint = TokenEndpoint::new(client.clone(), url, id, secret, Grant::ClientCredentials)
-            .map_err(|e| IfsError::config(K::TokenUrl.as_env(), e.to_string()))?
-            .with_scope(self.val(K::Scope).unwrap_or(DEFAULT_SCOPE))
-            .with_clock(Arc::clone(&self.clock));
+        let endpoint =
+            TokenEndpoint::new(client.clone(), url, id, secret, Grant::ClientCredentials)
+                .map_err(|e| IfsError::config(K::TokenUrl.as_env(), e.to_string()))?
+                .with_scope(self.val(K::Scope).unwrap_or(DEFAULT_SCOPE))
+                .with_clock(Arc::clone(&self.clock));
         // IAM tokens live about 3 minutes: the cache renews 60 s ahead.
         Ok(Arc::new(
             TokenCache::new(Arc::new(endpoint)).with_clock(Arc::clone(&self.clock)),
@@ -441,7 +454,10 @@ impl IfsBuilder {
         };
         let name_ok = |k: IfsConfigKey, v: &str| -> Result<String, IfsError> {
             if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(IfsError::config(k.as_env(), format!("`{v}` is not an OData name")));
+                return Err(IfsError::config(
+                    k.as_env(),
+                    format!("`{v}` is not an OData name"),
+                ));
             }
             Ok(v.to_owned())
         };
@@ -521,7 +537,10 @@ impl IfsBuilder {
         let overlap = match self.val(K::OverlapSecs) {
             None => Duration::from_secs(300),
             Some(v) => Duration::from_secs(v.parse().map_err(|_| {
-                IfsError::config(K::OverlapSecs.as_env(), format!("`{v}` is not a number of seconds"))
+                IfsError::config(
+                    K::OverlapSecs.as_env(),
+                    format!("`{v}` is not a number of seconds"),
+                )
             })?),
         };
         let paging = match self.val(K::Paging).map(str::to_ascii_lowercase).as_deref() {
@@ -538,18 +557,21 @@ impl IfsBuilder {
             None | Some("true" | "1" | "yes") => true,
             Some("false" | "0" | "no") => false,
             Some(other) => {
-                return Err(IfsError::config(K::Select.as_env(), format!("`{other}` is not a boolean")));
+                return Err(IfsError::config(
+                    K::Select.as_env(),
+                    format!("`{other}` is not a boolean"),
+                ));
             }
         };
         let company = self.val(K::Company).map(str::to_owned);
-        let root = self.service_root().map_err(|e| IfsError::config(K::ApiPath.as_env(), e.to_string()))?;
+        let root = self
+            .service_root()
+            .map_err(|e| IfsError::config(K::ApiPath.as_env(), e.to_string()))?;
         let system = format!("Ifs({host}, {})", spec.path());
-        let odata = self
-            .odata_client(system)
-            .map_err(|e| match e {
-                ml_core::Error::Config { key, message } => IfsError::Config { key, message },
-                other => IfsError::config("ClientOptions", other.to_string()),
-            })?;
+        let odata = self.odata_client(system).map_err(|e| match e {
+            ml_core::Error::Config { key, message } => IfsError::Config { key, message },
+            other => IfsError::config("ClientOptions", other.to_string()),
+        })?;
         let mut cursor = WatermarkCursor::new(overlap).with_paging(paging);
         if let Some(t) = self.start_at {
             cursor = cursor.with_start_at(t);
@@ -587,7 +609,11 @@ mod tests {
 
     #[test]
     fn config_plumbing_and_token_url() {
-        assert!(IfsBuilder::new().with_config_str("IFS_PAGESIZE", "10").is_err());
+        assert!(
+            IfsBuilder::new()
+                .with_config_str("IFS_PAGESIZE", "10")
+                .is_err()
+        );
         let env = MapEnv::from([
             ("IFS_URL", "https://acme.ifs.cloud"),
             ("IFS_CLIENT_ID", "ml"),
@@ -609,7 +635,10 @@ mod tests {
             "https://acme.ifs.cloud/main/ifsapplications/projection/v1/ManualSupplierInvoiceHandling.svc/ManSuppInvoiceSet"
         );
         assert!(!format!("{s:?}").contains("hunter2"));
-        assert_eq!(key_of(b.clone().with_page_size(5001).build()), "IFS_PAGE_SIZE");
+        assert_eq!(
+            key_of(b.clone().with_page_size(5001).build()),
+            "IFS_PAGE_SIZE"
+        );
         assert_eq!(
             key_of(b.clone().with_config(IfsConfigKey::Keys, "A:date").build()),
             "IFS_KEYS"
@@ -625,6 +654,9 @@ mod tests {
             .expect("keys")
             .build()
             .expect("custom");
-        assert_eq!(custom.spec().path(), "PurchaseOrderHandling.svc/PurchaseOrderSet");
+        assert_eq!(
+            custom.spec().path(),
+            "PurchaseOrderHandling.svc/PurchaseOrderSet"
+        );
     }
 }

@@ -259,8 +259,14 @@ mod tests {
                 retry_after: Some(Duration::from_secs(3))
             }
         );
-        for s in [StatusCode::PRECONDITION_FAILED, StatusCode::PRECONDITION_REQUIRED] {
-            assert_eq!(parse(s, &HeaderMap::new(), "").class(), ErrorClass::Permanent);
+        for s in [
+            StatusCode::PRECONDITION_FAILED,
+            StatusCode::PRECONDITION_REQUIRED,
+        ] {
+            assert_eq!(
+                parse(s, &HeaderMap::new(), "").class(),
+                ErrorClass::Permanent
+            );
         }
         let e: Error = parse(StatusCode::UNAUTHORIZED, &HeaderMap::new(), "<html/>").into();
         assert!(matches!(

@@ -106,7 +106,11 @@ pub(crate) fn map_item(spec: &ResourceSpec, system: &str, raw: &RawValue) -> Map
         );
     };
     let get = |a: &Option<String>| a.as_deref().and_then(|a| text(&item, a));
-    let amount = match spec.amount.as_deref().and_then(|a| item.get(a).map(|r| (a, r))) {
+    let amount = match spec
+        .amount
+        .as_deref()
+        .and_then(|a| item.get(a).map(|r| (a, r)))
+    {
         Some((_, r)) if r.get().trim() == "null" => None,
         Some((a, r)) => match parse_decimal(r.get()) {
             Some(d) => Some(d),
@@ -206,10 +210,22 @@ mod tests {
     fn bad_items_are_rejected_not_panics() {
         for (json, why) in [
             (r#"[1]"#, "not a JSON object"),
-            (r#"{"Company":"10","ModifiedDateTime":"2026-03-01T09:00:00Z"}"#, "missing or invalid key"),
-            (r#"{"Company":"10","InvoiceId":5,"ModifiedDateTime":"yesterday"}"#, "not a DateTimeOffset"),
-            (r#"{"Company":"10","InvoiceId":5,"ModifiedDateTime":"2026-03-01T09:00:00Z","GrossAmount":"1,5","Currency":"SEK"}"#, "not a decimal"),
-            (r#"{"Company":"10","InvoiceId":5,"ModifiedDateTime":"2026-03-01T09:00:00Z","GrossAmount":"1.5"}"#, "without currency"),
+            (
+                r#"{"Company":"10","ModifiedDateTime":"2026-03-01T09:00:00Z"}"#,
+                "missing or invalid key",
+            ),
+            (
+                r#"{"Company":"10","InvoiceId":5,"ModifiedDateTime":"yesterday"}"#,
+                "not a DateTimeOffset",
+            ),
+            (
+                r#"{"Company":"10","InvoiceId":5,"ModifiedDateTime":"2026-03-01T09:00:00Z","GrossAmount":"1,5","Currency":"SEK"}"#,
+                "not a decimal",
+            ),
+            (
+                r#"{"Company":"10","InvoiceId":5,"ModifiedDateTime":"2026-03-01T09:00:00Z","GrossAmount":"1.5"}"#,
+                "without currency",
+            ),
         ] {
             match map(json).item {
                 SourceItem::Rejected(r) => assert!(r.reason.contains(why), "{} / {why}", r.reason),

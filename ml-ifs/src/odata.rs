@@ -19,6 +19,7 @@
 //! );
 //! ```
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use ::http::header::{ACCEPT, HeaderName, HeaderValue};
@@ -69,7 +70,7 @@ pub fn encode_component(s: &str) -> String {
         if b.is_ascii_alphanumeric() || b"-._~$'(),:*/".contains(&b) {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            let _ = write!(out, "%{b:02X}");
         }
     }
     out
@@ -153,7 +154,10 @@ impl ODataQuery {
             parts.push(format!("$filter={}", encode_component(f)));
         }
         if !self.select.is_empty() {
-            parts.push(format!("$select={}", encode_component(&self.select.join(","))));
+            parts.push(format!(
+                "$select={}",
+                encode_component(&self.select.join(","))
+            ));
         }
         if !self.order_by.is_empty() {
             parts.push(format!(
@@ -356,10 +360,11 @@ impl ODataClient {
                     .find_map(|p| p.trim().strip_prefix("odata.maxpagesize="))
             })
             .and_then(|n| n.trim().parse().ok());
-        let env: Envelope = serde_json::from_slice(&response.body).map_err(|e| IfsError::Decode {
-            system: self.system.clone(),
-            message: format!("not an OData collection: {e}"),
-        })?;
+        let env: Envelope =
+            serde_json::from_slice(&response.body).map_err(|e| IfsError::Decode {
+                system: self.system.clone(),
+                message: format!("not an OData collection: {e}"),
+            })?;
         Ok(CollectionPage {
             items: env.value,
             next_link: env.next_link.filter(|l| !l.trim().is_empty()),
@@ -370,17 +375,17 @@ impl ODataClient {
 
     /// Reads one entity (`Set(Key='A')`) with its ETag.
     pub async fn get_entity(&self, entity_url: &str) -> Result<Entity, IfsError> {
+        #[derive(serde::Deserialize)]
+        struct Tag {
+            #[serde(rename = "@odata.etag")]
+            etag: Option<String>,
+        }
         let response = self.send(self.request(Method::GET, entity_url)?).await?;
         let raw: Box<RawValue> =
             serde_json::from_slice(&response.body).map_err(|e| IfsError::Decode {
                 system: self.system.clone(),
                 message: format!("not an OData entity: {e}"),
             })?;
-        #[derive(serde::Deserialize)]
-        struct Tag {
-            #[serde(rename = "@odata.etag")]
-            etag: Option<String>,
-        }
         let tag: Tag = serde_json::from_str(raw.get()).map_err(|e| IfsError::Decode {
             system: self.system.clone(),
             message: format!("not an OData entity: {e}"),

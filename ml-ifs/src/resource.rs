@@ -92,6 +92,7 @@ pub struct ResourceSpec {
     pub extra: Vec<String>,
 }
 
+#[allow(clippy::unnecessary_wraps)] // Every optional attribute below reads `s("Name")`.
 fn s(v: &str) -> Option<String> {
     Some(v.to_owned())
 }
@@ -138,16 +139,18 @@ impl IfsResource {
     /// Parses a configuration name (also `purchaseOrders`, `invoices`, the entity set).
     pub fn from_name(name: &str) -> Option<Self> {
         let n = name.trim().to_ascii_lowercase().replace(['-', '_'], "");
-        Self::ALL.into_iter().find(|r| {
-            let spec = r.spec();
-            n == r.name().replace('_', "") || n == spec.entity_set.to_ascii_lowercase()
-        })
-        .or(match n.as_str() {
-            "invoices" | "supplierinvoice" => Some(Self::SupplierInvoices),
-            "vouchers" | "glvoucher" => Some(Self::GlVouchers),
-            "purchaseorder" | "pos" => Some(Self::PurchaseOrders),
-            _ => None,
-        })
+        Self::ALL
+            .into_iter()
+            .find(|r| {
+                let spec = r.spec();
+                n == r.name().replace('_', "") || n == spec.entity_set.to_ascii_lowercase()
+            })
+            .or(match n.as_str() {
+                "invoices" | "supplierinvoice" => Some(Self::SupplierInvoices),
+                "vouchers" | "glvoucher" => Some(Self::GlVouchers),
+                "purchaseorder" | "pos" => Some(Self::PurchaseOrders),
+                _ => None,
+            })
     }
 
     /// The default description.

@@ -138,7 +138,11 @@ impl IfsSource {
                     parts.push(one.clone());
                 } else {
                     parts.push(group(
-                        &ranges.iter().map(|r| group(r)).collect::<Vec<_>>().join(" or "),
+                        &ranges
+                            .iter()
+                            .map(|r| group(r))
+                            .collect::<Vec<_>>()
+                            .join(" or "),
                     ));
                 }
             }
@@ -262,15 +266,15 @@ mod tests {
     #[test]
     fn composite_keyset_filter() {
         let spec = IfsResource::GlVouchers.spec();
-        let f = keys_after(
-            &spec,
-            &["10".into(), "2026".into(), "A".into(), "7".into()],
-        )
-        .expect("filter");
+        let f = keys_after(&spec, &["10".into(), "2026".into(), "A".into(), "7".into()])
+            .expect("filter");
         assert_eq!(
             f,
             "Company gt '10' or (Company eq '10' and (AccountingYear gt 2026 or (AccountingYear eq 2026 and (VoucherType gt 'A' or (VoucherType eq 'A' and (VoucherNo gt 7))))))"
         );
-        assert_eq!(keys_after(&spec, &["10".into(), "x".into(), "A".into(), "7".into()]), None);
+        assert_eq!(
+            keys_after(&spec, &["10".into(), "x".into(), "A".into(), "7".into()]),
+            None
+        );
     }
 }

@@ -298,6 +298,11 @@ impl RfcReadTable {
         self
     }
 
+    /// The system, as errors name it.
+    pub fn system(&self) -> &str {
+        &self.system
+    }
+
     /// The client.
     pub fn client(&self) -> &Arc<RfcClient> {
         &self.client
@@ -312,6 +317,15 @@ impl RfcReadTable {
         if let Some(m) = self.lock().get(table) {
             return Ok(Arc::clone(m));
         }
+        self.describe(table).await
+    }
+
+    /// Logs on and describes `table` now (one `NO_DATA` call, refreshing the cache).
+    pub async fn ping(&self, table: &str) -> Result<(), SapEccError> {
+        self.describe(table).await.map(|_| ())
+    }
+
+    async fn describe(&self, table: &str) -> Result<Arc<TableMeta>, SapEccError> {
         let mut call = RfcCall::new(RFC_READ_TABLE)
             .with_import("QUERY_TABLE", table)
             .with_import("NO_DATA", "X")

@@ -115,7 +115,7 @@ pub use sqlite::SqliteAuditStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresAuditStore, PostgresBuilder, PostgresCredentialStore};
 #[cfg(feature = "redis")]
-// redis-pending
+pub use self::redis::{RedisLimiterBuilder, RedisRateLimiter};
 
 /// The journal schema version this ml-store writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;

@@ -40,7 +40,7 @@ async fn postgres_store_conforms() {
         let url = url.clone();
         let made = Arc::clone(&made);
         async move {
-            let schema = TestSchema::new(&url, "conf").await;
+            let schema = TestSchema::new(&url, "conf");
             let store = schema.store().await;
             made.lock().expect("lock").push(schema);
             Arc::new(store) as Arc<dyn AuditStore>
@@ -60,7 +60,7 @@ async fn postgres_answers_like_sqlite() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     for seed in 1..=6u64 {
-        let schema = TestSchema::new(&url, "diff").await;
+        let schema = TestSchema::new(&url, "diff");
         let pg: Arc<dyn AuditStore> = Arc::new(schema.store().await);
         let lite: Arc<dyn AuditStore> = Arc::new(
             SqliteAuditStore::open(dir.path().join(format!("d{seed}.db"))).expect("sqlite"),
@@ -98,7 +98,7 @@ async fn replicas_claim_each_delivery_once_in_destination_order() {
     let Some(url) = pg_url("replicas_claim_each_delivery_once_in_destination_order") else {
         return;
     };
-    let schema = TestSchema::new(&url, "replicas").await;
+    let schema = TestSchema::new(&url, "replicas");
     let first = schema.store().await;
     let records: Vec<PlannedRecord> = (0..300)
         .map(|i| planned(&i.to_string(), &[&format!("#c{}", i % 12)]))
@@ -169,7 +169,7 @@ async fn startup_of_one_replica_leaves_a_live_siblings_claims_alone() {
     let Some(url) = pg_url("startup_of_one_replica_leaves_a_live_siblings_claims_alone") else {
         return;
     };
-    let schema = TestSchema::new(&url, "startup").await;
+    let schema = TestSchema::new(&url, "startup");
     let a_store = schema.store().await;
     let b_store = schema.store().await;
     commit(&a_store, "inv", vec![planned("1", &["#a"])], 1).await;
@@ -195,7 +195,7 @@ async fn migrations_are_versioned_and_refuse_foreign_or_newer_schemas() {
     else {
         return;
     };
-    let schema = TestSchema::new(&url, "migrate").await;
+    let schema = TestSchema::new(&url, "migrate");
     let store = schema.store().await;
     assert_eq!(
         store.schema_version().await.expect("version"),
@@ -217,7 +217,7 @@ async fn migrations_are_versioned_and_refuse_foreign_or_newer_schemas() {
     );
     schema.drop_schema().await;
 
-    let foreign = TestSchema::new(&url, "foreign").await;
+    let foreign = TestSchema::new(&url, "foreign");
     foreign.exec("CREATE TABLE invoices (id int)").await;
     let e = foreign.try_store().await.expect_err("foreign");
     assert!(
@@ -251,7 +251,7 @@ async fn postgres_credential_store_conforms_and_never_stores_clear_text() {
     else {
         return;
     };
-    let schema = TestSchema::new(&url, "creds").await;
+    let schema = TestSchema::new(&url, "creds");
     let key = MasterKey::generate();
     let store = PostgresCredentialStore::open(schema.store().await, Some(ring(&key)))
         .await
@@ -321,7 +321,7 @@ async fn concurrent_puts_get_distinct_versions() {
     let Some(url) = pg_url("concurrent_puts_get_distinct_versions") else {
         return;
     };
-    let schema = TestSchema::new(&url, "credput").await;
+    let schema = TestSchema::new(&url, "credput");
     let key = MasterKey::generate();
     let mut tasks = Vec::new();
     for i in 0..8 {

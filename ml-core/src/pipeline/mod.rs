@@ -549,6 +549,28 @@ impl Pipeline {
         Ok(n)
     }
 
+    /// Takes over the deliveries whose lease ran out (a crashed process's, whoever held
+    /// them) as in-doubt retries, leaving this pipeline's own claims alone (its sends in
+    /// flight renew their leases). `run` calls it every half lease, so a replica that dies
+    /// beside live ones has its deliveries resumed by them without anyone restarting.
+    pub async fn recover_expired(&self) -> Result<u64> {
+        // A claimant that holds nothing: only expired leases qualify.
+        let sweeper = Claimant::new(OwnerId::random()).with_lease(self.inner.claimant.lease);
+        let n = self
+            .inner
+            .store
+            .requeue_in_flight(&sweeper, self.inner.now())
+            .await?;
+        if n > 0 {
+            tracing::warn!(
+                deliveries = n,
+                "took over in-flight deliveries whose lease ran out (a crashed process) as in doubt"
+            );
+            self.inner.wake_delivery.notify_one();
+        }
+        Ok(n)
+    }
+
     /// One pass: recover, poll every stream through one full cycle, then deliver everything
     /// due now. Retries scheduled for later stay in the journal for the next pass.
     pub async fn run_once(&self) -> Result<RunSummary> {
@@ -635,6 +657,24 @@ impl Pipeline {
                     }
                 }
                 Ok::<_, Error>(total)
+            });
+        }
+        {
+            // Expired leases of processes that died beside this one.
+            let me = self.clone();
+            let mut stop = stop_rx.clone();
+            let every = (self.inner.claimant.lease / 2).max(Duration::from_millis(100));
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(every) => {}
+                        _ = stop.wait_for(|v| *v) => break,
+                    }
+                    if let Err(e) = me.recover_expired().await {
+                        tracing::warn!(error = %e, "could not sweep expired claims");
+                    }
+                }
+                Ok::<_, Error>(RunSummary::default())
             });
         }
         {

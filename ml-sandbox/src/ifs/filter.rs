@@ -354,8 +354,14 @@ mod tests {
         let ok = "Company eq 'O''Hara' and (ModifiedDateTime gt 2026-03-01T09:00:00Z or (ModifiedDateTime eq 2026-03-01T09:00:00.5+01:00 and (InvoiceId gt 12))) and GrossAmount ge -1.5 and Objstate eq IfsApp.X.State'Posted' and startswith(InvoiceNo,'IN')";
         parse(ok, &def, None).expect("valid");
         for (f, why) in [
-            ("ModifiedDateTime gt '2026-03-01T09:00:00Z'", "not compatible"),
-            ("ModifiedDateTime gt 2026-03-01T09:00:00 01:00", "unexpected"),
+            (
+                "ModifiedDateTime gt '2026-03-01T09:00:00Z'",
+                "not compatible",
+            ),
+            (
+                "ModifiedDateTime gt 2026-03-01T09:00:00 01:00",
+                "unexpected",
+            ),
             ("Nope eq 1", "does not exist"),
             ("InvoiceId gt 'x'", "not compatible"),
             ("Company has 'x'", "not supported"),

@@ -1,8 +1,12 @@
 //! The HTTP side of the IFS emulator: projections (collections, entities, bound actions,
 //! PATCH, create) and the IAM token endpoint.
 
+// A ready answer is the natural error of a request step here.
+#![allow(clippy::result_large_err)]
+
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering as AtomicOrdering;
 
@@ -21,7 +25,10 @@ pub(super) fn odata_error(status: StatusCode, code: &str, message: &str) -> Resp
     (
         status,
         [
-            (header::CONTENT_TYPE, "application/json;odata.metadata=minimal"),
+            (
+                header::CONTENT_TYPE,
+                "application/json;odata.metadata=minimal",
+            ),
             (header::HeaderName::from_static("odata-version"), "4.0"),
         ],
         json!({"error": {"code": code, "message": message, "details": []}}).to_string(),
@@ -131,7 +138,11 @@ fn parse_key(data: &SetData, pred: &str) -> Result<Vec<String>, String> {
             }
             None => positional = Some(lit),
         }
-        rest = tail.trim_start().strip_prefix(',').unwrap_or(tail).trim_start();
+        rest = tail
+            .trim_start()
+            .strip_prefix(',')
+            .unwrap_or(tail)
+            .trim_start();
     }
     if let Some(p) = positional {
         if data.def.keys.len() != 1 || !named.is_empty() {
@@ -146,7 +157,9 @@ fn parse_key(data: &SetData, pred: &str) -> Result<Vec<String>, String> {
         .keys
         .iter()
         .map(|k| {
-            let (v, quoted) = named.get(k).ok_or_else(|| format!("key property {k} missing"))?;
+            let (v, quoted) = named
+                .get(k)
+                .ok_or_else(|| format!("key property {k} missing"))?;
             let ty = data.def.prop(k).unwrap_or(PropType::String);
             match (ty, quoted) {
                 (PropType::String, true) => Ok(v.clone()),
@@ -169,7 +182,11 @@ pub(super) async fn projection(
     body: Bytes,
 ) -> Response {
     if area != "main" && area != "int" {
-        return odata_error(StatusCode::NOT_FOUND, "ODP_RESOURCE_NOTFOUND", "no such area");
+        return odata_error(
+            StatusCode::NOT_FOUND,
+            "ODP_RESOURCE_NOTFOUND",
+            "no such area",
+        );
     }
     if !shared.issuer.authorises(&headers) {
         return (
@@ -181,7 +198,9 @@ pub(super) async fn projection(
     }
     if shared
         .mi_burst
-        .fetch_update(AtomicOrdering::SeqCst, AtomicOrdering::SeqCst, |n| n.checked_sub(1))
+        .fetch_update(AtomicOrdering::SeqCst, AtomicOrdering::SeqCst, |n| {
+            n.checked_sub(1)
+        })
         .is_ok()
     {
         let mut r = odata_error(
@@ -194,7 +213,11 @@ pub(super) async fn projection(
         return r;
     }
     let Some(target) = parse_path(&rest) else {
-        return odata_error(StatusCode::NOT_FOUND, "ODP_RESOURCE_NOTFOUND", "not a projection path");
+        return odata_error(
+            StatusCode::NOT_FOUND,
+            "ODP_RESOURCE_NOTFOUND",
+            "not a projection path",
+        );
     };
     let render = render_for(&shared, &headers);
     match (method, &target.set, &target.key, &target.op) {
@@ -204,10 +227,17 @@ pub(super) async fn projection(
             "ODP_NOT_IMPLEMENTED",
             "$metadata is not emulated",
         ),
-        (Method::GET, Some(set), None, None) => {
-            collection(&shared, &target.svc, set, query.as_deref(), &headers, &render)
+        (Method::GET, Some(set), None, None) => collection(
+            &shared,
+            &target.svc,
+            set,
+            query.as_deref(),
+            &headers,
+            &render,
+        ),
+        (Method::GET, Some(set), Some(key), None) => {
+            entity(&shared, &target.svc, set, key, &render)
         }
-        (Method::GET, Some(set), Some(key), None) => entity(&shared, &target.svc, set, key, &render),
         (Method::POST, Some(set), Some(key), Some(op)) => {
             action(&shared, &target.svc, set, key, op, &headers)
         }
@@ -232,7 +262,11 @@ fn service_document(shared: &Shared, svc: &str) -> Response {
         .map(|d| json!({"name": d.def.set, "kind": "EntitySet", "url": d.def.set}))
         .collect();
     if sets.is_empty() {
-        return odata_error(StatusCode::NOT_FOUND, "ODP_RESOURCE_NOTFOUND", "no such projection");
+        return odata_error(
+            StatusCode::NOT_FOUND,
+            "ODP_RESOURCE_NOTFOUND",
+            "no such projection",
+        );
     }
     json_ok(json!({"@odata.context": "$metadata", "value": sets}).to_string())
 }
@@ -284,9 +318,12 @@ fn collection(
     let (mut top, mut skip, mut token, mut count) = (None, 0usize, 0usize, false);
     for (k, v) in &pairs {
         let num = |what: &str| {
-            v.trim()
-                .parse::<usize>()
-                .map_err(|_| bad_request("ODP_BAD_REQUEST", format!("{what} must be a non-negative integer")))
+            v.trim().parse::<usize>().map_err(|_| {
+                bad_request(
+                    "ODP_BAD_REQUEST",
+                    format!("{what} must be a non-negative integer"),
+                )
+            })
         };
         match k.as_str() {
             "$filter" => {
@@ -299,7 +336,10 @@ fn collection(
             "$select" => {
                 let names: Vec<String> = v.split(',').map(|s| s.trim().to_owned()).collect();
                 if let Some(n) = names.iter().find(|n| data.def.prop(n).is_none()) {
-                    return bad_request("ODP_BAD_REQUEST", format!("property `{n}` in $select does not exist"));
+                    return bad_request(
+                        "ODP_BAD_REQUEST",
+                        format!("property `{n}` in $select does not exist"),
+                    );
                 }
                 select = Some(names);
             }
@@ -310,10 +350,18 @@ fn collection(
                     let desc = match w.next() {
                         None | Some("asc") => false,
                         Some("desc") => true,
-                        Some(o) => return bad_request("ODP_BAD_REQUEST", format!("bad $orderby direction `{o}`")),
+                        Some(o) => {
+                            return bad_request(
+                                "ODP_BAD_REQUEST",
+                                format!("bad $orderby direction `{o}`"),
+                            );
+                        }
                     };
                     if data.def.prop(&name).is_none() {
-                        return bad_request("ODP_BAD_REQUEST", format!("property `{name}` in $orderby does not exist"));
+                        return bad_request(
+                            "ODP_BAD_REQUEST",
+                            format!("property `{name}` in $orderby does not exist"),
+                        );
                     }
                     order.push((name, desc));
                 }
@@ -332,13 +380,24 @@ fn collection(
             },
             "$count" => count = v == "true",
             "$expand" => {
-                return odata_error(StatusCode::NOT_IMPLEMENTED, "ODP_NOT_IMPLEMENTED", "$expand is not supported here");
+                return odata_error(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "ODP_NOT_IMPLEMENTED",
+                    "$expand is not supported here",
+                );
             }
             "$format" | "$apply" | "$search" => {
-                return odata_error(StatusCode::NOT_IMPLEMENTED, "ODP_NOT_IMPLEMENTED", &format!("{k} is not emulated"));
+                return odata_error(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "ODP_NOT_IMPLEMENTED",
+                    &format!("{k} is not emulated"),
+                );
             }
             other if other.starts_with('$') => {
-                return bad_request("ODP_BAD_REQUEST", format!("unknown system query option `{other}`"));
+                return bad_request(
+                    "ODP_BAD_REQUEST",
+                    format!("unknown system query option `{other}`"),
+                );
             }
             _ => {}
         }
@@ -372,12 +431,24 @@ fn collection(
         .get_all("prefer")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(str::trim).map(str::to_owned).collect::<Vec<_>>())
-        .find_map(|p| p.strip_prefix("odata.maxpagesize=").and_then(|n| n.parse::<usize>().ok()));
+        .flat_map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .find_map(|p| {
+            p.strip_prefix("odata.maxpagesize=")
+                .and_then(|n| n.parse::<usize>().ok())
+        });
     let page_size = prefer.map_or(cap, |p| p.clamp(1, cap));
     let page: Vec<&Row> = window.iter().skip(token).take(page_size).copied().collect();
     let next = token + page.len();
-    let context = format!("{}/{}/$metadata#{set}", shared.service_base(), svc_name(svc));
+    let context = format!(
+        "{}/{}/$metadata#{set}",
+        shared.service_base(),
+        svc_name(svc)
+    );
     let mut body = format!("{{\"@odata.context\":{}", Value::from(context));
     if count {
         let c = if render.ieee754 {
@@ -385,7 +456,7 @@ fn collection(
         } else {
             total.to_string()
         };
-        body.push_str(&format!(",\"@odata.count\":{c}"));
+        let _ = write!(body, ",\"@odata.count\":{c}");
     }
     body.push_str(",\"value\":[");
     for (i, r) in page.iter().enumerate() {
@@ -400,7 +471,9 @@ fn collection(
         let kept: Vec<&str> = raw_query
             .unwrap_or_default()
             .split('&')
-            .filter(|p| !p.is_empty() && !p.starts_with("$skiptoken=") && !p.starts_with("%24skiptoken="))
+            .filter(|p| {
+                !p.is_empty() && !p.starts_with("$skiptoken=") && !p.starts_with("%24skiptoken=")
+            })
             .collect();
         let mut q = kept.join("&");
         if !q.is_empty() {
@@ -411,7 +484,7 @@ fn collection(
             shared.service_base(),
             svc_name(svc)
         );
-        body.push_str(&format!(",\"@odata.nextLink\":{}", Value::from(link)));
+        let _ = write!(body, ",\"@odata.nextLink\":{}", Value::from(link));
     }
     body.push('}');
     let mut response = json_ok(body);
@@ -448,7 +521,11 @@ fn entity(shared: &Shared, svc: &str, set: &str, key: &str, render: &Render) -> 
         Ok(x) => x,
         Err(r) => return r,
     };
-    let context = format!("{}/{}/$metadata#{set}/$entity", shared.service_base(), svc_name(svc));
+    let context = format!(
+        "{}/{}/$metadata#{set}/$entity",
+        shared.service_base(),
+        svc_name(svc)
+    );
     let mut r = json_ok(row.to_json(&data.def, render, None, Some(&context)));
     if let Ok(v) = header::HeaderValue::from_str(&row.etag()) {
         r.headers_mut().insert(header::ETAG, v);
@@ -501,6 +578,15 @@ fn action(
     headers: &HeaderMap,
 ) -> Response {
     let mut inner = shared.lock();
+    if let Some((edit_set, k, changes)) = inner.edit_before_action.take()
+        && let Some(data) = inner.sets.values_mut().find(|d| d.def.set == edit_set)
+        && let Some(mut row) = data.rows.get(&k).cloned()
+        && apply_changes(data, &mut row, &changes, false).is_ok()
+    {
+        let stamp = data.def.stamp.clone();
+        touched(shared, &mut row, &stamp);
+        data.rows.insert(k, row);
+    }
     let Some(data) = inner.sets.get(&set_key(svc, set)) else {
         return missing_set(set);
     };
@@ -584,7 +670,12 @@ fn action(
     no_content(&etag)
 }
 
-pub(super) fn apply_changes(data: &SetData, row: &mut Row, body: &Value, allow_keys: bool) -> Result<(), String> {
+pub(super) fn apply_changes(
+    data: &SetData,
+    row: &mut Row,
+    body: &Value,
+    allow_keys: bool,
+) -> Result<(), String> {
     let obj = body.as_object().ok_or("the body must be a JSON object")?;
     for (name, v) in obj {
         if name.starts_with('@') {
@@ -654,7 +745,10 @@ fn create(shared: &Shared, svc: &str, set: &str, body: &[u8], render: &Render) -
             };
             let mut r = (
                 StatusCode::CREATED,
-                [(header::CONTENT_TYPE, "application/json;odata.metadata=minimal")],
+                [(
+                    header::CONTENT_TYPE,
+                    "application/json;odata.metadata=minimal",
+                )],
                 row.to_json(&data.def, render, None, None),
             )
                 .into_response();
@@ -666,4 +760,3 @@ fn create(shared: &Shared, svc: &str, set: &str, body: &[u8], render: &Render) -
         Err(m) => bad_request("ODP_BAD_REQUEST", m),
     }
 }
-

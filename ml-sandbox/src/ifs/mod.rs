@@ -103,6 +103,9 @@ pub(super) struct Inner {
     sets: BTreeMap<String, SetData>,
     site_tz: TimeZone,
     actions: Vec<ActionCall>,
+    /// Applied when the next bound action arrives, before its checks (a user editing the
+    /// record between a client's read and its action).
+    edit_before_action: Option<(String, Vec<String>, Value)>,
 }
 
 pub(super) struct Shared {
@@ -244,6 +247,7 @@ impl IfsEmulatorBuilder {
                 sets,
                 site_tz,
                 actions: Vec::new(),
+                edit_before_action: None,
             }),
         });
         let router = Router::new()
@@ -418,8 +422,7 @@ impl IfsEmulator {
             .ok_or_else(|| DataError(format!("no entity {k:?} in {set}")))?;
         handlers::apply_changes(data, &mut row, changes, false).map_err(DataError)?;
         row.version += 1;
-        row.values
-            .insert(data.def.stamp.clone(), Val::Dto(stamp));
+        row.values.insert(data.def.stamp.clone(), Val::Dto(stamp));
         let etag = row.etag();
         data.rows.insert(k, row);
         Ok(etag)
@@ -445,7 +448,22 @@ impl IfsEmulator {
         let Ok(path) = self.set_path(set) else {
             return 0;
         };
-        self.shared.lock().sets.get(&path).map_or(0, |d| d.rows.len())
+        self.shared
+            .lock()
+            .sets
+            .get(&path)
+            .map_or(0, |d| d.rows.len())
+    }
+
+    /// When the next bound action request arrives, first applies `changes` to the entity
+    /// `key` of `set` as a user would (new ETag): the race between a client's re-read and
+    /// its action, made deterministic.
+    pub fn edit_before_next_action(&self, set: &str, key: &[&str], changes: Value) {
+        self.shared.lock().edit_before_action = Some((
+            set.to_owned(),
+            key.iter().map(|s| (*s).to_owned()).collect(),
+            changes,
+        ));
     }
 
     /// Every bound action call that reached the checks, in order.
@@ -482,13 +500,19 @@ impl IfsEmulator {
     /// company `10`, stamped an hour ago.
     pub fn seed_demo(&self) -> std::result::Result<(), DataError> {
         let t = self.shared.stamp_now() - jiff::SignedDuration::from_secs(3600);
-        for (no, name) in [("S100", "Nordic Steel AB"), ("S200", "Müller Industrietechnik GmbH")] {
+        for (no, name) in [
+            ("S100", "Nordic Steel AB"),
+            ("S200", "Müller Industrietechnik GmbH"),
+        ] {
             self.insert(
                 "SupplierInfoGeneralSet",
                 &json!({"VendorNo": no, "VendorName": name, "Country": "SE", "ModifiedDateTime": t.to_string()}),
             )?;
         }
-        for (i, (no, amount)) in [("P1001", "12500.00"), ("P1002", "830.40")].iter().enumerate() {
+        for (i, (no, amount)) in [("P1001", "12500.00"), ("P1002", "830.40")]
+            .iter()
+            .enumerate()
+        {
             self.insert(
                 "PurchaseOrderSet",
                 &json!({"OrderNo": no, "Company": "10", "VendorNo": "S100", "VendorName": "Nordic Steel AB",
@@ -498,20 +522,29 @@ impl IfsEmulator {
             )?;
         }
         for (id, amount) in [(5001, "4410.50"), (5002, "-120.00"), (5003, "98000.00")] {
-            self.insert("ManSuppInvoiceSet", &invoice("10", id, amount, "AwaitingApproval", Some(t)))?;
+            self.insert(
+                "ManSuppInvoiceSet",
+                &invoice("10", id, amount, "AwaitingApproval", Some(t)),
+            )?;
         }
         Ok(())
     }
 }
 
 /// A supplier invoice entity as [`IfsEmulator::insert`] takes it.
-pub fn invoice(company: &str, id: u64, amount: &str, state: &str, stamp: Option<Timestamp>) -> Value {
+pub fn invoice(
+    company: &str,
+    id: u64,
+    amount: &str,
+    state: &str,
+    stamp: Option<Timestamp>,
+) -> Value {
     let mut v = json!({
         "Company": company,
         "InvoiceId": id,
         "InvoiceNo": format!("INV-{id}"),
         "Identity": format!("S{}", 100 + id % 7),
-        "IdentityName": if id % 5 == 0 { "Åkesson & Söner AB" } else { "Nordic Steel AB" },
+        "IdentityName": if id.is_multiple_of(5) { "Åkesson & Söner AB" } else { "Nordic Steel AB" },
         "Objstate": state,
         "InvoiceDate": "2026-03-01",
         "DueDate": "2026-03-31",
@@ -529,7 +562,11 @@ fn fault_body(status: u16) -> (String, String) {
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("Error");
-    let code = if status == 429 { "ODP_TOO_MANY_REQUESTS" } else { "ODP_SERVER_ERROR" };
+    let code = if status == 429 {
+        "ODP_TOO_MANY_REQUESTS"
+    } else {
+        "ODP_SERVER_ERROR"
+    };
     (
         "application/json".into(),
         json!({"error": {"code": code, "message": reason}}).to_string(),

@@ -300,6 +300,7 @@ fn compare(x: &Val, y: &Val, zone: &TimeZone) -> Option<Ordering> {
         (Val::Text(a), Val::Number(b)) => a.parse::<f64>().ok()?.partial_cmp(b),
         (Val::Number(a), Val::Number(b)) => a.partial_cmp(b),
         (Val::Text(a), Val::Text(b)) => Some(a.cmp(b)),
+        (Val::Date(_), Val::Number(_)) | (Val::Number(_), Val::Date(_)) => None,
     }
 }
 

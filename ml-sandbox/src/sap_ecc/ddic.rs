@@ -206,6 +206,14 @@ pub const BSEG: &[FieldDef] = &[
     f("KSTRG", 'C', 12, "Cost Object"),
     f("IMKEY", 'C', 8, "Internal Key for Real Estate Object"),
     f("FIPOS", 'C', 14, "Commitment Item"),
+    f("VALUT", 'D', 8, "Value date"),
+    f("KOKRS", 'C', 4, "Controlling Area"),
+    f("TXJCD", 'C', 15, "Tax Jurisdiction"),
+    f("FWBAS", 'P', 16, "Tax Base Amount in Document Currency"),
+    f("MWSTS", 'P', 16, "Tax Amount in Local Currency"),
+    f("WMWST", 'P', 16, "Tax amount in document currency"),
+    f("DMBE2", 'P', 16, "Amount in Second Local Currency"),
+    f("DMBE3", 'P', 16, "Amount in Third Local Currency"),
 ];
 
 /// Vendor master (general section).

@@ -8,7 +8,7 @@ use super::soap::Param;
 use super::{Answer, Inner, Shared};
 
 /// The width of `DATA-WA`.
-pub const ROW_BUFFER: usize = 512;
+pub(super) const ROW_BUFFER: usize = 512;
 
 fn fnv(seed: u64, s: &str) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325_u64 ^ seed;
@@ -216,7 +216,8 @@ mod tests {
             key: false,
             text: "",
         };
-        assert_eq!(slot(&name, "𝔄b", false), "𝔄b  ");
+        // 𝔄 is two UTF-16 code units.
+        assert_eq!(slot(&name, "𝔄b", false), "𝔄b   ");
         assert_eq!(slot(&name, "Ünïcode", true), "Ünïcod");
         assert_eq!(slot(&name, "東京", true), "##    ");
         let amount = FieldDef {

@@ -8,7 +8,7 @@ use quick_xml::events::Event;
 use quick_xml::reader::Reader;
 
 /// The RFC namespace.
-pub const RFC_NS: &str = "urn:sap-com:document:sap:rfc:functions";
+pub(super) const RFC_NS: &str = "urn:sap-com:document:sap:rfc:functions";
 const SOAP_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 
 /// A parameter of a request or an answer.

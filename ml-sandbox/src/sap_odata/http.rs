@@ -104,6 +104,7 @@ fn issue_csrf(shared: &Shared, headers: &HeaderMap, mut response: Response) -> R
     let token = format!("csrf-{id:06}-{}", session.len() * 7 + id as usize);
     inner.csrf.insert(token.clone(), session.clone());
     drop(inner);
+    shared.csrf_fetches.fetch_add(1, Ordering::Relaxed);
     let h = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&token) {
         h.insert("x-csrf-token", v);

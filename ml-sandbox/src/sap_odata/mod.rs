@@ -107,6 +107,7 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) reads: AtomicU64,
     pub(crate) writes: AtomicU64,
+    pub(crate) csrf_fetches: AtomicU64,
     pub(crate) inner: Mutex<Inner>,
 }
 
@@ -191,6 +192,7 @@ impl SapODataEmulatorBuilder {
             clock,
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            csrf_fetches: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 sets,
                 max_page: DEFAULT_MAX_PAGE,
@@ -312,6 +314,11 @@ impl SapODataEmulator {
     /// Writes applied.
     pub fn writes(&self) -> u64 {
         self.shared.writes.load(Ordering::Relaxed)
+    }
+
+    /// CSRF tokens issued (`X-CSRF-Token: Fetch` answered).
+    pub fn csrf_fetches(&self) -> u64 {
+        self.shared.csrf_fetches.load(Ordering::Relaxed)
     }
 
     /// The most entities one answer holds before `__next`.

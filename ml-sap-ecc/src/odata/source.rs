@@ -111,22 +111,27 @@ fn encode(s: &str) -> String {
 #[derive(serde::Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow)]
-    d: Collection<'a>,
+    d: &'a RawValue,
 }
 
 #[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum Collection<'a> {
-    Results {
-        #[serde(borrow)]
-        results: Vec<&'a RawValue>,
-        #[serde(rename = "__next", default)]
-        next: Option<String>,
-        #[serde(rename = "__count", default)]
-        count: Option<String>,
-    },
-    // OData v1-style answers put the array right under `d`.
-    Bare(#[serde(borrow)] Vec<&'a RawValue>),
+struct Results<'a> {
+    #[serde(borrow)]
+    results: Vec<&'a RawValue>,
+    #[serde(rename = "__next", default)]
+    next: Option<String>,
+    #[serde(rename = "__count", default)]
+    count: Option<String>,
+}
+
+/// Reads `{"d":{"results":[...],"__next":...}}`, or the v1-style `{"d":[...]}`.
+fn collection(body: &[u8]) -> serde_json::Result<(Vec<&RawValue>, Option<String>, Option<String>)> {
+    let env: Envelope<'_> = serde_json::from_slice(body)?;
+    if env.d.get().trim_start().starts_with('[') {
+        return Ok((serde_json::from_str(env.d.get())?, None, None));
+    }
+    let r: Results<'_> = serde_json::from_str(env.d.get())?;
+    Ok((r.results, r.next, r.count))
 }
 
 /// A write to the service (see [`SapODataSource::write`]).
@@ -492,29 +497,32 @@ impl Source for SapODataSource {
     async fn poll(&self, from: Option<&Position>) -> Result<Page> {
         let cursor = self.cursor();
         let plan = cursor.plan(from)?;
-        let url = match &plan.token {
-            Some(t) if t.starts_with(&self.service_path) => format!("{}{t}", self.origin),
-            Some(_) => {
-                return Err(ml_core::Error::InvalidPosition(
-                    "the saved `__next` token is not on this service".into(),
-                ));
+        // A token is `<rows served so far in this __next chain>;<path?query>`: when the
+        // chain ends having served the whole `$top`, more rows may follow it.
+        let (chain_before, url) = match &plan.token {
+            Some(t) => {
+                let bad = || {
+                    ml_core::Error::InvalidPosition(
+                        "the saved `__next` token is not on this service".into(),
+                    )
+                };
+                let (n, rel) = t.split_once(';').ok_or_else(bad)?;
+                let n: usize = n.parse().map_err(|_| bad())?;
+                if !rel.starts_with(&self.service_path) {
+                    return Err(bad());
+                }
+                (n, format!("{}{rel}", self.origin))
             }
-            None => self.query_url(&plan),
+            None => (0, self.query_url(&plan)),
         };
         let response = self.get(&url).await?;
         self.log_message(&response.headers);
         let system = self.to_string();
-        let env: Envelope<'_> = serde_json::from_slice(&response.body)
+        let (results, next, count) = collection(&response.body)
             .map_err(|e| ODataError::decode(&system, format!("not an OData v2 JSON collection: {e}")))?;
-        let (results, next) = match env.d {
-            Collection::Results { results, next, count } => {
-                if let Some(c) = count {
-                    tracing::debug!(source = %system, count = %c, "__count");
-                }
-                (results, next)
-            }
-            Collection::Bare(results) => (results, None),
-        };
+        if let Some(c) = count {
+            tracing::debug!(source = %system, count = %c, "__count");
+        }
         let next = next.filter(|n| !n.trim().is_empty());
         let rows: Vec<PageRow> = results
             .iter()
@@ -528,9 +536,10 @@ impl Source for SapODataSource {
                 }
             })
             .collect();
-        let server_more = next.is_some() || (plan.token.is_none() && rows.len() >= self.page_size);
+        let chain = chain_before + rows.len();
+        let server_more = next.is_some() || chain >= self.page_size;
         let token = match (&next, self.paging) {
-            (Some(n), SapODataPaging::NextLink) => Some(self.next_token(n)?),
+            (Some(n), SapODataPaging::NextLink) => Some(format!("{chain};{}", self.next_token(n)?)),
             _ => None,
         };
         fold_page(
@@ -553,7 +562,7 @@ impl Source for SapODataSource {
             encode(&self.sap_client)
         );
         let response = self.get(&url).await?;
-        serde_json::from_slice::<Envelope<'_>>(&response.body).map_err(|e| {
+        collection(&response.body).map_err(|e| {
             ODataError::decode(&self.to_string(), format!("not an OData v2 JSON collection: {e}"))
         })?;
         Ok(())

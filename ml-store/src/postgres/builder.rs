@@ -178,7 +178,7 @@ impl PostgresBuilder {
                 Ok(n) if n > 0 => self.pool_size = n,
                 _ => self.fail(key, format!("`{v}` is not a pool size (1 or more)")),
             },
-            PostgresConfigKey::Schema => self.schema = v.to_owned(),
+            PostgresConfigKey::Schema => v.clone_into(&mut self.schema),
             PostgresConfigKey::ConnectTimeoutMs => match v.parse::<u64>() {
                 Ok(ms) if ms > 0 => self.connect_timeout = Duration::from_millis(ms),
                 _ => self.fail(key, format!("`{v}` is not a number of milliseconds")),

@@ -41,7 +41,7 @@ impl fmt::Debug for PostgresRenewalLock {
 /// A held lock; dropping it releases the lock.
 pub struct RenewalGuard {
     name: String,
-    _client: tokio_postgres::Client,
+    client: tokio_postgres::Client,
     connection: tokio::task::JoinHandle<()>,
 }
 
@@ -55,7 +55,7 @@ impl RenewalGuard {
     /// Releases the lock now (dropping the guard releases it too, when the server notices
     /// the closed connection).
     pub async fn release(self) -> Result<()> {
-        self._client
+        self.client
             .execute(
                 &format!("SELECT pg_advisory_unlock({})", key_sql()),
                 &[&self.name],
@@ -110,7 +110,7 @@ impl PostgresRenewalLock {
             .db(&format!("{}: renewal lock `{name}`", self.label))?;
         Ok(RenewalGuard {
             name: name.to_owned(),
-            _client: client,
+            client,
             connection,
         })
     }
@@ -128,7 +128,7 @@ impl PostgresRenewalLock {
             .get(0);
         Ok(got.then(|| RenewalGuard {
             name: name.to_owned(),
-            _client: client,
+            client,
             connection,
         }))
     }

@@ -1,6 +1,8 @@
 //! Reads: positions, deliveries by filter, attempts, record history, cycles, rejected
 //! items, the next due time, stats.
 
+use std::fmt::Write as _;
+
 use jiff::Timestamp;
 use ml_core::audit::{
     AttemptView, CycleId, CycleView, DeliveryFilter, DeliveryId, DeliveryStatus, DeliveryView,
@@ -55,10 +57,11 @@ pub(crate) fn filter_clause(f: &DeliveryFilter, args: &mut Args) -> String {
         args.push(Box::new(dest.sink.clone()));
         args.push(Box::new(dest.address.clone()));
         let n = args.len();
-        sql.push_str(&format!(
+        let _ = write!(
+            sql,
             " AND d.dest_id = (SELECT id FROM destinations WHERE sink = ${} AND address = ${n})",
             n - 1
-        ));
+        );
     }
     if let Some(st) = f.status {
         push(&mut sql, " AND d.status = ?", Box::new(st.as_str().to_owned()), args);

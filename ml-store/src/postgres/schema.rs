@@ -215,7 +215,7 @@ pub(crate) async fn migrate(
             )));
         }
     };
-    if version < 0 || version > SCHEMA_VERSION {
+    if !(0..=SCHEMA_VERSION).contains(&version) {
         return Err(Error::Corrupt(format!(
             "{label}: journal schema version {version}, but this ml-store knows versions up to \
              {SCHEMA_VERSION}; open it with a newer ml-store"

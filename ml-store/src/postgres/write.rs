@@ -98,11 +98,11 @@ pub(crate) async fn commit_page(s: &PostgresAuditStore, page: PageCommit) -> Res
     let mut unique: Vec<usize> = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
         let id = (r.dedupe_key.as_str(), r.dedupe_version.as_str());
-        if first.contains_key(&id) {
-            out.duplicates += 1;
-        } else {
-            first.insert(id, i);
+        if let std::collections::hash_map::Entry::Vacant(e) = first.entry(id) {
+            e.insert(i);
             unique.push(i);
+        } else {
+            out.duplicates += 1;
         }
     }
 

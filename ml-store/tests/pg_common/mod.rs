@@ -45,7 +45,7 @@ pub struct TestSchema {
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 impl TestSchema {
-    pub async fn new(url: &str, tag: &str) -> Self {
+    pub fn new(url: &str, tag: &str) -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let rnd: u32 = rand_u32();
         let name = format!("t_{tag}_{}_{n}_{rnd:08x}", std::process::id());

@@ -1,0 +1,350 @@
+//! Approvals from Slack into the IFS emulator, through ml-slack's receiver and the Slack
+//! emulator's signed caller: ETag safety, exactly once, authorization, audit, forgery.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ml_core::AuditQuery as _;
+use ml_core::memory::MemoryAuditStore;
+use ml_ifs::approval::{APPROVE_ACTION_ID, ApprovalAction, Approvals, Approver, DEFAULT_STREAM};
+use ml_ifs::{ApprovalOutcome, ApprovalRequest, IfsBuilder};
+use ml_sandbox::Emulator as _;
+use ml_sandbox::ifs::{IfsEmulator, invoice};
+use ml_sandbox::server::Server;
+use ml_sandbox::slack::{BlockActions, SendOptions, SlackEmulator, SlashCommand};
+use ml_slack::SignatureVerifier;
+use ml_slack::receiver::{SlackReceiver, router};
+use ml_slack::responder::Responder;
+use serde_json::json;
+
+const SET: &str = "ManSuppInvoiceSet";
+const KEY: &str = "Company='10',InvoiceId=7";
+const APPROVER: &str = "U00HUMAN01";
+
+struct World {
+    ifs: IfsEmulator,
+    slack: SlackEmulator,
+    journal: Arc<MemoryAuditStore>,
+    approvals: Arc<Approvals>,
+    _server: Server,
+    url: String,
+}
+
+async fn world() -> World {
+    let ifs = IfsEmulator::start().await.expect("ifs");
+    ifs.insert(SET, &invoice("10", 7, "1250.00", "AwaitingApproval", None))
+        .expect("invoice");
+    let mut env = ml_core::config::MapEnv::new();
+    for (k, v) in ifs.env() {
+        env.set(k, v);
+    }
+    let source = IfsBuilder::from_env_with(&env)
+        .with_company("10")
+        .build()
+        .expect("source");
+    let slack = SlackEmulator::start().await.expect("slack");
+    let journal = Arc::new(MemoryAuditStore::new());
+    let http = ml_core::http::ClientOptions::default()
+        .client()
+        .expect("http");
+    let approvals = Arc::new(
+        Approvals::for_source(&source)
+            .with_approvers(BTreeMap::from([(
+                APPROVER.to_owned(),
+                Approver::new("ALICE", &[ApprovalAction::Approve, ApprovalAction::Reject]),
+            )]))
+            .with_journal(journal.clone(), DEFAULT_STREAM)
+            .with_responder(
+                Responder::new(http)
+                    .with_allowed_base(&slack.root_url())
+                    .expect("base"),
+            ),
+    );
+    let verifier = SignatureVerifier::new(&slack.signing_secret().into());
+    let receiver = Arc::new(SlackReceiver::new(verifier).with_handler(approvals.clone()));
+    let server = Server::start(router(receiver, "/slack"))
+        .await
+        .expect("server");
+    let url = format!("{}slack", server.base_url());
+    World {
+        ifs,
+        slack,
+        journal,
+        approvals,
+        _server: server,
+        url,
+    }
+}
+
+impl World {
+    /// Waits until `n` response_url posts arrived (the handler runs after the ack).
+    async fn answers(&self, n: usize) -> Vec<String> {
+        for _ in 0..200 {
+            let posts = self.slack.response_url_posts();
+            if posts.len() >= n {
+                return posts
+                    .iter()
+                    .map(|p| p.body["text"].as_str().unwrap_or_default().to_owned())
+                    .collect();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "expected {n} answers, got {:?}",
+            self.slack.response_url_posts()
+        );
+    }
+
+    fn applied(&self) -> usize {
+        self.ifs
+            .action_calls()
+            .iter()
+            .filter(|c| c.status == 204)
+            .count()
+    }
+
+    fn state(&self) -> String {
+        self.ifs.get(SET, &["10", "7"]).expect("row")["Objstate"]
+            .as_str()
+            .expect("state")
+            .to_owned()
+    }
+}
+
+#[tokio::test]
+async fn a_retried_slash_command_acts_once() {
+    let w = world().await;
+    let caller = w.slack.caller();
+    let body =
+        caller.slash_command_body(&SlashCommand::new("/approve-invoice", "7").user(APPROVER));
+    let ct = "application/x-www-form-urlencoded";
+    let first = caller
+        .send_raw(
+            &w.url,
+            ct,
+            body.clone().into_bytes(),
+            &SendOptions::default(),
+        )
+        .await
+        .expect("send");
+    assert_eq!(first.status, 200, "acknowledged: {}", first.body);
+    // Slack retries the same command (timed out on its side): a new timestamp and
+    // signature, the same trigger_id.
+    let now = w.slack.clock().now().as_second();
+    let retry = caller
+        .send_raw(
+            &w.url,
+            ct,
+            body.into_bytes(),
+            &SendOptions::default()
+                .timestamp(now + 1)
+                .retry(1, "http_timeout"),
+        )
+        .await
+        .expect("retry");
+    assert_eq!(retry.status, 200, "a retry is acknowledged");
+    let answers = w.answers(1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(w.slack.response_url_posts().len(), 1, "one answer");
+    assert!(answers[0].contains("approved in IFS"), "{answers:?}");
+    assert_eq!(w.applied(), 1);
+    assert_eq!(w.ifs.action_calls().len(), 1, "one action request");
+    assert_eq!(w.state(), "Approved");
+    // The audit: who, IFS identity, record, version, outcome.
+    let h = w
+        .journal
+        .record_history(DEFAULT_STREAM, KEY)
+        .await
+        .expect("history");
+    assert_eq!(h.versions.len(), 1);
+    let raw = h.versions[0].record.raw.to_value();
+    assert_eq!(raw["slack_user"], APPROVER);
+    assert_eq!(raw["ifs_identity"], "ALICE");
+    assert_eq!(raw["outcome"], "done");
+    assert_eq!(raw["ifs_response"]["status"], 204);
+    assert!(raw["etag"].as_str().is_some_and(|e| e.starts_with("W/")));
+}
+
+#[tokio::test]
+async fn a_double_click_acts_once() {
+    let w = world().await;
+    let caller = w.slack.caller();
+    let click = BlockActions::new(APPROVE_ACTION_ID, KEY).user(APPROVER);
+    let (a, b) = tokio::join!(
+        caller.send_block_actions(&w.url, &click),
+        caller.send_block_actions(&w.url, &click)
+    );
+    assert_eq!(a.expect("a").status, 200);
+    assert_eq!(b.expect("b").status, 200);
+    let answers = w.answers(2).await;
+    assert_eq!(w.applied(), 1, "{:?}", w.ifs.action_calls());
+    assert!(
+        answers.iter().any(|a| a.contains("already approved")),
+        "{answers:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_approval_racing_an_edit_gets_a_conflict_and_overwrites_nothing() {
+    let w = world().await;
+    // Someone puts the invoice on hold between our re-read and our action.
+    w.ifs
+        .edit_before_next_action(SET, &["10", "7"], json!({"Objstate": "OnHold"}));
+    let req = ApprovalRequest {
+        request_id: "cmd:race".into(),
+        slack_user: APPROVER.into(),
+        invoice: "7".into(),
+        action: ApprovalAction::Approve,
+        response_url: None,
+    };
+    let outcome = w.approvals.decide(&req).await;
+    match &outcome {
+        ApprovalOutcome::Conflict { state, .. } => assert_eq!(state.as_deref(), Some("OnHold")),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(
+        outcome
+            .message(ApprovalAction::Approve)
+            .contains("NOT approved")
+    );
+    let calls = w.ifs.action_calls();
+    assert_eq!(calls.len(), 1, "never retried blindly: {calls:?}");
+    assert_eq!(calls[0].status, 412);
+    assert_eq!(w.state(), "OnHold", "no overwrite");
+    // The same request again (a replay after a restart of the receiver's cache) does
+    // not act: the journal knows it.
+    let again = w.approvals.decide(&req).await;
+    assert!(
+        matches!(again, ApprovalOutcome::Duplicate { .. }),
+        "{again:?}"
+    );
+    assert_eq!(w.ifs.action_calls().len(), 1);
+}
+
+#[tokio::test]
+async fn wrong_state_forbidden_and_missing_are_explained() {
+    let w = world().await;
+    w.ifs
+        .insert(SET, &invoice("10", 8, "5.00", "Posted", None))
+        .expect("posted");
+    let req = |id: &str, invoice: &str| ApprovalRequest {
+        request_id: id.into(),
+        slack_user: APPROVER.into(),
+        invoice: invoice.into(),
+        action: ApprovalAction::Approve,
+        response_url: None,
+    };
+    let o = w.approvals.decide(&req("a", "8")).await;
+    assert!(matches!(o, ApprovalOutcome::WrongState { .. }), "{o:?}");
+    assert!(o.message(ApprovalAction::Approve).contains("Posted"));
+    let o = w.approvals.decide(&req("b", "999")).await;
+    assert!(matches!(o, ApprovalOutcome::NotFound { .. }), "{o:?}");
+    w.ifs.deny_action(SET, "Approve");
+    let o = w.approvals.decide(&req("c", "7")).await;
+    assert!(matches!(o, ApprovalOutcome::Forbidden { .. }), "{o:?}");
+    let o = w.approvals.decide(&req("d", "seven")).await;
+    assert!(matches!(o, ApprovalOutcome::Invalid { .. }), "{o:?}");
+    assert_eq!(w.state(), "AwaitingApproval");
+}
+
+#[tokio::test]
+async fn an_unauthorised_user_is_refused_and_the_refusal_journaled() {
+    let w = world().await;
+    let caller = w.slack.caller();
+    let r = caller
+        .send_slash_command(
+            &w.url,
+            &SlashCommand::new("/approve-invoice", "7").user("U0MALLORY"),
+        )
+        .await
+        .expect("send");
+    assert_eq!(r.status, 200);
+    let answers = w.answers(1).await;
+    assert!(answers[0].contains("not allowed"), "{answers:?}");
+    assert_eq!(
+        w.slack.response_url_posts()[0].body["response_type"],
+        "ephemeral"
+    );
+    assert!(w.ifs.action_calls().is_empty());
+    let h = w
+        .journal
+        .record_history(DEFAULT_STREAM, KEY)
+        .await
+        .expect("history");
+    assert_eq!(h.versions.len(), 1);
+    assert_eq!(
+        h.versions[0].record.fields.status.as_deref(),
+        Some("refused")
+    );
+    assert_eq!(
+        h.versions[0].record.raw.to_value()["slack_user"],
+        "U0MALLORY"
+    );
+}
+
+#[tokio::test]
+async fn forged_and_stale_requests_are_refused() {
+    let w = world().await;
+    let caller = w.slack.caller();
+    let cmd = SlashCommand::new("/approve-invoice", "7").user(APPROVER);
+    let forged = caller
+        .send_slash_command_with(
+            &w.url,
+            &cmd,
+            &SendOptions::default().signature(format!("v0={}", "0".repeat(64))),
+        )
+        .await
+        .expect("forged");
+    assert_eq!(forged.status, 401, "{}", forged.body);
+    let now = w.slack.clock().now().as_second();
+    let stale = caller
+        .send_slash_command_with(&w.url, &cmd, &SendOptions::default().timestamp(now - 600))
+        .await
+        .expect("stale");
+    assert_eq!(stale.status, 401, "{}", stale.body);
+    let unsigned = caller
+        .send_slash_command_with(&w.url, &cmd, &SendOptions::default().unsigned())
+        .await
+        .expect("unsigned");
+    assert!(unsigned.status >= 400);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(w.ifs.action_calls().is_empty());
+    assert!(w.slack.response_url_posts().is_empty());
+    assert_eq!(w.state(), "AwaitingApproval");
+}
+
+#[tokio::test]
+async fn the_emulator_requires_if_match() {
+    let w = world().await;
+    let http = ml_core::http::ClientOptions::default()
+        .client()
+        .expect("http");
+    let token: serde_json::Value = http
+        .post(w.ifs.token_url())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", w.ifs.client_id()),
+            ("client_secret", w.ifs.client_secret()),
+        ])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let url = format!(
+        "{}/ManualSupplierInvoiceHandling.svc/ManSuppInvoiceSet(Company='10',InvoiceId=7)/IfsApp.ManualSupplierInvoiceHandling.ManSuppInvoice_Approve",
+        w.ifs.service_root()
+    );
+    let r = http
+        .post(&url)
+        .bearer_auth(token["access_token"].as_str().expect("t"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 428);
+    assert_eq!(w.state(), "AwaitingApproval");
+}

@@ -1,0 +1,284 @@
+//! The source against the IFS emulator: conformance, a 10,000-row backfill exactly once
+//! with writes between pages, the time-zone trap, metadata refreshes and token expiry.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use ml_core::Source as _;
+use ml_core::cursor::Position;
+use ml_core::record::SourceItem;
+use ml_core::retry::RetryPolicy;
+use ml_core::testing::source::{SourceExpectations, source_conformance};
+use ml_ifs::{IfsBuilder, IfsResource};
+use ml_sandbox::Emulator as _;
+use ml_sandbox::ifs::{IfsEmulator, invoice};
+use serde_json::json;
+
+fn builder(e: &IfsEmulator) -> IfsBuilder {
+    let mut env = ml_core::config::MapEnv::new();
+    for (k, v) in e.env() {
+        env.set(k, v);
+    }
+    IfsBuilder::from_env_with(&env)
+        .with_company("10")
+        .with_retry(
+            RetryPolicy::default()
+                .with_base_delay(Duration::from_millis(5))
+                .with_max_attempts(6),
+        )
+}
+
+fn hour_ago() -> Timestamp {
+    Timestamp::from_second(Timestamp::now().as_second() - 7200).expect("t")
+}
+
+#[tokio::test]
+async fn conforms_against_the_emulator() {
+    let e = IfsEmulator::start().await.expect("emulator");
+    e.load_invoices("10", 40, hour_ago(), 3).expect("load");
+    // Another company's invoices are filtered out by the company filter.
+    e.load_invoices("20", 5, hour_ago(), 3).expect("load");
+    // A malformed item: an amount without a currency.
+    let mut bad = invoice("10", 41, "10.00", "AwaitingApproval", Some(hour_ago()));
+    bad["Currency"] = serde_json::Value::Null;
+    e.insert("ManSuppInvoiceSet", &bad).expect("insert");
+    let s = builder(&e).with_page_size(6).build().expect("source");
+    assert!(s.to_string().starts_with("Ifs(127.0.0.1:"), "{s}");
+    source_conformance(
+        &s,
+        &SourceExpectations {
+            items: 41,
+            max_page: 6,
+        },
+    )
+    .await;
+    s.healthcheck().await.expect("healthcheck");
+}
+
+/// Polls one cycle (until `more` is false), calling `between` after each page.
+async fn cycle(
+    s: &ml_ifs::IfsSource,
+    pos: &mut Option<Position>,
+    mut between: impl FnMut(usize),
+) -> Vec<SourceItem> {
+    let mut out = Vec::new();
+    for page_no in 0.. {
+        let page = s.poll(pos.as_ref()).await.expect("poll");
+        out.extend(page.items);
+        *pos = Some(page.next);
+        if !page.more {
+            break;
+        }
+        between(page_no);
+    }
+    out
+}
+
+fn key_version(i: &SourceItem) -> (String, String) {
+    match i {
+        SourceItem::Record(r) => (r.key.clone(), r.dedupe_version()),
+        SourceItem::Rejected(x) => (x.identity(), String::new()),
+    }
+}
+
+#[tokio::test]
+async fn backfill_of_10000_is_read_exactly_once_with_writes_between_pages() {
+    let e = IfsEmulator::start().await.expect("emulator");
+    let start = hour_ago();
+    e.load_invoices("10", 10_000, start, 7).expect("load");
+    // The server cuts pages at 400 rows (with a nextLink) although the client asks 500.
+    e.set_max_page_size(400);
+    let s = builder(&e).with_page_size(500).build().expect("source");
+    let mut pos = None;
+    let mut next_id = 20_000;
+    let mut edited = Vec::new();
+    let first = cycle(&s, &mut pos, |page| {
+        // Inserts land at the end; edits of served rows move them to the end; a late
+        // commit lands behind the reader. Offset paging would skip rows here.
+        next_id += 1;
+        e.insert(
+            "ManSuppInvoiceSet",
+            &invoice("10", next_id, "1.00", "AwaitingApproval", None),
+        )
+        .expect("insert");
+        let id = (page as u64 * 400 + 1).to_string();
+        e.update(
+            "ManSuppInvoiceSet",
+            &["10", &id],
+            &json!({"GrossAmount": "2.00"}),
+        )
+        .expect("update");
+        edited.push(id);
+        if page == 5 {
+            // A row committed late, stamped inside what was already read.
+            next_id += 1;
+            e.insert(
+                "ManSuppInvoiceSet",
+                &invoice(
+                    "10",
+                    next_id,
+                    "3.00",
+                    "AwaitingApproval",
+                    Some(start + SignedDuration::from_secs(10)),
+                ),
+            )
+            .expect("late");
+        }
+        if page == 3 {
+            e.metadata_refresh(2);
+            e.issuer().expire_all();
+        }
+    })
+    .await;
+    // Within one forward scan, keyset paging never serves a (key, version) twice.
+    let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for i in &first {
+        *counts.entry(key_version(i)).or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "served twice in one scan: {twice:?}");
+    // The second cycle (sweep + forward scan) brings the late commit and nothing lost.
+    let second = cycle(&s, &mut pos, |_| {}).await;
+    let mut journal: BTreeSet<(String, String)> = BTreeSet::new();
+    for i in first.iter().chain(&second) {
+        journal.insert(key_version(i));
+    }
+    let keys: BTreeSet<String> = journal.iter().map(|(k, _)| k.clone()).collect();
+    let expected = 10_000 + (next_id - 20_000) as usize;
+    assert_eq!(keys.len(), expected, "every invoice arrives");
+    // The final version of every edited row was delivered.
+    for id in &edited {
+        let v = e.get("ManSuppInvoiceSet", &["10", id]).expect("row")["@odata.etag"]
+            .as_str()
+            .expect("etag")
+            .to_owned();
+        assert!(
+            journal.contains(&(format!("Company='10',InvoiceId={id}"), v)),
+            "edited {id} delivered in its final version"
+        );
+    }
+    // A third cycle with nothing new adds nothing new.
+    let third = cycle(&s, &mut pos, |_| {}).await;
+    assert!(third.iter().all(|i| journal.contains(&key_version(i))));
+    assert!(
+        e.issuer().tokens_issued() >= 2,
+        "the expired token was renewed"
+    );
+}
+
+#[tokio::test]
+async fn the_time_zone_header_is_always_sent() {
+    let e = IfsEmulator::start().await.expect("emulator");
+    let t: Timestamp = "2026-07-01T10:00:00Z".parse().expect("t");
+    e.insert(
+        "ManSuppInvoiceSet",
+        &invoice("10", 1, "5.00", "AwaitingApproval", Some(t)),
+    )
+    .expect("insert");
+    // Without the header, the emulator shifts to Stockholm time (UTC+2 in July), as IFS does.
+    let http = ml_core::http::ClientOptions::default()
+        .client()
+        .expect("http");
+    let token: serde_json::Value = http
+        .post(e.token_url())
+        .basic_auth(e.client_id(), Some(e.client_secret()))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let raw: serde_json::Value = http
+        .get(format!(
+            "{}/ManualSupplierInvoiceHandling.svc/ManSuppInvoiceSet",
+            e.service_root()
+        ))
+        .bearer_auth(token["access_token"].as_str().expect("t"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(raw["value"][0]["ModifiedDateTime"], "2026-07-01T12:00:00Z");
+    assert_eq!(
+        raw["value"][0]["GrossAmount"], 5.0,
+        "a number without IEEE754Compatible"
+    );
+    let s = builder(&e)
+        .with_start_at(t - SignedDuration::from_secs(1))
+        .build()
+        .expect("s");
+    let page = s.poll(None).await.expect("poll");
+    let SourceItem::Record(r) = &page.items[0] else {
+        panic!("rejected")
+    };
+    assert_eq!(r.modified_at, t, "the source reads UTC");
+    assert_eq!(r.fields.amount.expect("amount").amount.to_string(), "5.00");
+}
+
+#[tokio::test]
+async fn permanent_errors_name_the_service_and_pause() {
+    let e = IfsEmulator::start().await.expect("emulator");
+    let s = builder(&e)
+        .with_resource(IfsResource::SupplierInvoices)
+        .with_config(ml_ifs::IfsConfigKey::StampAttribute, "LastChanged")
+        .build()
+        .expect("source");
+    let err = s.poll(None).await.expect_err("unknown property");
+    assert_eq!(err.class(), ml_core::ErrorClass::Permanent);
+    assert!(err.to_string().contains("LastChanged"), "{err}");
+    let bad = builder(&e)
+        .with_client_credentials("ml-connector", "wrong")
+        .build()
+        .expect("source");
+    let err = bad.poll(None).await.expect_err("bad secret");
+    assert!(!err.to_string().contains("wrong"), "{err}");
+    assert!(!err.class().is_retryable(), "{err}");
+}
+
+/// The trap the source avoids: a reader that follows the offset-based nextLink while a
+/// served row is edited (it moves to the end) skips a row it never sees.
+#[tokio::test]
+async fn following_next_links_under_edits_loses_rows() {
+    let e = IfsEmulator::start().await.expect("emulator");
+    e.load_invoices("10", 300, hour_ago(), 7).expect("load");
+    e.set_max_page_size(100);
+    let s = builder(&e).build().expect("source");
+    let odata = s.odata();
+    let query = ml_ifs::odata::ODataQuery::new()
+        .order_by(["ModifiedDateTime asc", "Company asc", "InvoiceId asc"])
+        .max_page_size(100);
+    let mut page = odata
+        .get_collection(s.collection_url(), &query)
+        .await
+        .expect("first");
+    let mut seen = BTreeSet::new();
+    loop {
+        for item in &page.items {
+            let v: serde_json::Value = serde_json::from_str(item.get()).expect("json");
+            seen.insert(v["InvoiceId"].to_string());
+        }
+        let Some(link) = page.next_link.clone() else {
+            break;
+        };
+        // A user edits a row already served: every later row shifts down by one.
+        e.update(
+            "ManSuppInvoiceSet",
+            &["10", "1"],
+            &json!({"GrossAmount": "9.00"}),
+        )
+        .expect("update");
+        page = odata
+            .follow(s.collection_url(), &link, Some(100))
+            .await
+            .expect("next");
+    }
+    assert!(
+        seen.len() < 300,
+        "offset paging lost no row: {}",
+        seen.len()
+    );
+}
