@@ -533,7 +533,8 @@ impl SapEccEmulator {
             }
             s.invoices.push(key);
         }
-        let late = at(50);
+        // Stamped before the newest invoices (the tie), inside a 10-minute overlap.
+        let late = at(63);
         s.late_invoice = Invoice {
             belnr: "5100000200".into(),
             gjahr: late.0[..4].to_owned(),

@@ -89,6 +89,7 @@ pub(crate) struct Inner {
     pub(crate) denied: BTreeSet<String>,
     pub(crate) bapi_errors: BTreeMap<String, String>,
     fail_next: VecDeque<Failure>,
+    storm: Option<(u64, u64)>,
     changenr: u64,
 }
 
@@ -236,6 +237,7 @@ impl SapEccEmulatorBuilder {
                 denied: BTreeSet::new(),
                 bapi_errors: BTreeMap::new(),
                 fail_next: VecDeque::new(),
+                storm: None,
                 changenr: 0,
             }),
         });
@@ -307,7 +309,7 @@ async fn rfc(
     let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let _guard = InFlight(&shared.in_flight);
     shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
-    shared.total.fetch_add(1, Ordering::SeqCst);
+    let number = shared.total.fetch_add(1, Ordering::SeqCst) + 1;
     let (fm, params) = match soap::parse_request(&body) {
         Ok(x) => x,
         Err(why) => {
@@ -338,7 +340,15 @@ async fn rfc(
     if !shared.latency.is_zero() {
         tokio::time::sleep(shared.latency).await;
     }
-    let injected = shared.lock().fail_next.pop_front();
+    let injected = {
+        let mut inner = shared.lock();
+        inner.fail_next.pop_front().or_else(|| {
+            inner
+                .storm
+                .filter(|(every, burst)| number % every < *burst)
+                .map(|_| Failure::SystemFailure)
+        })
+    };
     if let Some(f) = injected {
         shared.injected.fetch_add(1, Ordering::SeqCst);
         let text = match f {
@@ -496,6 +506,12 @@ impl SapEccEmulator {
             .lock()
             .fail_next
             .extend(std::iter::repeat_n(failure, n));
+    }
+
+    /// From now on, of every `every` calls (counted from the first one) the first `burst`
+    /// fail with `SYSTEM_FAILURE`: storms that keep coming back. `every = 0` stops them.
+    pub fn storm(&self, every: u64, burst: u64) {
+        self.shared.lock().storm = (every > 0).then_some((every, burst.min(every)));
     }
 
     /// Refuses `RFC_READ_TABLE` on `table` with `NOT_AUTHORIZED` (S_TABU_DIS).

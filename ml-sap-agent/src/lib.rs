@@ -1,0 +1,1 @@
+//! SAP relay agent and host transport (under construction).
