@@ -148,6 +148,23 @@ pub enum Error {
     /// The operation was cancelled by a shutdown.
     #[error("cancelled by shutdown")]
     Cancelled,
+    /// A source cannot reach its system because something it depends on is absent (an
+    /// on-premises relay agent that is not connected). Nothing was sent and nothing is
+    /// queued: the pipeline shows the stream as
+    /// [`StreamState::Unavailable`](crate::pipeline::StreamState::Unavailable), checks again
+    /// every `recheck` (a local check, no traffic), and resumes from the saved position once
+    /// it is back. Classed retryable with `recheck` as the wait hint.
+    #[error("{system}: unavailable until {waiting_for} returns: {message}")]
+    Unavailable {
+        /// Which system and instance (`SapEcc(relay PRD)`).
+        system: String,
+        /// What must come back (`relay agent for PRD`).
+        waiting_for: String,
+        /// Why. Never contains a secret.
+        message: String,
+        /// How often to check again.
+        recheck: Duration,
+    },
     /// A stored credential cannot be used: not decryptable with the configured master key,
     /// tampered with, or not of the expected form. Never contains the value.
     #[error("credential `{name}`: {message}")]
@@ -167,6 +184,9 @@ impl Error {
                 *class
             }
             Self::Cancelled => ErrorClass::RETRYABLE,
+            Self::Unavailable { recheck, .. } => ErrorClass::Retryable {
+                retry_after: Some(*recheck),
+            },
             _ => ErrorClass::Permanent,
         }
     }
@@ -201,6 +221,21 @@ impl Error {
             *code = Some(new.into());
         }
         self
+    }
+
+    /// An [`Error::Unavailable`]: `system` cannot be reached until `waiting_for` returns.
+    pub fn unavailable(
+        system: impl Into<String>,
+        waiting_for: impl Into<String>,
+        message: impl Into<String>,
+        recheck: Duration,
+    ) -> Self {
+        Self::Unavailable {
+            system: system.into(),
+            waiting_for: waiting_for.into(),
+            message: message.into(),
+            recheck,
+        }
     }
 
     /// A configuration error naming its key.
@@ -241,5 +276,11 @@ mod tests {
         };
         assert_eq!(r.retry_after(), Some(Duration::from_secs(2)));
         assert_eq!(r.to_string(), "retryable (retry after 2000ms)");
+        let u = Error::unavailable("SapEcc(PRD)", "relay agent", "none connected", Duration::from_secs(5));
+        assert_eq!(u.class().retry_after(), Some(Duration::from_secs(5)));
+        assert_eq!(
+            u.to_string(),
+            "SapEcc(PRD): unavailable until relay agent returns: none connected"
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod approval;
 pub mod builder;
+pub mod buttons;
 pub mod error;
 pub mod model;
 pub mod odata;
@@ -10,6 +11,7 @@ pub mod source;
 
 pub use approval::{ApprovalAction, ApprovalOutcome, ApprovalRequest, Approvals, Approver};
 pub use builder::{IfsBuilder, IfsConfigKey};
+pub use buttons::ApprovalButtons;
 pub use error::{IfsError, parse_error};
 pub use ml_core::cursor::Paging;
 pub use resource::{IfsResource, KeyAttr, KeyType, ResourceSpec};

@@ -39,7 +39,7 @@ async fn a_stamp_ordered_next_would_skip_rows_the_key_walk_reads_them_all() {
     let e = demo().await;
     // What a naive client does: orderBy the stamp and follow $next. PO-0001 (lowest key,
     // latest stamp) comes last in stamp order; `key=gt.` after the first page skips it.
-    let client = reqwest::Client::new();
+    let client = ml_core::http::ClientOptions::default().client().expect("client");
     let url = format!(
         "{}api1/x3/erp/SEED/PORDER?representation=PORDER.$query&count=2&orderBy=UPDDATTIM%20asc",
         e.base_url()

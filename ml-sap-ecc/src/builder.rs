@@ -440,7 +440,7 @@ impl SapEccBuilder {
             company_codes,
             idempotency,
             tolerance: self.tolerance,
-            key_batch: 50,
+            key_batch: 100,
         })
     }
 }

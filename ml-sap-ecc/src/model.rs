@@ -181,7 +181,11 @@ pub(crate) fn invoice(ctx: &Ctx<'_>, spec: &ScanSpec, row: &RfcRow, with: &Invoi
     }
     if missing_po_items > 0 {
         reasons.push(format!("{missing_po_items} PO item(s) not found"));
-    } else if !po_numbers.is_empty() && (invoice_net - po_net).abs() > ctx.tolerance {
+    } else if !po_numbers.is_empty()
+        && invoice_net >= Decimal::ZERO
+        && (invoice_net - po_net).abs() > ctx.tolerance
+    {
+        // Credit memos (negative) are not compared with the ordered value.
         reasons.push(format!("invoiced {invoice_net} vs PO {po_net}"));
     }
     let matched = if po_numbers.is_empty() {

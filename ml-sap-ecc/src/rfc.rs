@@ -155,6 +155,10 @@ pub enum RfcErrorKind {
     /// The answer could not be understood (not SOAP, wrong element): retryable, as a proxy
     /// or a restarting server answers that way.
     Protocol,
+    /// No route to the system right now (no relay agent connected): nothing was sent.
+    /// Permanent for this call, so that [`crate::client::RfcClient`] does not retry; the
+    /// host pauses the stream until the route returns.
+    Unavailable,
 }
 
 impl fmt::Display for RfcErrorKind {
@@ -168,6 +172,7 @@ impl fmt::Display for RfcErrorKind {
             Self::AbapMessage => f.write_str("ABAP message"),
             Self::NotFound => f.write_str("not found"),
             Self::Protocol => f.write_str("unexpected answer"),
+            Self::Unavailable => f.write_str("unavailable"),
         }
     }
 }
@@ -217,7 +222,8 @@ impl RfcError {
             RfcErrorKind::Logon
             | RfcErrorKind::AbapException(_)
             | RfcErrorKind::AbapMessage
-            | RfcErrorKind::NotFound => ErrorClass::Permanent,
+            | RfcErrorKind::NotFound
+            | RfcErrorKind::Unavailable => ErrorClass::Permanent,
         }
     }
 
@@ -244,6 +250,7 @@ impl RfcError {
             RfcErrorKind::AbapMessage => "ABAP_MESSAGE",
             RfcErrorKind::NotFound => "NOT_FOUND",
             RfcErrorKind::Protocol => "PROTOCOL",
+            RfcErrorKind::Unavailable => "UNAVAILABLE",
         }
     }
 }

@@ -79,7 +79,9 @@ impl SourceFactory for IfsFactory {
             return Err(super::no_sandbox(&section.path));
         }
         let mut applied = Vec::new();
-        for s in section.resolved()? {
+        // An empty value means unset: it must not clear what the sandbox set
+        // (`realm = "${IFS_REALM:-}"`).
+        for s in section.resolved()?.into_iter().filter(|s| !s.value.trim().is_empty()) {
             if let Some(k) = IfsConfigKey::from_name(&s.key) {
                 applied.push((k.env_name(), s.path.clone()));
             }
@@ -127,7 +129,10 @@ impl SourceConnection for IfsConnection {
         let sandbox = self.emulator.is_some();
         #[cfg(not(feature = "sandbox"))]
         let sandbox = false;
-        for s in resolve_settings(path, &st.settings, env, sandbox)? {
+        for s in resolve_settings(path, &st.settings, env, sandbox)?
+            .into_iter()
+            .filter(|s| !s.value.trim().is_empty())
+        {
             b = b.with_config_str(&s.key, s.value).map_err(rekey(&s.path))?;
         }
         Ok(Arc::new(b.build().map_err(under(path))?))

@@ -8,6 +8,8 @@
 //! | `slack` | sink | `slack` |
 //! | `twilio-sms`, `sendgrid-email` | sinks | `twilio` |
 //! | journal `sqlite = "…"` | journal | `store` |
+//! | journal `url = "postgres://…"` | journal shared by replicas | `postgres` |
+//! | `[limiter] url = "redis://…"` | rate limiter shared by replicas | `redis` |
 //!
 //! With the `sandbox` feature, a section with `sandbox = "auto"` and none of its `${NAME}`
 //! variables set runs against the in-process emulator (Oracle with demo data, Slack with
@@ -59,6 +61,14 @@ pub fn registry() -> Registry {
     #[cfg(feature = "store")]
     {
         r = r.with_journal(std::sync::Arc::new(store::SqliteJournal));
+    }
+    #[cfg(feature = "postgres")]
+    {
+        r = r.with_journal(std::sync::Arc::new(store::PostgresJournal));
+    }
+    #[cfg(feature = "redis")]
+    {
+        r = r.with_limiter(std::sync::Arc::new(store::RedisLimiter));
     }
     #[cfg(feature = "oracle-fusion")]
     {

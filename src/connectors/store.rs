@@ -1,4 +1,5 @@
-//! `sqlite = "…"` journals.
+//! `sqlite = "…"` journals; `url = "postgres://…"` journals (feature `postgres`); the
+//! `[limiter] url = "redis://…"` shared limiter (feature `redis`).
 
 use std::sync::Arc;
 
@@ -25,5 +26,92 @@ impl JournalFactory for SqliteJournal {
         let path = interpolate("journal.sqlite", raw, env)?;
         let store = SqliteBuilder::new().with_path(&path).build()?;
         Ok(Some(Arc::new(store)))
+    }
+}
+
+/// `[journal] url = "postgres://…"`: one journal shared by several replicas. The pool size
+/// and schema come from `ML_POSTGRES_POOL_SIZE` / `ML_POSTGRES_SCHEMA` (see
+/// [`ml_store::postgres::PostgresConfigKey`]); the URL in the file wins over
+/// `ML_POSTGRES_URL`.
+#[cfg(feature = "postgres")]
+pub(crate) struct PostgresJournal;
+
+#[cfg(feature = "postgres")]
+#[async_trait]
+impl JournalFactory for PostgresJournal {
+    async fn open(
+        &self,
+        journal: &JournalConfig,
+        env: &dyn Env,
+    ) -> Result<Option<Arc<dyn AuditStore>>> {
+        let Some(raw) = &journal.url else {
+            return Ok(None);
+        };
+        if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
+            return Ok(None);
+        }
+        let url = interpolate("journal.url", raw, env)?;
+        let store = ml_store::postgres::PostgresBuilder::from_env_with(&EnvRef(env))
+            .with_url(url)
+            .build()
+            .await
+            .map_err(|e| match e {
+                ml_core::Error::Config { key, message } if key == "ML_POSTGRES_URL" => {
+                    ml_core::Error::config("journal.url", message)
+                }
+                other => other,
+            })?;
+        Ok(Some(Arc::new(store)))
+    }
+}
+
+/// `[limiter] url = "redis://…"`: the sinks' quotas in Redis, shared by every replica;
+/// `settings` are the limiter's own keys (`fallback = "local:3"`, `namespace`,
+/// `timeout_ms`), after the `ML_REDIS_*` environment variables.
+#[cfg(feature = "redis")]
+pub(crate) struct RedisLimiter;
+
+#[cfg(feature = "redis")]
+#[async_trait]
+impl ml_core::config::LimiterFactory for RedisLimiter {
+    async fn open(
+        &self,
+        limiter: &ml_core::config::pipeline::LimiterConfig,
+        quotas: &[(String, ml_core::limiter::Quota)],
+        env: &dyn Env,
+    ) -> Result<Option<Arc<dyn ml_core::limiter::RateLimiter>>> {
+        if !(limiter.url.starts_with("redis://") || limiter.url.starts_with("rediss://")) {
+            return Ok(None);
+        }
+        let url = interpolate("limiter.url", &limiter.url, env)?;
+        let mut b = ml_store::redis::RedisLimiterBuilder::from_env_with(&EnvRef(env)).with_url(url);
+        for (key, value) in &limiter.settings {
+            let path = format!("limiter.settings.{key}");
+            let value = interpolate(&path, value, env)?;
+            b = b
+                .with_config_str(key, value)
+                .map_err(|e| ml_core::Error::config(&path, e.to_string()))?;
+        }
+        for (prefix, quota) in quotas {
+            b = b.prefix(prefix.clone(), *quota);
+        }
+        let l = b.build().map_err(|e| match e {
+            ml_core::Error::Config { key, message } => {
+                ml_core::Error::config(format!("limiter ({key})"), message)
+            }
+            other => other,
+        })?;
+        Ok(Some(Arc::new(l)))
+    }
+}
+
+/// A `&dyn Env` as an `impl Env` (the builders take the latter).
+#[cfg(any(feature = "postgres", feature = "redis"))]
+struct EnvRef<'a>(&'a dyn Env);
+
+#[cfg(any(feature = "postgres", feature = "redis"))]
+impl Env for EnvRef<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.var(name)
     }
 }

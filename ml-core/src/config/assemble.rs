@@ -12,12 +12,12 @@ use async_trait::async_trait;
 use super::Env;
 use super::interpolate::{interpolate, required_vars};
 use super::pipeline::{
-    JournalConfig, PipelineConfig, SettingValue, Settings, SinkConfig, SourceConfig, StreamConfig,
+    JournalConfig, LimiterConfig, PipelineConfig, SettingValue, Settings, SinkConfig, SourceConfig, StreamConfig,
     use_sandbox,
 };
 use crate::audit::AuditStore;
 use crate::error::{Error, Result};
-use crate::limiter::{GcraLimiter, Quota};
+use crate::limiter::{GcraLimiter, Quota, RateLimiter};
 use crate::memory::{MemoryAuditStore, MemorySink, MemorySource, SourceTable};
 use crate::pipeline::{Pipeline, PipelineBuilder, Stream};
 use crate::record::EntityKind;
@@ -168,12 +168,26 @@ pub trait JournalFactory: Send + Sync {
     ) -> Result<Option<Arc<dyn AuditStore>>>;
 }
 
+/// Opens the shared rate limiter of `[limiter]`.
+#[async_trait]
+pub trait LimiterFactory: Send + Sync {
+    /// Opens it with the quotas of the sinks (`(key prefix, quota)`, e.g.
+    /// `("slack:", 1/s)`); `None` when this factory does not handle that URL.
+    async fn open(
+        &self,
+        limiter: &LimiterConfig,
+        quotas: &[(String, Quota)],
+        env: &dyn Env,
+    ) -> Result<Option<Arc<dyn RateLimiter>>>;
+}
+
 /// The connectors a configuration can name.
 #[derive(Clone, Default)]
 pub struct Registry {
     sources: BTreeMap<&'static str, Arc<dyn SourceFactory>>,
     sinks: BTreeMap<&'static str, Arc<dyn SinkFactory>>,
     journals: Vec<Arc<dyn JournalFactory>>,
+    limiters: Vec<Arc<dyn LimiterFactory>>,
 }
 
 impl fmt::Debug for Registry {
@@ -270,6 +284,13 @@ impl Registry {
         self
     }
 
+    /// Adds a shared rate limiter backend for `[limiter]` (tried in the order added).
+    #[must_use]
+    pub fn with_limiter(mut self, f: Arc<dyn LimiterFactory>) -> Self {
+        self.limiters.push(f);
+        self
+    }
+
     /// The source connector names.
     pub fn source_connectors(&self) -> Vec<&'static str> {
         self.sources.keys().copied().collect()
@@ -316,6 +337,25 @@ impl Registry {
                 ),
             )
         })
+    }
+
+    /// Opens the shared rate limiter of `[limiter]` with `quotas`.
+    pub async fn shared_limiter(
+        &self,
+        limiter: &LimiterConfig,
+        quotas: &[(String, Quota)],
+        env: &dyn Env,
+    ) -> Result<Arc<dyn RateLimiter>> {
+        for f in &self.limiters {
+            if let Some(l) = f.open(limiter, quotas, env).await? {
+                return Ok(l);
+            }
+        }
+        Err(Error::config(
+            "limiter.url",
+            "no shared limiter backend compiled in handles this URL (redis:// needs the \
+             `redis` feature)",
+        ))
     }
 
     /// Opens the journal.
@@ -382,6 +422,7 @@ impl Registry {
         let mut sandboxes = Vec::new();
         let mut limiter = GcraLimiter::builder();
         let mut limited = false;
+        let mut quotas: Vec<(String, Quota)> = Vec::new();
         for (name, s) in &config.sinks {
             let path = format!("sinks.{name}");
             let sandbox = use_sandbox(&path, s.sandbox, &s.settings, env)?;
@@ -407,6 +448,7 @@ impl Registry {
             };
             if let Some(q) = quota {
                 limiter = limiter.prefix(format!("{name}:"), q);
+                quotas.push((format!("{name}:"), q));
                 limited = true;
             }
             if let Some(sb) = opened.sandbox {
@@ -415,7 +457,9 @@ impl Registry {
             builder = builder.sink(name.clone(), Arc::clone(&opened.sink));
             sinks.insert(name.clone(), opened.sink);
         }
-        if limited {
+        if let Some(shared) = &config.limiter {
+            builder = builder.limiter(self.shared_limiter(shared, &quotas, env).await?);
+        } else if limited {
             builder = builder.limiter(Arc::new(limiter.build()));
         }
         let pipeline = customize(builder).build()?;

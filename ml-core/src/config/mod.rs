@@ -43,7 +43,7 @@ pub mod assemble;
 pub mod interpolate;
 pub mod pipeline;
 
-pub use assemble::{Assembled, Registry, SinkFactory, SourceFactory};
+pub use assemble::{Assembled, LimiterFactory, Registry, SinkFactory, SourceFactory};
 pub use pipeline::PipelineConfig;
 
 use std::collections::BTreeMap;

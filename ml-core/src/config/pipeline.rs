@@ -82,6 +82,25 @@ pub struct PipelineConfig {
     /// Inbound webhook receivers served beside the pipeline (`[receivers]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receivers: Option<ReceiversConfig>,
+    /// Where the per-destination rate budgets live (`[limiter]`); absent: in process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limiter: Option<LimiterConfig>,
+}
+
+/// `[limiter]`: a rate limiter shared by several replicas, e.g.
+/// `url = "redis://127.0.0.1:6379"` (needs a limiter backend compiled in: the facade's
+/// `redis` feature). Without it each process paces on its own, which is right for one
+/// replica and multiplies every channel's budget by the number of replicas otherwise.
+/// The quotas are the sinks' own (`per_address_per_second`, or the connector's default).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimiterConfig {
+    /// The backend's URL (may use `${NAME}`).
+    pub url: String,
+    /// The backend's own settings (its environment variables or their short form, such as
+    /// `fallback = "local:3"` for Redis); unknown ones are refused by the backend.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
 }
 
 /// `[journal]`: exactly one of `sqlite` (a file path) or `url` (`postgres://…`, for the

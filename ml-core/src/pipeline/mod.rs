@@ -131,6 +131,9 @@ struct StreamHealth {
     error: Option<ErrorInfo>,
     /// Whether that error was permanent (slow cadence) rather than a backoff.
     permanent: bool,
+    /// Set when the source said it is unavailable until this returns
+    /// ([`Error::Unavailable`]).
+    waiting_for: Option<String>,
 }
 
 /// What a stream is doing, as [`Pipeline::stream_status`] reports it.
@@ -157,6 +160,19 @@ pub enum StreamState {
         /// Consecutive failed cycles.
         failures: u32,
         /// Why, as journaled with its cycle.
+        error: ErrorInfo,
+    },
+    /// Its source cannot reach its system until something returns ([`Error::Unavailable`]:
+    /// an on-premises relay agent is not connected). Nothing is queued meanwhile; the
+    /// pipeline checks again at `until` (a local check) and resumes from the saved position.
+    Unavailable {
+        /// The next check.
+        until: Timestamp,
+        /// Consecutive failed cycles.
+        failures: u32,
+        /// What must come back.
+        waiting_for: String,
+        /// The error, as journaled with its cycle.
         error: ErrorInfo,
     },
 }
@@ -494,9 +510,17 @@ impl Pipeline {
                         paused_until: Some(until),
                         error: Some(error),
                         permanent,
+                        waiting_for,
                     }) => {
                         let (until, failures, error) = (*until, *failures, error.clone());
-                        if *permanent {
+                        if let Some(w) = waiting_for {
+                            StreamState::Unavailable {
+                                until,
+                                failures,
+                                waiting_for: w.clone(),
+                                error,
+                            }
+                        } else if *permanent {
                             StreamState::Paused {
                                 until,
                                 failures,

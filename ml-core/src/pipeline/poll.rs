@@ -58,7 +58,15 @@ fn failed_health(inner: &Inner, stream: &str, e: &Error) -> StreamHealth {
         .saturating_add(1);
     let class = e.class();
     let permanent = class == ErrorClass::Permanent;
-    let wait = if permanent {
+    let waiting_for = match e {
+        Error::Unavailable { waiting_for, .. } => Some(waiting_for.clone()),
+        _ => None,
+    };
+    let wait = if let Error::Unavailable { recheck, .. } = e {
+        // A local check, no traffic: a short fixed cadence resumes the stream soon after
+        // its dependency returns, with no growing backoff.
+        (*recheck).clamp(std::time::Duration::from_secs(1), inner.permanent_pause)
+    } else if permanent {
         inner.permanent_pause
     } else {
         let ceiling = inner.source_backoff.delay_ceiling(failures - 1);
@@ -73,15 +81,19 @@ fn failed_health(inner: &Inner, stream: &str, e: &Error) -> StreamHealth {
         paused_until: Some(clock::add(inner.now(), wait)),
         error: Some(ErrorInfo::from(e)),
         permanent,
+        waiting_for,
     }
 }
 
 /// `ml_stream_paused{stream, reason}`: 1 for the reason the stream is paused now
-/// (`permanent` or `backoff`), 0 for the other; both 0 when it runs (`None`).
-fn set_paused_gauge(stream: &str, permanent: Option<bool>) {
+/// (`permanent`, `backoff` or `unavailable`), 0 for the others; all 0 when it runs (`None`).
+fn set_paused_gauge(stream: &str, health: Option<&StreamHealth>) {
+    let unavailable = health.is_some_and(|h| h.waiting_for.is_some());
+    let permanent = health.map(|h| h.permanent);
     for (reason, on) in [
-        ("permanent", permanent == Some(true)),
-        ("backoff", permanent == Some(false)),
+        ("permanent", permanent == Some(true) && !unavailable),
+        ("backoff", permanent == Some(false) && !unavailable),
+        ("unavailable", unavailable),
     ] {
         metrics::gauge!("ml_stream_paused", "stream" => stream.to_owned(), "reason" => reason)
             .set(if on { 1.0 } else { 0.0 });
@@ -156,8 +168,16 @@ pub(super) async fn cycle(inner: &Arc<Inner>, stream: &Stream) -> CycleSummary {
             ("class", class.as_str().to_owned()),
         ];
         metrics::counter!("ml_poll_failures_total", &failure_labels).increment(1);
-        set_paused_gauge(&stream.name, Some(health.permanent));
-        if health.permanent {
+        set_paused_gauge(&stream.name, Some(&health));
+        if let Some(w) = &health.waiting_for {
+            tracing::warn!(
+                stream = %stream.name,
+                error = %e,
+                waiting_for = %w,
+                until = ?health.paused_until,
+                "source unavailable: stream paused until it returns (nothing queued)"
+            );
+        } else if health.permanent {
             tracing::warn!(
                 stream = %stream.name,
                 error = %e,

@@ -876,6 +876,48 @@ async fn a_permanent_source_error_pauses_that_stream_slowly_and_visibly() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_unavailable_source_pauses_its_stream_until_it_returns() {
+    let rig = Rig::new(MemorySink::new("chat"));
+    let (bad, p) = two_streams(&rig, None);
+    let gone = || {
+        Error::unavailable(
+            "SapEcc(PRD)",
+            "relay agent for PRD",
+            "no agent connected",
+            Duration::from_secs(5),
+        )
+    };
+    bad.fail_next([gone(), gone()]);
+    assert!(p.poll_stream("bad").await.expect("poll").error.is_some());
+    let status = p.stream_status();
+    let s = status.iter().find(|s| s.stream == "bad").expect("bad");
+    let StreamState::Unavailable {
+        until,
+        waiting_for,
+        error,
+        failures,
+    } = &s.state
+    else {
+        panic!("not unavailable: {s:?}");
+    };
+    // A fixed short re-check, no growing backoff.
+    assert_eq!(*until, rig.clock.now() + jiff::SignedDuration::from_secs(5));
+    assert_eq!((waiting_for.as_str(), *failures), ("relay agent for PRD", 1));
+    assert_eq!(error.class, "retryable");
+    assert!(p.poll_stream("bad").await.expect("poll").skipped);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(p.poll_stream("bad").await.expect("poll").error.is_some());
+    let StreamState::Unavailable { until, failures, .. } = &p.stream_status()[1].state else {
+        panic!("still unavailable");
+    };
+    assert_eq!(*until, rig.clock.now() + jiff::SignedDuration::from_secs(5));
+    assert_eq!(*failures, 2);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(p.poll_stream("bad").await.expect("poll").error, None);
+    assert_eq!(p.stream_status()[1].state, StreamState::Running);
+}
+
+#[tokio::test(start_paused = true)]
 async fn run_retries_a_permanently_failing_stream_on_the_slow_cadence_only() {
     let rig = Rig::new(MemorySink::new("chat"));
     let (bad, p) = two_streams(&rig, Some(Duration::from_secs(600)));

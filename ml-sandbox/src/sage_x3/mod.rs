@@ -367,7 +367,7 @@ impl SageX3Emulator {
         let Some(row) = c.rows.get_mut(&k) else {
             return false;
         };
-        row.stamp = now;
+        row.stamp = whole_seconds(now);
         if let Some((p, v)) = set
             && let Ok(raw) = RawValue::from_string(v.to_string())
         {
@@ -456,8 +456,14 @@ impl SageX3Emulator {
     }
 }
 
+/// X3 date-times have whole seconds: the emulator stores what it serves.
+fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
 /// A row from JSON: its key values and properties.
 fn build_row(c: &Class, row: &serde_json::Value, at: Timestamp) -> Option<(Vec<String>, Row)> {
+    let at = whole_seconds(at);
     let obj = row.as_object()?;
     let mut props: BTreeMap<String, Box<RawValue>> = BTreeMap::new();
     for (k, v) in obj {

@@ -282,6 +282,8 @@ enum Val {
 
 fn value(o: &Operand, row: &Row) -> Option<Val> {
     Some(match o {
+        // The stamp the row has now (an update moves it), compared as an instant.
+        Operand::Prop(p) if p == super::STAMP => Val::Date(row.stamp.to_string()),
         Operand::Prop(p) => Val::Text(scalar(row.props.get(p)?)?),
         Operand::Left(p, n) => Val::Text(scalar(row.props.get(p)?)?.chars().take(*n).collect()),
         Operand::Text(t) => Val::Text(t.clone()),

@@ -1,0 +1,315 @@
+//! SapEccSource against the ml-sandbox SAP ECC emulator: conformance per category, the
+//! traps, the concurrency cap, and a 10,000-invoice backfill through a pipeline.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use ml_core::config::MapEnv;
+use ml_core::cursor::Position;
+use ml_core::memory::{MemoryAuditStore, MemorySink};
+use ml_core::record::{Record, SourceItem};
+use ml_core::retry::RetryPolicy;
+use ml_core::routing::{Condition, MatchMode, Router, Rule};
+use ml_core::source::Source;
+use ml_core::testing::source::{SourceExpectations, source_conformance};
+use ml_core::{EntityKind, Pipeline, Schedule, Stream};
+use ml_sandbox::Emulator as _;
+use ml_sandbox::sap_ecc::{SapEccEmulator, TrapSummary};
+use ml_sap_ecc::{Category, IdempotencyKey, SapEccBuilder, SapEccSource};
+use rust_decimal::Decimal;
+
+fn builder(e: &SapEccEmulator) -> SapEccBuilder {
+    let env = MapEnv::new();
+    let env = e.env().into_iter().fold(env, |env, (k, v)| env.with(k, v));
+    SapEccBuilder::from_env_with(&env).with_retry(
+        RetryPolicy::default()
+            .with_base_delay(Duration::from_millis(5))
+            .with_max_attempts(20),
+    )
+}
+
+fn yesterday() -> Timestamp {
+    Timestamp::now() - SignedDuration::from_hours(24)
+}
+
+fn source(e: &SapEccEmulator, c: Category, page: usize) -> SapEccSource {
+    builder(e)
+        .with_category(c)
+        .with_page_size(page)
+        .with_start_at(yesterday())
+        .build()
+        .expect("source")
+}
+
+async fn read_all(s: &SapEccSource, from: Option<Position>) -> (Vec<SourceItem>, Option<Position>) {
+    let mut items = Vec::new();
+    let mut pos = from;
+    for _ in 0..1000 {
+        let page = s.poll(pos.as_ref()).await.expect("poll");
+        items.extend(page.items);
+        pos = Some(page.next);
+        if !page.more {
+            return (items, pos);
+        }
+    }
+    panic!("no end");
+}
+
+fn records(items: &[SourceItem]) -> BTreeMap<String, Record> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            SourceItem::Record(r) => Some((format!("{}@{}", r.key, r.dedupe_version()), (**r).clone())),
+            SourceItem::Rejected(_) => None,
+        })
+        .collect()
+}
+
+async fn traps() -> (SapEccEmulator, TrapSummary) {
+    let e = SapEccEmulator::builder().seed(7).start().await.expect("emulator");
+    let t = e.load_traps();
+    (e, t)
+}
+
+#[tokio::test]
+async fn conforms_per_category() {
+    let (e, t) = traps().await;
+    // A fixed clock: a position saved mid-cycle holds the cycle's start.
+    let clock = Arc::new(ml_core::clock::ManualClock::new(Timestamp::now()));
+    for (c, items) in [
+        (Category::SupplierInvoices, t.invoices.len()),
+        (Category::GlDocuments, t.gl_documents.len()),
+        (Category::PurchaseOrders, t.new_pos.len() + t.po_changes.len()),
+    ] {
+        let s = builder(&e)
+            .with_category(c)
+            .with_page_size(3)
+            .with_start_at(yesterday())
+            .with_clock(clock.clone())
+            .build()
+            .expect("source");
+        source_conformance(&s, &SourceExpectations { items, max_page: 3 }).await;
+        s.healthcheck().await.expect("healthcheck");
+    }
+}
+
+#[tokio::test]
+async fn invoices_match_mismatch_ties_and_a_late_commit() {
+    let (e, t) = traps().await;
+    // Page size 2: the seven invoices sharing one second span four pages.
+    let s = source(&e, Category::SupplierInvoices, 2);
+    let (items, pos) = read_all(&s, None).await;
+    let recs = records(&items);
+    assert_eq!(recs.len(), 7);
+    let by_doc: BTreeMap<String, &Record> = recs.values().map(|r| (r.key.clone(), r)).collect();
+    assert_eq!(by_doc.keys().cloned().collect::<Vec<_>>(), t.invoices);
+    for k in &t.invoices {
+        let r = by_doc[k];
+        let expect = if t.mismatched_invoices.contains(k) { "mismatch" } else { "matched" };
+        assert_eq!(r.fields.status.as_deref(), Some(expect), "{k}: {:?}", r.fields.extra);
+        assert_eq!(r.fields.supplier.as_deref(), Some("Müller | Söhne; Werkzeuge"));
+        assert_eq!(r.fields.supplier_id.as_deref(), Some("0000100001"), "ALPHA kept");
+        assert_eq!(r.idempotency_key.as_deref(), Some(k.as_str()));
+    }
+    let credit = by_doc[&t.invoices[6]];
+    assert_eq!(credit.fields.amount.expect("amount").amount, Decimal::new(-12_500, 2));
+    assert!(by_doc[&t.mismatched_invoices[0]].fields.extra["mismatch_reason"].contains("invoiced 500.00 vs PO 480.00"));
+    assert!(by_doc[&t.mismatched_invoices[1]].fields.extra["mismatch_reason"].contains("status 3"));
+    // Server-local times: the record's instant is the Berlin wall clock converted.
+    let raw = credit.raw.to_value();
+    let cpudt = raw["RBKP"]["CPUDT"].as_str().expect("cpudt").to_owned();
+    let cputm = raw["RBKP"]["CPUTM"].as_str().expect("cputm").to_owned();
+    let local = jiff::civil::DateTime::strptime("%Y%m%d%H%M%S", format!("{cpudt}{cputm}")).expect("dt");
+    assert_eq!(
+        credit.modified_at,
+        local.to_zoned(jiff::tz::TimeZone::get("Europe/Berlin").expect("tz")).expect("z").timestamp()
+    );
+    // A late invoice, stamped before the newest one: the next cycle has it.
+    e.add_late_invoice(&t.late_invoice);
+    let (items, _) = read_all(&s, pos).await;
+    let again = records(&items);
+    let late = format!("{}/{}", t.late_invoice.belnr, t.late_invoice.gjahr);
+    assert!(again.values().any(|r| r.key == late), "late invoice missed: {:?}", again.keys());
+    // Reference as the idempotency key, scoped by company code and vendor.
+    let by_ref = builder(&e)
+        .with_category(Category::SupplierInvoices)
+        .with_idempotency_key(IdempotencyKey::Reference)
+        .with_start_at(yesterday())
+        .build()
+        .expect("source");
+    let (items, _) = read_all(&by_ref, None).await;
+    assert!(records(&items)
+        .values()
+        .any(|r| r.idempotency_key.as_deref() == Some("ref:1000/0000100001/INV-2026-000")));
+}
+
+#[tokio::test]
+async fn gl_documents_read_bseg_by_key() {
+    let (e, t) = traps().await;
+    let s = source(&e, Category::GlDocuments, 500);
+    let (items, _) = read_all(&s, None).await;
+    let recs = records(&items);
+    assert_eq!(recs.len(), t.gl_documents.len());
+    for r in recs.values() {
+        assert_eq!(r.kind, EntityKind::GlJournal);
+        assert_eq!(r.fields.lines.len(), 3);
+        assert_eq!(r.fields.amount.expect("amount").amount, Decimal::new(125_050, 2));
+        assert_eq!(r.fields.extra["cost_centers"], "0000004711=1000.00;0000004712=250.50");
+        let credit = &r.fields.lines[2];
+        assert_eq!(credit.amount.expect("a").amount, Decimal::new(-125_050, 2));
+        assert_eq!(credit.gl_account.as_deref(), Some("0000160000"));
+    }
+    // BSEG is read by key with an IN list, never whole.
+    assert!(e.calls("RFC_READ_TABLE") > 0);
+}
+
+#[tokio::test]
+async fn purchase_orders_from_ekko_and_cdhdr_with_bapi_return_rows() {
+    let (e, t) = traps().await;
+    let s = source(&e, Category::PurchaseOrders, 500);
+    let (items, _) = read_all(&s, None).await;
+    let recs = records(&items);
+    let rejected: Vec<_> = items
+        .iter()
+        .filter_map(|i| match i {
+            SourceItem::Rejected(r) => Some(r.clone()),
+            SourceItem::Record(_) => None,
+        })
+        .collect();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].key.as_deref(), Some(t.bapi_error_po.as_str()));
+    assert!(rejected[0].reason.contains("No authorization"), "{}", rejected[0].reason);
+    // New POs (minus the rejected one) and both CDHDR changes, one of a PO created long ago.
+    assert_eq!(recs.len(), t.new_pos.len() - 1 + t.po_changes.len());
+    let old = recs
+        .values()
+        .find(|r| r.key == t.cdhdr_only_po)
+        .expect("PO changed only in CDHDR");
+    assert_eq!(old.fields.status.as_deref(), Some("changed"));
+    assert_eq!(old.version.as_deref(), Some(t.po_changes[0].as_str()));
+    let big = &recs["4500000103@created"];
+    assert_eq!(big.fields.amount.expect("amount").amount, Decimal::new(7_500_000, 2));
+    assert_eq!(big.fields.lines[0].cost_center.as_deref(), Some("0000004711"));
+    assert_eq!(big.fields.extra["vendor_phone"], t.undeliverable_phone);
+    let blocked = &recs["4500000102@created"];
+    assert!(blocked.fields.extra["warnings"].contains("blocked for release"));
+    assert_eq!(blocked.fields.supplier.as_deref(), Some("𝔄cme Industrial; Parts | EU"));
+    assert_eq!(blocked.fields.extra["purchasing_group"], "002");
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_more_calls_in_flight_than_the_cap() {
+    let e = SapEccEmulator::builder()
+        .max_sessions(3)
+        .latency(Duration::from_millis(20))
+        .start()
+        .await
+        .expect("emulator");
+    let start = Timestamp::now() - SignedDuration::from_hours(2);
+    for i in 0..40 {
+        e.add_purchase_order(&ml_sandbox::sap_ecc::PurchaseOrder {
+            ebeln: format!("{:010}", 4_500_001_000_u64 + i),
+            bukrs: "1000".into(),
+            vendor: "0000100001".into(),
+            purch_group: "001".into(),
+            currency: "EUR".into(),
+            created: None,
+            release_blocked: false,
+            items: vec![ml_sandbox::sap_ecc::PoItem {
+                net_value: "10.00".into(),
+                quantity: "1.000".into(),
+                ..Default::default()
+            }],
+        });
+    }
+    e.load_invoice_backfill(300, start.to_zoned(jiff::tz::TimeZone::get("Europe/Berlin").expect("tz")).datetime());
+    e.storm(7, 2);
+    let mk = |c| {
+        builder(&e)
+            .with_category(c)
+            .with_max_concurrent_rfc(3)
+            .with_page_size(50)
+            .with_start_at(yesterday())
+            .build()
+            .expect("source")
+    };
+    let sources = [mk(Category::PurchaseOrders), mk(Category::SupplierInvoices), mk(Category::PurchaseOrders)];
+    let (a, b, c) = tokio::join!(
+        read_all(&sources[0], None),
+        read_all(&sources[1], None),
+        read_all(&sources[2], None)
+    );
+    assert_eq!(records(&a.0).len(), 40);
+    assert_eq!(records(&b.0).len(), 300);
+    assert_eq!(records(&c.0).len(), 40);
+    assert!(e.injected_failures() > 0, "the storms hit");
+    assert!(e.max_in_flight() <= 3, "the emulator saw {} calls at once", e.max_in_flight());
+    assert_eq!(e.capacity_refusals(), 0);
+    // The three sources share the system's one cap.
+    assert!(Arc::ptr_eq(sources[0].client(), sources[0].client()));
+    assert_eq!(sources[1].client().max_in_flight(), Some(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_invoices_through_a_pipeline_exactly_once_under_system_failure_storms() {
+    const N: usize = 10_000;
+    let run = |storm: bool| async move {
+        let e = SapEccEmulator::builder().seed(3).start().await.expect("emulator");
+        let start = Timestamp::now() - SignedDuration::from_hours(20);
+        e.load_invoice_backfill(N, start.to_zoned(jiff::tz::TimeZone::get("Europe/Berlin").expect("tz")).datetime());
+        if storm {
+            e.storm(9, 3);
+        }
+        let s = builder(&e)
+            .with_category(Category::SupplierInvoices)
+            .with_page_size(500)
+            .with_start_at(yesterday())
+            .build()
+            .expect("source");
+        let sink = MemorySink::new("ap");
+        let router = Router::new(
+            MatchMode::AllMatch,
+            vec![Rule {
+                name: "all invoices".into(),
+                when: vec![Condition::Kind(vec![EntityKind::SupplierInvoice])],
+                to: vec!["ap:#accounts-payable".into()],
+            }],
+        )
+        .expect("router");
+        let p = Pipeline::builder()
+            .store(Arc::new(MemoryAuditStore::new()))
+            .stream(Stream::new(
+                "invoices",
+                Arc::new(s),
+                Schedule::every(Duration::from_secs(7200)).expect("schedule"),
+            ))
+            .router(router)
+            .sink("ap", Arc::new(sink.clone()))
+            .max_pages_per_cycle(1_000)
+            .build()
+            .expect("pipeline");
+        let t0 = std::time::Instant::now();
+        let summary = p.run_once().await.expect("run");
+        eprintln!("cycle 1: {:?}, {} calls", t0.elapsed(), e.total_calls());
+        assert!(summary.cycle_errors.is_empty(), "{summary}");
+        assert_eq!(summary.deliveries.delivered, N as u64, "{summary}");
+        let sent: BTreeSet<String> = sink.sent().iter().map(|m| m.record_key.clone()).collect();
+        assert_eq!(sent.len(), N, "each invoice once");
+        assert_eq!(sink.sent().len(), N, "nothing twice");
+        // A second cycle re-reads the overlap and delivers nothing again.
+        let again = p.run_once().await.expect("run");
+        assert_eq!(again.deliveries.delivered, 0, "{again}");
+        (e.total_calls(), e.injected_failures(), e.calls("RFC_READ_TABLE"))
+    };
+    let (clean, none, _) = run(false).await;
+    assert_eq!(none, 0);
+    let (stormy, injected, _) = run(true).await;
+    assert!(injected >= 100, "{injected} failures injected");
+    // Every failed attempt was retried once more, nothing else changed.
+    assert_eq!(stormy, clean + injected);
+    // Pages of 500: per page a key probe, the data, RSEG by IN lists of 100, and LFA1;
+    // plus the metadata calls and the second cycle. The exact count of the clean run:
+    assert_eq!(clean, 184, "clean run RFC calls");
+}
