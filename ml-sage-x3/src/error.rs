@@ -26,10 +26,7 @@ pub enum SageX3Error {
     /// A query names a property the representation (or GraphQL node) does not have: X3
     /// answers HTTP 500 to such an api1 query. A configuration error: only this stream
     /// pauses.
-    #[error(
-        "{system}: the {api} does not know the property `{property}` (HTTP 500 to a new query); \
-         set {hint} to a property it has"
-    )]
+    #[error("{system}: the {api} does not know the property `{property}`; set {hint} to a property it has")]
     UnknownProperty {
         /// `SageX3(host, folder, class)`.
         system: String,

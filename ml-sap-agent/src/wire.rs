@@ -15,7 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hmac::{Hmac, KeyInit as _, Mac as _};
+use hmac::{Hmac, Mac as _};
 use jiff::Timestamp;
 use ml_core::webhook::{Rejection, ReplayCache, check_timestamp, ct_eq};
 use ml_sap_ecc::{RfcCall, RfcError, RfcErrorKind, RfcResponse, RfcRow, RfcValue};

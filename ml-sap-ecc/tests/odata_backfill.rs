@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use ml_core::config::MapEnv;
-use ml_core::memory::{MemoryAuditStore, MemorySink};
+use ml_core::memory::MemorySink;
 use ml_core::pipeline::Checkpoint;
 use ml_core::routing::{Condition, MatchMode, Router, Rule};
 use ml_core::{EntityKind, Pipeline, Schedule, Stream};
 use ml_sandbox::Emulator as _;
 use ml_sandbox::sap_odata::{SapODataEmulator, purchase_order};
 use ml_sap_ecc::odata::{SapODataBuilder, SapODataPaging};
+use ml_store::SqliteAuditStore;
 
 const N: u64 = 10_000;
 const SET: &str = "PurchaseOrderSet";
@@ -73,7 +74,7 @@ async fn backfill(mode: SapODataPaging) {
         })
     };
     let p = Pipeline::builder()
-        .store(Arc::new(MemoryAuditStore::new()))
+        .store(Arc::new(SqliteAuditStore::open_in_memory().expect("journal")))
         .stream(Stream::new(
             "po",
             Arc::new(source),
@@ -84,7 +85,9 @@ async fn backfill(mode: SapODataPaging) {
         .checkpoint_hook(hook)
         .build()
         .expect("pipeline");
+    let started = std::time::Instant::now();
     let first = p.run_once().await.expect("run 1");
+    eprintln!("{mode:?}: run 1 took {:?}: {first}", started.elapsed());
     assert!(first.cycle_errors.is_empty(), "{mode:?}: {first}");
     let second = p.run_once().await.expect("run 2");
     assert!(second.cycle_errors.is_empty(), "{mode:?}: {second}");

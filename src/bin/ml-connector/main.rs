@@ -267,6 +267,16 @@ async fn pipeline_env(
     config: &PipelineConfig,
 ) -> Result<ml_connector::credential::CredentialEnv<ProcessEnv>> {
     use ml_connector::credential::{CredentialEnv, MemoryCredentialStore};
+    // A PostgreSQL journal keeps the credentials of every replica.
+    #[cfg(feature = "postgres")]
+    if let Some(raw) = config.journal.url.as_deref()
+        && let url = ml_connector::config::interpolate::interpolate("journal.url", raw, &ProcessEnv)?
+        && (url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        let builder = ml_connector::store::postgres::PostgresBuilder::from_env().with_url(url);
+        let store = ml_connector::store::PostgresCredentialStore::open_from_env(builder).await?;
+        return CredentialEnv::load(ProcessEnv, &store).await;
+    }
     match sqlite_journal_file(config)? {
         Some(path) => {
             let store = ml_connector::store::SqliteCredentialStore::open_from_env(&path)?;
