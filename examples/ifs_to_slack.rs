@@ -97,7 +97,10 @@ async fn main() -> Result<()> {
 
     // Emulators when no credentials are set.
     let mut vars = BTreeMap::new();
-    let ifs = if ProcessEnv.var("IFS_URL").is_none_or(|v| v.trim().is_empty()) {
+    let ifs = if ProcessEnv
+        .var("IFS_URL")
+        .is_none_or(|v| v.trim().is_empty())
+    {
         let e = ml_sandbox::ifs::IfsEmulator::start()
             .await
             .map_err(|e| Error::config("IFS_URL", e.to_string()))?;
@@ -135,7 +138,10 @@ async fn main() -> Result<()> {
         );
         if ifs.is_some() {
             // The emulator's default user approves in the demo.
-            vars.insert("IFS_APPROVERS".into(), "U00HUMAN01=ALICE:approve+reject".into());
+            vars.insert(
+                "IFS_APPROVERS".into(),
+                "U00HUMAN01=ALICE:approve+reject".into(),
+            );
         }
         Some(e)
     } else {
@@ -184,13 +190,17 @@ async fn main() -> Result<()> {
         &slack_receiver.signing_secret,
         &env,
     )?;
-    let receiver = ml_slack::SlackReceiver::new(SignatureVerifier::new(&secrecy::SecretString::from(secret)))
-        .with_handler(approvals.clone());
+    let receiver =
+        ml_slack::SlackReceiver::new(SignatureVerifier::new(&secrecy::SecretString::from(secret)))
+            .with_handler(approvals.clone());
     let app = ml_slack::receiver::router(Arc::new(receiver), &slack_receiver.path);
     let listen = env.var("ML_LISTEN").unwrap_or(receivers.listen.clone());
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .map_err(|e| Error::config("receivers.listen", format!("cannot listen on {listen}: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+        Error::config(
+            "receivers.listen",
+            format!("cannot listen on {listen}: {e}"),
+        )
+    })?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::config("receivers.listen", e.to_string()))?;
@@ -227,7 +237,10 @@ async fn main() -> Result<()> {
     };
     if let Some(s) = &slack {
         for m in s.all_messages() {
-            println!("[sandbox slack] {}", m.text.lines().next().unwrap_or_default());
+            println!(
+                "[sandbox slack] {}",
+                m.text.lines().next().unwrap_or_default()
+            );
         }
     }
     println!(
@@ -250,7 +263,10 @@ async fn demo_approval(slack: &ml_sandbox::slack::SlackEmulator, url: &str) {
         .send_slash_command(url, &SlashCommand::new("/approve-invoice", "5001"))
         .await
     {
-        Ok(r) => println!("sandbox: /approve-invoice 5001 -> HTTP {} (acknowledged)", r.status),
+        Ok(r) => println!(
+            "sandbox: /approve-invoice 5001 -> HTTP {} (acknowledged)",
+            r.status
+        ),
         Err(e) => {
             println!("sandbox: the slash command failed: {e}");
             return;

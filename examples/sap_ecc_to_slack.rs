@@ -125,7 +125,19 @@ async fn main() -> Result<()> {
                 attempt: 1,
                 planned_at: jiff::Timestamp::now(),
             };
-            match slack.send(&out).await {
+            // The channel was just posted to: wait out Slack's 1 msg/s when it says so.
+            let mut outcome = slack.send(&out).await;
+            for _ in 0..3 {
+                match &outcome {
+                    Err(e) if e.class().is_retryable() => {
+                        let wait = e.class().retry_after().unwrap_or(std::time::Duration::from_secs(1));
+                        tokio::time::sleep(wait).await;
+                        outcome = slack.send(&out).await;
+                    }
+                    _ => break,
+                }
+            }
+            match outcome {
                 Ok(receipt) => println!("month-end summary {year}/{period} posted ({})", receipt.remote_id),
                 Err(e) => println!("month-end summary {year}/{period} not posted: {e}"),
             }

@@ -1,6 +1,11 @@
 //! `connector = "ifs"` in a pipeline file: sandbox mode with demo data, real-credential
 //! mode against an emulator the test runs, and errors that name the key.
-#![cfg(all(feature = "ifs", feature = "slack", feature = "sandbox", feature = "store"))]
+#![cfg(all(
+    feature = "ifs",
+    feature = "slack",
+    feature = "sandbox",
+    feature = "store"
+))]
 
 use ml_connector::config::{MapEnv, PipelineConfig};
 use ml_connector::{Error, connectors};

@@ -503,6 +503,45 @@ impl Approvals {
         }
     }
 
+    /// The keys of the one invoice whose document number (`InvoiceNo`, what the Slack
+    /// message shows) is `text`, within the company when one is configured.
+    async fn find_by_document(&self, text: &str) -> Option<Vec<String>> {
+        let text = text.trim();
+        let doc = self.spec.document.as_deref()?;
+        if text.is_empty() || self.spec.keys.iter().any(|k| k.name == doc) {
+            return None;
+        }
+        let mut filter = format!("{doc} eq {}", crate::odata::literal::string(text));
+        if let (Some(c), Some(attr)) = (&self.company, &self.spec.company) {
+            filter = format!(
+                "{attr} eq {} and {filter}",
+                crate::odata::literal::string(c)
+            );
+        }
+        let query = crate::odata::ODataQuery::new()
+            .filter(filter)
+            .select(self.spec.keys.iter().map(|k| k.name.clone()))
+            .top(2);
+        let page = retry_refusals(4, Duration::from_secs(10), || {
+            self.odata.get_collection(&self.collection_url, &query)
+        })
+        .await
+        .ok()?;
+        let [one] = page.items.as_slice() else {
+            return None;
+        };
+        let v: Value = serde_json::from_str(one.get()).ok()?;
+        self.spec
+            .keys
+            .iter()
+            .map(|k| match &v[&k.name] {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut g = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(g.entry(key.to_owned()).or_default())
@@ -527,10 +566,14 @@ impl Approvals {
 
     /// Decides and carries out one request (see the module docs); journals it.
     pub async fn decide(&self, req: &ApprovalRequest) -> ApprovalOutcome {
-        let Some(values) = self.key_values(&req.invoice) else {
+        let values = match self.key_values(&req.invoice) {
+            Some(v) => Some(v),
+            None => self.find_by_document(&req.invoice).await,
+        };
+        let Some(values) = values else {
             let outcome = ApprovalOutcome::Invalid {
                 reason: format!(
-                    "`{}` is not an invoice id. Usage: {} <invoice id> (or {} reject <invoice id>)",
+                    "`{}` is not an invoice id or number (or matches several). Usage: {} <invoice id> (or {} reject <invoice id>)",
                     req.invoice, self.command, self.command
                 ),
             };
@@ -668,10 +711,15 @@ impl Approvals {
                 let outcome = match e.status() {
                     Some(412) => {
                         let now = self.read_state(&url).await.ok().and_then(|(s, _)| s);
-                        ApprovalOutcome::Conflict {
-                            key,
-                            state: now,
-                            message,
+                        if now.as_ref().is_some_and(|s| done.contains(s)) {
+                            // Another replica (or click) did it first: nothing was overwritten.
+                            ApprovalOutcome::AlreadyDone { key, state: now }
+                        } else {
+                            ApprovalOutcome::Conflict {
+                                key,
+                                state: now,
+                                message,
+                            }
                         }
                     }
                     Some(428) => ApprovalOutcome::PreconditionRequired { key },
@@ -701,10 +749,14 @@ impl Approvals {
         outcome: &ApprovalOutcome,
         response: Option<Value>,
     ) {
-        self.handled
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(req.request_id.clone(), outcome.label());
+        {
+            let mut handled = self.handled.lock().unwrap_or_else(PoisonError::into_inner);
+            // Bounded: older ids are still found in the journal.
+            if handled.len() >= 10_000 {
+                handled.clear();
+            }
+            handled.insert(req.request_id.clone(), outcome.label());
+        }
         let Some(journal) = &self.journal else {
             return;
         };

@@ -103,7 +103,10 @@ mod tests {
         rec.fields.status = Some("AwaitingApproval".into());
         let out = r.render(&rec, &dest);
         let blocks = out.body.expect("blocks");
-        assert_eq!(blocks[1]["elements"][0]["value"], "Company='10',InvoiceId=7");
+        assert_eq!(
+            blocks[1]["elements"][0]["value"],
+            "Company='10',InvoiceId=7"
+        );
         rec.fields.status = Some("Approved".into());
         assert!(r.render(&rec, &dest).body.is_none());
     }

@@ -209,7 +209,7 @@ mod tests {
     #[test]
     fn bad_items_are_rejected_not_panics() {
         for (json, why) in [
-            (r#"[1]"#, "not a JSON object"),
+            ("[1]", "not a JSON object"),
             (
                 r#"{"Company":"10","ModifiedDateTime":"2026-03-01T09:00:00Z"}"#,
                 "missing or invalid key",

@@ -233,7 +233,8 @@ impl Source for IfsSource {
             .collect();
         // A nextLink (the server cut the page shorter) or a full `$top` page: more rows
         // may follow; the next page is a fresh keyset query, never the nextLink.
-        let server_more = page.next_link.is_some() || served >= self.page_size;
+        // An empty page ends the cycle whatever it says (no loop on a bogus nextLink).
+        let server_more = served > 0 && (page.next_link.is_some() || served >= self.page_size);
         drop(page);
         fold_page(
             &cursor,

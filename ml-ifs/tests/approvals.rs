@@ -245,6 +245,12 @@ async fn wrong_state_forbidden_and_missing_are_explained() {
     assert!(matches!(o, ApprovalOutcome::Forbidden { .. }), "{o:?}");
     let o = w.approvals.decide(&req("d", "seven")).await;
     assert!(matches!(o, ApprovalOutcome::Invalid { .. }), "{o:?}");
+    // The document number shown in Slack (INV-8) finds the invoice too.
+    let o = w.approvals.decide(&req("e", "INV-8")).await;
+    assert!(
+        matches!(&o, ApprovalOutcome::Forbidden { key, .. } if key == "Company='10',InvoiceId=8"),
+        "{o:?}"
+    );
     assert_eq!(w.state(), "AwaitingApproval");
 }
 
@@ -347,4 +353,33 @@ async fn the_emulator_requires_if_match() {
         .expect("post");
     assert_eq!(r.status().as_u16(), 428);
     assert_eq!(w.state(), "AwaitingApproval");
+}
+
+#[tokio::test]
+async fn slack_is_answered_within_3_seconds_even_when_ifs_is_slow() {
+    use ml_sandbox::fault::{Fault, FaultRule};
+    let w = world().await;
+    // The re-read of the invoice takes 3.5 s.
+    w.ifs
+        .faults()
+        .push(FaultRule::any(Fault::Latency(Duration::from_millis(3500))).times(1));
+    let started = std::time::Instant::now();
+    let r = w
+        .slack
+        .caller()
+        .send_slash_command(
+            &w.url,
+            &SlashCommand::new("/approve-invoice", "7").user(APPROVER),
+        )
+        .await
+        .expect("send");
+    assert_eq!(r.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "acknowledged before the work: {:?}",
+        started.elapsed()
+    );
+    let answers = w.answers(1).await;
+    assert!(answers[0].contains("approved in IFS"), "{answers:?}");
+    assert!(started.elapsed() >= Duration::from_millis(3500));
 }

@@ -282,3 +282,53 @@ async fn following_next_links_under_edits_loses_rows() {
         seen.len()
     );
 }
+
+#[tokio::test]
+async fn a_clean_backfill_takes_exactly_ceil_n_over_page_requests() {
+    let e = IfsEmulator::start().await.expect("emulator");
+    e.load_invoices("10", 10_000, hour_ago(), 7).expect("load");
+    e.set_max_page_size(400);
+    let s = builder(&e).with_page_size(500).build().expect("source");
+    let mut pos = None;
+    let items = cycle(&s, &mut pos, |_| {}).await;
+    assert_eq!(items.len(), 10_000);
+    // Pages of 400 (the server's cap, below the asked 500): 25 requests, none wasted.
+    assert_eq!(e.faults().requests("ManSuppInvoiceSet"), 25);
+    assert_eq!(
+        e.issuer().tokens_issued(),
+        1,
+        "one token for the whole backfill"
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_and_metadata_refreshes_are_retried_with_retry_after() {
+    use ml_sandbox::fault::{Fault, FaultRule};
+    let e = IfsEmulator::start().await.expect("emulator");
+    e.load_invoices("10", 5, hour_ago(), 7).expect("load");
+    e.faults().push(
+        FaultRule::on(
+            "ManSuppInvoiceSet",
+            Fault::TooManyRequests { retry_after: 1 },
+        )
+        .times(1),
+    );
+    let s = builder(&e).build().expect("source");
+    let started = std::time::Instant::now();
+    let page = s.poll(None).await.expect("poll after a 429");
+    assert_eq!(page.items.len(), 5);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "Retry-After honoured"
+    );
+    assert_eq!(e.faults().requests("ManSuppInvoiceSet"), 2);
+    // A metadata refresh that outlasts the retry budget pauses the stream, retryable.
+    e.metadata_refresh(100);
+    let quick = builder(&e)
+        .with_retry(RetryPolicy::none())
+        .build()
+        .expect("source");
+    let err = quick.poll(None).await.expect_err("503");
+    assert!(err.class().is_retryable(), "{err}");
+    assert_eq!(err.code(), Some("MI_MODIFIED_ERROR"));
+}

@@ -16,7 +16,7 @@ use ml_core::credential::{CredentialName, CredentialRefreshTokenStore, Credentia
 use ml_core::http::{ClientOptions, ReqwestTransport, Transport};
 use ml_core::money::Currency;
 use ml_core::retry::RetryPolicy;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::auth::{Auth, CloudRefreshGrant, REFRESH_TOKEN_LIFETIME, SeededStore, SelfSignedJwt};
 use crate::class::{ClassSpec, X3Class, valid_name};
@@ -460,7 +460,7 @@ impl SageX3Builder {
             Self::parse_url(K::TokenUrl, token_url)?;
             let id = client_id.ok_or_else(|| cfg(K::ClientId, "required with a token URL"))?;
             let secret = secret.ok_or_else(|| cfg(K::ClientSecret, "required with a token URL"))?;
-            let seed = self.values.secret(K::RefreshToken).map(|t| {
+            let seed = self.values.secret(K::RefreshToken).filter(|t| !t.expose_secret().trim().is_empty()).map(|t| {
                 StoredRefreshToken::new(t.clone(), Some(add(self.clock.now(), REFRESH_TOKEN_LIFETIME)))
             });
             if seed.is_none() && self.store.is_none() {

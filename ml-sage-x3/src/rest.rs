@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 
 use crate::error::SageX3Error;
 use crate::model::map_item;
-use crate::sdata::{parse_datetime, stamp_window};
+use crate::sdata::{is_civil, parse_datetime, stamp_window};
 use crate::source::Common;
 use crate::walk::{KeyWalk, WalkState};
 
@@ -123,14 +123,20 @@ impl SageX3RestSource {
             .header(ACCEPT, HeaderValue::from_static("application/json")))
     }
 
+    /// Whether `where` literals are civil time: as learned from the server, else from the
+    /// configured zone (UTC: `Z` literals).
+    fn civil(&self, st: &WalkState) -> bool {
+        st.civil.unwrap_or(self.common.zone != jiff::tz::TimeZone::UTC)
+    }
+
     /// The probe's parameters: the latest stamp at or after `lo`.
-    pub fn probe_query(&self, lo: Option<Timestamp>) -> Vec<(&'static str, String)> {
+    pub fn probe_query(&self, lo: Option<Timestamp>, civil: bool) -> Vec<(&'static str, String)> {
         let spec = &self.common.spec;
         let mut q = vec![
             ("representation", self.representation()),
             ("count", "1".to_owned()),
         ];
-        if let Some(w) = stamp_window(&spec.stamp, lo, None, &self.common.zone) {
+        if let Some(w) = stamp_window(&spec.stamp, lo, None, &self.common.zone, civil) {
             q.push(("where", w));
         }
         q.push(("orderBy", format!("{} desc", spec.stamp)));
@@ -138,13 +144,13 @@ impl SageX3RestSource {
     }
 
     /// A walk's first page: the window `[lo, hi]` in key order.
-    pub fn walk_query(&self, lo: Option<Timestamp>, hi: Timestamp) -> Vec<(&'static str, String)> {
+    pub fn walk_query(&self, lo: Option<Timestamp>, hi: Timestamp, civil: bool) -> Vec<(&'static str, String)> {
         let spec = &self.common.spec;
         let mut q = vec![
             ("representation", self.representation()),
             ("count", self.common.page_size.to_string()),
         ];
-        if let Some(w) = stamp_window(&spec.stamp, lo, Some(hi), &self.common.zone) {
+        if let Some(w) = stamp_window(&spec.stamp, lo, Some(hi), &self.common.zone, civil) {
             q.push(("where", w));
         }
         let order: Vec<String> = spec.keys.iter().map(|k| format!("{k} asc")).collect();
@@ -260,7 +266,8 @@ impl SageX3RestSource {
         let mut st: WalkState = self.cursor.decode(from)?;
         if st.walk.is_none() {
             let lo = self.cursor.lower_bound(&st);
-            let body = self.new_query(&self.probe_query(lo), Query::Probe).await?;
+            let civil = self.civil(&st);
+            let body = self.new_query(&self.probe_query(lo, civil), Query::Probe).await?;
             let env = self.parse(&body)?;
             let spec = &self.common.spec;
             let probed = match env.resources.first() {
@@ -269,6 +276,9 @@ impl SageX3RestSource {
                     let obj: serde_json::Map<String, serde_json::Value> =
                         serde_json::from_str(raw.get()).unwrap_or_default();
                     let text = obj.get(&spec.stamp).and_then(|v| v.as_str()).unwrap_or_default();
+                    if !text.is_empty() {
+                        st.civil = Some(is_civil(text));
+                    }
                     Some(parse_datetime(text, &self.common.zone).ok_or_else(|| {
                         if obj.contains_key(&spec.stamp) {
                             self.common.decode_error(format!(
@@ -294,7 +304,10 @@ impl SageX3RestSource {
             return self.cursor.idle(&st);
         };
         let body = match &walk.next {
-            None => self.new_query(&self.walk_query(walk.lo, walk.hi), Query::Walk).await?,
+            None => {
+                let civil = self.civil(&st);
+                self.new_query(&self.walk_query(walk.lo, walk.hi, civil), Query::Walk).await?
+            }
             Some(next) => {
                 let next = next.clone();
                 self.common

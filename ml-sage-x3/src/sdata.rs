@@ -10,12 +10,12 @@ pub fn string_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// A date-time literal for `t`: `@2026-03-20T14:53:51Z@` when the site's zone is UTC,
-/// else the civil time in `zone` without an offset (`@2026-03-20T15:53:51@`), as X3
-/// compares `UPDDATTIM` in the zone it stores it in. Whole seconds are written as such;
-/// a fraction only when `t` has one.
-pub fn datetime_literal(t: Timestamp, zone: &TimeZone) -> String {
-    if zone == &TimeZone::UTC {
+/// A date-time literal for `t`: `@2026-03-20T14:53:51Z@`, or with `civil` the civil time
+/// in `zone` without an offset (`@2026-03-20T15:53:51@`), for a server that serves (and
+/// compares) `UPDDATTIM` without an offset. Whole seconds are written as such; a fraction
+/// only when `t` has one.
+pub fn datetime_literal(t: Timestamp, zone: &TimeZone, civil: bool) -> String {
+    if !civil {
         format!("@{}@", t.strftime("%Y-%m-%dT%H:%M:%S%.fZ"))
     } else {
         let dt = t.to_zoned(zone.clone()).datetime();
@@ -29,14 +29,21 @@ pub fn stamp_window(
     lo: Option<Timestamp>,
     hi: Option<Timestamp>,
     zone: &TimeZone,
+    civil: bool,
 ) -> Option<String> {
-    let lo = lo.map(|t| format!("{stamp} ge {}", datetime_literal(t, zone)));
-    let hi = hi.map(|t| format!("{stamp} le {}", datetime_literal(t, zone)));
+    let lo = lo.map(|t| format!("{stamp} ge {}", datetime_literal(t, zone, civil)));
+    let hi = hi.map(|t| format!("{stamp} le {}", datetime_literal(t, zone, civil)));
     match (lo, hi) {
         (Some(l), Some(h)) => Some(format!("({l}) and ({h})")),
         (Some(x), None) | (None, Some(x)) => Some(x),
         (None, None) => None,
     }
+}
+
+/// Whether a served date-time carries no offset (`2026-03-20T15:53:51`): the server then
+/// compares literals as civil time too.
+pub fn is_civil(s: &str) -> bool {
+    s.trim().parse::<Timestamp>().is_err()
 }
 
 /// Reads an X3 date-time: RFC 3339 with an offset or `Z` as is; without one (or with a
@@ -65,15 +72,16 @@ mod tests {
     fn literals() {
         assert_eq!(string_literal("O'Brien"), "'O''Brien'");
         let t: Timestamp = "2026-03-20T14:53:51Z".parse().expect("t");
-        assert_eq!(datetime_literal(t, &TimeZone::UTC), "@2026-03-20T14:53:51Z@");
         let paris = TimeZone::get("Europe/Paris").expect("tz");
-        assert_eq!(datetime_literal(t, &paris), "@2026-03-20T15:53:51@");
+        assert_eq!(datetime_literal(t, &paris, false), "@2026-03-20T14:53:51Z@");
+        assert_eq!(datetime_literal(t, &paris, true), "@2026-03-20T15:53:51@");
+        assert!(is_civil("2026-03-20T15:53:51") && !is_civil("2026-03-20T14:53:51Z"));
         assert_eq!(
-            stamp_window("UPDDATTIM", Some(t), None, &TimeZone::UTC).as_deref(),
+            stamp_window("UPDDATTIM", Some(t), None, &TimeZone::UTC, false).as_deref(),
             Some("UPDDATTIM ge @2026-03-20T14:53:51Z@")
         );
         assert_eq!(
-            stamp_window("U", Some(t), Some(t), &TimeZone::UTC).as_deref(),
+            stamp_window("U", Some(t), Some(t), &TimeZone::UTC, false).as_deref(),
             Some("(U ge @2026-03-20T14:53:51Z@) and (U le @2026-03-20T14:53:51Z@)")
         );
     }

@@ -58,6 +58,10 @@ pub struct WalkState {
     /// The walk in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub walk: Option<Walk>,
+    /// Whether the server serves the stamp without an offset (learned from the probe):
+    /// `where` literals are then written as civil time in the site's zone.
+    #[serde(rename = "cz", default, skip_serializing_if = "Option::is_none")]
+    pub civil: Option<bool>,
 }
 
 /// A walk in progress over `[lo, hi]`.

@@ -174,3 +174,24 @@ async fn ten_thousand_rows_once_with_the_exact_request_count() {
     let (again, _) = cycle(&s, pos).await;
     assert!(again.is_empty());
 }
+
+#[tokio::test]
+async fn a_server_serving_civil_time_in_the_site_zone() {
+    let paris = jiff::tz::TimeZone::get("Europe/Paris").expect("tz");
+    let e = SageX3Emulator::builder().zone(paris).start().await.expect("emulator");
+    let t: Timestamp = "2026-03-20T14:53:51Z".parse().expect("t");
+    e.upsert_at("PORDER", &serde_json::json!({"POHNUM": "PO-1", "BPSNAM": "Ça va", "TOTLINAMT": 1, "CUR": "EUR"}), t);
+    e.upsert_at("PORDER", &serde_json::json!({"POHNUM": "PO-0", "TOTLINAMT": 2, "CUR": "EUR"}), t + SignedDuration::from_mins(1));
+    let s = rest(&e)
+        .with_time_zone("Europe/Paris")
+        .with_page_size(2)
+        .build()
+        .expect("source");
+    let (items, pos) = cycle(&s, None).await;
+    let recs = records(&items);
+    assert_eq!(recs.len(), 2);
+    let po1 = recs.iter().find(|r| r.key == "PO-1").expect("PO-1");
+    assert_eq!(po1.modified_at, t, "15:53:51 in Paris is 14:53:51Z");
+    let (again, _) = cycle(&s, pos).await;
+    assert!(again.is_empty());
+}

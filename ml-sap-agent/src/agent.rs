@@ -205,25 +205,24 @@ impl AgentBuilder {
             .cloned()
             .ok_or_else(|| RelayError::config(K::Key.env_name(), "required"))?;
         check_key(K::Key.env_name(), &key)?;
-        let transport = match self.transport {
-            Some(t) => t,
-            None => {
-                // One attempt per call here: the host's RfcClient retries, and each of its
-                // attempts must be one SAP call under its cap.
-                let source = self
-                    .sap
-                    .with_retry(RetryPolicy::none())
-                    .build()
-                    .map_err(|e| match e {
-                        ml_core::Error::Config { key, message } => RelayError::config(key, message),
-                        other => RelayError::config("SAP_ECC_URL", other.to_string()),
-                    })?;
-                Arc::new(ClientTransport(Arc::clone(source.client()))) as Arc<dyn RfcTransport>
-            }
+        let transport = if let Some(t) = self.transport {
+            t
+        } else {
+            // One attempt per call here: the host's RfcClient retries, and each of its
+            // attempts must be one SAP call under its cap.
+            let source = self
+                .sap
+                .with_retry(RetryPolicy::none())
+                .build()
+                .map_err(|e| match e {
+                    ml_core::Error::Config { key, message } => RelayError::config(key, message),
+                    other => RelayError::config("SAP_ECC_URL", other.to_string()),
+                })?;
+            Arc::new(ClientTransport(Arc::clone(source.client()))) as Arc<dyn RfcTransport>
         };
         Ok(Agent {
             url,
-            agent_id,
+            id: agent_id,
             key,
             transport,
             clock: self.clock,
@@ -305,7 +304,7 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<t
 /// The agent (see the module docs). Cheap to share: `run` takes `&self`.
 pub struct Agent {
     url: Url,
-    agent_id: String,
+    id: String,
     key: SecretString,
     transport: Arc<dyn RfcTransport>,
     clock: Arc<dyn Clock>,
@@ -319,7 +318,7 @@ impl fmt::Debug for Agent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Agent")
             .field("url", &self.url.as_str())
-            .field("agent_id", &self.agent_id)
+            .field("id", &self.id)
             .field("transport", &self.transport)
             .finish_non_exhaustive()
     }
@@ -338,7 +337,7 @@ impl Agent {
 
     /// This agent's id.
     pub fn id(&self) -> &str {
-        &self.agent_id
+        &self.id
     }
 
     /// The endpoint it connects to.
@@ -378,7 +377,7 @@ impl Agent {
                 if !welcomed {
                     self.counters.failed_connects.fetch_add(1, Ordering::Relaxed);
                 }
-                tracing::warn!(agent = %self.agent_id, error = %e, "relay session ended");
+                tracing::warn!(agent = %self.id, error = %e, "relay session ended");
             }
             let ceiling = self.backoff.delay_ceiling(failures);
             failures = failures.saturating_add(1);
@@ -395,19 +394,18 @@ impl Agent {
     async fn session(&self) -> Result<bool, (bool, RelayError)> {
         let nonce = new_nonce();
         let mut ws = self.connect(&nonce).await.map_err(|e| (false, e))?;
-        let mut signer = Signer::new(self.key.clone(), Direction::Agent, &self.agent_id, &nonce);
+        let mut signer = Signer::new(self.key.clone(), Direction::Agent, &self.id, &nonce);
         let mut verifier = Verifier::new(
             self.key.clone(),
             Direction::Host,
-            &self.agent_id,
+            &self.id,
             &nonce,
             self.window,
             Arc::new(MemoryReplayCache::new(100_000)),
         );
         // The host proves it holds the key before any call is taken.
-        let text = match tokio::time::timeout(self.idle, next_text(&mut ws)).await {
-            Ok(Some(t)) => t,
-            _ => return Err((false, RelayError::Connection("no welcome from the host".into()))),
+        let Ok(Some(text)) = tokio::time::timeout(self.idle, next_text(&mut ws)).await else {
+            return Err((false, RelayError::Connection("no welcome from the host".into())));
         };
         let system = match verifier.open(&text, self.clock.now()).await {
             Ok(body) => match serde_json::from_str::<HostMessage>(&body) {
@@ -420,7 +418,7 @@ impl Agent {
             }
         };
         self.counters.sessions.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(agent = %self.agent_id, system, "relay session open");
+        tracing::info!(agent = %self.id, system, "relay session open");
         let ready = serde_json::to_string(&AgentMessage::Ready {
             system: self.transport.system(),
         })
@@ -486,10 +484,10 @@ impl Agent {
             .into_client_request()
             .map_err(|e| RelayError::Connection(e.to_string()))?;
         let ts = self.clock.now().as_second();
-        let sig = connect_signature(&self.key, &self.agent_id, ts, nonce);
+        let sig = connect_signature(&self.key, &self.id, ts, nonce);
         let h = req.headers_mut();
         for (name, value) in [
-            (H_AGENT, self.agent_id.clone()),
+            (H_AGENT, self.id.clone()),
             (H_TIMESTAMP, ts.to_string()),
             (H_NONCE, nonce.to_owned()),
             (H_SIGNATURE, sig),
@@ -531,16 +529,15 @@ async fn execute(
         return AgentMessage::Expired { id, started: false };
     };
     counters.calls.fetch_add(1, Ordering::Relaxed);
-    match tokio::time::timeout(Duration::from_millis(left), transport.call(&call)).await {
-        Ok(outcome) => AgentMessage::Result {
+    if let Ok(outcome) = tokio::time::timeout(Duration::from_millis(left), transport.call(&call)).await {
+        AgentMessage::Result {
             id,
             outcome: (&outcome).into(),
-        },
-        Err(_) => {
-            counters.expired.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(id, function = call.function(), "call passed its deadline: stopped");
-            AgentMessage::Expired { id, started: true }
         }
+    } else {
+        counters.expired.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(id, function = call.function(), "call passed its deadline: stopped");
+        AgentMessage::Expired { id, started: true }
     }
 }
 

@@ -303,6 +303,26 @@ impl RelayHub {
             .with_state(self.clone())
     }
 
+    /// Binds `addr` (`0.0.0.0:8787`; put TLS in front for agents outside the host's
+    /// network) and serves [`router`](Self::router) on it in a background task, for hosts
+    /// that have no HTTP server of their own. Returns the bound address.
+    pub async fn listen(&self, addr: &str) -> Result<std::net::SocketAddr, RelayError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| RelayError::config("listen", format!("cannot bind `{addr}`: {e}")))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| RelayError::config("listen", e.to_string()))?;
+        let router = self.router();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "the relay endpoint stopped");
+            }
+        });
+        tracing::info!(%bound, path = CONNECT_PATH, "relay endpoint listening");
+        Ok(bound)
+    }
+
     /// The transport of SAP system `system` (as named in [`RelayHubBuilder::agent`]).
     pub fn transport(&self, system: &str) -> Result<RelayTransport, RelayError> {
         if !self.inner.agents.values().any(|a| a.system == system) {
@@ -584,20 +604,18 @@ impl RelayHub {
             tracing::warn!(agent, "relay agent connected but never said it was ready");
             return;
         };
-        match verifier.open(&text, self.inner.clock.now()).await {
-            Ok(body) => match serde_json::from_str::<AgentMessage>(&body) {
-                Ok(AgentMessage::Ready { system: reaches }) => {
-                    tracing::info!(agent, system, reaches, "relay agent ready");
-                }
-                _ => {
-                    self.reject("ready", &agent, &Rejection::Malformed("expected ready".into()));
-                    return;
-                }
-            },
+        let body = match verifier.open(&text, self.inner.clock.now()).await {
+            Ok(body) => body,
             Err(r) => {
                 self.reject("ready", &agent, &r);
                 return;
             }
+        };
+        if let Ok(AgentMessage::Ready { system: reaches }) = serde_json::from_str::<AgentMessage>(&body) {
+            tracing::info!(agent, system, reaches, "relay agent ready");
+        } else {
+            self.reject("ready", &agent, &Rejection::Malformed("expected ready".into()));
+            return;
         }
         // Room for every call in flight (the cap is at most 50) plus pings: sends never
         // wait here, and nothing is held for an absent agent.

@@ -80,6 +80,12 @@ pub fn new_nonce() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
+/// A fresh agent key: 32 random bytes as 64 hex characters (what `openssl rand -hex 32`
+/// prints).
+pub fn new_key() -> SecretString {
+    SecretString::from(hex::encode(rand::random::<[u8; 32]>()))
+}
+
 fn is_nonce(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }

@@ -137,7 +137,7 @@ async fn the_host_refuses_forged_replayed_and_expired_agent_messages() {
     let mut forger = Signer::new(key(&"f".repeat(40)), Direction::Agent, "plant-a", "0".repeat(32).as_str());
     let forged = serde_json::to_string(&AgentMessage::Result {
         id: 1,
-        outcome: WireOutcome::Ok(Default::default()),
+        outcome: WireOutcome::Ok(std::collections::BTreeMap::default()),
     })
     .expect("json");
     ws.send(Message::Text(forger.seal(&forged, clock.now()).into())).await.expect("send");

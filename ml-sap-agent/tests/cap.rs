@@ -14,7 +14,7 @@ use ml_core::record::SourceItem;
 use ml_core::source::Source;
 use ml_sandbox::sap_ecc::SapEccEmulator;
 use ml_sap_agent::RelayHub;
-use ml_sap_ecc::{Category, RfcCall, RfcTransport as _, SapEccSource};
+use ml_sap_ecc::{Category, RfcCall, SapEccSource};
 
 use common::{FakeSap, KEY_A, KEY_B, agent, emulator_agent, key, relay_builder, serve, spawn};
 
@@ -77,7 +77,7 @@ async fn two_agents_share_the_cap_under_retries() {
     let stats = hub.stats("PRD");
     assert!(e.injected_failures() > 0, "the storms hit");
     // Counted on the host and at SAP: never more than the cap, retries included.
-    assert!(stats.max_in_flight <= 3, "{stats:?}");
+    assert!((2..=3).contains(&stats.max_in_flight), "{stats:?}");
     assert!(e.max_in_flight() <= 3, "the emulator saw {} at once", e.max_in_flight());
     assert_eq!(e.capacity_refusals(), 0);
     assert_eq!(stats.in_flight, 0);
@@ -112,18 +112,16 @@ async fn a_call_whose_agent_dies_moves_to_the_other_agent_and_the_cap_counts_it_
     let c = client.clone();
     let call = tokio::spawn(async move { c.call(&mut RfcCall::new("Z_HANG")).await });
     // The call hangs in plant-a; plant-b connects; plant-a dies.
-    while hang.calls.load(Ordering::SeqCst) == 0 {
-        tokio::task::yield_now().await;
-    }
+    hang.started.notified().await;
     let b = agent(&url, "plant-b", KEY_B, fine.clone());
     let tb = spawn(&b);
     hub.wait_for_agents("QAS", 2).await;
     ta.abort();
     hub.wait_for_at_most("QAS", 1).await;
     // The retry went to plant-b (which hangs too, as Z_HANG does): one attempt at a time.
-    while fine.calls.load(Ordering::SeqCst) == 0 {
-        tokio::task::yield_now().await;
-    }
+    fine.started.notified().await;
+    assert_eq!(fine.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(hang.calls.load(Ordering::SeqCst), 1);
     assert_eq!(client.in_flight(), 1);
     assert_eq!(hub.stats("QAS").in_flight, 1);
     assert_eq!(hub.stats("QAS").lost_agent, 1);

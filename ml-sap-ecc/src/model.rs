@@ -118,9 +118,8 @@ fn rbstat_text(s: &str) -> &'static str {
         "5" => "posted",
         "A" => "parked",
         "B" => "parked and complete",
-        "C" => "parked and released",
+        "C" | "E" => "parked and released",
         "D" => "entered and held",
-        "E" => "parked and released",
         _ => "unknown status",
     }
 }

@@ -116,8 +116,7 @@ pub fn parse_time(s: &str) -> Option<Time> {
 /// A wall-clock time read as UTC.
 pub fn naive_ts(dt: DateTime) -> Timestamp {
     dt.to_zoned(TimeZone::UTC)
-        .map(|z| z.timestamp())
-        .unwrap_or(Timestamp::UNIX_EPOCH)
+        .map_or(Timestamp::UNIX_EPOCH, |z| z.timestamp())
 }
 
 /// The SAP date and time of a naive instant.

@@ -7,7 +7,7 @@
 //! accepted); a SOAP fault carries the ABAP exception (its exact shape is unconfirmed:
 //! the exception is read from `detail//Name`, else from `faultstring`).
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
 use ::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
@@ -40,21 +40,23 @@ pub fn encode_request(call: &RfcCall) -> String {
     let name = element_name(call.function());
     let mut out = String::with_capacity(512);
     out.push_str(r#"<?xml version="1.0" encoding="utf-8"?><SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"><SOAP-ENV:Body>"#);
-    out.push_str(&format!(r#"<rfc:{name} xmlns:rfc="{RFC_NAMESPACE}">"#));
+    let _ = write!(out, r#"<rfc:{name} xmlns:rfc="{RFC_NAMESPACE}">"#);
     for (param, value) in call.params() {
         let param = element_name(param);
         match value {
             RfcValue::Scalar(s) => push_field(&mut out, &param, s),
             RfcValue::Structure(fields) => {
-                out.push_str(&format!("<{param}>"));
+                let _ = write!(out, "<{param}>");
                 for (f, v) in fields {
                     push_field(&mut out, f, v);
                 }
-                out.push_str(&format!("</{param}>"));
+                let _ = write!(out, "</{param}>");
             }
-            RfcValue::Table(rows) if rows.is_empty() => out.push_str(&format!("<{param}/>")),
+            RfcValue::Table(rows) if rows.is_empty() => {
+                let _ = write!(out, "<{param}/>");
+            }
             RfcValue::Table(rows) => {
-                out.push_str(&format!("<{param}>"));
+                let _ = write!(out, "<{param}>");
                 for row in rows {
                     out.push_str("<item>");
                     for (f, v) in row {
@@ -62,11 +64,11 @@ pub fn encode_request(call: &RfcCall) -> String {
                     }
                     out.push_str("</item>");
                 }
-                out.push_str(&format!("</{param}>"));
+                let _ = write!(out, "</{param}>");
             }
         }
     }
-    out.push_str(&format!("</rfc:{name}></SOAP-ENV:Body></SOAP-ENV:Envelope>"));
+    let _ = write!(out, "</rfc:{name}></SOAP-ENV:Body></SOAP-ENV:Envelope>");
     out
 }
 

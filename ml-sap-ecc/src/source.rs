@@ -139,6 +139,23 @@ pub fn po_change_spec() -> ScanSpec {
     }
 }
 
+/// A lookup of rows by one key column (see [`SapEccSource::read_by_keys`]).
+#[derive(Clone, Debug)]
+pub struct KeyLookup<'a> {
+    /// The table.
+    pub table: &'static str,
+    /// The fields read.
+    pub fields: &'a [&'a str],
+    /// The key columns rows are joined on (chunked reads).
+    pub key: &'a [&'a str],
+    /// A fixed restriction (`BUKRS = '1000' AND GJAHR = '2026'`).
+    pub fixed: Expr,
+    /// The column matched against the values (`BELNR`).
+    pub field: &'static str,
+    /// Rows expected per value, for `ROWCOUNT`.
+    pub per_value: usize,
+}
+
 /// The position of a purchase-order stream: two cursors, read one after the other.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct PoPosition {
@@ -224,18 +241,22 @@ impl SapEccSource {
         }
     }
 
-    /// Reads rows of `table` whose `field` is one of `values` (plus `fixed`), in batches
-    /// of IN lists; a batch whose answer fills `ROWCOUNT` is split until none does.
+    /// Reads rows of `q.table` whose `q.field` is one of `values` (plus `q.fixed`), in
+    /// batches of IN lists; a batch whose answer fills `ROWCOUNT` is split until none
+    /// does.
     pub async fn read_by_keys(
         &self,
-        table: &'static str,
-        fields: &[&str],
-        key: &[&str],
-        fixed: Expr,
-        field: &'static str,
+        q: &KeyLookup<'_>,
         values: Vec<String>,
-        per_value: usize,
     ) -> std::result::Result<Vec<RfcRow>, SapEccError> {
+        let KeyLookup {
+            table,
+            fields,
+            key,
+            ref fixed,
+            field,
+            per_value,
+        } = *q;
         let values: Vec<String> = values
             .into_iter()
             .collect::<BTreeSet<_>>()
@@ -302,15 +323,16 @@ impl SapEccSource {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows = self
-            .read_by_keys(
-                "LFA1",
-                &["LIFNR", "NAME1", "ORT01", "LAND1", "TELF1"],
-                &["LIFNR"],
-                Expr::True,
-                "LIFNR",
+        let rows = self.read_by_keys(
+                &KeyLookup {
+                    table: "LFA1",
+                    fields: &["LIFNR", "NAME1", "ORT01", "LAND1", "TELF1"],
+                    key: &["LIFNR"],
+                    fixed: Expr::True,
+                    field: "LIFNR",
+                    per_value: 1,
+                },
                 ids,
-                1,
             )
             .await?;
         Ok(rows
@@ -333,16 +355,17 @@ impl SapEccSource {
                 .push(row_get(r, "BELNR").to_owned());
         }
         for (year, belnrs) in by_year {
-            let found = self
-                .read_by_keys(
-                    "RSEG",
-                    &["BELNR", "GJAHR", "BUZEI", "EBELN", "EBELP", "MATNR", "WRBTR", "MENGE"],
-                    &["BELNR", "GJAHR", "BUZEI"],
-                    Expr::eq("GJAHR", year),
-                    "BELNR",
-                    belnrs,
-                    20,
-                )
+            let found = self.read_by_keys(
+                &KeyLookup {
+                    table: "RSEG",
+                    fields: &["BELNR", "GJAHR", "BUZEI", "EBELN", "EBELP", "MATNR", "WRBTR", "MENGE"],
+                    key: &["BELNR", "GJAHR", "BUZEI"],
+                    fixed: Expr::eq("GJAHR", year),
+                    field: "BELNR",
+                    per_value: 20,
+                },
+                belnrs,
+            )
                 .await?;
             for l in found {
                 let k = format!("{}/{}", row_get(&l, "BELNR"), row_get(&l, "GJAHR"));
@@ -362,13 +385,15 @@ impl SapEccSource {
             HashMap::new()
         } else {
             self.read_by_keys(
-                "EKPO",
-                &["EBELN", "EBELP", "NETWR", "LOEKZ"],
-                &["EBELN", "EBELP"],
-                Expr::True,
-                "EBELN",
+                &KeyLookup {
+                    table: "EKPO",
+                    fields: &["EBELN", "EBELP", "NETWR", "LOEKZ"],
+                    key: &["EBELN", "EBELP"],
+                    fixed: Expr::True,
+                    field: "EBELN",
+                    per_value: 50,
+                },
                 pos,
-                50,
             )
             .await?
             .into_iter()
@@ -405,19 +430,20 @@ impl SapEccSource {
         }
         let mut lines: HashMap<String, Vec<RfcRow>> = HashMap::new();
         for ((bukrs, gjahr), belnrs) in groups {
-            let found = self
-                .read_by_keys(
-                    "BSEG",
-                    &[
+            let found = self.read_by_keys(
+                &KeyLookup {
+                    table: "BSEG",
+                    fields: &[
                         "BUKRS", "BELNR", "GJAHR", "BUZEI", "SHKZG", "WRBTR", "HKONT", "KOSTL",
                         "SGTXT",
                     ],
-                    &["BUKRS", "BELNR", "GJAHR", "BUZEI"],
-                    Expr::and([Expr::eq("BUKRS", bukrs), Expr::eq("GJAHR", gjahr)]),
-                    "BELNR",
-                    belnrs,
-                    50,
-                )
+                    key: &["BUKRS", "BELNR", "GJAHR", "BUZEI"],
+                    fixed: Expr::and([Expr::eq("BUKRS", bukrs), Expr::eq("GJAHR", gjahr)]),
+                    field: "BELNR",
+                    per_value: 50,
+                },
+                belnrs,
+            )
                 .await?;
             for l in found {
                 let k = format!(

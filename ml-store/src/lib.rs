@@ -97,9 +97,9 @@ mod fs;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
-mod query;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod query;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod replay;
@@ -107,15 +107,15 @@ mod schema;
 mod sqlite;
 mod write;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisLimiterBuilder, RedisRateLimiter};
 pub use builder::{DEFAULT_BUSY_TIMEOUT, DEFAULT_PATH, SqliteBuilder, SqliteConfigKey};
 pub use credentials::{Rotation, SqliteCredentialStore};
 pub use error::StoreError;
-pub use replay::{DEFAULT_REPLAY_ENTRIES, SqliteReplayCache};
-pub use sqlite::SqliteAuditStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresAuditStore, PostgresBuilder, PostgresCredentialStore};
-#[cfg(feature = "redis")]
-pub use self::redis::{RedisLimiterBuilder, RedisRateLimiter};
+pub use replay::{DEFAULT_REPLAY_ENTRIES, SqliteReplayCache};
+pub use sqlite::SqliteAuditStore;
 
 /// The journal schema version this ml-store writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;

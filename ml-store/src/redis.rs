@@ -41,12 +41,12 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use ::redis::Script;
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use async_trait::async_trait;
 use ml_core::config::Env;
 use ml_core::limiter::{GcraLimiter, Quota, RateLimiter};
 use ml_core::{Error, ErrorClass, Result};
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::Script;
 use tokio::sync::Notify;
 
 /// The namespace used when none is configured.
@@ -343,8 +343,8 @@ fn scaled(q: Quota, n: u32) -> Result<Quota> {
     if n <= 1 {
         return Ok(q);
     }
-    let mut out = Quota::new(q.count(), q.period().saturating_mul(n))?
-        .burst((q.burst_size() / n).max(1))?;
+    let mut out =
+        Quota::new(q.count(), q.period().saturating_mul(n))?.burst((q.burst_size() / n).max(1))?;
     if let Some((max, lease)) = q.in_flight_cap() {
         out = out.in_flight(max, lease)?;
     }
@@ -722,15 +722,25 @@ mod tests {
         assert!("local:0".parse::<RedisFallback>().is_err());
         assert!("unpaced".parse::<RedisFallback>().is_err());
         let e = RedisLimiterBuilder::new().build().expect_err("no url");
-        assert!(matches!(&e, Error::Config { key, .. } if key == "ML_REDIS_URL"), "{e}");
+        assert!(
+            matches!(&e, Error::Config { key, .. } if key == "ML_REDIS_URL"),
+            "{e}"
+        );
         let e = RedisLimiterBuilder::from_env_with(&ml_core::config::MapEnv::from([
             ("ML_REDIS_URL", "redis://127.0.0.1"),
             ("ML_REDIS_FALLBACK", "none"),
         ]))
         .build()
         .expect_err("fallback");
-        assert!(matches!(&e, Error::Config { key, .. } if key == "ML_REDIS_FALLBACK"), "{e}");
-        assert!(RedisLimiterBuilder::new().with_config_str("bogus", "x").is_err());
+        assert!(
+            matches!(&e, Error::Config { key, .. } if key == "ML_REDIS_FALLBACK"),
+            "{e}"
+        );
+        assert!(
+            RedisLimiterBuilder::new()
+                .with_config_str("bogus", "x")
+                .is_err()
+        );
         let b = RedisLimiterBuilder::new().with_url("redis://:hunter2@h:6379");
         assert!(!format!("{b:?}").contains("hunter2"));
     }

@@ -20,8 +20,8 @@ use ml_core::credential::envelope::{KeyRing, MasterKey};
 use ml_core::credential::{CredentialName, CredentialStore};
 use ml_core::testing::audit::sample_record;
 use ml_core::{Destination, Error, Position};
-use ml_store::postgres::{PostgresCredentialStore, PostgresRenewalLock};
 use ml_store::SqliteAuditStore;
+use ml_store::postgres::{PostgresCredentialStore, PostgresRenewalLock};
 use pg_common::{TestSchema, pg_url};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -177,13 +177,19 @@ async fn startup_of_one_replica_leaves_a_live_siblings_claims_alone() {
     let claimed = a_store.claim_due(&a, t(10), 10).await.expect("claim");
     assert_eq!(claimed.len(), 1);
     let b = Claimant::new(OwnerId::random());
-    assert_eq!(b_store.requeue_in_flight(&b, t(20)).await.expect("requeue"), 0);
+    assert_eq!(
+        b_store.requeue_in_flight(&b, t(20)).await.expect("requeue"),
+        0
+    );
     assert_eq!(
         b_store.stats().await.expect("stats").in_flight,
         1,
         "the live claim stays"
     );
-    assert_eq!(b_store.requeue_in_flight(&b, t(71)).await.expect("requeue"), 1);
+    assert_eq!(
+        b_store.requeue_in_flight(&b, t(71)).await.expect("requeue"),
+        1
+    );
     let again = b_store.claim_due(&b, t(72), 10).await.expect("claim");
     assert!(again[0].in_doubt);
     schema.drop_schema().await;
@@ -191,8 +197,7 @@ async fn startup_of_one_replica_leaves_a_live_siblings_claims_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_are_versioned_and_refuse_foreign_or_newer_schemas() {
-    let Some(url) = pg_url("migrations_are_versioned_and_refuse_foreign_or_newer_schemas")
-    else {
+    let Some(url) = pg_url("migrations_are_versioned_and_refuse_foreign_or_newer_schemas") else {
         return;
     };
     let schema = TestSchema::new(&url, "migrate");
@@ -211,10 +216,7 @@ async fn migrations_are_versioned_and_refuse_foreign_or_newer_schemas() {
         .exec("UPDATE ml_schema_version SET version = 99")
         .await;
     let e = schema.try_store().await.expect_err("newer");
-    assert!(
-        matches!(&e, Error::Corrupt(m) if m.contains("99")),
-        "{e}"
-    );
+    assert!(matches!(&e, Error::Corrupt(m) if m.contains("99")), "{e}");
     schema.drop_schema().await;
 
     let foreign = TestSchema::new(&url, "foreign");
@@ -247,8 +249,7 @@ fn ring(key: &MasterKey) -> KeyRing {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_credential_store_conforms_and_never_stores_clear_text() {
-    let Some(url) = pg_url("postgres_credential_store_conforms_and_never_stores_clear_text")
-    else {
+    let Some(url) = pg_url("postgres_credential_store_conforms_and_never_stores_clear_text") else {
         return;
     };
     let schema = TestSchema::new(&url, "creds");
@@ -264,7 +265,9 @@ async fn postgres_credential_store_conforms_and_never_stores_clear_text() {
         .await
         .expect("put");
     let raw = schema
-        .query_text("SELECT encode(ciphertext, 'escape') || encode(wrapped_key, 'escape') FROM credentials")
+        .query_text(
+            "SELECT encode(ciphertext, 'escape') || encode(wrapped_key, 'escape') FROM credentials",
+        )
         .await;
     assert!(!raw.contains("xoxb-very-secret-123"), "clear text at rest");
     assert!(!format!("{store:?}").contains("xoxb"));
@@ -282,7 +285,9 @@ async fn postgres_credential_store_conforms_and_never_stores_clear_text() {
         .await
         .expect_err("moved ciphertext");
     assert!(e.to_string().contains("moved"), "{e}");
-    schema.exec("DELETE FROM credentials WHERE name = 'moved'").await;
+    schema
+        .exec("DELETE FROM credentials WHERE name = 'moved'")
+        .await;
 
     // Wrong master key: refused at open, naming the credential.
     let e = PostgresCredentialStore::open(schema.store().await, Some(ring(&MasterKey::generate())))
@@ -309,7 +314,12 @@ async fn postgres_credential_store_conforms_and_never_stores_clear_text() {
         .await
         .expect("new key only");
     assert_eq!(
-        after.get(&name).await.expect("get").expect("some").expose_secret(),
+        after
+            .get(&name)
+            .await
+            .expect("get")
+            .expect("some")
+            .expose_secret(),
         "xoxb-very-secret-123"
     );
     schema.drop_schema().await;
@@ -357,8 +367,52 @@ async fn renewal_lock_is_exclusive_and_released_on_drop() {
     let a = PostgresRenewalLock::new(&b).expect("lock");
     let name = format!("test-{}", std::process::id());
     let held = a.lock(&name).await.expect("lock");
-    assert!(a.try_lock(&name).await.expect("try").is_none(), "held elsewhere");
-    assert!(a.try_lock(&format!("{name}-other")).await.expect("try").is_some());
+    assert!(
+        a.try_lock(&name).await.expect("try").is_none(),
+        "held elsewhere"
+    );
+    assert!(
+        a.try_lock(&format!("{name}-other"))
+            .await
+            .expect("try")
+            .is_some()
+    );
     held.release().await.expect("release");
     assert!(a.try_lock(&name).await.expect("try").is_some(), "released");
+}
+
+/// Two replicas renewing one rotating refresh token: the second `load` waits for the
+/// first replica's `save`, then sees the rotated token (never the spent one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_of_a_rotating_token_run_one_replica_at_a_time() {
+    use ml_core::auth::{MemoryRefreshTokenStore, RefreshTokenStore, StoredRefreshToken};
+    use ml_store::postgres::LockedRefreshTokenStore;
+    let Some(url) = pg_url("renewals_of_a_rotating_token_run_one_replica_at_a_time") else {
+        return;
+    };
+    let shared: Arc<dyn RefreshTokenStore> = Arc::new(MemoryRefreshTokenStore::new(Some(
+        StoredRefreshToken::new("rt-1", None),
+    )));
+    let lock =
+        PostgresRenewalLock::new(&ml_store::PostgresBuilder::new().with_url(&url)).expect("lock");
+    let name = format!("sage_x3.refresh_token.{}", std::process::id());
+    let a = LockedRefreshTokenStore::new(Arc::clone(&shared), lock.clone(), name.clone());
+    let b = LockedRefreshTokenStore::new(Arc::clone(&shared), lock.clone(), name.clone());
+    let first = a.load().await.expect("a loads").expect("token");
+    assert_eq!(first.token.expose_secret(), "rt-1");
+    let waiting = tokio::spawn(async move { b.load().await.expect("b loads").expect("token") });
+    // A holds the lock from its load until its save: nobody else can take it.
+    assert!(
+        lock.try_lock(&name).await.expect("try").is_none(),
+        "held by A"
+    );
+    a.save(&StoredRefreshToken::new("rt-2", None))
+        .await
+        .expect("a saves");
+    let second = waiting.await.expect("join");
+    assert_eq!(
+        second.token.expose_secret(),
+        "rt-2",
+        "B exchanges the rotated token, not the spent one"
+    );
 }

@@ -126,7 +126,11 @@ async fn replicas_share_the_budget_and_penalties() {
         .expect("penalize");
     let t = Instant::now();
     b.acquire("slack:C3").await.expect("c3");
-    assert!(t.elapsed() >= Duration::from_millis(590), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(590),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 /// Fallback `pause`: with Redis unreachable nothing passes (the acquire waits); never
@@ -139,8 +143,12 @@ async fn unreachable_redis_pauses_sending() {
         .prefix("slack:", slack_quota())
         .build()
         .expect("build");
-    let waited = tokio::time::timeout(Duration::from_millis(400), limiter.acquire("slack:C1")).await;
-    assert!(waited.is_err(), "an acquire passed while Redis was unreachable");
+    let waited =
+        tokio::time::timeout(Duration::from_millis(400), limiter.acquire("slack:C1")).await;
+    assert!(
+        waited.is_err(),
+        "an acquire passed while Redis was unreachable"
+    );
     // penalize and completed do not fail: they are kept locally.
     limiter
         .penalize("slack:C1", Duration::from_secs(1))
@@ -156,7 +164,10 @@ async fn unreachable_redis_falls_back_to_one_nth_of_the_rate() {
         .with_url("redis://127.0.0.1:1")
         .with_timeout(Duration::from_millis(100))
         .with_fallback(RedisFallback::Local { replicas: 3 })
-        .prefix("slack:", Quota::with_period(Duration::from_millis(100)).expect("q"))
+        .prefix(
+            "slack:",
+            Quota::with_period(Duration::from_millis(100)).expect("q"),
+        )
         .build()
         .expect("build");
     let start = Instant::now();
@@ -192,7 +203,14 @@ async fn keys_without_a_quota_pass_but_honour_penalties() {
         .await
         .expect("penalize");
     let t = Instant::now();
-    limiter.acquire("twilio:+1555").await.expect("after penalty");
-    assert!(t.elapsed() >= Duration::from_millis(290), "{:?}", t.elapsed());
+    limiter
+        .acquire("twilio:+1555")
+        .await
+        .expect("after penalty");
+    assert!(
+        t.elapsed() >= Duration::from_millis(290),
+        "{:?}",
+        t.elapsed()
+    );
     assert!(!format!("{limiter:?}").contains("password"));
 }

@@ -200,8 +200,17 @@ async fn three_replicas_share_one_journal_and_one_channel_budget_through_twenty_
         for k in &keys {
             *seen.entry(k.as_str()).or_default() += 1;
         }
-        duplicates += seen.values().filter(|n| **n > 1).map(|n| n - 1).sum::<usize>();
-        assert_eq!(seen.len(), RECORDS, "channel {id}: {} of {RECORDS}", seen.len());
+        duplicates += seen
+            .values()
+            .filter(|n| **n > 1)
+            .map(|n| n - 1)
+            .sum::<usize>();
+        assert_eq!(
+            seen.len(),
+            RECORDS,
+            "channel {id}: {} of {RECORDS}",
+            seen.len()
+        );
         let accepted: Vec<jiff::Timestamp> = slack
             .post_arrivals_in(id)
             .iter()
@@ -245,12 +254,24 @@ async fn three_replicas_share_one_journal_and_one_channel_budget_through_twenty_
     );
     assert_eq!(duplicates, 0, "posted twice");
     assert_eq!(slack.rate_limited_count(), 0, "HTTP 429 from Slack");
-    assert!(min_gap >= interval, "two posts {min_gap:?} apart in one channel");
-    assert!(max_per_window <= 10, "{max_per_window} posts in 10 intervals");
+    assert!(
+        min_gap >= interval,
+        "two posts {min_gap:?} apart in one channel"
+    );
+    assert!(
+        max_per_window <= 10,
+        "{max_per_window} posts in 10 intervals"
+    );
     assert_eq!(stats.delivered, expected as u64);
-    assert_eq!(stats.in_flight + stats.pending + stats.retrying + stats.failed, 0);
+    assert_eq!(
+        stats.in_flight + stats.pending + stats.retrying + stats.failed,
+        0
+    );
     assert_eq!(stats.resent_after_doubt, 0);
-    assert!(taken_over > 0, "no kill landed while a delivery was in flight");
+    assert!(
+        taken_over > 0,
+        "no kill landed while a delivery was in flight"
+    );
 
     // Clean up the schema (Redis keys expire by themselves).
     if let Ok((client, conn)) = tokio_postgres::connect(&pg_url, tokio_postgres::NoTls).await {

@@ -81,7 +81,11 @@ impl SourceFactory for IfsFactory {
         let mut applied = Vec::new();
         // An empty value means unset: it must not clear what the sandbox set
         // (`realm = "${IFS_REALM:-}"`).
-        for s in section.resolved()?.into_iter().filter(|s| !s.value.trim().is_empty()) {
+        for s in section
+            .resolved()?
+            .into_iter()
+            .filter(|s| !s.value.trim().is_empty())
+        {
             if let Some(k) = IfsConfigKey::from_name(&s.key) {
                 applied.push((k.env_name(), s.path.clone()));
             }

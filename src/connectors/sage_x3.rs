@@ -76,7 +76,14 @@ fn refresh_store(
         ));
     };
     let path = ml_core::config::interpolate::interpolate("journal.sqlite", raw, section.env)?;
-    let store = ml_store::SqliteCredentialStore::open_from_env(&path)?;
+    let keys = ml_core::credential::envelope::KeyRing::from_env_with(|n| section.env.var(n))?
+        .ok_or_else(|| {
+            Error::config(
+                &at,
+                "the rotating refresh token is kept encrypted in the journal: set ML_MASTER_KEY (base64, 32 bytes) or ML_MASTER_KEY_FILE",
+            )
+        })?;
+    let store = ml_store::SqliteCredentialStore::open(&path, Some(keys))?;
     let name = ml_core::credential::CredentialName::new(name).map_err(rekey(&at))?;
     Ok(Arc::new(ml_core::credential::CredentialRefreshTokenStore::new(
         Arc::new(store),
@@ -113,6 +120,10 @@ impl SourceFactory for SageX3Factory {
         let mut applied = Vec::new();
         let mut credential = None;
         for s in section.resolved()? {
+            // `${NAME:-}` left empty: not set.
+            if s.value.trim().is_empty() {
+                continue;
+            }
             if s.key == CREDENTIAL_SETTING {
                 credential = Some(s.value);
                 continue;
@@ -124,10 +135,10 @@ impl SourceFactory for SageX3Factory {
                 .with_config_str(&s.key, s.value)
                 .map_err(rekey(&s.path))?;
         }
-        let cloud = section
-            .resolved()?
-            .iter()
-            .any(|s| SageX3ConfigKey::from_name(&s.key) == Some(SageX3ConfigKey::TokenUrl));
+        let cloud = section.resolved()?.iter().any(|s| {
+            SageX3ConfigKey::from_name(&s.key) == Some(SageX3ConfigKey::TokenUrl)
+                && !s.value.trim().is_empty()
+        });
         if cloud {
             let name = credential
                 .unwrap_or_else(|| format!("sage_x3.{}.refresh_token", section.name));

@@ -155,7 +155,9 @@ mod tests {
             ("PG_URL", pg.as_str()),
             ("ML_POSTGRES_SCHEMA", schema.as_str()),
         ]);
-        let a = super::super::assemble(&config, &env).await.expect("assemble");
+        let a = super::super::assemble(&config, &env)
+            .await
+            .expect("assemble");
         let store = format!("{:?}", a.pipeline.store());
         assert!(store.starts_with("PostgresAuditStore("), "{store}");
         assert!(store.contains(&schema), "{store}");
@@ -175,8 +177,7 @@ mod tests {
         .expect("config");
         let e = super::super::assemble(&bad, &MapEnv::new())
             .await
-            .err()
-            .expect("unknown setting");
+            .expect_err("unknown setting");
         assert!(e.to_string().contains("limiter.settings.burst"), "{e}");
     }
 }

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use super::Env;
 use super::interpolate::{interpolate, required_vars};
 use super::pipeline::{
-    JournalConfig, LimiterConfig, PipelineConfig, SettingValue, Settings, SinkConfig, SourceConfig, StreamConfig,
-    use_sandbox,
+    JournalConfig, LimiterConfig, PipelineConfig, SettingValue, Settings, SinkConfig, SourceConfig,
+    StreamConfig, use_sandbox,
 };
 use crate::audit::AuditStore;
 use crate::error::{Error, Result};

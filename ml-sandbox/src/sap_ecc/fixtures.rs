@@ -247,7 +247,7 @@ impl SapEccEmulator {
                     first.iter().map(|(k, x)| (k.clone(), x.clone())).collect();
                 for p in &mut pairs {
                     if p.0 == "NETWR" || p.0 == "NETPR" {
-                        p.1 = v.to_owned();
+                        v.clone_into(&mut p.1);
                     }
                 }
                 let refs: Vec<(&str, &str)> =
@@ -507,7 +507,6 @@ impl SapEccEmulator {
         for i in 0..7 {
             let belnr = format!("51000001{i:02}");
             let (po, net, status) = match i {
-                0 => ("4500000101", "12500.00", "5"),
                 1 => ("4500000102", "500.00", "5"),
                 2 => ("4500000103", "75000.00", "3"),
                 _ => ("4500000101", "12500.00", "5"),
@@ -519,7 +518,7 @@ impl SapEccEmulator {
                 vendor: "0000100001".into(),
                 reference: format!("INV-2026-{i:03}"),
                 currency: "EUR".into(),
-                gross: if i == 6 { "-125.00".into() } else { format!("{net}") },
+                gross: if i == 6 { "-125.00".into() } else { net.into() },
                 tax: "0.00".into(),
                 status: status.into(),
                 po: po.into(),

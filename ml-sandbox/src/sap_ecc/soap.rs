@@ -2,6 +2,7 @@
 //! parameters in, `FM.Response` (or `FMResponse`) and faults out.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use quick_xml::escape::{escape, resolve_predefined_entity};
 use quick_xml::events::Event;
@@ -176,32 +177,34 @@ pub(crate) fn response(fm: &str, bare: bool, params: &[(&str, Param)]) -> String
     let el = fm.replace('/', "_-");
     let suffix = if bare { "Response" } else { ".Response" };
     let mut out = String::with_capacity(1024);
-    out.push_str(&format!(
+    let _ = write!(out, 
         r#"<soap-env:Envelope xmlns:soap-env="{SOAP_NS}"><soap-env:Header/><soap-env:Body><n0:{el}{suffix} xmlns:n0="{RFC_NS}">"#
-    ));
+    );
     for (name, p) in params {
         match p {
             Param::Scalar(s) => push(&mut out, name, s),
             Param::Structure(row) => {
-                out.push_str(&format!("<{name}>"));
+                let _ = write!(out, "<{name}>");
                 push_row(&mut out, row);
-                out.push_str(&format!("</{name}>"));
+                let _ = write!(out, "</{name}>");
             }
-            Param::Table(rows) if rows.is_empty() => out.push_str(&format!("<{name}/>")),
+            Param::Table(rows) if rows.is_empty() => {
+                let _ = write!(out, "<{name}/>");
+            }
             Param::Table(rows) => {
-                out.push_str(&format!("<{name}>"));
+                let _ = write!(out, "<{name}>");
                 for r in rows {
                     out.push_str("<item>");
                     push_row(&mut out, r);
                     out.push_str("</item>");
                 }
-                out.push_str(&format!("</{name}>"));
+                let _ = write!(out, "</{name}>");
             }
         }
     }
-    out.push_str(&format!(
+    let _ = write!(out, 
         "</n0:{el}{suffix}></soap-env:Body></soap-env:Envelope>"
-    ));
+    );
     out
 }
 
@@ -213,11 +216,11 @@ pub(crate) fn fault(fm: &str, server: bool, name: &str, text: &str) -> String {
         r#"<soap-env:Envelope xmlns:soap-env="{SOAP_NS}"><soap-env:Body><soap-env:Fault><faultcode>soap-env:{code}</faultcode>"#
     );
     push(&mut out, "faultstring", name);
-    out.push_str(&format!(r#"<detail><n0:{el}.Exception xmlns:n0="{RFC_NS}">"#));
+    let _ = write!(out, r#"<detail><n0:{el}.Exception xmlns:n0="{RFC_NS}">"#);
     push(&mut out, "Name", name);
     push(&mut out, "Text", text);
-    out.push_str(&format!(
+    let _ = write!(out, 
         "</n0:{el}.Exception></detail></soap-env:Fault></soap-env:Body></soap-env:Envelope>"
-    ));
+    );
     out
 }

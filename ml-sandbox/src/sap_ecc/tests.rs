@@ -6,11 +6,11 @@ const END: &str = "</SOAP-ENV:Body></SOAP-ENV:Envelope>";
 fn read_table(table: &str, fields: &[&str], options: &[&str], extra: &str) -> String {
     let fields: String = fields
         .iter()
-        .map(|f| format!("<item><FIELDNAME>{f}</FIELDNAME></item>"))
+        .map(|f| ["<item><FIELDNAME>", f, "</FIELDNAME></item>"].concat())
         .collect();
     let options: String = options
         .iter()
-        .map(|o| format!("<item><TEXT>{o}</TEXT></item>"))
+        .map(|o| ["<item><TEXT>", o, "</TEXT></item>"].concat())
         .collect();
     format!(
         r#"{ENV}<rfc:RFC_READ_TABLE xmlns:rfc="urn:sap-com:document:sap:rfc:functions"><QUERY_TABLE>{table}</QUERY_TABLE>{extra}<OPTIONS>{options}</OPTIONS><FIELDS>{fields}</FIELDS><DATA/></rfc:RFC_READ_TABLE>{END}"#

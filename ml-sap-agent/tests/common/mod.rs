@@ -89,6 +89,8 @@ pub struct FakeSap {
     pub now: AtomicUsize,
     pub max: AtomicUsize,
     pub seen: Mutex<HashMap<String, usize>>,
+    /// Notified (one stored permit) whenever a call starts.
+    pub started: tokio::sync::Notify,
 }
 
 #[async_trait]
@@ -103,6 +105,7 @@ impl RfcTransport for FakeSap {
             .expect("lock")
             .entry(call.function().to_owned())
             .or_default() += 1;
+        self.started.notify_one();
         if call.function() == "Z_HANG" {
             std::future::pending::<()>().await;
         }

@@ -362,12 +362,11 @@ impl IdocInbox {
         };
         let mut acked = self.inner.acked_tx.subscribe();
         let wait = acked.wait_for(|a| *a >= seq);
-        match tokio::time::timeout(self.inner.ack_timeout, wait).await {
-            Ok(Ok(_)) => text(StatusCode::OK, "ok"),
-            _ => {
-                tracing::warn!("an IDoc packet was not journaled in time: answered 503, SAP sends it again");
-                Rejection::Unavailable("the journal did not commit in time".into()).to_response()
-            }
+        if let Ok(Ok(_)) = tokio::time::timeout(self.inner.ack_timeout, wait).await {
+            text(StatusCode::OK, "ok")
+        } else {
+            tracing::warn!("an IDoc packet was not journaled in time: answered 503, SAP sends it again");
+            Rejection::Unavailable("the journal did not commit in time".into()).to_response()
         }
     }
 

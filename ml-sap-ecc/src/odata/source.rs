@@ -2,6 +2,7 @@
 //! cursor, and the CSRF-protected write helper.
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -101,7 +102,7 @@ fn encode(s: &str) -> String {
         if b.is_ascii_alphanumeric() || b"-._~$'(),:*/".contains(&b) {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            let _ = write!(out, "%{b:02X}");
         }
     }
     out
@@ -115,6 +116,7 @@ struct Envelope<'a> {
 }
 
 #[derive(serde::Deserialize)]
+#[allow(clippy::struct_field_names)] // `results` is the wire name.
 struct Results<'a> {
     #[serde(borrow)]
     results: Vec<&'a RawValue>,
@@ -435,14 +437,13 @@ impl SapODataSource {
         let mut session = self.csrf.lock().await;
         let mut refreshed = false;
         loop {
-            let current = match session.as_ref() {
-                Some(s) => s.clone(),
-                None => {
-                    let s = self.fetch_csrf().await?;
-                    *session = Some(s.clone());
-                    refreshed = true;
-                    s
-                }
+            let current = if let Some(s) = session.as_ref() {
+                s.clone()
+            } else {
+                let s = self.fetch_csrf().await?;
+                *session = Some(s.clone());
+                refreshed = true;
+                s
             };
             let url = format!(
                 "{}{path}?sap-client={}",

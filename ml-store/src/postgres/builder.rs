@@ -270,8 +270,10 @@ impl PostgresBuilder {
             // The parser's message never repeats the password.
             Error::config(key, format!("`{}`: {e}", redact(raw)))
         })?;
-        let tls = matches!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Require)
-            || raw.contains("sslmode=verify");
+        let tls = matches!(
+            config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        ) || raw.contains("sslmode=verify");
         if raw.contains("sslmode=verify") {
             // tokio-postgres knows disable/prefer/require; verification is always on with
             // the rustls connector.
@@ -302,7 +304,10 @@ mod tests {
     #[test]
     fn config_errors_name_the_key_and_never_the_password() {
         let e = PostgresBuilder::new().config().expect_err("no url");
-        assert!(matches!(&e, Error::Config { key, .. } if key == "ML_POSTGRES_URL"), "{e}");
+        assert!(
+            matches!(&e, Error::Config { key, .. } if key == "ML_POSTGRES_URL"),
+            "{e}"
+        );
         let e = PostgresBuilder::new()
             .with_url("mysql://u:hunter2@h/db")
             .config()
@@ -329,7 +334,11 @@ mod tests {
         );
         let b = PostgresBuilder::new().with_url("postgres://u:hunter2@h/db");
         assert!(!format!("{b:?}").contains("hunter2"));
-        assert!(PostgresBuilder::new().with_config_str("bogus", "1").is_err());
+        assert!(
+            PostgresBuilder::new()
+                .with_config_str("bogus", "1")
+                .is_err()
+        );
         assert!(
             PostgresBuilder::new()
                 .with_config_str("pool_size", "3")

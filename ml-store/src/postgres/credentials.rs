@@ -207,11 +207,7 @@ impl CredentialStore for PostgresCredentialStore {
             )
             .await
             .db(&ctx)?;
-        let Some(row) = client
-            .query_opt(&stmt, &[&name.as_str()])
-            .await
-            .db(&ctx)?
-        else {
+        let Some(row) = client.query_opt(&stmt, &[&name.as_str()]).await.db(&ctx)? else {
             return Ok(None);
         };
         let (_, sealed) = sealed(&row, &ctx)?;

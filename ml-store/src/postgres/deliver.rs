@@ -172,7 +172,10 @@ pub(crate) async fn claim_due(
     for row in rows {
         let what = format!("delivery {}", row.id);
         let (stream, record_key, body) = records.get(&row.record_id).ok_or_else(|| {
-            Error::Corrupt(format!("{ctx}: {what}: its record {} is missing", row.record_id))
+            Error::Corrupt(format!(
+                "{ctx}: {what}: its record {} is missing",
+                row.record_id
+            ))
         })?;
         let record: Record = match codec::from_json(body, &format!("record {}", row.record_id)) {
             Ok(r) => r,
@@ -182,7 +185,10 @@ pub(crate) async fn claim_due(
             }
         };
         let destination = dests.get(&row.dest_id).cloned().ok_or_else(|| {
-            Error::Corrupt(format!("{ctx}: {what}: destination {} is missing", row.dest_id))
+            Error::Corrupt(format!(
+                "{ctx}: {what}: destination {} is missing",
+                row.dest_id
+            ))
         })?;
         let thread = tx
             .query_opt(&thread, &[stream, record_key, &row.dest_id, &row.id])
@@ -341,7 +347,14 @@ pub(crate) async fn finish_attempt(
     let error = codec::to_json_opt(error).db(&ctx)?;
     tx.execute(
         &stmt,
-        &[&id.0, &attempts, &at_ns, &outcome.label(), &remote_id, &error],
+        &[
+            &id.0,
+            &attempts,
+            &at_ns,
+            &outcome.label(),
+            &remote_id,
+            &error,
+        ],
     )
     .await
     .db(&ctx)?;
@@ -548,10 +561,8 @@ pub(crate) async fn replay_failed(
                       WHERE d.status = 'failed'{clause} ORDER BY d.id LIMIT $2)"
     );
     let client = s.client("replay_failed").await?;
-    let params: Vec<&(dyn ToSql + Sync)> = args
-        .iter()
-        .map(|a| &**a as &(dyn ToSql + Sync))
-        .collect();
+    let params: Vec<&(dyn ToSql + Sync)> =
+        args.iter().map(|a| &**a as &(dyn ToSql + Sync)).collect();
     client.execute(&sql, &params).await.db(&ctx)
 }
 
@@ -571,11 +582,7 @@ pub(crate) async fn apply_callback(
         )
         .await
         .db(&ctx)?;
-    let Some(row) = tx
-        .query_opt(&stmt, &[&update.remote_id])
-        .await
-        .db(&ctx)?
-    else {
+    let Some(row) = tx.query_opt(&stmt, &[&update.remote_id]).await.db(&ctx)? else {
         return Ok(CallbackApplied::UnknownRemoteId);
     };
     let (id, status, remote, updated_at): (i64, String, Option<String>, i64) =

@@ -50,7 +50,8 @@ pub(crate) fn classify(e: &tokio_postgres::Error) -> ErrorClass {
         // a value could not be encoded or decoded (a bug or damage: permanent).
         let text = e.to_string();
         let transport = e.is_closed()
-            || std::error::Error::source(e).is_some_and(<dyn std::error::Error>::is::<std::io::Error>)
+            || std::error::Error::source(e)
+                .is_some_and(<dyn std::error::Error>::is::<std::io::Error>)
             || text.contains("connect")
             || text.contains("timeout")
             || text.contains("timed out");

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ml_core::auth::{RefreshTokenStore, StoredRefreshToken};
 use ml_core::Result;
+use ml_core::auth::{RefreshTokenStore, StoredRefreshToken};
 
 use super::PostgresBuilder;
 use super::error::Db;

@@ -51,8 +51,7 @@ use ml_core::audit::{
 use ml_core::{Error, Position, Result};
 
 pub use builder::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, PostgresBuilder,
-    PostgresConfigKey,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, PostgresBuilder, PostgresConfigKey,
 };
 pub use credentials::{PostgresCredentialStore, PostgresRotation};
 pub use lock::{DEFAULT_RENEWAL_HOLD, LockedRefreshTokenStore, PostgresRenewalLock, RenewalGuard};

@@ -19,7 +19,10 @@ use crate::codec::{self, DELIVERY_COLUMNS, DELIVERY_JOIN};
 
 type Args = Vec<Box<dyn ToSql + Sync + Send>>;
 
-pub(crate) async fn load_position(s: &PostgresAuditStore, stream: &str) -> Result<Option<Position>> {
+pub(crate) async fn load_position(
+    s: &PostgresAuditStore,
+    stream: &str,
+) -> Result<Option<Position>> {
     let ctx = s.ctx("load_position");
     let client = s.client("load_position").await?;
     let stmt = client
@@ -64,13 +67,28 @@ pub(crate) fn filter_clause(f: &DeliveryFilter, args: &mut Args) -> String {
         );
     }
     if let Some(st) = f.status {
-        push(&mut sql, " AND d.status = ?", Box::new(st.as_str().to_owned()), args);
+        push(
+            &mut sql,
+            " AND d.status = ?",
+            Box::new(st.as_str().to_owned()),
+            args,
+        );
     }
     if let Some(t) = f.since {
-        push(&mut sql, " AND d.updated_at >= ?", Box::new(codec::ts_bound(t)), args);
+        push(
+            &mut sql,
+            " AND d.updated_at >= ?",
+            Box::new(codec::ts_bound(t)),
+            args,
+        );
     }
     if let Some(t) = f.until {
-        push(&mut sql, " AND d.updated_at < ?", Box::new(codec::ts_bound(t)), args);
+        push(
+            &mut sql,
+            " AND d.updated_at < ?",
+            Box::new(codec::ts_bound(t)),
+            args,
+        );
     }
     sql
 }
@@ -116,7 +134,9 @@ async fn select_deliveries(
     limit: Option<usize>,
     ctx: &str,
 ) -> Result<Vec<DeliveryView>> {
-    args.push(Box::new(limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX))));
+    args.push(Box::new(
+        limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+    ));
     let sql = format!(
         "SELECT {DELIVERY_COLUMNS} FROM {DELIVERY_JOIN} WHERE true{clause} ORDER BY d.id LIMIT ${}",
         args.len()

@@ -31,7 +31,11 @@ pub(crate) async fn begin_cycle(
     Ok(CycleId(row.get(0)))
 }
 
-pub(crate) async fn end_cycle(s: &PostgresAuditStore, cycle: CycleId, end: &CycleEnd) -> Result<()> {
+pub(crate) async fn end_cycle(
+    s: &PostgresAuditStore,
+    cycle: CycleId,
+    end: &CycleEnd,
+) -> Result<()> {
     let ctx = s.ctx("end_cycle");
     let at = codec::ts(end.at).db(&ctx)?;
     let error = codec::to_json_opt(end.error.as_ref()).db(&ctx)?;
@@ -117,7 +121,12 @@ pub(crate) async fn commit_page(s: &PostgresAuditStore, page: PageCommit) -> Res
         .prepare_cached("SELECT 1 FROM cycles WHERE id = $1")
         .await
         .db(&ctx)?;
-    if tx.query_opt(&known, &[&page.cycle.0]).await.db(&ctx)?.is_none() {
+    if tx
+        .query_opt(&known, &[&page.cycle.0])
+        .await
+        .db(&ctx)?
+        .is_none()
+    {
         return Err(Error::NotFound(format!("cycle {}", page.cycle.0)));
     }
 

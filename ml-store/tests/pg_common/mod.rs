@@ -362,4 +362,3 @@ pub async fn differential(seed: u64, m: Arc<dyn AuditStore>, s: Arc<dyn AuditSto
     }
     compare_everything(&*m, &*s, &streams).await;
 }
-

@@ -270,7 +270,8 @@ async fn pipeline_env(
     // A PostgreSQL journal keeps the credentials of every replica.
     #[cfg(feature = "postgres")]
     if let Some(raw) = config.journal.url.as_deref()
-        && let url = ml_connector::config::interpolate::interpolate("journal.url", raw, &ProcessEnv)?
+        && let url =
+            ml_connector::config::interpolate::interpolate("journal.url", raw, &ProcessEnv)?
         && (url.starts_with("postgres://") || url.starts_with("postgresql://"))
     {
         let builder = ml_connector::store::postgres::PostgresBuilder::from_env().with_url(url);

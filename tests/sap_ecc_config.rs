@@ -1,0 +1,104 @@
+//! `connector = "sap-ecc"` in a pipeline file: the example file in sandbox mode, real
+//! settings against an emulator the test runs, and errors that name the key.
+#![cfg(all(
+    feature = "sap-ecc",
+    feature = "slack",
+    feature = "sandbox",
+    feature = "store"
+))]
+
+use ml_connector::config::{MapEnv, PipelineConfig};
+use ml_connector::{Error, connectors};
+use ml_sandbox::Emulator as _;
+use ml_sandbox::sap_ecc::SapEccEmulator;
+
+fn example() -> PipelineConfig {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/config/sap_ecc_to_slack.toml"
+    ))
+    .expect("read");
+    PipelineConfig::from_toml_str(&text).expect("parse")
+}
+
+fn journal_env(dir: &tempfile::TempDir) -> MapEnv {
+    MapEnv::new().with(
+        "ML_AUDIT_DB",
+        dir.path().join("audit.db").to_string_lossy().into_owned(),
+    )
+}
+
+fn path_of(e: Error) -> String {
+    match e {
+        Error::Config { key, .. } => key,
+        other => panic!("not a config error: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_example_file_runs_in_sandbox_mode() {
+    let dir = tempfile::tempdir().expect("dir");
+    let assembled = connectors::assemble(&example(), &journal_env(&dir))
+        .await
+        .expect("assemble");
+    let banners = assembled.sandbox_banners().join("\n");
+    assert!(banners.contains("SAP ECC sandbox"), "{banners}");
+    assert!(banners.contains("Slack sandbox"), "{banners}");
+    let names: Vec<&str> = assembled.sources.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["sap-purchase-orders", "sap-invoices", "sap-gl"]);
+    for (_, s) in &assembled.sources {
+        s.healthcheck().await.expect("healthcheck");
+    }
+    let summary = assembled.pipeline.run_once().await.expect("run");
+    assert!(summary.cycle_errors.is_empty(), "{summary}");
+    // Demo data: 2 POs >= 10,000 EUR created + 1 change of one of them, 2 mismatched
+    // invoices, 3 GL documents; the PO whose BAPI answers RETURN type E is rejected.
+    assert_eq!(summary.planned, 8, "{summary}");
+    assert_eq!(summary.rejected, 1, "{summary}");
+    // A second cycle re-reads the overlap and plans nothing new.
+    let again = assembled.pipeline.run_once().await.expect("run");
+    assert_eq!(again.planned, 0, "{again}");
+}
+
+#[tokio::test]
+async fn real_settings_reach_the_system_and_errors_name_the_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let e = SapEccEmulator::start().await.expect("emulator");
+    e.load_traps();
+    let mut env = journal_env(&dir);
+    for (k, v) in e.env() {
+        env.set(k, v);
+    }
+    // Only SAP is real here; Slack stays in the sandbox.
+    let assembled = connectors::assemble(&example(), &env)
+        .await
+        .expect("assemble");
+    let banners = assembled.sandbox_banners().join("\n");
+    assert!(!banners.contains("SAP ECC sandbox"), "{banners}");
+    let summary = assembled.pipeline.run_once().await.expect("run");
+    assert_eq!(summary.planned, 8, "{summary}");
+    assert!(e.calls("RFC_READ_TABLE") > 0);
+    assert!(e.calls("BAPI_PO_GETDETAIL1") > 0);
+
+    let mut bad = example();
+    bad.streams[1].resource = Some("payments".into());
+    let err = connectors::assemble(&bad, &env).await.expect_err("bad resource");
+    assert_eq!(path_of(err), "streams[1].resource");
+
+    let mut env2 = env.clone();
+    env2.set("SAP_ECC_MAX_CONCURRENT_RFC", "99");
+    let err = connectors::assemble(&example(), &env2)
+        .await
+        .expect_err("cap out of range");
+    assert_eq!(path_of(err), "sources.sap.settings.max_concurrent_rfc");
+
+    let mut env3 = env.clone();
+    env3.set("SAP_ECC_PASSWORD", "wrong-hunter2");
+    let assembled = connectors::assemble(&example(), &env3)
+        .await
+        .expect("assembles: the password is only checked by the system");
+    let (_, src) = &assembled.sources[0];
+    let err = src.healthcheck().await.expect_err("logon fails");
+    assert!(matches!(err, Error::Auth { .. }), "{err:?}");
+    assert!(!err.to_string().contains("hunter2"));
+}
