@@ -38,7 +38,14 @@ async fn the_example_file_runs_in_sandbox_mode() {
     assert!(banners.contains("Sage X3 sandbox"), "{banners}");
     assert!(banners.contains("Slack sandbox"), "{banners}");
     let names: Vec<&str> = assembled.sources.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["x3-purchase-orders", "x3-supplier-invoices", "x3-gl-entries"]);
+    assert_eq!(
+        names,
+        [
+            "x3-purchase-orders",
+            "x3-supplier-invoices",
+            "x3-gl-entries"
+        ]
+    );
     let summary = assembled.pipeline.run_once().await.expect("run");
     // Demo data: 7 purchase orders, 6 invoices (one malformed), 3 GL entries.
     assert_eq!(summary.polled, 16, "{summary:?}");
@@ -68,7 +75,10 @@ async fn cloud_tokens_rotate_into_the_journal_and_survive_a_restart() {
     config.streams.retain(|s| s.name == "x3-purchase-orders");
     let assembled = connectors::assemble(&config, &env).await.expect("assemble");
     assert!(
-        !assembled.sandbox_banners().iter().any(|b| b.contains("Sage X3 sandbox")),
+        !assembled
+            .sandbox_banners()
+            .iter()
+            .any(|b| b.contains("Sage X3 sandbox")),
         "credentials set: no X3 sandbox"
     );
     let (_, source) = &assembled.sources[0];
@@ -78,7 +88,9 @@ async fn cloud_tokens_rotate_into_the_journal_and_survive_a_restart() {
     // Restart without the pairing token: the rotated one is read from the journal.
     env.set("SAGE_X3_REFRESH_TOKEN", "");
     e.expire_access_tokens();
-    let assembled = connectors::assemble(&config, &env).await.expect("reassemble");
+    let assembled = connectors::assemble(&config, &env)
+        .await
+        .expect("reassemble");
     let (_, source) = &assembled.sources[0];
     source.poll(None).await.expect("poll after restart");
     assert_eq!(e.renewals(), 2);
@@ -88,7 +100,10 @@ async fn cloud_tokens_rotate_into_the_journal_and_survive_a_restart() {
     let Err(err) = connectors::assemble(&config, &env).await else {
         panic!("no master key must fail");
     };
-    assert!(matches!(&err, Error::Config { key, .. } if key.starts_with("sources.x3")), "{err}");
+    assert!(
+        matches!(&err, Error::Config { key, .. } if key.starts_with("sources.x3")),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! A 10,000-invoice backfill through a whole pipeline (journal, routing, sink): each
+//! A backfill through a whole pipeline (journal, routing, sink): each
 //! invoice delivered exactly once and in source order, through a 5xx storm and a token
 //! rejected mid-run, with the exact number of IFS requests.
 
@@ -17,7 +17,9 @@ use ml_sandbox::Emulator as _;
 use ml_sandbox::fault::{Fault, FaultRule};
 use ml_sandbox::ifs::IfsEmulator;
 
-const N: u64 = 10_000;
+// The 10,000-row read is `tests/sandbox.rs`; the in-memory journal is quadratic in
+// deliveries, so the pipeline run uses fewer.
+const N: u64 = 2_000;
 
 #[tokio::test]
 async fn backfill_through_a_pipeline_exactly_once_in_order() {
@@ -63,12 +65,12 @@ async fn backfill_through_a_pipeline_exactly_once_in_order() {
     // A 5xx storm and a token the server stops accepting, mid-backfill.
     e.faults().push(
         FaultRule::on("ManSuppInvoiceSet", Fault::Status(503))
-            .after(5)
+            .after(2)
             .times(3),
     );
     e.faults().push(
         FaultRule::on("ManSuppInvoiceSet", Fault::Status(401))
-            .after(15)
+            .after(3)
             .times(1),
     );
     let summary = pipeline.run_once().await.expect("run");
@@ -88,8 +90,8 @@ async fn backfill_through_a_pipeline_exactly_once_in_order() {
         last = id;
     }
     assert_eq!(seen.len() as u64, N);
-    // 25 pages of 400, 3 retried 503s, 1 request repeated after the 401.
-    assert_eq!(e.faults().requests("ManSuppInvoiceSet"), 29);
+    // 5 pages of 400, 3 retried 503s, 1 request repeated after the 401.
+    assert_eq!(e.faults().requests("ManSuppInvoiceSet"), 9);
     assert_eq!(e.issuer().tokens_issued(), 2, "one refresh after the 401");
     // Nothing new: a second run delivers nothing.
     let again = pipeline.run_once().await.expect("second run");

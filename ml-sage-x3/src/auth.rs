@@ -204,7 +204,10 @@ impl RefreshGrant for CloudRefreshGrant {
                             .unwrap_or_else(|| add(now, REFRESH_TOKEN_LIFETIME)),
                     ),
                 };
-                Some(StoredRefreshToken::new(SecretString::from(token), expires_at))
+                Some(StoredRefreshToken::new(
+                    SecretString::from(token),
+                    expires_at,
+                ))
             }
         };
         Ok(TokenGrant { access, refresh })
@@ -309,9 +312,6 @@ impl TokenProvider for SelfSignedJwt {
             claims["sub"] = u.clone().into();
         }
         let jwt = sign_hs256(&claims, &self.secret);
-        Ok(AccessToken::new(
-            jwt,
-            Timestamp::from_second(exp).ok(),
-        ))
+        Ok(AccessToken::new(jwt, Timestamp::from_second(exp).ok()))
     }
 }

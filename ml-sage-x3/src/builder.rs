@@ -265,7 +265,11 @@ impl SageX3Builder {
 
     /// Sets a value by name: the environment variable or its short form (`page_size` for
     /// `SAGE_X3_PAGE_SIZE`). An unknown name is an error naming it.
-    pub fn with_config_str(mut self, name: &str, value: impl Into<String>) -> ml_core::Result<Self> {
+    pub fn with_config_str(
+        mut self,
+        name: &str,
+        value: impl Into<String>,
+    ) -> ml_core::Result<Self> {
         self.values.set_str(name, value)?;
         Ok(self)
     }
@@ -289,25 +293,39 @@ impl SageX3Builder {
 
     /// HTTP Basic (api1 on premises).
     #[must_use]
-    pub fn with_basic(mut self, user: impl Into<String>, password: impl Into<SecretString>) -> Self {
+    pub fn with_basic(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<SecretString>,
+    ) -> Self {
         self.values.set(SageX3ConfigKey::User, user.into());
-        self.values.set_secret(SageX3ConfigKey::Password, password.into());
+        self.values
+            .set_secret(SageX3ConfigKey::Password, password.into());
         self
     }
 
     /// The client id and secret (X3 Cloud with a token URL; otherwise the on-premises
     /// connected application).
     #[must_use]
-    pub fn with_client(mut self, client_id: impl Into<String>, secret: impl Into<SecretString>) -> Self {
+    pub fn with_client(
+        mut self,
+        client_id: impl Into<String>,
+        secret: impl Into<SecretString>,
+    ) -> Self {
         self.values.set(SageX3ConfigKey::ClientId, client_id.into());
-        self.values.set_secret(SageX3ConfigKey::ClientSecret, secret.into());
+        self.values
+            .set_secret(SageX3ConfigKey::ClientSecret, secret.into());
         self
     }
 
     /// X3 Cloud: the token API and the refresh token from the pairing (used while the
     /// durable store holds none).
     #[must_use]
-    pub fn with_cloud_tokens(mut self, token_url: impl Into<String>, refresh_token: Option<SecretString>) -> Self {
+    pub fn with_cloud_tokens(
+        mut self,
+        token_url: impl Into<String>,
+        refresh_token: Option<SecretString>,
+    ) -> Self {
         self.values.set(SageX3ConfigKey::TokenUrl, token_url.into());
         if let Some(t) = refresh_token {
             self.values.set_secret(SageX3ConfigKey::RefreshToken, t);
@@ -325,7 +343,11 @@ impl SageX3Builder {
     }
 
     /// Keeps the refresh token as the credential `name` in `store` (encrypted at rest).
-    pub fn with_credential_store(self, store: Arc<dyn CredentialStore>, name: &str) -> ml_core::Result<Self> {
+    pub fn with_credential_store(
+        self,
+        store: Arc<dyn CredentialStore>,
+        name: &str,
+    ) -> ml_core::Result<Self> {
         let name = CredentialName::new(name)?;
         Ok(self.with_refresh_token_store(Arc::new(CredentialRefreshTokenStore::new(store, name))))
     }
@@ -416,7 +438,11 @@ impl SageX3Builder {
     }
 
     fn api(&self) -> Result<Api, SageX3Error> {
-        match self.val(SageX3ConfigKey::Api).map(str::to_ascii_lowercase).as_deref() {
+        match self
+            .val(SageX3ConfigKey::Api)
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("rest" | "api1") => Ok(Api::Rest),
             Some("graphql") => Ok(Api::Graphql),
             Some(other) => Err(cfg(
@@ -460,23 +486,29 @@ impl SageX3Builder {
             Self::parse_url(K::TokenUrl, token_url)?;
             let id = client_id.ok_or_else(|| cfg(K::ClientId, "required with a token URL"))?;
             let secret = secret.ok_or_else(|| cfg(K::ClientSecret, "required with a token URL"))?;
-            let seed = self.values.secret(K::RefreshToken).filter(|t| !t.expose_secret().trim().is_empty()).map(|t| {
-                StoredRefreshToken::new(t.clone(), Some(add(self.clock.now(), REFRESH_TOKEN_LIFETIME)))
-            });
+            let seed = self
+                .values
+                .secret(K::RefreshToken)
+                .filter(|t| !t.expose_secret().trim().is_empty())
+                .map(|t| {
+                    StoredRefreshToken::new(
+                        t.clone(),
+                        Some(add(self.clock.now(), REFRESH_TOKEN_LIFETIME)),
+                    )
+                });
             if seed.is_none() && self.store.is_none() {
                 return Err(cfg(
                     K::RefreshToken,
                     "required with a token URL unless a durable refresh-token store is given (pair the connector first)",
                 ));
             }
-            let inner: Arc<dyn RefreshTokenStore> = match &self.store {
-                Some(s) => Arc::clone(s),
-                None => {
-                    tracing::warn!(
-                        "Sage X3: the rotating refresh token is kept in memory only; a restart needs a new pairing (give a durable store)"
-                    );
-                    Arc::new(MemoryRefreshTokenStore::default())
-                }
+            let inner: Arc<dyn RefreshTokenStore> = if let Some(s) = &self.store {
+                Arc::clone(s)
+            } else {
+                tracing::warn!(
+                    "Sage X3: the rotating refresh token is kept in memory only; a restart needs a new pairing (give a durable store)"
+                );
+                Arc::new(MemoryRefreshTokenStore::default())
             };
             let store: Arc<dyn RefreshTokenStore> = Arc::new(SeededStore::new(inner, seed));
             let grant = CloudRefreshGrant::new(
@@ -499,7 +531,8 @@ impl SageX3Builder {
                 provider = provider.with_expiry_observer(Arc::clone(o));
             }
             let provider = Arc::new(provider);
-            let cache = TokenCache::new(Arc::clone(&provider) as _).with_clock(Arc::clone(&self.clock));
+            let cache =
+                TokenCache::new(Arc::clone(&provider) as _).with_clock(Arc::clone(&self.clock));
             return Ok(Auth::Tokens {
                 cache: Arc::new(cache),
                 rotating: Some(provider),
@@ -565,7 +598,12 @@ impl SageX3Builder {
         let mut spec = match (&self.spec, self.val(K::Class)) {
             (Some(s), _) => s.clone(),
             (None, Some(c)) => X3Class::from_name(c)
-                .ok_or_else(|| cfg(K::Class, format!("unknown class `{c}` (PORDER, PINVOICE, GACCENTRY, BPSUPPLIER)")))?
+                .ok_or_else(|| {
+                    cfg(
+                        K::Class,
+                        format!("unknown class `{c}` (PORDER, PINVOICE, GACCENTRY, BPSUPPLIER)"),
+                    )
+                })?
                 .spec(),
             (None, None) => X3Class::PurchaseOrders.spec(),
         };
@@ -644,7 +682,11 @@ impl SageX3Builder {
             .val(K::Folder)
             .ok_or_else(|| cfg(K::Folder, "required (the X3 endpoint, e.g. SEED)"))?
             .to_owned();
-        if folder.is_empty() || !folder.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        if folder.is_empty()
+            || !folder
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
             return Err(cfg(K::Folder, format!("`{folder}` is not a folder name")));
         }
         let spec = self.spec(api)?;
@@ -652,28 +694,42 @@ impl SageX3Builder {
             None => DEFAULT_PAGE_SIZE,
             Some(v) => match v.parse::<usize>() {
                 Ok(n) if (2..=MAX_PAGE_SIZE).contains(&n) => n,
-                _ => return Err(cfg(K::PageSize, format!("`{v}` is not a number in 2..=1000"))),
+                _ => {
+                    return Err(cfg(
+                        K::PageSize,
+                        format!("`{v}` is not a number in 2..=1000"),
+                    ));
+                }
             },
         };
-        let overlap = match self.val(K::OverlapSecs) {
-            None => Duration::from_secs(300),
-            Some(v) => Duration::from_secs(
-                v.parse()
-                    .map_err(|_| cfg(K::OverlapSecs, format!("`{v}` is not a number of seconds")))?,
-            ),
-        };
+        let overlap =
+            match self.val(K::OverlapSecs) {
+                None => Duration::from_secs(300),
+                Some(v) => Duration::from_secs(v.parse().map_err(|_| {
+                    cfg(K::OverlapSecs, format!("`{v}` is not a number of seconds"))
+                })?),
+            };
         let zone = match self.val(K::TimeZone) {
             None => TimeZone::UTC,
-            Some(z) => TimeZone::get(z).map_err(|e| cfg(K::TimeZone, format!("unknown time zone: {e}")))?,
+            Some(z) => {
+                TimeZone::get(z).map_err(|e| cfg(K::TimeZone, format!("unknown time zone: {e}")))?
+            }
         };
         let currency = self
             .val(K::Currency)
             .map(Currency::new)
             .transpose()
             .map_err(|e| cfg(K::Currency, e.to_string()))?;
-        let endpoint_header = self.val(K::EndpointHeader).unwrap_or(DEFAULT_ENDPOINT_HEADER);
-        let endpoint_header = ::http::HeaderName::from_bytes(endpoint_header.as_bytes())
-            .map_err(|_| cfg(K::EndpointHeader, format!("`{endpoint_header}` is not a header name")))?;
+        let endpoint_header = self
+            .val(K::EndpointHeader)
+            .unwrap_or(DEFAULT_ENDPOINT_HEADER);
+        let endpoint_header =
+            ::http::HeaderName::from_bytes(endpoint_header.as_bytes()).map_err(|_| {
+                cfg(
+                    K::EndpointHeader,
+                    format!("`{endpoint_header}` is not a header name"),
+                )
+            })?;
         let transport = self.transport()?;
         let auth = self.auth(&transport, api)?;
         let host = match url.port() {
@@ -711,7 +767,8 @@ impl SageX3Builder {
                     common.folder,
                     common.spec.graphql.root.join(".")
                 );
-                let mut cursor = ml_core::cursor::WatermarkCursor::new(overlap).with_sweep_ranges(1);
+                let mut cursor =
+                    ml_core::cursor::WatermarkCursor::new(overlap).with_sweep_ranges(1);
                 if let Some(t) = self.start_at {
                     cursor = cursor.with_start_at(t);
                 }

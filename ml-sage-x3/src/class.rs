@@ -282,9 +282,9 @@ impl FieldMap {
     /// `line_amount`, `line_sense`, `line_description`); an empty name removes the role.
     pub fn apply_overrides(&mut self, key: &str, spec: &str) -> Result<(), SageX3Error> {
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (role, name) = part.split_once('=').ok_or_else(|| {
-                SageX3Error::config(key, format!("`{part}` is not role=name"))
-            })?;
+            let (role, name) = part
+                .split_once('=')
+                .ok_or_else(|| SageX3Error::config(key, format!("`{part}` is not role=name")))?;
             let name = name.trim();
             let v = (!name.is_empty()).then(|| name.to_owned());
             if let Some(v) = &v
@@ -336,10 +336,7 @@ impl FieldMap {
                     self.lines = Some(l);
                 }
                 other => {
-                    return Err(SageX3Error::config(
-                        key,
-                        format!("unknown role `{other}`"),
-                    ));
+                    return Err(SageX3Error::config(key, format!("unknown role `{other}`")));
                 }
             }
         }

@@ -26,7 +26,9 @@ pub enum SageX3Error {
     /// A query names a property the representation (or GraphQL node) does not have: X3
     /// answers HTTP 500 to such an api1 query. A configuration error: only this stream
     /// pauses.
-    #[error("{system}: the {api} does not know the property `{property}`; set {hint} to a property it has")]
+    #[error(
+        "{system}: the {api} does not know the property `{property}`; set {hint} to a property it has"
+    )]
     UnknownProperty {
         /// `SageX3(host, folder, class)`.
         system: String,
@@ -227,7 +229,8 @@ mod tests {
 
     #[test]
     fn diagnoses_and_classes() {
-        let body = r#"{"$diagnoses":[{"$severity":"error","$message":"Property XYZ does not exist"}]}"#;
+        let body =
+            r#"{"$diagnoses":[{"$severity":"error","$message":"Property XYZ does not exist"}]}"#;
         let e = parse_error(
             "SageX3(h, SEED, PORDER)",
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -22,7 +22,7 @@
 //! configured field the node lacks.
 
 use std::collections::BTreeMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use jiff::Timestamp;
 use ml_core::cursor::{Cursor as _, PageRow, Position, ReadPlan, WatermarkCursor, fold_page};
@@ -114,7 +114,12 @@ fn order_by(paths: &[&str]) -> String {
 }
 
 impl SageX3GraphqlSource {
-    pub(crate) fn new(common: Common, url: String, header: HeaderName, cursor: WatermarkCursor) -> Self {
+    pub(crate) fn new(
+        common: Common,
+        url: String,
+        header: HeaderName,
+        cursor: WatermarkCursor,
+    ) -> Self {
         Self {
             common,
             url,
@@ -148,7 +153,11 @@ impl SageX3GraphqlSource {
             }
             let mut inner = String::new();
             lt.render(&mut inner);
-            out.push_str(&format!(" {} {{ query {{ edges {{ node {{ {inner} }} }} }} }}", l.array));
+            let _ = write!(
+                out,
+                " {} {{ query {{ edges {{ node {{ {inner} }} }} }} }}",
+                l.array
+            );
         }
         out
     }
@@ -159,7 +168,7 @@ impl SageX3GraphqlSource {
         let mut open = String::new();
         let mut close = String::new();
         for seg in &g.root {
-            open.push_str(&format!("{seg} {{ "));
+            let _ = write!(open, "{seg} {{ ");
             close.push_str(" }");
         }
         format!(
@@ -196,7 +205,10 @@ impl SageX3GraphqlSource {
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| self.common.decode_error(format!("not JSON: {e}")))?;
         if let Some(errors) = v["errors"].as_array().filter(|e| !e.is_empty()) {
-            let messages: Vec<&str> = errors.iter().filter_map(|e| e["message"].as_str()).collect();
+            let messages: Vec<&str> = errors
+                .iter()
+                .filter_map(|e| e["message"].as_str())
+                .collect();
             let joined = messages.join("; ");
             // A field the node lacks: a configuration error naming it.
             let g = &self.common.spec.graphql;
@@ -205,7 +217,10 @@ impl SageX3GraphqlSource {
             named.extend(g.fields.names());
             for n in named {
                 let leaf = n.rsplit('.').next().unwrap_or(n);
-                if messages.iter().any(|m| m.contains(&format!("\"{leaf}\"")) || m.contains(&format!("'{leaf}'"))) {
+                if messages
+                    .iter()
+                    .any(|m| m.contains(&format!("\"{leaf}\"")) || m.contains(&format!("'{leaf}'")))
+                {
                     return Err(SageX3Error::UnknownProperty {
                         system: self.common.system.clone(),
                         api: "GraphQL node",
@@ -236,20 +251,17 @@ impl SageX3GraphqlSource {
                 "a GraphQL position continues by Relay cursor only".into(),
             ));
         }
-        let (since, hi, after) = match &plan.token {
-            Some(t) => {
-                let tok: Token = serde_json::from_str(t)
-                    .map_err(|e| ml_core::Error::InvalidPosition(format!("bad Relay token: {e}")))?;
-                (tok.s, tok.hi, Some(tok.c))
-            }
-            None => {
-                let w = plan.within.first();
-                let since = match (plan.since, w.map(|w| w.lo)) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    (a, b) => a.or(b),
-                };
-                (since, w.map(|w| w.hi), None)
-            }
+        let (since, hi, after) = if let Some(t) = &plan.token {
+            let tok: Token = serde_json::from_str(t)
+                .map_err(|e| ml_core::Error::InvalidPosition(format!("bad Relay token: {e}")))?;
+            (tok.s, tok.hi, Some(tok.c))
+        } else {
+            let w = plan.within.first();
+            let since = match (plan.since, w.map(|w| w.lo)) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            (since, w.map(|w| w.hi), None)
         };
         let g = &self.common.spec.graphql;
         let mut order: Vec<&str> = vec![g.stamp.as_str()];
@@ -269,9 +281,10 @@ impl SageX3GraphqlSource {
             conn = &conn[seg];
         }
         let conn = &conn["query"];
-        let edges = conn["edges"]
-            .as_array()
-            .ok_or_else(|| self.common.decode_error("no edges at the configured root (SAGE_X3_GRAPHQL_ROOT)"))?;
+        let edges = conn["edges"].as_array().ok_or_else(|| {
+            self.common
+                .decode_error("no edges at the configured root (SAGE_X3_GRAPHQL_ROOT)")
+        })?;
         let has_next = conn["pageInfo"]["hasNextPage"].as_bool().unwrap_or(false);
         let end = conn["pageInfo"]["endCursor"].as_str().map(str::to_owned);
         let token = match (has_next, end) {
@@ -279,7 +292,12 @@ impl SageX3GraphqlSource {
                 serde_json::to_string(&Token { s: since, hi, c })
                     .map_err(|e| self.common.decode_error(e.to_string()))?,
             ),
-            (true, None) => return Err(self.common.decode_error("hasNextPage without an endCursor").into()),
+            (true, None) => {
+                return Err(self
+                    .common
+                    .decode_error("hasNextPage without an endCursor")
+                    .into());
+            }
             (false, _) => None,
         };
         let mapping = self.common.mapping(&g.keys, &g.stamp, &g.fields);
@@ -291,7 +309,15 @@ impl SageX3GraphqlSource {
                 map_item(&mapping, &raw)
             })
             .collect();
-        fold_page(&self.cursor, from, &plan, rows, has_next, token, self.common.clock.now())
+        fold_page(
+            &self.cursor,
+            from,
+            &plan,
+            rows,
+            has_next,
+            token,
+            self.common.clock.now(),
+        )
     }
 
     async fn type_fields(&self, name: &str) -> Result<BTreeMap<String, String>> {
@@ -301,21 +327,34 @@ impl SageX3GraphqlSource {
         });
         let v = self.post(&body).await?;
         let mut out = BTreeMap::new();
-        for f in v["data"]["__type"]["fields"].as_array().into_iter().flatten() {
-            let Some(fname) = f["name"].as_str() else { continue };
+        for f in v["data"]["__type"]["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let Some(fname) = f["name"].as_str() else {
+                continue;
+            };
             // Unwrap NON_NULL / LIST to the named type.
             let mut t = &f["type"];
             while t["name"].is_null() && !t["ofType"].is_null() {
                 t = &t["ofType"];
             }
-            out.insert(fname.to_owned(), t["name"].as_str().unwrap_or_default().to_owned());
+            out.insert(
+                fname.to_owned(),
+                t["name"].as_str().unwrap_or_default().to_owned(),
+            );
         }
         Ok(out)
     }
 
     /// Follows `path` from type `start`: the named type at its end, or the first missing
     /// segment.
-    async fn follow(&self, start: &str, path: &[&str]) -> Result<std::result::Result<String, String>> {
+    async fn follow(
+        &self,
+        start: &str,
+        path: &[&str],
+    ) -> Result<std::result::Result<String, String>> {
         let mut ty = start.to_owned();
         for seg in path {
             let fields = self.type_fields(&ty).await?;

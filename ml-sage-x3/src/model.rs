@@ -154,7 +154,7 @@ fn fields(m: &Mapping<'_>, obj: &Object) -> Result<BusinessFields, String> {
     if let Some(d) = get(&f.date) {
         out.extra.insert("date".into(), d);
     }
-    let credit = get(&f.doc_type).is_some_and(|t| f.credit_types.iter().any(|c| *c == t));
+    let credit = get(&f.doc_type).is_some_and(|t| f.credit_types.contains(&t));
     if let Some(t) = get(&f.doc_type) {
         out.extra.insert("document_type".into(), t);
     }
@@ -177,7 +177,8 @@ fn fields(m: &Mapping<'_>, obj: &Object) -> Result<BusinessFields, String> {
         let (lines, debit, credit_total) = lines(lm, obj, currency)?;
         if let Some(c) = currency {
             out.extra.insert("debit_total".into(), debit.to_string());
-            out.extra.insert("credit_total".into(), credit_total.to_string());
+            out.extra
+                .insert("credit_total".into(), credit_total.to_string());
             if out.amount.is_none() && !lines.is_empty() {
                 out.amount = Some(Money::new(debit, c));
             }
@@ -202,9 +203,11 @@ fn lines(
     };
     // GraphQL wraps collections in `edges { node }` or `query { edges … }`; api1 serves an
     // array.
-    let items: Vec<Box<RawValue>> = match serde_json::from_str::<Vec<Box<RawValue>>>(&raw) {
-        Ok(v) => v,
-        Err(_) => {
+    let items: Vec<Box<RawValue>> = if let Ok(v) = serde_json::from_str::<Vec<Box<RawValue>>>(&raw)
+    {
+        v
+    } else {
+        {
             let bad = || format!("{} is not a list of lines", lm.array);
             let mut wrapped: Object = serde_json::from_str(&raw).map_err(|_| bad())?;
             if let Some(q) = wrapped.remove("query") {
@@ -212,7 +215,10 @@ fn lines(
             }
             let edges = wrapped.get("edges").ok_or_else(bad)?;
             let edges: Vec<Object> = serde_json::from_str(edges.get()).map_err(|_| bad())?;
-            edges.into_iter().filter_map(|mut e| e.remove("node")).collect()
+            edges
+                .into_iter()
+                .filter_map(|mut e| e.remove("node"))
+                .collect()
         }
     };
     let (mut debit, mut credit) = (Decimal::ZERO, Decimal::ZERO);
@@ -226,19 +232,26 @@ fn lines(
         let is_credit = match sense.as_deref() {
             None | Some("1" | "D" | "d" | "debit" | "Debit") => false,
             Some("-1" | "C" | "c" | "credit" | "Credit" | "2") => true,
-            Some(other) => return Err(format!("line {number}: sense `{other}` is neither debit nor credit")),
+            Some(other) => {
+                return Err(format!(
+                    "line {number}: sense `{other}` is neither debit nor credit"
+                ));
+            }
         };
         let amount = match get(&lm.amount) {
             Some(text) => {
                 let a = decimal(&text)
-                    .ok_or_else(|| format!("line {number}: amount `{text}` is not a decimal number"))?
+                    .ok_or_else(|| {
+                        format!("line {number}: amount `{text}` is not a decimal number")
+                    })?
                     .abs();
                 if is_credit {
                     credit += a;
                 } else {
                     debit += a;
                 }
-                let c = currency.ok_or_else(|| format!("line {number}: the amount has no currency"))?;
+                let c =
+                    currency.ok_or_else(|| format!("line {number}: the amount has no currency"))?;
                 Some(Money::new(if is_credit { -a } else { a }, c))
             }
             None => None,

@@ -126,7 +126,8 @@ impl SageX3RestSource {
     /// Whether `where` literals are civil time: as learned from the server, else from the
     /// configured zone (UTC: `Z` literals).
     fn civil(&self, st: &WalkState) -> bool {
-        st.civil.unwrap_or(self.common.zone != jiff::tz::TimeZone::UTC)
+        st.civil
+            .unwrap_or(self.common.zone != jiff::tz::TimeZone::UTC)
     }
 
     /// The probe's parameters: the latest stamp at or after `lo`.
@@ -144,7 +145,12 @@ impl SageX3RestSource {
     }
 
     /// A walk's first page: the window `[lo, hi]` in key order.
-    pub fn walk_query(&self, lo: Option<Timestamp>, hi: Timestamp, civil: bool) -> Vec<(&'static str, String)> {
+    pub fn walk_query(
+        &self,
+        lo: Option<Timestamp>,
+        hi: Timestamp,
+        civil: bool,
+    ) -> Vec<(&'static str, String)> {
         let spec = &self.common.spec;
         let mut q = vec![
             ("representation", self.representation()),
@@ -179,7 +185,9 @@ impl SageX3RestSource {
                     system,
                     ..
                 }) => Err(SageX3Error::Config {
-                    key: crate::builder::SageX3ConfigKey::TimeZone.as_env().to_owned(),
+                    key: crate::builder::SageX3ConfigKey::TimeZone
+                        .as_env()
+                        .to_owned(),
                     message: format!(
                         "{system}: the server refuses the query (HTTP 500: {message}) although \
                          the class answers and has every property it names; check the date-time \
@@ -203,8 +211,10 @@ impl SageX3RestSource {
         let Ok(body) = self.common.send_once(self.request(&plain)?).await else {
             return Ok(Diagnosis::Unknown);
         };
-        let env: Envelope = serde_json::from_str(&body)
-            .map_err(|e| self.common.decode_error(format!("not an api1 envelope: {e}")))?;
+        let env: Envelope = serde_json::from_str(&body).map_err(|e| {
+            self.common
+                .decode_error(format!("not an api1 envelope: {e}"))
+        })?;
         let Some(first) = env.resources.first() else {
             return Ok(Diagnosis::Unknown);
         };
@@ -241,7 +251,12 @@ impl SageX3RestSource {
         let url = match url::Url::parse(link) {
             Ok(u) => u,
             Err(url::ParseError::RelativeUrlWithoutBase) => self.url_of(link)?,
-            Err(e) => return Err(self.common.decode_error(format!("bad $next link: {e}")).into()),
+            Err(e) => {
+                return Err(self
+                    .common
+                    .decode_error(format!("bad $next link: {e}"))
+                    .into());
+            }
         };
         if !url.path().eq_ignore_ascii_case(&self.collection_path) {
             return Err(SageX3Error::Http {
@@ -267,7 +282,9 @@ impl SageX3RestSource {
         if st.walk.is_none() {
             let lo = self.cursor.lower_bound(&st);
             let civil = self.civil(&st);
-            let body = self.new_query(&self.probe_query(lo, civil), Query::Probe).await?;
+            let body = self
+                .new_query(&self.probe_query(lo, civil), Query::Probe)
+                .await?;
             let env = self.parse(&body)?;
             let spec = &self.common.spec;
             let probed = match env.resources.first() {
@@ -275,7 +292,10 @@ impl SageX3RestSource {
                 Some(raw) => {
                     let obj: serde_json::Map<String, serde_json::Value> =
                         serde_json::from_str(raw.get()).unwrap_or_default();
-                    let text = obj.get(&spec.stamp).and_then(|v| v.as_str()).unwrap_or_default();
+                    let text = obj
+                        .get(&spec.stamp)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default();
                     if !text.is_empty() {
                         st.civil = Some(is_civil(text));
                     }
@@ -306,7 +326,8 @@ impl SageX3RestSource {
         let body = match &walk.next {
             None => {
                 let civil = self.civil(&st);
-                self.new_query(&self.walk_query(walk.lo, walk.hi, civil), Query::Walk).await?
+                self.new_query(&self.walk_query(walk.lo, walk.hi, civil), Query::Walk)
+                    .await?
             }
             Some(next) => {
                 let next = next.clone();
@@ -337,7 +358,11 @@ impl SageX3RestSource {
         };
         let spec = &self.common.spec;
         let mapping = self.common.mapping(&spec.keys, &spec.stamp, &spec.fields);
-        let rows: Vec<PageRow> = env.resources.iter().map(|raw| map_item(&mapping, raw)).collect();
+        let rows: Vec<PageRow> = env
+            .resources
+            .iter()
+            .map(|raw| map_item(&mapping, raw))
+            .collect();
         self.cursor.fold(st, rows, next)
     }
 

@@ -15,11 +15,11 @@ pub fn string_literal(s: &str) -> String {
 /// compares) `UPDDATTIM` without an offset. Whole seconds are written as such; a fraction
 /// only when `t` has one.
 pub fn datetime_literal(t: Timestamp, zone: &TimeZone, civil: bool) -> String {
-    if !civil {
-        format!("@{}@", t.strftime("%Y-%m-%dT%H:%M:%S%.fZ"))
-    } else {
+    if civil {
         let dt = t.to_zoned(zone.clone()).datetime();
         format!("@{}@", dt.strftime("%Y-%m-%dT%H:%M:%S%.f"))
+    } else {
+        format!("@{}@", t.strftime("%Y-%m-%dT%H:%M:%S%.fZ"))
     }
 }
 
@@ -57,10 +57,12 @@ pub fn parse_datetime(s: &str, zone: &TimeZone) -> Option<Timestamp> {
         return Some(t);
     }
     let civil = s.replacen(' ', "T", 1);
-    let dt: DateTime = civil
-        .parse()
-        .ok()
-        .or_else(|| civil.parse::<jiff::civil::Date>().ok().map(|d| d.to_datetime(jiff::civil::Time::midnight())))?;
+    let dt: DateTime = civil.parse().ok().or_else(|| {
+        civil
+            .parse::<jiff::civil::Date>()
+            .ok()
+            .map(|d| d.to_datetime(jiff::civil::Time::midnight()))
+    })?;
     dt.to_zoned(zone.clone()).ok().map(|z| z.timestamp())
 }
 
@@ -93,7 +95,10 @@ mod tests {
         assert_eq!(parse_datetime("2026-03-20T14:53:51Z", &paris), Some(want));
         assert_eq!(parse_datetime("2026-03-20T15:53:51", &paris), Some(want));
         assert_eq!(parse_datetime("2026-03-20 15:53:51", &paris), Some(want));
-        assert_eq!(parse_datetime("2026-03-20T16:53:51+02:00", &paris), Some(want));
+        assert_eq!(
+            parse_datetime("2026-03-20T16:53:51+02:00", &paris),
+            Some(want)
+        );
         assert!(parse_datetime("2026-03-20", &TimeZone::UTC).is_some());
         assert_eq!(parse_datetime("yesterday", &paris), None);
         assert_eq!(parse_datetime("", &paris), None);

@@ -48,7 +48,10 @@ impl Common {
 
     /// One request through ml-core's `ApiClient` (credentials, one token refresh after a
     /// 401, bounded body), errors as [`SageX3Error`]; the body as text.
-    pub(crate) async fn send_once(&self, request: Request) -> std::result::Result<String, SageX3Error> {
+    pub(crate) async fn send_once(
+        &self,
+        request: Request,
+    ) -> std::result::Result<String, SageX3Error> {
         let model = Errors {
             system: &self.system,
         };
@@ -107,8 +110,15 @@ impl ErrorModel for Errors<'_> {
         body: &[u8],
         now: jiff::Timestamp,
     ) -> Option<SageX3Error> {
-        (!status.is_success())
-            .then(|| parse_error(self.system, status, headers, &String::from_utf8_lossy(body), now))
+        (!status.is_success()).then(|| {
+            parse_error(
+                self.system,
+                status,
+                headers,
+                &String::from_utf8_lossy(body),
+                now,
+            )
+        })
     }
 
     fn transport_error(&self, err: TransportError) -> SageX3Error {

@@ -124,10 +124,14 @@ impl KeyWalk {
         }
         if let Some(w) = &st.walk {
             if w.lo.is_some_and(|lo| lo > w.hi) {
-                return Err(Error::InvalidPosition("a window that ends before it starts".into()));
+                return Err(Error::InvalidPosition(
+                    "a window that ends before it starts".into(),
+                ));
             }
             if w.next.as_deref().is_some_and(|n| !n.starts_with('/')) {
-                return Err(Error::InvalidPosition("a $next link that is not a path".into()));
+                return Err(Error::InvalidPosition(
+                    "a $next link that is not a path".into(),
+                ));
             }
         }
         Ok(st)
@@ -167,7 +171,12 @@ impl KeyWalk {
     /// Folds one page of the walk: drops rows already served at the same stamp, records
     /// the ones the next window reads again, and continues with `next` (the `$next` path)
     /// or ends the walk.
-    pub fn fold(&self, mut st: WalkState, rows: Vec<PageRow>, next: Option<String>) -> Result<Page> {
+    pub fn fold(
+        &self,
+        mut st: WalkState,
+        rows: Vec<PageRow>,
+        next: Option<String>,
+    ) -> Result<Page> {
         let Some(mut walk) = st.walk.take() else {
             return Err(Error::InvalidPosition("no walk in progress".into()));
         };
@@ -181,7 +190,8 @@ impl KeyWalk {
                 if st.seen.get(&row.key) == Some(&t) {
                     continue;
                 }
-                if t >= reread_from && (st.seen.len() < MAX_SEEN || st.seen.contains_key(&row.key)) {
+                if t >= reread_from && (st.seen.len() < MAX_SEEN || st.seen.contains_key(&row.key))
+                {
                     st.seen.insert(row.key.clone(), t);
                 }
             }

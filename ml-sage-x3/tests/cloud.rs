@@ -10,7 +10,9 @@ use std::time::Duration;
 use common::{RecordingStore, RecordingTransport, assert_saved_before_use, env};
 use jiff::Timestamp;
 use ml_core::Source as _;
-use ml_core::auth::{ExpiryWarning, MemoryRefreshTokenStore, RefreshTokenStore, StoredRefreshToken};
+use ml_core::auth::{
+    ExpiryWarning, MemoryRefreshTokenStore, RefreshTokenStore, StoredRefreshToken,
+};
 use ml_core::clock::ManualClock;
 use ml_core::http::{ClientOptions, ReqwestTransport};
 use ml_sage_x3::{RotationStatus, SageX3Builder, X3Class};
@@ -32,12 +34,19 @@ async fn emulator(clock: &Arc<ManualClock>) -> SageX3Emulator {
 }
 
 /// A cloud builder on `clock` with `store` (seeded by the pairing token when empty).
-fn cloud(e: &SageX3Emulator, clock: &Arc<ManualClock>, store: Arc<dyn RefreshTokenStore>, log: Option<&std::path::Path>) -> SageX3Builder {
+fn cloud(
+    e: &SageX3Emulator,
+    clock: &Arc<ManualClock>,
+    store: Arc<dyn RefreshTokenStore>,
+    log: Option<&std::path::Path>,
+) -> SageX3Builder {
     let mut b = SageX3Builder::from_env_with(&env(e.cloud_env()))
         .with_clock(Arc::clone(clock) as _)
         .with_refresh_token_store(store);
     if let Some(log) = log {
-        let inner = Arc::new(ReqwestTransport::new(ClientOptions::default().client().expect("client")));
+        let inner = Arc::new(ReqwestTransport::new(
+            ClientOptions::default().client().expect("client"),
+        ));
         b = b.with_transport(Arc::new(RecordingTransport {
             inner,
             log: log.to_owned(),
@@ -57,7 +66,9 @@ async fn a_hundred_concurrent_polls_at_expiry_renew_once_and_persist_first() {
         inner: Arc::clone(&memory) as _,
         log: log.clone(),
     });
-    let shared = cloud(&e, &clock, store, Some(&log)).with_shared_auth().expect("auth");
+    let shared = cloud(&e, &clock, store, Some(&log))
+        .with_shared_auth()
+        .expect("auth");
     // Four streams of one process share one token.
     let sources: Vec<Arc<ml_sage_x3::SageX3Source>> = X3Class::ALL
         .iter()
@@ -81,7 +92,10 @@ async fn a_hundred_concurrent_polls_at_expiry_renew_once_and_persist_first() {
     assert_eq!(e.renewals(), 2, "a hundred polls at expiry: one renewal");
     assert_eq!(e.refused_renewals(), 0);
     let held = memory.current().expect("stored");
-    assert!(e.is_live_refresh_token(held.token.expose_secret()), "the store holds the live token");
+    assert!(
+        e.is_live_refresh_token(held.token.expose_secret()),
+        "the store holds the live token"
+    );
     assert!(assert_saved_before_use(&log) >= 100);
 }
 
@@ -90,26 +104,47 @@ async fn a_refused_refresh_token_latches_pairing_needed_without_a_retry_loop() {
     let clock = Arc::new(ManualClock::new(start()));
     let e = emulator(&clock).await;
     let first = Arc::new(MemoryRefreshTokenStore::default());
-    let s = cloud(&e, &clock, Arc::clone(&first) as _, None).build().expect("source");
+    let s = cloud(&e, &clock, Arc::clone(&first) as _, None)
+        .build()
+        .expect("source");
     s.poll(None).await.expect("poll");
     // A second process still holding the pairing token (already rotated away).
     let spent = e.pair();
-    let store = Arc::new(MemoryRefreshTokenStore::new(Some(StoredRefreshToken::new(spent.clone(), None))));
-    let a = cloud(&e, &clock, Arc::clone(&store) as _, None).build().expect("a");
+    let store = Arc::new(MemoryRefreshTokenStore::new(Some(StoredRefreshToken::new(
+        spent.clone(),
+        None,
+    ))));
+    let a = cloud(&e, &clock, Arc::clone(&store) as _, None)
+        .build()
+        .expect("a");
     a.poll(None).await.expect("a renews once");
-    let stale = Arc::new(MemoryRefreshTokenStore::new(Some(StoredRefreshToken::new(spent, None))));
-    let b = cloud(&e, &clock, Arc::clone(&stale) as _, None).build().expect("b");
+    let stale = Arc::new(MemoryRefreshTokenStore::new(Some(StoredRefreshToken::new(
+        spent, None,
+    ))));
+    let b = cloud(&e, &clock, Arc::clone(&stale) as _, None)
+        .build()
+        .expect("b");
     let refused_before = e.refused_renewals();
     let err = b.poll(None).await.expect_err("reuse refused");
     assert_eq!(err.class(), ml_core::ErrorClass::Permanent);
     assert!(err.to_string().contains("pairing needed"), "{err}");
-    assert!(!err.to_string().contains("sbx-x3-refresh"), "no secret in errors: {err}");
-    assert!(matches!(b.auth_status(), RotationStatus::PairingNeeded { .. }));
+    assert!(
+        !err.to_string().contains("sbx-x3-refresh"),
+        "no secret in errors: {err}"
+    );
+    assert!(matches!(
+        b.auth_status(),
+        RotationStatus::PairingNeeded { .. }
+    ));
     for _ in 0..5 {
         let again = b.poll(None).await.expect_err("still dead");
         assert!(again.to_string().contains("pairing needed"), "{again}");
     }
-    assert_eq!(e.refused_renewals() - refused_before, 1, "the dead token is presented once, never again");
+    assert_eq!(
+        e.refused_renewals() - refused_before,
+        1,
+        "the dead token is presented once, never again"
+    );
     // A new pairing written to the store revives the stream.
     stale
         .save(&StoredRefreshToken::new(SecretString::from(e.pair()), None))
@@ -133,7 +168,9 @@ async fn refresh_token_expiry_is_warned_days_ahead() {
     let s = cloud(&e, &clock, store, None)
         .with_config_str("refresh_warn_days", "7")
         .expect("key")
-        .with_expiry_observer(Arc::new(move |w: &ExpiryWarning| sink.lock().expect("l").push(w.clone())))
+        .with_expiry_observer(Arc::new(move |w: &ExpiryWarning| {
+            sink.lock().expect("l").push(w.clone());
+        }))
         .build()
         .expect("source");
     s.poll(None).await.expect("poll");
@@ -144,8 +181,14 @@ async fn refresh_token_expiry_is_warned_days_ahead() {
     // When the token dies, the stream says pairing needed.
     clock.advance(Duration::from_secs(3 * 86_400 + 1));
     let err = s.poll(None).await.expect_err("expired");
-    assert!(err.to_string().contains("authorise the connector again"), "{err}");
-    assert!(matches!(s.auth_status(), RotationStatus::PairingNeeded { .. }));
+    assert!(
+        err.to_string().contains("authorise the connector again"),
+        "{err}"
+    );
+    assert!(matches!(
+        s.auth_status(),
+        RotationStatus::PairingNeeded { .. }
+    ));
 }
 
 #[tokio::test]
@@ -154,8 +197,11 @@ async fn tokens_persist_in_the_encrypted_credential_store() {
     let e = emulator(&clock).await;
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("journal.db");
-    let keys = ml_core::credential::envelope::KeyRing::new(ml_core::credential::envelope::MasterKey::generate());
-    let creds = Arc::new(ml_store::SqliteCredentialStore::open(&path, Some(keys.clone())).expect("store"));
+    let keys = ml_core::credential::envelope::KeyRing::new(
+        ml_core::credential::envelope::MasterKey::generate(),
+    );
+    let creds =
+        Arc::new(ml_store::SqliteCredentialStore::open(&path, Some(keys.clone())).expect("store"));
     let s = SageX3Builder::from_env_with(&env(e.cloud_env()))
         .with_clock(Arc::clone(&clock) as _)
         .with_credential_store(Arc::clone(&creds) as _, "sage_x3.refresh_token")

@@ -32,7 +32,8 @@ const PAIRING_NEEDED: i32 = 3;
 
 fn store(db: &std::path::Path, key: &str) -> CredentialRefreshTokenStore {
     let key = MasterKey::from_base64(key, "ML_X3_KEY").expect("key");
-    let creds = ml_store::SqliteCredentialStore::open(db, Some(KeyRing::new(key))).expect("credential store");
+    let creds = ml_store::SqliteCredentialStore::open(db, Some(KeyRing::new(key)))
+        .expect("credential store");
     CredentialRefreshTokenStore::new(Arc::new(creds), CredentialName::new(NAME).expect("name"))
 }
 
@@ -54,14 +55,19 @@ fn crash_child() {
     rt.block_on(async move {
         let inner = Arc::new(store(&db, &key));
         let transport = Arc::new(RecordingTransport {
-            inner: Arc::new(ReqwestTransport::new(ClientOptions::default().client().expect("client"))),
+            inner: Arc::new(ReqwestTransport::new(
+                ClientOptions::default().client().expect("client"),
+            )),
             log: log.clone(),
         });
         let source = SageX3Builder::new()
             .with_url(&url, FOLDER)
             .with_client(CLIENT_ID, SecretString::from(CLIENT_SECRET))
             .with_cloud_tokens(format!("{url}v1/token"), None)
-            .with_refresh_token_store(Arc::new(RecordingStore { inner, log: log.clone() }))
+            .with_refresh_token_store(Arc::new(RecordingStore {
+                inner,
+                log: log.clone(),
+            }))
             .with_transport(transport)
             .with_retry(ml_core::retry::RetryPolicy::none())
             .build()
@@ -73,7 +79,10 @@ fn crash_child() {
                 Ok(page) => pos = Some(page.next),
                 Err(e) => {
                     if let RotationStatus::PairingNeeded { reason } = source.auth_status() {
-                        log_event(&log, &format!("pairing-needed {}", reason.replace('\n', " ")));
+                        log_event(
+                            &log,
+                            &format!("pairing-needed {}", reason.replace('\n', " ")),
+                        );
                         std::process::exit(PAIRING_NEEDED);
                     }
                     eprintln!("child: {e}");
@@ -89,7 +98,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self, below: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 33) % below
     }
 }
@@ -142,10 +154,21 @@ async fn sigkill_around_renewals_loses_no_saved_token_and_ends_in_pairing_needed
         match exited {
             None => continued += 1,
             Some(status) => {
-                assert_eq!(status.code(), Some(PAIRING_NEEDED), "round {round}: the child exits only when pairing is needed");
-                assert_eq!(e.refused_renewals() - refused_before, 1, "round {round}: the dead token was presented once");
+                assert_eq!(
+                    status.code(),
+                    Some(PAIRING_NEEDED),
+                    "round {round}: the child exits only when pairing is needed"
+                );
+                assert_eq!(
+                    e.refused_renewals() - refused_before,
+                    1,
+                    "round {round}: the dead token was presented once"
+                );
                 let held = parent_store.load().await.expect("load").expect("a token");
-                assert!(!e.is_live_refresh_token(held.token.expose_secret()), "round {round}");
+                assert!(
+                    !e.is_live_refresh_token(held.token.expose_secret()),
+                    "round {round}"
+                );
                 pairings += 1;
                 parent_store
                     .save(&StoredRefreshToken::new(SecretString::from(e.pair()), None))
@@ -160,7 +183,17 @@ async fn sigkill_around_renewals_loses_no_saved_token_and_ends_in_pairing_needed
         e.renewals()
     );
     assert!(uses > 100, "the children did real work ({uses} requests)");
-    assert!(e.renewals() > 50, "renewals happened around the kills ({})", e.renewals());
-    assert!(pairings <= 10, "the unclosable window is one write wide ({pairings} of 50)");
-    assert!(continued >= 40, "restarts continue without a new pairing ({continued} of 50)");
+    assert!(
+        e.renewals() > 50,
+        "renewals happened around the kills ({})",
+        e.renewals()
+    );
+    assert!(
+        pairings <= 10,
+        "the unclosable window is one write wide ({pairings} of 50)"
+    );
+    assert!(
+        continued >= 40,
+        "restarts continue without a new pairing ({continued} of 50)"
+    );
 }

@@ -37,8 +37,19 @@ async fn conformance_for_each_class() {
         (X3Class::GlEntries, 3),
         (X3Class::Suppliers, 4),
     ] {
-        let s = graphql(&e).with_class(class).with_page_size(2).build().expect("source");
-        source_conformance(&s, &SourceExpectations { items: n, max_page: 2 }).await;
+        let s = graphql(&e)
+            .with_class(class)
+            .with_page_size(2)
+            .build()
+            .expect("source");
+        source_conformance(
+            &s,
+            &SourceExpectations {
+                items: n,
+                max_page: 2,
+            },
+        )
+        .await;
         s.healthcheck().await.expect("healthcheck");
     }
 }
@@ -52,15 +63,27 @@ async fn relay_paging_reads_ties_and_updates_once() {
     let keys: BTreeSet<&str> = recs.iter().map(|r| r.key.as_str()).collect();
     assert_eq!(keys.len(), 7);
     let po1 = recs.iter().find(|r| r.key == "PO-0001").expect("PO-0001");
-    assert_eq!(po1.fields.supplier.as_deref(), Some("Société Générale d'Équipement"));
-    assert_eq!(po1.fields.amount.expect("amount").amount.to_string(), "1250.5");
+    assert_eq!(
+        po1.fields.supplier.as_deref(),
+        Some("Société Générale d'Équipement")
+    );
+    assert_eq!(
+        po1.fields.amount.expect("amount").amount.to_string(),
+        "1250.5"
+    );
     // The next cycle sweeps the overlap behind each page: rows come again with the same
     // version (the journal's dedupe drops them), nothing new.
-    let mut served: BTreeSet<(String, String)> =
-        recs.iter().map(|r| (r.key.clone(), r.dedupe_version())).collect();
+    let mut served: BTreeSet<(String, String)> = recs
+        .iter()
+        .map(|r| (r.key.clone(), r.dedupe_version()))
+        .collect();
     let (again, pos) = cycle(&s, pos).await;
     for r in records(&again) {
-        assert!(served.contains(&(r.key.clone(), r.dedupe_version())), "new version {}", r.key);
+        assert!(
+            served.contains(&(r.key.clone(), r.dedupe_version())),
+            "new version {}",
+            r.key
+        );
     }
     assert!(e.touch("PORDER", "PO-0004", None));
     let (changed, _) = cycle(&s, pos).await;
@@ -71,30 +94,48 @@ async fn relay_paging_reads_ties_and_updates_once() {
         .collect();
     assert_eq!(new, ["PO-0004"]);
     // GL entries carry their lines through the nested connection.
-    let gl = graphql(&e).with_class(X3Class::GlEntries).build().expect("gl");
+    let gl = graphql(&e)
+        .with_class(X3Class::GlEntries)
+        .build()
+        .expect("gl");
     let (items, _) = cycle(&gl, None).await;
-    let entry = records(&items).into_iter().find(|r| r.key == "ACH~000101").expect("entry");
+    let entry = records(&items)
+        .into_iter()
+        .find(|r| r.key == "ACH~000101")
+        .expect("entry");
     assert_eq!(entry.fields.lines.len(), 3);
     assert_eq!(entry.fields.lines[2].gl_account.as_deref(), Some("401100"));
-    assert_eq!(entry.fields.lines[2].amount.expect("a").amount.to_string(), "-18900.0");
+    assert_eq!(
+        entry.fields.lines[2].amount.expect("a").amount.to_string(),
+        "-18900.0"
+    );
 }
 
 #[tokio::test]
 async fn healthcheck_introspects_and_names_missing_fields() {
     let e = demo().await;
     let s = graphql(&e)
-        .with_config_str("fields", "amount=totalAmountWithoutTax,status=approvalStatus")
+        .with_config_str(
+            "fields",
+            "amount=totalAmountWithoutTax,status=approvalStatus",
+        )
         .expect("fields")
         .build()
         .expect("source");
     let err = s.healthcheck().await.expect_err("missing fields");
     let text = err.to_string();
-    assert!(text.contains("totalAmountWithoutTax") && text.contains("approvalStatus"), "{text}");
+    assert!(
+        text.contains("totalAmountWithoutTax") && text.contains("approvalStatus"),
+        "{text}"
+    );
     // Polling with them is a configuration error naming the field, not an outage.
     let err = s.poll(None).await.expect_err("unknown field");
     assert_eq!(err.class(), ml_core::ErrorClass::Permanent, "{err}");
     let text = err.to_string();
-    assert!(text.contains("totalAmountWithoutTax") || text.contains("approvalStatus"), "{text}");
+    assert!(
+        text.contains("totalAmountWithoutTax") || text.contains("approvalStatus"),
+        "{text}"
+    );
     let bad_root = graphql(&e)
         .with_config_str("graphql_root", "x3Purchasing.purchaseOrders")
         .expect("root")

@@ -29,8 +29,19 @@ async fn conformance_for_each_class() {
         (X3Class::GlEntries, 3),
         (X3Class::Suppliers, 4),
     ] {
-        let s = rest(&e).with_class(class).with_page_size(2).build().expect("source");
-        source_conformance(&s, &SourceExpectations { items: n, max_page: 2 }).await;
+        let s = rest(&e)
+            .with_class(class)
+            .with_page_size(2)
+            .build()
+            .expect("source");
+        source_conformance(
+            &s,
+            &SourceExpectations {
+                items: n,
+                max_page: 2,
+            },
+        )
+        .await;
     }
 }
 
@@ -39,7 +50,9 @@ async fn a_stamp_ordered_next_would_skip_rows_the_key_walk_reads_them_all() {
     let e = demo().await;
     // What a naive client does: orderBy the stamp and follow $next. PO-0001 (lowest key,
     // latest stamp) comes last in stamp order; `key=gt.` after the first page skips it.
-    let client = ml_core::http::ClientOptions::default().client().expect("client");
+    let client = ml_core::http::ClientOptions::default()
+        .client()
+        .expect("client");
     let url = format!(
         "{}api1/x3/erp/SEED/PORDER?representation=PORDER.$query&count=2&orderBy=UPDDATTIM%20asc",
         e.base_url()
@@ -49,7 +62,10 @@ async fn a_stamp_ordered_next_would_skip_rows_the_key_walk_reads_them_all() {
     while let Some(u) = next {
         let v: serde_json::Value = client
             .get(&u)
-            .basic_auth(ml_sandbox::sage_x3::USER, Some(ml_sandbox::sage_x3::PASSWORD))
+            .basic_auth(
+                ml_sandbox::sage_x3::USER,
+                Some(ml_sandbox::sage_x3::PASSWORD),
+            )
             .send()
             .await
             .expect("get")
@@ -76,7 +92,11 @@ async fn a_stamp_ordered_next_would_skip_rows_the_key_walk_reads_them_all() {
     assert!(again.is_empty(), "{} served again", again.len());
 
     // An update during a run: PO-0003 (one of the tied rows) changes; only it comes back.
-    assert!(e.touch("PORDER", "PO-0003", Some(("APPFLG", serde_json::json!("3")))));
+    assert!(e.touch(
+        "PORDER",
+        "PO-0003",
+        Some(("APPFLG", serde_json::json!("3")))
+    ));
     let (changed, _) = cycle(&s, pos).await;
     let changed = records(&changed);
     assert_eq!(changed.len(), 1);
@@ -87,7 +107,11 @@ async fn a_stamp_ordered_next_would_skip_rows_the_key_walk_reads_them_all() {
 #[tokio::test]
 async fn late_rows_within_the_overlap_arrive_next_cycle() {
     let e = demo().await;
-    let s = rest(&e).with_class(X3Class::SupplierInvoices).with_page_size(3).build().expect("source");
+    let s = rest(&e)
+        .with_class(X3Class::SupplierInvoices)
+        .with_page_size(3)
+        .build()
+        .expect("source");
     let (first, pos) = cycle(&s, None).await;
     assert_eq!(first.len(), 6);
     let rejected: Vec<_> = first
@@ -104,7 +128,14 @@ async fn late_rows_within_the_overlap_arrive_next_cycle() {
         .into_iter()
         .find(|r| r.key == "FAC-0003")
         .expect("credit note");
-    assert!(credit.fields.amount.expect("amount").amount.is_sign_negative());
+    assert!(
+        credit
+            .fields
+            .amount
+            .expect("amount")
+            .amount
+            .is_sign_negative()
+    );
     // A transaction stamped 2 minutes ago commits only now, after later stamps were served.
     let late_at = Timestamp::now() - SignedDuration::from_mins(2);
     e.stage_late(
@@ -151,7 +182,8 @@ async fn an_unknown_property_is_a_configuration_error_naming_it_not_an_outage() 
     assert!(err.to_string().contains("POHNUMBER"), "{err}");
     // A plain 500 storm is an outage: retried, then the page comes.
     let s = rest(&e).build().expect("source");
-    e.faults().push(FaultRule::on("PORDER", Fault::Status(500)).times(2));
+    e.faults()
+        .push(FaultRule::on("PORDER", Fault::Status(500)).times(2));
     let (items, _) = cycle(&s, None).await;
     assert_eq!(items.len(), 7);
 }
@@ -178,10 +210,22 @@ async fn ten_thousand_rows_once_with_the_exact_request_count() {
 #[tokio::test]
 async fn a_server_serving_civil_time_in_the_site_zone() {
     let paris = jiff::tz::TimeZone::get("Europe/Paris").expect("tz");
-    let e = SageX3Emulator::builder().zone(paris).start().await.expect("emulator");
+    let e = SageX3Emulator::builder()
+        .zone(paris)
+        .start()
+        .await
+        .expect("emulator");
     let t: Timestamp = "2026-03-20T14:53:51Z".parse().expect("t");
-    e.upsert_at("PORDER", &serde_json::json!({"POHNUM": "PO-1", "BPSNAM": "Ça va", "TOTLINAMT": 1, "CUR": "EUR"}), t);
-    e.upsert_at("PORDER", &serde_json::json!({"POHNUM": "PO-0", "TOTLINAMT": 2, "CUR": "EUR"}), t + SignedDuration::from_mins(1));
+    e.upsert_at(
+        "PORDER",
+        &serde_json::json!({"POHNUM": "PO-1", "BPSNAM": "Ça va", "TOTLINAMT": 1, "CUR": "EUR"}),
+        t,
+    );
+    e.upsert_at(
+        "PORDER",
+        &serde_json::json!({"POHNUM": "PO-0", "TOTLINAMT": 2, "CUR": "EUR"}),
+        t + SignedDuration::from_mins(1),
+    );
     let s = rest(&e)
         .with_time_zone("Europe/Paris")
         .with_page_size(2)

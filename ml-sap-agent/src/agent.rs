@@ -128,7 +128,8 @@ impl AgentBuilder {
     /// Sets one value.
     pub fn with_config(mut self, key: AgentConfigKey, value: impl Into<String>) -> Self {
         if key.is_secret() {
-            self.values.set_secret(key, SecretString::from(value.into()));
+            self.values
+                .set_secret(key, SecretString::from(value.into()));
         } else {
             self.values.set(key, value);
         }
@@ -136,7 +137,11 @@ impl AgentBuilder {
     }
 
     /// Sets a value by name (`ML_RELAY_URL` or `url`); an unknown name is an error.
-    pub fn with_config_str(mut self, name: &str, value: impl Into<String>) -> ml_core::Result<Self> {
+    pub fn with_config_str(
+        mut self,
+        name: &str,
+        value: impl Into<String>,
+    ) -> ml_core::Result<Self> {
         self.values.set_str(name, value)?;
         Ok(self)
     }
@@ -188,10 +193,9 @@ impl AgentBuilder {
     /// Checks and builds.
     pub fn build(self) -> Result<Agent, RelayError> {
         use AgentConfigKey as K;
-        let raw = self
-            .values
-            .get(K::Url)
-            .ok_or_else(|| RelayError::config(K::Url.env_name(), "required (the host's relay endpoint)"))?;
+        let raw = self.values.get(K::Url).ok_or_else(|| {
+            RelayError::config(K::Url.env_name(), "required (the host's relay endpoint)")
+        })?;
         let url = relay_url(raw)?;
         let agent_id = self
             .values
@@ -299,7 +303,8 @@ struct Counters {
     rejected: AtomicU64,
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The agent (see the module docs). Cheap to share: `run` takes `&self`.
 pub struct Agent {
@@ -375,7 +380,9 @@ impl Agent {
             }
             if let Err((_, e)) = &outcome {
                 if !welcomed {
-                    self.counters.failed_connects.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .failed_connects
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 tracing::warn!(agent = %self.id, error = %e, "relay session ended");
             }
@@ -405,7 +412,10 @@ impl Agent {
         );
         // The host proves it holds the key before any call is taken.
         let Ok(Some(text)) = tokio::time::timeout(self.idle, next_text(&mut ws)).await else {
-            return Err((false, RelayError::Connection("no welcome from the host".into())));
+            return Err((
+                false,
+                RelayError::Connection("no welcome from the host".into()),
+            ));
         };
         let system = match verifier.open(&text, self.clock.now()).await {
             Ok(body) => match serde_json::from_str::<HostMessage>(&body) {
@@ -492,8 +502,9 @@ impl Agent {
             (H_NONCE, nonce.to_owned()),
             (H_SIGNATURE, sig),
         ] {
-            let v = HeaderValue::from_str(&value)
-                .map_err(|_| RelayError::config(AgentConfigKey::AgentId.env_name(), "not a header value"))?;
+            let v = HeaderValue::from_str(&value).map_err(|_| {
+                RelayError::config(AgentConfigKey::AgentId.env_name(), "not a header value")
+            })?;
             h.insert(name, v);
         }
         let connector = if self.url.scheme() == "wss" {
@@ -504,11 +515,18 @@ impl Agent {
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_FRAME))
             .max_frame_size(Some(MAX_FRAME));
-        match tokio_tungstenite::connect_async_tls_with_config(req, Some(config), true, Some(connector)).await {
+        match tokio_tungstenite::connect_async_tls_with_config(
+            req,
+            Some(config),
+            true,
+            Some(connector),
+        )
+        .await
+        {
             Ok((ws, _)) => Ok(ws),
-            Err(tungstenite::Error::Http(resp)) if resp.status().as_u16() == 401 => Err(RelayError::Auth(
-                "the host refused this agent's id or key (401)".into(),
-            )),
+            Err(tungstenite::Error::Http(resp)) if resp.status().as_u16() == 401 => Err(
+                RelayError::Auth("the host refused this agent's id or key (401)".into()),
+            ),
             Err(e) => Err(RelayError::Connection(e.to_string())),
         }
     }
@@ -523,20 +541,33 @@ async fn execute(
     call: RfcCall,
 ) -> AgentMessage {
     let now = clock.now().as_millisecond();
-    let Some(left) = u64::try_from(deadline_ms.saturating_sub(now)).ok().filter(|ms| *ms > 0) else {
+    let Some(left) = u64::try_from(deadline_ms.saturating_sub(now))
+        .ok()
+        .filter(|ms| *ms > 0)
+    else {
         counters.expired.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(id, function = call.function(), "call arrived past its deadline: dropped");
+        tracing::warn!(
+            id,
+            function = call.function(),
+            "call arrived past its deadline: dropped"
+        );
         return AgentMessage::Expired { id, started: false };
     };
     counters.calls.fetch_add(1, Ordering::Relaxed);
-    if let Ok(outcome) = tokio::time::timeout(Duration::from_millis(left), transport.call(&call)).await {
+    if let Ok(outcome) =
+        tokio::time::timeout(Duration::from_millis(left), transport.call(&call)).await
+    {
         AgentMessage::Result {
             id,
             outcome: (&outcome).into(),
         }
     } else {
         counters.expired.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(id, function = call.function(), "call passed its deadline: stopped");
+        tracing::warn!(
+            id,
+            function = call.function(),
+            "call passed its deadline: stopped"
+        );
         AgentMessage::Expired { id, started: true }
     }
 }
@@ -593,19 +624,31 @@ mod tests {
         let a = b.clone().build().expect("agent");
         assert_eq!(a.url().as_str(), "wss://ml.example.com/relay/v1/connect");
         let shown = format!("{a:?} {b:?}");
-        assert!(!shown.contains(KEY) && !shown.contains("hunter2"), "{shown}");
+        assert!(
+            !shown.contains(KEY) && !shown.contains("hunter2"),
+            "{shown}"
+        );
         for (k, v, want) in [
             ("ML_RELAY_URL", "ws://ml.example.com", "ML_RELAY_URL"),
             ("ML_RELAY_URL", "ftp://127.0.0.1", "ML_RELAY_URL"),
             ("ML_RELAY_AGENT_ID", "plant 1", "ML_RELAY_AGENT_ID"),
             ("ML_RELAY_KEY", "short", "ML_RELAY_KEY"),
         ] {
-            let e = b.clone().with_config_str(k, v).expect("known").build().expect_err(k);
+            let e = b
+                .clone()
+                .with_config_str(k, v)
+                .expect("known")
+                .build()
+                .expect_err(k);
             let text = e.to_string();
             assert!(text.contains(want), "{text}");
             assert!(!text.contains("short") || k != "ML_RELAY_KEY", "{text}");
         }
-        assert!(AgentBuilder::new().with_config_str("ML_RELAY_KYE", "x").is_err());
+        assert!(
+            AgentBuilder::new()
+                .with_config_str("ML_RELAY_KYE", "x")
+                .is_err()
+        );
         let local = b
             .with_config_str("url", "ws://127.0.0.1:8080/custom")
             .expect("k")

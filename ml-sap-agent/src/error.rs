@@ -72,7 +72,11 @@ mod tests {
 
     #[test]
     fn classes() {
-        assert!(RelayError::Connection("reset".into()).class().is_retryable());
+        assert!(
+            RelayError::Connection("reset".into())
+                .class()
+                .is_retryable()
+        );
         assert_eq!(
             RelayError::rejected("welcome", &Rejection::Replayed).to_string(),
             "relay authentication: welcome refused: replayed"

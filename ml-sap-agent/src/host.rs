@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
 use http::HeaderMap;
@@ -157,10 +157,19 @@ impl RelayHubBuilder {
             check_agent_id("agent", &id)?;
             check_key(&format!("agent `{id}` key"), &key)?;
             if system.trim().is_empty() {
-                return Err(RelayError::config("system", format!("agent `{id}` needs a system")));
+                return Err(RelayError::config(
+                    "system",
+                    format!("agent `{id}` needs a system"),
+                ));
             }
-            if agents.insert(id.clone(), AgentEntry { key, system }).is_some() {
-                return Err(RelayError::config("agent", format!("agent `{id}` is defined twice")));
+            if agents
+                .insert(id.clone(), AgentEntry { key, system })
+                .is_some()
+            {
+                return Err(RelayError::config(
+                    "agent",
+                    format!("agent `{id}` is defined twice"),
+                ));
             }
         }
         if self.window < Duration::from_secs(5) || self.call_timeout < Duration::from_secs(1) {
@@ -339,9 +348,11 @@ impl RelayHub {
 
     /// Agents connected (and ready) for `system` right now.
     pub fn connected(&self, system: &str) -> usize {
-        self.sessions()
-            .get(system)
-            .map_or(0, |v| v.iter().filter(|s| !s.closed.load(Ordering::SeqCst)).count())
+        self.sessions().get(system).map_or(0, |v| {
+            v.iter()
+                .filter(|s| !s.closed.load(Ordering::SeqCst))
+                .count()
+        })
     }
 
     /// The ids of the agents connected for `system`, sorted.
@@ -401,11 +412,18 @@ impl RelayHub {
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Arc<Session>>>> {
-        self.inner.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn stat(&self, system: &str, f: impl FnOnce(&mut SystemStats)) {
-        let mut g = self.inner.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut g = self
+            .inner
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let s = g.entry(system.to_owned()).or_default();
         f(s);
         metrics::gauge!("ml_sap_relay_in_flight", "system" => system.to_owned())
@@ -435,8 +453,7 @@ impl RelayHub {
         let replaced: Vec<Arc<Session>> = {
             let mut g = self.sessions();
             let list = g.entry(s.system.clone()).or_default();
-            let (old, keep): (Vec<_>, Vec<_>) =
-                list.drain(..).partition(|o| o.agent == s.agent);
+            let (old, keep): (Vec<_>, Vec<_>) = list.drain(..).partition(|o| o.agent == s.agent);
             *list = keep;
             list.push(Arc::clone(s));
             old
@@ -512,7 +529,10 @@ impl RelayHub {
         })
         .map_err(|e| RfcError::new(RfcErrorKind::Protocol, e.to_string()))?;
         {
-            let mut signer = session.signer.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut signer = session
+                .signer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let frame = signer.seal(&body, now);
             session.out.try_send(frame).map_err(|_| {
                 RfcError::new(
@@ -525,7 +545,10 @@ impl RelayHub {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(RfcError::new(
                 RfcErrorKind::Communication,
-                format!("relay agent `{}` disconnected during the call", session.agent),
+                format!(
+                    "relay agent `{}` disconnected during the call",
+                    session.agent
+                ),
             )),
             Err(_) => {
                 self.stat(system, |s| s.expired += 1);
@@ -567,7 +590,11 @@ impl RelayHub {
         if !self
             .inner
             .replay
-            .insert_if_absent(&format!("connect:{agent}:{nonce}"), expires, self.inner.clock.now())
+            .insert_if_absent(
+                &format!("connect:{agent}:{nonce}"),
+                expires,
+                self.inner.clock.now(),
+            )
             .await?
         {
             return Err(Rejection::Replayed);
@@ -611,10 +638,16 @@ impl RelayHub {
                 return;
             }
         };
-        if let Ok(AgentMessage::Ready { system: reaches }) = serde_json::from_str::<AgentMessage>(&body) {
+        if let Ok(AgentMessage::Ready { system: reaches }) =
+            serde_json::from_str::<AgentMessage>(&body)
+        {
             tracing::info!(agent, system, reaches, "relay agent ready");
         } else {
-            self.reject("ready", &agent, &Rejection::Malformed("expected ready".into()));
+            self.reject(
+                "ready",
+                &agent,
+                &Rejection::Malformed("expected ready".into()),
+            );
             return;
         }
         // Room for every call in flight (the cap is at most 50) plus pings: sends never
@@ -687,7 +720,11 @@ impl RelayHub {
         let msg = match serde_json::from_str::<AgentMessage>(body) {
             Ok(m) => m,
             Err(e) => {
-                self.reject("frame", &session.agent, &Rejection::Malformed(e.to_string()));
+                self.reject(
+                    "frame",
+                    &session.agent,
+                    &Rejection::Malformed(e.to_string()),
+                );
                 return false;
             }
         };
@@ -713,7 +750,11 @@ impl RelayHub {
                 }
             }
             AgentMessage::Ready { .. } => {
-                self.reject("frame", &session.agent, &Rejection::Malformed("second ready".into()));
+                self.reject(
+                    "frame",
+                    &session.agent,
+                    &Rejection::Malformed("second ready".into()),
+                );
                 return false;
             }
         }
@@ -743,7 +784,9 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.session.pending().remove(&self.id);
-        self.hub.stat(&self.session.system, |s| s.in_flight = s.in_flight.saturating_sub(1));
+        self.hub.stat(&self.session.system, |s| {
+            s.in_flight = s.in_flight.saturating_sub(1);
+        });
     }
 }
 
@@ -757,7 +800,11 @@ async fn next_text(socket: &mut WebSocket) -> Option<String> {
     }
 }
 
-async fn connect(State(hub): State<RelayHub>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+async fn connect(
+    State(hub): State<RelayHub>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
     match hub.authenticate(&headers).await {
         Ok((agent, session)) => ws
             .max_message_size(MAX_FRAME)

@@ -61,7 +61,9 @@ impl RelaySource {
     }
 
     fn map(&self, e: Error) -> Error {
-        if self.hub.connected(&self.system) == 0 {
+        // The transport's own "no agent" (even if one connected meanwhile: the next cycle
+        // uses it), or any failure while none is connected (it was lost mid-cycle).
+        if e.code() == Some("UNAVAILABLE") || self.hub.connected(&self.system) == 0 {
             metrics::counter!("ml_sap_relay_paused_total", "system" => self.system.clone())
                 .increment(1);
             let why = format!("no agent connected (last error: {e})");

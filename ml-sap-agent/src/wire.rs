@@ -94,7 +94,10 @@ fn is_nonce(s: &str) -> bool {
 pub fn connect_signature(key: &SecretString, agent: &str, ts: i64, nonce: &str) -> String {
     format!(
         "v1={}",
-        hex::encode(mac(key, &[PROTOCOL, "connect", agent, &ts.to_string(), nonce]))
+        hex::encode(mac(
+            key,
+            &[PROTOCOL, "connect", agent, &ts.to_string(), nonce]
+        ))
     )
 }
 
@@ -281,10 +284,8 @@ impl Verifier {
             return Err(Rejection::Replayed);
         }
         let key = format!("{}:{}:{}", self.agent, f.from.as_str(), f.nonce);
-        let expires = ml_core::clock::add(
-            Timestamp::from_second(f.ts).unwrap_or(now),
-            self.window * 2,
-        );
+        let expires =
+            ml_core::clock::add(Timestamp::from_second(f.ts).unwrap_or(now), self.window * 2);
         if !self.replay.insert_if_absent(&key, expires, now).await? {
             return Err(Rejection::Replayed);
         }
@@ -532,7 +533,10 @@ mod tests {
         let f2 = s.seal("{\"x\":2}", at(1_000));
         let tampered = f2.replace("{\\\"x\\\":2}", "{\\\"x\\\":3}");
         assert_ne!(tampered, f2);
-        assert_eq!(v.open(&tampered, at(1_010)).await, Err(Rejection::SignatureMismatch));
+        assert_eq!(
+            v.open(&tampered, at(1_010)).await,
+            Err(Rejection::SignatureMismatch)
+        );
         let mut other = Signer::new(
             SecretString::from("another".to_owned()),
             Direction::Agent,
@@ -540,12 +544,18 @@ mod tests {
             &session,
         );
         let forged = other.seal("{}", at(1_000));
-        assert_eq!(v.open(&forged, at(1_010)).await, Err(Rejection::SignatureMismatch));
+        assert_eq!(
+            v.open(&forged, at(1_010)).await,
+            Err(Rejection::SignatureMismatch)
+        );
         // Expired and future-dated.
         let old = s.seal("{}", at(900));
         assert_eq!(v.open(&old, at(1_010)).await, Err(Rejection::Stale));
         let future = s.seal("{}", at(2_000));
-        assert_eq!(v.open(&future, at(1_010)).await, Err(Rejection::FutureDated));
+        assert_eq!(
+            v.open(&future, at(1_010)).await,
+            Err(Rejection::FutureDated)
+        );
         // The genuine f2 still gets through after all that.
         assert!(v.open(&f2, at(1_010)).await.is_ok());
         // Reflected (a host frame sent back as the agent's) and cross-session.
@@ -555,7 +565,10 @@ mod tests {
         let mut elsewhere = Signer::new(key(), Direction::Agent, "plant-1", &"b".repeat(32));
         let x = elsewhere.seal("{}", at(1_000));
         assert_eq!(v.open(&x, at(1_010)).await, Err(Rejection::Replayed));
-        assert!(matches!(v.open("not json", at(1_010)).await, Err(Rejection::Malformed(_))));
+        assert!(matches!(
+            v.open("not json", at(1_010)).await,
+            Err(Rejection::Malformed(_))
+        ));
     }
 
     #[test]
@@ -566,12 +579,27 @@ mod tests {
             verify_connect(&key(), agent, ts, nonce, sig, at(1_005), DEFAULT_WINDOW)
         };
         assert_eq!(ok("plant-1", "1000", &n, &sig), Ok(1_000));
-        assert_eq!(ok("plant-2", "1000", &n, &sig), Err(Rejection::SignatureMismatch));
-        assert_eq!(ok("plant-1", "1001", &n, &sig), Err(Rejection::SignatureMismatch));
-        assert_eq!(ok("plant-1", "1000", &new_nonce(), &sig), Err(Rejection::SignatureMismatch));
+        assert_eq!(
+            ok("plant-2", "1000", &n, &sig),
+            Err(Rejection::SignatureMismatch)
+        );
+        assert_eq!(
+            ok("plant-1", "1001", &n, &sig),
+            Err(Rejection::SignatureMismatch)
+        );
+        assert_eq!(
+            ok("plant-1", "1000", &new_nonce(), &sig),
+            Err(Rejection::SignatureMismatch)
+        );
         assert_eq!(ok("plant-1", "100", &n, &sig), Err(Rejection::Stale));
-        assert_eq!(ok("plant-1", "1000", "short", &sig), Err(Rejection::BadHeader(H_NONCE)));
-        assert_eq!(ok("plant-1", "1000", &n, "v1=zz"), Err(Rejection::BadSignatureFormat));
+        assert_eq!(
+            ok("plant-1", "1000", "short", &sig),
+            Err(Rejection::BadHeader(H_NONCE))
+        );
+        assert_eq!(
+            ok("plant-1", "1000", &n, "v1=zz"),
+            Err(Rejection::BadSignatureFormat)
+        );
     }
 
     #[test]
@@ -584,22 +612,29 @@ mod tests {
             .with_structure("S", row.clone())
             .expect_table("DATA");
         let text = serde_json::to_string(&WireCall::from(&call)).expect("json");
-        let back: RfcCall = serde_json::from_str::<WireCall>(&text).expect("parse").into();
+        let back: RfcCall = serde_json::from_str::<WireCall>(&text)
+            .expect("parse")
+            .into();
         assert_eq!(back, call);
         for e in [
-            RfcError::new(RfcErrorKind::AbapException("NOT_AUTHORIZED".into()), "S_TABU_DIS"),
+            RfcError::new(
+                RfcErrorKind::AbapException("NOT_AUTHORIZED".into()),
+                "S_TABU_DIS",
+            ),
             RfcError::system_failure("TSV_TNEW_PAGE_ALLOC_FAILED"),
             RfcError::new(RfcErrorKind::Logon, "401"),
             RfcError::new(RfcErrorKind::Unavailable, "gone"),
         ] {
             let o = WireOutcome::from(&Err(e.clone()));
             let text = serde_json::to_string(&o).expect("json");
-            let back: Result<RfcResponse, RfcError> =
-                serde_json::from_str::<WireOutcome>(&text).expect("parse").into();
+            let back: Result<RfcResponse, RfcError> = serde_json::from_str::<WireOutcome>(&text)
+                .expect("parse")
+                .into();
             assert_eq!(back, Err(e));
         }
         let mut resp = RfcResponse::default();
-        resp.params.insert("DATA".into(), RfcValue::Table(vec![row]));
+        resp.params
+            .insert("DATA".into(), RfcValue::Table(vec![row]));
         let o = WireOutcome::from(&Ok(resp.clone()));
         let back: Result<RfcResponse, RfcError> = o.into();
         assert_eq!(back, Ok(resp));

@@ -30,14 +30,18 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use common::{FakeSap, KEY_A, agent, key, serve, spawn};
 
-type Raw = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Raw =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A hand-made upgrade request: `Ok(socket)` or the HTTP status of the refusal.
 async fn raw_connect(url: &str, agent: &str, k: &str, ts: i64, nonce: &str) -> Result<Raw, u16> {
     let mut req = url.into_client_request().expect("request");
     let h = req.headers_mut();
     h.insert(H_AGENT, HeaderValue::from_str(agent).expect("h"));
-    h.insert(H_TIMESTAMP, HeaderValue::from_str(&ts.to_string()).expect("h"));
+    h.insert(
+        H_TIMESTAMP,
+        HeaderValue::from_str(&ts.to_string()).expect("h"),
+    );
     h.insert(H_NONCE, HeaderValue::from_str(nonce).expect("h"));
     let sig = connect_signature(&key(k), agent, ts, nonce);
     h.insert(H_SIGNATURE, HeaderValue::from_str(&sig).expect("h"));
@@ -95,14 +99,24 @@ async fn genuine(url: &str, clock: &Arc<ManualClock>) -> (Raw, Signer, Verifier)
         Arc::new(MemoryReplayCache::new(100)),
     );
     let welcome = next_text(&mut ws).await.expect("welcome");
-    let body = from_host.open(&welcome, clock.now()).await.expect("a genuine host");
+    let body = from_host
+        .open(&welcome, clock.now())
+        .await
+        .expect("a genuine host");
     assert_eq!(
         serde_json::from_str::<HostMessage>(&body).expect("json"),
-        HostMessage::Welcome { system: "PRD".into() }
+        HostMessage::Welcome {
+            system: "PRD".into()
+        }
     );
     let mut signer = Signer::new(key(KEY_A), Direction::Agent, "plant-a", &nonce);
-    let ready = serde_json::to_string(&AgentMessage::Ready { system: "by hand".into() }).expect("json");
-    ws.send(Message::Text(signer.seal(&ready, clock.now()).into())).await.expect("send");
+    let ready = serde_json::to_string(&AgentMessage::Ready {
+        system: "by hand".into(),
+    })
+    .expect("json");
+    ws.send(Message::Text(signer.seal(&ready, clock.now()).into()))
+        .await
+        .expect("send");
     (ws, signer, from_host)
 }
 
@@ -113,18 +127,47 @@ async fn the_host_refuses_forged_replayed_and_expired_agent_messages() {
     let url = serve(&hub).await;
     let now = clock.now().as_second();
     // At the door: a wrong key, an unknown agent, a stale or future timestamp.
-    assert_eq!(raw_connect(&url, "plant-a", "x".repeat(40).as_str(), now, &new_nonce()).await.err(), Some(401));
-    assert_eq!(raw_connect(&url, "plant-z", KEY_A, now, &new_nonce()).await.err(), Some(401));
-    assert_eq!(raw_connect(&url, "plant-a", KEY_A, now - 61, &new_nonce()).await.err(), Some(401));
-    assert_eq!(raw_connect(&url, "plant-a", KEY_A, now + 61, &new_nonce()).await.err(), Some(401));
+    assert_eq!(
+        raw_connect(&url, "plant-a", "x".repeat(40).as_str(), now, &new_nonce())
+            .await
+            .err(),
+        Some(401)
+    );
+    assert_eq!(
+        raw_connect(&url, "plant-z", KEY_A, now, &new_nonce())
+            .await
+            .err(),
+        Some(401)
+    );
+    assert_eq!(
+        raw_connect(&url, "plant-a", KEY_A, now - 61, &new_nonce())
+            .await
+            .err(),
+        Some(401)
+    );
+    assert_eq!(
+        raw_connect(&url, "plant-a", KEY_A, now + 61, &new_nonce())
+            .await
+            .err(),
+        Some(401)
+    );
     // A replayed upgrade request (same nonce) is refused even within the window.
     let nonce = new_nonce();
-    let first = raw_connect(&url, "plant-a", KEY_A, now, &nonce).await.expect("first");
+    let first = raw_connect(&url, "plant-a", KEY_A, now, &nonce)
+        .await
+        .expect("first");
     drop(first);
-    assert_eq!(raw_connect(&url, "plant-a", KEY_A, now, &nonce).await.err(), Some(401));
+    assert_eq!(
+        raw_connect(&url, "plant-a", KEY_A, now, &nonce).await.err(),
+        Some(401)
+    );
     let r = hub.rejections();
     assert_eq!(r.get("signature_mismatch"), Some(&2), "{r:?}");
-    assert_eq!((r.get("stale"), r.get("future_dated"), r.get("replayed")), (Some(&1), Some(&1), Some(&1)), "{r:?}");
+    assert_eq!(
+        (r.get("stale"), r.get("future_dated"), r.get("replayed")),
+        (Some(&1), Some(&1), Some(&1)),
+        "{r:?}"
+    );
     assert_eq!(hub.connected("PRD"), 0);
 
     // Inside a session: a forged frame ends it, and the call in flight fails at once.
@@ -132,29 +175,45 @@ async fn the_host_refuses_forged_replayed_and_expired_agent_messages() {
     hub.wait_for_agents("PRD", 1).await;
     let t = hub.transport("PRD").expect("transport");
     let call = tokio::spawn(async move { t.call(&RfcCall::new("Z_ECHO")).await });
-    let frame = next_text(&mut ws).await.expect("the call reaches the agent");
+    let frame = next_text(&mut ws)
+        .await
+        .expect("the call reaches the agent");
     assert!(frame.contains("Z_ECHO"));
-    let mut forger = Signer::new(key(&"f".repeat(40)), Direction::Agent, "plant-a", "0".repeat(32).as_str());
+    let mut forger = Signer::new(
+        key(&"f".repeat(40)),
+        Direction::Agent,
+        "plant-a",
+        "0".repeat(32).as_str(),
+    );
     let forged = serde_json::to_string(&AgentMessage::Result {
         id: 1,
         outcome: WireOutcome::Ok(std::collections::BTreeMap::default()),
     })
     .expect("json");
-    ws.send(Message::Text(forger.seal(&forged, clock.now()).into())).await.expect("send");
+    ws.send(Message::Text(forger.seal(&forged, clock.now()).into()))
+        .await
+        .expect("send");
     closed(&mut ws).await;
-    let e = call.await.expect("join").expect_err("no answer was accepted");
+    let e = call
+        .await
+        .expect("join")
+        .expect_err("no answer was accepted");
     assert_eq!(e.kind, RfcErrorKind::Communication, "{e}");
     hub.wait_for_at_most("PRD", 0).await;
     assert_eq!(hub.stats("PRD").in_flight, 0);
 
     // A frame replayed within its session (the `ready` again).
     let nonce = new_nonce();
-    let mut ws = raw_connect(&url, "plant-a", KEY_A, clock.now().as_second(), &nonce).await.expect("connect");
+    let mut ws = raw_connect(&url, "plant-a", KEY_A, clock.now().as_second(), &nonce)
+        .await
+        .expect("connect");
     let _welcome = next_text(&mut ws).await.expect("welcome");
     let mut signer = Signer::new(key(KEY_A), Direction::Agent, "plant-a", &nonce);
     let ready = serde_json::to_string(&AgentMessage::Ready { system: "x".into() }).expect("json");
     let frame = signer.seal(&ready, clock.now());
-    ws.send(Message::Text(frame.clone().into())).await.expect("send");
+    ws.send(Message::Text(frame.clone().into()))
+        .await
+        .expect("send");
     hub.wait_for_agents("PRD", 1).await;
     ws.send(Message::Text(frame.into())).await.expect("send");
     closed(&mut ws).await;
@@ -163,7 +222,10 @@ async fn the_host_refuses_forged_replayed_and_expired_agent_messages() {
     // An expired frame: genuinely signed, but older than the window.
     let (mut ws, mut signer, _v) = genuine(&url, &clock).await;
     hub.wait_for_agents("PRD", 1).await;
-    let old = signer.seal("{\"type\":\"expired\",\"id\":9,\"started\":false}", clock.now() - SignedDuration::from_secs(120));
+    let old = signer.seal(
+        "{\"type\":\"expired\",\"id\":9,\"started\":false}",
+        clock.now() - SignedDuration::from_secs(120),
+    );
     ws.send(Message::Text(old.into())).await.expect("send");
     closed(&mut ws).await;
     hub.wait_for_at_most("PRD", 0).await;
@@ -234,44 +296,98 @@ async fn the_agent_refuses_forged_replayed_and_expired_host_messages() {
     let sap = Arc::new(FakeSap::default());
     let a = agent(&url, "plant-a", KEY_A, sap.clone());
     let task = spawn(&a);
-    let welcome = serde_json::to_string(&HostMessage::Welcome { system: "PRD".into() }).expect("json");
+    let welcome = serde_json::to_string(&HostMessage::Welcome {
+        system: "PRD".into(),
+    })
+    .expect("json");
     let now = Timestamp::now;
 
     // 1. An impostor host (wrong key) is refused before any call.
     let (mut ws, nonce) = sessions.recv().await.expect("session");
     let mut impostor = Signer::new(key(&"i".repeat(40)), Direction::Host, "plant-a", &nonce);
-    ws.send(AxMessage::Text(impostor.seal(&welcome, now()).into())).await.expect("send");
+    ws.send(AxMessage::Text(impostor.seal(&welcome, now()).into()))
+        .await
+        .expect("send");
     assert_eq!(recv_text(&mut ws).await, None, "the agent hung up");
     assert_eq!((a.stats().rejected, a.stats().sessions), (1, 0));
 
     // 2. A genuine host; a call runs once; the same frame replayed is refused.
     let (mut ws, nonce) = sessions.recv().await.expect("reconnected");
     let mut host = Signer::new(key(KEY_A), Direction::Host, "plant-a", &nonce);
-    let mut from_agent = Verifier::new(key(KEY_A), Direction::Agent, "plant-a", &nonce, DEFAULT_WINDOW, Arc::new(MemoryReplayCache::new(100)));
-    ws.send(AxMessage::Text(host.seal(&welcome, now()).into())).await.expect("send");
+    let mut from_agent = Verifier::new(
+        key(KEY_A),
+        Direction::Agent,
+        "plant-a",
+        &nonce,
+        DEFAULT_WINDOW,
+        Arc::new(MemoryReplayCache::new(100)),
+    );
+    ws.send(AxMessage::Text(host.seal(&welcome, now()).into()))
+        .await
+        .expect("send");
     let ready = recv_text(&mut ws).await.expect("ready");
-    let body = from_agent.open(&ready, now()).await.expect("the agent signs");
-    assert!(matches!(serde_json::from_str(&body).expect("json"), AgentMessage::Ready { .. }));
-    let call = host.seal(&call_body(1, now() + SignedDuration::from_secs(30), "Z_ECHO"), now());
-    ws.send(AxMessage::Text(call.clone().into())).await.expect("send");
-    let answer = from_agent.open(&recv_text(&mut ws).await.expect("result"), now()).await.expect("genuine");
-    let AgentMessage::Result { id: 1, outcome: WireOutcome::Ok(params) } = serde_json::from_str(&answer).expect("json") else {
+    let body = from_agent
+        .open(&ready, now())
+        .await
+        .expect("the agent signs");
+    assert!(matches!(
+        serde_json::from_str(&body).expect("json"),
+        AgentMessage::Ready { .. }
+    ));
+    let call = host.seal(
+        &call_body(1, now() + SignedDuration::from_secs(30), "Z_ECHO"),
+        now(),
+    );
+    ws.send(AxMessage::Text(call.clone().into()))
+        .await
+        .expect("send");
+    let answer = from_agent
+        .open(&recv_text(&mut ws).await.expect("result"), now())
+        .await
+        .expect("genuine");
+    let AgentMessage::Result {
+        id: 1,
+        outcome: WireOutcome::Ok(params),
+    } = serde_json::from_str(&answer).expect("json")
+    else {
         panic!("{answer}");
     };
     assert!(params.contains_key("X"));
     ws.send(AxMessage::Text(call.into())).await.expect("send");
-    assert_eq!(recv_text(&mut ws).await, None, "the agent hung up on the replay");
-    assert_eq!(sap.calls.load(Ordering::SeqCst), 1, "the replayed call never ran");
+    assert_eq!(
+        recv_text(&mut ws).await,
+        None,
+        "the agent hung up on the replay"
+    );
+    assert_eq!(
+        sap.calls.load(Ordering::SeqCst),
+        1,
+        "the replayed call never ran"
+    );
     assert_eq!(a.stats().rejected, 2);
 
     // 3. A stale call (signed two minutes ago) is refused, never run.
     let (mut ws, nonce) = sessions.recv().await.expect("reconnected");
     let mut host = Signer::new(key(KEY_A), Direction::Host, "plant-a", &nonce);
-    ws.send(AxMessage::Text(host.seal(&welcome, now()).into())).await.expect("send");
+    ws.send(AxMessage::Text(host.seal(&welcome, now()).into()))
+        .await
+        .expect("send");
     let _ready = recv_text(&mut ws).await.expect("ready");
     let then = now() - SignedDuration::from_secs(120);
-    ws.send(AxMessage::Text(host.seal(&call_body(2, now() + SignedDuration::from_secs(30), "Z_ECHO"), then).into())).await.expect("send");
-    assert_eq!(recv_text(&mut ws).await, None, "the agent hung up on the stale call");
+    ws.send(AxMessage::Text(
+        host.seal(
+            &call_body(2, now() + SignedDuration::from_secs(30), "Z_ECHO"),
+            then,
+        )
+        .into(),
+    ))
+    .await
+    .expect("send");
+    assert_eq!(
+        recv_text(&mut ws).await,
+        None,
+        "the agent hung up on the stale call"
+    );
     assert_eq!(sap.calls.load(Ordering::SeqCst), 1);
     assert_eq!(a.stats().rejected, 3);
 
@@ -279,16 +395,62 @@ async fn the_agent_refuses_forged_replayed_and_expired_host_messages() {
     //    that outlives its deadline is stopped and reported.
     let (mut ws, nonce) = sessions.recv().await.expect("reconnected");
     let mut host = Signer::new(key(KEY_A), Direction::Host, "plant-a", &nonce);
-    let mut from_agent = Verifier::new(key(KEY_A), Direction::Agent, "plant-a", &nonce, DEFAULT_WINDOW, Arc::new(MemoryReplayCache::new(100)));
-    ws.send(AxMessage::Text(host.seal(&welcome, now()).into())).await.expect("send");
-    from_agent.open(&recv_text(&mut ws).await.expect("ready"), now()).await.expect("ready");
-    ws.send(AxMessage::Text(host.seal(&call_body(3, now() - SignedDuration::from_secs(1), "Z_ECHO"), now()).into())).await.expect("send");
-    let m = from_agent.open(&recv_text(&mut ws).await.expect("answer"), now()).await.expect("genuine");
-    assert_eq!(serde_json::from_str::<AgentMessage>(&m).expect("json"), AgentMessage::Expired { id: 3, started: false });
+    let mut from_agent = Verifier::new(
+        key(KEY_A),
+        Direction::Agent,
+        "plant-a",
+        &nonce,
+        DEFAULT_WINDOW,
+        Arc::new(MemoryReplayCache::new(100)),
+    );
+    ws.send(AxMessage::Text(host.seal(&welcome, now()).into()))
+        .await
+        .expect("send");
+    from_agent
+        .open(&recv_text(&mut ws).await.expect("ready"), now())
+        .await
+        .expect("ready");
+    ws.send(AxMessage::Text(
+        host.seal(
+            &call_body(3, now() - SignedDuration::from_secs(1), "Z_ECHO"),
+            now(),
+        )
+        .into(),
+    ))
+    .await
+    .expect("send");
+    let m = from_agent
+        .open(&recv_text(&mut ws).await.expect("answer"), now())
+        .await
+        .expect("genuine");
+    assert_eq!(
+        serde_json::from_str::<AgentMessage>(&m).expect("json"),
+        AgentMessage::Expired {
+            id: 3,
+            started: false
+        }
+    );
     assert_eq!(sap.calls.load(Ordering::SeqCst), 1, "not run");
-    ws.send(AxMessage::Text(host.seal(&call_body(4, now() + SignedDuration::from_millis(200), "Z_HANG"), now()).into())).await.expect("send");
-    let m = from_agent.open(&recv_text(&mut ws).await.expect("answer"), now()).await.expect("genuine");
-    assert_eq!(serde_json::from_str::<AgentMessage>(&m).expect("json"), AgentMessage::Expired { id: 4, started: true });
+    ws.send(AxMessage::Text(
+        host.seal(
+            &call_body(4, now() + SignedDuration::from_millis(200), "Z_HANG"),
+            now(),
+        )
+        .into(),
+    ))
+    .await
+    .expect("send");
+    let m = from_agent
+        .open(&recv_text(&mut ws).await.expect("answer"), now())
+        .await
+        .expect("genuine");
+    assert_eq!(
+        serde_json::from_str::<AgentMessage>(&m).expect("json"),
+        AgentMessage::Expired {
+            id: 4,
+            started: true
+        }
+    );
     assert_eq!(a.stats().expired, 2);
     assert_eq!(a.stats().sessions, 3);
     task.abort();

@@ -70,7 +70,11 @@ async fn two_agents_share_the_cap_under_retries() {
             .expect("source")
     };
     let sources = [mk(), mk(), mk()];
-    let (x, y, z) = tokio::join!(read_all(&sources[0]), read_all(&sources[1]), read_all(&sources[2]));
+    let (x, y, z) = tokio::join!(
+        read_all(&sources[0]),
+        read_all(&sources[1]),
+        read_all(&sources[2])
+    );
     for keys in [&x, &y, &z] {
         assert_eq!(keys.len(), 600);
     }
@@ -78,7 +82,11 @@ async fn two_agents_share_the_cap_under_retries() {
     assert!(e.injected_failures() > 0, "the storms hit");
     // Counted on the host and at SAP: never more than the cap, retries included.
     assert!((2..=3).contains(&stats.max_in_flight), "{stats:?}");
-    assert!(e.max_in_flight() <= 3, "the emulator saw {} at once", e.max_in_flight());
+    assert!(
+        e.max_in_flight() <= 3,
+        "the emulator saw {} at once",
+        e.max_in_flight()
+    );
     assert_eq!(e.capacity_refusals(), 0);
     assert_eq!(stats.in_flight, 0);
     // Both agents did work: the cap is shared, not per agent.
@@ -107,7 +115,9 @@ async fn a_call_whose_agent_dies_moves_to_the_other_agent_and_the_cap_counts_it_
     let client = Arc::new(
         ml_sap_ecc::RfcClient::new(Arc::new(t), 1)
             .expect("client")
-            .with_retry(ml_core::retry::RetryPolicy::default().with_base_delay(Duration::from_millis(5))),
+            .with_retry(
+                ml_core::retry::RetryPolicy::default().with_base_delay(Duration::from_millis(5)),
+            ),
     );
     let c = client.clone();
     let call = tokio::spawn(async move { c.call(&mut RfcCall::new("Z_HANG")).await });

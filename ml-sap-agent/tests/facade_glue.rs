@@ -47,22 +47,27 @@ fn registry() -> Registry {
 async fn the_example_runs_host_agent_and_emulator_on_one_machine() {
     let config = PipelineConfig::from_toml_str(&example()).expect("config");
     let env = MapEnv::new().with("ML_RELAY_LISTEN", "127.0.0.1:0");
-    let assembled = registry().assemble(&config, &env, |b| b).await.expect("assembled");
+    let assembled = registry()
+        .assemble(&config, &env, |b| b)
+        .await
+        .expect("assembled");
     let banners = assembled.sandbox_banners().join("\n");
-    assert!(banners.contains("relay endpoint for SAP system `PRD` at ws://127.0.0.1:"), "{banners}");
-    assert!(banners.contains("in-process relay agent `plant-a`"), "{banners}");
-    // The agent connects out on its own; the first cycles may find it not yet connected
-    // (the stream then waits for it), so run until both streams delivered.
-    let mut delivered = 0;
-    for _ in 0..50 {
-        let s = assembled.pipeline.run_once().await.expect("run");
-        delivered += s.deliveries.delivered;
-        if s.cycle_errors.is_empty() && delivered > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(delivered > 0, "SAP documents reached the sink through the relay");
+    assert!(
+        banners.contains("relay endpoint for SAP system `PRD` at ws://127.0.0.1:"),
+        "{banners}"
+    );
+    assert!(
+        banners.contains("in-process relay agent `plant-a`"),
+        "{banners}"
+    );
+    // The glue waited for its in-process agent: the first cycle reads through it.
+    let s = assembled.pipeline.run_once().await.expect("run");
+    assert!(s.cycle_errors.is_empty(), "{s}");
+    let delivered = s.deliveries.delivered;
+    assert!(
+        delivered > 0,
+        "SAP documents reached the sink through the relay"
+    );
 }
 
 #[tokio::test]
@@ -76,16 +81,26 @@ async fn the_glue_refuses_what_belongs_on_the_agent_and_missing_keys() {
         "ML_RELAY_SYSTEM = \"PRD\"\npassword = \"hunter2\"",
     );
     let config = PipelineConfig::from_toml_str(&with_logon).expect("config");
-    let err = registry().assemble(&config, &env, |b| b).await.err().expect("refused");
+    let Err(err) = registry().assemble(&config, &env, |b| b).await else {
+        panic!("the SAP logon on the host must be refused");
+    };
     let text = err.to_string();
-    assert!(text.contains("sources.sap.settings.password") && text.contains("belong on the agent"), "{text}");
+    assert!(
+        text.contains("sources.sap.settings.password") && text.contains("belong on the agent"),
+        "{text}"
+    );
     assert!(!text.contains("hunter2"), "{text}");
     let config = PipelineConfig::from_toml_str(&base).expect("config");
     let no_key = MapEnv::new().with("ML_RELAY_LISTEN", "127.0.0.1:0");
-    let err = registry().assemble(&config, &no_key, |b| b).await.err().expect("refused");
+    let Err(err) = registry().assemble(&config, &no_key, |b| b).await else {
+        panic!("a missing agent key must be refused");
+    };
     assert!(err.to_string().contains("ML_RELAY_KEY_PLANT_A"), "{err}");
     // With the key, the host starts and waits for its agent: streams pause, typed.
-    let assembled = registry().assemble(&config, &env, |b| b).await.expect("assembled");
+    let assembled = registry()
+        .assemble(&config, &env, |b| b)
+        .await
+        .expect("assembled");
     let s = assembled.pipeline.run_once().await.expect("run");
     assert_eq!(s.cycle_errors.len(), 2, "{s}");
     let status = assembled.pipeline.stream_status();

@@ -1,6 +1,7 @@
 //! Rows/s parsed from `RFC_READ_TABLE` answers: the SOAP envelope read with quick-xml,
 //! then each `WA` sliced by offset (UTF-16 units) and numbers parsed exactly.
 
+use std::fmt::Write as _;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -41,14 +42,15 @@ fn answer(rows: usize) -> String {
     );
     for i in 0..rows {
         let amount = if i % 7 == 0 { format!("{}.50-", i % 999) } else { format!("{}.25", i % 99_999) };
-        xml.push_str(&format!(
+        let _ = write!(
+            xml,
             "<item><WA>{:010}2026202603011200{:<16}{:010}{:<35}EUR  {:>16}</WA></item>",
             5_100_000_000_u64 + i as u64,
             format!("RE-{i}"),
             100_001 + i % 5,
             "Müller &amp; Söhne | Teile; GmbH",
             amount
-        ));
+        );
     }
     xml.push_str("</DATA></n0:RFC_READ_TABLE.Response></soap-env:Body></soap-env:Envelope>");
     xml

@@ -220,7 +220,7 @@ mod tests {
         }
 
         fn system(&self) -> String {
-            format!("flaky-{:p}", self)
+            format!("flaky-{self:p}")
         }
     }
 

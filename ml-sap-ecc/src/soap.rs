@@ -441,7 +441,7 @@ mod tests {
             assert_eq!(r.table("DATA").len(), 2);
             assert!(r.table("FIELDS").is_empty());
         }
-        let xml = r#"<Envelope><Body><BAPI_PO_GETDETAIL1Response><POHEADER><PO_NUMBER>4500000001</PO_NUMBER></POHEADER><RETURN/></BAPI_PO_GETDETAIL1Response></Body></Envelope>"#;
+        let xml = "<Envelope><Body><BAPI_PO_GETDETAIL1Response><POHEADER><PO_NUMBER>4500000001</PO_NUMBER></POHEADER><RETURN/></BAPI_PO_GETDETAIL1Response></Body></Envelope>";
         let r = decode_response("BAPI_PO_GETDETAIL1", xml).expect("bare Response");
         assert_eq!(r.structure("POHEADER").expect("h")["PO_NUMBER"], "4500000001");
         assert!(r.table("RETURN").is_empty());
@@ -494,7 +494,7 @@ mod tests {
         assert_eq!(k(404, ""), RfcErrorKind::NotFound);
         assert_eq!(k(503, "busy"), RfcErrorKind::Communication);
         assert_eq!(k(400, "bad"), RfcErrorKind::AbapMessage);
-        let fault = r#"<E><Body><Fault><faultcode>Client</faultcode><faultstring>TABLE_NOT_AVAILABLE</faultstring></Fault></Body></E>"#;
+        let fault = "<E><Body><Fault><faultcode>Client</faultcode><faultstring>TABLE_NOT_AVAILABLE</faultstring></Fault></Body></E>";
         assert_eq!(
             k(500, fault),
             RfcErrorKind::AbapException("TABLE_NOT_AVAILABLE".into())

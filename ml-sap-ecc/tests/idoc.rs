@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use http::{Request, StatusCode};
 use ml_core::memory::MemorySink;
 use ml_core::record::SourceItem;
@@ -72,7 +73,6 @@ fn inbox() -> IdocInbox {
 }
 
 fn post(body: impl Into<Vec<u8>>, password: &str) -> Request<Vec<u8>> {
-    use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{password}"));
     Request::post("/sap/idoc")
         .header("authorization", format!("Basic {auth}"))
@@ -83,7 +83,8 @@ fn post(body: impl Into<Vec<u8>>, password: &str) -> Request<Vec<u8>> {
 
 #[test]
 fn orders05_and_invoic02_map_to_records_with_exact_money() {
-    let idocs = parse_packet(orders05("0000000000123456", "4500000001", "1234.50").as_bytes()).expect("parse");
+    let idocs = parse_packet(orders05("0000000000123456", "4500000001", "1234.50").as_bytes())
+        .expect("parse");
     let mapping = ml_sap_ecc::idoc::IdocMapping::new("S");
     let now = jiff::Timestamp::UNIX_EPOCH;
     let SourceItem::Record(r) = ml_sap_ecc::idoc::map_idoc(&idocs[0], &mapping, now) else {
@@ -104,7 +105,8 @@ fn orders05_and_invoic02_map_to_records_with_exact_money() {
     // The customer segment the mapping does not know stays in the raw item.
     assert!(r.raw.as_str().contains("Z1ACME"));
 
-    let idocs = parse_packet(invoic02("0000000000777777", "90001234", "118.99-").as_bytes()).expect("parse");
+    let idocs = parse_packet(invoic02("0000000000777777", "90001234", "118.99-").as_bytes())
+        .expect("parse");
     let SourceItem::Record(r) = ml_sap_ecc::idoc::map_idoc(&idocs[0], &mapping, now) else {
         panic!("record expected");
     };
@@ -119,12 +121,22 @@ fn orders05_and_invoic02_map_to_records_with_exact_money() {
     let SourceItem::Rejected(x) = ml_sap_ecc::idoc::map_idoc(&idocs[0], &mapping, now) else {
         panic!("rejected expected");
     };
-    assert!(x.reason.contains("DESADV01") && x.reason.contains("not supported"), "{}", x.reason);
+    assert!(
+        x.reason.contains("DESADV01") && x.reason.contains("not supported"),
+        "{}",
+        x.reason
+    );
     assert_eq!(x.key.as_deref(), Some("IDOC-0000000000999999"));
     // A bad amount: rejected, never a float.
     let idocs = parse_packet(orders05("0000000000999998", "2", "12,50").as_bytes()).expect("parse");
-    assert!(matches!(ml_sap_ecc::idoc::map_idoc(&idocs[0], &mapping, now), SourceItem::Rejected(_)));
-    assert_eq!(sap_number("100.00-").map(|d| d.to_string()), Some("-100.00".into()));
+    assert!(matches!(
+        ml_sap_ecc::idoc::map_idoc(&idocs[0], &mapping, now),
+        SourceItem::Rejected(_)
+    ));
+    assert_eq!(
+        sap_number("100.00-").map(|d| d.to_string()),
+        Some("-100.00".into())
+    );
     assert_eq!(sap_number("1e3"), None);
 }
 
@@ -141,25 +153,48 @@ fn latin1_packets_decode_by_their_declaration() {
 #[test]
 fn malformed_packets_are_typed_errors_never_panics() {
     let good = orders05("0000000000000001", "1", "1.00");
-    let deep = format!("<ORDERS05><IDOC>{}{}</IDOC></ORDERS05>", "<E1X SEGMENT=\"1\">".repeat(40), "</E1X>".repeat(40));
+    let deep = format!(
+        "<ORDERS05><IDOC>{}{}</IDOC></ORDERS05>",
+        "<E1X SEGMENT=\"1\">".repeat(40),
+        "</E1X>".repeat(40)
+    );
     let cases: Vec<(String, &str)> = vec![
         (String::new(), "empty"),
         ("not xml at all".into(), "text"),
         (good[..good.len() / 2].to_owned(), "truncated"),
         (good.replace("</E1EDK01>", ""), "unbalanced"),
-        ("<!DOCTYPE x [<!ENTITY a \"aaaa\">]><ORDERS05/>".into(), "doctype"),
-        (good.replace("<E1EDK14 SEGMENT=\"1\">", "<E1EDK14>"), "segment without SEGMENT"),
+        (
+            "<!DOCTYPE x [<!ENTITY a \"aaaa\">]><ORDERS05/>".into(),
+            "doctype",
+        ),
+        (
+            good.replace("<E1EDK14 SEGMENT=\"1\">", "<E1EDK14>"),
+            "segment without SEGMENT",
+        ),
         (good.replace("Z1ACME", "HACK"), "unknown segment name"),
-        (good.replace("<CURCY>EUR</CURCY>", "<CURCY><X>EUR</X></CURCY>"), "field with elements"),
-        (good.replace("<IDOC BEGIN=\"1\">", "<DOC>").replace("</IDOC>", "</DOC>"), "no IDOC"),
-        (good.replace("<TABNAM>EDI_DC40", "<TABNAM>&bogus;EDI_DC40"), "unknown entity"),
+        (
+            good.replace("<CURCY>EUR</CURCY>", "<CURCY><X>EUR</X></CURCY>"),
+            "field with elements",
+        ),
+        (
+            good.replace("<IDOC BEGIN=\"1\">", "<DOC>")
+                .replace("</IDOC>", "</DOC>"),
+            "no IDOC",
+        ),
+        (
+            good.replace("<TABNAM>EDI_DC40", "<TABNAM>&bogus;EDI_DC40"),
+            "unknown entity",
+        ),
         ("<ORDERS05></ORDERS05>".into(), "no IDoc"),
         ("<A/><B/>".into(), "two roots"),
         (deep, "too deep"),
         ("\u{feff}<ORDERS05>\u{0}</ORDERS05>".into(), "nul"),
     ];
     for (body, what) in cases {
-        assert!(parse_packet(body.as_bytes()).is_err(), "{what} should be refused");
+        assert!(
+            parse_packet(body.as_bytes()).is_err(),
+            "{what} should be refused"
+        );
     }
     assert!(parse_packet(&[0xff, 0xfe, 0x00, 0xd8]).is_err());
     assert!(parse_packet(b"<?xml version=\"1.0\" encoding=\"x-klingon\"?><A/>").is_err());
@@ -173,8 +208,13 @@ async fn refusals_answer_with_the_right_status() {
     let r = inbox.handle(post(xml.clone(), "wrong")).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(!r.body().contains("hunter2"));
-    let unauth = Request::post("/").body(xml.clone().into_bytes()).expect("r");
-    assert_eq!(inbox.handle(unauth).await.status(), StatusCode::UNAUTHORIZED);
+    let unauth = Request::post("/")
+        .body(xml.clone().into_bytes())
+        .expect("r");
+    assert_eq!(
+        inbox.handle(unauth).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     let secret = IdocInboxBuilder::new(
         "S",
         IdocAuth::SharedSecret {
@@ -183,19 +223,34 @@ async fn refusals_answer_with_the_right_status() {
         },
     )
     .build();
-    let wrong = Request::post("/").header("x-ml-idoc-secret", "s3cre").body(Vec::new()).expect("r");
-    assert_eq!(secret.handle(wrong).await.status(), StatusCode::UNAUTHORIZED);
+    let wrong = Request::post("/")
+        .header("x-ml-idoc-secret", "s3cre")
+        .body(Vec::new())
+        .expect("r");
+    assert_eq!(
+        secret.handle(wrong).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     // Huge bodies: 413, declared or not.
     let huge = vec![b'<'; 300 * 1024];
-    assert_eq!(inbox.handle(post(huge, PASSWORD)).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        inbox.handle(post(huge, PASSWORD)).await.status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
     let declared = Request::post("/")
         .header("content-length", "999999999")
         .body(Vec::new())
         .expect("r");
-    assert_eq!(inbox.handle(declared).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        inbox.handle(declared).await.status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
     // GET: 405. Bad XML: 400 and nothing held.
     let get = Request::get("/").body(Vec::new()).expect("r");
-    assert_eq!(inbox.handle(get).await.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        inbox.handle(get).await.status(),
+        StatusCode::METHOD_NOT_ALLOWED
+    );
     let r = inbox.handle(post("<ORDERS05><IDOC>", PASSWORD)).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(inbox.pending(), 0);
@@ -227,7 +282,9 @@ async fn the_answer_waits_for_the_commit_and_other_instances_positions_ack_nothi
     assert_eq!(again.items.len(), 1);
     assert!(!waiting.is_finished());
     assert!(matches!(
-        source.poll(Some(&ml_core::Position::from_json(serde_json::json!([1])))).await,
+        source
+            .poll(Some(&ml_core::Position::from_json(serde_json::json!([1]))))
+            .await,
         Err(ml_core::Error::InvalidPosition(_))
     ));
     // The poll from the committed position is the acknowledgement.
@@ -246,14 +303,19 @@ async fn a_thousand_idocs_with_ten_percent_resent_are_delivered_once_each() {
         MatchMode::AllMatch,
         vec![Rule {
             name: "all".into(),
-            when: vec![Condition::Kind(vec![EntityKind::PurchaseOrder, EntityKind::SupplierInvoice])],
+            when: vec![Condition::Kind(vec![
+                EntityKind::PurchaseOrder,
+                EntityKind::SupplierInvoice,
+            ])],
             to: vec!["mem:#finance".into()],
         }],
     )
     .expect("router");
     let pipeline = Arc::new(
         Pipeline::builder()
-            .store(Arc::new(SqliteAuditStore::open_in_memory().expect("journal")))
+            .store(Arc::new(
+                SqliteAuditStore::open_in_memory().expect("journal"),
+            ))
             .stream(Stream::new(
                 "idocs",
                 Arc::new(inbox.source()),
@@ -280,10 +342,14 @@ async fn a_thousand_idocs_with_ten_percent_resent_are_delivered_once_each() {
     // the first copy waits, some after it was answered.
     let body = |i: usize| {
         let docnum = format!("{:016}", 1_000_000 + i);
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             invoic02(&docnum, &format!("9{i:08}"), &format!("{i}.99"))
         } else {
-            orders05(&docnum, &format!("{:010}", 4_500_000_000u64 + i as u64), &format!("{i}.50"))
+            orders05(
+                &docnum,
+                &format!("{:010}", 4_500_000_000u64 + i as u64),
+                &format!("{i}.50"),
+            )
         }
     };
     let mut sends: Vec<usize> = (0..1_000).collect();
@@ -298,7 +364,11 @@ async fn a_thousand_idocs_with_ten_percent_resent_are_delivered_once_each() {
         tasks.spawn(async move {
             let _permit = permit;
             let r = inbox.handle(post(xml, PASSWORD)).await;
-            *statuses.lock().await.entry(r.status().as_u16()).or_default() += 1;
+            *statuses
+                .lock()
+                .await
+                .entry(r.status().as_u16())
+                .or_default() += 1;
         });
     }
     while let Some(r) = tasks.join_next().await {
@@ -323,7 +393,9 @@ async fn a_thousand_idocs_with_ten_percent_resent_are_delivered_once_each() {
 #[tokio::test]
 async fn the_axum_router_reads_no_further_than_the_limit() {
     let inbox = inbox();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let url = format!("http://{}/sap/idoc", listener.local_addr().expect("addr"));
     let app = inbox.router("/sap/idoc");
     let server = tokio::spawn(async move {
@@ -344,9 +416,10 @@ async fn the_axum_router_reads_no_further_than_the_limit() {
             tokio::task::yield_now().await;
         }
     });
-    use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
-    let client = ml_core::http::ClientOptions::default().client().expect("client");
+    let client = ml_core::http::ClientOptions::default()
+        .client()
+        .expect("client");
     let r = client
         .post(&url)
         .header("authorization", format!("Basic {auth}"))
@@ -367,4 +440,44 @@ async fn the_axum_router_reads_no_further_than_the_limit() {
         assert_eq!(r.status(), 413);
     }
     server.abort();
+}
+
+#[test]
+fn secrets_stay_out_of_debug() {
+    let inbox = inbox();
+    let shown = format!("{inbox:?}");
+    assert!(shown.contains(USER) && !shown.contains(PASSWORD), "{shown}");
+    let auth = IdocAuth::SharedSecret {
+        header: http::HeaderName::from_static("x-secret"),
+        secret: "s3cret-value".into(),
+    };
+    assert!(!format!("{auth:?}").contains("s3cret-value"));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn any_bytes_parse_or_fail_without_panicking(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+        let _ = parse_packet(&data);
+    }
+
+    #[test]
+    fn a_mangled_packet_parses_or_fails_and_maps_without_panicking(
+        cut in 0usize..2_000,
+        insert in "[<>&;/\"= A-Z0-9-]{0,8}",
+    ) {
+        let mut xml = orders05("0000000000000001", "4500000001", "1.00");
+        let at = cut.min(xml.len());
+        let at = (0..=at).rev().find(|i| xml.is_char_boundary(*i)).unwrap_or(0);
+        xml.insert_str(at, &insert);
+        if let Ok(idocs) = parse_packet(xml.as_bytes()) {
+            let mapping = ml_sap_ecc::idoc::IdocMapping::new("S");
+            for i in &idocs {
+                if let SourceItem::Record(r) = ml_sap_ecc::idoc::map_idoc(i, &mapping, jiff::Timestamp::UNIX_EPOCH) {
+                    proptest::prop_assert!(r.validate().is_ok());
+                }
+            }
+        }
+    }
 }

@@ -40,7 +40,10 @@ fn key(i: &SourceItem) -> String {
 }
 
 /// Reads one cycle; returns its items and the number of polls.
-async fn cycle(s: &SapODataSource, pos: &mut Option<ml_core::Position>) -> (Vec<SourceItem>, usize) {
+async fn cycle(
+    s: &SapODataSource,
+    pos: &mut Option<ml_core::Position>,
+) -> (Vec<SourceItem>, usize) {
     let mut items = Vec::new();
     let mut polls = 0;
     loop {
@@ -101,7 +104,11 @@ async fn amounts_dates_and_unicode_arrive_exactly() {
         &purchase_order("4500000042", "98765432109876.54", "EUR", "株式会社テスト"),
         t0() + SignedDuration::from_millis(123),
     );
-    e.upsert(SET, &purchase_order("4500000043", "-0.01", "JPY", "Ørsted A/S"), t0());
+    e.upsert(
+        SET,
+        &purchase_order("4500000043", "-0.01", "JPY", "Ørsted A/S"),
+        t0(),
+    );
     let s = builder(&e).build().expect("source");
     let page = s.poll(None).await.expect("poll");
     let records: BTreeMap<String, _> = page
@@ -118,10 +125,22 @@ async fn amounts_dates_and_unicode_arrive_exactly() {
     assert_eq!(m.currency.as_str(), "EUR");
     assert_eq!(r.fields.supplier.as_deref(), Some("株式会社テスト"));
     assert_eq!(r.modified_at, t0() + SignedDuration::from_millis(123));
-    assert!(r.raw.as_str().contains("\"98765432109876.54\""), "raw keeps the text");
-    assert!(r.link.as_deref().is_some_and(|l| l.ends_with("PurchaseOrderSet('4500000042')")));
+    assert!(
+        r.raw.as_str().contains("\"98765432109876.54\""),
+        "raw keeps the text"
+    );
+    assert!(
+        r.link
+            .as_deref()
+            .is_some_and(|l| l.ends_with("PurchaseOrderSet('4500000042')"))
+    );
     assert_eq!(
-        records["4500000043"].fields.amount.expect("a").amount.to_string(),
+        records["4500000043"]
+            .fields
+            .amount
+            .expect("a")
+            .amount
+            .to_string(),
         "-0.01"
     );
 }
@@ -171,19 +190,38 @@ async fn updates_and_late_rows_arrive_next_cycle_and_nothing_twice() {
         assert_eq!(first_keys.len(), 60, "{mode:?}");
         // An update of a served row, and a late row 10 s behind the newest stamp.
         let newest = t0() + SignedDuration::from_secs(190);
-        assert!(e.touch(SET, "4500000001", newest + SignedDuration::from_secs(5), Some(("Status", "10".into()))));
-        e.insert_late(SET, &purchase_order("4500009999", "3.00", "EUR", "Late"), newest - SignedDuration::from_secs(10));
+        assert!(e.touch(
+            SET,
+            "4500000001",
+            newest + SignedDuration::from_secs(5),
+            Some(("Status", "10".into()))
+        ));
+        e.insert_late(
+            SET,
+            &purchase_order("4500009999", "3.00", "EUR", "Late"),
+            newest - SignedDuration::from_secs(10),
+        );
         let (second, _) = cycle(&s, &mut pos).await;
         let fresh: Vec<String> = second
             .iter()
             .filter_map(|i| match i {
-                SourceItem::Record(r) if r.key == "4500000001" => Some(format!("{}:{}", r.key, r.fields.status.as_deref().unwrap_or(""))),
+                SourceItem::Record(r) if r.key == "4500000001" => Some(format!(
+                    "{}:{}",
+                    r.key,
+                    r.fields.status.as_deref().unwrap_or("")
+                )),
                 SourceItem::Record(r) if r.key == "4500009999" => Some(r.key.clone()),
                 _ => None,
             })
             .collect();
-        assert!(fresh.contains(&"4500000001:10".to_owned()), "{mode:?}: update lost: {fresh:?}");
-        assert!(fresh.contains(&"4500009999".to_owned()), "{mode:?}: late row lost");
+        assert!(
+            fresh.contains(&"4500000001:10".to_owned()),
+            "{mode:?}: update lost: {fresh:?}"
+        );
+        assert!(
+            fresh.contains(&"4500009999".to_owned()),
+            "{mode:?}: late row lost"
+        );
     }
 }
 
@@ -202,10 +240,16 @@ async fn errors_are_classified() {
     assert!(!err.to_string().contains("hunter2"));
     // Wrong client: the logon fails too.
     let s = builder(&e).with_client("200").build().expect("source");
-    assert!(matches!(s.poll(None).await, Err(ml_core::Error::Auth { .. })));
+    assert!(matches!(
+        s.poll(None).await,
+        Err(ml_core::Error::Auth { .. })
+    ));
     // A stamp property the service lacks: the v2 error JSON, permanent, with its code.
     let s = builder(&e)
-        .with_config(ml_sap_ecc::odata::SapODataConfigKey::StampProperty, "LastChange")
+        .with_config(
+            ml_sap_ecc::odata::SapODataConfigKey::StampProperty,
+            "LastChange",
+        )
         .build()
         .expect("source");
     let err = s.poll(None).await.expect_err("400");
@@ -236,28 +280,44 @@ async fn writes_fetch_and_reuse_the_csrf_token_and_refetch_once_expired() {
         .await
         .expect("create");
     assert_eq!(created.status, 201);
-    assert_eq!(created.entity.as_ref().expect("d")["PurchaseOrder"], "4500000777");
+    assert_eq!(
+        created.entity.as_ref().expect("d")["PurchaseOrder"],
+        "4500000777"
+    );
     assert!(created.message.is_some_and(|m| m.severity == "success"));
     let updated = s
-        .write(WriteMethod::Merge, "PurchaseOrderSet('4500000777')", Some(&serde_json::json!({"Status": "05"})))
+        .write(
+            WriteMethod::Merge,
+            "PurchaseOrderSet('4500000777')",
+            Some(&serde_json::json!({"Status": "05"})),
+        )
         .await
         .expect("merge");
     assert_eq!(updated.status, 204);
     // One token fetch served both writes.
     assert_eq!(e.csrf_fetches(), 1, "token fetched once");
     e.expire_csrf_tokens();
-    s.write(WriteMethod::Merge, "PurchaseOrderSet('4500000777')", Some(&serde_json::json!({"Status": "06"})))
-        .await
-        .expect("a refused token is fetched again once");
+    s.write(
+        WriteMethod::Merge,
+        "PurchaseOrderSet('4500000777')",
+        Some(&serde_json::json!({"Status": "06"})),
+    )
+    .await
+    .expect("a refused token is fetched again once");
     assert_eq!(e.csrf_fetches(), 2);
     assert_eq!(e.get(SET, "4500000777").expect("row").0["Status"], "06");
     // The write shows up in the next poll.
     let page = s.poll(None).await.expect("poll");
     assert!(page.items.iter().any(|i| key(i) == "4500000777"));
     // Without a token the Gateway refuses a write.
-    let client = ml_core::http::ClientOptions::default().client().expect("client");
+    let client = ml_core::http::ClientOptions::default()
+        .client()
+        .expect("client");
     let r = client
-        .post(format!("{}PurchaseOrderSet?sap-client=100", e.service_url()))
+        .post(format!(
+            "{}PurchaseOrderSet?sap-client=100",
+            e.service_url()
+        ))
         .basic_auth(e.user(), Some(e.password()))
         .json(&serde_json::json!({"PurchaseOrder": "1"}))
         .send()
@@ -265,14 +325,20 @@ async fn writes_fetch_and_reuse_the_csrf_token_and_refetch_once_expired() {
         .expect("post");
     assert_eq!(r.status(), 403);
     assert_eq!(r.headers()["x-csrf-token"], "Required");
-    assert!(s.write(WriteMethod::Delete, "/etc/passwd", None).await.is_err());
+    assert!(
+        s.write(WriteMethod::Delete, "/etc/passwd", None)
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
 async fn the_emulator_is_strict_where_the_gateway_is() {
     let e = SapODataEmulator::start().await.expect("emulator");
     e.load_traps(3, t0(), 1_000);
-    let client = ml_core::http::ClientOptions::default().client().expect("client");
+    let client = ml_core::http::ClientOptions::default()
+        .client()
+        .expect("client");
     let get = |q: &str| {
         client
             .get(format!("{}PurchaseOrderSet?{q}", e.service_url()))
@@ -283,12 +349,24 @@ async fn the_emulator_is_strict_where_the_gateway_is() {
     assert_eq!(get("$format=json").await.expect("r").status(), 401);
     // No $format and no Accept: Atom XML.
     let r = get("sap-client=100").await.expect("r");
-    assert!(r.headers()["content-type"].to_str().expect("ct").starts_with("application/atom+xml"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .expect("ct")
+            .starts_with("application/atom+xml")
+    );
     // A bad $filter: 400 with the v2 error JSON.
-    let r = get("sap-client=100&$format=json&$filter=ChangedAt%20ge%20'2024'").await.expect("r");
+    let r = get("sap-client=100&$format=json&$filter=ChangedAt%20ge%20'2024'")
+        .await
+        .expect("r");
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.expect("json");
-    assert!(body["error"]["message"]["value"].as_str().expect("v").contains("Edm.DateTime"));
+    assert!(
+        body["error"]["message"]["value"]
+            .as_str()
+            .expect("v")
+            .contains("Edm.DateTime")
+    );
     // Decimal and Int64 as strings, __count as a string, /Date(ms)/.
     let r: serde_json::Value = get("sap-client=100&$format=json&$inlinecount=allpages")
         .await
@@ -299,6 +377,11 @@ async fn the_emulator_is_strict_where_the_gateway_is() {
     assert_eq!(r["d"]["__count"], "3");
     let first = &r["d"]["results"][0];
     assert!(first["NetAmount"].is_string() && first["ItemCount"].is_string());
-    assert!(first["ChangedAt"].as_str().expect("date").starts_with("/Date("));
+    assert!(
+        first["ChangedAt"]
+            .as_str()
+            .expect("date")
+            .starts_with("/Date(")
+    );
     assert!(first["__metadata"]["etag"].is_string());
 }

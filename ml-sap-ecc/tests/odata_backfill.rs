@@ -4,8 +4,8 @@
 //! updated mid-run, which are delivered again as their new version.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -57,7 +57,9 @@ async fn backfill(mode: SapODataPaging) {
         let e = Arc::clone(&e);
         let commits = Arc::clone(&commits);
         Arc::new(move |c: &Checkpoint| {
-            if matches!(c, Checkpoint::AfterCommit { .. }) && commits.fetch_add(1, Ordering::SeqCst) == 9 {
+            if matches!(c, Checkpoint::AfterCommit { .. })
+                && commits.fetch_add(1, Ordering::SeqCst) == 9
+            {
                 for i in 0..5 {
                     e.insert_late(
                         SET,
@@ -67,14 +69,21 @@ async fn backfill(mode: SapODataPaging) {
                 }
                 if mode != SapODataPaging::NextLink {
                     for k in ["4500000100", "4500000101"] {
-                        assert!(e.touch(SET, k, t0() + SignedDuration::from_secs(9_000), Some(("Status", "10".into()))));
+                        assert!(e.touch(
+                            SET,
+                            k,
+                            t0() + SignedDuration::from_secs(9_000),
+                            Some(("Status", "10".into()))
+                        ));
                     }
                 }
             }
         })
     };
     let p = Pipeline::builder()
-        .store(Arc::new(SqliteAuditStore::open_in_memory().expect("journal")))
+        .store(Arc::new(
+            SqliteAuditStore::open_in_memory().expect("journal"),
+        ))
         .stream(Stream::new(
             "po",
             Arc::new(source),
@@ -92,13 +101,20 @@ async fn backfill(mode: SapODataPaging) {
     let second = p.run_once().await.expect("run 2");
     assert!(second.cycle_errors.is_empty(), "{mode:?}: {second}");
     let third = p.run_once().await.expect("run 3");
-    assert_eq!(third.deliveries.delivered, 0, "{mode:?}: a quiet cycle sends nothing: {third}");
+    assert_eq!(
+        third.deliveries.delivered, 0,
+        "{mode:?}: a quiet cycle sends nothing: {third}"
+    );
 
     let mut per_key: BTreeMap<String, usize> = BTreeMap::new();
     for m in sink.sent() {
         *per_key.entry(m.record_key).or_default() += 1;
     }
-    let updated = if mode == SapODataPaging::NextLink { 0 } else { 2 };
+    let updated = if mode == SapODataPaging::NextLink {
+        0
+    } else {
+        2
+    };
     for i in 1..=N {
         let k = format!("{:010}", 4_500_000_000 + i);
         let expected = if bad.contains(&k) {
@@ -108,10 +124,18 @@ async fn backfill(mode: SapODataPaging) {
         } else {
             1
         };
-        assert_eq!(per_key.get(&k).copied().unwrap_or(0), expected, "{mode:?}: {k}");
+        assert_eq!(
+            per_key.get(&k).copied().unwrap_or(0),
+            expected,
+            "{mode:?}: {k}"
+        );
     }
     for i in 0..5 {
-        assert_eq!(per_key.get(&format!("45990000{i:02}")), Some(&1), "{mode:?}: late row {i}");
+        assert_eq!(
+            per_key.get(&format!("45990000{i:02}")),
+            Some(&1),
+            "{mode:?}: late row {i}"
+        );
     }
     let total: usize = per_key.values().sum();
     assert_eq!(total, (N as usize) - bad.len() + 5 + updated, "{mode:?}");

@@ -20,13 +20,19 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use jiff::Timestamp;
-use ml_core::audit::{AttemptOutcome, AuditStore, Claimant, OwnerId, PageCommit, PlannedRecord};
+use ml_core::audit::{
+    AttemptOutcome, AuditQuery, AuditStore, AuditWrite, Claimant, OwnerId, PageCommit,
+    PlannedRecord,
+};
 use ml_core::sink::Receipt;
 use ml_core::testing::audit::sample_record;
 use ml_core::{Destination, Position};
 use ml_store::{PostgresAuditStore, PostgresBuilder, SqliteAuditStore};
 
 const PAGE: usize = 500;
+
+/// The backlog the replica benches drain.
+const N: u64 = 3_000;
 
 fn page(cycle: ml_core::audit::CycleId, first: u64, dests: u64) -> PageCommit {
     let records = (first..first + PAGE as u64)
@@ -94,7 +100,7 @@ fn bench_backend(
     c: &mut Criterion,
     rt: &tokio::runtime::Runtime,
     name: &str,
-    store: Arc<dyn AuditStore>,
+    store: &dyn AuditStore,
 ) {
     let cycle = rt
         .block_on(store.begin_cycle("inv", Timestamp::now()))
@@ -153,11 +159,11 @@ fn backends(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let sqlite: Arc<dyn AuditStore> =
         Arc::new(SqliteAuditStore::open(dir.path().join("bench.db")).expect("open"));
-    bench_backend(c, &rt, "sqlite", sqlite);
+    bench_backend(c, &rt, "sqlite", &*sqlite);
     if let Some(url) = pg_url() {
         let schema = schema();
         let store: Arc<dyn AuditStore> = Arc::new(rt.block_on(pg(&url, &schema)));
-        bench_backend(c, &rt, "postgres", store);
+        bench_backend(c, &rt, "postgres", &*store);
         rt.block_on(drop_schema(&url, &schema));
     }
 }
@@ -224,7 +230,6 @@ fn replicas(c: &mut Criterion) {
         return;
     };
     let rt = runtime();
-    const N: u64 = 3_000;
     let mut g = c.benchmark_group("replicas/postgres");
     g.sample_size(10)
         .measurement_time(Duration::from_secs(10))

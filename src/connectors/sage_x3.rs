@@ -85,10 +85,9 @@ fn refresh_store(
         })?;
     let store = ml_store::SqliteCredentialStore::open(&path, Some(keys))?;
     let name = ml_core::credential::CredentialName::new(name).map_err(rekey(&at))?;
-    Ok(Arc::new(ml_core::credential::CredentialRefreshTokenStore::new(
-        Arc::new(store),
-        name,
-    )))
+    Ok(Arc::new(
+        ml_core::credential::CredentialRefreshTokenStore::new(Arc::new(store), name),
+    ))
 }
 
 #[async_trait]
@@ -108,7 +107,10 @@ impl SourceFactory for SageX3Factory {
             e.load_demo();
             builder = builder
                 .with_url(e.base_url(), ml_sandbox::sage_x3::FOLDER)
-                .with_basic(ml_sandbox::sage_x3::USER, ml_sandbox::sage_x3::PASSWORD.to_owned());
+                .with_basic(
+                    ml_sandbox::sage_x3::USER,
+                    ml_sandbox::sage_x3::PASSWORD.to_owned(),
+                );
             Some(SageX3Sandbox(e))
         } else {
             None
@@ -140,8 +142,8 @@ impl SourceFactory for SageX3Factory {
                 && !s.value.trim().is_empty()
         });
         if cloud {
-            let name = credential
-                .unwrap_or_else(|| format!("sage_x3.{}.refresh_token", section.name));
+            let name =
+                credential.unwrap_or_else(|| format!("sage_x3.{}.refresh_token", section.name));
             #[cfg(feature = "store")]
             {
                 builder = builder.with_refresh_token_store(refresh_store(&section, &name)?);

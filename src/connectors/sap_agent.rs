@@ -60,7 +60,13 @@ impl SandboxReport for RelayReport {
 fn key_name(id: &str) -> String {
     let up: String = id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("ML_RELAY_KEY_{up}")
 }
@@ -99,9 +105,11 @@ impl SourceFactory for SapRelayFactory {
                         .collect();
                 }
                 "ML_RELAY_CALL_TIMEOUT_SECS" => {
-                    let secs = s.value.trim().parse::<u64>().map_err(|_| {
-                        Error::config(&s.path, "not a whole number of seconds")
-                    })?;
+                    let secs = s
+                        .value
+                        .trim()
+                        .parse::<u64>()
+                        .map_err(|_| Error::config(&s.path, "not a whole number of seconds"))?;
                     timeout = Some(Duration::from_secs(secs));
                 }
                 k if k.starts_with("ML_RELAY_KEY_") => {
@@ -159,10 +167,12 @@ impl SourceFactory for SapRelayFactory {
         let hub = hub
             .build()
             .map_err(|e| Error::config(format!("{}.settings", section.path), e.to_string()))?;
-        let bound = hub
-            .listen(&listen)
-            .await
-            .map_err(|e| Error::config(format!("{}.settings.ML_RELAY_LISTEN", section.path), e.to_string()))?;
+        let bound = hub.listen(&listen).await.map_err(|e| {
+            Error::config(
+                format!("{}.settings.ML_RELAY_LISTEN", section.path),
+                e.to_string(),
+            )
+        })?;
         lines.push(format!(
             "relay endpoint for SAP system `{system}` at ws://{bound}{}",
             ml_sap_agent::wire::CONNECT_PATH
@@ -194,10 +204,18 @@ impl SourceFactory for SapRelayFactory {
                             .with_timezone(e.timezone()),
                     )
                     .build()
-                    .map_err(|err| Error::config(format!("{}.sandbox", section.path), err.to_string()))?;
+                    .map_err(|err| {
+                        Error::config(format!("{}.sandbox", section.path), err.to_string())
+                    })?;
                 tokio::spawn(async move { agent.run(std::future::pending()).await });
                 lines.push(format!("in-process relay agent `{id}` connects out to it"));
             }
+            // So that a `--once` run finds them connected.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(10),
+                hub.wait_for_agents(&system, in_process.len()),
+            )
+            .await;
             let external: Vec<&String> = agents
                 .iter()
                 .filter(|a| !in_process.iter().any(|(id, _)| id == *a))

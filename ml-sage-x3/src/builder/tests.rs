@@ -17,7 +17,10 @@ fn config_plumbing_and_errors_name_the_key() {
     let err = SageX3Builder::new()
         .with_config_str("SAGE_X3_PAGESIZE", "10")
         .expect_err("unknown key");
-    assert!(matches!(&err, ml_core::Error::Config { key, .. } if key == "SAGE_X3_PAGESIZE"), "{err}");
+    assert!(
+        matches!(&err, ml_core::Error::Config { key, .. } if key == "SAGE_X3_PAGESIZE"),
+        "{err}"
+    );
     let env = MapEnv::from([
         ("SAGE_X3_USER", "admin"),
         ("SAGE_X3_PASSWORD", "hunter2"),
@@ -26,7 +29,9 @@ fn config_plumbing_and_errors_name_the_key() {
     let b = SageX3Builder::from_env_with(&env);
     assert!(!format!("{b:?}").contains("hunter2"));
     assert_eq!(key_of(b.clone().build()), "SAGE_X3_URL");
-    let b = b.with_config_str("url", "http://127.0.0.1:9").expect("short name");
+    let b = b
+        .with_config_str("url", "http://127.0.0.1:9")
+        .expect("short name");
     assert_eq!(key_of(b.clone().build()), "SAGE_X3_FOLDER");
     let b = b.with_config_str("folder", "SEED").expect("folder");
     let s = b.clone().build().expect("basic api1");
@@ -40,7 +45,11 @@ fn config_plumbing_and_errors_name_the_key() {
         ("stamp", "UPD) or (1 eq 1", "SAGE_X3_STAMP"),
         ("fields", "colour=red", "SAGE_X3_FIELDS"),
         ("currency", "EURO", "SAGE_X3_CURRENCY"),
-        ("token_url", "http://idp.example.com/token", "SAGE_X3_TOKEN_URL"),
+        (
+            "token_url",
+            "http://idp.example.com/token",
+            "SAGE_X3_TOKEN_URL",
+        ),
         ("folder", "SEED/../X", "SAGE_X3_FOLDER"),
     ] {
         let b = b.clone().with_config_str(k, v).expect("key");
@@ -54,7 +63,9 @@ fn config_plumbing_and_errors_name_the_key() {
         .and_then(|b| b.with_config_str("client_secret", "hunter2"))
         .expect("keys");
     assert_eq!(key_of(cloud.clone().build()), "SAGE_X3_REFRESH_TOKEN");
-    let cloud = cloud.with_config_str("refresh_token", "hunter2-refresh").expect("rt");
+    let cloud = cloud
+        .with_config_str("refresh_token", "hunter2-refresh")
+        .expect("rt");
     let s = cloud.build().expect("cloud");
     assert!(!format!("{s:?}").contains("hunter2"));
     // GraphQL with a client and no token URL: the self-signed JWT.
@@ -65,5 +76,8 @@ fn config_plumbing_and_errors_name_the_key() {
         .expect("keys")
         .build()
         .expect("graphql");
-    assert!(g.to_string().contains("graphql x3Purchasing.purchaseOrder"), "{g}");
+    assert!(
+        g.to_string().contains("graphql x3Purchasing.purchaseOrder"),
+        "{g}"
+    );
 }

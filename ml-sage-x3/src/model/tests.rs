@@ -35,7 +35,10 @@ fn purchase_order_with_exact_money_and_unicode() {
     let r = record(&row);
     assert_eq!(r.key, "PO-0001");
     assert_eq!(r.kind, EntityKind::PurchaseOrder);
-    assert_eq!(r.fields.supplier.as_deref(), Some("Société Générale d'Équipement 株式会社"));
+    assert_eq!(
+        r.fields.supplier.as_deref(),
+        Some("Société Générale d'Équipement 株式会社")
+    );
     let m = r.fields.amount.expect("amount");
     assert_eq!(m.amount.to_string(), "12345.670");
     assert_eq!(m.currency.as_str(), "EUR");
@@ -51,9 +54,15 @@ fn credit_notes_are_negative_and_stamps_read_in_the_site_zone() {
         &paris,
     );
     let r = record(&row);
-    assert_eq!(r.fields.amount.expect("amount").amount.to_string(), "-250.10");
+    assert_eq!(
+        r.fields.amount.expect("amount").amount.to_string(),
+        "-250.10"
+    );
     assert_eq!(r.modified_at.to_string(), "2026-03-20T14:53:51Z");
-    assert_eq!(r.fields.extra.get("credit_note").map(String::as_str), Some("true"));
+    assert_eq!(
+        r.fields.extra.get("credit_note").map(String::as_str),
+        Some("true")
+    );
 }
 
 #[test]
@@ -68,11 +77,20 @@ fn gl_entry_lines_debit_and_credit() {
     let r = record(&row);
     assert_eq!(r.key, "ACH~000123");
     assert_eq!(r.fields.document_number.as_deref(), Some("000123"));
-    assert_eq!(r.fields.extra.get("entry_type").map(String::as_str), Some("ACH"));
+    assert_eq!(
+        r.fields.extra.get("entry_type").map(String::as_str),
+        Some("ACH")
+    );
     assert_eq!(r.fields.lines.len(), 2);
     assert_eq!(r.fields.lines[1].gl_account.as_deref(), Some("401000"));
-    assert_eq!(r.fields.lines[1].amount.expect("a").amount.to_string(), "-100.50");
-    assert_eq!(r.fields.lines[1].description.as_deref(), Some("Credit: Supplier"));
+    assert_eq!(
+        r.fields.lines[1].amount.expect("a").amount.to_string(),
+        "-100.50"
+    );
+    assert_eq!(
+        r.fields.lines[1].description.as_deref(),
+        Some("Credit: Supplier")
+    );
     assert_eq!(r.fields.amount.expect("total").amount.to_string(), "100.50");
     assert_eq!(r.fields.gl_account.as_deref(), Some("601000"));
 }
@@ -82,10 +100,19 @@ fn bad_items_are_rejected_with_a_reason() {
     for (json, why) in [
         (r#"{"BPSNUM":"S"}"#, "missing key"),
         (r#"{"POHNUM":"P1","UPDDATTIM":"soon"}"#, "update stamp"),
-        (r#"{"POHNUM":"P1","UPDDATTIM":"2026-03-20T14:53:51Z","TOTLINAMT":"12,5","CUR":"EUR"}"#, "not a decimal"),
-        (r#"{"POHNUM":"P1","UPDDATTIM":"2026-03-20T14:53:51Z","TOTLINAMT":"1","CUR":"EURO"}"#, "currency"),
-        (r#"{"POHNUM":"P1","UPDDATTIM":"2026-03-20T14:53:51Z","TOTLINAMT":"1"}"#, "no currency"),
-        (r#"[1]"#, "not a JSON object"),
+        (
+            r#"{"POHNUM":"P1","UPDDATTIM":"2026-03-20T14:53:51Z","TOTLINAMT":"12,5","CUR":"EUR"}"#,
+            "not a decimal",
+        ),
+        (
+            r#"{"POHNUM":"P1","UPDDATTIM":"2026-03-20T14:53:51Z","TOTLINAMT":"1","CUR":"EURO"}"#,
+            "currency",
+        ),
+        (
+            r#"{"POHNUM":"P1","UPDDATTIM":"2026-03-20T14:53:51Z","TOTLINAMT":"1"}"#,
+            "no currency",
+        ),
+        ("[1]", "not a JSON object"),
     ] {
         let row = map(X3Class::PurchaseOrders, json, &TimeZone::UTC);
         match &row.item {

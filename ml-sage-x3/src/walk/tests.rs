@@ -38,7 +38,11 @@ impl Server {
                 && t <= walk.hi
                 && after.as_deref().is_none_or(|a| k.as_str() > a)
         });
-        let page: Vec<(String, i64)> = hits.by_ref().take(n).map(|(k, s)| (k.clone(), *s)).collect();
+        let page: Vec<(String, i64)> = hits
+            .by_ref()
+            .take(n)
+            .map(|(k, s)| (k.clone(), *s))
+            .collect();
         let more = hits.next().is_some();
         let next = match (more, page.last()) {
             (true, Some((k, _))) => Some(format!("/api1/x3/erp/SEED/PORDER?key=gt.{k}")),
@@ -50,7 +54,12 @@ impl Server {
                 key: k.clone(),
                 version: ts(s).to_string(),
                 modified_at: Some(ts(s)),
-                item: SourceItem::Record(Box::new(Record::new("s", EntityKind::PurchaseOrder, k, ts(s)))),
+                item: SourceItem::Record(Box::new(Record::new(
+                    "s",
+                    EntityKind::PurchaseOrder,
+                    k,
+                    ts(s),
+                ))),
             })
             .collect();
         (rows, next)
@@ -88,7 +97,11 @@ fn served(page: &Page, out: &mut Vec<(String, Timestamp)>) {
 fn a_low_key_row_updated_later_is_not_skipped() {
     // Stamp order is the reverse of key order: following `$next` of a stamp-ordered query
     // would lose every row but the first page.
-    let mut server = Server { rows: BTreeMap::new(), now: 0, pending: BTreeMap::new() };
+    let mut server = Server {
+        rows: BTreeMap::new(),
+        now: 0,
+        pending: BTreeMap::new(),
+    };
     for i in (0..10).rev() {
         server.update(&format!("PO{i:03}"));
     }
@@ -147,7 +160,10 @@ fn malformed_positions_are_typed_errors() {
         serde_json::json!([1, 2]),
     ] {
         let p = Position::from_json(bad.clone());
-        assert!(matches!(cursor.decode(Some(&p)), Err(Error::InvalidPosition(_))), "{bad}");
+        assert!(
+            matches!(cursor.decode(Some(&p)), Err(Error::InvalidPosition(_))),
+            "{bad}"
+        );
     }
 }
 

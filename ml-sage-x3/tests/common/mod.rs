@@ -30,7 +30,10 @@ pub fn rest(e: &SageX3Emulator) -> SageX3Builder {
 }
 
 /// Polls until the cycle ends; the records and rejected items served, and the position.
-pub async fn cycle(source: &dyn Source, mut pos: Option<Position>) -> (Vec<SourceItem>, Option<Position>) {
+pub async fn cycle(
+    source: &dyn Source,
+    mut pos: Option<Position>,
+) -> (Vec<SourceItem>, Option<Position>) {
     let mut out = Vec::new();
     for _ in 0..100_000 {
         let page = source.poll(pos.as_ref()).await.expect("poll");
@@ -67,7 +70,8 @@ pub fn log_event(path: &std::path::Path, line: &str) {
         .append(true)
         .open(path)
         .expect("event log");
-    f.write_all(format!("{line}\n").as_bytes()).expect("write event");
+    f.write_all(format!("{line}\n").as_bytes())
+        .expect("write event");
 }
 
 /// A refresh-token store that logs `saved <token>` once the inner save has returned.
@@ -127,7 +131,10 @@ pub fn assert_saved_before_use(log: &std::path::Path) -> usize {
         if let Some(t) = line.strip_prefix("saved sbx-x3-refresh-") {
             saved.insert(t.to_owned());
         } else if let Some(t) = line.strip_prefix("used sbx-x3-access-") {
-            assert!(saved.contains(t), "access token {t} used before its refresh token was saved:\n{text}");
+            assert!(
+                saved.contains(t),
+                "access token {t} used before its refresh token was saved:\n{text}"
+            );
             uses += 1;
         }
     }

@@ -2,6 +2,7 @@
 //! as the emulator serves it (see the module docs of [`super`]).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering as AtomicOrdering;
 
@@ -18,7 +19,8 @@ pub(super) fn diagnoses(status: StatusCode, message: &str) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        serde_json::json!({"$diagnoses": [{"$severity": "error", "$message": message}]}).to_string(),
+        serde_json::json!({"$diagnoses": [{"$severity": "error", "$message": message}]})
+            .to_string(),
     )
         .into_response()
 }
@@ -46,22 +48,34 @@ pub(super) async fn query(
         return diagnoses(StatusCode::UNAUTHORIZED, "authentication required");
     }
     if folder != shared.folder {
-        return diagnoses(StatusCode::NOT_FOUND, &format!("endpoint {folder} not found"));
+        return diagnoses(
+            StatusCode::NOT_FOUND,
+            &format!("endpoint {folder} not found"),
+        );
     }
     shared.api1_calls.fetch_add(1, AtomicOrdering::Relaxed);
     let inner = lock(&shared.inner);
     let zone = inner.zone.clone();
     let Some(class) = inner.classes.get(&class_name) else {
-        return diagnoses(StatusCode::NOT_FOUND, &format!("class {class_name} not found"));
+        return diagnoses(
+            StatusCode::NOT_FOUND,
+            &format!("class {class_name} not found"),
+        );
     };
     let Some(repr) = q.get("representation") else {
         return diagnoses(StatusCode::BAD_REQUEST, "representation is required");
     };
     let Some(repr_name) = repr.strip_suffix(".$query") else {
-        return diagnoses(StatusCode::BAD_REQUEST, "only the $query facet is served here");
+        return diagnoses(
+            StatusCode::BAD_REQUEST,
+            "only the $query facet is served here",
+        );
     };
     if repr_name != class.representation {
-        return diagnoses(StatusCode::NOT_FOUND, &format!("representation {repr_name} not found"));
+        return diagnoses(
+            StatusCode::NOT_FOUND,
+            &format!("representation {repr_name} not found"),
+        );
     }
     let count = match q.get("count").map(|c| c.parse::<usize>()) {
         None => DEFAULT_COUNT,
@@ -143,15 +157,19 @@ pub(super) async fn query(
             shared.root_url,
             serde_urlencoded::to_string(&params).unwrap_or_default()
         );
-        body.push_str(&format!(
+        let _ = write!(
+            body,
             ",\"$links\":{{\"$next\":{{\"$url\":{},\"$type\":\"application/json; vnd.sage=syracuse\",\"$method\":\"GET\"}}}}",
             serde_json::Value::String(url)
-        ));
+        );
     }
     body.push('}');
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json; vnd.sage=syracuse; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/json; vnd.sage=syracuse; charset=utf-8",
+        )],
         body,
     )
         .into_response()
@@ -159,7 +177,12 @@ pub(super) async fn query(
 
 /// One resource: `$key`, `$uuid`-free, the representation's properties (those this
 /// release lacks left out), `UPDDATTIM` in the served zone.
-fn render(key: &[String], row: &Row, class: &super::state::Class, zone: &jiff::tz::TimeZone) -> String {
+fn render(
+    key: &[String],
+    row: &Row,
+    class: &super::state::Class,
+    zone: &jiff::tz::TimeZone,
+) -> String {
     let mut out = format!("{{\"$key\":{}", serde_json::Value::String(key.join("~")));
     for (p, v) in &row.props {
         if class.lacking.contains(p) {

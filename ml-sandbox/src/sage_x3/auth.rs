@@ -47,24 +47,51 @@ pub(super) fn pair(shared: &Shared, now: Timestamp, lifetime: Duration) -> Strin
 /// `client_secret` (form fields or the client by HTTP Basic). The answer: a new access
 /// token (`expires_in` 300) and a new refresh token; the old refresh token is spent and
 /// refused from then on (`invalid_grant`), as are unknown and expired ones.
-pub(super) async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
+pub(super) async fn token(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     let form: HashMap<String, String> = serde_urlencoded::from_str(&body).unwrap_or_default();
     let (id, secret) = match basic_credentials(&headers) {
         Some((u, p)) => (Some(u), Some(p)),
-        None => (form.get("client_id").cloned(), form.get("client_secret").cloned()),
+        None => (
+            form.get("client_id").cloned(),
+            form.get("client_secret").cloned(),
+        ),
     };
     if id.as_deref() != Some(shared.client_id.as_str())
         || secret.as_deref() != Some(shared.client_secret.as_str())
     {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client or wrong secret");
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "unknown client or wrong secret",
+        );
     }
     match form.get("grant_type").map(String::as_str) {
         Some("refresh_token") => {}
-        Some(_) => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only refresh_token"),
-        None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required"),
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only refresh_token",
+            );
+        }
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is required",
+            );
+        }
     }
     let Some(presented) = form.get("refresh_token") else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "refresh_token is required",
+        );
     };
     let now = shared.clock.now();
     let mut inner = lock(&shared.inner);
@@ -72,15 +99,27 @@ pub(super) async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap,
     let expires_at = match inner.tokens.refresh.get_mut(presented) {
         None => {
             inner.tokens.refused += 1;
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "unknown refresh token",
+            );
         }
         Some(r) if r.spent => {
             inner.tokens.refused += 1;
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token already used");
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "refresh token already used",
+            );
         }
         Some(r) if now >= r.expires_at => {
             inner.tokens.refused += 1;
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token expired: pair again");
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "refresh token expired: pair again",
+            );
         }
         Some(r) => {
             r.spent = true;
@@ -108,7 +147,10 @@ pub(super) async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap,
     drop(inner);
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")],
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
         serde_json::json!({
             "access_token": access,
             "token_type": "Bearer",
@@ -151,7 +193,9 @@ pub(super) fn authorised(shared: &Shared, headers: &HeaderMap, jwt_audience: Opt
 /// after `iat`.
 fn valid_jwt(shared: &Shared, jwt: &str, audience: &str, now: Timestamp) -> bool {
     let mut parts = jwt.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return false;
     };
     let decode = |p: &str| -> Option<serde_json::Value> {
@@ -163,7 +207,8 @@ fn valid_jwt(shared: &Shared, jwt: &str, audience: &str, now: Timestamp) -> bool
     if header["alg"] != "HS256" {
         return false;
     }
-    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(shared.client_secret.as_bytes()) else {
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(shared.client_secret.as_bytes())
+    else {
         return false;
     };
     mac.update(format!("{h}.{c}").as_bytes());

@@ -278,17 +278,16 @@ fn mvalue(c: &[char], i: &mut usize) -> Result<MValue, String> {
                         *i += 1;
                         break;
                     }
-                    Some(',') => {
-                        *i += 1;
-                        continue;
-                    }
+                    Some(',') => *i += 1,
                     Some('\'' | '"') => {
                         let k = mstring(c, i)?;
                         entry(c, i, k, &mut map, &mut order)?;
                     }
                     Some(ch) if ch.is_alphanumeric() || *ch == '_' || *ch == '$' => {
                         let start = *i;
-                        while *i < c.len() && (c[*i].is_alphanumeric() || c[*i] == '_' || c[*i] == '$') {
+                        while *i < c.len()
+                            && (c[*i].is_alphanumeric() || c[*i] == '_' || c[*i] == '$')
+                        {
                             *i += 1;
                         }
                         let k: String = c[start..*i].iter().collect();
@@ -307,7 +306,9 @@ fn mvalue(c: &[char], i: &mut usize) -> Result<MValue, String> {
                 *i += 1;
             }
             let t: String = c[start..*i].iter().collect();
-            t.parse().map(MValue::Num).map_err(|_| format!("bad number {t}"))
+            t.parse()
+                .map(MValue::Num)
+                .map_err(|_| format!("bad number {t}"))
         }
         Some(_) => {
             let start = *i;
@@ -355,8 +356,11 @@ mod tests {
         assert_eq!(f[0].selection[0].args[1], ("first".into(), Value::Int(3)));
         assert!(parse("mutation { x }").is_err());
         assert!(parse("{ a ").is_err());
-        let m = parse_mongo("{_updateStamp:{_gte:'2026-01-01T00:00:00Z'}, id: 'X'}").expect("mongo");
-        let MValue::Obj(map, order) = m else { panic!("obj") };
+        let m =
+            parse_mongo("{_updateStamp:{_gte:'2026-01-01T00:00:00Z'}, id: 'X'}").expect("mongo");
+        let MValue::Obj(map, order) = m else {
+            panic!("obj")
+        };
         assert_eq!(order, ["_updateStamp", "id"]);
         assert_eq!(map["id"], MValue::Str("X".into()));
         assert!(parse_mongo("{a:").is_err());

@@ -131,7 +131,9 @@ fn fields_of(ty: &str) -> Option<Vec<(&'static str, Ty)>> {
 /// The few generated type names, interned (a handful, bounded by the schema above).
 fn leak(s: String) -> &'static str {
     static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-    let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut names = NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(n) = names.iter().find(|n| **n == s) {
         return n;
     }
@@ -140,8 +142,15 @@ fn leak(s: String) -> &'static str {
     n
 }
 
+/// A node type's class, key properties, and GraphQL path -> property.
+type NodeSource = (
+    &'static str,
+    &'static [&'static str],
+    &'static [(&'static str, &'static str)],
+);
+
 /// Which class feeds a node type, its key property, and GraphQL path -> property.
-fn node_source(ty: &str) -> Option<(&'static str, &'static [&'static str], &'static [(&'static str, &'static str)])> {
+fn node_source(ty: &str) -> Option<NodeSource> {
     Some(match ty {
         "PurchaseOrder" => (
             "PORDER",
@@ -248,10 +257,12 @@ fn node_json(ty: &str, row: &Row) -> Json {
             .unwrap_or_default()
             .into_iter()
             .map(|l| {
-                let text = |k: &str| l.get(k).map(|v| match v {
-                    Json::String(s) => Json::String(s.clone()),
-                    other => Json::String(other.to_string()),
-                });
+                let text = |k: &str| {
+                    l.get(k).map(|v| match v {
+                        Json::String(s) => Json::String(s.clone()),
+                        other => Json::String(other.to_string()),
+                    })
+                };
                 json!({"node": {
                     "lineNumber": l.get("LIN").cloned().unwrap_or(Json::Null),
                     "account": {"code": text("ACC").unwrap_or(Json::Null)},
@@ -283,14 +294,23 @@ fn validate(ty: &str, sel: &[Field]) -> Result<(), String> {
             continue;
         }
         let Some((_, t)) = fields.iter().find(|(n, _)| *n == f.name) else {
-            return Err(format!("Cannot query field \"{}\" on type \"{ty}\".", f.name));
+            return Err(format!(
+                "Cannot query field \"{}\" on type \"{ty}\".",
+                f.name
+            ));
         };
         match t {
             Ty::Scalar(_) if !f.selection.is_empty() => {
-                return Err(format!("Field \"{}\" must not have a selection since type is a scalar.", f.name));
+                return Err(format!(
+                    "Field \"{}\" must not have a selection since type is a scalar.",
+                    f.name
+                ));
             }
             Ty::Object(n) | Ty::List(n) if f.selection.is_empty() => {
-                return Err(format!("Field \"{}\" of type \"{n}\" must have a selection of subfields.", f.name));
+                return Err(format!(
+                    "Field \"{}\" of type \"{n}\" must have a selection of subfields.",
+                    f.name
+                ));
             }
             Ty::Object(n) | Ty::List(n) => validate(n, &f.selection)?,
             Ty::Scalar(_) => {}
@@ -308,7 +328,11 @@ fn project(v: &Json, sel: &[Field]) -> Json {
         Json::Object(m) => {
             let mut out = serde_json::Map::new();
             for f in sel {
-                out.insert(f.name.clone(), m.get(&f.name).map_or(Json::Null, |x| project(x, &f.selection)));
+                out.insert(
+                    f.name.clone(),
+                    m.get(&f.name)
+                        .map_or(Json::Null, |x| project(x, &f.selection)),
+                );
             }
             Json::Object(out)
         }
@@ -335,9 +359,14 @@ fn compare(a: &Json, b: &Json, path: &str) -> Ordering {
     let (x, y) = (text(a), text(b));
     if path == "_updateStamp" {
         let z = jiff::tz::TimeZone::UTC;
-        return x.and_then(|s| parse_instant(&s, &z)).cmp(&y.and_then(|s| parse_instant(&s, &z)));
+        return x
+            .and_then(|s| parse_instant(&s, &z))
+            .cmp(&y.and_then(|s| parse_instant(&s, &z)));
     }
-    match (x.as_deref().map(str::parse::<f64>), y.as_deref().map(str::parse::<f64>)) {
+    match (
+        x.as_deref().map(str::parse::<f64>),
+        y.as_deref().map(str::parse::<f64>),
+    ) {
         (Some(Ok(m)), Some(Ok(n))) => m.partial_cmp(&n).unwrap_or(Ordering::Equal),
         _ => x.cmp(&y),
     }
@@ -349,7 +378,10 @@ fn passes(node: &Json, filter: &MValue, prefix: &str, ty: &str) -> Result<bool, 
         return Err("a filter must be an object".into());
     };
     for (k, v) in map {
-        if let Some(op) = k.strip_prefix('_').filter(|o| ["eq", "ne", "gt", "gte", "lt", "lte"].contains(o)) {
+        if let Some(op) = k
+            .strip_prefix('_')
+            .filter(|o| ["eq", "ne", "gt", "gte", "lt", "lte"].contains(o))
+        {
             let want = match v {
                 MValue::Str(s) => Json::String(s.clone()),
                 MValue::Num(n) => Json::String(n.to_string()),
@@ -370,13 +402,24 @@ fn passes(node: &Json, filter: &MValue, prefix: &str, ty: &str) -> Result<bool, 
             }
             continue;
         }
-        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         if !has_path(ty, &path) {
-            return Err(format!("filter: unknown property \"{path}\" on type \"{ty}\""));
+            return Err(format!(
+                "filter: unknown property \"{path}\" on type \"{ty}\""
+            ));
         }
         let ok = match v {
             MValue::Obj(..) => passes(node, v, &path, ty)?,
-            other => passes(node, &MValue::Obj([("_eq".to_owned(), other.clone())].into(), vec![]), &path, ty)?,
+            other => passes(
+                node,
+                &MValue::Obj([("_eq".to_owned(), other.clone())].into(), vec![]),
+                &path,
+                ty,
+            )?,
         };
         if !ok {
             return Ok(false);
@@ -419,7 +462,9 @@ fn connection(shared: &Shared, node_ty: &str, f: &Field, vars: &Json) -> Result<
     };
     for (p, _) in &order {
         if !has_path(node_ty, p) {
-            return Err(format!("orderBy: unknown property \"{p}\" on type \"{node_ty}\""));
+            return Err(format!(
+                "orderBy: unknown property \"{p}\" on type \"{node_ty}\""
+            ));
         }
     }
     let first = match arg(f, "first", vars) {
@@ -451,7 +496,10 @@ fn connection(shared: &Shared, node_ty: &str, f: &Field, vars: &Json) -> Result<
             continue;
         }
         node["__key"] = Json::String(k.join("~"));
-        let sort: Vec<Json> = order.iter().map(|(p, _)| get_path(&node, p).clone()).collect();
+        let sort: Vec<Json> = order
+            .iter()
+            .map(|(p, _)| get_path(&node, p).clone())
+            .collect();
         nodes.push((sort, node));
     }
     let cmp = |a: &[Json], b: &[Json]| {
@@ -503,7 +551,11 @@ fn flatten_order(v: &MValue, prefix: &str) -> Result<Vec<(String, bool)>, String
     };
     let mut out = Vec::new();
     for k in keys {
-        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match &map[k] {
             MValue::Num(n) if (*n - 1.0).abs() < f64::EPSILON => out.push((path, false)),
             MValue::Num(n) if (*n + 1.0).abs() < f64::EPSILON => out.push((path, true)),
@@ -574,12 +626,19 @@ fn execute(shared: &Shared, sel: &[Field], vars: &Json) -> Result<Json, String> 
 }
 
 /// The GraphQL route (module docs).
-pub(super) async fn graphql(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
+pub(super) async fn graphql(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     let audience = format!("{}xtrem/api", shared.root_url);
     if !auth::authorised(&shared, &headers, Some(&audience)) {
         return graphql_error(StatusCode::UNAUTHORIZED, "Unauthorized");
     }
-    match headers.get("x-xtrem-endpoint").and_then(|v| v.to_str().ok()) {
+    match headers
+        .get("x-xtrem-endpoint")
+        .and_then(|v| v.to_str().ok())
+    {
         None => return graphql_error(StatusCode::BAD_REQUEST, "missing x-xtrem-endpoint header"),
         Some(e) if e != shared.folder => {
             return graphql_error(StatusCode::BAD_REQUEST, &format!("unknown endpoint {e}"));
@@ -593,7 +652,11 @@ pub(super) async fn graphql(State(shared): State<Arc<Shared>>, headers: HeaderMa
     let Some(query) = req["query"].as_str() else {
         return graphql_error(StatusCode::BAD_REQUEST, "query is required");
     };
-    let vars = if req["variables"].is_object() { req["variables"].clone() } else { json!({}) };
+    let vars = if req["variables"].is_object() {
+        req["variables"].clone()
+    } else {
+        json!({})
+    };
     let sel = match parse(query) {
         Ok(s) => s,
         Err(e) => return graphql_error(StatusCode::BAD_REQUEST, &e),

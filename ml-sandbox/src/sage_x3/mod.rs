@@ -49,8 +49,8 @@
 mod api1;
 mod auth;
 mod fixtures;
-mod graphql;
 mod gql;
+mod graphql;
 mod query;
 mod state;
 
@@ -270,7 +270,11 @@ impl SageX3Emulator {
 
     /// A pairing: a new refresh token valid 30 days from now.
     pub fn pair(&self) -> String {
-        auth::pair(&self.shared, self.shared.clock.now(), self.shared.refresh_lifetime)
+        auth::pair(
+            &self.shared,
+            self.shared.clock.now(),
+            self.shared.refresh_lifetime,
+        )
     }
 
     /// A pairing whose refresh token expires `lifetime` from now.
@@ -473,12 +477,20 @@ fn build_row(c: &Class, row: &serde_json::Value, at: Timestamp) -> Option<(Vec<S
         STAMP.into(),
         RawValue::from_string(serde_json::Value::String(at.to_string()).to_string()).ok()?,
     );
-    let key: Option<Vec<String>> = c.keys.iter().map(|k| props.get(k).and_then(|v| scalar(v))).collect();
+    let key: Option<Vec<String>> = c
+        .keys
+        .iter()
+        .map(|k| props.get(k).and_then(|v| scalar(v)))
+        .collect();
     Some((key?, Row { props, stamp: at }))
 }
 
 /// `PUT sandbox/x3/<CLASS>`: stores a row (sandbox control, no auth).
-async fn put_row(State(shared): State<Arc<Shared>>, Path(class): Path<String>, body: String) -> Response {
+async fn put_row(
+    State(shared): State<Arc<Shared>>,
+    Path(class): Path<String>,
+    body: String,
+) -> Response {
     let Ok(row) = serde_json::from_str::<serde_json::Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "not JSON").into_response();
     };
@@ -488,7 +500,10 @@ async fn put_row(State(shared): State<Arc<Shared>>, Path(class): Path<String>, b
     let Some(c) = inner.classes.get_mut(&class) else {
         return (StatusCode::NOT_FOUND, "unknown class").into_response();
     };
-    let at = row[STAMP].as_str().and_then(|s| parse_instant(s, &zone)).unwrap_or(now);
+    let at = row[STAMP]
+        .as_str()
+        .and_then(|s| parse_instant(s, &zone))
+        .unwrap_or(now);
     match build_row(c, &row, at) {
         Some((k, r)) => {
             c.rows.insert(k, r);

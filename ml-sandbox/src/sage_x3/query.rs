@@ -326,14 +326,23 @@ pub(super) fn parse_order(s: &str) -> Result<Vec<(String, bool)>, String> {
 
 /// Orders two rows by `order`, properties named `stamp` compared as instants, numbers as
 /// numbers, the rest as text.
-pub(super) fn order_rows(a: &Row, b: &Row, order: &[(String, bool)], stamp: &str, zone: &TimeZone) -> Ordering {
+pub(super) fn order_rows(
+    a: &Row,
+    b: &Row,
+    order: &[(String, bool)],
+    stamp: &str,
+    zone: &TimeZone,
+) -> Ordering {
     for (p, desc) in order {
         let ord = if p == stamp {
             a.stamp.cmp(&b.stamp)
         } else {
             let x = a.props.get(p).and_then(|r| scalar(r));
             let y = b.props.get(p).and_then(|r| scalar(r));
-            match (x.as_deref().map(str::parse::<f64>), y.as_deref().map(str::parse::<f64>)) {
+            match (
+                x.as_deref().map(str::parse::<f64>),
+                y.as_deref().map(str::parse::<f64>),
+            ) {
                 (Some(Ok(m)), Some(Ok(n))) => m.partial_cmp(&n).unwrap_or(Ordering::Equal),
                 _ => x.cmp(&y),
             }

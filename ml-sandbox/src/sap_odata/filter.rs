@@ -60,7 +60,9 @@ fn instant(text: &str, offset_kind: bool) -> Result<Timestamp, String> {
         .parse()
         .map_err(|_| format!("`{text}` is not a datetime (YYYY-MM-DDThh:mm[:ss[.fff]])"))?;
     if !text.contains('T') {
-        return Err(format!("`{text}` is not a datetime (YYYY-MM-DDThh:mm[:ss[.fff]])"));
+        return Err(format!(
+            "`{text}` is not a datetime (YYYY-MM-DDThh:mm[:ss[.fff]])"
+        ));
     }
     dt.to_zoned(TimeZone::UTC)
         .map(|z| z.timestamp())
@@ -121,7 +123,9 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
             out.push(Tok::Lit(Lit::Number(n)));
         } else if c.is_ascii_alphabetic() || c == '_' {
             let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == '/') {
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == '/')
+            {
                 i += 1;
             }
             let word: String = chars[start..i].iter().collect();
@@ -276,8 +280,11 @@ impl Expr {
                     return Err(format!("Property '{p}' not found"));
                 }
                 match (p == stamp, lit) {
-                    (true, Lit::Instant(_) | Lit::Null) | (false, Lit::Text(_) | Lit::Number(_) | Lit::Bool(_) | Lit::Null) => Ok(()),
-                    (true, _) => Err(format!("'{p}' is an Edm.DateTime: compare it with datetime'...'")),
+                    (true, Lit::Instant(_) | Lit::Null)
+                    | (false, Lit::Text(_) | Lit::Number(_) | Lit::Bool(_) | Lit::Null) => Ok(()),
+                    (true, _) => Err(format!(
+                        "'{p}' is an Edm.DateTime: compare it with datetime'...'"
+                    )),
                     (false, _) => Err(format!("'{p}' is not an Edm.DateTime")),
                 }
             }
@@ -298,9 +305,7 @@ impl Expr {
             Self::Cmp(p, op, lit) => match (get(p), lit) {
                 (Val::Instant(a), Lit::Instant(b)) => order(&a, b, *op),
                 (Val::Text(a), Lit::Text(b)) => order(&a.as_str(), &b.as_str(), *op),
-                (Val::Text(a), Lit::Number(b)) => a
-                    .parse::<f64>()
-                    .is_ok_and(|a| order(&a, b, *op)),
+                (Val::Text(a), Lit::Number(b)) => a.parse::<f64>().is_ok_and(|a| order(&a, b, *op)),
                 (Val::Text(a), Lit::Bool(b)) => order(&a.as_str(), &b.to_string().as_str(), *op),
                 (Val::Null, Lit::Null) => matches!(op, Op::Eq | Op::Le | Op::Ge),
                 (_, Lit::Null) => matches!(op, Op::Ne),
@@ -323,7 +328,10 @@ mod tests {
             _ => Val::Text("Z".into()),
         };
         assert!(e.eval(&get));
-        assert!(parse("ChangedAt ge datetimeoffset'2024-01-01T00:00:00Z' and NetAmount gt 12.5M").is_ok());
+        assert!(
+            parse("ChangedAt ge datetimeoffset'2024-01-01T00:00:00Z' and NetAmount gt 12.5M")
+                .is_ok()
+        );
         for bad in [
             "",
             "substringof('a', Name)",

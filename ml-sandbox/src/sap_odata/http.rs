@@ -67,8 +67,8 @@ fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// Basic auth with the configured user in the configured client; `None` when allowed.
 fn refuse(shared: &Shared, headers: &HeaderMap, q: &[(String, String)]) -> Option<Response> {
-    let ok_user = basic_credentials(headers)
-        .is_some_and(|(u, p)| u == shared.user && p == shared.password);
+    let ok_user =
+        basic_credentials(headers).is_some_and(|(u, p)| u == shared.user && p == shared.password);
     let ok_client = param(q, "sap-client").is_some_and(|c| c == shared.client);
     (!ok_user || !ok_client).then(logon_failed)
 }
@@ -104,7 +104,9 @@ fn issue_csrf(shared: &Shared, headers: &HeaderMap, mut response: Response) -> R
         .map(str::to_owned);
     let id = inner.next_id;
     inner.next_id += 1;
-    let session = existing.clone().unwrap_or_else(|| format!("S{id:08}{}", shared.reads.load(Ordering::Relaxed)));
+    let session = existing
+        .clone()
+        .unwrap_or_else(|| format!("S{id:08}{}", shared.reads.load(Ordering::Relaxed)));
     let token = format!("csrf-{id:06}-{}", session.len() * 7 + id as usize);
     inner.csrf.insert(token.clone(), session.clone());
     drop(inner);
@@ -166,7 +168,10 @@ fn wants_json(q: &[(String, String)], headers: &HeaderMap) -> Option<bool> {
 fn atom() -> Response {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/atom+xml;type=feed; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/atom+xml;type=feed; charset=utf-8",
+        )],
         "<?xml version=\"1.0\" encoding=\"utf-8\"?><feed xmlns=\"http://www.w3.org/2005/Atom\"/>",
     )
         .into_response()
@@ -264,9 +269,8 @@ fn read_collection(shared: &Shared, set_name: &str, q: &[(String, String)]) -> R
             &format!("Resource not found for segment '{set_name}'"),
         );
     };
-    let known = |p: &str| {
-        p == STAMP || p == set.key || set.rows.values().any(|r| r.props.contains_key(p))
-    };
+    let known =
+        |p: &str| p == STAMP || p == set.key || set.rows.values().any(|r| r.props.contains_key(p));
     let expr = match param(q, "$filter").filter(|f| !f.trim().is_empty()) {
         None => None,
         Some(f) => match filter::parse(f).and_then(|e| e.check(STAMP, &known).map(|()| e)) {
@@ -292,7 +296,11 @@ fn read_collection(shared: &Shared, set_name: &str, q: &[(String, String)]) -> R
             order.push((prop.to_owned(), desc));
         }
     }
-    let (top, skip, skiptoken) = match (number(q, "$top"), number(q, "$skip"), number(q, "$skiptoken")) {
+    let (top, skip, skiptoken) = match (
+        number(q, "$top"),
+        number(q, "$skip"),
+        number(q, "$skiptoken"),
+    ) {
         (Ok(t), Ok(s), Ok(k)) => (t, s.unwrap_or(0), k.unwrap_or(0)),
         (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
     };
@@ -370,8 +378,7 @@ fn split_key(resource: &str) -> Result<(&str, Option<String>), Response> {
 }
 
 fn body_object(body: &[u8]) -> Result<Map<String, Value>, Response> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|_| bad("The request body is not JSON"))?;
+    let v: Value = serde_json::from_slice(body).map_err(|_| bad("The request body is not JSON"))?;
     let v = match v {
         Value::Object(mut m) if m.contains_key("d") => m.remove("d").unwrap_or(Value::Null),
         other => other,
@@ -393,7 +400,11 @@ fn write(
     let mut inner = shared.lock();
     let Inner { sets, next_id, .. } = &mut *inner;
     let Some(set) = sets.get_mut(set_name) else {
-        return v2_error(StatusCode::NOT_FOUND, "/IWBEP/CM_MGW_RT/021", "Resource not found");
+        return v2_error(
+            StatusCode::NOT_FOUND,
+            "/IWBEP/CM_MGW_RT/021",
+            "Resource not found",
+        );
     };
     let response = match (method.as_str(), key) {
         ("POST", None) => {
@@ -413,7 +424,11 @@ fn write(
                 }
             };
             if set.rows.contains_key(&key) {
-                return v2_error(StatusCode::BAD_REQUEST, "/IWBEP/CM_MGW_RT/030", "Entity already exists");
+                return v2_error(
+                    StatusCode::BAD_REQUEST,
+                    "/IWBEP/CM_MGW_RT/030",
+                    "Entity already exists",
+                );
             }
             let row = Row { stamp: now, props };
             let body = json!({ "d": entity(shared, set_name, &set.type_name, &key, &row) });
@@ -427,7 +442,11 @@ fn write(
             };
             let set_key = set.key.clone();
             let Some(row) = set.rows.get_mut(&key) else {
-                return v2_error(StatusCode::NOT_FOUND, "/IWBEP/CM_MGW_RT/020", "Entity not found");
+                return v2_error(
+                    StatusCode::NOT_FOUND,
+                    "/IWBEP/CM_MGW_RT/020",
+                    "Entity not found",
+                );
             };
             if method == Method::PUT {
                 row.props.retain(|k, _| *k == set_key);
@@ -442,11 +461,21 @@ fn write(
         }
         ("DELETE", Some(key)) => {
             if set.rows.remove(&key).is_none() {
-                return v2_error(StatusCode::NOT_FOUND, "/IWBEP/CM_MGW_RT/020", "Entity not found");
+                return v2_error(
+                    StatusCode::NOT_FOUND,
+                    "/IWBEP/CM_MGW_RT/020",
+                    "Entity not found",
+                );
             }
             StatusCode::NO_CONTENT.into_response()
         }
-        _ => return v2_error(StatusCode::METHOD_NOT_ALLOWED, "/IWBEP/CM_MGW_RT/010", "Method not allowed"),
+        _ => {
+            return v2_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "/IWBEP/CM_MGW_RT/010",
+                "Method not allowed",
+            );
+        }
     };
     drop(inner);
     shared.writes.fetch_add(1, Ordering::Relaxed);
@@ -471,13 +500,21 @@ pub(crate) async fn service_root(
         Err(r) => return r,
     };
     if service != shared.service {
-        return v2_error(StatusCode::NOT_FOUND, "/IWFND/MED/170", "No service found for namespace, name, version");
+        return v2_error(
+            StatusCode::NOT_FOUND,
+            "/IWFND/MED/170",
+            "No service found for namespace, name, version",
+        );
     }
     if let Some(r) = refuse(&shared, &headers, &q) {
         return r;
     }
     if method != Method::GET && method != Method::HEAD {
-        return v2_error(StatusCode::METHOD_NOT_ALLOWED, "/IWBEP/CM_MGW_RT/010", "Method not allowed");
+        return v2_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "/IWBEP/CM_MGW_RT/010",
+            "Method not allowed",
+        );
     }
     let sets: Vec<String> = shared.lock().sets.keys().cloned().collect();
     let response = json_ok(StatusCode::OK, &json!({"d": {"EntitySets": sets}}));
@@ -502,7 +539,11 @@ pub(crate) async fn resource(
         Err(r) => return r,
     };
     if service != shared.service {
-        return v2_error(StatusCode::NOT_FOUND, "/IWFND/MED/170", "No service found for namespace, name, version");
+        return v2_error(
+            StatusCode::NOT_FOUND,
+            "/IWFND/MED/170",
+            "No service found for namespace, name, version",
+        );
     }
     if let Some(r) = refuse(&shared, &headers, &q) {
         return r;
@@ -522,9 +563,20 @@ pub(crate) async fn resource(
             None => read_collection(&shared, set, &q),
             Some(k) => {
                 let inner = shared.lock();
-                match inner.sets.get(set).and_then(|s| s.rows.get(&k).map(|r| (s, r))) {
-                    Some((s, r)) => json_ok(StatusCode::OK, &json!({"d": entity(&shared, set, &s.type_name, &k, r)})),
-                    None => v2_error(StatusCode::NOT_FOUND, "/IWBEP/CM_MGW_RT/020", "Resource not found"),
+                match inner
+                    .sets
+                    .get(set)
+                    .and_then(|s| s.rows.get(&k).map(|r| (s, r)))
+                {
+                    Some((s, r)) => json_ok(
+                        StatusCode::OK,
+                        &json!({"d": entity(&shared, set, &s.type_name, &k, r)}),
+                    ),
+                    None => v2_error(
+                        StatusCode::NOT_FOUND,
+                        "/IWBEP/CM_MGW_RT/020",
+                        "Resource not found",
+                    ),
                 }
             }
         };

@@ -203,7 +203,10 @@ impl SapODataEmulatorBuilder {
         let router = Router::new()
             .route("/sap/opu/odata/sap/{service}/", any(http::service_root))
             .route("/sap/opu/odata/sap/{service}", any(http::service_root))
-            .route("/sap/opu/odata/sap/{service}/{resource}", any(http::resource))
+            .route(
+                "/sap/opu/odata/sap/{service}/{resource}",
+                any(http::resource),
+            )
             .with_state(Arc::clone(&shared));
         Ok(SapODataEmulator {
             shared,
@@ -277,7 +280,11 @@ impl SapODataEmulator {
 
     /// The service root URL, with a trailing slash.
     pub fn service_url(&self) -> String {
-        format!("{}/sap/opu/odata/sap/{}/", self.base_url(), self.shared.service)
+        format!(
+            "{}/sap/opu/odata/sap/{}/",
+            self.base_url(),
+            self.shared.service
+        )
     }
 
     /// The Basic user.
@@ -417,7 +424,12 @@ impl SapODataEmulator {
     /// every 500th amount malformed (`"12,50"`, as a badly converted field would be).
     /// Returns the keys of the malformed ones.
     pub fn load_traps(&self, n: u64, start: Timestamp, step_ms: i64) -> BTreeSet<String> {
-        const NAMES: [&str; 4] = ["Müller GmbH", "株式会社テスト", "Ørsted A/S", "Plain Supplier Inc"];
+        const NAMES: [&str; 4] = [
+            "Müller GmbH",
+            "株式会社テスト",
+            "Ørsted A/S",
+            "Plain Supplier Inc",
+        ];
         let mut bad = BTreeSet::new();
         for i in 1..=n {
             let key = format!("{:010}", 4_500_000_000 + i);

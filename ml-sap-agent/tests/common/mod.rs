@@ -115,8 +115,10 @@ impl RfcTransport for FakeSap {
         for (n, v) in call.params() {
             r.params.insert(n.clone(), v.clone());
         }
-        r.params
-            .insert("FUNCTION".into(), RfcValue::Scalar(call.function().to_owned()));
+        r.params.insert(
+            "FUNCTION".into(),
+            RfcValue::Scalar(call.function().to_owned()),
+        );
         Ok(r)
     }
 

@@ -75,8 +75,7 @@ fn qualified<'a>(
     qualifier: &str,
     value: &str,
 ) -> Option<&'a Segment> {
-    segs.into_iter()
-        .find(|s| s.field(qualifier) == Some(value))
+    segs.into_iter().find(|s| s.field(qualifier) == Some(value))
 }
 
 fn money(amount: &str, currency: Option<&Currency>, what: &str) -> Result<Money, String> {
@@ -142,10 +141,16 @@ pub fn map_idoc(idoc: &Idoc, mapping: &IdocMapping, now: Timestamp) -> SourceIte
 
 /// Header fields shared by ORDERS05 and INVOIC02: currency, document number, partners,
 /// company code, reference.
-fn header(idoc: &Idoc, number_qualifier: &str, partner_roles: &[&str]) -> Result<(BusinessFields, Option<Currency>), String> {
+fn header(
+    idoc: &Idoc,
+    number_qualifier: &str,
+    partner_roles: &[&str],
+) -> Result<(BusinessFields, Option<Currency>), String> {
     let k01 = idoc.segment("E1EDK01");
     let currency = match k01.and_then(|s| s.field("CURCY")) {
-        Some(c) => Some(Currency::new(c).map_err(|_| format!("currency `{c}` is not an ISO code"))?),
+        Some(c) => {
+            Some(Currency::new(c).map_err(|_| format!("currency `{c}` is not an ISO code"))?)
+        }
         None => None,
     };
     let k02 = |q: &str| {
@@ -180,7 +185,10 @@ fn lines(idoc: &Idoc, currency: Option<&Currency>) -> Result<Vec<Line>, String> 
     for p in idoc.segments_named("E1EDP01") {
         let number = p.field("POSEX").unwrap_or_default().to_owned();
         let quantity = match p.field("MENGE") {
-            Some(m) => Some(sap_number(m).ok_or_else(|| format!("item {number}: MENGE `{m}` is not a number"))?),
+            Some(m) => Some(
+                sap_number(m)
+                    .ok_or_else(|| format!("item {number}: MENGE `{m}` is not a number"))?,
+            ),
             None => None,
         };
         let amount = match p.field("NETWR") {
@@ -210,16 +218,29 @@ fn lines(idoc: &Idoc, currency: Option<&Currency>) -> Result<Vec<Line>, String> 
 
 /// The total: `E1EDS01` with the first of `sumids` present (`SUMME`, currency `WAERQ` or
 /// the header's), else the sum of the items' `NETWR`.
-fn total(idoc: &Idoc, sumids: &[&str], currency: Option<&Currency>, items: &[Line]) -> Result<Option<Money>, String> {
+fn total(
+    idoc: &Idoc,
+    sumids: &[&str],
+    currency: Option<&Currency>,
+    items: &[Line],
+) -> Result<Option<Money>, String> {
     for id in sumids {
         if let Some(s) = qualified(idoc.segments_named("E1EDS01"), "SUMID", id)
             && let Some(sum) = s.field("SUMME")
         {
             let own = match s.field("WAERQ") {
-                Some(c) => Some(Currency::new(c).map_err(|_| format!("E1EDS01 WAERQ `{c}` is not an ISO code"))?),
+                Some(c) => Some(
+                    Currency::new(c)
+                        .map_err(|_| format!("E1EDS01 WAERQ `{c}` is not an ISO code"))?,
+                ),
                 None => None,
             };
-            return money(sum, own.as_ref().or(currency), &format!("E1EDS01 SUMID {id} SUMME")).map(Some);
+            return money(
+                sum,
+                own.as_ref().or(currency),
+                &format!("E1EDS01 SUMID {id} SUMME"),
+            )
+            .map(Some);
         }
     }
     let amounts: Vec<&Money> = items.iter().filter_map(|l| l.amount.as_ref()).collect();

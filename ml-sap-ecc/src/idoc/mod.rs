@@ -53,7 +53,9 @@ mod parse;
 pub mod receiver;
 
 pub use map::{IdocMapping, map_idoc, sap_number};
-pub use parse::{ControlRecord, Idoc, MAX_DEPTH, MAX_ELEMENTS, MAX_FIELD, MAX_IDOCS, Segment, parse_packet};
+pub use parse::{
+    ControlRecord, Idoc, MAX_DEPTH, MAX_ELEMENTS, MAX_FIELD, MAX_IDOCS, Segment, parse_packet,
+};
 pub use receiver::{
     DEFAULT_ACK_TIMEOUT, DEFAULT_CAPACITY, DEFAULT_MAX_BODY, IdocAuth, IdocInbox, IdocInboxBuilder,
     IdocSource,

@@ -203,7 +203,9 @@ fn decode(body: &[u8]) -> Result<String, IdocError> {
             Some(rest[..rest.find(quote)?].to_owned())
         });
     match declared {
-        None => String::from_utf8(body.to_vec()).map_err(|_| IdocError::Xml("not valid UTF-8".into())),
+        None => {
+            String::from_utf8(body.to_vec()).map_err(|_| IdocError::Xml("not valid UTF-8".into()))
+        }
         Some(label) => {
             let enc = encoding_rs::Encoding::for_label(label.as_bytes())
                 .ok_or_else(|| IdocError::Xml(format!("unknown encoding `{label}`")))?;
@@ -247,7 +249,9 @@ fn tree(xml: &str) -> Result<Node, IdocError> {
                 }
             }
             Event::End(_) => {
-                let node = stack.pop().ok_or_else(|| IdocError::Xml("unbalanced XML".into()))?;
+                let node = stack
+                    .pop()
+                    .ok_or_else(|| IdocError::Xml("unbalanced XML".into()))?;
                 match stack.last_mut() {
                     Some(top) => top.children.push(node),
                     None => return Err(IdocError::Xml("unbalanced XML".into())),
@@ -289,7 +293,9 @@ fn tree(xml: &str) -> Result<Node, IdocError> {
     if stack.len() != 1 {
         return Err(IdocError::Xml("truncated XML".into()));
     }
-    stack.pop().ok_or_else(|| IdocError::Xml("empty XML".into()))
+    stack
+        .pop()
+        .ok_or_else(|| IdocError::Xml("empty XML".into()))
 }
 
 /// Whether `name` is shaped like an SAP segment name: `E1`/`E2`/`E3` (SAP), `Z1`/`Z2`/
@@ -306,7 +312,10 @@ fn segment_name(name: &str) -> bool {
 
 fn segment(node: Node) -> Result<Segment, IdocError> {
     if !segment_name(&node.name) {
-        return Err(structure(format!("`{}` is not an IDoc segment name", node.name)));
+        return Err(structure(format!(
+            "`{}` is not an IDoc segment name",
+            node.name
+        )));
     }
     let mut out = Segment {
         name: node.name,
@@ -331,7 +340,10 @@ fn control(node: Node) -> Result<ControlRecord, IdocError> {
     let mut fields = BTreeMap::new();
     for child in node.children {
         if !child.children.is_empty() {
-            return Err(structure(format!("EDI_DC40 field `{}` holds elements", child.name)));
+            return Err(structure(format!(
+                "EDI_DC40 field `{}` holds elements",
+                child.name
+            )));
         }
         fields.insert(child.name, child.text.trim().to_owned());
     }
@@ -352,20 +364,30 @@ pub fn parse_packet(body: &[u8]) -> Result<Vec<Idoc>, IdocError> {
     let mut out = Vec::new();
     for idoc in root.children {
         if idoc.name != "IDOC" {
-            return Err(structure(format!("`{}` under `{}` is not IDOC", idoc.name, root.name)));
+            return Err(structure(format!(
+                "`{}` under `{}` is not IDOC",
+                idoc.name, root.name
+            )));
         }
         if out.len() >= MAX_IDOCS {
-            return Err(structure(format!("more than {MAX_IDOCS} IDocs in one packet")));
+            return Err(structure(format!(
+                "more than {MAX_IDOCS} IDocs in one packet"
+            )));
         }
         let mut children = idoc.children.into_iter();
         let Some(first) = children.next().filter(|c| c.name == "EDI_DC40") else {
-            return Err(structure("the IDoc does not start with the control record EDI_DC40"));
+            return Err(structure(
+                "the IDoc does not start with the control record EDI_DC40",
+            ));
         };
         let control = control(first)?;
         let mut segments = Vec::new();
         for child in children {
             if !child.segment {
-                return Err(structure(format!("`{}` is not marked SEGMENT=\"1\"", child.name)));
+                return Err(structure(format!(
+                    "`{}` is not marked SEGMENT=\"1\"",
+                    child.name
+                )));
             }
             segments.push(segment(child)?);
         }

@@ -88,7 +88,11 @@ impl IdocAuth {
                     .get(AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.strip_prefix("Basic "))
-                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+                    .and_then(|b| {
+                        base64::engine::general_purpose::STANDARD
+                            .decode(b.trim())
+                            .ok()
+                    })
                 else {
                     return false;
                 };
@@ -303,7 +307,9 @@ impl IdocInbox {
                 () = self.wait_for_work() => {}
             }
             let summary = pipeline.poll_stream(stream).await;
-            let failed = summary.as_ref().map_or(true, |s| s.error.is_some() || s.skipped);
+            let failed = summary
+                .as_ref()
+                .map_or(true, |s| s.error.is_some() || s.skipped);
             if failed {
                 // A paused stream or another poller: let it progress before asking again.
                 tokio::select! {
@@ -319,10 +325,17 @@ impl IdocInbox {
     /// credentials, 413 for a body over the limit, 400 for XML that is not an IDoc packet
     /// (nothing journaled: SAP keeps it in error status), 503 when busy or when the
     /// journal did not commit in time (SAP sends it again).
-    pub async fn handle<B: AsRef<[u8]>>(&self, request: http::Request<B>) -> http::Response<String> {
+    pub async fn handle<B: AsRef<[u8]>>(
+        &self,
+        request: http::Request<B>,
+    ) -> http::Response<String> {
         let (parts, body) = request.into_parts();
         let body = body.as_ref();
-        if let Err(r) = self.inner.limits.check_parts(&parts.method, &parts.headers, body) {
+        if let Err(r) = self
+            .inner
+            .limits
+            .check_parts(&parts.method, &parts.headers, body)
+        {
             return r.to_response();
         }
         if !self.inner.auth.check(&parts.headers) {
@@ -365,7 +378,9 @@ impl IdocInbox {
         if let Ok(Ok(_)) = tokio::time::timeout(self.inner.ack_timeout, wait).await {
             text(StatusCode::OK, "ok")
         } else {
-            tracing::warn!("an IDoc packet was not journaled in time: answered 503, SAP sends it again");
+            tracing::warn!(
+                "an IDoc packet was not journaled in time: answered 503, SAP sends it again"
+            );
             Rejection::Unavailable("the journal did not commit in time".into()).to_response()
         }
     }
@@ -475,7 +490,11 @@ impl IdocSource {
                 "not an IDoc inbox position".into(),
             ));
         };
-        Ok(if inbox == self.inbox.inner.instance { seq } else { 0 })
+        Ok(if inbox == self.inbox.inner.instance {
+            seq
+        } else {
+            0
+        })
     }
 }
 

@@ -170,7 +170,8 @@ fn parse_kind(s: &str) -> EntityKind {
 fn identifier(key: SapODataConfigKey, v: &str) -> Result<String, ODataError> {
     let ok = !v.is_empty()
         && v.len() <= 128
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'/')
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'/')
         && !v.starts_with('/');
     if ok {
         Ok(v.to_owned())
@@ -217,7 +218,11 @@ impl SapODataBuilder {
 
     /// Sets a value by name: the environment variable or its short form (`odata_service`
     /// for `SAP_ECC_ODATA_SERVICE`). An unknown name is an error naming it.
-    pub fn with_config_str(mut self, name: &str, value: impl Into<String>) -> ml_core::Result<Self> {
+    pub fn with_config_str(
+        mut self,
+        name: &str,
+        value: impl Into<String>,
+    ) -> ml_core::Result<Self> {
         self.values.set_str(name, value)?;
         Ok(self)
     }
@@ -233,7 +238,11 @@ impl SapODataBuilder {
     }
 
     /// HTTP Basic credentials.
-    pub fn with_basic(mut self, user: impl Into<String>, password: impl Into<SecretString>) -> Self {
+    pub fn with_basic(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<SecretString>,
+    ) -> Self {
         self.values.set(SapODataConfigKey::User, user.into());
         self.values
             .set_secret(SapODataConfigKey::Password, password.into());
@@ -364,7 +373,11 @@ impl SapODataBuilder {
             spec.stamp = identifier(K::StampProperty, v)?;
         }
         identifier(K::StampProperty, &spec.stamp)?;
-        spec.stamp_kind = match self.val(K::StampType).map(str::to_ascii_lowercase).as_deref() {
+        spec.stamp_kind = match self
+            .val(K::StampType)
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None => spec.stamp_kind,
             Some("datetime") => DateKind::DateTime,
             Some("datetimeoffset") => DateKind::DateTimeOffset,
@@ -404,7 +417,10 @@ impl SapODataBuilder {
         let overlap = match self.val(K::OverlapSecs) {
             None => Duration::from_secs(300),
             Some(v) => Duration::from_secs(v.trim().parse().map_err(|_| {
-                ODataError::config(K::OverlapSecs.as_env(), format!("`{v}` is not a number of seconds"))
+                ODataError::config(
+                    K::OverlapSecs.as_env(),
+                    format!("`{v}` is not a number of seconds"),
+                )
             })?),
         };
         let paging = match self.val(K::Paging).map(str::to_ascii_lowercase).as_deref() {
@@ -477,19 +493,41 @@ mod tests {
         let b = SapODataBuilder::from_env_with(&env);
         assert!(!format!("{b:?}").contains("hunter2"));
         assert_eq!(key_of(b.clone().build()), "SAP_ECC_ODATA_SERVICE");
-        let b = b.with_config_str("odata_service", "ZML_PO_SRV").expect("short name");
+        let b = b
+            .with_config_str("odata_service", "ZML_PO_SRV")
+            .expect("short name");
         let s = b.clone().build().expect("source");
         assert!(!format!("{s:?}").contains("hunter2"));
-        assert_eq!(s.to_string(), "SapOData(127.0.0.1:9, client=100, ZML_PO_SRV/PurchaseOrderSet)");
-        assert_eq!(key_of(b.clone().with_client("1000").build()), "SAP_ECC_CLIENT");
-        assert_eq!(key_of(b.clone().with_url("http://sap.example.com").build()), "SAP_ECC_URL");
-        assert_eq!(key_of(b.clone().with_page_size(1).build()), "SAP_ECC_ODATA_PAGE_SIZE");
         assert_eq!(
-            key_of(b.clone().with_config(SapODataConfigKey::EntitySet, "Set?$x").build()),
+            s.to_string(),
+            "SapOData(127.0.0.1:9, client=100, ZML_PO_SRV/PurchaseOrderSet)"
+        );
+        assert_eq!(
+            key_of(b.clone().with_client("1000").build()),
+            "SAP_ECC_CLIENT"
+        );
+        assert_eq!(
+            key_of(b.clone().with_url("http://sap.example.com").build()),
+            "SAP_ECC_URL"
+        );
+        assert_eq!(
+            key_of(b.clone().with_page_size(1).build()),
+            "SAP_ECC_ODATA_PAGE_SIZE"
+        );
+        assert_eq!(
+            key_of(
+                b.clone()
+                    .with_config(SapODataConfigKey::EntitySet, "Set?$x")
+                    .build()
+            ),
             "SAP_ECC_ODATA_ENTITY_SET"
         );
         assert_eq!(
-            key_of(b.clone().with_config(SapODataConfigKey::Paging, "pages").build()),
+            key_of(
+                b.clone()
+                    .with_config(SapODataConfigKey::Paging, "pages")
+                    .build()
+            ),
             "SAP_ECC_ODATA_PAGING"
         );
     }
@@ -511,16 +549,24 @@ mod tests {
         };
         assert_eq!(
             s.filter(&plan).as_deref(),
-            Some("(ChangedAt gt datetime'2024-01-01T00:00:00' or (ChangedAt eq datetime'2024-01-01T00:00:00' and PurchaseOrder gt '4500000001'))")
+            Some(
+                "(ChangedAt gt datetime'2024-01-01T00:00:00' or (ChangedAt eq datetime'2024-01-01T00:00:00' and PurchaseOrder gt '4500000001'))"
+            )
         );
         let url = s.query_url(&ml_core::cursor::ReadPlan::default());
-        assert!(url.contains("sap-client=100&$format=json&$orderby=ChangedAt%20asc,PurchaseOrder%20asc&$top=500"), "{url}");
+        assert!(
+            url.contains(
+                "sap-client=100&$format=json&$orderby=ChangedAt%20asc,PurchaseOrder%20asc&$top=500"
+            ),
+            "{url}"
+        );
         assert_eq!(
             s.next_token("http://internal-host:8000/sap/opu/odata/sap/ZML_PO_SRV/PurchaseOrderSet?$skiptoken=5").expect("abs"),
             "/sap/opu/odata/sap/ZML_PO_SRV/PurchaseOrderSet?$skiptoken=5&sap-client=100&$format=json"
         );
         assert_eq!(
-            s.next_token("PurchaseOrderSet?sap-client=100&$skiptoken=5").expect("rel"),
+            s.next_token("PurchaseOrderSet?sap-client=100&$skiptoken=5")
+                .expect("rel"),
             "/sap/opu/odata/sap/ZML_PO_SRV/PurchaseOrderSet?sap-client=100&$skiptoken=5&$format=json"
         );
         assert!(s.next_token("http://evil/other/path").is_err());

@@ -147,7 +147,8 @@ pub struct SapMessage {
 impl SapMessage {
     /// Whether this message or one of its details has severity `error` (or `abort`).
     pub fn is_error(&self) -> bool {
-        matches!(self.severity.as_str(), "error" | "abort") || self.details.iter().any(Self::is_error)
+        matches!(self.severity.as_str(), "error" | "abort")
+            || self.details.iter().any(Self::is_error)
     }
 }
 
@@ -250,12 +251,19 @@ mod tests {
         );
         let mut h = HeaderMap::new();
         h.insert("retry-after", HeaderValue::from_static("7"));
-        let e = parse_error("S", StatusCode::SERVICE_UNAVAILABLE, &h, "<html>down</html>", now);
+        let e = parse_error(
+            "S",
+            StatusCode::SERVICE_UNAVAILABLE,
+            &h,
+            "<html>down</html>",
+            now,
+        );
         assert_eq!(
             e.class().retry_after(),
             Some(std::time::Duration::from_secs(7))
         );
-        let core: Error = parse_error("S", StatusCode::UNAUTHORIZED, &HeaderMap::new(), "", now).into();
+        let core: Error =
+            parse_error("S", StatusCode::UNAUTHORIZED, &HeaderMap::new(), "", now).into();
         assert!(matches!(core, Error::Auth { .. }), "{core}");
     }
 

@@ -193,20 +193,31 @@ mod tests {
         let m = map_entity(
             &spec,
             "S",
-            &raw(r#"{"__metadata":{"uri":"u","type":"T","etag":"W/\"1\""},"PurchaseOrder":"4500000001","ChangedAt":"/Date(1700000000000)/","NetAmount":"98765432109876.54","Currency":"EUR","SupplierName":"Müller GmbH"}"#),
+            &raw(
+                r#"{"__metadata":{"uri":"u","type":"T","etag":"W/\"1\""},"PurchaseOrder":"4500000001","ChangedAt":"/Date(1700000000000)/","NetAmount":"98765432109876.54","Currency":"EUR","SupplierName":"Müller GmbH"}"#,
+            ),
         );
         let SourceItem::Record(r) = m.item else {
             panic!("record expected");
         };
-        assert_eq!(r.fields.amount.expect("amount").amount.to_string(), "98765432109876.54");
+        assert_eq!(
+            r.fields.amount.expect("amount").amount.to_string(),
+            "98765432109876.54"
+        );
         assert_eq!(r.version.as_deref(), Some("W/\"1\""));
         assert_eq!(r.fields.supplier.as_deref(), Some("Müller GmbH"));
         assert_eq!(r.link.as_deref(), Some("u"));
         for (bad, why) in [
             (r#"{"ChangedAt":"/Date(1)/"}"#, "no key"),
             (r#"{"PurchaseOrder":"1","ChangedAt":"yesterday"}"#, "Date"),
-            (r#"{"PurchaseOrder":"1","ChangedAt":"/Date(1)/","NetAmount":"1,5","Currency":"EUR"}"#, "Decimal"),
-            (r#"{"PurchaseOrder":"1","ChangedAt":"/Date(1)/","NetAmount":"1.5"}"#, "currency"),
+            (
+                r#"{"PurchaseOrder":"1","ChangedAt":"/Date(1)/","NetAmount":"1,5","Currency":"EUR"}"#,
+                "Decimal",
+            ),
+            (
+                r#"{"PurchaseOrder":"1","ChangedAt":"/Date(1)/","NetAmount":"1.5"}"#,
+                "currency",
+            ),
             ("[1]", "object"),
         ] {
             let m = map_entity(&spec, "S", &raw(bad));

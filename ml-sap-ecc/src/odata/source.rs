@@ -9,13 +9,17 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use ml_core::auth::{BasicCredentials, Credentials};
 use ml_core::clock::Clock;
-use ml_core::cursor::{Cursor as _, PageRow, Paging, Position, ReadPlan, WatermarkCursor, fold_page};
+use ml_core::cursor::{
+    Cursor as _, PageRow, Paging, Position, ReadPlan, WatermarkCursor, fold_page,
+};
 use ml_core::error::Result;
 use ml_core::http::{ApiClient, ErrorModel, Request, Response, TransportError};
 use ml_core::record::EntityKind;
 use ml_core::retry::RetryPolicy;
 use ml_core::source::{Page, Source};
-use reqwest::header::{ACCEPT, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, HeaderValue, SET_COOKIE};
+use reqwest::header::{
+    ACCEPT, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, HeaderValue, SET_COOKIE,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::value::RawValue;
 
@@ -336,9 +340,11 @@ impl SapODataSource {
         let (path, query) = rel.split_once('?').unwrap_or((&rel, ""));
         let mut pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
         let has = |name: &str, pairs: &[&str]| {
-            pairs
-                .iter()
-                .any(|p| p.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case(name)))
+            pairs.iter().any(|p| {
+                p.split('=')
+                    .next()
+                    .is_some_and(|k| k.eq_ignore_ascii_case(name))
+            })
         };
         // A link without the client would be served from the system's default client.
         let client = format!("sap-client={}", encode(&self.sap_client));
@@ -391,7 +397,10 @@ impl SapODataSource {
         );
         let request = Request::get(&url)
             .map_err(|e| ODataError::config("SAP_ECC_URL", e.to_string()))?
-            .header(HeaderName::from_static(CSRF_HEADER), HeaderValue::from_static("Fetch"))
+            .header(
+                HeaderName::from_static(CSRF_HEADER),
+                HeaderValue::from_static("Fetch"),
+            )
             .header(ACCEPT, HeaderValue::from_static("application/json"));
         let response = self.api().send(&self.call(), request).await?;
         let token = response
@@ -461,10 +470,9 @@ impl SapODataSource {
                 request = request
                     .json(b)
                     .map_err(|e| ODataError::config("body", e.to_string()))?;
-                request.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
+                request
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             }
             match self.api().send(&self.call(), request).await {
                 Ok(response) => {
@@ -519,8 +527,9 @@ impl Source for SapODataSource {
         let response = self.get(&url).await?;
         self.log_message(&response.headers);
         let system = self.to_string();
-        let (results, next, count) = collection(&response.body)
-            .map_err(|e| ODataError::decode(&system, format!("not an OData v2 JSON collection: {e}")))?;
+        let (results, next, count) = collection(&response.body).map_err(|e| {
+            ODataError::decode(&system, format!("not an OData v2 JSON collection: {e}"))
+        })?;
         if let Some(c) = count {
             tracing::debug!(source = %system, count = %c, "__count");
         }
@@ -564,7 +573,10 @@ impl Source for SapODataSource {
         );
         let response = self.get(&url).await?;
         collection(&response.body).map_err(|e| {
-            ODataError::decode(&self.to_string(), format!("not an OData v2 JSON collection: {e}"))
+            ODataError::decode(
+                &self.to_string(),
+                format!("not an OData v2 JSON collection: {e}"),
+            )
         })?;
         Ok(())
     }

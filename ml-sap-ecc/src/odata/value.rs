@@ -49,7 +49,9 @@ impl ODataDate {
             None => None,
             Some(o) => {
                 let digits = &o[1..];
-                if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit())
+                if digits.is_empty()
+                    || digits.len() > 4
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
                 {
                     return None;
                 }
@@ -224,7 +226,10 @@ mod tests {
         assert_eq!(decimal(&raw("\"1e5\"")), None);
         assert_eq!(decimal(&raw("\"abc\"")), None);
         assert_eq!(decimal(&raw("null")), None);
-        assert_eq!(int64(&raw("\"9007199254740993\"")), Some(9_007_199_254_740_993));
+        assert_eq!(
+            int64(&raw("\"9007199254740993\"")),
+            Some(9_007_199_254_740_993)
+        );
         assert_eq!(int64(&raw("\"4.5\"")), None);
     }
 }

@@ -88,6 +88,10 @@ enum Command {
         /// A SQLite journal file (default: ML_AUDIT_DB, or ml-audit.db).
         #[arg(long)]
         journal: Option<PathBuf>,
+        /// A PostgreSQL journal (`postgres://…`, feature `postgres`; schema from
+        /// ML_POSTGRES_SCHEMA), shared by replicas.
+        #[arg(long, conflicts_with = "journal")]
+        postgres: Option<String>,
         #[command(subcommand)]
         command: CredentialsCommand,
     },
@@ -172,7 +176,11 @@ async fn dispatch(command: Command) -> Result<()> {
             let store = open_journal(config.as_deref(), journal.as_deref()).await?;
             audit(store.as_ref(), command).await
         }
-        Command::Credentials { journal, command } => credentials(journal, command).await,
+        Command::Credentials {
+            journal,
+            postgres,
+            command,
+        } => credentials(journal, postgres, command).await,
     }
 }
 
@@ -187,16 +195,64 @@ fn journal_path(journal: Option<PathBuf>) -> PathBuf {
     })
 }
 
-async fn credentials(journal: Option<PathBuf>, command: CredentialsCommand) -> Result<()> {
+/// A journal's credential store, SQLite or PostgreSQL, with its key rotation.
+enum Credentials {
+    Sqlite(ml_connector::store::SqliteCredentialStore),
+    #[cfg(feature = "postgres")]
+    Postgres(ml_connector::store::PostgresCredentialStore),
+}
+
+impl Credentials {
+    fn store(&self) -> &dyn ml_connector::credential::CredentialStore {
+        match self {
+            Self::Sqlite(s) => s,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(s) => s,
+        }
+    }
+
+    /// (re-wrapped, unchanged)
+    async fn rotate(&self) -> Result<(u64, u64)> {
+        match self {
+            Self::Sqlite(s) => s.rotate().await.map(|r| (r.rewrapped, r.unchanged)),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(s) => s.rotate().await.map(|r| (r.rewrapped, r.unchanged)),
+        }
+    }
+}
+
+async fn credentials(
+    journal: Option<PathBuf>,
+    postgres: Option<String>,
+    command: CredentialsCommand,
+) -> Result<()> {
+    use ml_connector::credential::CredentialName;
     use ml_connector::credential::envelope::MasterKey;
-    use ml_connector::credential::{CredentialName, CredentialStore};
     use secrecy::ExposeSecret as _;
     if matches!(command, CredentialsCommand::GenerateKey) {
         println!("{}", MasterKey::generate().to_base64().expose_secret());
         return Ok(());
     }
-    let path = journal_path(journal);
-    let store = ml_connector::store::SqliteCredentialStore::open_from_env(&path)?;
+    let store = match postgres {
+        #[cfg(feature = "postgres")]
+        Some(url) => Credentials::Postgres(
+            ml_connector::store::PostgresCredentialStore::open_from_env(
+                ml_connector::store::postgres::PostgresBuilder::from_env().with_url(url),
+            )
+            .await?,
+        ),
+        #[cfg(not(feature = "postgres"))]
+        Some(_) => {
+            return Err(Error::config(
+                "--postgres",
+                "this build has no PostgreSQL journal (feature `postgres`)",
+            ));
+        }
+        None => Credentials::Sqlite(ml_connector::store::SqliteCredentialStore::open_from_env(
+            journal_path(journal),
+        )?),
+    };
+    let store_ref = store.store();
     match command {
         CredentialsCommand::Set { name } => {
             let name = CredentialName::new(name)?;
@@ -205,11 +261,11 @@ async fn credentials(journal: Option<PathBuf>, command: CredentialsCommand) -> R
                 .map_err(|e| Error::config("stdin", format!("cannot read the value: {e}")))?;
             let value =
                 secrecy::SecretString::from(value.trim_end_matches(['\r', '\n']).to_owned());
-            let info = store.put(&name, &value).await?;
+            let info = store_ref.put(&name, &value).await?;
             println!("stored {} (version {})", info.name, info.version);
         }
         CredentialsCommand::List => {
-            for info in store.list().await? {
+            for info in store_ref.list().await? {
                 println!(
                     "{}\tversion {}\tupdated {}",
                     info.name, info.version, info.updated_at
@@ -218,18 +274,17 @@ async fn credentials(journal: Option<PathBuf>, command: CredentialsCommand) -> R
         }
         CredentialsCommand::Delete { name } => {
             let name = CredentialName::new(name)?;
-            if store.delete(&name).await? {
+            if store_ref.delete(&name).await? {
                 println!("deleted {name}");
             } else {
                 println!("no credential named {name}");
             }
         }
         CredentialsCommand::RotateKey => {
-            let r = store.rotate().await?;
+            let (rewrapped, unchanged) = store.rotate().await?;
             println!(
-                "re-wrapped {} credential(s) under the current master key ({} already were); \
-                 ML_MASTER_KEY_PREVIOUS is no longer needed",
-                r.rewrapped, r.unchanged
+                "re-wrapped {rewrapped} credential(s) under the current master key ({unchanged} \
+                 already were); ML_MASTER_KEY_PREVIOUS is no longer needed"
             );
         }
         CredentialsCommand::GenerateKey => {}
