@@ -18,6 +18,7 @@
 //!   schedule until Ctrl-C. `--no-summary` skips the month-end summary.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use ml_connector::audit::{AuditQuery, DeliveryFilter, DeliveryId};
@@ -53,18 +54,22 @@ async fn month_end_summary(store: &dyn AuditQuery, stream: &str) -> Result<Summa
         if r.kind != EntityKind::GlJournal {
             continue;
         }
-        let year = r.fields.extra.get("fiscal_year").cloned().unwrap_or_default();
+        let year = r
+            .fields
+            .extra
+            .get("fiscal_year")
+            .cloned()
+            .unwrap_or_default();
         let period = r.fields.extra.get("period").cloned().unwrap_or_default();
         for line in &r.fields.lines {
             let (Some(cc), Some(amount)) = (&line.cost_center, &line.amount) else {
                 continue;
             };
-            let total = out
-                .entry((year.clone(), period.clone()))
+            out.entry((year.clone(), period.clone()))
                 .or_default()
                 .entry(format!("{cc} {}", amount.currency))
-                .or_insert_with(|| Money::new(Default::default(), amount.currency));
-            total.amount += amount.amount;
+                .and_modify(|t| t.amount += amount.amount)
+                .or_insert(*amount);
         }
     }
     Ok(out)
@@ -113,7 +118,12 @@ async fn main() -> Result<()> {
             let mut text = format!("GL month-end summary {year}/{period}, per cost center:");
             for (cc, sum) in by_cc {
                 let cc = cc.split(' ').next().unwrap_or(cc);
-                text.push_str(&format!("\n• {cc}: {} {}", format_amount(sum.amount), sum.currency));
+                let _ = write!(
+                    text,
+                    "\n• {cc}: {} {}",
+                    format_amount(sum.amount),
+                    sum.currency
+                );
             }
             let out = Outbound {
                 delivery_id: DeliveryId(0),
@@ -130,7 +140,10 @@ async fn main() -> Result<()> {
             for _ in 0..3 {
                 match &outcome {
                     Err(e) if e.class().is_retryable() => {
-                        let wait = e.class().retry_after().unwrap_or(std::time::Duration::from_secs(1));
+                        let wait = e
+                            .class()
+                            .retry_after()
+                            .unwrap_or(std::time::Duration::from_secs(1));
                         tokio::time::sleep(wait).await;
                         outcome = slack.send(&out).await;
                     }
@@ -138,7 +151,10 @@ async fn main() -> Result<()> {
                 }
             }
             match outcome {
-                Ok(receipt) => println!("month-end summary {year}/{period} posted ({})", receipt.remote_id),
+                Ok(receipt) => println!(
+                    "month-end summary {year}/{period} posted ({})",
+                    receipt.remote_id
+                ),
                 Err(e) => println!("month-end summary {year}/{period} not posted: {e}"),
             }
         }

@@ -82,7 +82,9 @@ async fn real_settings_reach_the_system_and_errors_name_the_key() {
 
     let mut bad = example();
     bad.streams[1].resource = Some("payments".into());
-    let err = connectors::assemble(&bad, &env).await.expect_err("bad resource");
+    let err = connectors::assemble(&bad, &env)
+        .await
+        .expect_err("bad resource");
     assert_eq!(path_of(err), "streams[1].resource");
 
     let mut env2 = env.clone();

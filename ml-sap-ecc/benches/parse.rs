@@ -41,7 +41,11 @@ fn answer(rows: usize) -> String {
         r#"<soap-env:Envelope xmlns:soap-env="http://schemas.xmlsoap.org/soap/envelope/"><soap-env:Body><n0:RFC_READ_TABLE.Response xmlns:n0="urn:sap-com:document:sap:rfc:functions"><DATA>"#,
     );
     for i in 0..rows {
-        let amount = if i % 7 == 0 { format!("{}.50-", i % 999) } else { format!("{}.25", i % 99_999) };
+        let amount = if i % 7 == 0 {
+            format!("{}.50-", i % 999)
+        } else {
+            format!("{}.25", i % 99_999)
+        };
         let _ = write!(
             xml,
             "<item><WA>{:010}2026202603011200{:<16}{:010}{:<35}EUR  {:>16}</WA></item>",

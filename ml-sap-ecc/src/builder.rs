@@ -195,7 +195,11 @@ impl SapEccBuilder {
 
     /// Sets a value by name: the environment variable or its short form (`client` for
     /// `SAP_ECC_CLIENT`). An unknown name is an error naming it.
-    pub fn with_config_str(mut self, name: &str, value: impl Into<String>) -> ml_core::Result<Self> {
+    pub fn with_config_str(
+        mut self,
+        name: &str,
+        value: impl Into<String>,
+    ) -> ml_core::Result<Self> {
         self.values.set_str(name, value)?;
         Ok(self)
     }
@@ -211,9 +215,14 @@ impl SapEccBuilder {
     }
 
     /// The RFC user and password (HTTP Basic).
-    pub fn with_credentials(mut self, user: impl Into<String>, password: impl Into<SecretString>) -> Self {
+    pub fn with_credentials(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<SecretString>,
+    ) -> Self {
         self.values.set(SapEccConfigKey::User, user.into());
-        self.values.set_secret(SapEccConfigKey::Password, password.into());
+        self.values
+            .set_secret(SapEccConfigKey::Password, password.into());
         self
     }
 
@@ -305,14 +314,23 @@ impl SapEccBuilder {
         self.values.get(k)
     }
 
-    fn number(&self, k: SapEccConfigKey, default: usize, range: std::ops::RangeInclusive<usize>) -> Result<usize, SapEccError> {
+    fn number(
+        &self,
+        k: SapEccConfigKey,
+        default: usize,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> Result<usize, SapEccError> {
         match self.val(k) {
             None => Ok(default),
             Some(v) => match v.trim().parse::<usize>() {
                 Ok(n) if range.contains(&n) => Ok(n),
                 _ => Err(SapEccError::config(
                     k.as_env(),
-                    format!("`{v}` is not a number in {}..={}", range.start(), range.end()),
+                    format!(
+                        "`{v}` is not a number in {}..={}",
+                        range.start(),
+                        range.end()
+                    ),
                 )),
             },
         }
@@ -334,17 +352,29 @@ impl SapEccBuilder {
             .val(K::Client)
             .ok_or_else(|| SapEccError::config(K::Client.as_env(), "required (e.g. 100)"))?;
         if client.len() != 3 || !client.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(SapEccError::config(K::Client.as_env(), format!("`{client}` is not a 3-digit client")));
+            return Err(SapEccError::config(
+                K::Client.as_env(),
+                format!("`{client}` is not a 3-digit client"),
+            ));
         }
         let language = self.val(K::Language).unwrap_or("EN");
-        if language.is_empty() || language.len() > 2 || !language.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(SapEccError::config(K::Language.as_env(), format!("`{language}` is not a language key")));
+        if language.is_empty()
+            || language.len() > 2
+            || !language.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(SapEccError::config(
+                K::Language.as_env(),
+                format!("`{language}` is not a language key"),
+            ));
         }
         let user = self
             .val(K::User)
             .ok_or_else(|| SapEccError::config(K::User.as_env(), "required"))?;
         if user.contains(':') {
-            return Err(SapEccError::config(K::User.as_env(), "must not contain `:`"));
+            return Err(SapEccError::config(
+                K::User.as_env(),
+                "must not contain `:`",
+            ));
         }
         let password = self
             .values
@@ -374,18 +404,28 @@ impl SapEccBuilder {
         let category = match (self.category, self.val(K::Category)) {
             (Some(c), _) => c,
             (None, Some(v)) => Category::parse(v).ok_or_else(|| {
-                SapEccError::config(K::Category.as_env(), format!("`{v}` is not purchase_orders, invoices or gl"))
+                SapEccError::config(
+                    K::Category.as_env(),
+                    format!("`{v}` is not purchase_orders, invoices or gl"),
+                )
             })?,
             (None, None) => Category::SupplierInvoices,
         };
-        let max = self.number(K::MaxConcurrentRfc, DEFAULT_MAX_CONCURRENT_RFC, 1..=MAX_CONCURRENT_RFC)?;
+        let max = self.number(
+            K::MaxConcurrentRfc,
+            DEFAULT_MAX_CONCURRENT_RFC,
+            1..=MAX_CONCURRENT_RFC,
+        )?;
         let page_size = self.number(K::PageSize, DEFAULT_PAGE_SIZE, 2..=MAX_PAGE_SIZE)?;
         let overlap = self.number(K::OverlapSecs, 600, 0..=86_400 * 7)?;
         let width = self.number(K::MaxRowWidth, ROW_BUFFER, 64..=ROW_BUFFER)?;
         let tz = match self.val(K::Timezone) {
             None => TimeZone::UTC,
             Some(z) => parse_timezone(z).ok_or_else(|| {
-                SapEccError::config(K::Timezone.as_env(), format!("`{z}` is neither an IANA zone nor an offset like +02:00"))
+                SapEccError::config(
+                    K::Timezone.as_env(),
+                    format!("`{z}` is neither an IANA zone nor an offset like +02:00"),
+                )
             })?,
         };
         let codepage = match self.val(K::Codepage) {
@@ -403,10 +443,20 @@ impl SapEccBuilder {
                     .collect()
             })
             .unwrap_or_default();
-        if let Some(bad) = company_codes.iter().find(|c| c.chars().count() > 4 || c.contains('\'')) {
-            return Err(SapEccError::config(K::CompanyCodes.as_env(), format!("`{bad}` is not a company code")));
+        if let Some(bad) = company_codes
+            .iter()
+            .find(|c| c.chars().count() > 4 || c.contains('\''))
+        {
+            return Err(SapEccError::config(
+                K::CompanyCodes.as_env(),
+                format!("`{bad}` is not a company code"),
+            ));
         }
-        let idempotency = match self.val(K::IdempotencyKey).map(str::to_ascii_lowercase).as_deref() {
+        let idempotency = match self
+            .val(K::IdempotencyKey)
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("document") => IdempotencyKey::DocumentNumber,
             Some("reference" | "ref_doc_no" | "xblnr") => IdempotencyKey::Reference,
             Some(other) => {
@@ -493,8 +543,19 @@ mod tests {
             let r = b.clone().with_config_str(k, v).expect("known").build();
             assert_eq!(key_of(r), k, "{k}={v}");
         }
-        assert!(b.clone().with_config_str("max_concurrent_rfc", "50").expect("k").build().is_ok());
-        assert!(b.with_config_str("timezone", "+05:30").expect("k").build().is_ok());
+        assert!(
+            b.clone()
+                .with_config_str("max_concurrent_rfc", "50")
+                .expect("k")
+                .build()
+                .is_ok()
+        );
+        assert!(
+            b.with_config_str("timezone", "+05:30")
+                .expect("k")
+                .build()
+                .is_ok()
+        );
         assert_eq!(key_of(SapEccBuilder::new().build()), "SAP_ECC_URL");
     }
 }

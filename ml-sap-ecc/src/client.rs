@@ -74,7 +74,10 @@ impl fmt::Debug for RfcClient {
 impl RfcClient {
     /// A client over `transport`, capped at `max_concurrent` calls in flight (1..=50) for
     /// the transport's system across the whole process.
-    pub fn new(transport: Arc<dyn RfcTransport>, max_concurrent: usize) -> Result<Self, SapEccError> {
+    pub fn new(
+        transport: Arc<dyn RfcTransport>,
+        max_concurrent: usize,
+    ) -> Result<Self, SapEccError> {
         if !(1..=MAX_CONCURRENT_RFC).contains(&max_concurrent) {
             return Err(SapEccError::config(
                 "SAP_ECC_MAX_CONCURRENT_RFC",
@@ -150,14 +153,16 @@ impl RfcClient {
                 Ok(r) => return Ok(r),
                 Err(e) => e,
             };
-            let Some(wait) = self
-                .retry
-                .next_delay(attempt, started.elapsed(), err.class(), &mut rng)
+            let Some(wait) =
+                self.retry
+                    .next_delay(attempt, started.elapsed(), err.class(), &mut rng)
             else {
                 return Err(err);
             };
             if err.is_memory_dump()
-                && let Some(n) = call.import("ROWCOUNT").and_then(|v| v.trim().parse::<u64>().ok())
+                && let Some(n) = call
+                    .import("ROWCOUNT")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
                 && n > 1
             {
                 call.set_import("ROWCOUNT", (n / 2).to_string());

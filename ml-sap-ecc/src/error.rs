@@ -152,13 +152,16 @@ mod tests {
         let e = SapEccError::rfc(
             "SapEcc(h, client=100)",
             "RFC_READ_TABLE",
-            RfcError::new(RfcErrorKind::AbapException("NOT_AUTHORIZED".into()), "S_TABU_DIS"),
+            RfcError::new(
+                RfcErrorKind::AbapException("NOT_AUTHORIZED".into()),
+                "S_TABU_DIS",
+            ),
         );
         assert_eq!(e.class(), ErrorClass::Permanent);
         let core: Error = e.into();
         assert_eq!(core.code(), Some("NOT_AUTHORIZED"));
-        let logon: Error = SapEccError::rfc("s", "f", RfcError::new(RfcErrorKind::Logon, "401"))
-            .into();
+        let logon: Error =
+            SapEccError::rfc("s", "f", RfcError::new(RfcErrorKind::Logon, "401")).into();
         assert!(matches!(
             logon,
             Error::Auth {

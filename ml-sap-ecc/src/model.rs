@@ -31,7 +31,9 @@ pub enum IdempotencyKey {
 /// other ISO decimals are shifted (TCURX). Returns the factor to the real amount.
 fn tcurx_factor(currency: &str) -> Decimal {
     match currency {
-        "JPY" | "KRW" | "CLP" | "VND" | "ISK" | "PYG" | "UGX" | "XOF" | "XAF" => Decimal::ONE_HUNDRED,
+        "JPY" | "KRW" | "CLP" | "VND" | "ISK" | "PYG" | "UGX" | "XOF" | "XAF" => {
+            Decimal::ONE_HUNDRED
+        }
         "KWD" | "BHD" | "JOD" | "OMR" | "TND" | "LYD" | "IQD" => Decimal::new(1, 1),
         _ => Decimal::ONE,
     }
@@ -124,10 +126,20 @@ fn rbstat_text(s: &str) -> &'static str {
     }
 }
 
-pub(crate) fn invoice(ctx: &Ctx<'_>, spec: &ScanSpec, row: &RfcRow, with: &InvoiceContext<'_>) -> PageRow {
+pub(crate) fn invoice(
+    ctx: &Ctx<'_>,
+    spec: &ScanSpec,
+    row: &RfcRow,
+    with: &InvoiceContext<'_>,
+) -> PageRow {
     let naive = spec.naive_stamp(row);
     let Some(stamp) = naive else {
-        return reject(spec, row, None, "CPUDT/CPUTM is not a valid date and time".into());
+        return reject(
+            spec,
+            row,
+            None,
+            "CPUDT/CPUTM is not a valid date and time".into(),
+        );
     };
     let key = spec.cursor_key(row);
     let belnr = get(row, "BELNR");
@@ -137,7 +149,10 @@ pub(crate) fn invoice(ctx: &Ctx<'_>, spec: &ScanSpec, row: &RfcRow, with: &Invoi
             spec,
             row,
             naive,
-            format!("RMWWR `{}` in `{waers}` is not an amount", get(row, "RMWWR")),
+            format!(
+                "RMWWR `{}` in `{waers}` is not an amount",
+                get(row, "RMWWR")
+            ),
         );
     };
     let rbstat = get(row, "RBSTAT").trim();
@@ -157,7 +172,8 @@ pub(crate) fn invoice(ctx: &Ctx<'_>, spec: &ScanSpec, row: &RfcRow, with: &Invoi
             }
             match with.po_items.get(&format!("{ebeln}/{}", get(l, "EBELP"))) {
                 Some(item) => {
-                    po_net += table_money(get(item, "NETWR"), waers).map_or(Decimal::ZERO, |m| m.amount);
+                    po_net +=
+                        table_money(get(item, "NETWR"), waers).map_or(Decimal::ZERO, |m| m.amount);
                 }
                 None => missing_po_items += 1,
             }
@@ -249,11 +265,21 @@ pub(crate) fn invoice(ctx: &Ctx<'_>, spec: &ScanSpec, row: &RfcRow, with: &Invoi
 pub(crate) fn gl(ctx: &Ctx<'_>, spec: &ScanSpec, row: &RfcRow, lines: &[RfcRow]) -> PageRow {
     let naive = spec.naive_stamp(row);
     let Some(stamp) = naive else {
-        return reject(spec, row, None, "CPUDT/CPUTM is not a valid date and time".into());
+        return reject(
+            spec,
+            row,
+            None,
+            "CPUDT/CPUTM is not a valid date and time".into(),
+        );
     };
     let waers = get(row, "WAERS").trim();
     if Currency::new(waers).is_err() {
-        return reject(spec, row, naive, format!("WAERS `{waers}` is not a currency"));
+        return reject(
+            spec,
+            row,
+            naive,
+            format!("WAERS `{waers}` is not a currency"),
+        );
     }
     if lines.is_empty() {
         return reject(spec, row, naive, "no BSEG lines for the document".into());
@@ -267,10 +293,18 @@ pub(crate) fn gl(ctx: &Ctx<'_>, spec: &ScanSpec, row: &RfcRow, lines: &[RfcRow])
                 spec,
                 row,
                 naive,
-                format!("BSEG line {} amount `{}` is not a number", get(l, "BUZEI"), get(l, "WRBTR")),
+                format!(
+                    "BSEG line {} amount `{}` is not a number",
+                    get(l, "BUZEI"),
+                    get(l, "WRBTR")
+                ),
             );
         };
-        let signed = if get(l, "SHKZG").trim() == "H" { -m.amount } else { m.amount };
+        let signed = if get(l, "SHKZG").trim() == "H" {
+            -m.amount
+        } else {
+            m.amount
+        };
         if signed > Decimal::ZERO {
             debit += signed;
         }
@@ -327,10 +361,15 @@ pub(crate) fn gl(ctx: &Ctx<'_>, spec: &ScanSpec, row: &RfcRow, lines: &[RfcRow])
     };
     let mut raw: Vec<(&str, &RfcRow)> = vec![("BKPF", row)];
     raw.extend(lines.iter().map(|l| ("BSEG", l)));
-    let record = Record::new(ctx.system, EntityKind::GlJournal, key.clone(), local_to_instant(stamp, ctx.tz))
-        .with_idempotency_key(key)
-        .with_fields(fields)
-        .with_raw(raw_of(&raw));
+    let record = Record::new(
+        ctx.system,
+        EntityKind::GlJournal,
+        key.clone(),
+        local_to_instant(stamp, ctx.tz),
+    )
+    .with_idempotency_key(key)
+    .with_fields(fields)
+    .with_raw(raw_of(&raw));
     accept(spec, row, stamp, record)
 }
 
@@ -383,11 +422,19 @@ pub(crate) fn purchase_order(
     let h = detail.structure("POHEADER").unwrap_or(&empty);
     let currency = get(h, "CURRENCY").trim();
     let Ok(cur) = Currency::new(currency) else {
-        return reject(spec, row, naive, format!("POHEADER-CURRENCY `{currency}` is not a currency"));
+        return reject(
+            spec,
+            row,
+            naive,
+            format!("POHEADER-CURRENCY `{currency}` is not a currency"),
+        );
     };
     let mut account_by_item: HashMap<String, Vec<&RfcRow>> = HashMap::new();
     for a in detail.table("POACCOUNT") {
-        account_by_item.entry(get(a, "PO_ITEM").trim().to_owned()).or_default().push(a);
+        account_by_item
+            .entry(get(a, "PO_ITEM").trim().to_owned())
+            .or_default()
+            .push(a);
     }
     let mut total = Decimal::ZERO;
     let mut lines = Vec::new();
@@ -399,19 +446,27 @@ pub(crate) fn purchase_order(
         let no = get(item, "PO_ITEM").trim().to_owned();
         let accounts = account_by_item.get(&no).map_or(&[][..], Vec::as_slice);
         // BAPI amounts are external format (real decimals), unlike table columns.
-        let from_accounts: Option<Decimal> = (!accounts.is_empty())
-            .then(|| accounts.iter().filter_map(|a| parse_number(get(a, "NET_VALUE"))).sum());
+        let from_accounts: Option<Decimal> = (!accounts.is_empty()).then(|| {
+            accounts
+                .iter()
+                .filter_map(|a| parse_number(get(a, "NET_VALUE")))
+                .sum()
+        });
         let computed = || -> Option<Decimal> {
             let q = parse_number(get(item, "QUANTITY"))?;
             let p = parse_number(get(item, "NET_PRICE"))?;
-            let unit = parse_number(get(item, "PRICE_UNIT")).filter(|u| !u.is_zero()).unwrap_or(Decimal::ONE);
+            let unit = parse_number(get(item, "PRICE_UNIT"))
+                .filter(|u| !u.is_zero())
+                .unwrap_or(Decimal::ONE);
             Some((q * p / unit).round_dp(2))
         };
         let Some(net) = from_accounts.or_else(computed) else {
             return reject(spec, row, naive, format!("PO item {no} has no net value"));
         };
         total += net;
-        let kostl = accounts.iter().find_map(|a| non_empty(get(a, "COSTCENTER")));
+        let kostl = accounts
+            .iter()
+            .find_map(|a| non_empty(get(a, "COSTCENTER")));
         if let Some(k) = &kostl
             && !cost_centers.contains(k)
         {
@@ -422,7 +477,9 @@ pub(crate) fn purchase_order(
             description: non_empty(get(item, "SHORT_TEXT")),
             quantity: parse_number(get(item, "QUANTITY")),
             amount: Some(Money::new(net, cur)),
-            gl_account: accounts.iter().find_map(|a| non_empty(get(a, "GL_ACCOUNT"))),
+            gl_account: accounts
+                .iter()
+                .find_map(|a| non_empty(get(a, "GL_ACCOUNT"))),
             cost_center: kostl,
             material: non_empty(get(item, "MATERIAL")),
         });
@@ -432,7 +489,12 @@ pub(crate) fn purchase_order(
     let mut extra = BTreeMap::new();
     extra.insert(
         "event".to_owned(),
-        if ev.change.is_some() { "changed" } else { "created" }.to_owned(),
+        if ev.change.is_some() {
+            "changed"
+        } else {
+            "created"
+        }
+        .to_owned(),
     );
     for (k, f) in [
         ("purchasing_group", "PUR_GROUP"),
@@ -447,7 +509,10 @@ pub(crate) fn purchase_order(
     }
     if let Some(c) = ev.change {
         extra.insert("change_number".to_owned(), get(c, "CHANGENR").to_owned());
-        extra.insert("changed_by".to_owned(), get(c, "USERNAME").trim().to_owned());
+        extra.insert(
+            "changed_by".to_owned(),
+            get(c, "USERNAME").trim().to_owned(),
+        );
         extra.insert("transaction".to_owned(), get(c, "TCODE").trim().to_owned());
     }
     if let Some(p) = vendor.and_then(|v| non_empty(get(v, "TELF1"))) {
@@ -468,7 +533,14 @@ pub(crate) fn purchase_order(
         supplier: vendor.and_then(|v| non_empty(get(v, "NAME1"))),
         amount: Some(Money::new(total, cur)),
         company_code: non_empty(get(h, "COMP_CODE")),
-        status: Some(if ev.change.is_some() { "changed" } else { "created" }.to_owned()),
+        status: Some(
+            if ev.change.is_some() {
+                "changed"
+            } else {
+                "created"
+            }
+            .to_owned(),
+        ),
         cost_center: (cost_centers.len() == 1).then(|| cost_centers[0].clone()),
         lines,
         extra,
@@ -476,11 +548,16 @@ pub(crate) fn purchase_order(
     };
     let mut raw_rows: Vec<(&str, &RfcRow)> = vec![(spec.table, row), ("POHEADER", h)];
     raw_rows.extend(detail.table("POITEM").iter().map(|i| ("POITEM", i)));
-    let record = Record::new(ctx.system, EntityKind::PurchaseOrder, ev.ebeln, local_to_instant(stamp, ctx.tz))
-        .with_idempotency_key(ev.ebeln)
-        .with_version(ev.version.clone())
-        .with_fields(fields)
-        .with_raw(raw_of(&raw_rows));
+    let record = Record::new(
+        ctx.system,
+        EntityKind::PurchaseOrder,
+        ev.ebeln,
+        local_to_instant(stamp, ctx.tz),
+    )
+    .with_idempotency_key(ev.ebeln)
+    .with_version(ev.version.clone())
+    .with_fields(fields)
+    .with_raw(raw_of(&raw_rows));
     accept(spec, row, stamp, record)
 }
 
@@ -494,8 +571,14 @@ mod tests {
     fn table_amounts_follow_tcurx() {
         let m = table_money("  1234.50-", "EUR").expect("eur");
         assert_eq!(m.amount, Decimal::from_str("-1234.50").expect("d"));
-        assert_eq!(table_money("100.00", "JPY").expect("jpy").amount, Decimal::from(10_000));
-        assert_eq!(table_money("12.345", "KWD").expect("kwd").amount, Decimal::from_str("1.2345").expect("d"));
+        assert_eq!(
+            table_money("100.00", "JPY").expect("jpy").amount,
+            Decimal::from(10_000)
+        );
+        assert_eq!(
+            table_money("12.345", "KWD").expect("kwd").amount,
+            Decimal::from_str("1.2345").expect("d")
+        );
         assert!(table_money("abc", "EUR").is_none());
         assert!(table_money("1.00", "").is_none());
     }
@@ -504,10 +587,15 @@ mod tests {
     fn bapi_return_rows_of_type_e_and_a_fail() {
         let mut r = RfcResponse::default();
         let row = |t: &str, msg: &str| -> RfcRow {
-            [("TYPE", t), ("ID", "ME"), ("NUMBER", "045"), ("MESSAGE", msg)]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect()
+            [
+                ("TYPE", t),
+                ("ID", "ME"),
+                ("NUMBER", "045"),
+                ("MESSAGE", msg),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
         };
         r.params.insert(
             "RETURN".into(),
@@ -516,8 +604,15 @@ mod tests {
         assert_eq!(bapi_failures(&r), None);
         r.params.insert(
             "RETURN".into(),
-            crate::rfc::RfcValue::Table(vec![row("W", "x"), row("A", "abort"), row("E", "no auth")]),
+            crate::rfc::RfcValue::Table(vec![
+                row("W", "x"),
+                row("A", "abort"),
+                row("E", "no auth"),
+            ]),
         );
-        assert_eq!(bapi_failures(&r).as_deref(), Some("A ME/045: abort; E ME/045: no auth"));
+        assert_eq!(
+            bapi_failures(&r).as_deref(),
+            Some("A ME/045: abort; E ME/045: no auth")
+        );
     }
 }

@@ -71,15 +71,15 @@ impl Expr {
 
     /// `field IN (values)`.
     pub fn is_in(field: &str, values: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        Self::In(field.to_owned(), values.into_iter().map(Into::into).collect())
+        Self::In(
+            field.to_owned(),
+            values.into_iter().map(Into::into).collect(),
+        )
     }
 
     /// Conjunction, dropping `True`s.
     pub fn and(parts: impl IntoIterator<Item = Expr>) -> Self {
-        let parts: Vec<Expr> = parts
-            .into_iter()
-            .filter(|p| *p != Expr::True)
-            .collect();
+        let parts: Vec<Expr> = parts.into_iter().filter(|p| *p != Expr::True).collect();
         match parts.len() {
             0 => Expr::True,
             1 => parts.into_iter().next().unwrap_or(Expr::True),
@@ -105,7 +105,11 @@ impl Expr {
     pub fn lex(fields: &[&str], values: &[String], greater: bool, strict: bool) -> Self {
         let n = fields.len().min(values.len());
         if n == 0 {
-            return if strict { Expr::Or(Vec::new()) } else { Expr::True };
+            return if strict {
+                Expr::Or(Vec::new())
+            } else {
+                Expr::True
+            };
         }
         let last = n - 1;
         let op_last = match (greater, strict) {
@@ -157,7 +161,11 @@ impl Expr {
                 out.push(")".into());
             }
             Expr::And(parts) | Expr::Or(parts) => {
-                let joiner = if matches!(self, Expr::And(_)) { "AND" } else { "OR" };
+                let joiner = if matches!(self, Expr::And(_)) {
+                    "AND"
+                } else {
+                    "OR"
+                };
                 if parts.is_empty() {
                     // An empty OR is false; an empty AND true. Open SQL has neither.
                     out.extend(
@@ -253,17 +261,19 @@ pub fn tokenize(clause: &str) -> Result<Vec<String>, SapEccError> {
             i += 1;
         } else if matches!(c, '<' | '>' | '=' | '!') {
             let mut op = String::new();
-            while let Some(ch) = chars.get(i).filter(|ch| matches!(ch, '<' | '>' | '=' | '!')) {
+            while let Some(ch) = chars
+                .get(i)
+                .filter(|ch| matches!(ch, '<' | '>' | '=' | '!'))
+            {
                 op.push(*ch);
                 i += 1;
             }
             out.push(op);
         } else {
             let mut word = String::new();
-            while let Some(ch) = chars
-                .get(i)
-                .filter(|ch| !ch.is_whitespace() && !matches!(ch, '\'' | '(' | ')' | ',' | '<' | '>' | '=' | '!'))
-            {
+            while let Some(ch) = chars.get(i).filter(|ch| {
+                !ch.is_whitespace() && !matches!(ch, '\'' | '(' | ')' | ',' | '<' | '>' | '=' | '!')
+            }) {
                 word.push(*ch);
                 i += 1;
             }
@@ -342,7 +352,9 @@ mod tests {
             assert_eq!(l.matches('\'').count() % 2, 0, "literal cut in {l}");
         }
         assert_eq!(lines.join(" "), e.to_string());
-        assert!(e.to_string().starts_with("BUKRS = '1000' AND GJAHR = '2026' AND BELNR IN ( '0000000001' , '0000000002'"));
+        assert!(e.to_string().starts_with(
+            "BUKRS = '1000' AND GJAHR = '2026' AND BELNR IN ( '0000000001' , '0000000002'"
+        ));
     }
 
     #[test]

@@ -469,12 +469,16 @@ impl RfcReadTable {
         let layout: Vec<FieldMeta> = fields
             .iter()
             .map(|f| {
-                layout.iter().find(|l| l.name == *f).cloned().ok_or_else(|| {
-                    SapEccError::decode(
-                        &self.system,
-                        format!("{table}: the answer's FIELDS lack {f}"),
-                    )
-                })
+                layout
+                    .iter()
+                    .find(|l| l.name == *f)
+                    .cloned()
+                    .ok_or_else(|| {
+                        SapEccError::decode(
+                            &self.system,
+                            format!("{table}: the answer's FIELDS lack {f}"),
+                        )
+                    })
             })
             .collect::<Result<_, _>>()?;
         let data = r.table("DATA");
@@ -559,9 +563,27 @@ mod tests {
     #[test]
     fn fixed_width_by_utf16_units_and_by_code_page_bytes() {
         let layout = vec![
-            FieldMeta { name: "LIFNR".into(), offset: 0, length: 10, typ: 'C', text: String::new() },
-            FieldMeta { name: "NAME1".into(), offset: 10, length: 12, typ: 'C', text: String::new() },
-            FieldMeta { name: "RMWWR".into(), offset: 22, length: 16, typ: 'P', text: String::new() },
+            FieldMeta {
+                name: "LIFNR".into(),
+                offset: 0,
+                length: 10,
+                typ: 'C',
+                text: String::new(),
+            },
+            FieldMeta {
+                name: "NAME1".into(),
+                offset: 10,
+                length: 12,
+                typ: 'C',
+                text: String::new(),
+            },
+            FieldMeta {
+                name: "RMWWR".into(),
+                offset: 22,
+                length: 16,
+                typ: 'P',
+                text: String::new(),
+            },
         ];
         // A name with `|`, `;` and a character outside the BMP (two UTF-16 units).
         let wa = format!("0000100001{:<11}{:>16}", "𝔄|b;c", "1234.50-");
@@ -581,9 +603,15 @@ mod tests {
 
     #[test]
     fn sap_numbers() {
-        assert_eq!(parse_number("  1234.50-"), Decimal::from_str("-1234.50").ok());
+        assert_eq!(
+            parse_number("  1234.50-"),
+            Decimal::from_str("-1234.50").ok()
+        );
         assert_eq!(parse_number("-0.01"), Decimal::from_str("-0.01").ok());
-        assert_eq!(parse_number("98765432109876.54"), Decimal::from_str("98765432109876.54").ok());
+        assert_eq!(
+            parse_number("98765432109876.54"),
+            Decimal::from_str("98765432109876.54").ok()
+        );
         assert_eq!(parse_number(""), None);
         assert_eq!(parse_number("1,234.00"), None);
         assert_eq!(parse_number("1.2.3"), None);

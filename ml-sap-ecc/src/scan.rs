@@ -110,7 +110,13 @@ pub fn parse_time(s: &str) -> Option<Time> {
     if s.len() != 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Time::new(s[..2].parse().ok()?, s[2..4].parse().ok()?, s[4..].parse().ok()?, 0).ok()
+    Time::new(
+        s[..2].parse().ok()?,
+        s[2..4].parse().ok()?,
+        s[4..].parse().ok()?,
+        0,
+    )
+    .ok()
 }
 
 /// A wall-clock time read as UTC.
@@ -323,16 +329,24 @@ mod tests {
             fields: vec![],
             base: Expr::True,
         };
-        let row: RfcRow = [("CPUDT", "20260301"), ("CPUTM", "235959"), ("BELNR", "5100000001"), ("GJAHR", "2026")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let row: RfcRow = [
+            ("CPUDT", "20260301"),
+            ("CPUTM", "235959"),
+            ("BELNR", "5100000001"),
+            ("GJAHR", "2026"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
         assert_eq!(
             spec.naive_stamp(&row).map(|t| t.to_string()),
             Some("2026-03-01T23:59:59Z".into())
         );
         assert_eq!(spec.cursor_key(&row), "5100000001/2026");
-        assert_eq!(spec.sort_key(&row), ["20260301", "235959", "5100000001", "2026"]);
+        assert_eq!(
+            spec.sort_key(&row),
+            ["20260301", "235959", "5100000001", "2026"]
+        );
         assert!(parse_date("00000000").is_none());
         assert!(parse_time("246000").is_none());
     }

@@ -200,7 +200,9 @@ fn kind_of(name: &str, message: &str) -> RfcError {
         "FU_NOT_FOUND" | "FUNCTION_NOT_FOUND" | "RFC_ERROR_FUNCTION_NOT_FOUND" => {
             RfcError::new(RfcErrorKind::NotFound, format!("{name}: {message}"))
         }
-        "RFC_ABAP_MESSAGE" | "RFC_ERROR_MESSAGE" => RfcError::new(RfcErrorKind::AbapMessage, message),
+        "RFC_ABAP_MESSAGE" | "RFC_ERROR_MESSAGE" => {
+            RfcError::new(RfcErrorKind::AbapMessage, message)
+        }
         other => RfcError::new(RfcErrorKind::AbapException(other.to_owned()), message),
     }
 }
@@ -287,7 +289,10 @@ impl ErrorModel for SoapModel<'_> {
         let text = String::from_utf8_lossy(body);
         Some(match status.as_u16() {
             401 => RfcError::new(RfcErrorKind::Logon, "HTTP 401: logon refused"),
-            403 => RfcError::new(RfcErrorKind::Logon, "HTTP 403: user not allowed on the service"),
+            403 => RfcError::new(
+                RfcErrorKind::Logon,
+                "HTTP 403: user not allowed on the service",
+            ),
             404 => RfcError::new(
                 RfcErrorKind::NotFound,
                 "HTTP 404: SOAP-RFC service not found (is /sap/bc/soap/rfc active in SICF?)",
@@ -355,9 +360,7 @@ impl SoapRfcTransport {
             api: ApiClient::reqwest(http)
                 .with_credentials(Credentials::Basic(credentials))
                 .with_body_limit(BODY_LIMIT),
-            endpoint: format!(
-                "{base}{SOAP_RFC_PATH}?sap-client={client}&sap-language={language}"
-            ),
+            endpoint: format!("{base}{SOAP_RFC_PATH}?sap-client={client}&sap-language={language}"),
             system: format!("{host}, client={client}"),
         }
     }
@@ -418,11 +421,18 @@ mod tests {
             .with_table("OPTIONS", vec![row])
             .expect_table("DATA");
         let xml = encode_request(&call);
-        assert!(xml.contains(r#"<rfc:RFC_READ_TABLE xmlns:rfc="urn:sap-com:document:sap:rfc:functions">"#));
+        assert!(xml.contains(
+            r#"<rfc:RFC_READ_TABLE xmlns:rfc="urn:sap-com:document:sap:rfc:functions">"#
+        ));
         assert!(xml.contains("<QUERY_TABLE>LFA1</QUERY_TABLE>"));
-        assert!(xml.contains("<OPTIONS><item><TEXT>NAME1 = &apos;A&amp;B &lt;Co&gt;&apos;</TEXT></item></OPTIONS>"));
+        assert!(xml.contains(
+            "<OPTIONS><item><TEXT>NAME1 = &apos;A&amp;B &lt;Co&gt;&apos;</TEXT></item></OPTIONS>"
+        ));
         assert!(xml.contains("<DATA/>"));
-        assert_eq!(element_name("/SAPDS/RFC_READ_TABLE2"), "_-SAPDS_-RFC_READ_TABLE2");
+        assert_eq!(
+            element_name("/SAPDS/RFC_READ_TABLE2"),
+            "_-SAPDS_-RFC_READ_TABLE2"
+        );
     }
 
     #[test]
@@ -443,7 +453,10 @@ mod tests {
         }
         let xml = "<Envelope><Body><BAPI_PO_GETDETAIL1Response><POHEADER><PO_NUMBER>4500000001</PO_NUMBER></POHEADER><RETURN/></BAPI_PO_GETDETAIL1Response></Body></Envelope>";
         let r = decode_response("BAPI_PO_GETDETAIL1", xml).expect("bare Response");
-        assert_eq!(r.structure("POHEADER").expect("h")["PO_NUMBER"], "4500000001");
+        assert_eq!(
+            r.structure("POHEADER").expect("h")["PO_NUMBER"],
+            "4500000001"
+        );
         assert!(r.table("RETURN").is_empty());
     }
 
@@ -469,14 +482,26 @@ mod tests {
         assert_eq!(e.exception(), Some("OPTION_NOT_VALID"));
         let e = decode_response("F", &fault("Server", "SYSTEM_FAILURE", "")).expect_err("f");
         assert!(e.class().is_retryable());
-        let e = decode_response("F", &fault("Server", "Runtime error TSV_TNEW_PAGE_ALLOC_FAILED occurred", ""))
-            .expect_err("f");
+        let e = decode_response(
+            "F",
+            &fault(
+                "Server",
+                "Runtime error TSV_TNEW_PAGE_ALLOC_FAILED occurred",
+                "",
+            ),
+        )
+        .expect_err("f");
         assert!(e.is_memory_dump());
         assert_eq!(
-            decode_response("F", "<html>gateway</html>").expect_err("no soap").kind,
+            decode_response("F", "<html>gateway</html>")
+                .expect_err("no soap")
+                .kind,
             RfcErrorKind::Protocol
         );
-        assert_eq!(decode_response("F", "<a><b>").expect_err("truncated").kind, RfcErrorKind::Protocol);
+        assert_eq!(
+            decode_response("F", "<a><b>").expect_err("truncated").kind,
+            RfcErrorKind::Protocol
+        );
     }
 
     #[test]
@@ -486,9 +511,14 @@ mod tests {
         let h = HeaderMap::new();
         assert!(m.parse_error(StatusCode::OK, &h, b"", now).is_none());
         let k = |s: u16, body: &str| {
-            m.parse_error(StatusCode::from_u16(s).expect("s"), &h, body.as_bytes(), now)
-                .expect("error")
-                .kind
+            m.parse_error(
+                StatusCode::from_u16(s).expect("s"),
+                &h,
+                body.as_bytes(),
+                now,
+            )
+            .expect("error")
+            .kind
         };
         assert_eq!(k(401, ""), RfcErrorKind::Logon);
         assert_eq!(k(404, ""), RfcErrorKind::NotFound);

@@ -117,7 +117,10 @@ pub fn new_po_spec(company_codes: &[String]) -> ScanSpec {
         time: None,
         key: &["EBELN"],
         fields: vec!["EBELN", "BUKRS", "BSTYP", "AEDAT", "LIFNR", "EKGRP"],
-        base: Expr::and([Expr::eq("BSTYP", "F"), company_filter("BUKRS", company_codes)]),
+        base: Expr::and([
+            Expr::eq("BSTYP", "F"),
+            company_filter("BUKRS", company_codes),
+        ]),
     }
 }
 
@@ -129,7 +132,13 @@ pub fn po_change_spec() -> ScanSpec {
         time: Some("UTIME"),
         key: &["OBJECTID", "CHANGENR"],
         fields: vec![
-            "OBJECTCLAS", "OBJECTID", "CHANGENR", "USERNAME", "UDATE", "UTIME", "TCODE",
+            "OBJECTCLAS",
+            "OBJECTID",
+            "CHANGENR",
+            "USERNAME",
+            "UDATE",
+            "UTIME",
+            "TCODE",
             "CHANGE_IND",
         ],
         base: Expr::and([
@@ -299,7 +308,10 @@ impl SapEccSource {
                     if r.truncated() {
                         return Err(SapEccError::decode(
                             &self.system,
-                            format!("{table}: more than {bigger} rows for {field} = {}", batch[0]),
+                            format!(
+                                "{table}: more than {bigger} rows for {field} = {}",
+                                batch[0]
+                            ),
                         ));
                     }
                     out.extend(r.rows);
@@ -323,7 +335,8 @@ impl SapEccSource {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows = self.read_by_keys(
+        let rows = self
+            .read_by_keys(
                 &KeyLookup {
                     table: "LFA1",
                     fields: &["LIFNR", "NAME1", "ORT01", "LAND1", "TELF1"],
@@ -355,17 +368,20 @@ impl SapEccSource {
                 .push(row_get(r, "BELNR").to_owned());
         }
         for (year, belnrs) in by_year {
-            let found = self.read_by_keys(
-                &KeyLookup {
-                    table: "RSEG",
-                    fields: &["BELNR", "GJAHR", "BUZEI", "EBELN", "EBELP", "MATNR", "WRBTR", "MENGE"],
-                    key: &["BELNR", "GJAHR", "BUZEI"],
-                    fixed: Expr::eq("GJAHR", year),
-                    field: "BELNR",
-                    per_value: 20,
-                },
-                belnrs,
-            )
+            let found = self
+                .read_by_keys(
+                    &KeyLookup {
+                        table: "RSEG",
+                        fields: &[
+                            "BELNR", "GJAHR", "BUZEI", "EBELN", "EBELP", "MATNR", "WRBTR", "MENGE",
+                        ],
+                        key: &["BELNR", "GJAHR", "BUZEI"],
+                        fixed: Expr::eq("GJAHR", year),
+                        field: "BELNR",
+                        per_value: 20,
+                    },
+                    belnrs,
+                )
                 .await?;
             for l in found {
                 let k = format!("{}/{}", row_get(&l, "BELNR"), row_get(&l, "GJAHR"));
@@ -397,7 +413,12 @@ impl SapEccSource {
             )
             .await?
             .into_iter()
-            .map(|r| (format!("{}/{}", row_get(&r, "EBELN"), row_get(&r, "EBELP")), r))
+            .map(|r| {
+                (
+                    format!("{}/{}", row_get(&r, "EBELN"), row_get(&r, "EBELP")),
+                    r,
+                )
+            })
             .collect()
         };
         let vendors = self
@@ -424,26 +445,30 @@ impl SapEccSource {
         let mut groups: HashMap<(String, String), Vec<String>> = HashMap::new();
         for r in rows {
             groups
-                .entry((row_get(r, "BUKRS").to_owned(), row_get(r, "GJAHR").to_owned()))
+                .entry((
+                    row_get(r, "BUKRS").to_owned(),
+                    row_get(r, "GJAHR").to_owned(),
+                ))
                 .or_default()
                 .push(row_get(r, "BELNR").to_owned());
         }
         let mut lines: HashMap<String, Vec<RfcRow>> = HashMap::new();
         for ((bukrs, gjahr), belnrs) in groups {
-            let found = self.read_by_keys(
-                &KeyLookup {
-                    table: "BSEG",
-                    fields: &[
-                        "BUKRS", "BELNR", "GJAHR", "BUZEI", "SHKZG", "WRBTR", "HKONT", "KOSTL",
-                        "SGTXT",
-                    ],
-                    key: &["BUKRS", "BELNR", "GJAHR", "BUZEI"],
-                    fixed: Expr::and([Expr::eq("BUKRS", bukrs), Expr::eq("GJAHR", gjahr)]),
-                    field: "BELNR",
-                    per_value: 50,
-                },
-                belnrs,
-            )
+            let found = self
+                .read_by_keys(
+                    &KeyLookup {
+                        table: "BSEG",
+                        fields: &[
+                            "BUKRS", "BELNR", "GJAHR", "BUZEI", "SHKZG", "WRBTR", "HKONT", "KOSTL",
+                            "SGTXT",
+                        ],
+                        key: &["BUKRS", "BELNR", "GJAHR", "BUZEI"],
+                        fixed: Expr::and([Expr::eq("BUKRS", bukrs), Expr::eq("GJAHR", gjahr)]),
+                        field: "BELNR",
+                        per_value: 50,
+                    },
+                    belnrs,
+                )
                 .await?;
             for l in found {
                 let k = format!(
@@ -493,11 +518,20 @@ impl SapEccSource {
         let ebelns: Vec<String> = rows
             .iter()
             .map(|r| {
-                let id = if changes { row_get(r, "OBJECTID") } else { row_get(r, "EBELN") };
+                let id = if changes {
+                    row_get(r, "OBJECTID")
+                } else {
+                    row_get(r, "EBELN")
+                };
                 id.trim().to_owned()
             })
             .collect();
-        let unique: Vec<String> = ebelns.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+        let unique: Vec<String> = ebelns
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let parallel = self.rt.client().max_in_flight().unwrap_or(1).max(1);
         let details: Vec<(String, std::result::Result<RfcResponse, SapEccError>)> =
             futures::stream::iter(unique.into_iter().map(|e| async move {
@@ -550,9 +584,15 @@ impl SapEccSource {
             .collect())
     }
 
-    async fn poll_spec(&self, from: Option<&Position>, spec: &ScanSpec, po_changes: Option<bool>) -> Result<Page> {
+    async fn poll_spec(
+        &self,
+        from: Option<&Position>,
+        spec: &ScanSpec,
+        po_changes: Option<bool>,
+    ) -> Result<Page> {
         let plan = self.cursor.plan(from)?;
-        let Scanned { rows, more } = scan(&self.rt, spec, &plan, self.page_size, self.probe_cap).await?;
+        let Scanned { rows, more } =
+            scan(&self.rt, spec, &plan, self.page_size, self.probe_cap).await?;
         let items = match (self.category, po_changes) {
             (Category::SupplierInvoices, _) => self.invoice_rows(spec, &rows).await?,
             (Category::GlDocuments, _) => self.gl_rows(spec, &rows).await?,
@@ -572,7 +612,9 @@ impl SapEccSource {
             })?,
         };
         let (page, more) = if st.changes {
-            let page = self.poll_spec(st.c.as_ref(), &po_change_spec(), Some(true)).await?;
+            let page = self
+                .poll_spec(st.c.as_ref(), &po_change_spec(), Some(true))
+                .await?;
             st.c = Some(page.next.clone());
             if !page.more {
                 st.changes = false;
@@ -581,7 +623,11 @@ impl SapEccSource {
             (page, more)
         } else {
             let page = self
-                .poll_spec(st.n.as_ref(), &new_po_spec(&self.company_codes), Some(false))
+                .poll_spec(
+                    st.n.as_ref(),
+                    &new_po_spec(&self.company_codes),
+                    Some(false),
+                )
                 .await?;
             st.n = Some(page.next.clone());
             if !page.more {
@@ -615,9 +661,13 @@ impl Source for SapEccSource {
     async fn poll(&self, from: Option<&Position>) -> Result<Page> {
         match self.category {
             Category::SupplierInvoices => {
-                self.poll_spec(from, &invoice_spec(&self.company_codes), None).await
+                self.poll_spec(from, &invoice_spec(&self.company_codes), None)
+                    .await
             }
-            Category::GlDocuments => self.poll_spec(from, &gl_spec(&self.company_codes), None).await,
+            Category::GlDocuments => {
+                self.poll_spec(from, &gl_spec(&self.company_codes), None)
+                    .await
+            }
             Category::PurchaseOrders => self.poll_pos(from).await,
         }
     }

@@ -385,3 +385,52 @@ async fn the_emulator_is_strict_where_the_gateway_is() {
     );
     assert!(first["__metadata"]["etag"].is_string());
 }
+
+#[tokio::test]
+async fn a_served_row_updated_mid_chain_loses_nothing_in_keyset_and_offset_modes() {
+    for mode in [SapODataPaging::NextLink] {
+        let e = SapODataEmulator::start().await.expect("emulator");
+        e.set_max_page(2);
+        // One row an hour: far more than the overlap, so only the paging can save a row.
+        for i in 1..=30i64 {
+            e.upsert(
+                SET,
+                &purchase_order(&format!("{:010}", 4_500_000_000 + i), "1.00", "EUR", "A"),
+                t0() + SignedDuration::from_hours(i),
+            );
+        }
+        let s = builder(&e)
+            .with_page_size(5)
+            .with_paging(mode)
+            .with_overlap(Duration::from_secs(60))
+            .build()
+            .expect("source");
+        let mut pos = None;
+        let mut seen = std::collections::BTreeSet::new();
+        let mut polls = 0;
+        loop {
+            let page = s.poll(pos.as_ref()).await.expect("poll");
+            polls += 1;
+            seen.extend(page.items.iter().map(key));
+            pos = Some(page.next);
+            if polls == 2 {
+                // A row already served moves to the end: every row behind it shifts by one.
+                assert!(e.touch(
+                    SET,
+                    "4500000002",
+                    t0() + SignedDuration::from_hours(100),
+                    None
+                ));
+            }
+            if !page.more {
+                break;
+            }
+        }
+        for i in 1..=30i64 {
+            assert!(
+                seen.contains(&format!("{:010}", 4_500_000_000 + i)),
+                "{mode:?}: row {i} lost"
+            );
+        }
+    }
+}

@@ -61,14 +61,20 @@ fn records(items: &[SourceItem]) -> BTreeMap<String, Record> {
     items
         .iter()
         .filter_map(|i| match i {
-            SourceItem::Record(r) => Some((format!("{}@{}", r.key, r.dedupe_version()), (**r).clone())),
+            SourceItem::Record(r) => {
+                Some((format!("{}@{}", r.key, r.dedupe_version()), (**r).clone()))
+            }
             SourceItem::Rejected(_) => None,
         })
         .collect()
 }
 
 async fn traps() -> (SapEccEmulator, TrapSummary) {
-    let e = SapEccEmulator::builder().seed(7).start().await.expect("emulator");
+    let e = SapEccEmulator::builder()
+        .seed(7)
+        .start()
+        .await
+        .expect("emulator");
     let t = e.load_traps();
     (e, t)
 }
@@ -81,7 +87,10 @@ async fn conforms_per_category() {
     for (c, items) in [
         (Category::SupplierInvoices, t.invoices.len()),
         (Category::GlDocuments, t.gl_documents.len()),
-        (Category::PurchaseOrders, t.new_pos.len() + t.po_changes.len()),
+        (
+            Category::PurchaseOrders,
+            t.new_pos.len() + t.po_changes.len(),
+        ),
     ] {
         let s = builder(&e)
             .with_category(c)
@@ -107,31 +116,61 @@ async fn invoices_match_mismatch_ties_and_a_late_commit() {
     assert_eq!(by_doc.keys().cloned().collect::<Vec<_>>(), t.invoices);
     for k in &t.invoices {
         let r = by_doc[k];
-        let expect = if t.mismatched_invoices.contains(k) { "mismatch" } else { "matched" };
-        assert_eq!(r.fields.status.as_deref(), Some(expect), "{k}: {:?}", r.fields.extra);
-        assert_eq!(r.fields.supplier.as_deref(), Some("Müller | Söhne; Werkzeuge"));
-        assert_eq!(r.fields.supplier_id.as_deref(), Some("0000100001"), "ALPHA kept");
+        let expect = if t.mismatched_invoices.contains(k) {
+            "mismatch"
+        } else {
+            "matched"
+        };
+        assert_eq!(
+            r.fields.status.as_deref(),
+            Some(expect),
+            "{k}: {:?}",
+            r.fields.extra
+        );
+        assert_eq!(
+            r.fields.supplier.as_deref(),
+            Some("Müller | Söhne; Werkzeuge")
+        );
+        assert_eq!(
+            r.fields.supplier_id.as_deref(),
+            Some("0000100001"),
+            "ALPHA kept"
+        );
         assert_eq!(r.idempotency_key.as_deref(), Some(k.as_str()));
     }
     let credit = by_doc[&t.invoices[6]];
-    assert_eq!(credit.fields.amount.expect("amount").amount, Decimal::new(-12_500, 2));
-    assert!(by_doc[&t.mismatched_invoices[0]].fields.extra["mismatch_reason"].contains("invoiced 500.00 vs PO 480.00"));
+    assert_eq!(
+        credit.fields.amount.expect("amount").amount,
+        Decimal::new(-12_500, 2)
+    );
+    assert!(
+        by_doc[&t.mismatched_invoices[0]].fields.extra["mismatch_reason"]
+            .contains("invoiced 500.00 vs PO 480.00")
+    );
     assert!(by_doc[&t.mismatched_invoices[1]].fields.extra["mismatch_reason"].contains("status 3"));
     // Server-local times: the record's instant is the Berlin wall clock converted.
     let raw = credit.raw.to_value();
     let cpudt = raw["RBKP"]["CPUDT"].as_str().expect("cpudt").to_owned();
     let cputm = raw["RBKP"]["CPUTM"].as_str().expect("cputm").to_owned();
-    let local = jiff::civil::DateTime::strptime("%Y%m%d%H%M%S", format!("{cpudt}{cputm}")).expect("dt");
+    let local =
+        jiff::civil::DateTime::strptime("%Y%m%d%H%M%S", format!("{cpudt}{cputm}")).expect("dt");
     assert_eq!(
         credit.modified_at,
-        local.to_zoned(jiff::tz::TimeZone::get("Europe/Berlin").expect("tz")).expect("z").timestamp()
+        local
+            .to_zoned(jiff::tz::TimeZone::get("Europe/Berlin").expect("tz"))
+            .expect("z")
+            .timestamp()
     );
     // A late invoice, stamped before the newest one: the next cycle has it.
     e.add_late_invoice(&t.late_invoice);
     let (items, _) = read_all(&s, pos).await;
     let again = records(&items);
     let late = format!("{}/{}", t.late_invoice.belnr, t.late_invoice.gjahr);
-    assert!(again.values().any(|r| r.key == late), "late invoice missed: {:?}", again.keys());
+    assert!(
+        again.values().any(|r| r.key == late),
+        "late invoice missed: {:?}",
+        again.keys()
+    );
     // Reference as the idempotency key, scoped by company code and vendor.
     let by_ref = builder(&e)
         .with_category(Category::SupplierInvoices)
@@ -140,9 +179,11 @@ async fn invoices_match_mismatch_ties_and_a_late_commit() {
         .build()
         .expect("source");
     let (items, _) = read_all(&by_ref, None).await;
-    assert!(records(&items)
-        .values()
-        .any(|r| r.idempotency_key.as_deref() == Some("ref:1000/0000100001/INV-2026-000")));
+    assert!(
+        records(&items)
+            .values()
+            .any(|r| r.idempotency_key.as_deref() == Some("ref:1000/0000100001/INV-2026-000"))
+    );
 }
 
 #[tokio::test]
@@ -155,8 +196,14 @@ async fn gl_documents_read_bseg_by_key() {
     for r in recs.values() {
         assert_eq!(r.kind, EntityKind::GlJournal);
         assert_eq!(r.fields.lines.len(), 3);
-        assert_eq!(r.fields.amount.expect("amount").amount, Decimal::new(125_050, 2));
-        assert_eq!(r.fields.extra["cost_centers"], "0000004711=1000.00;0000004712=250.50");
+        assert_eq!(
+            r.fields.amount.expect("amount").amount,
+            Decimal::new(125_050, 2)
+        );
+        assert_eq!(
+            r.fields.extra["cost_centers"],
+            "0000004711=1000.00;0000004712=250.50"
+        );
         let credit = &r.fields.lines[2];
         assert_eq!(credit.amount.expect("a").amount, Decimal::new(-125_050, 2));
         assert_eq!(credit.gl_account.as_deref(), Some("0000160000"));
@@ -180,7 +227,11 @@ async fn purchase_orders_from_ekko_and_cdhdr_with_bapi_return_rows() {
         .collect();
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].key.as_deref(), Some(t.bapi_error_po.as_str()));
-    assert!(rejected[0].reason.contains("No authorization"), "{}", rejected[0].reason);
+    assert!(
+        rejected[0].reason.contains("No authorization"),
+        "{}",
+        rejected[0].reason
+    );
     // New POs (minus the rejected one) and both CDHDR changes, one of a PO created long ago.
     assert_eq!(recs.len(), t.new_pos.len() - 1 + t.po_changes.len());
     let old = recs
@@ -190,12 +241,21 @@ async fn purchase_orders_from_ekko_and_cdhdr_with_bapi_return_rows() {
     assert_eq!(old.fields.status.as_deref(), Some("changed"));
     assert_eq!(old.version.as_deref(), Some(t.po_changes[0].as_str()));
     let big = &recs["4500000103@created"];
-    assert_eq!(big.fields.amount.expect("amount").amount, Decimal::new(7_500_000, 2));
-    assert_eq!(big.fields.lines[0].cost_center.as_deref(), Some("0000004711"));
+    assert_eq!(
+        big.fields.amount.expect("amount").amount,
+        Decimal::new(7_500_000, 2)
+    );
+    assert_eq!(
+        big.fields.lines[0].cost_center.as_deref(),
+        Some("0000004711")
+    );
     assert_eq!(big.fields.extra["vendor_phone"], t.undeliverable_phone);
     let blocked = &recs["4500000102@created"];
     assert!(blocked.fields.extra["warnings"].contains("blocked for release"));
-    assert_eq!(blocked.fields.supplier.as_deref(), Some("𝔄cme Industrial; Parts | EU"));
+    assert_eq!(
+        blocked.fields.supplier.as_deref(),
+        Some("𝔄cme Industrial; Parts | EU")
+    );
     assert_eq!(blocked.fields.extra["purchasing_group"], "002");
 }
 
@@ -224,7 +284,12 @@ async fn never_more_calls_in_flight_than_the_cap() {
             }],
         });
     }
-    e.load_invoice_backfill(300, start.to_zoned(jiff::tz::TimeZone::get("Europe/Berlin").expect("tz")).datetime());
+    e.load_invoice_backfill(
+        300,
+        start
+            .to_zoned(jiff::tz::TimeZone::get("Europe/Berlin").expect("tz"))
+            .datetime(),
+    );
     e.storm(7, 2);
     let mk = |c| {
         builder(&e)
@@ -235,7 +300,11 @@ async fn never_more_calls_in_flight_than_the_cap() {
             .build()
             .expect("source")
     };
-    let sources = [mk(Category::PurchaseOrders), mk(Category::SupplierInvoices), mk(Category::PurchaseOrders)];
+    let sources = [
+        mk(Category::PurchaseOrders),
+        mk(Category::SupplierInvoices),
+        mk(Category::PurchaseOrders),
+    ];
     let (a, b, c) = tokio::join!(
         read_all(&sources[0], None),
         read_all(&sources[1], None),
@@ -245,7 +314,11 @@ async fn never_more_calls_in_flight_than_the_cap() {
     assert_eq!(records(&b.0).len(), 300);
     assert_eq!(records(&c.0).len(), 40);
     assert!(e.injected_failures() > 0, "the storms hit");
-    assert!(e.max_in_flight() <= 3, "the emulator saw {} calls at once", e.max_in_flight());
+    assert!(
+        e.max_in_flight() <= 3,
+        "the emulator saw {} calls at once",
+        e.max_in_flight()
+    );
     assert_eq!(e.capacity_refusals(), 0);
     // The three sources share the system's one cap.
     assert!(Arc::ptr_eq(sources[0].client(), sources[0].client()));
@@ -255,7 +328,11 @@ async fn never_more_calls_in_flight_than_the_cap() {
 #[tokio::test(start_paused = true)]
 async fn ten_thousand_invoices_through_a_pipeline_exactly_once_under_system_failure_storms() {
     const N: usize = 10_000;
-    let e = SapEccEmulator::builder().seed(3).start().await.expect("emulator");
+    let e = SapEccEmulator::builder()
+        .seed(3)
+        .start()
+        .await
+        .expect("emulator");
     let start = Timestamp::now() - SignedDuration::from_hours(20);
     e.load_invoice_backfill(
         N,

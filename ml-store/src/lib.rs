@@ -76,6 +76,14 @@
 //!
 //! Writers are serialised, so more processes add safety, not throughput.
 //!
+//! ## Several replicas (features `postgres` and `redis`)
+//!
+//! [`postgres::PostgresAuditStore`] is the same journal on a PostgreSQL schema shared by
+//! every replica (claims with `FOR UPDATE SKIP LOCKED` and leases, one poller per stream,
+//! credentials in [`postgres::PostgresCredentialStore`]); [`redis::RedisRateLimiter`]
+//! keeps the per-destination rate budgets in Redis, so replicas share them. Both pass the
+//! same conformance suites as the in-process implementations.
+//!
 //! ## Webhook replay cache
 //!
 //! [`SqliteReplayCache`] keeps the keys of webhook callbacks already received in the

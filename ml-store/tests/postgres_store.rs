@@ -381,38 +381,80 @@ async fn renewal_lock_is_exclusive_and_released_on_drop() {
     assert!(a.try_lock(&name).await.expect("try").is_some(), "released");
 }
 
-/// Two replicas renewing one rotating refresh token: the second `load` waits for the
-/// first replica's `save`, then sees the rotated token (never the spent one).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// An issuer that rotates refresh tokens: `rt-N` is good once and yields `rt-N+1`; a
+/// spent one is refused for good (`invalid_grant`), as Sage X3 does.
+#[derive(Debug, Default)]
+struct RotatingIssuer {
+    current: std::sync::Mutex<u64>,
+}
+
+#[async_trait::async_trait]
+impl ml_core::auth::RefreshGrant for RotatingIssuer {
+    async fn refresh(&self, token: &SecretString) -> ml_core::Result<ml_core::auth::TokenGrant> {
+        let n: u64 = {
+            let cur = *self.current.lock().expect("lock");
+            if token.expose_secret() != format!("rt-{cur}") {
+                return Err(Error::Auth {
+                    class: ml_core::ErrorClass::Permanent,
+                    message: "invalid_grant".into(),
+                });
+            }
+            cur
+        };
+        // The exchange takes a while: a second replica would load the same token meanwhile.
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        *self.current.lock().expect("lock") = n + 1;
+        Ok(ml_core::auth::TokenGrant {
+            access: ml_core::auth::AccessToken::new(format!("at-{n}"), None),
+            refresh: Some(ml_core::auth::StoredRefreshToken::new(
+                format!("rt-{}", n + 1),
+                None,
+            )),
+        })
+    }
+}
+
+/// Three replicas renewing one rotating refresh token at once, ten times each: every
+/// renewal works (each loads the token the previous one saved), none spends a token twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn renewals_of_a_rotating_token_run_one_replica_at_a_time() {
-    use ml_core::auth::{MemoryRefreshTokenStore, RefreshTokenStore, StoredRefreshToken};
+    use ml_core::auth::{
+        MemoryRefreshTokenStore, RefreshTokenStore, RotatingTokenProvider, StoredRefreshToken,
+        TokenProvider,
+    };
     use ml_store::postgres::LockedRefreshTokenStore;
     let Some(url) = pg_url("renewals_of_a_rotating_token_run_one_replica_at_a_time") else {
         return;
     };
     let shared: Arc<dyn RefreshTokenStore> = Arc::new(MemoryRefreshTokenStore::new(Some(
-        StoredRefreshToken::new("rt-1", None),
+        StoredRefreshToken::new("rt-0", None),
     )));
-    let lock =
-        PostgresRenewalLock::new(&ml_store::PostgresBuilder::new().with_url(&url)).expect("lock");
+    let issuer = Arc::new(RotatingIssuer::default());
+    let lock = PostgresRenewalLock::new(&ml_store::PostgresBuilder::new().with_url(&url))
+        .expect("lock");
     let name = format!("sage_x3.refresh_token.{}", std::process::id());
-    let a = LockedRefreshTokenStore::new(Arc::clone(&shared), lock.clone(), name.clone());
-    let b = LockedRefreshTokenStore::new(Arc::clone(&shared), lock.clone(), name.clone());
-    let first = a.load().await.expect("a loads").expect("token");
-    assert_eq!(first.token.expose_secret(), "rt-1");
-    let waiting = tokio::spawn(async move { b.load().await.expect("b loads").expect("token") });
-    // A holds the lock from its load until its save: nobody else can take it.
-    assert!(
-        lock.try_lock(&name).await.expect("try").is_none(),
-        "held by A"
-    );
-    a.save(&StoredRefreshToken::new("rt-2", None))
-        .await
-        .expect("a saves");
-    let second = waiting.await.expect("join");
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let store = Arc::new(LockedRefreshTokenStore::new(
+            Arc::clone(&shared),
+            lock.clone(),
+            name.clone(),
+        ));
+        let provider = RotatingTokenProvider::new(Arc::clone(&issuer) as _, store);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                provider.fetch_token().await.expect("renewal");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("replica");
+    }
+    assert_eq!(*issuer.current.lock().expect("lock"), 30, "30 renewals, in turn");
     assert_eq!(
-        second.token.expose_secret(),
-        "rt-2",
-        "B exchanges the rotated token, not the spent one"
+        shared.load().await.expect("load").expect("token").token.expose_secret(),
+        "rt-30"
     );
 }

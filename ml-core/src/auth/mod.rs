@@ -45,7 +45,7 @@ pub use cache::TokenCache;
 pub use credentials::{Authorization, Credentials};
 pub use rotating::{
     ExpiryObserver, ExpiryWarning, MemoryRefreshTokenStore, RefreshGrant, RefreshTokenStore,
-    RotatingTokenProvider, RotationStatus, StoredRefreshToken, TokenGrant,
+    RenewalLockGuard, RotatingTokenProvider, RotationStatus, StoredRefreshToken, TokenGrant,
 };
 pub use token::{AccessToken, TokenProvider};
 

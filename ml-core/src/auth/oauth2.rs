@@ -311,6 +311,30 @@ mod jwt {
         format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
     }
 
+    #[cfg(test)]
+    #[test]
+    fn hs256_signs_header_and_claims() {
+        let secret = SecretString::from("s3cret");
+        let jwt = sign_hs256(&serde_json::json!({"iss": "client", "exp": 10}), &secret);
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64")).expect("json");
+        assert_eq!(header["alg"], "HS256");
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"s3cret");
+        let sig = URL_SAFE_NO_PAD.decode(parts[2]).expect("sig");
+        ring::hmac::verify(&key, format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
+            .expect("verifies");
+        assert!(
+            ring::hmac::verify(
+                &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"other"),
+                format!("{}.{}", parts[0], parts[1]).as_bytes(),
+                &sig
+            )
+            .is_err()
+        );
+    }
+
     /// An RS256 signing key for JWT bearer assertions (PKCS#8 PEM).
     ///
     /// `Debug` shows the key id, never the key.

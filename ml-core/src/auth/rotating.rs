@@ -50,7 +50,19 @@ pub trait RefreshTokenStore: Send + Sync + Debug {
 
     /// Replaces the current refresh token, durably.
     async fn save(&self, token: &StoredRefreshToken) -> Result<()>;
+
+    /// Excludes other processes from renewing this token until the returned guard is
+    /// dropped. [`RotatingTokenProvider`] holds it from `load` through the exchange to
+    /// `save`, so replicas sharing one store spend the refresh token one at a time, each
+    /// loading the one the previous saved. The default (one process) returns `None`.
+    async fn lock_renewal(&self) -> Result<Option<RenewalLockGuard>> {
+        Ok(None)
+    }
 }
+
+/// A held cross-process renewal lock ([`RefreshTokenStore::lock_renewal`]); dropping it
+/// releases the lock.
+pub type RenewalLockGuard = Box<dyn Send + Sync>;
 
 /// A [`RefreshTokenStore`] in memory, for tests and for hosts that persist the token
 /// themselves.
@@ -335,7 +347,11 @@ fn warn_expiry(
 }
 
 /// Latches "pairing needed" for `dead` (the token refused or missing) and returns the error.
-fn pairing_needed(state: &Mutex<RotationState>, dead: Option<&SecretString>, reason: String) -> Error {
+fn pairing_needed(
+    state: &Mutex<RotationState>,
+    dead: Option<&SecretString>,
+    reason: String,
+) -> Error {
     tracing::error!("pairing needed: {reason}");
     lock(state).pairing = Some((reason.clone(), dead.map(digest)));
     auth_permanent(reason)
@@ -347,11 +363,16 @@ async fn rotate(
     clock: &dyn Clock,
     state: &Mutex<RotationState>,
 ) -> Result<(AccessToken, Option<Timestamp>)> {
+    // Other processes wait until this renewal is saved (or failed).
+    let _renewal = store.lock_renewal().await?;
     // A rotated token whose save failed last time is saved before anything is exchanged:
     // it is the only live one.
     let unsaved = lock(state).unsaved.clone();
     if let Some(rotated) = unsaved {
-        store.save(&rotated).await.map_err(|err| save_failed(&err))?;
+        store
+            .save(&rotated)
+            .await
+            .map_err(|err| save_failed(&err))?;
         lock(state).unsaved = None;
     }
     let stored = store.load().await?;
@@ -422,5 +443,150 @@ fn save_failed(err: &Error) -> Error {
              is not used (the previous refresh token may no longer be valid; the new one \
              is kept in memory and saved first on the next attempt): {err}"
         ),
+    }
+}
+
+#[cfg(test)]
+mod latch_tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use secrecy::ExposeSecret as _;
+
+    use super::*;
+    use crate::clock::{ManualClock, add};
+
+    fn start() -> Timestamp {
+        "2026-01-01T00:00:00Z".parse().expect("t")
+    }
+
+    /// Rotates `refresh-<n>`; refuses tokens listed as dead.
+    #[derive(Debug, Default)]
+    struct Issuer {
+        calls: AtomicUsize,
+        dead: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl RefreshGrant for Issuer {
+        async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenGrant> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let mut dead = self.dead.lock().expect("dead");
+            if dead.iter().any(|d| d == refresh_token.expose_secret()) {
+                return Err(auth_permanent("HTTP 400: invalid_grant"));
+            }
+            dead.push(refresh_token.expose_secret().to_owned());
+            Ok(TokenGrant {
+                access: AccessToken::new(format!("access-{n}"), None),
+                refresh: Some(StoredRefreshToken::new(
+                    format!("refresh-{n}"),
+                    Some(add(start(), Duration::from_secs(86_400))),
+                )),
+            })
+        }
+    }
+
+    /// Fails its next save when `fail` is set.
+    #[derive(Debug, Default)]
+    struct Flaky {
+        inner: MemoryRefreshTokenStore,
+        fail: AtomicBool,
+    }
+
+    #[async_trait]
+    impl RefreshTokenStore for Flaky {
+        async fn load(&self) -> Result<Option<StoredRefreshToken>> {
+            self.inner.load().await
+        }
+
+        async fn save(&self, token: &StoredRefreshToken) -> Result<()> {
+            if self.fail.swap(false, Ordering::SeqCst) {
+                return Err(Error::store(ErrorClass::RETRYABLE, "disk full", None));
+            }
+            self.inner.save(token).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_latches_pairing_needed_until_the_store_changes() {
+        let issuer = Arc::new(Issuer::default());
+        issuer.dead.lock().expect("d").push("refresh-0".into());
+        let store = Arc::new(MemoryRefreshTokenStore::new(Some(StoredRefreshToken::new(
+            "refresh-0",
+            None,
+        ))));
+        let p = RotatingTokenProvider::new(Arc::clone(&issuer) as _, Arc::clone(&store) as _);
+        assert_eq!(p.status(), RotationStatus::Ready);
+        for _ in 0..3 {
+            let err = p.fetch_token().await.expect_err("dead");
+            assert_eq!(err.class(), ErrorClass::Permanent);
+            assert!(err.to_string().contains("pairing needed"), "{err}");
+            assert!(!err.to_string().contains("refresh-0"), "{err}");
+        }
+        assert_eq!(
+            issuer.calls.load(Ordering::SeqCst),
+            1,
+            "the dead token is presented once"
+        );
+        assert!(matches!(p.status(), RotationStatus::PairingNeeded { .. }));
+        store
+            .save(&StoredRefreshToken::new("paired-again", None))
+            .await
+            .expect("save");
+        let access = p.fetch_token().await.expect("after pairing");
+        assert_eq!(access.secret.expose_secret(), "access-2");
+        assert_eq!(p.status(), RotationStatus::Ready);
+    }
+
+    #[tokio::test]
+    async fn an_unsaved_rotated_token_is_saved_before_the_next_exchange() {
+        let issuer = Arc::new(Issuer::default());
+        let store = Arc::new(Flaky::default());
+        store
+            .inner
+            .save(&StoredRefreshToken::new("refresh-0", None))
+            .await
+            .expect("seed");
+        store.fail.store(true, Ordering::SeqCst);
+        let p = RotatingTokenProvider::new(Arc::clone(&issuer) as _, Arc::clone(&store) as _)
+            .with_clock(Arc::new(ManualClock::new(start())));
+        let err = p.fetch_token().await.expect_err("save failed");
+        assert!(err.class().is_retryable(), "{err}");
+        assert_eq!(
+            store.inner.current().expect("t").token.expose_secret(),
+            "refresh-0"
+        );
+        // The next fetch saves refresh-1 first, then exchanges it (not the spent refresh-0).
+        let access = p.fetch_token().await.expect("next");
+        assert_eq!(access.secret.expose_secret(), "access-2");
+        assert_eq!(
+            store.inner.current().expect("t").token.expose_secret(),
+            "refresh-2"
+        );
+        assert_eq!(p.status(), RotationStatus::Ready);
+    }
+
+    #[tokio::test]
+    async fn expiry_is_warned_within_the_horizon() {
+        let issuer = Arc::new(Issuer::default());
+        let store = Arc::new(MemoryRefreshTokenStore::new(Some(StoredRefreshToken::new(
+            "refresh-0",
+            Some(add(start(), Duration::from_secs(86_400))),
+        ))));
+        let clock = Arc::new(ManualClock::new(start()));
+        let seen: Arc<Mutex<Vec<ExpiryWarning>>> = Arc::default();
+        let sink = Arc::clone(&seen);
+        let p = RotatingTokenProvider::new(Arc::clone(&issuer) as _, store)
+            .with_clock(Arc::clone(&clock) as _)
+            .with_expiry_warning(Duration::from_secs(2 * 86_400))
+            .with_expiry_observer(Arc::new(move |w| sink.lock().expect("l").push(w.clone())));
+        p.fetch_token().await.expect("fetch");
+        let warnings = seen.lock().expect("l").clone();
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].remaining, Duration::from_secs(86_400));
+        assert!(p.expiry_warning().await.expect("check").is_some());
+        let quiet =
+            RotatingTokenProvider::new(issuer, Arc::new(MemoryRefreshTokenStore::default()))
+                .with_expiry_warning(Duration::from_secs(60));
+        assert_eq!(quiet.expiry_warning().await.expect("none"), None);
     }
 }

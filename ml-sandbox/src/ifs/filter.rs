@@ -360,7 +360,7 @@ mod tests {
             ),
             (
                 "ModifiedDateTime gt 2026-03-01T09:00:00 01:00",
-                "unexpected",
+                "not compatible",
             ),
             ("Nope eq 1", "does not exist"),
             ("InvoiceId gt 'x'", "not compatible"),

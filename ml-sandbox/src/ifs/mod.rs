@@ -572,3 +572,113 @@ fn fault_body(status: u16) -> (String, String) {
         json!({"error": {"code": code, "message": reason}}).to_string(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn token(e: &IfsEmulator, http: &reqwest::Client) -> String {
+        let v: Value = http
+            .post(e.token_url())
+            .basic_auth(e.client_id(), Some(e.client_secret()))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .expect("token")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(v["expires_in"], 180);
+        v["access_token"].as_str().expect("token").to_owned()
+    }
+
+    #[tokio::test]
+    async fn projections_are_strict_like_ifs() {
+        let e = IfsEmulator::start().await.expect("start");
+        let t0 = Timestamp::from_second(1_780_000_000).expect("t");
+        for i in 1..=5 {
+            e.insert(
+                "ManSuppInvoiceSet",
+                &invoice("10", i, "1.10", "AwaitingApproval", Some(t0)),
+            )
+            .expect("insert");
+        }
+        let http = reqwest::Client::new();
+        let set = format!(
+            "{}/ManualSupplierInvoiceHandling.svc/ManSuppInvoiceSet",
+            e.service_root()
+        );
+        let wrong_realm = e.token_url().replace(REALM, "other");
+        let r = http.post(wrong_realm).send().await.expect("realm");
+        assert_eq!(r.status().as_u16(), 404);
+        assert_eq!(
+            http.get(&set).send().await.expect("anon").status().as_u16(),
+            401
+        );
+        let bearer = token(&e, &http).await;
+        let get = |q: &str| {
+            http.get(format!("{set}?{q}"))
+                .bearer_auth(&bearer)
+                .header("accept", "application/json;IEEE754Compatible=true")
+                .header("x-ifs-time-zone-aware-request", "true")
+                .header("prefer", "odata.maxpagesize=2")
+        };
+        let r = get("$orderby=InvoiceId%20asc").send().await.expect("page");
+        assert_eq!(
+            r.headers()["preference-applied"].to_str().expect("h"),
+            "odata.maxpagesize=2"
+        );
+        let v: Value = r.json().await.expect("json");
+        assert_eq!(v["value"].as_array().map(Vec::len), Some(2));
+        assert_eq!(
+            v["value"][0]["GrossAmount"], "1.10",
+            "IEEE754Compatible: a string"
+        );
+        assert!(v["value"][0]["@odata.etag"].as_str().is_some());
+        let next = v["@odata.nextLink"].as_str().expect("next");
+        assert!(next.ends_with("$skiptoken=2"), "{next}");
+        for (q, status) in [
+            ("$expand=Lines", 501),
+            ("$foo=1", 400),
+            // `+` sent raw arrives as a space.
+            (
+                "$filter=ModifiedDateTime%20gt%202026-01-01T00:00:00+01:00",
+                400,
+            ),
+            (
+                "$filter=ModifiedDateTime%20gt%20'2026-01-01T00:00:00Z'",
+                400,
+            ),
+            (
+                "$filter=ModifiedDateTime%20gt%202026-01-01T00:00:00%2B01:00",
+                200,
+            ),
+            ("$top=-1", 400),
+        ] {
+            let r = get(q).send().await.expect("q");
+            assert_eq!(r.status().as_u16(), status, "{q}");
+        }
+        e.metadata_refresh(1);
+        let r = get("").send().await.expect("503");
+        assert_eq!(r.status().as_u16(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+        let v: Value = r.json().await.expect("json");
+        assert_eq!(v["error"]["code"], "MI_MODIFIED_ERROR");
+        let one = format!("{set}(Company='10',InvoiceId=1)");
+        let r = http
+            .get(&one)
+            .bearer_auth(&bearer)
+            .send()
+            .await
+            .expect("one");
+        assert!(r.headers().contains_key("etag"));
+        let bad_key = format!("{set}(Company='10',InvoiceId='1')");
+        let r = http
+            .get(&bad_key)
+            .bearer_auth(&bearer)
+            .send()
+            .await
+            .expect("bad");
+        assert_eq!(r.status().as_u16(), 400);
+    }
+}

@@ -40,15 +40,18 @@ fn get<'a>(r: &'a Row, k: &str) -> &'a str {
 /// Answers one call.
 pub(crate) fn call(shared: &Shared, inner: &Inner, params: &BTreeMap<String, Param>) -> Answer {
     const FM: &str = "BAPI_PO_GETDETAIL1";
-    let po = params.get("PURCHASEORDER").map_or("", Param::text).to_owned();
+    let po = params
+        .get("PURCHASEORDER")
+        .map_or("", Param::text)
+        .to_owned();
     let flag = |n: &str| params.get(n).map_or("", Param::text).trim() == "X";
     let sent = |n: &str| params.contains_key(n);
     // The number must be in internal format (CHAR10, ALPHA: leading zeros kept); an
     // external `4500000001` works, a stripped `123` does not find `0000000123`.
-    let header = inner
-        .tables
-        .get("EKKO")
-        .and_then(|t| t.values().find(|r| get(r, "EBELN") == po && get(r, "MANDT") == shared.client));
+    let header = inner.tables.get("EKKO").and_then(|t| {
+        t.values()
+            .find(|r| get(r, "EBELN") == po && get(r, "MANDT") == shared.client)
+    });
     let mut out: Vec<(&str, Param)> = Vec::new();
     let Some(h) = header else {
         let msg = format!("Purchase order {po} does not exist");
@@ -56,12 +59,18 @@ pub(crate) fn call(shared: &Shared, inner: &Inner, params: &BTreeMap<String, Par
         if sent("POITEM") {
             out.push(("POITEM", Param::Table(Vec::new())));
         }
-        out.push(("RETURN", Param::Table(vec![ret("E", "MEPO", "001", &msg, &po)])));
+        out.push((
+            "RETURN",
+            Param::Table(vec![ret("E", "MEPO", "001", &msg, &po)]),
+        ));
         return Answer::Ok(FM, out);
     };
     if let Some(msg) = inner.bapi_errors.get(&po) {
         out.push(("POHEADER", Param::Structure(Row::new())));
-        out.push(("RETURN", Param::Table(vec![ret("E", "ME", "045", msg, &po)])));
+        out.push((
+            "RETURN",
+            Param::Table(vec![ret("E", "ME", "045", msg, &po)]),
+        ));
         return Answer::Ok(FM, out);
     }
     out.push((
@@ -143,7 +152,13 @@ pub(crate) fn call(shared: &Shared, inner: &Inner, params: &BTreeMap<String, Par
     let mut returns = Vec::new();
     if get(h, "FRGKE") == "B" {
         // Informational rows do not fail the call.
-        returns.push(ret("W", "ME", "390", "Purchase order is blocked for release", &po));
+        returns.push(ret(
+            "W",
+            "ME",
+            "390",
+            "Purchase order is blocked for release",
+            &po,
+        ));
     }
     out.push(("RETURN", Param::Table(returns)));
     Answer::Ok(FM, out)

@@ -250,8 +250,10 @@ impl SapEccEmulator {
                         v.clone_into(&mut p.1);
                     }
                 }
-                let refs: Vec<(&str, &str)> =
-                    pairs.iter().map(|(k, x)| (k.as_str(), x.as_str())).collect();
+                let refs: Vec<(&str, &str)> = pairs
+                    .iter()
+                    .map(|(k, x)| (k.as_str(), x.as_str()))
+                    .collect();
                 self.upsert("EKPO", &refs);
             }
         }

@@ -45,7 +45,7 @@ mod read_table;
 mod select;
 mod soap;
 
-pub use fixtures::{GlDocument, GlLine, Invoice, PurchaseOrder, PoItem, TrapSummary, Vendor};
+pub use fixtures::{GlDocument, GlLine, Invoice, PoItem, PurchaseOrder, TrapSummary, Vendor};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -304,7 +304,11 @@ async fn rfc(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !ct.to_ascii_lowercase().starts_with("text/xml") {
-        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "SOAP 1.1 needs text/xml").into_response();
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "SOAP 1.1 needs text/xml",
+        )
+            .into_response();
     }
     let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let _guard = InFlight(&shared.in_flight);
@@ -546,7 +550,10 @@ impl SapEccEmulator {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        row.insert(ddic::client_field(defs).to_owned(), self.shared.client.clone());
+        row.insert(
+            ddic::client_field(defs).to_owned(),
+            self.shared.client.clone(),
+        );
         let key = defs
             .iter()
             .filter(|d| d.key)

@@ -59,9 +59,16 @@ fn n6(n: usize) -> String {
 pub(crate) fn call(shared: &Shared, inner: &Inner, params: &BTreeMap<String, Param>) -> Answer {
     const FM: &str = "RFC_READ_TABLE";
     let exception = |name: &str, text: &str| Answer::Exception(name.to_owned(), text.to_owned());
-    let table = params.get("QUERY_TABLE").map_or("", Param::text).trim().to_ascii_uppercase();
+    let table = params
+        .get("QUERY_TABLE")
+        .map_or("", Param::text)
+        .trim()
+        .to_ascii_uppercase();
     let Some(defs) = ddic::table(&table) else {
-        return exception("TABLE_NOT_AVAILABLE", &format!("Table {table} is not available"));
+        return exception(
+            "TABLE_NOT_AVAILABLE",
+            &format!("Table {table} is not available"),
+        );
     };
     if inner.denied.contains(&table) {
         return exception(
@@ -78,7 +85,9 @@ pub(crate) fn call(shared: &Shared, inner: &Inner, params: &BTreeMap<String, Par
             return Ok(0);
         }
         t.parse::<usize>().map_err(|_| {
-            Answer::SystemFailure(format!("CONVT_NO_NUMBER: `{t}` cannot be read as {name} (INT4)"))
+            Answer::SystemFailure(format!(
+                "CONVT_NO_NUMBER: `{t}` cannot be read as {name} (INT4)"
+            ))
         })
     };
     let (skips, rowcount) = match (number("ROWSKIPS"), number("ROWCOUNT")) {
@@ -90,7 +99,11 @@ pub(crate) fn call(shared: &Shared, inner: &Inner, params: &BTreeMap<String, Par
         .get("FIELDS")
         .map_or(&[][..], Param::rows)
         .iter()
-        .map(|r| r.get("FIELDNAME").map_or("", |s| s.trim()).to_ascii_uppercase())
+        .map(|r| {
+            r.get("FIELDNAME")
+                .map_or("", |s| s.trim())
+                .to_ascii_uppercase()
+        })
         .collect();
     let mut selected: Vec<&FieldDef> = Vec::new();
     if wanted.is_empty() {
@@ -99,7 +112,9 @@ pub(crate) fn call(shared: &Shared, inner: &Inner, params: &BTreeMap<String, Par
         for w in &wanted {
             match defs.iter().find(|d| d.name == w) {
                 Some(d) => selected.push(d),
-                None => return exception("FIELD_NOT_VALID", &format!("Field {w} is not in {table}")),
+                None => {
+                    return exception("FIELD_NOT_VALID", &format!("Field {w} is not in {table}"));
+                }
             }
         }
     }

@@ -193,7 +193,9 @@ impl Parser<'_> {
                         let v = self.literal(field)?;
                         Ok(Cond::Cmp(field, ord, neg, v))
                     }
-                    Some(Tok::Word(op)) if op == "LIKE" => Ok(Cond::Like(field, self.literal(field)?)),
+                    Some(Tok::Word(op)) if op == "LIKE" => {
+                        Ok(Cond::Like(field, self.literal(field)?))
+                    }
                     Some(Tok::Word(op)) if op == "BETWEEN" => {
                         let lo = self.literal(field)?;
                         if !self.peek_word("AND") {
@@ -345,7 +347,13 @@ mod tests {
             parse(&lines(&["BUKRS = '10000'"]), RBKP),
             Err(Refusal::Dump(_))
         ));
-        assert!(parse(&lines(&["BUKRS IN ( '1000' , '2000' )", "AND GJAHR = '2026'"]), RBKP).is_ok());
+        assert!(
+            parse(
+                &lines(&["BUKRS IN ( '1000' , '2000' )", "AND GJAHR = '2026'"]),
+                RBKP
+            )
+            .is_ok()
+        );
         assert!(parse(&lines(&["BUKRS IN ( '1000', '2000' )"]), RBKP).is_ok());
     }
 
@@ -365,8 +373,12 @@ mod tests {
         assert!(yes("RMWWR > '-13'"));
         assert!(yes("XBLNR = 'A''B C'"));
         assert!(yes("XBLNR LIKE 'A%C'"));
-        assert!(yes("NOT ( BUKRS = '2000' ) AND CPUDT BETWEEN '20260101' AND '20261231'"));
-        assert!(!yes("CPUDT > '20260301' OR ( CPUDT = '20260301' AND BUKRS > '1000' )"));
+        assert!(yes(
+            "NOT ( BUKRS = '2000' ) AND CPUDT BETWEEN '20260101' AND '20261231'"
+        ));
+        assert!(!yes(
+            "CPUDT > '20260301' OR ( CPUDT = '20260301' AND BUKRS > '1000' )"
+        ));
         assert_eq!(cmp_number("100.00", "99.5"), Ordering::Greater);
         assert_eq!(cmp_number("0.00-", "0"), Ordering::Equal);
     }

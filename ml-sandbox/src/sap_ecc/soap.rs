@@ -55,7 +55,10 @@ pub(crate) fn parse_request(xml: &str) -> Result<(String, BTreeMap<String, Param
     let mut stack = vec![El::default()];
     let mut saw_rfc_ns = false;
     loop {
-        match reader.read_event().map_err(|e| format!("malformed XML: {e}"))? {
+        match reader
+            .read_event()
+            .map_err(|e| format!("malformed XML: {e}"))?
+        {
             Event::Start(e) => {
                 let mut el = El {
                     name: e.local_name().as_ref().to_owned(),
@@ -177,7 +180,8 @@ pub(crate) fn response(fm: &str, bare: bool, params: &[(&str, Param)]) -> String
     let el = fm.replace('/', "_-");
     let suffix = if bare { "Response" } else { ".Response" };
     let mut out = String::with_capacity(1024);
-    let _ = write!(out, 
+    let _ = write!(
+        out,
         r#"<soap-env:Envelope xmlns:soap-env="{SOAP_NS}"><soap-env:Header/><soap-env:Body><n0:{el}{suffix} xmlns:n0="{RFC_NS}">"#
     );
     for (name, p) in params {
@@ -202,7 +206,8 @@ pub(crate) fn response(fm: &str, bare: bool, params: &[(&str, Param)]) -> String
             }
         }
     }
-    let _ = write!(out, 
+    let _ = write!(
+        out,
         "</n0:{el}{suffix}></soap-env:Body></soap-env:Envelope>"
     );
     out
@@ -219,7 +224,8 @@ pub(crate) fn fault(fm: &str, server: bool, name: &str, text: &str) -> String {
     let _ = write!(out, r#"<detail><n0:{el}.Exception xmlns:n0="{RFC_NS}">"#);
     push(&mut out, "Name", name);
     push(&mut out, "Text", text);
-    let _ = write!(out, 
+    let _ = write!(
+        out,
         "</n0:{el}.Exception></detail></soap-env:Fault></soap-env:Body></soap-env:Envelope>"
     );
     out

@@ -21,7 +21,10 @@ async fn post(e: &SapEccEmulator, client: &str, user: &str, body: String) -> (u1
     let r = ml_core::http::ClientOptions::default()
         .client()
         .expect("client")
-        .post(format!("{}/sap/bc/soap/rfc?sap-client={client}", e.base_url()))
+        .post(format!(
+            "{}/sap/bc/soap/rfc?sap-client={client}",
+            e.base_url()
+        ))
         .basic_auth(user, Some(e.password()))
         .header("content-type", "text/xml; charset=utf-8")
         .body(body)
@@ -35,14 +38,25 @@ async fn post(e: &SapEccEmulator, client: &str, user: &str, body: String) -> (u1
 async fn logon_client_and_shapes() {
     let e = SapEccEmulator::start().await.expect("start");
     e.load_traps();
-    let body = read_table("LFA1", &["LIFNR", "NAME1"], &["LIFNR = '0000100001'"], "<ROWCOUNT>10</ROWCOUNT>");
+    let body = read_table(
+        "LFA1",
+        &["LIFNR", "NAME1"],
+        &["LIFNR = '0000100001'"],
+        "<ROWCOUNT>10</ROWCOUNT>",
+    );
     assert_eq!(post(&e, "200", USER, body.clone()).await.0, 401);
     assert_eq!(post(&e, CLIENT, "OTHER", body.clone()).await.0, 401);
     let (status, xml) = post(&e, CLIENT, USER, body).await;
     assert_eq!(status, 200, "{xml}");
     assert!(xml.contains("<n0:RFC_READ_TABLE.Response"), "{xml}");
-    assert!(xml.contains("<WA>0000100001Müller | Söhne; Werkzeuge</WA>"), "{xml}");
-    assert!(xml.contains("<OFFSET>000010</OFFSET><TYPE>C</TYPE>") || xml.contains("<OFFSET>000010</OFFSET>"));
+    assert!(
+        xml.contains("<WA>0000100001Müller | Söhne; Werkzeuge</WA>"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<OFFSET>000010</OFFSET><TYPE>C</TYPE>")
+            || xml.contains("<OFFSET>000010</OFFSET>")
+    );
     assert_eq!(e.calls("RFC_READ_TABLE"), 1);
 }
 
@@ -51,14 +65,37 @@ async fn limits_and_exceptions() {
     let e = SapEccEmulator::start().await.expect("start");
     e.load_traps();
     // Every BSEG column: wider than 512.
-    let (s, xml) = post(&e, CLIENT, USER, read_table("BSEG", &[], &[], "<ROWCOUNT>1</ROWCOUNT>")).await;
+    let (s, xml) = post(
+        &e,
+        CLIENT,
+        USER,
+        read_table("BSEG", &[], &[], "<ROWCOUNT>1</ROWCOUNT>"),
+    )
+    .await;
     assert_eq!(s, 500);
     assert!(xml.contains("<Name>DATA_BUFFER_EXCEEDED</Name>"), "{xml}");
     // ... but fine for a NO_DATA metadata call.
-    let (s, xml) = post(&e, CLIENT, USER, read_table("BSEG", &[], &[], "<NO_DATA>X</NO_DATA>")).await;
+    let (s, xml) = post(
+        &e,
+        CLIENT,
+        USER,
+        read_table("BSEG", &[], &[], "<NO_DATA>X</NO_DATA>"),
+    )
+    .await;
     assert_eq!(s, 200, "{xml}");
     assert!(xml.contains("<FIELDNAME>SGTXT</FIELDNAME>"));
-    let (_, xml) = post(&e, CLIENT, USER, read_table("RBKP", &["BELNR"], &["BUKRS='1000'"], "<ROWCOUNT>5</ROWCOUNT>")).await;
+    let (_, xml) = post(
+        &e,
+        CLIENT,
+        USER,
+        read_table(
+            "RBKP",
+            &["BELNR"],
+            &["BUKRS='1000'"],
+            "<ROWCOUNT>5</ROWCOUNT>",
+        ),
+    )
+    .await;
     assert!(xml.contains("<Name>OPTION_NOT_VALID</Name>"), "{xml}");
     let (_, xml) = post(&e, CLIENT, USER, read_table("ZZZ", &[], &[], "")).await;
     assert!(xml.contains("<Name>TABLE_NOT_AVAILABLE</Name>"), "{xml}");
@@ -68,19 +105,44 @@ async fn limits_and_exceptions() {
     let (_, xml) = post(&e, CLIENT, USER, read_table("BKPF", &["BELNR"], &[], "")).await;
     assert!(xml.contains("<Name>NOT_AUTHORIZED</Name>"), "{xml}");
     // Unbounded reads of a big table dump.
-    let small = SapEccEmulator::builder().memory_bytes(100).start().await.expect("start");
+    let small = SapEccEmulator::builder()
+        .memory_bytes(100)
+        .start()
+        .await
+        .expect("start");
     small.load_traps();
-    let (s, xml) = post(&small, CLIENT, USER, read_table("RBKP", &["BELNR", "XBLNR"], &[], "<ROWCOUNT>0</ROWCOUNT>")).await;
+    let (s, xml) = post(
+        &small,
+        CLIENT,
+        USER,
+        read_table("RBKP", &["BELNR", "XBLNR"], &[], "<ROWCOUNT>0</ROWCOUNT>"),
+    )
+    .await;
     assert_eq!(s, 500);
     assert!(xml.contains("TSV_TNEW_PAGE_ALLOC_FAILED"), "{xml}");
     // Credit memos end in a minus; the DATA table is there because it was sent.
-    let (_, xml) = post(&e, CLIENT, USER, read_table("RBKP", &["BELNR", "RMWWR"], &["BELNR = '5100000106'"], "<ROWCOUNT>5</ROWCOUNT>")).await;
+    let (_, xml) = post(
+        &e,
+        CLIENT,
+        USER,
+        read_table(
+            "RBKP",
+            &["BELNR", "RMWWR"],
+            &["BELNR = '5100000106'"],
+            "<ROWCOUNT>5</ROWCOUNT>",
+        ),
+    )
+    .await;
     assert!(xml.contains("<WA>5100000106         125.00-</WA>"), "{xml}");
 }
 
 #[tokio::test]
 async fn bapi_return_rows() {
-    let e = SapEccEmulator::builder().bare_response_names(true).start().await.expect("start");
+    let e = SapEccEmulator::builder()
+        .bare_response_names(true)
+        .start()
+        .await
+        .expect("start");
     let traps = e.load_traps();
     let call = |po: &str| {
         format!(
@@ -113,7 +175,13 @@ async fn over_the_cap_is_system_failure() {
     for _ in 0..4 {
         let e = Arc::clone(&e);
         tasks.push(tokio::spawn(async move {
-            post(&e, CLIENT, USER, read_table("LFA1", &["LIFNR"], &[], "<ROWCOUNT>1</ROWCOUNT>")).await
+            post(
+                &e,
+                CLIENT,
+                USER,
+                read_table("LFA1", &["LIFNR"], &[], "<ROWCOUNT>1</ROWCOUNT>"),
+            )
+            .await
         }));
     }
     let mut failures = 0;

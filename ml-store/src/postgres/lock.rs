@@ -1,6 +1,7 @@
 //! Cross-process renewal of rotating refresh tokens: [`PostgresRenewalLock`] (a
-//! PostgreSQL session advisory lock per name) and [`LockedRefreshTokenStore`], which holds
-//! it from `load` to `save` so that one replica at a time spends the refresh token.
+//! PostgreSQL session advisory lock per name) and [`LockedRefreshTokenStore`], whose
+//! renewals (load, exchange, save) run under it, so one replica at a time spends the
+//! refresh token.
 //!
 //! A rotating refresh token (Sage X3, Slack token rotation) is spent by its exchange: two
 //! replicas exchanging the same token at once leave one of them with a refused token
@@ -8,19 +9,14 @@
 //! second replica waits, then loads the token the first one saved.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use ml_core::Result;
-use ml_core::auth::{RefreshTokenStore, StoredRefreshToken};
+use ml_core::auth::{RefreshTokenStore, RenewalLockGuard, StoredRefreshToken};
 
 use super::PostgresBuilder;
 use super::error::Db;
-
-/// How long a [`LockedRefreshTokenStore`] holds the lock after `load` when no `save`
-/// follows (the exchange failed): then it is released for the other replicas.
-pub const DEFAULT_RENEWAL_HOLD: Duration = Duration::from_secs(60);
 
 /// Named cross-process locks on a PostgreSQL database: `pg_advisory_lock` on a dedicated
 /// connection per held lock. The lock is released when the [`RenewalGuard`] is dropped
@@ -134,17 +130,16 @@ impl PostgresRenewalLock {
     }
 }
 
-/// A [`RefreshTokenStore`] whose `load` takes a cross-process lock that its `save`
-/// releases, so `RotatingTokenProvider` renewals (load, exchange, save) run one replica at
-/// a time, each loading the token the previous one saved. If no `save` follows a `load`
-/// (the exchange failed), the lock is released at the next `load` or after the hold time
-/// ([`DEFAULT_RENEWAL_HOLD`]).
+/// A [`RefreshTokenStore`] whose renewals run one process at a time: it answers
+/// [`RefreshTokenStore::lock_renewal`] with a [`PostgresRenewalLock`] on its name, which
+/// `RotatingTokenProvider` holds from `load` through the exchange to `save`. A second
+/// replica renewing at the same moment waits, then loads the token the first one saved
+/// (never the spent one). A replica killed mid-renewal releases the lock with its
+/// connection. `load` and `save` go to the wrapped store.
 pub struct LockedRefreshTokenStore {
     inner: Arc<dyn RefreshTokenStore>,
     lock: PostgresRenewalLock,
     name: String,
-    hold: Duration,
-    held: Arc<Mutex<Option<(u64, RenewalGuard)>>>,
 }
 
 impl fmt::Debug for LockedRefreshTokenStore {
@@ -153,12 +148,12 @@ impl fmt::Debug for LockedRefreshTokenStore {
             .field("inner", &self.inner)
             .field("lock", &self.lock)
             .field("name", &self.name)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
 impl LockedRefreshTokenStore {
-    /// `inner` guarded by the lock `name` (e.g. `sage_x3.refresh_token`).
+    /// `inner` renewed under the lock `name` (e.g. `sage_x3.refresh_token`).
     pub fn new(
         inner: Arc<dyn RefreshTokenStore>,
         lock: PostgresRenewalLock,
@@ -168,60 +163,22 @@ impl LockedRefreshTokenStore {
             inner,
             lock,
             name: name.into(),
-            hold: DEFAULT_RENEWAL_HOLD,
-            held: Arc::new(Mutex::new(None)),
         }
-    }
-
-    /// How long the lock is held after a `load` that no `save` follows.
-    #[must_use]
-    pub fn with_hold(mut self, hold: Duration) -> Self {
-        self.hold = hold;
-        self
-    }
-
-    fn release(&self) {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
     }
 }
 
 #[async_trait]
 impl RefreshTokenStore for LockedRefreshTokenStore {
     async fn load(&self) -> Result<Option<StoredRefreshToken>> {
-        self.release();
-        let guard = self.lock.lock(&self.name).await?;
-        let generation: u64 = rand_generation();
-        *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some((generation, guard));
-        let held = Arc::clone(&self.held);
-        let hold = self.hold;
-        tokio::spawn(async move {
-            tokio::time::sleep(hold).await;
-            let mut h = held.lock().unwrap_or_else(PoisonError::into_inner);
-            if h.as_ref().is_some_and(|(g, _)| *g == generation) {
-                h.take();
-            }
-        });
-        match self.inner.load().await {
-            Ok(t) => Ok(t),
-            Err(e) => {
-                self.release();
-                Err(e)
-            }
-        }
+        self.inner.load().await
     }
 
     async fn save(&self, token: &StoredRefreshToken) -> Result<()> {
-        let out = self.inner.save(token).await;
-        self.release();
-        out
+        self.inner.save(token).await
     }
-}
 
-fn rand_generation() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
+    async fn lock_renewal(&self) -> Result<Option<RenewalLockGuard>> {
+        let guard = self.lock.lock(&self.name).await?;
+        Ok(Some(Box::new(guard)))
+    }
 }

@@ -54,7 +54,7 @@ pub use builder::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, PostgresBuilder, PostgresConfigKey,
 };
 pub use credentials::{PostgresCredentialStore, PostgresRotation};
-pub use lock::{DEFAULT_RENEWAL_HOLD, LockedRefreshTokenStore, PostgresRenewalLock, RenewalGuard};
+pub use lock::{LockedRefreshTokenStore, PostgresRenewalLock, RenewalGuard};
 
 use error::Db;
 
