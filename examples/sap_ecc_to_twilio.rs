@@ -78,7 +78,6 @@ async fn main() -> Result<()> {
         for (k, v) in e.env() {
             vars.insert(k.to_owned(), v);
         }
-        vars.insert("BUYER_003_PHONE".into(), traps.undeliverable_phone.clone());
         println!(
             "no SAP_ECC_URL set: using the in-process SAP ECC sandbox (SOAP-RFC) at {} with demo data",
             e.base_url()
@@ -138,10 +137,12 @@ async fn main() -> Result<()> {
     let assembled = connectors::assemble(&config, &env).await?;
     let pipeline = &assembled.pipeline;
     let store: Arc<dyn AuditStore> = Arc::clone(pipeline.store());
-    let receivers = config
-        .receivers
-        .as_ref()
-        .ok_or_else(|| Error::config("receivers", "the example serves the receivers: keep [receivers]"))?;
+    let receivers = config.receivers.as_ref().ok_or_else(|| {
+        Error::config(
+            "receivers",
+            "the example serves the receivers: keep [receivers]",
+        )
+    })?;
     let app = serve::router(receivers, &store, &env, None)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (addr, server) = serve::bind(receivers, app, async {
@@ -175,8 +176,10 @@ async fn main() -> Result<()> {
             d.record_key,
             d.destination,
             d.status,
-            d.remote_status
-                .map_or_else(|| "no callback yet".to_owned(), |s| format!("{s:?}").to_lowercase())
+            d.remote_status.map_or_else(
+                || "no callback yet".to_owned(),
+                |s| format!("{s:?}").to_lowercase()
+            )
         );
     }
     let _ = stop_tx.send(());

@@ -104,3 +104,50 @@ async fn real_settings_reach_the_system_and_errors_name_the_key() {
     assert!(matches!(err, Error::Auth { .. }), "{err:?}");
     assert!(!err.to_string().contains("hunter2"));
 }
+
+#[cfg(feature = "twilio")]
+#[tokio::test]
+async fn the_twilio_file_routes_new_pos_by_purchasing_group_and_invoices_by_email() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/config/sap_ecc_to_twilio.toml"
+    ))
+    .expect("read");
+    let config = PipelineConfig::from_toml_str(&text).expect("parse");
+    connectors::registry().check(&config).expect("connectors");
+    let dir = tempfile::tempdir().expect("dir");
+    let sap = SapEccEmulator::start().await.expect("sap");
+    let traps = sap.load_traps();
+    let twilio = ml_sandbox::twilio::TwilioEmulator::start()
+        .await
+        .expect("twilio");
+    let sendgrid = ml_sandbox::sendgrid::SendGridEmulator::start()
+        .await
+        .expect("sendgrid");
+    let mut env = journal_env(&dir);
+    for (k, v) in sap
+        .env()
+        .into_iter()
+        .chain(twilio.env())
+        .chain(sendgrid.env())
+    {
+        env.set(k, v);
+    }
+    env.set("TWILIO_FROM", "+15005550006");
+    env.set(
+        "TWILIO_STATUS_CALLBACK_URL",
+        "http://127.0.0.1:9/twilio/status",
+    );
+    env.set("SENDGRID_FROM", "erp@example.com");
+    let assembled = connectors::assemble(&config, &env).await.expect("assemble");
+    assert!(assembled.sandbox_banners().is_empty());
+    let summary = assembled.pipeline.run_once().await.expect("run");
+    assert!(summary.cycle_errors.is_empty(), "{summary}");
+    // A first run reads from the beginning: the 4 POs created today minus the one whose
+    // BAPI answer has a RETURN E row, plus the one created months ago, text their buyers;
+    // every invoice mails AP.
+    let texted: Vec<String> = twilio.messages().iter().map(|m| m.to.clone()).collect();
+    assert_eq!(texted.len(), traps.new_pos.len(), "{texted:?}");
+    assert!(texted.contains(&traps.undeliverable_phone));
+    assert_eq!(sendgrid.mails().len(), traps.invoices.len());
+}

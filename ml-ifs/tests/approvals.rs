@@ -383,3 +383,38 @@ async fn slack_is_answered_within_3_seconds_even_when_ifs_is_slow() {
     assert!(answers[0].contains("approved in IFS"), "{answers:?}");
     assert!(started.elapsed() >= Duration::from_millis(3500));
 }
+
+#[tokio::test]
+async fn a_request_handled_before_a_restart_is_not_acted_on_again() {
+    let w = world().await;
+    let req = ApprovalRequest {
+        request_id: "cmd:before-restart".into(),
+        slack_user: APPROVER.into(),
+        invoice: "7".into(),
+        action: ApprovalAction::Approve,
+        response_url: None,
+    };
+    let first = w.approvals.decide(&req).await;
+    assert!(matches!(first, ApprovalOutcome::Done { .. }), "{first:?}");
+    // A new process (nothing in memory) sharing the journal gets Slack's retry.
+    let mut env = ml_core::config::MapEnv::new();
+    for (k, v) in w.ifs.env() {
+        env.set(k, v);
+    }
+    let source = IfsBuilder::from_env_with(&env)
+        .with_company("10")
+        .build()
+        .expect("source");
+    let restarted = Approvals::for_source(&source)
+        .with_approvers(BTreeMap::from([(
+            APPROVER.to_owned(),
+            Approver::new("ALICE", &[ApprovalAction::Approve]),
+        )]))
+        .with_journal(w.journal.clone(), DEFAULT_STREAM);
+    let again = restarted.decide(&req).await;
+    assert!(
+        matches!(&again, ApprovalOutcome::Duplicate { previous } if previous == "done"),
+        "{again:?}"
+    );
+    assert_eq!(w.ifs.action_calls().len(), 1);
+}

@@ -54,6 +54,10 @@ async fn conforms_against_the_emulator() {
     )
     .await;
     s.healthcheck().await.expect("healthcheck");
+    // A token is cached now: neither it nor the client secret shows.
+    let debug = format!("{s:?} {s}");
+    assert!(!debug.contains("sbx-ifs-token"), "{debug}");
+    assert!(!debug.contains(e.client_secret()), "{debug}");
 }
 
 /// Polls one cycle (until `more` is false), calling `between` after each page.

@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 const FORMAT: u32 = 1;
 /// Above this many served keys at the window's top, the `seen` set stops growing
 /// (correctness does not depend on it).
-const MAX_SEEN: usize = 10_000;
+const MAX_SEEN: usize = 2_000;
 
 /// The decoded position of a [`KeyWalk`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

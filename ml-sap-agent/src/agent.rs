@@ -13,7 +13,6 @@ use futures::{SinkExt as _, StreamExt as _};
 use ml_core::clock::{Clock, SystemClock};
 use ml_core::config::{ConfigKey, ConfigValues, Env, ProcessEnv, check_url};
 use ml_core::retry::RetryPolicy;
-use ml_core::webhook::MemoryReplayCache;
 use ml_sap_ecc::{RfcCall, RfcClient, RfcError, RfcResponse, RfcTransport, SapEccBuilder};
 use rand::Rng as _;
 use secrecy::SecretString;
@@ -408,7 +407,6 @@ impl Agent {
             &self.id,
             &nonce,
             self.window,
-            Arc::new(MemoryReplayCache::new(100_000)),
         );
         // The host proves it holds the key before any call is taken.
         let Ok(Some(text)) = tokio::time::timeout(self.idle, next_text(&mut ws)).await else {
@@ -417,7 +415,7 @@ impl Agent {
                 RelayError::Connection("no welcome from the host".into()),
             ));
         };
-        let system = match verifier.open(&text, self.clock.now()).await {
+        let system = match verifier.open(&text, self.clock.now()) {
             Ok(body) => match serde_json::from_str::<HostMessage>(&body) {
                 Ok(HostMessage::Welcome { system }) => system,
                 _ => return Err((false, RelayError::Protocol("expected a welcome".into()))),
@@ -454,7 +452,7 @@ impl Agent {
                         Some(Err(e)) => return Err((true, RelayError::Connection(e.to_string()))),
                         None => return Err((true, RelayError::Connection("closed by the host".into()))),
                     };
-                    let body = match verifier.open(&text, self.clock.now()).await {
+                    let body = match verifier.open(&text, self.clock.now()) {
                         Ok(b) => b,
                         Err(r) => {
                             // Never run a call that is not provably the host's, fresh and new.

@@ -323,6 +323,10 @@ impl RelayHub {
             .local_addr()
             .map_err(|e| RelayError::config("listen", e.to_string()))?;
         let router = self.router();
+        // Small frames both ways: no Nagle delay on top of the agent's round trip.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
                 tracing::error!(error = %e, "the relay endpoint stopped");
@@ -614,7 +618,6 @@ impl RelayHub {
             &agent,
             &session_id,
             self.inner.window,
-            Arc::clone(&self.inner.replay),
         );
         let Ok(welcome) = serde_json::to_string(&HostMessage::Welcome {
             system: system.clone(),
@@ -631,7 +634,7 @@ impl RelayHub {
             tracing::warn!(agent, "relay agent connected but never said it was ready");
             return;
         };
-        let body = match verifier.open(&text, self.inner.clock.now()).await {
+        let body = match verifier.open(&text, self.inner.clock.now()) {
             Ok(body) => body,
             Err(r) => {
                 self.reject("ready", &agent, &r);
@@ -678,7 +681,7 @@ impl RelayHub {
                     last_heard = tokio::time::Instant::now();
                     match msg {
                         Message::Text(t) => {
-                            let body = match verifier.open(t.as_str(), self.inner.clock.now()).await {
+                            let body = match verifier.open(t.as_str(), self.inner.clock.now()) {
                                 Ok(b) => b,
                                 Err(r) => {
                                     // A forged or replayed frame inside an authenticated

@@ -7,17 +7,18 @@
 //! `ml-relay-v1\n{from}\n{agent}\n{session}\n{ts}\n{nonce}\n{seq}\n{body}`. The direction
 //! and the session (the nonce of the agent's signed upgrade request) are signed, so a frame
 //! can be neither reflected back to its sender nor replayed into another session; `seq`
-//! rises by one per frame and direction, and nonces are remembered for the timestamp
-//! window, so a frame cannot be replayed within its session either.
+//! must rise with every frame of a direction, so a frame cannot be replayed within its
+//! session either. (The upgrade request's nonce is what a
+//! [`ReplayCache`](ml_core::webhook::ReplayCache) remembers: a per-frame cache would add
+//! nothing to these checks, and a busy session would fill it.)
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac as _};
 use jiff::Timestamp;
-use ml_core::webhook::{Rejection, ReplayCache, check_timestamp, ct_eq};
+use ml_core::webhook::{Rejection, check_timestamp, ct_eq};
 use ml_sap_ecc::{RfcCall, RfcError, RfcErrorKind, RfcResponse, RfcRow, RfcValue};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
@@ -217,8 +218,8 @@ impl Signer {
 }
 
 /// Opens incoming frames of one direction of one session: signature, direction, agent,
-/// session, timestamp window, sequence and nonce replay, in that order (nothing is
-/// remembered for a frame whose signature does not hold).
+/// session, timestamp window and sequence, in that order (nothing is remembered for a
+/// frame whose signature does not hold).
 pub struct Verifier {
     key: SecretString,
     expect: Direction,
@@ -226,7 +227,6 @@ pub struct Verifier {
     session: String,
     window: Duration,
     last_seq: u64,
-    replay: Arc<dyn ReplayCache>,
 }
 
 impl fmt::Debug for Verifier {
@@ -247,7 +247,6 @@ impl Verifier {
         agent: &str,
         session: &str,
         window: Duration,
-        replay: Arc<dyn ReplayCache>,
     ) -> Self {
         Self {
             key,
@@ -256,12 +255,11 @@ impl Verifier {
             session: session.to_owned(),
             window,
             last_seq: 0,
-            replay,
         }
     }
 
     /// The body of a genuine, fresh, first-seen frame.
-    pub async fn open(&mut self, text: &str, now: Timestamp) -> Result<String, Rejection> {
+    pub fn open(&mut self, text: &str, now: Timestamp) -> Result<String, Rejection> {
         let f: Frame = serde_json::from_str(text)
             .map_err(|e| Rejection::Malformed(format!("not a relay frame: {e}")))?;
         let sig = hex::decode(&f.sig)
@@ -281,12 +279,6 @@ impl Verifier {
             return Err(Rejection::Malformed("bad nonce".into()));
         }
         if f.seq <= self.last_seq {
-            return Err(Rejection::Replayed);
-        }
-        let key = format!("{}:{}:{}", self.agent, f.from.as_str(), f.nonce);
-        let expires =
-            ml_core::clock::add(Timestamp::from_second(f.ts).unwrap_or(now), self.window * 2);
-        if !self.replay.insert_if_absent(&key, expires, now).await? {
             return Err(Rejection::Replayed);
         }
         self.last_seq = f.seq;
@@ -497,8 +489,6 @@ pub enum AgentMessage {
 
 #[cfg(test)]
 mod tests {
-    use ml_core::webhook::MemoryReplayCache;
-
     use super::*;
 
     fn key() -> SecretString {
@@ -510,31 +500,24 @@ mod tests {
     }
 
     fn verifier(expect: Direction) -> Verifier {
-        Verifier::new(
-            key(),
-            expect,
-            "plant-1",
-            &"a".repeat(32),
-            DEFAULT_WINDOW,
-            Arc::new(MemoryReplayCache::new(1000)),
-        )
+        Verifier::new(key(), expect, "plant-1", &"a".repeat(32), DEFAULT_WINDOW)
     }
 
-    #[tokio::test]
-    async fn frames_round_trip_and_replays_forgeries_and_stale_ones_are_refused() {
+    #[test]
+    fn frames_round_trip_and_replays_forgeries_and_stale_ones_are_refused() {
         let session = "a".repeat(32);
         let mut s = Signer::new(key(), Direction::Agent, "plant-1", &session);
         let mut v = verifier(Direction::Agent);
         let f1 = s.seal("{\"x\":1}", at(1_000));
-        assert_eq!(v.open(&f1, at(1_010)).await.as_deref(), Ok("{\"x\":1}"));
+        assert_eq!(v.open(&f1, at(1_010)).as_deref(), Ok("{\"x\":1}"));
         // Replayed: same frame again.
-        assert_eq!(v.open(&f1, at(1_011)).await, Err(Rejection::Replayed));
+        assert_eq!(v.open(&f1, at(1_011)), Err(Rejection::Replayed));
         // Forged: body altered, or signed with another key.
         let f2 = s.seal("{\"x\":2}", at(1_000));
         let tampered = f2.replace("{\\\"x\\\":2}", "{\\\"x\\\":3}");
         assert_ne!(tampered, f2);
         assert_eq!(
-            v.open(&tampered, at(1_010)).await,
+            v.open(&tampered, at(1_010)),
             Err(Rejection::SignatureMismatch)
         );
         let mut other = Signer::new(
@@ -545,28 +528,25 @@ mod tests {
         );
         let forged = other.seal("{}", at(1_000));
         assert_eq!(
-            v.open(&forged, at(1_010)).await,
+            v.open(&forged, at(1_010)),
             Err(Rejection::SignatureMismatch)
         );
         // Expired and future-dated.
         let old = s.seal("{}", at(900));
-        assert_eq!(v.open(&old, at(1_010)).await, Err(Rejection::Stale));
+        assert_eq!(v.open(&old, at(1_010)), Err(Rejection::Stale));
         let future = s.seal("{}", at(2_000));
-        assert_eq!(
-            v.open(&future, at(1_010)).await,
-            Err(Rejection::FutureDated)
-        );
+        assert_eq!(v.open(&future, at(1_010)), Err(Rejection::FutureDated));
         // The genuine f2 still gets through after all that.
-        assert!(v.open(&f2, at(1_010)).await.is_ok());
+        assert!(v.open(&f2, at(1_010)).is_ok());
         // Reflected (a host frame sent back as the agent's) and cross-session.
         let mut host = Signer::new(key(), Direction::Host, "plant-1", &session);
         let h = host.seal("{}", at(1_000));
-        assert_eq!(v.open(&h, at(1_010)).await, Err(Rejection::Replayed));
+        assert_eq!(v.open(&h, at(1_010)), Err(Rejection::Replayed));
         let mut elsewhere = Signer::new(key(), Direction::Agent, "plant-1", &"b".repeat(32));
         let x = elsewhere.seal("{}", at(1_000));
-        assert_eq!(v.open(&x, at(1_010)).await, Err(Rejection::Replayed));
+        assert_eq!(v.open(&x, at(1_010)), Err(Rejection::Replayed));
         assert!(matches!(
-            v.open("not json", at(1_010)).await,
+            v.open("not json", at(1_010)),
             Err(Rejection::Malformed(_))
         ));
     }

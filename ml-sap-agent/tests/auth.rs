@@ -14,7 +14,6 @@ use futures::{SinkExt as _, StreamExt as _};
 use http::HeaderMap;
 use jiff::{SignedDuration, Timestamp};
 use ml_core::clock::{Clock as _, ManualClock};
-use ml_core::webhook::MemoryReplayCache;
 use ml_sap_agent::RelayHub;
 use ml_sap_agent::wire::{
     AgentMessage, CONNECT_PATH, DEFAULT_WINDOW, Direction, H_AGENT, H_NONCE, H_SIGNATURE,
@@ -96,12 +95,10 @@ async fn genuine(url: &str, clock: &Arc<ManualClock>) -> (Raw, Signer, Verifier)
         "plant-a",
         &nonce,
         DEFAULT_WINDOW,
-        Arc::new(MemoryReplayCache::new(100)),
     );
     let welcome = next_text(&mut ws).await.expect("welcome");
     let body = from_host
         .open(&welcome, clock.now())
-        .await
         .expect("a genuine host");
     assert_eq!(
         serde_json::from_str::<HostMessage>(&body).expect("json"),
@@ -320,16 +317,12 @@ async fn the_agent_refuses_forged_replayed_and_expired_host_messages() {
         "plant-a",
         &nonce,
         DEFAULT_WINDOW,
-        Arc::new(MemoryReplayCache::new(100)),
     );
     ws.send(AxMessage::Text(host.seal(&welcome, now()).into()))
         .await
         .expect("send");
     let ready = recv_text(&mut ws).await.expect("ready");
-    let body = from_agent
-        .open(&ready, now())
-        .await
-        .expect("the agent signs");
+    let body = from_agent.open(&ready, now()).expect("the agent signs");
     assert!(matches!(
         serde_json::from_str(&body).expect("json"),
         AgentMessage::Ready { .. }
@@ -343,7 +336,6 @@ async fn the_agent_refuses_forged_replayed_and_expired_host_messages() {
         .expect("send");
     let answer = from_agent
         .open(&recv_text(&mut ws).await.expect("result"), now())
-        .await
         .expect("genuine");
     let AgentMessage::Result {
         id: 1,
@@ -401,14 +393,12 @@ async fn the_agent_refuses_forged_replayed_and_expired_host_messages() {
         "plant-a",
         &nonce,
         DEFAULT_WINDOW,
-        Arc::new(MemoryReplayCache::new(100)),
     );
     ws.send(AxMessage::Text(host.seal(&welcome, now()).into()))
         .await
         .expect("send");
     from_agent
         .open(&recv_text(&mut ws).await.expect("ready"), now())
-        .await
         .expect("ready");
     ws.send(AxMessage::Text(
         host.seal(
@@ -421,7 +411,6 @@ async fn the_agent_refuses_forged_replayed_and_expired_host_messages() {
     .expect("send");
     let m = from_agent
         .open(&recv_text(&mut ws).await.expect("answer"), now())
-        .await
         .expect("genuine");
     assert_eq!(
         serde_json::from_str::<AgentMessage>(&m).expect("json"),
@@ -442,7 +431,6 @@ async fn the_agent_refuses_forged_replayed_and_expired_host_messages() {
     .expect("send");
     let m = from_agent
         .open(&recv_text(&mut ws).await.expect("answer"), now())
-        .await
         .expect("genuine");
     assert_eq!(
         serde_json::from_str::<AgentMessage>(&m).expect("json"),

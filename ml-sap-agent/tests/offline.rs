@@ -96,7 +96,13 @@ async fn killing_the_agent_mid_backfill_pauses_and_a_restart_completes_exactly_o
         .expect("pipeline");
 
     // Cycle 1: three pages, then the agent dies.
+    let t0 = std::time::Instant::now();
     let first = p.run_once().await.expect("run");
+    eprintln!(
+        "until the kill: {:?}, {} SAP calls",
+        t0.elapsed(),
+        e.total_calls()
+    );
     assert_eq!(first.cycle_errors.len(), 1, "{first}");
     let delivered_before = sink.sent().len();
     assert!(
@@ -153,7 +159,14 @@ async fn killing_the_agent_mid_backfill_pauses_and_a_restart_completes_exactly_o
     let task = spawn(&again);
     hub.wait_for_agents("PRD", 1).await;
     clock.advance(Duration::from_secs(5));
+    let (t0, calls0) = (std::time::Instant::now(), e.total_calls());
     let resumed = p.run_once().await.expect("run");
+    eprintln!(
+        "resumed cycle: {:?}, {} SAP calls through the relay, {} delivered",
+        t0.elapsed(),
+        e.total_calls() - calls0,
+        resumed.deliveries.delivered
+    );
     assert!(resumed.cycle_errors.is_empty(), "{resumed}");
     assert_eq!(p.stream_status()[0].state, StreamState::Running);
     let sent = sink.sent();

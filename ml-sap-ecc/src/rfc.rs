@@ -6,13 +6,16 @@ use std::fmt;
 
 use async_trait::async_trait;
 use ml_core::error::ErrorClass;
+use serde::{Deserialize, Serialize};
 
 /// One row of a table parameter, or the fields of a structure: field name -> value, as
 /// SAP's external format text (dates `YYYYMMDD`, ALPHA keys with their leading zeros).
 pub type RfcRow = BTreeMap<String, String>;
 
-/// A parameter value.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A parameter value. Serialisable (JSON: `{"scalar": "..."}`, ...) so that a relay
+/// transport can carry calls and answers over its own connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RfcValue {
     /// A scalar (CHAR, NUMC, INT4, DATS, ...), as text.
     Scalar(String),
@@ -24,7 +27,7 @@ pub enum RfcValue {
 
 /// One call of a function module: its name and its parameters (imports, structures,
 /// tables sent; tables to be filled are sent empty with [`RfcCall::expect_table`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RfcCall {
     function: String,
     params: Vec<(String, RfcValue)>,
@@ -93,7 +96,7 @@ impl RfcCall {
 }
 
 /// The answer of a successful call: exports, changing parameters and tables, by name.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RfcResponse {
     /// Every parameter the server returned.
     pub params: BTreeMap<String, RfcValue>,
@@ -128,7 +131,8 @@ impl RfcResponse {
 }
 
 /// What kind of RFC failure happened, following the RFC SDK's error groups.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RfcErrorKind {
     /// The network, the gateway or the HTTP layer failed (`RFC_COMMUNICATION_FAILURE`):
@@ -178,7 +182,7 @@ impl fmt::Display for RfcErrorKind {
 }
 
 /// A failed RFC call. The message never holds a secret or the URL.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{kind}: {message}")]
 pub struct RfcError {
     /// What kind of failure.
@@ -319,5 +323,12 @@ mod tests {
         assert!(r.table("DATA").is_empty());
         assert!(r.structure("DATA").is_some_and(BTreeMap::is_empty));
         assert_eq!(r.export("NOPE"), None);
+        // A relay carries calls, answers and errors as JSON.
+        let json = serde_json::to_string(&c).expect("json");
+        assert_eq!(serde_json::from_str::<RfcCall>(&json).expect("back"), c);
+        let e = RfcError::system_failure("TSV_TNEW_PAGE_ALLOC_FAILED");
+        let back: RfcError =
+            serde_json::from_str(&serde_json::to_string(&e).expect("json")).expect("back");
+        assert!(back.is_memory_dump());
     }
 }

@@ -388,9 +388,9 @@ async fn the_emulator_is_strict_where_the_gateway_is() {
 
 #[tokio::test]
 async fn a_served_row_updated_mid_chain_loses_nothing_in_keyset_and_offset_modes() {
-    for mode in [SapODataPaging::NextLink] {
+    for mode in [SapODataPaging::Keyset, SapODataPaging::Offset] {
         let e = SapODataEmulator::start().await.expect("emulator");
-        e.set_max_page(2);
+        e.set_max_page(5);
         // One row an hour: far more than the overlap, so only the paging can save a row.
         for i in 1..=30i64 {
             e.upsert(
@@ -433,4 +433,54 @@ async fn a_served_row_updated_mid_chain_loses_nothing_in_keyset_and_offset_modes
             );
         }
     }
+}
+
+/// The emulator's `$skiptoken` is a row offset, as in many hand-written DPCs: following
+/// `__next` opaquely skips a row when a served row moves mid-chain. This is why `next` is
+/// not the default; the test keeps the trap honest (and fails if the emulator loses it).
+#[tokio::test]
+async fn next_link_mode_trusts_an_offset_skiptoken_and_skips_a_shifted_row() {
+    let e = SapODataEmulator::start().await.expect("emulator");
+    e.set_max_page(2);
+    for i in 1..=30i64 {
+        e.upsert(
+            SET,
+            &purchase_order(&format!("{:010}", 4_500_000_000 + i), "1.00", "EUR", "A"),
+            t0() + SignedDuration::from_hours(i),
+        );
+    }
+    let s = builder(&e)
+        .with_page_size(5)
+        .with_paging(SapODataPaging::NextLink)
+        .with_overlap(Duration::from_secs(60))
+        .build()
+        .expect("source");
+    let mut pos = None;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut polls = 0;
+    loop {
+        let page = s.poll(pos.as_ref()).await.expect("poll");
+        polls += 1;
+        seen.extend(page.items.iter().map(key));
+        pos = Some(page.next);
+        if polls == 2 {
+            assert!(e.touch(
+                SET,
+                "4500000002",
+                t0() + SignedDuration::from_hours(100),
+                None
+            ));
+        }
+        if !page.more {
+            break;
+        }
+    }
+    let missing: Vec<i64> = (1..=30i64)
+        .filter(|i| !seen.contains(&format!("{:010}", 4_500_000_000 + i)))
+        .collect();
+    assert_eq!(
+        missing.len(),
+        1,
+        "exactly the shifted row is skipped: {missing:?}"
+    );
 }

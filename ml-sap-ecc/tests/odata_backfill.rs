@@ -161,3 +161,8 @@ async fn ten_thousand_rows_exactly_once_following_next_links() {
 async fn ten_thousand_rows_exactly_once_with_keyset_and_updates_mid_run() {
     backfill(SapODataPaging::Keyset).await;
 }
+
+#[tokio::test]
+async fn ten_thousand_rows_exactly_once_with_the_default_offset_paging_and_updates_mid_run() {
+    backfill(SapODataPaging::Offset).await;
+}

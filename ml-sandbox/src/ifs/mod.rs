@@ -603,7 +603,9 @@ mod tests {
             )
             .expect("insert");
         }
-        let http = reqwest::Client::new();
+        let http = ml_core::http::ClientOptions::default()
+            .client()
+            .expect("http");
         let set = format!(
             "{}/ManualSupplierInvoiceHandling.svc/ManSuppInvoiceSet",
             e.service_root()

@@ -53,6 +53,8 @@ mod gql;
 mod graphql;
 mod query;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

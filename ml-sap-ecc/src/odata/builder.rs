@@ -59,7 +59,7 @@ pub enum SapODataConfigKey {
     PageSize,
     /// `SAP_ECC_ODATA_OVERLAP_SECS`: the cursor's re-read window (default 300).
     OverlapSecs,
-    /// `SAP_ECC_ODATA_PAGING`: `next` (default), `keyset` or `offset`.
+    /// `SAP_ECC_ODATA_PAGING`: `offset` (default), `next` or `keyset`.
     Paging,
 }
 
@@ -271,7 +271,7 @@ impl SapODataBuilder {
         self.with_config(SapODataConfigKey::OverlapSecs, d.as_secs().to_string())
     }
 
-    /// How pages continue (default [`SapODataPaging::NextLink`]).
+    /// How pages continue (default [`SapODataPaging::Offset`]).
     pub fn with_paging(self, paging: SapODataPaging) -> Self {
         let v = match paging {
             SapODataPaging::NextLink => "next",
@@ -424,9 +424,9 @@ impl SapODataBuilder {
             })?),
         };
         let paging = match self.val(K::Paging).map(str::to_ascii_lowercase).as_deref() {
-            None | Some("next") => SapODataPaging::NextLink,
+            Some("next") => SapODataPaging::NextLink,
             Some("keyset") => SapODataPaging::Keyset,
-            Some("offset") => SapODataPaging::Offset,
+            None | Some("offset") => SapODataPaging::Offset,
             Some(other) => {
                 return Err(ODataError::config(
                     K::Paging.as_env(),

@@ -20,11 +20,12 @@
 //!   datetime'2024-01-01T00:00:00'`; `datetimeoffset'...Z'` with `SAP_ECC_ODATA_STAMP_TYPE
 //!   =datetimeoffset`), `$orderby=<Stamp> asc,<Key> asc`, `$top=<page size>`.
 //! * Reads `d.results` (and the v1-style bare `d` array), `__count` (a string) when the
-//!   service sends it, and `__next`: in [`SapODataPaging::NextLink`] mode (the default)
-//!   the link is followed as it is, kept in the position as its path and query on the
-//!   configured origin (a Gateway behind a reverse proxy names its internal host in
-//!   `__next`; the credentials never go to another host) with `sap-client` and
-//!   `$format=json` added when the link lacks them. A link outside the service is refused.
+//!   service sends it, and `__next`: in [`SapODataPaging::NextLink`] mode the link is
+//!   followed as it is, kept in the position as its path and query on the configured
+//!   origin (a Gateway behind a reverse proxy names its internal host in `__next`; the
+//!   credentials never go to another host) with `sap-client` and `$format=json` added
+//!   when the link lacks them; a link outside the service is refused. In the other modes
+//!   `__next` says "more" and the cursor continues with its own filter.
 //! * `/Date(ms)/` and `/Date(ms±NNNN)/`: the offset is in **minutes**; for `Edm.DateTime`
 //!   it is added to the instant (as pyodata does), for `Edm.DateTimeOffset` the
 //!   milliseconds are the instant. `Edm.Decimal` and `Edm.Int64` arrive as JSON strings:
@@ -44,14 +45,18 @@
 //!   token once.
 //!
 //! # Paging modes and their limits
-//! * `next` (default): follows `__next`. Safe against ties and late commits (the
-//!   cursor's overlap and sweeps), but it trusts the service's `$skiptoken`: a service
-//!   whose skiptoken is a row offset (common in hand-written DPCs) skips a row when a row
-//!   already served is changed while the chain is read. Use `keyset` where the service can
-//!   evaluate `or`, else `offset`.
-//! * `keyset`: shift-proof, `ceil(N / page)` requests; `__next` only signals "more".
-//! * `offset`: `Stamp ge T` + `$skip`, re-reading the previous page's last row to detect
-//!   shifts (rewinds when it moved).
+//! * `offset` (default): `Stamp ge T` + `$skip`, re-reading the previous page's last row
+//!   to detect shifts (rewinds to the rows at `T` when it moved). Needs only `ge`,
+//!   `$orderby`, `$top`, `$skip`; works under server-driven paging (a capped answer with
+//!   `__next` continues by `$skip`). One re-read row per continuation page.
+//! * `keyset`: `(Stamp gt T or (Stamp eq T and Key gt 'K'))`, shift-proof, `ceil(N / page)`
+//!   requests; needs a service that evaluates `or`.
+//! * `next`: follows `__next` opaquely. Safe against ties and late commits (the cursor's
+//!   overlap and sweeps), but it trusts the service's `$skiptoken`: with a skiptoken that
+//!   is a row offset (common in hand-written DPCs) a row already served that changes while
+//!   the chain is read shifts the rest, and one row is skipped for good (shown by the
+//!   emulator, whose skiptoken is an offset). Use it only for services whose skiptoken is
+//!   stable, or that ignore `$skip`.
 //!
 //! # Unconfirmed
 //! * How a given service caps pages and what its `$skiptoken` encodes (implementation

@@ -34,15 +34,18 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SapODataPaging {
     /// Follow the server's `__next` link as it is (server-driven paging); when the server
-    /// gives none but filled `$top`, continue with `$skip` and the re-read anchor.
-    #[default]
+    /// gives none but filled `$top`, continue with `$skip` and the re-read anchor. Trusts
+    /// the service's `$skiptoken`: an offset-based one skips a row when a row already
+    /// served changes while the chain is read.
     NextLink,
     /// `__next` only says "more": continue with the keyset filter
     /// `(Stamp gt T or (Stamp eq T and Key gt 'K'))`, which rows moving under the read
     /// cannot shift. Needs a service that evaluates `or` across properties.
     Keyset,
-    /// `__next` only says "more": continue with `Stamp ge T` and `$skip`, re-reading the
-    /// previous page's last row to detect shifts.
+    /// The default. `__next` only says "more": continue with `Stamp ge T` and `$skip`,
+    /// re-reading the previous page's last row to detect shifts (and re-reading the rows
+    /// at `T` when one happened). Needs only `ge`, `$orderby`, `$top` and `$skip`.
+    #[default]
     Offset,
 }
 

@@ -10,10 +10,12 @@ use super::PostgresAuditStore;
 use super::error::Db;
 use crate::codec;
 
-/// The advisory lock every `commit_page` holds for its transaction ("MLCJ" + 2): delivery
-/// ids are taken from their sequence under it, so they increase in commit order across
-/// replicas. Pages are batches, so the lock is held once per page, not per record.
-const COMMIT_LOCK: i64 = 0x4D4C_434A_0000_0002;
+/// The advisory lock every `commit_page` holds for its transaction, one per journal
+/// (schema): delivery ids are taken from their sequence under it, so they increase in
+/// commit order across replicas. Pages are batches, so the lock is taken once per page,
+/// not per record.
+const COMMIT_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('ml-commit:' || current_schema(), 0))";
 
 pub(crate) async fn begin_cycle(
     s: &PostgresAuditStore,
@@ -112,11 +114,8 @@ pub(crate) async fn commit_page(s: &PostgresAuditStore, page: PageCommit) -> Res
 
     let mut client = s.client("commit_page").await?;
     let tx = client.transaction().await.db(&ctx)?;
-    let lock = tx
-        .prepare_cached("SELECT pg_advisory_xact_lock($1)")
-        .await
-        .db(&ctx)?;
-    tx.execute(&lock, &[&COMMIT_LOCK]).await.db(&ctx)?;
+    let lock = tx.prepare_cached(COMMIT_LOCK).await.db(&ctx)?;
+    tx.execute(&lock, &[]).await.db(&ctx)?;
     let known = tx
         .prepare_cached("SELECT 1 FROM cycles WHERE id = $1")
         .await
