@@ -237,9 +237,14 @@ async fn main() -> Result<()> {
     };
     if let Some(s) = &slack {
         for m in s.all_messages() {
+            let buttons = m
+                .blocks
+                .as_ref()
+                .is_some_and(|b| b.to_string().contains(ml_ifs::approval::APPROVE_ACTION_ID));
             println!(
-                "[sandbox slack] {}",
-                m.text.lines().next().unwrap_or_default()
+                "[sandbox slack] {}{}",
+                m.text.lines().next().unwrap_or_default(),
+                if buttons { "  [Approve] [Reject]" } else { "" }
             );
         }
     }

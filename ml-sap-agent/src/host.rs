@@ -390,6 +390,16 @@ impl RelayHub {
         }
     }
 
+    /// Waits until at least `n` messages were refused in all.
+    pub async fn wait_for_rejections(&self, n: u64) {
+        let mut rx = self.inner.changed.subscribe();
+        while self.rejections().values().sum::<u64>() < n {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// The counters of `system`.
     pub fn stats(&self, system: &str) -> SystemStats {
         self.inner
@@ -444,6 +454,7 @@ impl RelayHub {
             .or_default() += 1;
         metrics::counter!("ml_sap_relay_rejected_total", "reason" => r.as_str()).increment(1);
         tracing::warn!(agent, what, reason = r.as_str(), "relay message refused");
+        self.inner.changed.send_modify(|v| *v += 1);
     }
 
     fn publish(&self, system: &str) {

@@ -445,3 +445,19 @@ async fn the_agent_refuses_forged_replayed_and_expired_host_messages() {
     let shown = format!("{a:?}");
     assert!(!shown.contains(KEY_A), "{shown}");
 }
+
+#[tokio::test]
+async fn an_agent_with_a_wrong_key_never_gets_a_session() {
+    let clock = Arc::new(ManualClock::new(Timestamp::now()));
+    let hub = hub(&clock);
+    let url = serve(&hub).await;
+    let sap = Arc::new(FakeSap::default());
+    let a = agent(&url, "plant-a", &"w".repeat(40), sap.clone());
+    let task = spawn(&a);
+    hub.wait_for_rejections(2).await;
+    task.abort();
+    assert_eq!(hub.rejections().get("signature_mismatch"), Some(&2));
+    assert_eq!(hub.connected("PRD"), 0);
+    assert_eq!(a.stats().sessions, 0);
+    assert_eq!(sap.calls.load(Ordering::SeqCst), 0);
+}

@@ -400,3 +400,59 @@ async fn ten_thousand_invoices_through_a_pipeline_exactly_once_under_system_fail
     assert_eq!(e.total_calls() - injected, 345);
     assert!(e.max_in_flight() <= 10);
 }
+
+/// A host's own transport (here: SOAP-RFC wrapped to count calls, standing in for a
+/// JCo/NCo bridge or a relay agent) plugs in through `with_transport`.
+#[derive(Debug)]
+struct Counting {
+    inner: ml_sap_ecc::SoapRfcTransport,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl ml_sap_ecc::RfcTransport for Counting {
+    async fn call(
+        &self,
+        call: &ml_sap_ecc::RfcCall,
+    ) -> Result<ml_sap_ecc::RfcResponse, ml_sap_ecc::RfcError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.call(call).await
+    }
+
+    fn system(&self) -> String {
+        format!("bridge:{}", self.inner.system())
+    }
+}
+
+#[tokio::test]
+async fn a_host_transport_plugs_in() {
+    let (e, t) = traps().await;
+    let url = url::Url::parse(e.base_url()).expect("url");
+    let inner = ml_sap_ecc::SoapRfcTransport::new(
+        ml_core::http::ClientOptions::default()
+            .client()
+            .expect("http"),
+        &url,
+        e.client(),
+        "EN",
+        ml_core::auth::BasicCredentials::new(e.user(), e.password().to_owned()),
+    );
+    let transport = Arc::new(Counting {
+        inner,
+        calls: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let s = SapEccBuilder::new()
+        .with_transport(transport.clone())
+        .with_timezone("Europe/Berlin")
+        .with_category(Category::GlDocuments)
+        .with_start_at(yesterday())
+        .build()
+        .expect("no URL or credentials needed with a host transport");
+    assert!(s.to_string().starts_with("SapEcc(bridge:"), "{s}");
+    let (items, _) = read_all(&s, None).await;
+    assert_eq!(records(&items).len(), t.gl_documents.len());
+    assert_eq!(
+        transport.calls.load(std::sync::atomic::Ordering::SeqCst) as u64,
+        e.total_calls()
+    );
+}

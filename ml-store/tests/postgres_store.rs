@@ -432,8 +432,8 @@ async fn renewals_of_a_rotating_token_run_one_replica_at_a_time() {
         StoredRefreshToken::new("rt-0", None),
     )));
     let issuer = Arc::new(RotatingIssuer::default());
-    let lock = PostgresRenewalLock::new(&ml_store::PostgresBuilder::new().with_url(&url))
-        .expect("lock");
+    let lock =
+        PostgresRenewalLock::new(&ml_store::PostgresBuilder::new().with_url(&url)).expect("lock");
     let name = format!("sage_x3.refresh_token.{}", std::process::id());
     let mut tasks = Vec::new();
     for _ in 0..3 {
@@ -452,9 +452,19 @@ async fn renewals_of_a_rotating_token_run_one_replica_at_a_time() {
     for t in tasks {
         t.await.expect("replica");
     }
-    assert_eq!(*issuer.current.lock().expect("lock"), 30, "30 renewals, in turn");
     assert_eq!(
-        shared.load().await.expect("load").expect("token").token.expose_secret(),
+        *issuer.current.lock().expect("lock"),
+        30,
+        "30 renewals, in turn"
+    );
+    assert_eq!(
+        shared
+            .load()
+            .await
+            .expect("load")
+            .expect("token")
+            .token
+            .expose_secret(),
         "rt-30"
     );
 }

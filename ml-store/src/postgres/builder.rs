@@ -266,19 +266,21 @@ impl PostgresBuilder {
                 ),
             ));
         }
-        let mut config = tokio_postgres::Config::from_str(raw).map_err(|e| {
+        // tokio-postgres knows disable/prefer/require; the rustls connector always verifies
+        // the server, so `verify-ca` and `verify-full` are `require` here.
+        let verify = raw.contains("sslmode=verify-ca") || raw.contains("sslmode=verify-full");
+        let parsed = raw
+            .replace("sslmode=verify-full", "sslmode=require")
+            .replace("sslmode=verify-ca", "sslmode=require");
+        let mut config = tokio_postgres::Config::from_str(&parsed).map_err(|e| {
             // The parser's message never repeats the password.
             Error::config(key, format!("`{}`: {e}", redact(raw)))
         })?;
-        let tls = matches!(
-            config.get_ssl_mode(),
-            tokio_postgres::config::SslMode::Require
-        ) || raw.contains("sslmode=verify");
-        if raw.contains("sslmode=verify") {
-            // tokio-postgres knows disable/prefer/require; verification is always on with
-            // the rustls connector.
-            config.ssl_mode(tokio_postgres::config::SslMode::Require);
-        }
+        let tls = verify
+            || matches!(
+                config.get_ssl_mode(),
+                tokio_postgres::config::SslMode::Require
+            );
         config
             .options(format!("-c search_path={}", self.schema))
             .application_name("ml-connector")
@@ -359,5 +361,11 @@ mod tests {
             .config()
             .expect("config");
         assert!(!tls);
+        let (_, tls, label) = PostgresBuilder::new()
+            .with_url("postgresql://u@h/db?sslmode=verify-full")
+            .config()
+            .expect("verify-full");
+        assert!(tls);
+        assert_eq!(label, "postgresql://u@h/db");
     }
 }
