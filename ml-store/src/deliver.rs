@@ -2,9 +2,11 @@
 //! is one `BEGIN IMMEDIATE` transaction.
 
 use jiff::Timestamp;
+use std::collections::HashSet;
+
 use ml_core::audit::{
     AttemptOutcome, CallbackApplied, CallbackUpdate, Claimant, ClaimedDelivery, DeliveryFilter,
-    DeliveryId, DeliveryStatus, ErrorInfo,
+    DeliveryId, DeliveryStatus, ErrorInfo, FinishedAttempt, RunLengths,
 };
 use ml_core::sink::Receipt;
 use ml_core::{Destination, Error, Record};
@@ -43,11 +45,18 @@ heads(id) AS (
             ORDER BY h.id LIMIT 1)
     FROM dests WHERE dests.dest_id IS NOT NULL
 )
-SELECT d.id FROM heads JOIN deliveries AS d ON d.id = heads.id
+SELECT d.id, d.dest_id FROM heads JOIN deliveries AS d ON d.id = heads.id
 WHERE d.status = 'pending'
    OR (d.status = 'retrying' AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?1))
 ORDER BY d.id
 LIMIT ";
+
+/// The non-terminal deliveries of one destination from a head on, in id order, with what
+/// decides whether a run may take them: status, due time, and the record's identity.
+const RUN_FROM_HEAD: &str = "SELECT d.id, d.status, d.next_attempt_at, r.stream, r.record_key \
+     FROM deliveries AS d INDEXED BY deliveries_head JOIN records AS r ON r.id = d.record_id \
+     WHERE d.dest_id = ?1 AND d.status IN ('pending', 'in_flight', 'retrying') AND d.id >= ?2 \
+     ORDER BY d.id";
 
 pub(crate) fn claim_due(
     conn: &mut Connection,
@@ -55,65 +64,34 @@ pub(crate) fn claim_due(
     now: Timestamp,
     limit: usize,
 ) -> StoreResult<Vec<ClaimedDelivery>> {
+    Ok(claim_runs(conn, by, now, limit, &RunLengths::new())?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// Claims runs of consecutive due deliveries per destination (see
+/// `AuditWrite::claim_runs`) in ONE `BEGIN IMMEDIATE` transaction.
+pub(crate) fn claim_runs(
+    conn: &mut Connection,
+    by: &Claimant,
+    now: Timestamp,
+    limit: usize,
+    lengths: &RunLengths,
+) -> StoreResult<Vec<Vec<ClaimedDelivery>>> {
     let now_ns = codec::ts(now)?;
     let lease_ns = codec::ts(by.lease_until(now))?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let sql = format!("{CLAIMABLE_HEADS}{}", sql_limit(Some(limit)));
-    let ids = tx
+    let heads = tx
         .prepare_cached(&sql)?
-        .query_map(params![now_ns], |r| r.get::<_, i64>(0))?
+        .query_map(params![now_ns], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let what = format!("delivery {id}");
-        let Some((record_id, dest_id, attempts, in_doubt, created, first, round)): Option<(
-            i64,
-            i64,
-            i64,
-            bool,
-            i64,
-            i64,
-            i64,
-        )> = tx
-            .prepare_cached(
-                "UPDATE deliveries SET status = 'in_flight', attempts = attempts + 1, \
-                   updated_at = ?2, next_attempt_at = NULL, \
-                   first_attempt_at = coalesce(first_attempt_at, ?2), \
-                   claimed_by = ?3, lease_until = ?4 \
-                 WHERE id = ?1 AND status IN ('pending', 'retrying') \
-                 RETURNING record_id, dest_id, attempts, in_doubt, created_at, first_attempt_at, \
-                   attempts - round_base",
-            )?
-            .query_row(params![id, now_ns, by.owner.as_str(), lease_ns], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            })
-            .optional()?
-        // Quarantined earlier in this claim (another destination of the same record).
-        else {
-            continue;
-        };
-        tx.prepare_cached(
-            "INSERT INTO attempts (delivery_id, number, started_at) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![id, attempts, now_ns])?;
-        let (stream, record_key, body): (String, String, String) = tx
-            .prepare_cached("SELECT stream, record_key, body FROM records WHERE id = ?1")?
-            .query_row([record_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        let record: Record = match codec::from_json(&body, &format!("record {record_id}")) {
-            Ok(r) => r,
-            Err(e) => {
-                quarantine(&tx, record_id, id, attempts, now_ns, &e)?;
-                continue;
-            }
-        };
+    let mut out = Vec::with_capacity(heads.len());
+    let mut ids = Vec::new();
+    for (head, dest_id) in heads {
         let destination = tx
             .prepare_cached("SELECT sink, address FROM destinations WHERE id = ?1")?
             .query_row([dest_id], |r| {
@@ -122,39 +100,160 @@ pub(crate) fn claim_due(
                     address: r.get(1)?,
                 })
             })?;
-        // The first delivered receipt for the same stream, record key and destination (any
-        // version of the record).
-        let thread = tx
-            .prepare_cached(
-                "SELECT d.remote_id, d.remote_scope \
-                 FROM records AS r JOIN deliveries AS d ON d.record_id = r.id \
-                 WHERE r.stream = ?1 AND r.record_key = ?2 AND d.dest_id = ?3 AND d.id < ?4 \
-                   AND d.remote_id IS NOT NULL \
-                 ORDER BY d.id LIMIT 1",
-            )?
-            .query_row(params![stream, record_key, dest_id, id], |r| {
-                Ok(Receipt {
-                    remote_id: r.get(0)?,
-                    remote_scope: r.get(1)?,
-                    status: None,
-                })
-            })
-            .optional()?;
-        out.push(ClaimedDelivery {
-            id: DeliveryId(id),
-            stream,
-            destination,
-            record,
-            attempt: codec::count_u32(attempts, &what)?,
-            round_attempt: codec::count_u32(round, &what)?,
-            in_doubt,
-            thread,
-            created_at: codec::ts_from(created, &what)?,
-            first_attempt_at: codec::ts_from(first, &what)?,
-        });
+        ids.clear();
+        run_ids(
+            &tx,
+            head,
+            dest_id,
+            lengths.get(&destination),
+            now_ns,
+            &mut ids,
+        )?;
+        let mut run = Vec::with_capacity(ids.len());
+        for &id in &ids {
+            if let Some(c) = claim_one(&tx, id, dest_id, &destination, by, now_ns, lease_ns)? {
+                run.push(c);
+            }
+        }
+        if !run.is_empty() {
+            out.push(run);
+        }
     }
     tx.commit()?;
     Ok(out)
+}
+
+/// The ids of the run that starts at `head`: up to `max` consecutive deliveries of the
+/// destination, stopping at the first one not due (in flight, or retrying later) and
+/// before a later version of a record already in the run (it threads on the first one's
+/// receipt, known only once that one is delivered).
+fn run_ids(
+    tx: &Connection,
+    head: i64,
+    dest_id: i64,
+    max: usize,
+    now_ns: i64,
+    ids: &mut Vec<i64>,
+) -> StoreResult<()> {
+    ids.push(head);
+    if max <= 1 {
+        return Ok(());
+    }
+    let mut stmt = tx.prepare_cached(RUN_FROM_HEAD)?;
+    let mut rows = stmt.query(params![dest_id, head])?;
+    let mut records: HashSet<(String, String)> = HashSet::new();
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let identity: (String, String) = (row.get(3)?, row.get(4)?);
+        if id == head {
+            records.insert(identity);
+            continue;
+        }
+        if ids.len() >= max {
+            break;
+        }
+        let status = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+        let due = match status {
+            "pending" => true,
+            "retrying" => row.get::<_, Option<i64>>(2)?.is_none_or(|t| t <= now_ns),
+            _ => false,
+        };
+        if !due || !records.insert(identity) {
+            break;
+        }
+        ids.push(id);
+    }
+    Ok(())
+}
+
+/// Marks delivery `id` in flight for `by`, opens its attempt and reads what sending needs.
+/// `None`: no longer claimable (quarantined earlier in this claim, with another
+/// destination of the same record), or quarantined now.
+fn claim_one(
+    tx: &Connection,
+    id: i64,
+    dest_id: i64,
+    destination: &Destination,
+    by: &Claimant,
+    now_ns: i64,
+    lease_ns: i64,
+) -> StoreResult<Option<ClaimedDelivery>> {
+    let what = format!("delivery {id}");
+    let Some((record_id, attempts, in_doubt, created, first, round)): Option<(
+        i64,
+        i64,
+        bool,
+        i64,
+        i64,
+        i64,
+    )> = tx
+        .prepare_cached(
+            "UPDATE deliveries SET status = 'in_flight', attempts = attempts + 1, \
+               updated_at = ?2, next_attempt_at = NULL, \
+               first_attempt_at = coalesce(first_attempt_at, ?2), \
+               claimed_by = ?3, lease_until = ?4 \
+             WHERE id = ?1 AND status IN ('pending', 'retrying') \
+             RETURNING record_id, attempts, in_doubt, created_at, first_attempt_at, \
+               attempts - round_base",
+        )?
+        .query_row(params![id, now_ns, by.owner.as_str(), lease_ns], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    tx.prepare_cached(
+        "INSERT INTO attempts (delivery_id, number, started_at) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![id, attempts, now_ns])?;
+    let (stream, record_key, body): (String, String, String) = tx
+        .prepare_cached("SELECT stream, record_key, body FROM records WHERE id = ?1")?
+        .query_row([record_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let record: Record = match codec::from_json(&body, &format!("record {record_id}")) {
+        Ok(r) => r,
+        Err(e) => {
+            quarantine(tx, record_id, id, attempts, now_ns, &e)?;
+            return Ok(None);
+        }
+    };
+    // The first delivered receipt for the same stream, record key and destination (any
+    // version of the record).
+    let thread = tx
+        .prepare_cached(
+            "SELECT d.remote_id, d.remote_scope \
+             FROM records AS r JOIN deliveries AS d ON d.record_id = r.id \
+             WHERE r.stream = ?1 AND r.record_key = ?2 AND d.dest_id = ?3 AND d.id < ?4 \
+               AND d.remote_id IS NOT NULL \
+             ORDER BY d.id LIMIT 1",
+        )?
+        .query_row(params![stream, record_key, dest_id, id], |r| {
+            Ok(Receipt {
+                remote_id: r.get(0)?,
+                remote_scope: r.get(1)?,
+                status: None,
+            })
+        })
+        .optional()?;
+    Ok(Some(ClaimedDelivery {
+        id: DeliveryId(id),
+        stream,
+        destination: destination.clone(),
+        record,
+        attempt: codec::count_u32(attempts, &what)?,
+        round_attempt: codec::count_u32(round, &what)?,
+        in_doubt,
+        thread,
+        created_at: codec::ts_from(created, &what)?,
+        first_attempt_at: codec::ts_from(first, &what)?,
+    }))
 }
 
 /// A record row that cannot be decoded must not stop every delivery (DESIGN invariant 4
@@ -210,7 +309,37 @@ pub(crate) fn finish_attempt(
 ) -> StoreResult<()> {
     let at_ns = codec::ts(at)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (status, attempts) = current(&tx, id)?;
+    finish_in(&tx, id, outcome, at_ns)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Records several outcomes in ONE `BEGIN IMMEDIATE` transaction (a group commit). An
+/// attempt that is not in flight (or unknown) is skipped; the first such refusal is
+/// returned after the others are committed.
+pub(crate) fn finish_attempts(conn: &mut Connection, done: &[FinishedAttempt]) -> StoreResult<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut refused = None;
+    for f in done {
+        match finish_in(&tx, f.id, &f.outcome, codec::ts(f.at)?) {
+            Ok(()) => {}
+            Err(StoreError::Core(e @ (Error::InvalidState(_) | Error::NotFound(_)))) => {
+                refused.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    tx.commit()?;
+    refused.map_or(Ok(()), |e| Err(e.into()))
+}
+
+fn finish_in(
+    tx: &Connection,
+    id: DeliveryId,
+    outcome: &AttemptOutcome,
+    at_ns: i64,
+) -> StoreResult<()> {
+    let (status, attempts) = current(tx, id)?;
     if status != DeliveryStatus::InFlight {
         return Err(
             Error::InvalidState(format!("delivery {id} is {status}, not in flight")).into(),
@@ -221,11 +350,11 @@ pub(crate) fn finish_attempt(
             receipt,
             after_doubt,
         } => {
-            delivered(&tx, id, receipt, *after_doubt, at_ns)?;
+            delivered(tx, id, receipt, *after_doubt, at_ns)?;
             (Some(&receipt.remote_id), None)
         }
         AttemptOutcome::Reconciled(receipt) => {
-            delivered(&tx, id, receipt, false, at_ns)?;
+            delivered(tx, id, receipt, false, at_ns)?;
             (Some(&receipt.remote_id), None)
         }
         AttemptOutcome::Retry {
@@ -270,8 +399,43 @@ pub(crate) fn finish_attempt(
         remote_id,
         codec::to_json_opt(error)?,
     ])?;
-    tx.commit()?;
     Ok(())
+}
+
+/// Gives back `by`'s unsent claims among `ids`: the claim is undone (attempt removed,
+/// pending again when it was, due now), in one transaction.
+pub(crate) fn release_claims(
+    conn: &mut Connection,
+    by: &Claimant,
+    ids: &[DeliveryId],
+    now: Timestamp,
+) -> StoreResult<u64> {
+    let now = codec::ts(now)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut n = 0;
+    for id in ids {
+        tx.prepare_cached(
+            "DELETE FROM attempts WHERE delivery_id = ?1 AND number = \
+               (SELECT attempts FROM deliveries \
+                WHERE id = ?1 AND status = 'in_flight' AND claimed_by = ?2)",
+        )?
+        .execute(params![id.0, by.owner.as_str()])?;
+        // Right-hand sides see the row as it was: `attempts - 1` is the count before the
+        // claim.
+        n += tx
+            .prepare_cached(
+                "UPDATE deliveries SET attempts = attempts - 1, \
+                   status = CASE WHEN attempts - 1 = round_base AND in_doubt = 0 \
+                     THEN 'pending' ELSE 'retrying' END, \
+                   first_attempt_at = CASE WHEN attempts - 1 = round_base \
+                     THEN NULL ELSE first_attempt_at END, \
+                   next_attempt_at = ?3, updated_at = ?3, claimed_by = NULL, lease_until = NULL \
+                 WHERE id = ?1 AND status = 'in_flight' AND claimed_by = ?2",
+            )?
+            .execute(params![id.0, by.owner.as_str(), now])?;
+    }
+    tx.commit()?;
+    Ok(n as u64)
 }
 
 fn delivered(

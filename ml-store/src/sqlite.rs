@@ -11,7 +11,8 @@ use jiff::Timestamp;
 use ml_core::audit::{
     AttemptOutcome, AttemptView, AuditQuery, AuditWrite, CallbackApplied, CallbackUpdate, Claimant,
     ClaimedDelivery, CycleEnd, CycleId, CycleView, DeliveryFilter, DeliveryId, DeliveryView,
-    JournalStats, PageCommit, PageCommitted, RecordHistory, RejectedView,
+    FinishedAttempt, JournalStats, PageCommit, PageCommitted, RecordHistory, RejectedView,
+    RunLengths,
 };
 use ml_core::{Position, Result};
 use rusqlite::Connection;
@@ -68,6 +69,13 @@ fn configure(conn: &Connection, b: &SqliteBuilder) -> rusqlite::Result<()> {
     )?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // Plans never depend on bound values: with STAT4 compiled in, SQLite otherwise
+    // re-prepares a cached statement whenever a bound value might change its plan, which
+    // cost more than the hot statements themselves.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     Ok(())
 }
 
@@ -255,6 +263,49 @@ impl AuditWrite for SqliteAuditStore {
         let by = by.clone();
         self.write("claim_due", move |c| deliver::claim_due(c, &by, now, limit))
             .await
+    }
+
+    async fn claim_runs(
+        &self,
+        by: &Claimant,
+        now: Timestamp,
+        limit: usize,
+        runs: &RunLengths,
+    ) -> Result<Vec<Vec<ClaimedDelivery>>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (by, runs) = (by.clone(), runs.clone());
+        self.write("claim_runs", move |c| {
+            deliver::claim_runs(c, &by, now, limit, &runs)
+        })
+        .await
+    }
+
+    async fn finish_attempts(&self, done: Vec<FinishedAttempt>) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        self.write("finish_attempts", move |c| {
+            deliver::finish_attempts(c, &done)
+        })
+        .await
+    }
+
+    async fn release_claims(
+        &self,
+        by: &Claimant,
+        ids: &[DeliveryId],
+        now: Timestamp,
+    ) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let (by, ids) = (by.clone(), ids.to_vec());
+        self.write("release_claims", move |c| {
+            deliver::release_claims(c, &by, &ids, now)
+        })
+        .await
     }
 
     async fn renew_claims(&self, by: &Claimant, ids: &[DeliveryId], now: Timestamp) -> Result<u64> {

@@ -11,7 +11,7 @@ use crate::audit::{
     AttemptOutcome, AttemptView, AuditQuery, AuditWrite, CallbackApplied, CallbackUpdate, Claimant,
     ClaimedDelivery, CycleEnd, CycleId, CycleView, DeliveryFilter, DeliveryId, DeliveryStatus,
     DeliveryView, JournalStats, OwnerId, PageCommit, PageCommitted, RecordHistory, RecordVersion,
-    RejectedView,
+    RejectedView, RunLengths,
 };
 use crate::cursor::Position;
 use crate::error::{Error, Result};
@@ -209,66 +209,65 @@ impl AuditWrite for MemoryAuditStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<ClaimedDelivery>> {
+        let runs = self.claim_runs(by, now, limit, &RunLengths::new()).await?;
+        Ok(runs.into_iter().flatten().collect())
+    }
+
+    async fn claim_runs(
+        &self,
+        by: &Claimant,
+        now: Timestamp,
+        limit: usize,
+        lengths: &RunLengths,
+    ) -> Result<Vec<Vec<ClaimedDelivery>>> {
         let mut g = self.lock();
         let inner = &mut *g;
-        let mut heads: HashSet<_> = HashSet::new();
-        let mut chosen = Vec::new();
+        // Per destination: `Some(i)` while its run (runs[i]) may still grow, `None` once
+        // its head was seen and the run is closed (or never started).
+        let mut open: HashMap<&crate::sink::Destination, Option<usize>> = HashMap::new();
+        let mut runs: Vec<Vec<i64>> = Vec::new();
         for (id, d) in &inner.deliveries {
-            if d.view.status.is_terminal() || !heads.insert(d.view.destination.clone()) {
+            if d.view.status.is_terminal() {
                 continue;
-            }
-            if chosen.len() >= limit {
-                break;
             }
             let due = match d.view.status {
                 DeliveryStatus::Pending => true,
                 DeliveryStatus::Retrying => d.view.next_attempt_at.is_none_or(|t| t <= now),
                 _ => false,
             };
-            if due {
-                chosen.push(*id);
+            match open.get(&d.view.destination).copied() {
+                None => {
+                    let start = due && runs.len() < limit;
+                    open.insert(&d.view.destination, start.then_some(runs.len()));
+                    if start {
+                        runs.push(vec![*id]);
+                    }
+                }
+                Some(Some(i)) => {
+                    let run = &runs[i];
+                    // A later version of a record already in the run threads on its
+                    // first delivery's receipt, known only once that one is delivered.
+                    let same_record = run.iter().any(|r| {
+                        inner.deliveries.get(r).is_some_and(|x| {
+                            x.view.stream == d.view.stream && x.view.record_key == d.view.record_key
+                        })
+                    });
+                    if due && !same_record && run.len() < lengths.get(&d.view.destination) {
+                        runs[i].push(*id);
+                    } else {
+                        open.insert(&d.view.destination, None);
+                    }
+                }
+                Some(None) => {}
             }
         }
-        let mut out = Vec::with_capacity(chosen.len());
-        for id in chosen {
-            let thread = thread_of(inner, id);
-            let d = inner.deliveries.get_mut(&id).ok_or_else(|| {
-                Error::store(
-                    crate::ErrorClass::Permanent,
-                    "claimed delivery vanished",
-                    None,
-                )
-            })?;
-            d.view.status = DeliveryStatus::InFlight;
-            d.view.attempts += 1;
-            d.view.updated_at = now;
-            d.view.next_attempt_at = None;
-            d.claim = Some((by.owner.clone(), by.lease_until(now)));
-            let attempts = inner.attempts.entry(id).or_default();
-            attempts.push(AttemptView {
-                delivery_id: DeliveryId(id),
-                number: d.view.attempts,
-                started_at: now,
-                finished_at: None,
-                outcome: None,
-                remote_id: None,
-                error: None,
-            });
-            let first_attempt_at = *d.round_started.get_or_insert(now);
-            out.push(ClaimedDelivery {
-                id: DeliveryId(id),
-                stream: d.view.stream.clone(),
-                destination: d.view.destination.clone(),
-                record: d.record.clone(),
-                attempt: d.view.attempts,
-                round_attempt: d.view.attempts - d.round_base,
-                in_doubt: d.view.in_doubt,
-                thread,
-                created_at: d.view.created_at,
-                first_attempt_at,
-            });
-        }
-        Ok(out)
+        runs.into_iter()
+            .map(|run| {
+                run.into_iter()
+                    .map(|id| claim_one(inner, id, by, now))
+                    .collect()
+            })
+            .collect()
     }
 
     async fn finish_attempt(
@@ -331,6 +330,48 @@ impl AuditWrite for MemoryAuditStore {
             a.error = error;
         }
         Ok(())
+    }
+
+    async fn release_claims(
+        &self,
+        by: &Claimant,
+        ids: &[DeliveryId],
+        now: Timestamp,
+    ) -> Result<u64> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let mut n = 0;
+        for id in ids {
+            let Some(d) = inner.deliveries.get_mut(&id.0) else {
+                continue;
+            };
+            let mine = d
+                .claim
+                .as_ref()
+                .is_some_and(|(owner, _)| *owner == by.owner);
+            if d.view.status != DeliveryStatus::InFlight || !mine {
+                continue;
+            }
+            // Undo the claim: its attempt never happened.
+            d.view.attempts -= 1;
+            let fresh = d.view.attempts == d.round_base && !d.view.in_doubt;
+            d.view.status = if fresh {
+                DeliveryStatus::Pending
+            } else {
+                DeliveryStatus::Retrying
+            };
+            if d.view.attempts == d.round_base {
+                d.round_started = None;
+            }
+            d.view.next_attempt_at = Some(now);
+            d.view.updated_at = now;
+            d.claim = None;
+            if let Some(a) = inner.attempts.get_mut(&id.0) {
+                a.pop();
+            }
+            n += 1;
+        }
+        Ok(n)
     }
 
     async fn renew_claims(&self, by: &Claimant, ids: &[DeliveryId], now: Timestamp) -> Result<u64> {
@@ -564,6 +605,45 @@ fn apply_receipt(d: &mut Delivery, receipt: &Receipt, by_remote: &mut HashMap<St
     d.view.remote_id = Some(receipt.remote_id.clone());
     d.remote_scope.clone_from(&receipt.remote_scope);
     d.view.next_attempt_at = None;
+}
+
+/// Marks delivery `id` in flight for `by` and opens its attempt.
+fn claim_one(inner: &mut Inner, id: i64, by: &Claimant, now: Timestamp) -> Result<ClaimedDelivery> {
+    let thread = thread_of(inner, id);
+    let d = inner.deliveries.get_mut(&id).ok_or_else(|| {
+        Error::store(
+            crate::ErrorClass::Permanent,
+            "claimed delivery vanished",
+            None,
+        )
+    })?;
+    d.view.status = DeliveryStatus::InFlight;
+    d.view.attempts += 1;
+    d.view.updated_at = now;
+    d.view.next_attempt_at = None;
+    d.claim = Some((by.owner.clone(), by.lease_until(now)));
+    inner.attempts.entry(id).or_default().push(AttemptView {
+        delivery_id: DeliveryId(id),
+        number: d.view.attempts,
+        started_at: now,
+        finished_at: None,
+        outcome: None,
+        remote_id: None,
+        error: None,
+    });
+    let first_attempt_at = *d.round_started.get_or_insert(now);
+    Ok(ClaimedDelivery {
+        id: DeliveryId(id),
+        stream: d.view.stream.clone(),
+        destination: d.view.destination.clone(),
+        record: d.record.clone(),
+        attempt: d.view.attempts,
+        round_attempt: d.view.attempts - d.round_base,
+        in_doubt: d.view.in_doubt,
+        thread,
+        created_at: d.view.created_at,
+        first_attempt_at,
+    })
 }
 
 fn requeue(d: &mut Delivery, now: Timestamp) {
