@@ -89,6 +89,7 @@
 //! refused with [`ml_core::Error::Corrupt`] naming the file.
 
 mod builder;
+mod checkpoint;
 mod codec;
 mod credentials;
 mod deliver;

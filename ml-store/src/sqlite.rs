@@ -18,6 +18,7 @@ use ml_core::{Position, Result};
 use rusqlite::Connection;
 
 use crate::builder::{Location, SqliteBuilder};
+use crate::checkpoint::{Checkpointer, WRITER_AUTOCHECKPOINT};
 use crate::error::{StoreError, StoreResult, is_corruption};
 use crate::{codec, deliver, query, schema, write};
 
@@ -50,6 +51,17 @@ struct Shared {
     writer: Mutex<Connection>,
     /// `None` for an in-memory journal, which has only one connection.
     reader: Option<Mutex<Connection>>,
+    /// `None` for an in-memory journal (no WAL), or when the thread could not start.
+    checkpointer: Option<Checkpointer>,
+}
+
+impl Shared {
+    /// After a commit: the background checkpointer copies it into the database file.
+    fn committed(&self) {
+        if let Some(c) = &self.checkpointer {
+            c.nudge();
+        }
+    }
 }
 
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -116,12 +128,12 @@ impl SqliteAuditStore {
 
     pub(crate) fn open_with(b: &SqliteBuilder) -> StoreResult<Self> {
         let label = b.location.label();
-        let (writer, reader) = match &b.location {
+        let (writer, reader, checkpointer) = match &b.location {
             Location::Memory => {
                 let mut conn = Connection::open_in_memory().map_err(|e| opening(&label, e))?;
                 configure(&conn, b).map_err(|e| opening(&label, e))?;
                 schema::migrate(&mut conn, &label)?;
-                (conn, None)
+                (conn, None, None)
             }
             Location::File(path) => {
                 crate::fs::refuse_network_fs(path, &label)?;
@@ -145,7 +157,12 @@ impl SqliteAuditStore {
                 reader
                     .pragma_update(None, "query_only", true)
                     .map_err(|e| opening(&label, e))?;
-                (conn, Some(reader))
+                let checkpointer = Checkpointer::start(path, b.busy_timeout, &label);
+                if checkpointer.is_some() {
+                    conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT)
+                        .map_err(|e| opening(&label, e))?;
+                }
+                (conn, Some(reader), checkpointer)
             }
         };
         tracing::debug!(journal = %label, "journal opened");
@@ -154,6 +171,7 @@ impl SqliteAuditStore {
                 label,
                 writer: Mutex::new(writer),
                 reader: reader.map(Mutex::new),
+                checkpointer,
             }),
         })
     }
@@ -166,8 +184,9 @@ impl SqliteAuditStore {
     {
         let shared = Arc::clone(&self.shared);
         run(op, &self.shared.label, move || {
-            let mut conn = lock(&shared.writer);
-            f(&mut conn)
+            let out = f(&mut lock(&shared.writer));
+            shared.committed();
+            out
         })
         .await
     }
@@ -240,8 +259,9 @@ impl AuditWrite for SqliteAuditStore {
         run("commit_page", &self.shared.label, move || {
             // Encode outside the lock: JSON is the costly part of a page.
             let page = write::encode_page(page)?;
-            let mut conn = lock(&shared.writer);
-            write::commit_page(&mut conn, &page)
+            let out = write::commit_page(&mut lock(&shared.writer), &page);
+            shared.committed();
+            out
         })
         .await
     }
@@ -260,9 +280,12 @@ impl AuditWrite for SqliteAuditStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let by = by.clone();
-        self.write("claim_due", move |c| deliver::claim_due(c, &by, now, limit))
-            .await
+        Ok(self
+            .claim_runs(by, now, limit, &RunLengths::new())
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     async fn claim_runs(
@@ -276,8 +299,17 @@ impl AuditWrite for SqliteAuditStore {
             return Ok(Vec::new());
         }
         let (by, runs) = (by.clone(), runs.clone());
-        self.write("claim_runs", move |c| {
-            deliver::claim_runs(c, &by, now, limit, &runs)
+        let shared = Arc::clone(&self.shared);
+        run("claim_runs", &self.shared.label, move || {
+            let raw = deliver::claim_runs(&mut lock(&shared.writer), &by, now, limit, &runs);
+            shared.committed();
+            // Decoding the records waits for no lock: it overlaps the next commit.
+            let (claimed, corrupt) = deliver::decode_runs(raw?)?;
+            if !corrupt.is_empty() {
+                deliver::quarantine_claims(&mut lock(&shared.writer), &corrupt, now)?;
+                shared.committed();
+            }
+            Ok(claimed)
         })
         .await
     }
