@@ -15,6 +15,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, param
 use crate::codec::{self, sql_limit};
 use crate::error::{StoreError, StoreResult};
 use crate::query::filter_clause;
+use crate::recent::Recent;
 
 /// The claimable heads of line, oldest first: per destination the oldest delivery that is
 /// pending, in flight or retrying (the partial index `deliveries_head`), kept when it is
@@ -266,13 +267,17 @@ fn claim_run(
 /// decoded are left out of their run and returned for [`quarantine_claims`].
 pub(crate) fn decode_runs(
     runs: Vec<Vec<RawClaim>>,
+    recent: &Recent,
 ) -> StoreResult<(Vec<Vec<ClaimedDelivery>>, Vec<CorruptClaim>)> {
     let mut out = Vec::with_capacity(runs.len());
     let mut corrupt = Vec::new();
     for run in runs {
         let mut decoded = Vec::with_capacity(run.len());
         for c in run {
-            let record: Record = match codec::from_json(&c.body, &format!("record {}", c.record_id))
+            let decoded_now = || codec::from_json(&c.body, &format!("record {}", c.record_id));
+            let record: Record = match recent
+                .get(c.record_id, &c.body)
+                .map_or_else(decoded_now, Ok)
             {
                 Ok(r) => r,
                 Err(cause) => {

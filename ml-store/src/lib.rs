@@ -99,6 +99,7 @@ mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
 mod query;
+mod recent;
 mod replay;
 mod schema;
 mod sqlite;

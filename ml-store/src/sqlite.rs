@@ -20,7 +20,11 @@ use rusqlite::Connection;
 use crate::builder::{Location, SqliteBuilder};
 use crate::checkpoint::{Checkpointer, WRITER_AUTOCHECKPOINT};
 use crate::error::{StoreError, StoreResult, is_corruption};
+use crate::recent::{RECENT_RECORDS, Recent};
 use crate::{codec, deliver, query, schema, write};
+
+/// The page size of a new journal file, in bytes.
+const PAGE_SIZE: i64 = 16_384;
 
 /// Prepared statements kept per connection (the journal uses about 40 distinct ones).
 const STATEMENT_CACHE: usize = 128;
@@ -53,9 +57,15 @@ struct Shared {
     reader: Option<Mutex<Connection>>,
     /// `None` for an in-memory journal (no WAL), or when the thread could not start.
     checkpointer: Option<Checkpointer>,
+    /// The records this handle journaled last, decoded.
+    recent: Mutex<Recent>,
 }
 
 impl Shared {
+    fn recent(&self) -> MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// After a commit: the background checkpointer copies it into the database file.
     fn committed(&self) {
         if let Some(c) = &self.checkpointer {
@@ -139,6 +149,11 @@ impl SqliteAuditStore {
                 crate::fs::refuse_network_fs(path, &label)?;
                 let mut conn = Connection::open(path).map_err(|e| opening(&label, e))?;
                 configure(&conn, b).map_err(|e| opening(&label, e))?;
+                // A new journal gets larger pages: a journaled record (a couple of KB of
+                // JSON) spans fewer of them, and a commit appends a quarter of the WAL frames
+                // (each frame is a write call). Ignored for an existing file.
+                conn.pragma_update(None, "page_size", PAGE_SIZE)
+                    .map_err(|e| opening(&label, e))?;
                 // The first statement that reads the file: a file that is not a SQLite
                 // database fails here.
                 let mode: String = conn
@@ -172,6 +187,7 @@ impl SqliteAuditStore {
                 writer: Mutex::new(writer),
                 reader: reader.map(Mutex::new),
                 checkpointer,
+                recent: Mutex::new(Recent::new(RECENT_RECORDS)),
             }),
         })
     }
@@ -258,9 +274,20 @@ impl AuditWrite for SqliteAuditStore {
         let shared = Arc::clone(&self.shared);
         run("commit_page", &self.shared.label, move || {
             // Encode outside the lock: JSON is the costly part of a page.
-            let page = write::encode_page(page)?;
-            let out = write::commit_page(&mut lock(&shared.writer), &page);
+            let mut page = write::encode_page(page)?;
+            let mut journaled = Vec::with_capacity(page.records.len());
+            let out = write::commit_page(&mut lock(&shared.writer), &page, &mut journaled);
             shared.committed();
+            if out.is_ok() {
+                let mut recent = shared.recent();
+                for (id, i) in journaled {
+                    if let Some((r, body)) =
+                        page.records.get_mut(i).and_then(write::EncodedRecord::take)
+                    {
+                        recent.put(id, r, body);
+                    }
+                }
+            }
             out
         })
         .await
@@ -304,7 +331,7 @@ impl AuditWrite for SqliteAuditStore {
             let raw = deliver::claim_runs(&mut lock(&shared.writer), &by, now, limit, &runs);
             shared.committed();
             // Decoding the records waits for no lock: it overlaps the next commit.
-            let (claimed, corrupt) = deliver::decode_runs(raw?)?;
+            let (claimed, corrupt) = deliver::decode_runs(raw?, &shared.recent())?;
             if !corrupt.is_empty() {
                 deliver::quarantine_claims(&mut lock(&shared.writer), &corrupt, now)?;
                 shared.committed();
