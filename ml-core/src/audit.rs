@@ -785,32 +785,35 @@ pub trait AuditWrite: Send + Sync + Debug {
     }
 
     /// Gives back claims of `by` that were never sent (the rest of a run cut short by a
-    /// retry, or by shutdown): each is due again at once, as if it had never been claimed
-    /// where the backend can undo the claim (its attempt removed, pending again if it was),
-    /// and never in doubt because of this. Deliveries `by` no longer holds in flight are
-    /// left alone. Returns how many were given back.
+    /// retry, or by shutdown): each is due again at once, keeping the doubt it was claimed
+    /// with (never adding or losing one), as if it had never been claimed where the backend
+    /// can undo the claim (its attempt removed, pending again if it was). Deliveries `by`
+    /// no longer holds in flight are left alone. Returns how many were given back.
     ///
-    /// The default finishes each with a retry due `now`, not in doubt (the attempt stays
-    /// in the history, labelled `retry`).
+    /// The default checks each is still held with [`Self::renew_claims`], then finishes it
+    /// with a retry due `now` carrying its doubt (the attempt stays in the history,
+    /// labelled `retry` or `in_doubt`, and counts toward its retry round).
     async fn release_claims(
         &self,
         by: &Claimant,
-        ids: &[DeliveryId],
+        unsent: &[ClaimedDelivery],
         now: Timestamp,
     ) -> Result<u64> {
-        let _ = by;
         let mut n = 0;
-        for id in ids {
+        for c in unsent {
+            if self.renew_claims(by, &[c.id], now).await? == 0 {
+                continue;
+            }
             let outcome = AttemptOutcome::Retry {
                 error: ErrorInfo {
                     class: "retryable".into(),
                     code: Some("released".into()),
-                    message: "not sent: released unsent".into(),
+                    message: "not sent: given back unsent".into(),
                 },
                 next_at: now,
-                in_doubt: false,
+                in_doubt: c.in_doubt,
             };
-            match self.finish_attempt(*id, outcome, now).await {
+            match self.finish_attempt(c.id, outcome, now).await {
                 Ok(()) => n += 1,
                 Err(Error::InvalidState(_) | Error::NotFound(_)) => {}
                 Err(e) => return Err(e),

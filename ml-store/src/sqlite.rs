@@ -354,13 +354,14 @@ impl AuditWrite for SqliteAuditStore {
     async fn release_claims(
         &self,
         by: &Claimant,
-        ids: &[DeliveryId],
+        unsent: &[ClaimedDelivery],
         now: Timestamp,
     ) -> Result<u64> {
-        if ids.is_empty() {
+        if unsent.is_empty() {
             return Ok(0);
         }
-        let (by, ids) = (by.clone(), ids.to_vec());
+        let by = by.clone();
+        let ids: Vec<DeliveryId> = unsent.iter().map(|c| c.id).collect();
         self.write("release_claims", move |c| {
             deliver::release_claims(c, &by, &ids, now)
         })

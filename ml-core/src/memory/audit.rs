@@ -335,13 +335,13 @@ impl AuditWrite for MemoryAuditStore {
     async fn release_claims(
         &self,
         by: &Claimant,
-        ids: &[DeliveryId],
+        unsent: &[ClaimedDelivery],
         now: Timestamp,
     ) -> Result<u64> {
         let mut g = self.lock();
         let inner = &mut *g;
         let mut n = 0;
-        for id in ids {
+        for id in unsent.iter().map(|c| c.id) {
             let Some(d) = inner.deliveries.get_mut(&id.0) else {
                 continue;
             };
@@ -679,8 +679,114 @@ fn thread_of(inner: &Inner, id: i64) -> Option<Receipt> {
 mod tests {
     use std::sync::Arc;
 
+    use jiff::Timestamp;
+
     use super::MemoryAuditStore;
-    use crate::audit::AuditStore;
+    use crate::audit::{
+        AttemptOutcome, AttemptView, AuditQuery, AuditStore, AuditWrite, CallbackApplied,
+        CallbackUpdate, Claimant, ClaimedDelivery, CycleEnd, CycleId, CycleView, DeliveryFilter,
+        DeliveryId, DeliveryView, JournalStats, PageCommit, PageCommitted, RecordHistory,
+        RejectedView,
+    };
+    use crate::cursor::Position;
+    use crate::error::Result;
+
+    /// Delegates only the required methods: the conformance suite then checks the trait's
+    /// default `claim_runs`, `finish_attempts` and `release_claims` (what a backend that
+    /// implements none of them gets).
+    #[derive(Debug, Default)]
+    struct DefaultsOnly(MemoryAuditStore);
+
+    #[async_trait::async_trait]
+    impl crate::audit::AuditWrite for DefaultsOnly {
+        async fn load_position(&self, s: &str) -> Result<Option<Position>> {
+            self.0.load_position(s).await
+        }
+        async fn begin_cycle(&self, s: &str, at: Timestamp) -> Result<CycleId> {
+            self.0.begin_cycle(s, at).await
+        }
+        async fn commit_page(&self, p: PageCommit) -> Result<PageCommitted> {
+            self.0.commit_page(p).await
+        }
+        async fn end_cycle(&self, c: CycleId, e: CycleEnd) -> Result<()> {
+            self.0.end_cycle(c, e).await
+        }
+        async fn claim_due(
+            &self,
+            by: &Claimant,
+            now: Timestamp,
+            limit: usize,
+        ) -> Result<Vec<ClaimedDelivery>> {
+            self.0.claim_due(by, now, limit).await
+        }
+        async fn renew_claims(
+            &self,
+            by: &Claimant,
+            ids: &[DeliveryId],
+            now: Timestamp,
+        ) -> Result<u64> {
+            self.0.renew_claims(by, ids, now).await
+        }
+        async fn finish_attempt(
+            &self,
+            id: DeliveryId,
+            o: AttemptOutcome,
+            at: Timestamp,
+        ) -> Result<()> {
+            self.0.finish_attempt(id, o, at).await
+        }
+        async fn requeue_in_flight(&self, by: &Claimant, now: Timestamp) -> Result<u64> {
+            self.0.requeue_in_flight(by, now).await
+        }
+        async fn acquire_stream(&self, s: &str, by: &Claimant, now: Timestamp) -> Result<bool> {
+            self.0.acquire_stream(s, by, now).await
+        }
+        async fn release_stream(&self, s: &str, by: &Claimant) -> Result<()> {
+            self.0.release_stream(s, by).await
+        }
+        async fn replay(&self, id: DeliveryId, now: Timestamp) -> Result<()> {
+            self.0.replay(id, now).await
+        }
+        async fn replay_failed(&self, f: &DeliveryFilter, now: Timestamp) -> Result<u64> {
+            self.0.replay_failed(f, now).await
+        }
+        async fn apply_callback(&self, u: &CallbackUpdate) -> Result<CallbackApplied> {
+            self.0.apply_callback(u).await
+        }
+        async fn next_due_at(&self) -> Result<Option<Timestamp>> {
+            self.0.next_due_at().await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl crate::audit::AuditQuery for DefaultsOnly {
+        async fn deliveries(&self, f: &DeliveryFilter) -> Result<Vec<DeliveryView>> {
+            self.0.deliveries(f).await
+        }
+        async fn attempts(&self, id: DeliveryId) -> Result<Vec<AttemptView>> {
+            self.0.attempts(id).await
+        }
+        async fn record_history(&self, s: &str, k: &str) -> Result<RecordHistory> {
+            self.0.record_history(s, k).await
+        }
+        async fn cycles(&self, s: &str, n: usize) -> Result<Vec<CycleView>> {
+            self.0.cycles(s, n).await
+        }
+        async fn rejected(&self, s: Option<&str>, n: usize) -> Result<Vec<RejectedView>> {
+            self.0.rejected(s, n).await
+        }
+        async fn stats(&self) -> Result<JournalStats> {
+            self.0.stats().await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_default_run_and_group_methods_conform() {
+        crate::testing::audit_store_conformance(|| async {
+            Arc::new(DefaultsOnly::default()) as Arc<dyn AuditStore>
+        })
+        .await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn memory_store_conforms() {

@@ -284,7 +284,7 @@ async fn send_run(
         }
         acks.push(acked);
         if cut || stop.is_some_and(|s| *s.borrow()) {
-            unsent.extend(run.by_ref().map(|c| c.id));
+            unsent.extend(run.by_ref());
             break;
         }
     }
@@ -513,5 +513,37 @@ fn retry_or_fail(inner: &Inner, c: &ClaimedDelivery, e: &Error, in_doubt: bool) 
             in_doubt,
         },
         None => AttemptOutcome::Failed(ErrorInfo::from(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{RUN_WINDOW, next_run_length};
+
+    #[test]
+    fn runs_follow_what_a_destination_delivers_in_about_a_second() {
+        let ms = Duration::from_millis;
+        // A Slack channel (1/s): the first message goes at once, so the run doubles once;
+        // the limiter then spaces that run of 2 over ~2 s, which brings it back to 1, where
+        // it stays (each run waits ~1 s for its permit).
+        assert_eq!(next_run_length(1, 1, ms(5), false, 256), 2);
+        assert_eq!(next_run_length(2, 2, ms(2_000), false, 256), 1);
+        assert_eq!(next_run_length(1, 1, ms(990), false, 256), 1);
+        assert_eq!(next_run_length(1, 1, ms(1_010), false, 256), 1);
+        // A fast sink doubles up to the bound.
+        assert_eq!(next_run_length(64, 64, ms(3), false, 256), 128);
+        assert_eq!(next_run_length(256, 256, ms(3), false, 256), 256);
+        // A short run (less was due) does not grow; a retry starts over.
+        assert_eq!(next_run_length(64, 10, ms(3), false, 256), 64);
+        assert_eq!(next_run_length(64, 3, ms(3), true, 256), 1);
+        // 100 sends in 2 s: 50 a second.
+        assert_eq!(next_run_length(100, 100, RUN_WINDOW * 2, false, 256), 50);
+        assert_eq!(
+            next_run_length(8, 8, ms(3), false, 1),
+            1,
+            "max_run 1: never batched"
+        );
     }
 }
