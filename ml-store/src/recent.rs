@@ -11,8 +11,8 @@ use std::collections::{HashMap, VecDeque};
 
 use ml_core::Record;
 
-/// Records kept, at most: about four pages of a source with 500-record pages (a few MB).
-pub(crate) const RECENT_RECORDS: usize = 2_048;
+/// Records kept, at most: about a run of deliveries (~1-2 MB).
+pub(crate) const RECENT_RECORDS: usize = 256;
 
 /// Decoded records by journal row id, oldest first out.
 #[derive(Debug)]

@@ -121,7 +121,7 @@ impl fmt::Debug for Stream {
 
 /// The default longest run of one destination's deliveries claimed at once
 /// ([`PipelineBuilder::max_run`]).
-pub const DEFAULT_MAX_RUN: usize = 256;
+pub const DEFAULT_MAX_RUN: usize = 128;
 
 /// How long a permanently failing stream is paused at most ([`PipelineBuilder::permanent_pause`]).
 pub const MAX_PERMANENT_PAUSE: Duration = Duration::from_secs(24 * 3600);
