@@ -698,7 +698,7 @@ mod tests {
     struct DefaultsOnly(MemoryAuditStore);
 
     #[async_trait::async_trait]
-    impl crate::audit::AuditWrite for DefaultsOnly {
+    impl AuditWrite for DefaultsOnly {
         async fn load_position(&self, s: &str) -> Result<Option<Position>> {
             self.0.load_position(s).await
         }
@@ -759,7 +759,7 @@ mod tests {
     }
 
     #[async_trait::async_trait]
-    impl crate::audit::AuditQuery for DefaultsOnly {
+    impl AuditQuery for DefaultsOnly {
         async fn deliveries(&self, f: &DeliveryFilter) -> Result<Vec<DeliveryView>> {
             self.0.deliveries(f).await
         }
