@@ -40,6 +40,12 @@ const STATEMENT_CACHE: usize = 128;
 ///   commit: WAL readers see the last committed state.
 /// * rusqlite is blocking: each call runs on tokio's blocking pool
 ///   (`spawn_blocking`), never on an async worker thread.
+/// * File journals are checkpointed by a background thread with its own connection
+///   (`PASSIVE` checkpoints after commits), so commits do not copy the WAL into the
+///   database file while holding the write lock; new files use 16 KB pages.
+/// * Claims are made in runs ([`AuditWrite::claim_runs`]) and outcomes recorded in groups
+///   ([`AuditWrite::finish_attempts`]), each one transaction; records are decoded after
+///   the write lock is released.
 /// * Durability: WAL with `synchronous=NORMAL` by default (survives a process crash
 ///   completely; a power loss may lose the last commits but never corrupts), or
 ///   `synchronous=FULL` with [`SqliteBuilder::with_synchronous_full`].
