@@ -1,6 +1,7 @@
 //! The `AuditStore` trait: the durable journal, and the only source of truth for what
 //! happened to every record and every delivery.
 
+use std::collections::HashMap;
 use std::fmt::{self, Debug};
 use std::str::FromStr;
 
@@ -325,6 +326,65 @@ impl AttemptOutcome {
             Self::Failed(_) => "failed",
         }
     }
+}
+
+/// How many consecutive deliveries of one destination one claim may take
+/// ([`AuditWrite::claim_runs`]): 1 (the head alone) unless a destination is given more.
+///
+/// The pipeline sizes a destination's run by what it delivered in about a second, so a
+/// paced destination (a Slack channel, 1 message/s) gets runs of 1 and a fast sink gets
+/// long ones: what may be in doubt after a crash stays bounded by the destination's own rate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunLengths {
+    per_destination: HashMap<Destination, usize>,
+}
+
+impl RunLengths {
+    /// Runs of 1 everywhere.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lets `destination` take runs of up to `len` deliveries (at least 1).
+    #[must_use]
+    pub fn with(mut self, destination: Destination, len: usize) -> Self {
+        self.set(destination, len);
+        self
+    }
+
+    /// Sets the run length of `destination` (at least 1; 1 is the default and is not kept).
+    pub fn set(&mut self, destination: Destination, len: usize) {
+        if len > 1 {
+            self.per_destination.insert(destination, len);
+        } else {
+            self.per_destination.remove(&destination);
+        }
+    }
+
+    /// The longest run `destination` may take (at least 1).
+    pub fn get(&self, destination: &Destination) -> usize {
+        self.per_destination
+            .get(destination)
+            .copied()
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// The longest run any destination may take.
+    pub fn max(&self) -> usize {
+        self.per_destination.values().copied().max().unwrap_or(1)
+    }
+}
+
+/// How one in-flight attempt ended, for [`AuditWrite::finish_attempts`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct FinishedAttempt {
+    /// The delivery.
+    pub id: DeliveryId,
+    /// How the attempt ended.
+    pub outcome: AttemptOutcome,
+    /// When.
+    pub at: Timestamp,
 }
 
 /// Which deliveries a query or a replay applies to. Empty fields match everything; the
@@ -676,6 +736,91 @@ pub trait AuditWrite: Send + Sync + Debug {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<ClaimedDelivery>>;
+
+    /// Claims, for up to `limit` destinations, a run of consecutive due deliveries each:
+    /// the head of the destination (as [`Self::claim_due`] claims it) and, behind it, up
+    /// to `runs.get(destination) - 1` more in id order, stopping at the first one that is
+    /// not due (in flight, or retrying and not yet due). Each claimed delivery is marked in
+    /// flight for `by` with an attempt opened, all in one transaction, exactly as
+    /// `claim_due` would; a delivery is never handed to two claimants. Runs come in head id
+    /// order, each in id order (per-destination order is source order).
+    ///
+    /// The default claims the heads alone (runs of 1) with [`Self::claim_due`].
+    async fn claim_runs(
+        &self,
+        by: &Claimant,
+        now: Timestamp,
+        limit: usize,
+        runs: &RunLengths,
+    ) -> Result<Vec<Vec<ClaimedDelivery>>> {
+        let _ = runs;
+        Ok(self
+            .claim_due(by, now, limit)
+            .await?
+            .into_iter()
+            .map(|c| vec![c])
+            .collect())
+    }
+
+    /// Records how several in-flight attempts ended, in order, each as
+    /// [`Self::finish_attempt`] would: in one transaction where the backend can (a group
+    /// commit). An attempt whose delivery is not in flight (or unknown) does not stop the
+    /// others: they are recorded, then the first such refusal is returned
+    /// ([`Error::InvalidState`] / [`Error::NotFound`]). Any other error means none of the
+    /// remaining outcomes is known to be recorded.
+    ///
+    /// The default calls [`Self::finish_attempt`] for each.
+    async fn finish_attempts(&self, done: Vec<FinishedAttempt>) -> Result<()> {
+        let mut refused = None;
+        for f in done {
+            match self.finish_attempt(f.id, f.outcome, f.at).await {
+                Ok(()) => {}
+                Err(e @ (Error::InvalidState(_) | Error::NotFound(_))) => {
+                    refused.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// Gives back claims of `by` that were never sent (the rest of a run cut short by a
+    /// retry, or by shutdown): each is due again at once, keeping the doubt it was claimed
+    /// with (never adding or losing one), as if it had never been claimed where the backend
+    /// can undo the claim (its attempt removed, pending again if it was). Deliveries `by`
+    /// no longer holds in flight are left alone. Returns how many were given back.
+    ///
+    /// The default checks each is still held with [`Self::renew_claims`], then finishes it
+    /// with a retry due `now` carrying its doubt (the attempt stays in the history,
+    /// labelled `retry` or `in_doubt`, and counts toward its retry round).
+    async fn release_claims(
+        &self,
+        by: &Claimant,
+        unsent: &[ClaimedDelivery],
+        now: Timestamp,
+    ) -> Result<u64> {
+        let mut n = 0;
+        for c in unsent {
+            if self.renew_claims(by, &[c.id], now).await? == 0 {
+                continue;
+            }
+            let outcome = AttemptOutcome::Retry {
+                error: ErrorInfo {
+                    class: "retryable".into(),
+                    code: Some("released".into()),
+                    message: "not sent: given back unsent".into(),
+                },
+                next_at: now,
+                in_doubt: c.in_doubt,
+            };
+            match self.finish_attempt(c.id, outcome, now).await {
+                Ok(()) => n += 1,
+                Err(Error::InvalidState(_) | Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
 
     /// Extends the leases of `by`'s in-flight deliveries among `ids` to
     /// `by.lease_until(now)`. Returns how many are still held (a delivery whose lease ran

@@ -2,9 +2,11 @@
 //! is one `BEGIN IMMEDIATE` transaction.
 
 use jiff::Timestamp;
+use std::collections::HashSet;
+
 use ml_core::audit::{
     AttemptOutcome, CallbackApplied, CallbackUpdate, Claimant, ClaimedDelivery, DeliveryFilter,
-    DeliveryId, DeliveryStatus, ErrorInfo,
+    DeliveryId, DeliveryStatus, ErrorInfo, FinishedAttempt, RunLengths,
 };
 use ml_core::sink::Receipt;
 use ml_core::{Destination, Error, Record};
@@ -13,6 +15,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, param
 use crate::codec::{self, sql_limit};
 use crate::error::{StoreError, StoreResult};
 use crate::query::filter_clause;
+use crate::recent::Recent;
 
 /// The claimable heads of line, oldest first: per destination the oldest delivery that is
 /// pending, in flight or retrying (the partial index `deliveries_head`), kept when it is
@@ -29,91 +32,56 @@ use crate::query::filter_clause;
 const CLAIMABLE_HEADS: &str = "
 WITH RECURSIVE dests(dest_id) AS (
     SELECT (SELECT f.dest_id FROM deliveries AS f INDEXED BY deliveries_head
-            WHERE f.status IN ('pending', 'in_flight', 'retrying')
+            WHERE f.status NOT IN ('delivered', 'failed')
             ORDER BY f.dest_id LIMIT 1)
     UNION ALL
     SELECT (SELECT n.dest_id FROM deliveries AS n INDEXED BY deliveries_head
-            WHERE n.status IN ('pending', 'in_flight', 'retrying') AND n.dest_id > dests.dest_id
+            WHERE n.status NOT IN ('delivered', 'failed') AND n.dest_id > dests.dest_id
             ORDER BY n.dest_id LIMIT 1)
     FROM dests WHERE dests.dest_id IS NOT NULL
 ),
 heads(id) AS (
     SELECT (SELECT h.id FROM deliveries AS h INDEXED BY deliveries_head
-            WHERE h.status IN ('pending', 'in_flight', 'retrying') AND h.dest_id = dests.dest_id
+            WHERE h.status NOT IN ('delivered', 'failed') AND h.dest_id = dests.dest_id
             ORDER BY h.id LIMIT 1)
     FROM dests WHERE dests.dest_id IS NOT NULL
 )
-SELECT d.id FROM heads JOIN deliveries AS d ON d.id = heads.id
+SELECT d.id, d.dest_id FROM heads JOIN deliveries AS d ON d.id = heads.id
 WHERE d.status = 'pending'
    OR (d.status = 'retrying' AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?1))
 ORDER BY d.id
 LIMIT ";
 
-pub(crate) fn claim_due(
+/// The non-terminal deliveries of one destination from a head on, in id order, with what
+/// decides whether a run may take them: status, due time, and the record's identity.
+const RUN_FROM_HEAD: &str = "SELECT d.id, d.status, d.next_attempt_at, r.stream, r.record_key \
+     FROM deliveries AS d INDEXED BY deliveries_head JOIN records AS r ON r.id = d.record_id \
+     WHERE d.dest_id = ?1 AND d.status NOT IN ('delivered', 'failed') AND d.id >= ?2 \
+     ORDER BY d.id";
+
+/// Claims runs of consecutive due deliveries per destination (see
+/// `AuditWrite::claim_runs`) in ONE `BEGIN IMMEDIATE` transaction. The records come back
+/// as JSON, for [`decode_runs`] after the write lock is released.
+pub(crate) fn claim_runs(
     conn: &mut Connection,
     by: &Claimant,
     now: Timestamp,
     limit: usize,
-) -> StoreResult<Vec<ClaimedDelivery>> {
+    lengths: &RunLengths,
+) -> StoreResult<Vec<Vec<RawClaim>>> {
     let now_ns = codec::ts(now)?;
     let lease_ns = codec::ts(by.lease_until(now))?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let sql = format!("{CLAIMABLE_HEADS}{}", sql_limit(Some(limit)));
-    let ids = tx
+    let heads = tx
         .prepare_cached(&sql)?
-        .query_map(params![now_ns], |r| r.get::<_, i64>(0))?
+        .query_map(params![now_ns], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let what = format!("delivery {id}");
-        let Some((record_id, dest_id, attempts, in_doubt, created, first, round)): Option<(
-            i64,
-            i64,
-            i64,
-            bool,
-            i64,
-            i64,
-            i64,
-        )> = tx
-            .prepare_cached(
-                "UPDATE deliveries SET status = 'in_flight', attempts = attempts + 1, \
-                   updated_at = ?2, next_attempt_at = NULL, \
-                   first_attempt_at = coalesce(first_attempt_at, ?2), \
-                   claimed_by = ?3, lease_until = ?4 \
-                 WHERE id = ?1 AND status IN ('pending', 'retrying') \
-                 RETURNING record_id, dest_id, attempts, in_doubt, created_at, first_attempt_at, \
-                   attempts - round_base",
-            )?
-            .query_row(params![id, now_ns, by.owner.as_str(), lease_ns], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            })
-            .optional()?
-        // Quarantined earlier in this claim (another destination of the same record).
-        else {
-            continue;
-        };
-        tx.prepare_cached(
-            "INSERT INTO attempts (delivery_id, number, started_at) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![id, attempts, now_ns])?;
-        let (stream, record_key, body): (String, String, String) = tx
-            .prepare_cached("SELECT stream, record_key, body FROM records WHERE id = ?1")?
-            .query_row([record_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        let record: Record = match codec::from_json(&body, &format!("record {record_id}")) {
-            Ok(r) => r,
-            Err(e) => {
-                quarantine(&tx, record_id, id, attempts, now_ns, &e)?;
-                continue;
-            }
-        };
+    let mut out = Vec::with_capacity(heads.len());
+    let mut ids = Vec::new();
+    for (head, dest_id) in heads {
         let destination = tx
             .prepare_cached("SELECT sink, address FROM destinations WHERE id = ?1")?
             .query_row([dest_id], |r| {
@@ -122,39 +90,240 @@ pub(crate) fn claim_due(
                     address: r.get(1)?,
                 })
             })?;
-        // The first delivered receipt for the same stream, record key and destination (any
-        // version of the record).
-        let thread = tx
-            .prepare_cached(
-                "SELECT d.remote_id, d.remote_scope \
-                 FROM records AS r JOIN deliveries AS d ON d.record_id = r.id \
-                 WHERE r.stream = ?1 AND r.record_key = ?2 AND d.dest_id = ?3 AND d.id < ?4 \
-                   AND d.remote_id IS NOT NULL \
-                 ORDER BY d.id LIMIT 1",
-            )?
-            .query_row(params![stream, record_key, dest_id, id], |r| {
-                Ok(Receipt {
-                    remote_id: r.get(0)?,
-                    remote_scope: r.get(1)?,
-                    status: None,
-                })
-            })
-            .optional()?;
-        out.push(ClaimedDelivery {
-            id: DeliveryId(id),
-            stream,
-            destination,
-            record,
-            attempt: codec::count_u32(attempts, &what)?,
-            round_attempt: codec::count_u32(round, &what)?,
-            in_doubt,
-            thread,
-            created_at: codec::ts_from(created, &what)?,
-            first_attempt_at: codec::ts_from(first, &what)?,
-        });
+        ids.clear();
+        run_ids(
+            &tx,
+            head,
+            dest_id,
+            lengths.get(&destination),
+            now_ns,
+            &mut ids,
+        )?;
+        let run = claim_run(&tx, &ids, dest_id, &destination, by, now_ns, lease_ns)?;
+        if !run.is_empty() {
+            out.push(run);
+        }
     }
     tx.commit()?;
     Ok(out)
+}
+
+/// The ids of the run that starts at `head`: up to `max` consecutive deliveries of the
+/// destination, stopping at the first one not due (in flight, or retrying later) and
+/// before a later version of a record already in the run (it threads on the first one's
+/// receipt, known only once that one is delivered).
+fn run_ids(
+    tx: &Connection,
+    head: i64,
+    dest_id: i64,
+    max: usize,
+    now_ns: i64,
+    ids: &mut Vec<i64>,
+) -> StoreResult<()> {
+    ids.push(head);
+    if max <= 1 {
+        return Ok(());
+    }
+    let mut stmt = tx.prepare_cached(RUN_FROM_HEAD)?;
+    let mut rows = stmt.query(params![dest_id, head])?;
+    let mut records: HashSet<(String, String)> = HashSet::new();
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let identity: (String, String) = (row.get(3)?, row.get(4)?);
+        if id == head {
+            records.insert(identity);
+            continue;
+        }
+        if ids.len() >= max {
+            break;
+        }
+        let status = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+        let due = match status {
+            "pending" => true,
+            "retrying" => row.get::<_, Option<i64>>(2)?.is_none_or(|t| t <= now_ns),
+            _ => false,
+        };
+        if !due || !records.insert(identity) {
+            break;
+        }
+        ids.push(id);
+    }
+    Ok(())
+}
+
+/// The claimed run of a destination between two ids, with what sending needs: the record
+/// and the delivery a later version threads on (the first delivered one for the same
+/// stream, record key and destination).
+const CLAIMED_RUN: &str = "SELECT d.id, d.record_id, d.attempts, d.in_doubt, d.created_at, \
+       d.first_attempt_at, d.attempts - d.round_base, r.stream, r.body, \
+       (SELECT t.id FROM records AS tr JOIN deliveries AS t ON t.record_id = tr.id \
+        WHERE tr.stream = r.stream AND tr.record_key = r.record_key AND t.dest_id = d.dest_id \
+          AND t.id < d.id AND t.remote_id IS NOT NULL \
+        ORDER BY t.id LIMIT 1) \
+     FROM deliveries AS d INDEXED BY deliveries_head JOIN records AS r ON r.id = d.record_id \
+     WHERE d.dest_id = ?1 AND d.status NOT IN ('delivered', 'failed') AND d.id BETWEEN ?2 AND ?3 \
+       AND d.status = 'in_flight' AND d.claimed_by = ?4 AND d.updated_at = ?5 \
+     ORDER BY d.id";
+
+/// A claimed delivery whose record is still JSON: decoded after the write lock is given
+/// back ([`decode_runs`]), so decoding overlaps the next commit.
+pub(crate) struct RawClaim {
+    id: i64,
+    record_id: i64,
+    attempts: i64,
+    round_attempt: i64,
+    in_doubt: bool,
+    created_at: i64,
+    first_attempt_at: i64,
+    stream: String,
+    destination: Destination,
+    body: String,
+    thread: Option<Receipt>,
+}
+
+/// A claimed delivery whose journaled record cannot be decoded: quarantined by
+/// [`quarantine_claims`].
+pub(crate) struct CorruptClaim {
+    record_id: i64,
+    id: i64,
+    attempt: i64,
+    cause: StoreError,
+}
+
+/// Marks the run `ids` (consecutive live deliveries of one destination, each due, as
+/// [`run_ids`] found them) in flight for `by`, opens their attempts, and reads what sending
+/// needs: a few statements per run, not per delivery.
+fn claim_run(
+    tx: &Connection,
+    ids: &[i64],
+    dest_id: i64,
+    destination: &Destination,
+    by: &Claimant,
+    now_ns: i64,
+    lease_ns: i64,
+) -> StoreResult<Vec<RawClaim>> {
+    let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
+        return Ok(Vec::new());
+    };
+    let owner = by.owner.as_str();
+    // Every live delivery of the destination between `first` and `last` is in the run.
+    tx.prepare_cached(
+        "UPDATE deliveries SET status = 'in_flight', attempts = attempts + 1, \
+           updated_at = ?4, next_attempt_at = NULL, \
+           first_attempt_at = coalesce(first_attempt_at, ?4), \
+           claimed_by = ?5, lease_until = ?6 \
+         WHERE dest_id = ?1 AND status NOT IN ('delivered', 'failed') \
+           AND id BETWEEN ?2 AND ?3 AND status IN ('pending', 'retrying')",
+    )?
+    .execute(params![dest_id, first, last, now_ns, owner, lease_ns])?;
+    tx.prepare_cached(
+        "INSERT INTO attempts (delivery_id, number, started_at) \
+         SELECT id, attempts, ?4 FROM deliveries INDEXED BY deliveries_head \
+         WHERE dest_id = ?1 AND status NOT IN ('delivered', 'failed') \
+           AND id BETWEEN ?2 AND ?3 AND status = 'in_flight' AND claimed_by = ?5 \
+           AND updated_at = ?4",
+    )?
+    .execute(params![dest_id, first, last, now_ns, owner])?;
+    let mut out = Vec::with_capacity(ids.len());
+    let mut threads = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(CLAIMED_RUN)?;
+        let mut rows = stmt.query(params![dest_id, first, last, owner, now_ns])?;
+        while let Some(row) = rows.next()? {
+            if let Some(t) = row.get::<_, Option<i64>>(9)? {
+                threads.push((out.len(), t));
+            }
+            out.push(RawClaim {
+                id: row.get(0)?,
+                record_id: row.get(1)?,
+                attempts: row.get(2)?,
+                in_doubt: row.get(3)?,
+                created_at: row.get(4)?,
+                first_attempt_at: row.get(5)?,
+                round_attempt: row.get(6)?,
+                stream: row.get(7)?,
+                body: row.get(8)?,
+                destination: destination.clone(),
+                thread: None,
+            });
+        }
+    }
+    for (i, t) in threads {
+        out[i].thread = Some(
+            tx.prepare_cached("SELECT remote_id, remote_scope FROM deliveries WHERE id = ?1")?
+                .query_row([t], |r| {
+                    Ok(Receipt {
+                        remote_id: r.get(0)?,
+                        remote_scope: r.get(1)?,
+                        status: None,
+                    })
+                })?,
+        );
+    }
+    Ok(out)
+}
+
+/// Decodes claimed runs (outside the write lock). Deliveries whose record cannot be
+/// decoded are left out of their run and returned for [`quarantine_claims`].
+pub(crate) fn decode_runs(
+    runs: Vec<Vec<RawClaim>>,
+    recent: &Recent,
+) -> StoreResult<(Vec<Vec<ClaimedDelivery>>, Vec<CorruptClaim>)> {
+    let mut out = Vec::with_capacity(runs.len());
+    let mut corrupt = Vec::new();
+    for run in runs {
+        let mut decoded = Vec::with_capacity(run.len());
+        for c in run {
+            let decoded_now = || codec::from_json(&c.body, &format!("record {}", c.record_id));
+            let record: Record = match recent
+                .get(c.record_id, &c.body)
+                .map_or_else(decoded_now, Ok)
+            {
+                Ok(r) => r,
+                Err(cause) => {
+                    corrupt.push(CorruptClaim {
+                        record_id: c.record_id,
+                        id: c.id,
+                        attempt: c.attempts,
+                        cause,
+                    });
+                    continue;
+                }
+            };
+            let what = format!("delivery {}", c.id);
+            decoded.push(ClaimedDelivery {
+                id: DeliveryId(c.id),
+                stream: c.stream,
+                destination: c.destination,
+                record,
+                attempt: codec::count_u32(c.attempts, &what)?,
+                round_attempt: codec::count_u32(c.round_attempt, &what)?,
+                in_doubt: c.in_doubt,
+                thread: c.thread,
+                created_at: codec::ts_from(c.created_at, &what)?,
+                first_attempt_at: codec::ts_from(c.first_attempt_at, &what)?,
+            });
+        }
+        if !decoded.is_empty() {
+            out.push(decoded);
+        }
+    }
+    Ok((out, corrupt))
+}
+
+/// Quarantines claimed deliveries whose record cannot be decoded, in one transaction.
+pub(crate) fn quarantine_claims(
+    conn: &mut Connection,
+    corrupt: &[CorruptClaim],
+    now: Timestamp,
+) -> StoreResult<()> {
+    let now_ns = codec::ts(now)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for c in corrupt {
+        quarantine(&tx, c.record_id, c.id, c.attempt, now_ns, &c.cause)?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 /// A record row that cannot be decoded must not stop every delivery (DESIGN invariant 4
@@ -210,34 +379,76 @@ pub(crate) fn finish_attempt(
 ) -> StoreResult<()> {
     let at_ns = codec::ts(at)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (status, attempts) = current(&tx, id)?;
-    if status != DeliveryStatus::InFlight {
-        return Err(
-            Error::InvalidState(format!("delivery {id} is {status}, not in flight")).into(),
-        );
+    finish_in(&tx, id, outcome, at_ns)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Records several outcomes in ONE `BEGIN IMMEDIATE` transaction (a group commit). An
+/// attempt that is not in flight (or unknown) is skipped; the first such refusal is
+/// returned after the others are committed.
+pub(crate) fn finish_attempts(conn: &mut Connection, done: &[FinishedAttempt]) -> StoreResult<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut refused = None;
+    for f in done {
+        match finish_in(&tx, f.id, &f.outcome, codec::ts(f.at)?) {
+            Ok(()) => {}
+            Err(StoreError::Core(e @ (Error::InvalidState(_) | Error::NotFound(_)))) => {
+                refused.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
     }
+    tx.commit()?;
+    refused.map_or(Ok(()), |e| Err(e.into()))
+}
+
+fn finish_in(
+    tx: &Connection,
+    id: DeliveryId,
+    outcome: &AttemptOutcome,
+    at_ns: i64,
+) -> StoreResult<()> {
     let (remote_id, error): (Option<&str>, Option<&ErrorInfo>) = match outcome {
+        AttemptOutcome::Delivered { receipt, .. } | AttemptOutcome::Reconciled(receipt) => {
+            (Some(&receipt.remote_id), None)
+        }
+        AttemptOutcome::Retry { error, .. } | AttemptOutcome::Failed(error) => (None, Some(error)),
+    };
+    // The attempt first: while in flight, its number is the delivery's attempt count.
+    let closed = tx
+        .prepare_cached(
+            "UPDATE attempts SET finished_at = ?2, outcome = ?3, remote_id = ?4, error = ?5 \
+             WHERE delivery_id = ?1 AND number = \
+               (SELECT attempts FROM deliveries WHERE id = ?1 AND status = 'in_flight')",
+        )?
+        .execute(params![
+            id.0,
+            at_ns,
+            outcome.label(),
+            remote_id,
+            codec::to_json_opt(error)?,
+        ])?;
+    if closed == 0 {
+        not_in_flight(tx, id)?;
+        // In flight without an open attempt row: the delivery still moves on.
+    }
+    let changed = match outcome {
         AttemptOutcome::Delivered {
             receipt,
             after_doubt,
-        } => {
-            delivered(&tx, id, receipt, *after_doubt, at_ns)?;
-            (Some(&receipt.remote_id), None)
-        }
-        AttemptOutcome::Reconciled(receipt) => {
-            delivered(&tx, id, receipt, false, at_ns)?;
-            (Some(&receipt.remote_id), None)
-        }
+        } => delivered(tx, id, receipt, *after_doubt, at_ns)?,
+        AttemptOutcome::Reconciled(receipt) => delivered(tx, id, receipt, false, at_ns)?,
         AttemptOutcome::Retry {
             error,
             next_at,
             in_doubt,
-        } => {
-            tx.prepare_cached(
+        } => tx
+            .prepare_cached(
                 "UPDATE deliveries SET status = 'retrying', next_attempt_at = ?2, \
                    in_doubt = ?3, last_error = ?4, updated_at = ?5, \
                    claimed_by = NULL, lease_until = NULL \
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND status = 'in_flight'",
             )?
             .execute(params![
                 id.0,
@@ -245,33 +456,64 @@ pub(crate) fn finish_attempt(
                 in_doubt,
                 codec::to_json(error)?,
                 at_ns
-            ])?;
-            (None, Some(error))
-        }
-        AttemptOutcome::Failed(error) => {
-            tx.prepare_cached(
+            ])?,
+        AttemptOutcome::Failed(error) => tx
+            .prepare_cached(
                 "UPDATE deliveries SET status = 'failed', last_error = ?2, updated_at = ?3, \
                    claimed_by = NULL, lease_until = NULL \
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND status = 'in_flight'",
             )?
-            .execute(params![id.0, codec::to_json(error)?, at_ns])?;
-            (None, Some(error))
-        }
+            .execute(params![id.0, codec::to_json(error)?, at_ns])?,
     };
-    tx.prepare_cached(
-        "UPDATE attempts SET finished_at = ?3, outcome = ?4, remote_id = ?5, error = ?6 \
-         WHERE delivery_id = ?1 AND number = ?2",
-    )?
-    .execute(params![
-        id.0,
-        attempts,
-        at_ns,
-        outcome.label(),
-        remote_id,
-        codec::to_json_opt(error)?,
-    ])?;
-    tx.commit()?;
+    if changed == 0 {
+        not_in_flight(tx, id)?;
+    }
     Ok(())
+}
+
+/// `NotFound` for an unknown delivery, `InvalidState` for one that is not in flight.
+fn not_in_flight(tx: &Connection, id: DeliveryId) -> StoreResult<()> {
+    let (status, _) = current(tx, id)?;
+    if status == DeliveryStatus::InFlight {
+        return Ok(());
+    }
+    Err(Error::InvalidState(format!("delivery {id} is {status}, not in flight")).into())
+}
+
+/// Gives back `by`'s unsent claims among `ids`: the claim is undone (attempt removed,
+/// pending again when it was, due now), in one transaction.
+pub(crate) fn release_claims(
+    conn: &mut Connection,
+    by: &Claimant,
+    ids: &[DeliveryId],
+    now: Timestamp,
+) -> StoreResult<u64> {
+    let now = codec::ts(now)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut n = 0;
+    for id in ids {
+        tx.prepare_cached(
+            "DELETE FROM attempts WHERE delivery_id = ?1 AND number = \
+               (SELECT attempts FROM deliveries \
+                WHERE id = ?1 AND status = 'in_flight' AND claimed_by = ?2)",
+        )?
+        .execute(params![id.0, by.owner.as_str()])?;
+        // Right-hand sides see the row as it was: `attempts - 1` is the count before the
+        // claim.
+        n += tx
+            .prepare_cached(
+                "UPDATE deliveries SET attempts = attempts - 1, \
+                   status = CASE WHEN attempts - 1 = round_base AND in_doubt = 0 \
+                     THEN 'pending' ELSE 'retrying' END, \
+                   first_attempt_at = CASE WHEN attempts - 1 = round_base \
+                     THEN NULL ELSE first_attempt_at END, \
+                   next_attempt_at = ?3, updated_at = ?3, claimed_by = NULL, lease_until = NULL \
+                 WHERE id = ?1 AND status = 'in_flight' AND claimed_by = ?2",
+            )?
+            .execute(params![id.0, by.owner.as_str(), now])?;
+    }
+    tx.commit()?;
+    Ok(n as u64)
 }
 
 fn delivered(
@@ -280,26 +522,26 @@ fn delivered(
     receipt: &Receipt,
     after_doubt: bool,
     at: i64,
-) -> StoreResult<()> {
-    conn.prepare_cached(
-        // A new remote message (a replay's) starts with no remote status and no error; the
-        // old message id is replaced, so its late callbacks no longer match.
-        "UPDATE deliveries SET status = 'delivered', in_doubt = 0, \
-           remote_status = CASE WHEN remote_id IS ?2 THEN remote_status ELSE NULL END, \
-           last_error = NULL, remote_id = ?2, \
-           remote_scope = ?3, next_attempt_at = NULL, \
-           resent_after_doubt = resent_after_doubt + ?4, updated_at = ?5, \
-           claimed_by = NULL, lease_until = NULL \
-         WHERE id = ?1",
-    )?
-    .execute(params![
-        id.0,
-        receipt.remote_id,
-        receipt.remote_scope,
-        i64::from(after_doubt),
-        at
-    ])?;
-    Ok(())
+) -> StoreResult<usize> {
+    Ok(conn
+        .prepare_cached(
+            // A new remote message (a replay's) starts with no remote status and no error;
+            // the old message id is replaced, so its late callbacks no longer match.
+            "UPDATE deliveries SET status = 'delivered', in_doubt = 0, \
+               remote_status = CASE WHEN remote_id IS ?2 THEN remote_status ELSE NULL END, \
+               last_error = NULL, remote_id = ?2, \
+               remote_scope = ?3, next_attempt_at = NULL, \
+               resent_after_doubt = resent_after_doubt + ?4, updated_at = ?5, \
+               claimed_by = NULL, lease_until = NULL \
+             WHERE id = ?1 AND status = 'in_flight'",
+        )?
+        .execute(params![
+            id.0,
+            receipt.remote_id,
+            receipt.remote_scope,
+            i64::from(after_doubt),
+            at
+        ])?)
 }
 
 /// In flight and takeable by `owner`: its own, or a lease that ran out (or none: rows of a

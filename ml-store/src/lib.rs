@@ -97,6 +97,7 @@
 //! refused with [`ml_core::Error::Corrupt`] naming the file.
 
 mod builder;
+mod checkpoint;
 mod codec;
 mod credentials;
 mod deliver;
@@ -108,6 +109,7 @@ pub mod fuzzing;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod query;
+mod recent;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod replay;

@@ -11,14 +11,20 @@ use jiff::Timestamp;
 use ml_core::audit::{
     AttemptOutcome, AttemptView, AuditQuery, AuditWrite, CallbackApplied, CallbackUpdate, Claimant,
     ClaimedDelivery, CycleEnd, CycleId, CycleView, DeliveryFilter, DeliveryId, DeliveryView,
-    JournalStats, PageCommit, PageCommitted, RecordHistory, RejectedView,
+    FinishedAttempt, JournalStats, PageCommit, PageCommitted, RecordHistory, RejectedView,
+    RunLengths,
 };
 use ml_core::{Position, Result};
 use rusqlite::Connection;
 
 use crate::builder::{Location, SqliteBuilder};
+use crate::checkpoint::{Checkpointer, WRITER_AUTOCHECKPOINT};
 use crate::error::{StoreError, StoreResult, is_corruption};
+use crate::recent::{RECENT_RECORDS, Recent};
 use crate::{codec, deliver, query, schema, write};
+
+/// The page size of a new journal file, in bytes.
+const PAGE_SIZE: i64 = 16_384;
 
 /// Prepared statements kept per connection (the journal uses about 40 distinct ones).
 const STATEMENT_CACHE: usize = 128;
@@ -34,6 +40,12 @@ const STATEMENT_CACHE: usize = 128;
 ///   commit: WAL readers see the last committed state.
 /// * rusqlite is blocking: each call runs on tokio's blocking pool
 ///   (`spawn_blocking`), never on an async worker thread.
+/// * File journals are checkpointed by a background thread with its own connection
+///   (`PASSIVE` checkpoints after commits), so commits do not copy the WAL into the
+///   database file while holding the write lock; new files use 16 KB pages.
+/// * Claims are made in runs ([`AuditWrite::claim_runs`]) and outcomes recorded in groups
+///   ([`AuditWrite::finish_attempts`]), each one transaction; records are decoded after
+///   the write lock is released.
 /// * Durability: WAL with `synchronous=NORMAL` by default (survives a process crash
 ///   completely; a power loss may lose the last commits but never corrupts), or
 ///   `synchronous=FULL` with [`SqliteBuilder::with_synchronous_full`].
@@ -49,6 +61,23 @@ struct Shared {
     writer: Mutex<Connection>,
     /// `None` for an in-memory journal, which has only one connection.
     reader: Option<Mutex<Connection>>,
+    /// `None` for an in-memory journal (no WAL), or when the thread could not start.
+    checkpointer: Option<Checkpointer>,
+    /// The records this handle journaled last, decoded.
+    recent: Mutex<Recent>,
+}
+
+impl Shared {
+    fn recent(&self) -> MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// After a commit: the background checkpointer copies it into the database file.
+    fn committed(&self) {
+        if let Some(c) = &self.checkpointer {
+            c.nudge();
+        }
+    }
 }
 
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -68,6 +97,13 @@ fn configure(conn: &Connection, b: &SqliteBuilder) -> rusqlite::Result<()> {
     )?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // Plans never depend on bound values: with STAT4 compiled in, SQLite otherwise
+    // re-prepares a cached statement whenever a bound value might change its plan, which
+    // cost more than the hot statements themselves.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     Ok(())
 }
 
@@ -108,17 +144,22 @@ impl SqliteAuditStore {
 
     pub(crate) fn open_with(b: &SqliteBuilder) -> StoreResult<Self> {
         let label = b.location.label();
-        let (writer, reader) = match &b.location {
+        let (writer, reader, checkpointer) = match &b.location {
             Location::Memory => {
                 let mut conn = Connection::open_in_memory().map_err(|e| opening(&label, e))?;
                 configure(&conn, b).map_err(|e| opening(&label, e))?;
                 schema::migrate(&mut conn, &label)?;
-                (conn, None)
+                (conn, None, None)
             }
             Location::File(path) => {
                 crate::fs::refuse_network_fs(path, &label)?;
                 let mut conn = Connection::open(path).map_err(|e| opening(&label, e))?;
                 configure(&conn, b).map_err(|e| opening(&label, e))?;
+                // A new journal gets larger pages: a journaled record (a couple of KB of
+                // JSON) spans fewer of them, and a commit appends a quarter of the WAL frames
+                // (each frame is a write call). Ignored for an existing file.
+                conn.pragma_update(None, "page_size", PAGE_SIZE)
+                    .map_err(|e| opening(&label, e))?;
                 // The first statement that reads the file: a file that is not a SQLite
                 // database fails here.
                 let mode: String = conn
@@ -137,7 +178,12 @@ impl SqliteAuditStore {
                 reader
                     .pragma_update(None, "query_only", true)
                     .map_err(|e| opening(&label, e))?;
-                (conn, Some(reader))
+                let checkpointer = Checkpointer::start(path, b.busy_timeout, &label);
+                if checkpointer.is_some() {
+                    conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT)
+                        .map_err(|e| opening(&label, e))?;
+                }
+                (conn, Some(reader), checkpointer)
             }
         };
         tracing::debug!(journal = %label, "journal opened");
@@ -146,6 +192,8 @@ impl SqliteAuditStore {
                 label,
                 writer: Mutex::new(writer),
                 reader: reader.map(Mutex::new),
+                checkpointer,
+                recent: Mutex::new(Recent::new(RECENT_RECORDS)),
             }),
         })
     }
@@ -158,8 +206,9 @@ impl SqliteAuditStore {
     {
         let shared = Arc::clone(&self.shared);
         run(op, &self.shared.label, move || {
-            let mut conn = lock(&shared.writer);
-            f(&mut conn)
+            let out = f(&mut lock(&shared.writer));
+            shared.committed();
+            out
         })
         .await
     }
@@ -231,9 +280,21 @@ impl AuditWrite for SqliteAuditStore {
         let shared = Arc::clone(&self.shared);
         run("commit_page", &self.shared.label, move || {
             // Encode outside the lock: JSON is the costly part of a page.
-            let page = write::encode_page(page)?;
-            let mut conn = lock(&shared.writer);
-            write::commit_page(&mut conn, &page)
+            let mut page = write::encode_page(page)?;
+            let mut journaled = Vec::with_capacity(page.records.len());
+            let out = write::commit_page(&mut lock(&shared.writer), &page, &mut journaled);
+            shared.committed();
+            if out.is_ok() {
+                let mut recent = shared.recent();
+                for (id, i) in journaled {
+                    if let Some((r, body)) =
+                        page.records.get_mut(i).and_then(write::EncodedRecord::take)
+                    {
+                        recent.put(id, r, body);
+                    }
+                }
+            }
+            out
         })
         .await
     }
@@ -252,9 +313,65 @@ impl AuditWrite for SqliteAuditStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        Ok(self
+            .claim_runs(by, now, limit, &RunLengths::new())
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    async fn claim_runs(
+        &self,
+        by: &Claimant,
+        now: Timestamp,
+        limit: usize,
+        runs: &RunLengths,
+    ) -> Result<Vec<Vec<ClaimedDelivery>>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (by, runs) = (by.clone(), runs.clone());
+        let shared = Arc::clone(&self.shared);
+        run("claim_runs", &self.shared.label, move || {
+            let raw = deliver::claim_runs(&mut lock(&shared.writer), &by, now, limit, &runs);
+            shared.committed();
+            // Decoding the records waits for no lock: it overlaps the next commit.
+            let (claimed, corrupt) = deliver::decode_runs(raw?, &shared.recent())?;
+            if !corrupt.is_empty() {
+                deliver::quarantine_claims(&mut lock(&shared.writer), &corrupt, now)?;
+                shared.committed();
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn finish_attempts(&self, done: Vec<FinishedAttempt>) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        self.write("finish_attempts", move |c| {
+            deliver::finish_attempts(c, &done)
+        })
+        .await
+    }
+
+    async fn release_claims(
+        &self,
+        by: &Claimant,
+        unsent: &[ClaimedDelivery],
+        now: Timestamp,
+    ) -> Result<u64> {
+        if unsent.is_empty() {
+            return Ok(0);
+        }
         let by = by.clone();
-        self.write("claim_due", move |c| deliver::claim_due(c, &by, now, limit))
-            .await
+        let ids: Vec<DeliveryId> = unsent.iter().map(|c| c.id).collect();
+        self.write("release_claims", move |c| {
+            deliver::release_claims(c, &by, &ids, now)
+        })
+        .await
     }
 
     async fn renew_claims(&self, by: &Claimant, ids: &[DeliveryId], now: Timestamp) -> Result<u64> {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use ml_core::audit::{CycleEnd, CycleId, PageCommit, PageCommitted};
-use ml_core::{Destination, Error};
+use ml_core::{Destination, Error, Record};
 use rusqlite::{
     Connection, OptionalExtension, ToSql, TransactionBehavior, params, params_from_iter,
 };
@@ -14,11 +14,20 @@ use crate::error::{StoreError, StoreResult};
 
 /// A record encoded for the journal.
 pub(crate) struct EncodedRecord {
+    /// The record itself, for the handle's recent records once journaled.
+    pub(crate) record: Option<Record>,
     dedupe_key: String,
     dedupe_version: String,
     key: String,
     body: String,
     destinations: Vec<Destination>,
+}
+
+impl EncodedRecord {
+    /// The record and its JSON, once (for the handle's recent records).
+    pub(crate) fn take(&mut self) -> Option<(Record, String)> {
+        Some((self.record.take()?, std::mem::take(&mut self.body)))
+    }
 }
 
 /// A rejected item encoded for the journal.
@@ -32,7 +41,7 @@ pub(crate) struct EncodedRejected {
 pub(crate) struct EncodedPage {
     stream: String,
     cycle: i64,
-    records: Vec<EncodedRecord>,
+    pub(crate) records: Vec<EncodedRecord>,
     rejected: Vec<EncodedRejected>,
     position: String,
     at: i64,
@@ -48,7 +57,8 @@ pub(crate) fn encode_page(page: PageCommit) -> StoreResult<EncodedPage> {
                 dedupe_key: p.record.dedupe_key().to_owned(),
                 dedupe_version: p.record.dedupe_version(),
                 body: codec::to_json(&p.record)?,
-                key: p.record.key,
+                key: p.record.key.clone(),
+                record: Some(p.record),
                 destinations: p.destinations,
             })
         })
@@ -254,7 +264,14 @@ fn insert_deliveries(conn: &Connection, rows: &[(i64, i64)], at: i64) -> StoreRe
 /// Journals one page in ONE `BEGIN IMMEDIATE` transaction: records (deduplicated by the
 /// unique index), their deliveries in page order, rejected items (deduplicated), the
 /// cycle's counters and the stream's position.
-pub(crate) fn commit_page(conn: &mut Connection, page: &EncodedPage) -> StoreResult<PageCommitted> {
+///
+/// `journaled` receives (row id, index in `page.records`) of each record journaled for
+/// the first time.
+pub(crate) fn commit_page(
+    conn: &mut Connection,
+    page: &EncodedPage,
+    journaled: &mut Vec<(i64, usize)>,
+) -> StoreResult<PageCommitted> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let known = tx
         .prepare_cached("SELECT 1 FROM cycles WHERE id = ?1")?
@@ -272,12 +289,13 @@ pub(crate) fn commit_page(conn: &mut Connection, page: &EncodedPage) -> StoreRes
         for (start, size) in batches(page.records.len()) {
             let batch = &page.records[start..start + size];
             insert_records(&tx, page, batch, &mut ids)?;
-            for (r, id) in batch.iter().zip(&ids) {
+            for (i, (r, id)) in batch.iter().zip(&ids).enumerate() {
                 let Some(record_id) = *id else {
                     out.duplicates += 1;
                     continue;
                 };
                 out.inserted += 1;
+                journaled.push((record_id, start + i));
                 planned.clear();
                 for d in &r.destinations {
                     let dest = destination_id(&tx, &mut dest_ids, d)?;

@@ -33,10 +33,10 @@
 
 #[cfg(all(feature = "sandbox", feature = "oracle-fusion"))]
 pub mod demo;
-#[cfg(feature = "oracle-fusion")]
-mod oracle;
 #[cfg(feature = "ifs")]
 mod ifs;
+#[cfg(feature = "oracle-fusion")]
+mod oracle;
 #[cfg(feature = "sage-x3")]
 mod sage_x3;
 #[cfg(feature = "sap-ecc")]

@@ -11,7 +11,7 @@ use crate::audit::{
     AttemptOutcome, AttemptView, AuditQuery, AuditWrite, CallbackApplied, CallbackUpdate, Claimant,
     ClaimedDelivery, CycleEnd, CycleId, CycleView, DeliveryFilter, DeliveryId, DeliveryStatus,
     DeliveryView, JournalStats, OwnerId, PageCommit, PageCommitted, RecordHistory, RecordVersion,
-    RejectedView,
+    RejectedView, RunLengths,
 };
 use crate::cursor::Position;
 use crate::error::{Error, Result};
@@ -209,66 +209,65 @@ impl AuditWrite for MemoryAuditStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<ClaimedDelivery>> {
+        let runs = self.claim_runs(by, now, limit, &RunLengths::new()).await?;
+        Ok(runs.into_iter().flatten().collect())
+    }
+
+    async fn claim_runs(
+        &self,
+        by: &Claimant,
+        now: Timestamp,
+        limit: usize,
+        lengths: &RunLengths,
+    ) -> Result<Vec<Vec<ClaimedDelivery>>> {
         let mut g = self.lock();
         let inner = &mut *g;
-        let mut heads: HashSet<_> = HashSet::new();
-        let mut chosen = Vec::new();
+        // Per destination: `Some(i)` while its run (runs[i]) may still grow, `None` once
+        // its head was seen and the run is closed (or never started).
+        let mut open: HashMap<&crate::sink::Destination, Option<usize>> = HashMap::new();
+        let mut runs: Vec<Vec<i64>> = Vec::new();
         for (id, d) in &inner.deliveries {
-            if d.view.status.is_terminal() || !heads.insert(d.view.destination.clone()) {
+            if d.view.status.is_terminal() {
                 continue;
-            }
-            if chosen.len() >= limit {
-                break;
             }
             let due = match d.view.status {
                 DeliveryStatus::Pending => true,
                 DeliveryStatus::Retrying => d.view.next_attempt_at.is_none_or(|t| t <= now),
                 _ => false,
             };
-            if due {
-                chosen.push(*id);
+            match open.get(&d.view.destination).copied() {
+                None => {
+                    let start = due && runs.len() < limit;
+                    open.insert(&d.view.destination, start.then_some(runs.len()));
+                    if start {
+                        runs.push(vec![*id]);
+                    }
+                }
+                Some(Some(i)) => {
+                    let run = &runs[i];
+                    // A later version of a record already in the run threads on its
+                    // first delivery's receipt, known only once that one is delivered.
+                    let same_record = run.iter().any(|r| {
+                        inner.deliveries.get(r).is_some_and(|x| {
+                            x.view.stream == d.view.stream && x.view.record_key == d.view.record_key
+                        })
+                    });
+                    if due && !same_record && run.len() < lengths.get(&d.view.destination) {
+                        runs[i].push(*id);
+                    } else {
+                        open.insert(&d.view.destination, None);
+                    }
+                }
+                Some(None) => {}
             }
         }
-        let mut out = Vec::with_capacity(chosen.len());
-        for id in chosen {
-            let thread = thread_of(inner, id);
-            let d = inner.deliveries.get_mut(&id).ok_or_else(|| {
-                Error::store(
-                    crate::ErrorClass::Permanent,
-                    "claimed delivery vanished",
-                    None,
-                )
-            })?;
-            d.view.status = DeliveryStatus::InFlight;
-            d.view.attempts += 1;
-            d.view.updated_at = now;
-            d.view.next_attempt_at = None;
-            d.claim = Some((by.owner.clone(), by.lease_until(now)));
-            let attempts = inner.attempts.entry(id).or_default();
-            attempts.push(AttemptView {
-                delivery_id: DeliveryId(id),
-                number: d.view.attempts,
-                started_at: now,
-                finished_at: None,
-                outcome: None,
-                remote_id: None,
-                error: None,
-            });
-            let first_attempt_at = *d.round_started.get_or_insert(now);
-            out.push(ClaimedDelivery {
-                id: DeliveryId(id),
-                stream: d.view.stream.clone(),
-                destination: d.view.destination.clone(),
-                record: d.record.clone(),
-                attempt: d.view.attempts,
-                round_attempt: d.view.attempts - d.round_base,
-                in_doubt: d.view.in_doubt,
-                thread,
-                created_at: d.view.created_at,
-                first_attempt_at,
-            });
-        }
-        Ok(out)
+        runs.into_iter()
+            .map(|run| {
+                run.into_iter()
+                    .map(|id| claim_one(inner, id, by, now))
+                    .collect()
+            })
+            .collect()
     }
 
     async fn finish_attempt(
@@ -331,6 +330,48 @@ impl AuditWrite for MemoryAuditStore {
             a.error = error;
         }
         Ok(())
+    }
+
+    async fn release_claims(
+        &self,
+        by: &Claimant,
+        unsent: &[ClaimedDelivery],
+        now: Timestamp,
+    ) -> Result<u64> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let mut n = 0;
+        for id in unsent.iter().map(|c| c.id) {
+            let Some(d) = inner.deliveries.get_mut(&id.0) else {
+                continue;
+            };
+            let mine = d
+                .claim
+                .as_ref()
+                .is_some_and(|(owner, _)| *owner == by.owner);
+            if d.view.status != DeliveryStatus::InFlight || !mine {
+                continue;
+            }
+            // Undo the claim: its attempt never happened.
+            d.view.attempts -= 1;
+            let fresh = d.view.attempts == d.round_base && !d.view.in_doubt;
+            d.view.status = if fresh {
+                DeliveryStatus::Pending
+            } else {
+                DeliveryStatus::Retrying
+            };
+            if d.view.attempts == d.round_base {
+                d.round_started = None;
+            }
+            d.view.next_attempt_at = Some(now);
+            d.view.updated_at = now;
+            d.claim = None;
+            if let Some(a) = inner.attempts.get_mut(&id.0) {
+                a.pop();
+            }
+            n += 1;
+        }
+        Ok(n)
     }
 
     async fn renew_claims(&self, by: &Claimant, ids: &[DeliveryId], now: Timestamp) -> Result<u64> {
@@ -566,6 +607,45 @@ fn apply_receipt(d: &mut Delivery, receipt: &Receipt, by_remote: &mut HashMap<St
     d.view.next_attempt_at = None;
 }
 
+/// Marks delivery `id` in flight for `by` and opens its attempt.
+fn claim_one(inner: &mut Inner, id: i64, by: &Claimant, now: Timestamp) -> Result<ClaimedDelivery> {
+    let thread = thread_of(inner, id);
+    let d = inner.deliveries.get_mut(&id).ok_or_else(|| {
+        Error::store(
+            crate::ErrorClass::Permanent,
+            "claimed delivery vanished",
+            None,
+        )
+    })?;
+    d.view.status = DeliveryStatus::InFlight;
+    d.view.attempts += 1;
+    d.view.updated_at = now;
+    d.view.next_attempt_at = None;
+    d.claim = Some((by.owner.clone(), by.lease_until(now)));
+    inner.attempts.entry(id).or_default().push(AttemptView {
+        delivery_id: DeliveryId(id),
+        number: d.view.attempts,
+        started_at: now,
+        finished_at: None,
+        outcome: None,
+        remote_id: None,
+        error: None,
+    });
+    let first_attempt_at = *d.round_started.get_or_insert(now);
+    Ok(ClaimedDelivery {
+        id: DeliveryId(id),
+        stream: d.view.stream.clone(),
+        destination: d.view.destination.clone(),
+        record: d.record.clone(),
+        attempt: d.view.attempts,
+        round_attempt: d.view.attempts - d.round_base,
+        in_doubt: d.view.in_doubt,
+        thread,
+        created_at: d.view.created_at,
+        first_attempt_at,
+    })
+}
+
 fn requeue(d: &mut Delivery, now: Timestamp) {
     d.round_base = d.view.attempts;
     d.round_started = None;
@@ -599,8 +679,114 @@ fn thread_of(inner: &Inner, id: i64) -> Option<Receipt> {
 mod tests {
     use std::sync::Arc;
 
+    use jiff::Timestamp;
+
     use super::MemoryAuditStore;
-    use crate::audit::AuditStore;
+    use crate::audit::{
+        AttemptOutcome, AttemptView, AuditQuery, AuditStore, AuditWrite, CallbackApplied,
+        CallbackUpdate, Claimant, ClaimedDelivery, CycleEnd, CycleId, CycleView, DeliveryFilter,
+        DeliveryId, DeliveryView, JournalStats, PageCommit, PageCommitted, RecordHistory,
+        RejectedView,
+    };
+    use crate::cursor::Position;
+    use crate::error::Result;
+
+    /// Delegates only the required methods: the conformance suite then checks the trait's
+    /// default `claim_runs`, `finish_attempts` and `release_claims` (what a backend that
+    /// implements none of them gets).
+    #[derive(Debug, Default)]
+    struct DefaultsOnly(MemoryAuditStore);
+
+    #[async_trait::async_trait]
+    impl AuditWrite for DefaultsOnly {
+        async fn load_position(&self, s: &str) -> Result<Option<Position>> {
+            self.0.load_position(s).await
+        }
+        async fn begin_cycle(&self, s: &str, at: Timestamp) -> Result<CycleId> {
+            self.0.begin_cycle(s, at).await
+        }
+        async fn commit_page(&self, p: PageCommit) -> Result<PageCommitted> {
+            self.0.commit_page(p).await
+        }
+        async fn end_cycle(&self, c: CycleId, e: CycleEnd) -> Result<()> {
+            self.0.end_cycle(c, e).await
+        }
+        async fn claim_due(
+            &self,
+            by: &Claimant,
+            now: Timestamp,
+            limit: usize,
+        ) -> Result<Vec<ClaimedDelivery>> {
+            self.0.claim_due(by, now, limit).await
+        }
+        async fn renew_claims(
+            &self,
+            by: &Claimant,
+            ids: &[DeliveryId],
+            now: Timestamp,
+        ) -> Result<u64> {
+            self.0.renew_claims(by, ids, now).await
+        }
+        async fn finish_attempt(
+            &self,
+            id: DeliveryId,
+            o: AttemptOutcome,
+            at: Timestamp,
+        ) -> Result<()> {
+            self.0.finish_attempt(id, o, at).await
+        }
+        async fn requeue_in_flight(&self, by: &Claimant, now: Timestamp) -> Result<u64> {
+            self.0.requeue_in_flight(by, now).await
+        }
+        async fn acquire_stream(&self, s: &str, by: &Claimant, now: Timestamp) -> Result<bool> {
+            self.0.acquire_stream(s, by, now).await
+        }
+        async fn release_stream(&self, s: &str, by: &Claimant) -> Result<()> {
+            self.0.release_stream(s, by).await
+        }
+        async fn replay(&self, id: DeliveryId, now: Timestamp) -> Result<()> {
+            self.0.replay(id, now).await
+        }
+        async fn replay_failed(&self, f: &DeliveryFilter, now: Timestamp) -> Result<u64> {
+            self.0.replay_failed(f, now).await
+        }
+        async fn apply_callback(&self, u: &CallbackUpdate) -> Result<CallbackApplied> {
+            self.0.apply_callback(u).await
+        }
+        async fn next_due_at(&self) -> Result<Option<Timestamp>> {
+            self.0.next_due_at().await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl AuditQuery for DefaultsOnly {
+        async fn deliveries(&self, f: &DeliveryFilter) -> Result<Vec<DeliveryView>> {
+            self.0.deliveries(f).await
+        }
+        async fn attempts(&self, id: DeliveryId) -> Result<Vec<AttemptView>> {
+            self.0.attempts(id).await
+        }
+        async fn record_history(&self, s: &str, k: &str) -> Result<RecordHistory> {
+            self.0.record_history(s, k).await
+        }
+        async fn cycles(&self, s: &str, n: usize) -> Result<Vec<CycleView>> {
+            self.0.cycles(s, n).await
+        }
+        async fn rejected(&self, s: Option<&str>, n: usize) -> Result<Vec<RejectedView>> {
+            self.0.rejected(s, n).await
+        }
+        async fn stats(&self) -> Result<JournalStats> {
+            self.0.stats().await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_default_run_and_group_methods_conform() {
+        crate::testing::audit_store_conformance(|| async {
+            Arc::new(DefaultsOnly::default()) as Arc<dyn AuditStore>
+        })
+        .await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn memory_store_conforms() {

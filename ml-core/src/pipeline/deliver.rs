@@ -1,5 +1,15 @@
-//! Delivery workers: claim (in flight) -> limiter -> send -> limiter (completed) -> journal
-//! the outcome.
+//! Delivery workers: claim runs (in flight) -> per destination, in order: limiter -> send
+//! -> limiter (completed) -> the outcome to the group committer, which journals the
+//! outcomes of every destination in one transaction.
+//!
+//! A run is a destination's head of line and the due deliveries right behind it, claimed
+//! in one transaction ([`AuditWrite::claim_runs`](crate::audit::AuditWrite::claim_runs)). Its
+//! length adapts to what the destination delivered in about a second ([`RUN_WINDOW`]):
+//! a paced destination (a Slack channel at 1 message/s) gets runs of 1, a fast sink grows
+//! to [`PipelineBuilder::max_run`](super::PipelineBuilder::max_run). So what may be in doubt
+//! after a crash (claimed, perhaps sent, outcome not yet journaled) stays about a second
+//! of the destination's own rate, while fast sinks pay two transactions per run, not per
+//! message.
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
@@ -7,30 +17,80 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{Checkpoint, DeliverySummary, Inner};
-use crate::audit::{AttemptOutcome, ClaimedDelivery, DeliveryId, ErrorInfo};
+use crate::audit::{AttemptOutcome, ClaimedDelivery, DeliveryId, ErrorInfo, FinishedAttempt};
 use crate::clock;
 use crate::error::{Error, ErrorClass, Result};
-use crate::sink::{Outbound, Reconciled};
+use crate::sink::{Destination, Outbound, Reconciled};
 
-/// Sends every due delivery, `max_in_flight` at a time and one per destination, until
-/// nothing is due (`stop` = None) or until `stop` turns true (then waits for the sends in
-/// flight). While running with `stop`, it sleeps until the next delivery is due or a poll
-/// plans new ones. The leases of the deliveries in flight are renewed every third of the
-/// lease, so no other process takes over a slow send.
-pub(super) async fn until_idle(
+/// A destination's runs are sized by what it delivered in about this long.
+pub(super) const RUN_WINDOW: Duration = Duration::from_secs(1);
+
+/// Outcomes journaled in one transaction at most.
+const MAX_GROUP: usize = 1024;
+
+/// When a delivery pass ends.
+pub(super) enum Until {
+    /// When nothing is due any more.
+    Idle,
+    /// When `stop` turns true (waiting for new work until then); sends in flight finish,
+    /// the unsent rest of their runs is given back.
+    Stopped(watch::Receiver<bool>),
+    /// Waits for new work until `polled` turns true, then goes on until nothing is due
+    /// (`run_once`: delivering overlaps polling).
+    Drained(watch::Receiver<bool>),
+}
+
+/// One attempt's outcome on its way to the journal, and who waits for it.
+struct Finished {
+    attempt: FinishedAttempt,
+    ack: oneshot::Sender<Result<()>>,
+}
+
+/// Sends every due delivery, `max_in_flight` destinations at a time (each its run, in
+/// order), until [`Until`] says so. While waiting for work, it sleeps until the next
+/// delivery is due or a poll plans new ones. The leases of the deliveries claimed are
+/// renewed every third of the lease, so no other process takes over a slow send.
+pub(super) async fn until_idle(inner: &Arc<Inner>, until: Until) -> Result<DeliverySummary> {
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let committer = tokio::spawn(commit_outcomes(Arc::clone(inner), done_rx));
+    let result = deliver(inner, until, &done_tx).await;
+    // The committer ends when the last run task (each holds a sender) is gone.
+    drop(done_tx);
+    if let Err(e) = committer.await {
+        return Err(task_failed("outcome committer", &e));
+    }
+    result
+}
+
+fn task_failed(what: &str, e: &tokio::task::JoinError) -> Error {
+    Error::store(ErrorClass::Permanent, format!("{what} failed: {e}"), None)
+}
+
+async fn deliver(
     inner: &Arc<Inner>,
-    mut stop: Option<tokio::sync::watch::Receiver<bool>>,
+    until: Until,
+    done: &mpsc::UnboundedSender<Finished>,
 ) -> Result<DeliverySummary> {
+    let (mut stop, mut drain) = match until {
+        Until::Idle => (None, false),
+        Until::Stopped(s) => (Some(s), false),
+        Until::Drained(s) => (Some(s), true),
+    };
     let mut summary = DeliverySummary::default();
     let mut running = tokio::task::JoinSet::new();
     let mut held: HashSet<DeliveryId> = HashSet::new();
     let renew_every = inner.claimant.lease / 3;
     let mut next_renew = Instant::now() + renew_every;
     loop {
+        if drain && stop.as_ref().is_some_and(|s| *s.borrow()) {
+            // Polling is over: deliver what is due, then return.
+            (stop, drain) = (None, false);
+        }
         if !held.is_empty() && Instant::now() >= next_renew {
             let ids: Vec<DeliveryId> = held.iter().copied().collect();
             let kept = inner
@@ -50,22 +110,30 @@ pub(super) async fn until_idle(
         let free = inner.max_in_flight.saturating_sub(running.len());
         let mut claimed_any = false;
         if !stopping && free > 0 {
-            let claimed = inner
+            let lengths = inner.run_lengths();
+            let runs = inner
                 .store
-                .claim_due(&inner.claimant, inner.now(), free)
+                .claim_runs(&inner.claimant, inner.now(), free, &lengths)
                 .await?;
             // A short claim took every head that is due: claiming again at once would be an
-            // empty write transaction. The next claim follows a finished send or new work.
-            claimed_any = claimed.len() >= free;
+            // empty write transaction. The next claim follows a finished run or new work.
+            claimed_any = runs.len() >= free;
             if held.is_empty() {
                 next_renew = Instant::now() + renew_every;
             }
-            for c in claimed {
+            for run in runs {
+                if run.is_empty() {
+                    continue;
+                }
+                held.extend(run.iter().map(|c| c.id));
                 let inner = Arc::clone(inner);
-                held.insert(c.id);
+                let done = done.clone();
+                // Only a shutdown cuts a run short; the end of polling does not.
+                let stop = stop.clone().filter(|_| !drain);
                 running.spawn(async move {
-                    let id = c.id;
-                    (id, one(&inner, c).await)
+                    let ids: Vec<DeliveryId> = run.iter().map(|c| c.id).collect();
+                    let r = send_run(&inner, run, &done, stop.as_ref()).await;
+                    (ids, r)
                 });
             }
         }
@@ -96,7 +164,7 @@ pub(super) async fn until_idle(
             }
             continue;
         }
-        // Sends are in flight: wait for one to finish (or, when running, for new work, or
+        // Runs are in flight: wait for one to finish (or, when running, for new work, or
         // for the next lease renewal).
         if let Some(stop) = stop.as_mut().filter(|_| !stopping && free > 0) {
             tokio::select! {
@@ -118,7 +186,8 @@ pub(super) async fn until_idle(
     }
 }
 
-type Joined = std::result::Result<(DeliveryId, Result<DeliverySummary>), tokio::task::JoinError>;
+type Joined =
+    std::result::Result<(Vec<DeliveryId>, Result<DeliverySummary>), tokio::task::JoinError>;
 
 fn record(
     summary: &mut DeliverySummary,
@@ -126,25 +195,170 @@ fn record(
     joined: Joined,
 ) -> Result<()> {
     match joined {
-        Ok((id, Ok(s))) => {
-            held.remove(&id);
+        Ok((ids, Ok(s))) => {
+            for id in &ids {
+                held.remove(id);
+            }
             summary.merge(&s);
             Ok(())
         }
-        // The journal failed: stop delivering; the delivery stays in flight and is
-        // recovered (as in doubt) at the next start, or by another process after its lease.
+        // The journal failed: stop delivering; the deliveries stay in flight and are
+        // recovered (as in doubt) at the next start, or by another process after the lease.
         Ok((_, Err(e))) => Err(e),
-        Err(e) => Err(Error::store(
-            ErrorClass::Permanent,
-            format!("delivery task failed: {e}"),
-            None,
-        )),
+        Err(e) => Err(task_failed("delivery task", &e)),
     }
 }
 
-/// One attempt of one claimed delivery. Only journal errors are returned; everything the
-/// sink does ends up journaled as the attempt's outcome.
-async fn one(inner: &Inner, c: ClaimedDelivery) -> Result<DeliverySummary> {
+/// Journals outcomes as they come, each group in one transaction (a group commit): what
+/// every run produced while the previous group was being written. Acknowledges each
+/// outcome once it is durable, and only then reports [`Checkpoint::AfterFinish`].
+async fn commit_outcomes(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Finished>) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, MAX_GROUP).await > 0 {
+        let (attempts, acks): (Vec<FinishedAttempt>, Vec<_>) =
+            batch.drain(..).map(|f| (f.attempt, f.ack)).unzip();
+        let ids: Vec<DeliveryId> = attempts.iter().map(|a| a.id).collect();
+        match inner.store.finish_attempts(attempts).await {
+            Ok(()) => {
+                for id in ids {
+                    inner.checkpoint(&Checkpoint::AfterFinish { delivery: id });
+                }
+                for ack in acks {
+                    let _ = ack.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                for ack in acks {
+                    let _ = ack.send(Err(same_error(&e)));
+                }
+            }
+        }
+    }
+}
+
+/// The same journal error for every outcome of a failed group.
+fn same_error(e: &Error) -> Error {
+    match e {
+        Error::InvalidState(m) => Error::InvalidState(m.clone()),
+        Error::NotFound(m) => Error::NotFound(m.clone()),
+        other => Error::store(other.class(), other.to_string(), None),
+    }
+}
+
+/// Sends one destination's run in order. A retry ends the run (the head must go first):
+/// the rest is given back unsent, as on shutdown. Returns once every outcome is journaled,
+/// so the destination's next claim sees them. Only journal errors are returned.
+async fn send_run(
+    inner: &Inner,
+    run: Vec<ClaimedDelivery>,
+    done: &mpsc::UnboundedSender<Finished>,
+    stop: Option<&watch::Receiver<bool>>,
+) -> Result<DeliverySummary> {
+    let Some(destination) = run.first().map(|c| c.destination.clone()) else {
+        return Ok(DeliverySummary::default());
+    };
+    let started = Instant::now();
+    let mut summary = DeliverySummary::default();
+    let mut acks = Vec::with_capacity(run.len());
+    let mut unsent = Vec::new();
+    let mut cut = false;
+    let mut run = run.into_iter();
+    while let Some(c) = run.next() {
+        let outcome = one(inner, &c, &mut summary).await;
+        cut = matches!(outcome, AttemptOutcome::Retry { .. });
+        let (ack, acked) = oneshot::channel();
+        let finished = Finished {
+            attempt: FinishedAttempt {
+                id: c.id,
+                outcome,
+                at: inner.now(),
+            },
+            ack,
+        };
+        if done.send(finished).is_err() {
+            return Err(Error::store(
+                ErrorClass::Permanent,
+                "the outcome committer stopped",
+                None,
+            ));
+        }
+        acks.push(acked);
+        if cut || stop.is_some_and(|s| *s.borrow()) {
+            unsent.extend(run.by_ref());
+            break;
+        }
+    }
+    let sent = acks.len();
+    if !unsent.is_empty() {
+        inner
+            .store
+            .release_claims(&inner.claimant, &unsent, inner.now())
+            .await?;
+    }
+    for acked in acks {
+        acked.await.map_err(|_| {
+            Error::store(ErrorClass::Permanent, "the outcome committer stopped", None)
+        })??;
+    }
+    inner.adapt_run(&destination, sent, started.elapsed(), cut);
+    Ok(summary)
+}
+
+/// The next run length of a destination, from how its last run went: `sent` messages in
+/// `elapsed`, from a run of up to `current`. A retry starts over at 1; a run that took a
+/// window or more shrinks to what was delivered in one window; a full run that took less
+/// than half a window doubles. Always within `1..=max`.
+pub(super) fn next_run_length(
+    current: usize,
+    sent: usize,
+    elapsed: Duration,
+    cut: bool,
+    max: usize,
+) -> usize {
+    let next = if cut {
+        1
+    } else if elapsed >= RUN_WINDOW {
+        // Truncation is the point: whole messages per window.
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let per_window = (sent as f64 * RUN_WINDOW.as_secs_f64() / elapsed.as_secs_f64()) as usize;
+        per_window
+    } else if sent >= current && elapsed < RUN_WINDOW / 2 {
+        current.saturating_mul(2)
+    } else {
+        current
+    };
+    next.clamp(1, max.max(1))
+}
+
+impl Inner {
+    /// The run lengths claims use now.
+    fn run_lengths(&self) -> crate::audit::RunLengths {
+        self.run_lengths
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn adapt_run(&self, destination: &Destination, sent: usize, elapsed: Duration, cut: bool) {
+        let mut lengths = self
+            .run_lengths
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = lengths.get(destination);
+        let next = next_run_length(current, sent, elapsed, cut, self.max_run);
+        if next != current {
+            lengths.set(destination.clone(), next);
+        }
+    }
+}
+
+/// One attempt of one claimed delivery: its outcome, counted in `s`. Everything the sink
+/// does ends up in the outcome.
+async fn one(inner: &Inner, c: &ClaimedDelivery, s: &mut DeliverySummary) -> AttemptOutcome {
     let span = tracing::info_span!(
         "delivery",
         id = c.id.0,
@@ -154,44 +368,36 @@ async fn one(inner: &Inner, c: ClaimedDelivery) -> Result<DeliverySummary> {
         record = %c.record.key,
     );
     async move {
-        let mut s = DeliverySummary {
-            attempts: 1,
-            ..DeliverySummary::default()
-        };
-        let outcome = attempt(inner, &c).await;
+        s.attempts += 1;
+        let outcome = attempt(inner, c).await;
         let sink_label = c.destination.sink.clone();
         match &outcome {
             AttemptOutcome::Delivered { after_doubt, .. } => {
-                s.delivered = 1;
-                s.resent_after_doubt = u64::from(*after_doubt);
+                s.delivered += 1;
+                s.resent_after_doubt += u64::from(*after_doubt);
                 metrics::counter!("ml_deliveries_delivered_total", "sink" => sink_label)
                     .increment(1);
             }
             AttemptOutcome::Reconciled(_) => {
-                s.reconciled = 1;
+                s.reconciled += 1;
                 metrics::counter!("ml_deliveries_reconciled_total", "sink" => sink_label)
                     .increment(1);
             }
             AttemptOutcome::Retry {
                 in_doubt, error, ..
             } => {
-                s.retried = 1;
-                s.in_doubt = u64::from(*in_doubt);
+                s.retried += 1;
+                s.in_doubt += u64::from(*in_doubt);
                 tracing::info!(error = %error.message, in_doubt, "delivery will be retried");
                 metrics::counter!("ml_deliveries_retried_total", "sink" => sink_label).increment(1);
             }
             AttemptOutcome::Failed(error) => {
-                s.failed = 1;
+                s.failed += 1;
                 tracing::warn!(error = %error.message, "delivery failed");
                 metrics::counter!("ml_deliveries_failed_total", "sink" => sink_label).increment(1);
             }
         }
-        inner
-            .store
-            .finish_attempt(c.id, outcome, inner.now())
-            .await?;
-        inner.checkpoint(&Checkpoint::AfterFinish { delivery: c.id });
-        Ok(s)
+        outcome
     }
     .instrument(span)
     .await
@@ -307,5 +513,37 @@ fn retry_or_fail(inner: &Inner, c: &ClaimedDelivery, e: &Error, in_doubt: bool) 
             in_doubt,
         },
         None => AttemptOutcome::Failed(ErrorInfo::from(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{RUN_WINDOW, next_run_length};
+
+    #[test]
+    fn runs_follow_what_a_destination_delivers_in_about_a_second() {
+        let ms = Duration::from_millis;
+        // A Slack channel (1/s): the first message goes at once, so the run doubles once;
+        // the limiter then spaces that run of 2 over ~2 s, which brings it back to 1, where
+        // it stays (each run waits ~1 s for its permit).
+        assert_eq!(next_run_length(1, 1, ms(5), false, 256), 2);
+        assert_eq!(next_run_length(2, 2, ms(2_000), false, 256), 1);
+        assert_eq!(next_run_length(1, 1, ms(990), false, 256), 1);
+        assert_eq!(next_run_length(1, 1, ms(1_010), false, 256), 1);
+        // A fast sink doubles up to the bound.
+        assert_eq!(next_run_length(64, 64, ms(3), false, 256), 128);
+        assert_eq!(next_run_length(256, 256, ms(3), false, 256), 256);
+        // A short run (less was due) does not grow; a retry starts over.
+        assert_eq!(next_run_length(64, 10, ms(3), false, 256), 64);
+        assert_eq!(next_run_length(64, 3, ms(3), true, 256), 1);
+        // 100 sends in 2 s: 50 a second.
+        assert_eq!(next_run_length(100, 100, RUN_WINDOW * 2, false, 256), 50);
+        assert_eq!(
+            next_run_length(8, 8, ms(3), false, 1),
+            1,
+            "max_run 1: never batched"
+        );
     }
 }

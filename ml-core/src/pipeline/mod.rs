@@ -35,7 +35,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::Notify;
 
-use crate::audit::{AuditStore, Claimant, DeliveryFilter, DeliveryId, ErrorInfo, OwnerId};
+use crate::audit::{
+    AuditStore, Claimant, DeliveryFilter, DeliveryId, ErrorInfo, OwnerId, RunLengths,
+};
 use crate::clock::{self, Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::limiter::{NoLimit, RateLimiter};
@@ -116,6 +118,10 @@ impl fmt::Debug for Stream {
             .finish()
     }
 }
+
+/// The default longest run of one destination's deliveries claimed at once
+/// ([`PipelineBuilder::max_run`]).
+pub const DEFAULT_MAX_RUN: usize = 128;
 
 /// How long a permanently failing stream is paused at most ([`PipelineBuilder::permanent_pause`]).
 pub const MAX_PERMANENT_PAUSE: Duration = Duration::from_secs(24 * 3600);
@@ -199,6 +205,8 @@ struct Inner {
     permanent_pause: Duration,
     clock: Arc<dyn Clock>,
     max_in_flight: usize,
+    max_run: usize,
+    run_lengths: Mutex<RunLengths>,
     max_pages_per_cycle: u64,
     hook: Option<CheckpointHook>,
     claimant: Claimant,
@@ -232,6 +240,7 @@ pub struct PipelineBuilder {
     permanent_pause: Option<Duration>,
     clock: Option<Arc<dyn Clock>>,
     max_in_flight: Option<usize>,
+    max_run: Option<usize>,
     max_pages_per_cycle: Option<u64>,
     hook: Option<CheckpointHook>,
     owner: Option<OwnerId>,
@@ -305,9 +314,22 @@ impl PipelineBuilder {
         self
     }
 
-    /// How many deliveries may be in flight at once, across destinations (default 16).
+    /// How many destinations may be sending at once (default 16). Each sends one message
+    /// at a time, in order; the rest of its claimed run waits, in flight in the journal.
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = Some(n);
+        self
+    }
+
+    /// The longest run of consecutive deliveries one destination claims at once (default
+    /// [`DEFAULT_MAX_RUN`]; 1 claims every message on its own). Runs adapt to what a
+    /// destination delivers in about a second, up to this: a paced destination (a Slack
+    /// channel at 1 message/s) keeps runs of 1, a fast sink pays two journal transactions
+    /// per run instead of per message. After a crash, a run's unjournaled messages are in
+    /// doubt (reconciled, or re-sent where the sink cannot reconcile): this bounds them
+    /// for sinks that no limiter paces.
+    pub fn max_run(mut self, n: usize) -> Self {
+        self.max_run = Some(n);
         self
     }
 
@@ -405,6 +427,8 @@ impl PipelineBuilder {
                     .clamp(Duration::from_secs(1), MAX_PERMANENT_PAUSE),
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 max_in_flight,
+                max_run: self.max_run.unwrap_or(DEFAULT_MAX_RUN).max(1),
+                run_lengths: Mutex::default(),
                 max_pages_per_cycle: self.max_pages_per_cycle.unwrap_or(10_000).max(1),
                 hook: self.hook,
                 claimant,
@@ -602,10 +626,26 @@ impl Pipeline {
             recovered: self.recover().await?,
             ..RunSummary::default()
         };
+        // Delivering overlaps polling: what a page plans goes out while the next page is
+        // read and journaled.
+        let (polled, polled_rx) = tokio::sync::watch::channel(false);
+        let delivering = {
+            let inner = Arc::clone(&self.inner);
+            tokio::spawn(async move {
+                deliver::until_idle(&inner, deliver::Until::Drained(polled_rx)).await
+            })
+        };
         for s in &self.inner.streams {
             summary.add_cycle(poll::cycle(&self.inner, s).await);
         }
-        summary.deliveries = deliver::until_idle(&self.inner, None).await?;
+        let _ = polled.send(true);
+        summary.deliveries = delivering.await.map_err(|e| {
+            Error::store(
+                crate::ErrorClass::Permanent,
+                format!("delivery task failed: {e}"),
+                None,
+            )
+        })??;
         Ok(summary)
     }
 
@@ -623,7 +663,7 @@ impl Pipeline {
 
     /// Delivers everything due now, then returns.
     pub async fn deliver_due(&self) -> Result<DeliverySummary> {
-        deliver::until_idle(&self.inner, None).await
+        deliver::until_idle(&self.inner, deliver::Until::Idle).await
     }
 
     /// Makes a failed delivery pending again; the next delivery pass sends it (after
@@ -705,7 +745,7 @@ impl Pipeline {
             let inner = Arc::clone(&self.inner);
             let stop = stop_rx.clone();
             tasks.spawn(async move {
-                let d = deliver::until_idle(&inner, Some(stop)).await?;
+                let d = deliver::until_idle(&inner, deliver::Until::Stopped(stop)).await?;
                 Ok(RunSummary {
                     deliveries: d,
                     ..RunSummary::default()

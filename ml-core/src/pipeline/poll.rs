@@ -275,6 +275,24 @@ impl<'a> PageLoop<'a> {
     }
 }
 
+/// Renews this process's lease on polling `stream` (before every page but the first).
+/// Lost only when this process stalled past its lease and another took the stream over:
+/// stop, the other continues from the saved position.
+async fn renew_lease(inner: &Inner, stream: &Stream) -> Result<()> {
+    if inner
+        .store
+        .acquire_stream(&stream.name, &inner.claimant, inner.now())
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(Error::InvalidState(format!(
+            "lost the lease on stream `{}` to another process",
+            stream.name
+        )))
+    }
+}
+
 async fn pages(
     inner: &Inner,
     stream: &Stream,
@@ -284,41 +302,43 @@ async fn pages(
     let store = &inner.store;
     let mut pages = PageLoop::start(inner, stream).await?;
     let mut watermark = None;
-    let mut first = true;
+    inner.checkpoint(&super::Checkpoint::BeforePoll {
+        stream: stream.name.clone(),
+    });
+    let mut next = pages.next().await?;
     loop {
-        // Renewed per page; lost only when this process stalled past its lease and another
-        // took the stream over: stop, the other continues from the saved position.
-        if !std::mem::take(&mut first)
-            && !store
-                .acquire_stream(&stream.name, &inner.claimant, inner.now())
-                .await?
-        {
-            return Err(Error::InvalidState(format!(
-                "lost the lease on stream `{}` to another process",
-                stream.name
-            )));
-        }
-        inner.checkpoint(&super::Checkpoint::BeforePoll {
-            stream: stream.name.clone(),
-        });
-        let Some(page) = pages.next().await? else {
+        let Some(page) = next.take() else {
             return Ok(watermark);
         };
         summary.polled += page.items.len() as u64;
+        let last = !page.more || summary.pages + 1 >= inner.max_pages_per_cycle;
+        let page_watermark = page.watermark;
         let (records, rejected) = plan(&inner.router, page.items);
         for r in &rejected {
             tracing::info!(stream = %stream.name, key = ?r.key, reason = %r.reason, "record rejected");
         }
-        let committed = store
-            .commit_page(PageCommit {
+        let commit = store.commit_page(PageCommit {
+            stream: stream.name.clone(),
+            cycle,
+            records,
+            rejected,
+            position: page.next,
+            at: inner.now(),
+        });
+        // Reading the next page overlaps journaling this one. The saved position moves only
+        // with a commit, so a page read ahead of a failed commit is simply read again.
+        let read_ahead = async {
+            if last {
+                return Ok(None);
+            }
+            renew_lease(inner, stream).await?;
+            inner.checkpoint(&super::Checkpoint::BeforePoll {
                 stream: stream.name.clone(),
-                cycle,
-                records,
-                rejected,
-                position: page.next,
-                at: inner.now(),
-            })
-            .await?;
+            });
+            pages.next().await
+        };
+        let (committed, ahead) = tokio::join!(commit, read_ahead);
+        let committed = committed?;
         inner.checkpoint(&super::Checkpoint::AfterCommit {
             stream: stream.name.clone(),
         });
@@ -330,15 +350,16 @@ async fn pages(
         if committed.deliveries > 0 {
             inner.wake_delivery.notify_one();
         }
-        if let Some(w) = page.watermark {
+        if let Some(w) = page_watermark {
             watermark = Some(w);
             let lag = clock::until(w, inner.now());
             metrics::gauge!("ml_stream_lag_seconds", "stream" => stream.name.clone())
                 .set(lag.as_secs_f64());
         }
-        if !page.more || summary.pages >= inner.max_pages_per_cycle {
+        if last {
             return Ok(watermark);
         }
+        next = ahead?;
     }
 }
 

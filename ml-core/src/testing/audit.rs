@@ -125,6 +125,10 @@ where
     concurrent_claims_are_exclusive(make().await).await;
     leases_protect_live_claims(&*make().await).await;
     stream_leases_are_exclusive(&*make().await).await;
+    super::audit_runs::runs_follow_destination_order(&*make().await).await;
+    super::audit_runs::run_claims_are_exclusive(make().await).await;
+    super::audit_runs::group_commits_record_every_outcome(&*make().await).await;
+    super::audit_runs::unfinished_runs_are_recovered_in_doubt(&*make().await).await;
 }
 
 /// `commit_page` writes records, deliveries and position together, or nothing.

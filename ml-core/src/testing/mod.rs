@@ -5,6 +5,7 @@
 //! [`crate::memory::MemorySource::fail_next`]).
 
 pub mod audit;
+pub mod audit_runs;
 pub mod credential;
 pub mod sink;
 pub mod source;
