@@ -214,7 +214,11 @@ async fn ten_thousand_rows_once_with_the_exact_request_count() {
     let (again, _) = cycle(&s, pos).await;
     assert_eq!(again.len(), 104);
     for r in records(&again) {
-        assert!(served.contains(&(r.key.clone(), r.dedupe_version())), "{}", r.key);
+        assert!(
+            served.contains(&(r.key.clone(), r.dedupe_version())),
+            "{}",
+            r.key
+        );
     }
     assert_eq!(e.api1_calls() - before, 1 + 2_104_u64.div_ceil(200));
 }
