@@ -39,6 +39,8 @@ mod ifs;
 mod oracle;
 #[cfg(feature = "sage-x3")]
 mod sage_x3;
+#[cfg(feature = "sap-agent")]
+mod sap_agent;
 #[cfg(feature = "sap-ecc")]
 mod sap_ecc;
 #[cfg(feature = "slack")]
@@ -87,6 +89,10 @@ pub fn registry() -> Registry {
     #[cfg(feature = "sap-ecc")]
     {
         r = sap_ecc::register(r);
+    }
+    #[cfg(feature = "sap-agent")]
+    {
+        r = sap_agent::register(r);
     }
     #[cfg(feature = "ifs")]
     {

@@ -29,8 +29,16 @@
 //!   release).
 //! * Concurrency: more than [`SapEccEmulatorBuilder::max_sessions`] calls at once answer
 //!   `SYSTEM_FAILURE` (no free work process); [`SapEccEmulator::max_in_flight`] reports the
-//!   most calls seen at once. [`SapEccEmulator::fail_next`] injects `SYSTEM_FAILURE` storms
-//!   and memory dumps.
+//!   most calls seen at once. [`SapEccEmulator::fail_next`] injects `SYSTEM_FAILURE`s and
+//!   memory dumps for the next calls, [`SapEccEmulator::storm`] recurring storms (the first
+//!   `burst` of every `every` calls).
+//! * Data: [`SapEccEmulator::load_traps`] (POs whose only change is a CDHDR row, invoices
+//!   sharing one `CPUDT`/`CPUTM`, a late invoice, ALPHA keys, `|` and `;` and a character
+//!   outside the BMP in vendor names, a phone that cannot receive SMS, a BAPI `RETURN` E
+//!   row, a credit memo), [`SapEccEmulator::load_invoice_backfill`], and
+//!   `add_*`/`change_purchase_order`/[`SapEccEmulator::upsert`] while a client runs.
+//! * Guesses (unconfirmed in the notes): the fault shape, leaving out tables not sent,
+//!   `LENGTH` of packed fields = DDIC output length, PO creation writing no CDHDR row.
 //! * Times are application-server local ([`SapEccEmulatorBuilder::timezone`], default
 //!   `Europe/Berlin`), with no zone in the data, as in ECC.
 //!
