@@ -197,6 +197,13 @@ fn malformed_packets_are_typed_errors_never_panics() {
         );
     }
     assert!(parse_packet(&[0xff, 0xfe, 0x00, 0xd8]).is_err());
+    // Found by the `sap_idoc` fuzz target: a byte-order mark where the quote belongs.
+    assert!(
+        parse_packet(
+            "<?xml version=\"1.0\" encoding=\u{feff}\"U\u{1}VTF-8\"?>\n<ORDERS<IN0IDOC".as_bytes()
+        )
+        .is_err()
+    );
     assert!(parse_packet(b"<?xml version=\"1.0\" encoding=\"x-klingon\"?><A/>").is_err());
 }
 

@@ -198,8 +198,10 @@ fn decode(body: &[u8]) -> Result<String, IdocError> {
             let decl = &h[..end];
             let at = decl.find("encoding")?;
             let rest = decl[at + 8..].trim_start().strip_prefix('=')?.trim_start();
-            let quote = rest.chars().next()?;
-            let rest = &rest[1..];
+            // Only `"` or `'` delimit the value (a multi-byte "quote" found by fuzzing once
+            // sliced inside a character).
+            let quote = rest.chars().next().filter(|c| matches!(c, '"' | '\''))?;
+            let rest = &rest[quote.len_utf8()..];
             Some(rest[..rest.find(quote)?].to_owned())
         });
     match declared {
