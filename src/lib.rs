@@ -72,6 +72,22 @@ pub use ml_oracle_fusion as oracle_fusion;
 #[cfg(feature = "twilio")]
 pub use ml_twilio as twilio;
 
+/// SAP ECC: RFC, OData v2, IDoc push (feature `sap-ecc`).
+#[cfg(feature = "sap-ecc")]
+pub use ml_sap_ecc as sap_ecc;
+
+/// The SAP relay agent and host transport (feature `sap-agent`).
+#[cfg(feature = "sap-agent")]
+pub use ml_sap_agent as sap_agent;
+
+/// IFS Cloud OData v4 and Slack approvals (feature `ifs`).
+#[cfg(feature = "ifs")]
+pub use ml_ifs as ifs;
+
+/// Sage X3 api1 REST and GraphQL (feature `sage-x3`).
+#[cfg(feature = "sage-x3")]
+pub use ml_sage_x3 as sage_x3;
+
 /// Compiles the README's examples as doc tests, so the page users start from stays true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -27,9 +27,19 @@ fn every_sample_file_round_trips() {
         }
         n += 1;
         let config = PipelineConfig::from_file(&path).expect("sample parses");
-        connectors::registry()
-            .check(&config)
-            .expect("every connector of the sample is compiled in");
+        // Every sample names only connectors of this crate; a build with all of them
+        // (CI runs `--all-features`) checks each sample's sections against its factory.
+        if cfg!(all(
+            feature = "twilio",
+            feature = "sap-ecc",
+            feature = "sap-agent",
+            feature = "ifs",
+            feature = "sage-x3"
+        )) {
+            connectors::registry()
+                .check(&config)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
         let text = config.to_toml_string().expect("serializes");
         let again = PipelineConfig::from_toml_str(&text).expect("re-parses");
         assert_eq!(
@@ -41,7 +51,10 @@ fn every_sample_file_round_trips() {
         assert_eq!(again.streams.len(), config.streams.len());
         assert_eq!(again.routes, config.routes);
         // The ${NAME} references are kept as written, never their values.
-        assert!(text.contains("${SLACK_BOT_TOKEN}"), "{text}");
+        assert!(text.contains("${"), "{text}");
+        if config.sinks.values().any(|s| s.connector == "slack") {
+            assert!(text.contains("${SLACK_BOT_TOKEN}"), "{text}");
+        }
     }
     assert!(n >= 1, "no sample file in {}", dir.display());
 }
