@@ -276,7 +276,12 @@ mod tests {
         };
         assert_eq!(r.retry_after(), Some(Duration::from_secs(2)));
         assert_eq!(r.to_string(), "retryable (retry after 2000ms)");
-        let u = Error::unavailable("SapEcc(PRD)", "relay agent", "none connected", Duration::from_secs(5));
+        let u = Error::unavailable(
+            "SapEcc(PRD)",
+            "relay agent",
+            "none connected",
+            Duration::from_secs(5),
+        );
         assert_eq!(u.class().retry_after(), Some(Duration::from_secs(5)));
         assert_eq!(
             u.to_string(),

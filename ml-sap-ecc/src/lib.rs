@@ -5,8 +5,8 @@ pub mod client;
 pub mod error;
 // `idoc` and `odata` belong to the OData/IDoc helper: keep these two lines.
 pub mod idoc;
-pub mod odata;
 pub mod model;
+pub mod odata;
 pub mod options;
 pub mod read_table;
 pub mod rfc;

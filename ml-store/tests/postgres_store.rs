@@ -7,6 +7,7 @@
 //! tests run in parallel (nextest) without seeing each other.
 #![cfg(feature = "postgres")]
 
+mod history;
 mod pg_common;
 
 use std::sync::Arc;

@@ -902,12 +902,18 @@ async fn an_unavailable_source_pauses_its_stream_until_it_returns() {
     };
     // A fixed short re-check, no growing backoff.
     assert_eq!(*until, rig.clock.now() + jiff::SignedDuration::from_secs(5));
-    assert_eq!((waiting_for.as_str(), *failures), ("relay agent for PRD", 1));
+    assert_eq!(
+        (waiting_for.as_str(), *failures),
+        ("relay agent for PRD", 1)
+    );
     assert_eq!(error.class, "retryable");
     assert!(p.poll_stream("bad").await.expect("poll").skipped);
     tokio::time::advance(Duration::from_secs(5)).await;
     assert!(p.poll_stream("bad").await.expect("poll").error.is_some());
-    let StreamState::Unavailable { until, failures, .. } = &p.stream_status()[1].state else {
+    let StreamState::Unavailable {
+        until, failures, ..
+    } = &p.stream_status()[1].state
+    else {
         panic!("still unavailable");
     };
     assert_eq!(*until, rig.clock.now() + jiff::SignedDuration::from_secs(5));
