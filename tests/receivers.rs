@@ -168,6 +168,13 @@ async fn run_serves_verified_receivers_and_refuses_the_rest_with_distinct_reason
         }
     }
 
+    // A fresh connection pool: the receiver closes the connection it refused the
+    // oversized Slack body on, and a pooled connection caught mid-close fails the next
+    // send with a broken pipe (a race of the client, not of the receiver).
+    let client = ml_connector::http::ClientOptions::default()
+        .client()
+        .expect("client");
+
     // Twilio: the URL it signs is the configured public one, not the listener's.
     let twilio = format!("{base}/twilio/status?delivery_id=1");
     let signed_url = "https://hooks.example.com/twilio/status?delivery_id=1";
