@@ -138,8 +138,35 @@ CREATE TABLE credentials (
 );
 ";
 
+/// Version 3: the webhook replay cache shared by every replica (`PostgresReplayCache`), so a
+/// request replayed to another replica is refused as it is by the one that saw it.
+const V3_WEBHOOK_SEEN: &str = r"
+CREATE TABLE webhook_seen (
+    key        TEXT PRIMARY KEY,
+    seen_at    BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX webhook_seen_by_expiry ON webhook_seen (expires_at);
+";
+
+/// Version 4: journal notes (warnings a person must act on, such as a refresh token about to
+/// expire), written once per (kind, subject, dedupe) key.
+const V4_JOURNAL_NOTES: &str = r"
+CREATE TABLE journal_notes (
+    id        BIGSERIAL PRIMARY KEY,
+    at        BIGINT NOT NULL,
+    stream    TEXT,
+    kind      TEXT NOT NULL,
+    severity  TEXT NOT NULL,
+    dedupe    TEXT NOT NULL,
+    message   TEXT NOT NULL,
+    UNIQUE (kind, dedupe)
+);
+CREATE INDEX journal_notes_by_at ON journal_notes (at);
+";
+
 /// The migrations, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2_CREDENTIALS];
+const MIGRATIONS: &[&str] = &[V1, V2_CREDENTIALS, V3_WEBHOOK_SEEN, V4_JOURNAL_NOTES];
 
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
