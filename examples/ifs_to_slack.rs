@@ -20,6 +20,10 @@
 //!   `/approve-invoice 5001` (signed like Slack), prints the answer, and exits. Otherwise it
 //!   polls and serves until Ctrl-C. Audit: `ml-connector audit --config <file> show
 //!   ifs.approvals "Company='10',InvoiceId=5001"`.
+//! * Without Rust, `ml-connector run --config examples/config/ifs_to_slack.toml` does the
+//!   same from the file (`approvers = ...` in `[sources.ifs.settings]`); this example shows
+//!   the pieces: the Approve / Reject buttons renderer and an [`Approvals`] mounted as the
+//!   receiver's handler.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -190,10 +194,11 @@ async fn main() -> Result<()> {
         &slack_receiver.signing_secret,
         &env,
     )?;
-    let receiver =
+    let receiver = Arc::new(
         ml_slack::SlackReceiver::new(SignatureVerifier::new(&secrecy::SecretString::from(secret)))
-            .with_handler(approvals.clone());
-    let app = ml_slack::receiver::router(Arc::new(receiver), &slack_receiver.path);
+            .with_handler(approvals.clone()),
+    );
+    let app = ml_slack::receiver::router(Arc::clone(&receiver), &slack_receiver.path);
     let listen = env.var("ML_LISTEN").unwrap_or(receivers.listen.clone());
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
         Error::config(
@@ -224,7 +229,12 @@ async fn main() -> Result<()> {
             summary.deliveries.failed += d.failed;
         }
         if let (Some(s), Some(_)) = (&slack, &ifs) {
-            demo_approval(s, &format!("http://{addr}{}", slack_receiver.path)).await;
+            demo_approval(
+                s,
+                &format!("http://{addr}{}", slack_receiver.path),
+                &receiver,
+            )
+            .await;
         }
         summary
     } else {
@@ -261,7 +271,11 @@ async fn main() -> Result<()> {
 }
 
 /// Plays a Slack user typing `/approve-invoice 5001`, then prints the answer.
-async fn demo_approval(slack: &ml_sandbox::slack::SlackEmulator, url: &str) {
+async fn demo_approval(
+    slack: &ml_sandbox::slack::SlackEmulator,
+    url: &str,
+    receiver: &ml_slack::SlackReceiver,
+) {
     use ml_sandbox::slack::SlashCommand;
     let caller = slack.caller();
     match caller
@@ -277,12 +291,10 @@ async fn demo_approval(slack: &ml_sandbox::slack::SlackEmulator, url: &str) {
             return;
         }
     }
-    for _ in 0..100 {
-        if let Some(p) = slack.response_url_posts().last() {
-            println!("sandbox: answer in Slack: {}", p.body["text"]);
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // The command was acknowledged: the receiver counted its work; wait for it to end.
+    receiver.idle().await;
+    match slack.response_url_posts().last() {
+        Some(p) => println!("sandbox: answer in Slack: {}", p.body["text"]),
+        None => println!("sandbox: no answer"),
     }
-    println!("sandbox: no answer within 5 s");
 }

@@ -1,9 +1,10 @@
 //! Sage X3 -> Slack, embedded in your own program: the same pipeline as
 //! `ml-connector run --config examples/config/sage_x3_to_slack.toml`, through the same code
-//! path (`connectors::load`). Approved or modified purchase orders and supplier invoices to
-//! the procurement channel, large invoices also to finance, GL entries (account,
-//! debit/credit) to finance; every 15 minutes in the site's business hours, hourly
-//! overnight. Channels, routes, classes and schedules live in the TOML file: edit it.
+//! path (`connectors::load`). Approved purchase orders (and later changes to them) and
+//! supplier invoices to the procurement channel, large invoices also to finance, GL entries
+//! (account, debit/credit) to finance, statuses shown with their labels (`Approved`, not
+//! `3`); every 15 minutes in the site's business hours, hourly overnight. Channels, routes,
+//! classes, labels and schedules live in the TOML file: edit it.
 //!
 //! ```text
 //! cargo run --features store,slack,sage-x3,sandbox --example sage_x3_to_slack -- --once
@@ -13,13 +14,16 @@
 //! * With none of the file's `${…}` variables set (`SAGE_X3_URL`, `SLACK_BOT_TOKEN`, …),
 //!   the Sage X3 and Slack emulators start in-process (on 127.0.0.1) with demo data, and it
 //!   says so. With them set, it talks to the real systems; X3 Cloud's rotating refresh
-//!   token is kept in the journal's encrypted credential table (`ML_MASTER_KEY`).
+//!   token is kept in the journal's encrypted credential table (`ML_MASTER_KEY`), and its
+//!   expiry (`refresh_warn_days` ahead) or a needed pairing is written into the journal as
+//!   a note, once (the source the file configures does it; this program prints them).
 //! * `--once` runs one cycle per stream and exits; otherwise it polls on each stream's
 //!   schedule until Ctrl-C. At exit it prints a summary and the journal's path
 //!   (`ML_AUDIT_DB`, default `ml-audit.db`).
 
 use std::path::PathBuf;
 
+use ml_connector::audit::{NoteFilter, NoteSeverity};
 use ml_connector::config::ProcessEnv;
 use ml_connector::{Result, connectors};
 
@@ -70,8 +74,23 @@ async fn main() -> Result<()> {
     for e in &summary.cycle_errors {
         println!("stream error: {e}");
     }
+    // What needs the operator: a refresh token about to expire, a pairing needed.
+    let warnings = pipeline
+        .store()
+        .notes(&NoteFilter {
+            limit: Some(20),
+            ..NoteFilter::default()
+        })
+        .await?;
+    for n in warnings
+        .iter()
+        .filter(|n| n.severity >= NoteSeverity::Warning)
+        .take(5)
+    {
+        println!("journal note ({}, {}): {}", n.severity, n.kind, n.message);
+    }
     println!(
-        "journal: {:?}; inspect it with `ml-connector audit --config {} list`",
+        "journal: {:?}; inspect it with `ml-connector audit --config {} list` (notes: `audit notes`)",
         pipeline.store(),
         path.display()
     );

@@ -19,8 +19,9 @@ use ml_core::{AuditStore, Error, Result};
 /// compiled in is an error naming its section.
 ///
 /// `replay`: where seen requests are remembered (a journal-backed cache refuses a replay
-/// after a restart too, which matters for Twilio: its callbacks carry no timestamp);
-/// `None` keeps each receiver's in-memory cache.
+/// after a restart too, which matters for Twilio: its callbacks carry no timestamp; the
+/// PostgreSQL journal's is shared by every replica, see [`replay_cache`]); `None` keeps
+/// each receiver's in-memory cache.
 pub fn router(
     config: &ReceiversConfig,
     store: &Arc<dyn AuditStore>,
@@ -55,6 +56,18 @@ pub fn router(
         app = app.merge(sendgrid_router(sendgrid, Arc::clone(store), env, replay)?);
     }
     Ok(app)
+}
+
+/// The webhook replay cache that goes with `journal`, for [`router`]: with
+/// `url = "postgres://…"` (feature `postgres`) the journal's `webhook_seen` table on a
+/// pool of its own, shared by every replica, so a request replayed to another replica
+/// behind the load balancer is refused; with `sqlite = "<file>"` the file's table, kept
+/// across restarts; `None` for an in-memory journal.
+pub async fn replay_cache(
+    journal: &ml_core::config::pipeline::JournalConfig,
+    env: &dyn Env,
+) -> Result<Option<Arc<dyn ml_core::webhook::ReplayCache>>> {
+    crate::connectors::replay_cache(journal, env).await
 }
 
 #[cfg(feature = "slack")]
@@ -189,4 +202,145 @@ pub async fn bind(
         }
     });
     Ok((addr, task))
+}
+
+/// What connectors asked the receivers to hand them (see
+/// [`connectors::inbound`](crate::connectors::inbound)), for [`router_with_hooks`].
+#[derive(Clone, Default)]
+pub struct ReceiverHooks {
+    /// The handler of verified Slack requests (slash commands, interactivity) the
+    /// connectors registered (IFS approvals), instead of only logging them.
+    #[cfg(feature = "slack")]
+    pub slack: Option<Arc<dyn ml_slack::receiver::SlackHandler>>,
+    /// The pipeline runs against emulators: a `[receivers.slack]` signing secret whose
+    /// variables are all unset is then a random one nobody knows (every request is
+    /// refused as forged) instead of an error, so the sample files check and run with
+    /// nothing set.
+    pub sandbox: bool,
+}
+
+impl std::fmt::Debug for ReceiverHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("ReceiverHooks");
+        #[cfg(feature = "slack")]
+        d.field("slack", &self.slack.is_some());
+        d.field("sandbox", &self.sandbox).finish()
+    }
+}
+
+/// The router of [`router_with_hooks`], with what the host needs around it.
+pub struct Served {
+    /// The router.
+    pub router: axum::Router,
+    /// Lines for the operator (a receiver left without a signing secret in the sandbox).
+    pub notes: Vec<String>,
+    #[cfg(feature = "slack")]
+    slack: Option<Arc<ml_slack::SlackReceiver>>,
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served").finish_non_exhaustive()
+    }
+}
+
+impl Served {
+    /// Waits until the Slack handler work started so far has ended (a host stopping
+    /// drains it, so an approval acknowledged to Slack is carried out and answered).
+    #[cfg_attr(not(feature = "slack"), allow(clippy::unused_async))]
+    pub async fn idle(&self) {
+        #[cfg(feature = "slack")]
+        if let Some(r) = &self.slack {
+            r.idle().await;
+        }
+    }
+}
+
+/// Like [`router`], with the connectors' `hooks`: verified Slack requests go to
+/// `hooks.slack` (the receiver keeps its checks, retry dedupe and 3-second ack).
+pub fn router_with_hooks(
+    config: &ReceiversConfig,
+    store: &Arc<dyn AuditStore>,
+    env: &dyn Env,
+    replay: Option<Arc<dyn ml_core::webhook::ReplayCache>>,
+    hooks: &ReceiverHooks,
+) -> Result<Served> {
+    let Some(slack) = &config.slack else {
+        return Ok(Served {
+            router: router(config, store, env, replay)?,
+            notes: Vec::new(),
+            #[cfg(feature = "slack")]
+            slack: None,
+        });
+    };
+    let mut rest = config.clone();
+    rest.slack = None;
+    let app = router(&rest, store, env, replay.clone())?;
+    hooked_slack_router(slack, env, replay, hooks, app)
+}
+
+#[cfg(feature = "slack")]
+fn hooked_slack_router(
+    c: &ml_core::config::pipeline::SlackReceiverConfig,
+    env: &dyn Env,
+    replay: Option<Arc<dyn ml_core::webhook::ReplayCache>>,
+    hooks: &ReceiverHooks,
+    app: axum::Router,
+) -> Result<Served> {
+    use ml_core::config::interpolate::required_vars;
+    let mut notes = Vec::new();
+    let unset = required_vars(&c.signing_secret)
+        .iter()
+        .all(|v| env.var(v).is_none_or(|x| x.trim().is_empty()));
+    let secret: secrecy::SecretString =
+        if hooks.sandbox && unset && !required_vars(&c.signing_secret).is_empty() {
+            notes.push(
+            "receivers.slack: no signing secret set (sandbox): every Slack request is refused; \
+             set the signing secret to try commands and buttons"
+                .to_owned(),
+        );
+            // Random and never shown: nothing can be signed with it.
+            ml_core::credential::envelope::MasterKey::generate().to_base64()
+        } else {
+            interpolate("receivers.slack.signing_secret", &c.signing_secret, env)?.into()
+        };
+    let receiver = ml_slack::SlackBuilder::new()
+        .with_signing_secret(secret)
+        .build_receiver()
+        .map_err(|e| Error::config("receivers.slack.signing_secret", e.to_string()))?;
+    let receiver = match replay {
+        Some(cache) => receiver.with_replay_cache(cache),
+        None => receiver,
+    };
+    let receiver = if let Some(h) = &hooks.slack {
+        receiver.with_handler(Arc::clone(h))
+    } else {
+        let (receiver, mut inbound) = receiver.with_channel(1024);
+        tokio::spawn(async move {
+            while let Some(item) = inbound.recv().await {
+                tracing::info!(via = ?item.via, "slack: verified inbound item");
+            }
+        });
+        receiver
+    };
+    let receiver = Arc::new(receiver);
+    Ok(Served {
+        router: app.merge(ml_slack::receiver::router(Arc::clone(&receiver), &c.path)),
+        notes,
+        slack: Some(receiver),
+    })
+}
+
+#[cfg(not(feature = "slack"))]
+fn hooked_slack_router(
+    c: &ml_core::config::pipeline::SlackReceiverConfig,
+    env: &dyn Env,
+    replay: Option<Arc<dyn ml_core::webhook::ReplayCache>>,
+    _: &ReceiverHooks,
+    _: axum::Router,
+) -> Result<Served> {
+    slack_router(c, env, replay).map(|router| Served {
+        router,
+        notes: Vec::new(),
+    })
 }

@@ -121,3 +121,259 @@ async fn bad_settings_name_their_key() {
     // The URL is checked first: plain http to a non-loopback host is refused.
     assert_eq!(config_error(err), "sources.ifs.settings.url");
 }
+
+/// `ml-connector check` on the sample file with nothing set: sandbox IFS and Slack, the
+/// approvals' route built, the receiver without a secret refusing everything.
+#[cfg(feature = "cli")]
+#[test]
+fn the_sample_file_checks_in_sandbox_mode() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ml-connector"))
+        .args(["check", "--config"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/config/ifs_to_slack.toml"
+        ))
+        .env_clear()
+        .env("ML_AUDIT_DB", dir.path().join("audit.db"))
+        .output()
+        .expect("run check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("IFS Cloud sandbox"), "{stdout}");
+    assert!(stdout.contains("Slack approvals by U00HUMAN01"), "{stdout}");
+    assert!(
+        stdout.contains("receivers.slack: routes /approve-invoice"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ok      receivers"), "{stdout}");
+}
+
+/// Approvals through the real binary and the sample file: IFS is an emulator of this test
+/// (given as real credentials), Slack's answers land in a Slack emulator of this test.
+#[cfg(feature = "cli")]
+mod binary {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Child, Command, Stdio};
+
+    use ml_sandbox::Emulator as _;
+    use ml_sandbox::ifs::{IfsEmulator, invoice};
+    use ml_sandbox::slack::{BlockActions, SendOptions, SlackEmulator, SlashCommand};
+
+    const SET: &str = "ManSuppInvoiceSet";
+    const APPROVER: &str = "U00HUMAN01";
+
+    struct Running(Child);
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn command(config: &std::path::Path, ifs: &IfsEmulator, slack: &SlackEmulator) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ml-connector"));
+        c.env_clear()
+            .env(
+                "ML_AUDIT_DB",
+                config.with_file_name("audit.db").to_string_lossy().as_ref(),
+            )
+            .env("IFS_COMPANY", "10")
+            .env("IFS_APPROVERS", format!("{APPROVER}=ALICE:approve+reject"))
+            .env("IFS_APPROVAL_RESPONSE_BASE", slack.root_url())
+            .env("SLACK_SIGNING_SECRET", slack.signing_secret());
+        for (k, v) in ifs.env() {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Waits for the child to exit (a timeout, not a sleep: it returns as soon as the
+    /// process is gone).
+    async fn exited(running: Running) -> std::process::ExitStatus {
+        let mut running = running;
+        let wait = tokio::task::spawn_blocking(move || {
+            let status = running.0.wait().expect("wait");
+            std::mem::forget(running);
+            status
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(60), wait)
+            .await
+            .expect("ml-connector stops within 60 s of SIGINT")
+            .expect("join")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_carries_out_approvals_from_the_config_once_and_audits_them() {
+        let ifs = IfsEmulator::start().await.expect("ifs");
+        ifs.insert(SET, &invoice("10", 7, "1250.00", "AwaitingApproval", None))
+            .expect("invoice");
+        ifs.insert(SET, &invoice("10", 8, "80.00", "AwaitingApproval", None))
+            .expect("invoice");
+        let slack = SlackEmulator::start().await.expect("slack");
+        let dir = tempfile::tempdir().expect("dir");
+        let config = dir.path().join("ifs_to_slack.toml");
+        let sample = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/config/ifs_to_slack.toml"
+        ))
+        .expect("sample");
+        assert!(sample.contains("listen = \"127.0.0.1:3000\""));
+        std::fs::write(
+            &config,
+            sample.replace("listen = \"127.0.0.1:3000\"", "listen = \"127.0.0.1:0\""),
+        )
+        .expect("config");
+
+        let mut child = command(&config, &ifs, &slack)
+            .args(["run", "--progress-secs", "0", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let running = Running(child);
+        let mut lines = BufReader::new(stdout).lines();
+        let mut head = Vec::new();
+        let base = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("exited before listening: {head:?}"))
+                .expect("line");
+            if let Some(rest) = line.strip_prefix("receivers: listening on ") {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+            }
+            head.push(line);
+        };
+        assert!(
+            head.iter().any(|l| l.contains("routes /approve-invoice")),
+            "{head:?}"
+        );
+        std::thread::spawn(move || for _ in lines {});
+        let url = format!("{base}/slack/events");
+
+        let caller = slack.caller();
+        let ct = "application/x-www-form-urlencoded";
+        let body =
+            caller.slash_command_body(&SlashCommand::new("/approve-invoice", "7").user(APPROVER));
+        let first = caller
+            .send_raw(&url, ct, body.clone().into_bytes(), &SendOptions::default())
+            .await
+            .expect("send");
+        assert_eq!(first.status, 200, "acknowledged: {}", first.body);
+        // Slack retries the command (its side timed out): new signature, same trigger_id.
+        let now = slack.clock().now().as_second();
+        let retry = caller
+            .send_raw(
+                &url,
+                ct,
+                body.into_bytes(),
+                &SendOptions::default()
+                    .timestamp(now + 1)
+                    .retry(1, "http_timeout"),
+            )
+            .await
+            .expect("retry");
+        assert_eq!(retry.status, 200, "a retry is acknowledged");
+        let mallory = caller
+            .send_slash_command(
+                &url,
+                &SlashCommand::new("/approve-invoice", "7").user("U0MALLORY"),
+            )
+            .await
+            .expect("mallory");
+        assert_eq!(mallory.status, 200);
+        let forged = caller
+            .send_slash_command_with(
+                &url,
+                &SlashCommand::new("/approve-invoice", "7").user(APPROVER),
+                &SendOptions::default().signature(format!("v0={}", "0".repeat(64))),
+            )
+            .await
+            .expect("forged");
+        assert_eq!(forged.status, 401, "{}", forged.body);
+        // The Reject button on invoice 8's message.
+        let click = caller
+            .send_block_actions(
+                &url,
+                &BlockActions::new(
+                    ml_connector::ifs::approval::REJECT_ACTION_ID,
+                    "Company='10',InvoiceId=8",
+                )
+                .user(APPROVER),
+            )
+            .await
+            .expect("click");
+        assert_eq!(click.status, 200);
+        drop(caller);
+
+        // Quiescence: on SIGINT `run` stops serving, finishes every request it
+        // acknowledged, and exits; after that nothing can happen any more.
+        let pid = running.0.id().to_string();
+        let kill = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill");
+        assert!(kill.success());
+        let status = exited(running).await;
+        assert!(status.success(), "{status}");
+
+        let calls = ifs.action_calls();
+        let on_7: Vec<_> = calls.iter().filter(|c| c.key == ["10", "7"]).collect();
+        assert_eq!(
+            on_7.len(),
+            1,
+            "one action for a command and its retry: {calls:?}"
+        );
+        assert_eq!(on_7[0].status, 204);
+        assert!(
+            on_7[0]
+                .if_match
+                .as_deref()
+                .is_some_and(|e| e.starts_with("W/"))
+        );
+        assert_eq!(
+            ifs.get(SET, &["10", "7"]).expect("row")["Objstate"],
+            "Approved"
+        );
+        let on_8: Vec<_> = calls.iter().filter(|c| c.key == ["10", "8"]).collect();
+        assert_eq!(on_8.len(), 1, "{calls:?}");
+        assert_eq!((on_8[0].action.as_str(), on_8[0].status), ("Reject", 204));
+        assert_eq!(
+            ifs.get(SET, &["10", "8"]).expect("row")["Objstate"],
+            "Rejected"
+        );
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        let posts = slack.response_url_posts();
+        assert_eq!(posts.len(), 3, "command, Mallory and the button: {posts:?}");
+        let text = |p: &ml_sandbox::slack::ResponseUrlPost| {
+            p.body["text"].as_str().unwrap_or_default().to_owned()
+        };
+        let approved = posts.iter().find(|p| text(p).contains("approved in IFS"));
+        let refused = posts.iter().find(|p| text(p).contains("not allowed"));
+        assert!(approved.is_some(), "{posts:?}");
+        assert_eq!(refused.expect("refusal").body["response_type"], "ephemeral");
+
+        // The audit, through the command line.
+        let out = command(&config, &ifs, &slack)
+            .args(["audit", "--config"])
+            .arg(&config)
+            .args(["show", "ifs.approvals", "Company='10',InvoiceId=7"])
+            .output()
+            .expect("audit");
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shown}");
+        assert!(shown.contains("\"outcome\":\"done\""), "{shown}");
+        assert!(shown.contains("\"ifs_identity\":\"ALICE\""), "{shown}");
+        assert!(shown.contains("\"outcome\":\"refused\""), "{shown}");
+        assert!(shown.contains("U0MALLORY"), "{shown}");
+        assert_eq!(shown.matches("\"outcome\":\"done\"").count(), 1, "{shown}");
+    }
+}

@@ -14,6 +14,12 @@ use crate::error::{Error, Result};
 use crate::record::{Record, Rejected};
 use crate::sink::{Destination, Receipt};
 
+mod notes;
+
+pub use notes::{
+    JournalNote, KIND_PAIRING_NEEDED, KIND_REFRESH_TOKEN_EXPIRY, NoteFilter, NoteSeverity,
+};
+
 /// A delivery's id in the journal. Increasing in commit order, so per-destination order is
 /// id order.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -715,6 +721,8 @@ impl Claimant {
 ///   marks the delivery failed (replayable).
 /// * Nothing secret is ever stored: records and errors are stored as given, and the types
 ///   given never hold secrets.
+/// * `note` writes a [`JournalNote`] once per (kind, dedupe); `AuditQuery::notes` filters
+///   them by time, kind and stream, newest first.
 #[async_trait]
 pub trait AuditWrite: Send + Sync + Debug {
     /// The saved position of a stream.
@@ -857,6 +865,18 @@ pub trait AuditWrite: Send + Sync + Debug {
 
     /// When the earliest pending or retrying delivery is due (a hint for sleeping).
     async fn next_due_at(&self) -> Result<Option<Timestamp>>;
+
+    /// Writes an operator note ([`JournalNote`]) unless one with the same `kind` and
+    /// `dedupe` is already there: `true` when written, `false` when it was a duplicate.
+    /// A note without a kind or dedupe string is [`Error::InvalidRecord`].
+    ///
+    /// The default returns [`Error::Unsupported`]: a journal that cannot keep the note
+    /// says so rather than pretend the warning was recorded; callers log it (the warning
+    /// itself has gone to the log and the metrics already).
+    async fn note(&self, note: JournalNote) -> Result<bool> {
+        let _ = note;
+        Err(notes::unsupported())
+    }
 }
 
 /// The journal's operator queries (the `audit` command, dashboards, tests).
@@ -879,6 +899,16 @@ pub trait AuditQuery: Send + Sync + Debug {
 
     /// Counts across the journal.
     async fn stats(&self) -> Result<JournalStats>;
+
+    /// Notes matching `filter`, newest first (notes raised at the same time: the latest
+    /// written first), at most `filter.limit`.
+    ///
+    /// The default returns none: a journal that keeps no notes (its
+    /// [`AuditWrite::note`] refuses them) holds none to show.
+    async fn notes(&self, filter: &NoteFilter) -> Result<Vec<JournalNote>> {
+        let _ = filter;
+        Ok(Vec::new())
+    }
 }
 
 /// The durable journal: the write path ([`AuditWrite`]) and the operator queries

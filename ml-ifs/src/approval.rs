@@ -303,6 +303,11 @@ impl ApprovalOutcome {
     }
 }
 
+/// The `action_id`s of the Approve / Reject buttons ([`invoice_buttons`]).
+pub fn invoice_action_ids() -> [&'static str; 2] {
+    [APPROVE_ACTION_ID, REJECT_ACTION_ID]
+}
+
 /// The Approve / Reject buttons for an invoice record (an `actions` block), the value
 /// being the record key.
 pub fn invoice_buttons(record_key: &str) -> Value {
@@ -420,6 +425,16 @@ impl Approvals {
     pub fn with_command(mut self, command: impl Into<String>) -> Self {
         self.command = command.into();
         self
+    }
+
+    /// The slash command handled.
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    /// The journal stream decisions are written to.
+    pub fn stream(&self) -> &str {
+        &self.stream
     }
 
     /// The clock of audit times.

@@ -18,6 +18,7 @@ use ml_core::retry::RetryPolicy;
 use secrecy::SecretString;
 
 use crate::error::IfsError;
+use crate::history::ChangeDetection;
 use crate::odata::{MAX_PAGE_SIZE, ODataClient, TIME_ZONE_AWARE_HEADER};
 use crate::resource::{IfsResource, KeyAttr, ResourceSpec};
 use crate::source::IfsSource;
@@ -77,11 +78,35 @@ pub enum IfsConfigKey {
     Paging,
     /// `IFS_SELECT`: send `$select` (default true).
     Select,
+    /// `IFS_CHANGE_DETECTION`: `stamp` (default: the entity set's change stamp) or
+    /// `history_log` (the IFS history log, where the customer enabled it per LU).
+    ChangeDetection,
+    /// `IFS_HISTORY_LU_NAMES`: the logical units (tables) whose history-log entries are
+    /// watched, comma-separated (default: the resource's entity name).
+    HistoryLuNames,
+    /// `IFS_HISTORY_PATH`: the history log entity set (default
+    /// `HistoryLogHandling.svc/HistoryLogOverviewSet`).
+    HistoryPath,
+    /// `IFS_APPROVERS`: Slack user -> IFS identity : actions,
+    /// `U0123ABCD=ALICE:approve+reject;U0456EFGH=BOB:approve`. Setting it turns approvals
+    /// from Slack on for this connection.
+    Approvers,
+    /// `IFS_APPROVAL_COMMAND`: the slash command (default `/approve-invoice`).
+    ApprovalCommand,
+    /// `IFS_APPROVAL_RESOURCE`: the resource approvals act on (default
+    /// `supplier_invoices`).
+    ApprovalResource,
+    /// `IFS_APPROVAL_STREAM`: the journal stream of approval decisions (default
+    /// `ifs.approvals`).
+    ApprovalStream,
+    /// `IFS_APPROVAL_RESPONSE_BASE`: one more base allowed for Slack `response_url`s
+    /// besides `https://hooks.slack.com/` (an egress proxy, or an emulator in tests).
+    ApprovalResponseBase,
 }
 
 impl IfsConfigKey {
     /// Every key.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 29] = [
         Self::Url,
         Self::Realm,
         Self::TokenUrl,
@@ -103,6 +128,14 @@ impl IfsConfigKey {
         Self::OverlapSecs,
         Self::Paging,
         Self::Select,
+        Self::ChangeDetection,
+        Self::HistoryLuNames,
+        Self::HistoryPath,
+        Self::Approvers,
+        Self::ApprovalCommand,
+        Self::ApprovalResource,
+        Self::ApprovalStream,
+        Self::ApprovalResponseBase,
     ];
 
     /// The environment variable.
@@ -129,6 +162,14 @@ impl IfsConfigKey {
             Self::OverlapSecs => "IFS_OVERLAP_SECS",
             Self::Paging => "IFS_PAGING",
             Self::Select => "IFS_SELECT",
+            Self::ChangeDetection => "IFS_CHANGE_DETECTION",
+            Self::HistoryLuNames => "IFS_HISTORY_LU_NAMES",
+            Self::HistoryPath => "IFS_HISTORY_PATH",
+            Self::Approvers => "IFS_APPROVERS",
+            Self::ApprovalCommand => "IFS_APPROVAL_COMMAND",
+            Self::ApprovalResource => "IFS_APPROVAL_RESOURCE",
+            Self::ApprovalStream => "IFS_APPROVAL_STREAM",
+            Self::ApprovalResponseBase => "IFS_APPROVAL_RESPONSE_BASE",
         }
     }
 }
@@ -310,8 +351,12 @@ impl IfsBuilder {
         self
     }
 
-    fn val(&self, k: IfsConfigKey) -> Option<&str> {
+    pub(crate) fn val(&self, k: IfsConfigKey) -> Option<&str> {
         self.values.get(k)
+    }
+
+    pub(crate) fn client_options(&self) -> &ClientOptions {
+        &self.client_options
     }
 
     fn parse_url(key: IfsConfigKey, raw: &str) -> Result<url::Url, IfsError> {
@@ -564,6 +609,7 @@ impl IfsBuilder {
             }
         };
         let company = self.val(K::Company).map(str::to_owned);
+        let change_detection = self.change_detection(&spec)?;
         let root = self
             .service_root()
             .map_err(|e| IfsError::config(K::ApiPath.as_env(), e.to_string()))?;
@@ -587,7 +633,63 @@ impl IfsBuilder {
             retry: self.retry,
             clock: self.clock,
             use_select,
+            change_detection,
         })
+    }
+
+    fn change_detection(&self, spec: &ResourceSpec) -> Result<ChangeDetection, IfsError> {
+        use IfsConfigKey as K;
+        match self
+            .val(K::ChangeDetection)
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("stamp") => Ok(ChangeDetection::Stamp),
+            Some("history_log" | "history") => {
+                let lu_names: Vec<String> = match self.val(K::HistoryLuNames) {
+                    Some(v) => v
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    None => vec![spec.entity.clone()],
+                };
+                if let Some(bad) = lu_names
+                    .iter()
+                    .find(|l| !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                {
+                    return Err(IfsError::config(
+                        K::HistoryLuNames.as_env(),
+                        format!("`{bad}` is not an LU name"),
+                    ));
+                }
+                if lu_names.is_empty() {
+                    return Err(IfsError::config(K::HistoryLuNames.as_env(), "names no LU"));
+                }
+                let path = self
+                    .val(K::HistoryPath)
+                    .unwrap_or(crate::history::DEFAULT_HISTORY_PATH)
+                    .trim_matches('/');
+                if !path.contains(".svc/") || path.contains(['?', '#', ' ']) {
+                    return Err(IfsError::config(
+                        K::HistoryPath.as_env(),
+                        format!("`{path}` is not <Projection>.svc/<EntitySet>"),
+                    ));
+                }
+                let root = self
+                    .service_root()
+                    .map_err(|e| IfsError::config(K::ApiPath.as_env(), e.to_string()))?;
+                Ok(ChangeDetection::HistoryLog {
+                    url: format!("{root}/{path}"),
+                    lu_names,
+                })
+            }
+            Some(other) => Err(IfsError::config(
+                K::ChangeDetection.as_env(),
+                format!("`{other}` is neither `stamp` nor `history_log`"),
+            )),
+        }
     }
 }
 

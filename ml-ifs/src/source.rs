@@ -21,6 +21,7 @@ use ml_core::record::EntityKind;
 use ml_core::retry::RetryPolicy;
 use ml_core::source::{Page, Source};
 
+use crate::history::ChangeDetection;
 use crate::model::map_item;
 use crate::odata::{CollectionPage, ODataClient, ODataQuery, literal};
 use crate::resource::ResourceSpec;
@@ -37,6 +38,7 @@ pub struct IfsSource {
     pub(crate) retry: RetryPolicy,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) use_select: bool,
+    pub(crate) change_detection: ChangeDetection,
 }
 
 impl fmt::Debug for IfsSource {
@@ -76,7 +78,53 @@ fn keys_after(spec: &ResourceSpec, values: &[String]) -> Option<String> {
     out
 }
 
+/// The cursor's part of a page filter on the stamp `m`: `m gt T or (m eq T and
+/// <after>)` (keyset, `after` = the keys after the anchor row) or `m ge T`, and the sweep
+/// windows. Shared by the stamp and history-log modes.
+pub(crate) fn stamp_filter(m: &str, plan: &ReadPlan, after: Option<String>) -> Vec<String> {
+    let mut parts = Vec::new();
+    if let Some(since) = plan.since {
+        let t = literal::date_time_offset(since);
+        parts.push(match after {
+            Some(a) => group(&format!("{m} gt {t} or ({m} eq {t} and ({a}))")),
+            None => format!("{m} ge {t}"),
+        });
+    }
+    match plan.within.as_slice() {
+        [] => {}
+        windows => {
+            let ranges: Vec<String> = windows
+                .iter()
+                .map(|w| {
+                    format!(
+                        "{m} ge {} and {m} le {}",
+                        literal::date_time_offset(w.lo),
+                        literal::date_time_offset(w.hi)
+                    )
+                })
+                .collect();
+            if let [one] = ranges.as_slice() {
+                parts.push(one.clone());
+            } else {
+                parts.push(group(
+                    &ranges
+                        .iter()
+                        .map(|r| group(r))
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                ));
+            }
+        }
+    }
+    parts
+}
+
 impl IfsSource {
+    /// How changes are found.
+    pub fn change_detection(&self) -> &ChangeDetection {
+        &self.change_detection
+    }
+
     /// The resource description in use.
     pub fn spec(&self) -> &ResourceSpec {
         &self.spec
@@ -104,49 +152,16 @@ impl IfsSource {
 
     /// The `$filter` of one page request (`None`: no restriction).
     pub fn page_filter(&self, plan: &ReadPlan) -> Option<String> {
-        let m = &self.spec.stamp;
         let mut parts = Vec::new();
         if let (Some(c), Some(attr)) = (&self.company, &self.spec.company) {
             parts.push(format!("{attr} eq {}", literal::string(c)));
         }
-        if let Some(since) = plan.since {
-            let t = literal::date_time_offset(since);
-            let after = plan
-                .after_key
-                .as_deref()
-                .and_then(|k| self.spec.key_values(k))
-                .and_then(|v| keys_after(&self.spec, &v));
-            parts.push(match after {
-                Some(a) => group(&format!("{m} gt {t} or ({m} eq {t} and ({a}))")),
-                None => format!("{m} ge {t}"),
-            });
-        }
-        match plan.within.as_slice() {
-            [] => {}
-            windows => {
-                let ranges: Vec<String> = windows
-                    .iter()
-                    .map(|w| {
-                        format!(
-                            "{m} ge {} and {m} le {}",
-                            literal::date_time_offset(w.lo),
-                            literal::date_time_offset(w.hi)
-                        )
-                    })
-                    .collect();
-                if let [one] = ranges.as_slice() {
-                    parts.push(one.clone());
-                } else {
-                    parts.push(group(
-                        &ranges
-                            .iter()
-                            .map(|r| group(r))
-                            .collect::<Vec<_>>()
-                            .join(" or "),
-                    ));
-                }
-            }
-        }
+        let after = plan
+            .after_key
+            .as_deref()
+            .and_then(|k| self.spec.key_values(k))
+            .and_then(|v| keys_after(&self.spec, &v));
+        parts.extend(stamp_filter(&self.spec.stamp, plan, after));
         (!parts.is_empty()).then(|| parts.join(" and "))
     }
 
@@ -169,9 +184,13 @@ impl IfsSource {
     }
 
     async fn read(&self, query: &ODataQuery) -> Result<CollectionPage> {
+        self.read_url(&self.collection_url, query).await
+    }
+
+    pub(crate) async fn read_url(&self, url: &str, query: &ODataQuery) -> Result<CollectionPage> {
         ml_core::retry::retry(&self.retry, || async {
             self.odata
-                .get_collection(&self.collection_url, query)
+                .get_collection(url, query)
                 .await
                 .map_err(Into::into)
         })
@@ -196,6 +215,9 @@ impl Source for IfsSource {
     }
 
     async fn poll(&self, from: Option<&Position>) -> Result<Page> {
+        if let ChangeDetection::HistoryLog { url, lu_names } = &self.change_detection {
+            return self.poll_history(url, lu_names, from).await;
+        }
         let mut cursor = self.cursor.clone();
         let mut plan = cursor.plan(from)?;
         // An anchor whose key cannot be written as a literal (a rejected row ended the
@@ -255,7 +277,18 @@ impl Source for IfsSource {
         if let (Some(c), Some(attr)) = (&self.company, &self.spec.company) {
             q = q.filter(format!("{attr} eq {}", literal::string(c)));
         }
-        self.read(&q).await.map(|_| ())
+        self.read(&q).await?;
+        if let ChangeDetection::HistoryLog { url, lu_names } = &self.change_detection {
+            // The history log must be granted and readable too.
+            let q = ODataQuery::new().top(1).filter(format!(
+                "LuName eq {}",
+                literal::string(lu_names.first().map_or("", String::as_str))
+            ));
+            self.read_url(url, &q)
+                .await
+                .map_err(|e| crate::history::history_error(e, url))?;
+        }
+        Ok(())
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ml_core::AuditQuery as _;
 use ml_core::memory::MemoryAuditStore;
@@ -27,6 +26,7 @@ struct World {
     slack: SlackEmulator,
     journal: Arc<MemoryAuditStore>,
     approvals: Arc<Approvals>,
+    receiver: Arc<SlackReceiver>,
     _server: Server,
     url: String,
 }
@@ -63,7 +63,7 @@ async fn world() -> World {
     );
     let verifier = SignatureVerifier::new(&slack.signing_secret().into());
     let receiver = Arc::new(SlackReceiver::new(verifier).with_handler(approvals.clone()));
-    let server = Server::start(router(receiver, "/slack"))
+    let server = Server::start(router(receiver.clone(), "/slack"))
         .await
         .expect("server");
     let url = format!("{}slack", server.base_url());
@@ -72,28 +72,22 @@ async fn world() -> World {
         slack,
         journal,
         approvals,
+        receiver,
         _server: server,
         url,
     }
 }
 
 impl World {
-    /// Waits until `n` response_url posts arrived (the handler runs after the ack).
-    async fn answers(&self, n: usize) -> Vec<String> {
-        for _ in 0..200 {
-            let posts = self.slack.response_url_posts();
-            if posts.len() >= n {
-                return posts
-                    .iter()
-                    .map(|p| p.body["text"].as_str().unwrap_or_default().to_owned())
-                    .collect();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!(
-            "expected {n} answers, got {:?}",
-            self.slack.response_url_posts()
-        );
+    /// The response_url answers once every request the receiver acknowledged so far was
+    /// handled (the handler runs after the ack; the receiver counts it before the ack).
+    async fn answers(&self) -> Vec<String> {
+        self.receiver.idle().await;
+        self.slack
+            .response_url_posts()
+            .iter()
+            .map(|p| p.body["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 
     fn applied(&self) -> usize {
@@ -144,9 +138,14 @@ async fn a_retried_slash_command_acts_once() {
         .await
         .expect("retry");
     assert_eq!(retry.status, 200, "a retry is acknowledged");
-    let answers = w.answers(1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(w.slack.response_url_posts().len(), 1, "one answer");
+    // Quiescence: both requests were acknowledged, so everything they started is done.
+    let answers = w.answers().await;
+    let progress = *w.receiver.progress().borrow();
+    assert_eq!(
+        progress.handed_off, 1,
+        "the retry was not handed off: {progress:?}"
+    );
+    assert_eq!(answers.len(), 1, "one answer: {answers:?}");
     assert!(answers[0].contains("approved in IFS"), "{answers:?}");
     assert_eq!(w.applied(), 1);
     assert_eq!(w.ifs.action_calls().len(), 1, "one action request");
@@ -177,7 +176,8 @@ async fn a_double_click_acts_once() {
     );
     assert_eq!(a.expect("a").status, 200);
     assert_eq!(b.expect("b").status, 200);
-    let answers = w.answers(2).await;
+    let answers = w.answers().await;
+    assert_eq!(answers.len(), 2, "{answers:?}");
     assert_eq!(w.applied(), 1, "{:?}", w.ifs.action_calls());
     assert!(
         answers.iter().any(|a| a.contains("already approved")),
@@ -266,7 +266,8 @@ async fn an_unauthorised_user_is_refused_and_the_refusal_journaled() {
         .await
         .expect("send");
     assert_eq!(r.status, 200);
-    let answers = w.answers(1).await;
+    let answers = w.answers().await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
     assert!(answers[0].contains("not allowed"), "{answers:?}");
     assert_eq!(
         w.slack.response_url_posts()[0].body["response_type"],
@@ -314,7 +315,12 @@ async fn forged_and_stale_requests_are_refused() {
         .await
         .expect("unsigned");
     assert!(unsigned.status >= 400);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Nothing was handed off (refused before the hand-off), so nothing can still run.
+    w.receiver.idle().await;
+    assert_eq!(
+        *w.receiver.progress().borrow(),
+        ml_slack::receiver::HandlerProgress::default()
+    );
     assert!(w.ifs.action_calls().is_empty());
     assert!(w.slack.response_url_posts().is_empty());
     assert_eq!(w.state(), "AwaitingApproval");
@@ -362,7 +368,7 @@ async fn slack_is_answered_within_3_seconds_even_when_ifs_is_slow() {
     // The re-read of the invoice takes 3.5 s.
     w.ifs
         .faults()
-        .push(FaultRule::any(Fault::Latency(Duration::from_millis(3500))).times(1));
+        .push(FaultRule::any(Fault::Latency(std::time::Duration::from_millis(3500))).times(1));
     let started = std::time::Instant::now();
     let r = w
         .slack
@@ -375,13 +381,14 @@ async fn slack_is_answered_within_3_seconds_even_when_ifs_is_slow() {
         .expect("send");
     assert_eq!(r.status, 200);
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < std::time::Duration::from_secs(1),
         "acknowledged before the work: {:?}",
         started.elapsed()
     );
-    let answers = w.answers(1).await;
+    let answers = w.answers().await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
     assert!(answers[0].contains("approved in IFS"), "{answers:?}");
-    assert!(started.elapsed() >= Duration::from_millis(3500));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(3500));
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use ml_core::auth::{BasicCredentials, TokenCache};
 use ml_core::clock::{Clock, SystemClock};
-use ml_core::config::{ConfigKey, ConfigValues, Env, ProcessEnv, check_url};
+use ml_core::config::{ConfigValues, check_url};
 use ml_core::cursor::{Paging, WatermarkCursor};
 use ml_core::http::ClientOptions;
 use ml_core::money::Currency;
@@ -27,114 +27,46 @@ pub const DEFAULT_API_VERSION: &str = "11.13.18.05";
 /// The largest page size the REST API serves (unconfirmed; some pods reportedly cap at 499).
 pub const MAX_PAGE_SIZE: usize = 500;
 
-/// A configuration key, named as its environment variable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[non_exhaustive]
-pub enum OracleFusionConfigKey {
-    /// `ORACLE_FUSION_URL`: the pod base URL (`https://acme.fa.us2.oraclecloud.com`).
-    Url,
-    /// `ORACLE_FUSION_TOKEN_URL`: the identity domain's token endpoint.
-    TokenUrl,
-    /// `ORACLE_FUSION_CLIENT_ID`.
-    ClientId,
-    /// `ORACLE_FUSION_CLIENT_SECRET`.
-    ClientSecret,
-    /// `ORACLE_FUSION_SCOPE`: e.g. `https://acme.fa.us2.oraclecloud.com:443urn:opc:resource:consumer::all`.
-    Scope,
-    /// `ORACLE_FUSION_USER`: Basic user, or the JWT `sub`.
-    User,
-    /// `ORACLE_FUSION_PASSWORD`: Basic password.
-    Password,
-    /// `ORACLE_FUSION_JWT_PRIVATE_KEY`: PKCS#8 PEM RSA key for the JWT user assertion.
-    JwtPrivateKey,
-    /// `ORACLE_FUSION_JWT_KEY_ID`: the `kid` header (certificate alias).
-    JwtKeyId,
-    /// `ORACLE_FUSION_JWT_AUDIENCE` (default `https://identity.oraclecloud.com/`).
-    JwtAudience,
-    /// `ORACLE_FUSION_API_VERSION` (default `11.13.18.05`).
-    ApiVersion,
-    /// `ORACLE_FUSION_RESOURCE`: `invoices`, `purchaseOrders`, ... (default `invoices`).
-    Resource,
-    /// `ORACLE_FUSION_PAGE_SIZE`: 1..=500 (default 500).
-    PageSize,
-    /// `ORACLE_FUSION_OVERLAP_SECS`: the cursor's re-read window (default 300).
-    OverlapSecs,
-    /// `ORACLE_FUSION_TIME_ZONE`: IANA zone for timestamps without an offset (default UTC).
-    TimeZone,
-    /// `ORACLE_FUSION_PAGING`: `keyset` (default) or `offset` (see
-    /// [`OracleFusionBuilder::with_paging`]).
-    Paging,
-    /// `ORACLE_FUSION_COST_CENTER_SEGMENT`: which segment of an account combination is the
-    /// cost center, `<index>` or `<index>:<separator>` (`1`, `2:.`; separator default `-`).
-    /// Unset: no cost center, only the whole combination as the GL account.
-    CostCenterSegment,
-}
-
-impl OracleFusionConfigKey {
-    /// Every key.
-    pub const ALL: [Self; 17] = [
-        Self::Url,
-        Self::TokenUrl,
-        Self::ClientId,
-        Self::ClientSecret,
-        Self::Scope,
-        Self::User,
-        Self::Password,
-        Self::JwtPrivateKey,
-        Self::JwtKeyId,
-        Self::JwtAudience,
-        Self::ApiVersion,
-        Self::Resource,
-        Self::PageSize,
-        Self::OverlapSecs,
-        Self::TimeZone,
-        Self::Paging,
-        Self::CostCenterSegment,
-    ];
-
-    /// The environment variable.
-    pub fn as_env(self) -> &'static str {
-        match self {
-            Self::Url => "ORACLE_FUSION_URL",
-            Self::TokenUrl => "ORACLE_FUSION_TOKEN_URL",
-            Self::ClientId => "ORACLE_FUSION_CLIENT_ID",
-            Self::ClientSecret => "ORACLE_FUSION_CLIENT_SECRET",
-            Self::Scope => "ORACLE_FUSION_SCOPE",
-            Self::User => "ORACLE_FUSION_USER",
-            Self::Password => "ORACLE_FUSION_PASSWORD",
-            Self::JwtPrivateKey => "ORACLE_FUSION_JWT_PRIVATE_KEY",
-            Self::JwtKeyId => "ORACLE_FUSION_JWT_KEY_ID",
-            Self::JwtAudience => "ORACLE_FUSION_JWT_AUDIENCE",
-            Self::ApiVersion => "ORACLE_FUSION_API_VERSION",
-            Self::Resource => "ORACLE_FUSION_RESOURCE",
-            Self::PageSize => "ORACLE_FUSION_PAGE_SIZE",
-            Self::OverlapSecs => "ORACLE_FUSION_OVERLAP_SECS",
-            Self::TimeZone => "ORACLE_FUSION_TIME_ZONE",
-            Self::Paging => "ORACLE_FUSION_PAGING",
-            Self::CostCenterSegment => "ORACLE_FUSION_COST_CENTER_SEGMENT",
-        }
-    }
-}
-
-impl ConfigKey for OracleFusionConfigKey {
-    const ALL: &'static [Self] = &Self::ALL;
-    const PREFIX: &'static str = "ORACLE_FUSION_";
-
-    fn env_name(self) -> &'static str {
-        self.as_env()
-    }
-
-    fn is_secret(self) -> bool {
-        matches!(
-            self,
-            Self::ClientSecret | Self::Password | Self::JwtPrivateKey
-        )
-    }
-}
-
-impl fmt::Display for OracleFusionConfigKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_env())
+ml_core::config_keys! {
+    /// A configuration key, named as its environment variable.
+    pub enum OracleFusionConfigKey: prefix "ORACLE_FUSION_" {
+        /// `ORACLE_FUSION_URL`: the pod base URL (`https://acme.fa.us2.oraclecloud.com`).
+        Url = "ORACLE_FUSION_URL",
+        /// `ORACLE_FUSION_TOKEN_URL`: the identity domain's token endpoint.
+        TokenUrl = "ORACLE_FUSION_TOKEN_URL",
+        /// `ORACLE_FUSION_CLIENT_ID`.
+        ClientId = "ORACLE_FUSION_CLIENT_ID",
+        /// `ORACLE_FUSION_CLIENT_SECRET`.
+        ClientSecret = "ORACLE_FUSION_CLIENT_SECRET" (secret),
+        /// `ORACLE_FUSION_SCOPE`: e.g. `https://acme.fa.us2.oraclecloud.com:443urn:opc:resource:consumer::all`.
+        Scope = "ORACLE_FUSION_SCOPE",
+        /// `ORACLE_FUSION_USER`: Basic user, or the JWT `sub`.
+        User = "ORACLE_FUSION_USER",
+        /// `ORACLE_FUSION_PASSWORD`: Basic password.
+        Password = "ORACLE_FUSION_PASSWORD" (secret),
+        /// `ORACLE_FUSION_JWT_PRIVATE_KEY`: PKCS#8 PEM RSA key for the JWT user assertion.
+        JwtPrivateKey = "ORACLE_FUSION_JWT_PRIVATE_KEY" (secret),
+        /// `ORACLE_FUSION_JWT_KEY_ID`: the `kid` header (certificate alias).
+        JwtKeyId = "ORACLE_FUSION_JWT_KEY_ID",
+        /// `ORACLE_FUSION_JWT_AUDIENCE` (default `https://identity.oraclecloud.com/`).
+        JwtAudience = "ORACLE_FUSION_JWT_AUDIENCE",
+        /// `ORACLE_FUSION_API_VERSION` (default `11.13.18.05`).
+        ApiVersion = "ORACLE_FUSION_API_VERSION",
+        /// `ORACLE_FUSION_RESOURCE`: `invoices`, `purchaseOrders`, ... (default `invoices`).
+        Resource = "ORACLE_FUSION_RESOURCE",
+        /// `ORACLE_FUSION_PAGE_SIZE`: 1..=500 (default 500).
+        PageSize = "ORACLE_FUSION_PAGE_SIZE",
+        /// `ORACLE_FUSION_OVERLAP_SECS`: the cursor's re-read window (default 300).
+        OverlapSecs = "ORACLE_FUSION_OVERLAP_SECS",
+        /// `ORACLE_FUSION_TIME_ZONE`: IANA zone for timestamps without an offset (default UTC).
+        TimeZone = "ORACLE_FUSION_TIME_ZONE",
+        /// `ORACLE_FUSION_PAGING`: `keyset` (default) or `offset` (see
+        /// [`OracleFusionBuilder::with_paging`]).
+        Paging = "ORACLE_FUSION_PAGING",
+        /// `ORACLE_FUSION_COST_CENTER_SEGMENT`: which segment of an account combination is the
+        /// cost center, `<index>` or `<index>:<separator>` (`1`, `2:.`; separator default `-`).
+        /// Unset: no cost center, only the whole combination as the GL account.
+        CostCenterSegment = "ORACLE_FUSION_COST_CENTER_SEGMENT",
     }
 }
 
@@ -190,36 +122,7 @@ impl OracleFusionBuilder {
         }
     }
 
-    /// A builder from the `ORACLE_FUSION_*` environment variables (unset and empty ones
-    /// are skipped). Same as `from_env_with(&ProcessEnv)`.
-    pub fn from_env() -> Self {
-        Self::from_env_with(&ProcessEnv)
-    }
-
-    /// Like [`from_env`](Self::from_env), reading any [`Env`] (a map in tests).
-    pub fn from_env_with(env: &impl Env) -> Self {
-        Self {
-            values: ConfigValues::from_env_with(env),
-            ..Self::new()
-        }
-    }
-
-    /// Sets one configuration value (parsed at `build()`).
-    pub fn with_config(mut self, key: OracleFusionConfigKey, value: impl Into<String>) -> Self {
-        self.values.set(key, value);
-        self
-    }
-
-    /// Sets a value by name: the environment variable or its short form (`page_size` for
-    /// `ORACLE_FUSION_PAGE_SIZE`). An unknown name is an error naming it.
-    pub fn with_config_str(
-        mut self,
-        name: &str,
-        value: impl Into<String>,
-    ) -> ml_core::Result<Self> {
-        self.values.set_str(name, value)?;
-        Ok(self)
-    }
+    ml_core::config_builder_methods!(OracleFusionConfigKey, "ORACLE_FUSION_*");
 
     /// The pod base URL.
     pub fn with_url(self, url: impl Into<String>) -> Self {

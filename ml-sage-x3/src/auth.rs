@@ -57,6 +57,18 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// When the stored refresh token expires (X3 Cloud; `None` when unknown or on error).
+    pub(crate) async fn refresh_expires_at(&self) -> Option<Timestamp> {
+        match self {
+            Self::Tokens {
+                rotating: Some(p), ..
+            } => p.refresh_expires_at().await.ok().flatten(),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.credentials(), f)

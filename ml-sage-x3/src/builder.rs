@@ -22,6 +22,8 @@ use crate::auth::{Auth, CloudRefreshGrant, REFRESH_TOKEN_LIFETIME, SeededStore, 
 use crate::class::{ClassSpec, X3Class, valid_name};
 use crate::error::SageX3Error;
 use crate::graphql::SageX3GraphqlSource;
+use crate::labels::StatusLabels;
+use crate::notes::JournalNotes;
 use crate::rest::SageX3RestSource;
 use crate::source::SageX3Source;
 use crate::walk::KeyWalk;
@@ -93,11 +95,15 @@ pub enum SageX3ConfigKey {
     RefreshWarnDays,
     /// `SAGE_X3_JWT_LIFETIME_SECS`: the self-signed JWT's lifetime (default 300).
     JwtLifetimeSecs,
+    /// `SAGE_X3_STATUS_LABELS`: labels of the status codes, `code=label,...`
+    /// (`1=Not approved,2=Partly approved,3=Approved`), replacing the class's built-in
+    /// ones. Per class: set it on a stream. A code without a label is shown as served.
+    StatusLabels,
 }
 
 impl SageX3ConfigKey {
     /// Every key.
-    pub const ALL: [Self; 24] = [
+    pub const ALL: [Self; 25] = [
         Self::Url,
         Self::Folder,
         Self::Api,
@@ -122,6 +128,7 @@ impl SageX3ConfigKey {
         Self::Currency,
         Self::RefreshWarnDays,
         Self::JwtLifetimeSecs,
+        Self::StatusLabels,
     ];
 
     /// The environment variable.
@@ -151,6 +158,7 @@ impl SageX3ConfigKey {
             Self::Currency => "SAGE_X3_CURRENCY",
             Self::RefreshWarnDays => "SAGE_X3_REFRESH_WARN_DAYS",
             Self::JwtLifetimeSecs => "SAGE_X3_JWT_LIFETIME_SECS",
+            Self::StatusLabels => "SAGE_X3_STATUS_LABELS",
         }
     }
 }
@@ -203,6 +211,7 @@ pub struct SageX3Builder {
     auth: Option<Auth>,
     store: Option<Arc<dyn RefreshTokenStore>>,
     observer: Option<ExpiryObserver>,
+    notes: Option<Arc<JournalNotes>>,
     start_at: Option<Timestamp>,
 }
 
@@ -238,6 +247,7 @@ impl SageX3Builder {
             auth: None,
             store: None,
             observer: None,
+            notes: None,
             start_at: None,
         }
     }
@@ -356,6 +366,15 @@ impl SageX3Builder {
     #[must_use]
     pub fn with_expiry_observer(mut self, observer: ExpiryObserver) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Writes the refresh token's expiry warnings and a needed pairing into a journal as
+    /// notes (see [`JournalNotes`]), at the end of the poll that raised them. Set it before
+    /// [`with_shared_auth`](Self::with_shared_auth).
+    #[must_use]
+    pub fn with_journal_notes(mut self, notes: Arc<JournalNotes>) -> Self {
+        self.notes = Some(notes);
         self
     }
 
@@ -527,8 +546,18 @@ impl SageX3Builder {
             let mut provider = RotatingTokenProvider::new(Arc::new(grant), store)
                 .with_clock(Arc::clone(&self.clock))
                 .with_expiry_warning(Duration::from_secs(days * 86_400));
-            if let Some(o) = &self.observer {
-                provider = provider.with_expiry_observer(Arc::clone(o));
+            let journal = self.notes.as_ref().map(JournalNotes::observer);
+            match (self.observer.clone(), journal) {
+                (Some(o), Some(j)) => {
+                    provider = provider.with_expiry_observer(Arc::new(move |w| {
+                        o(w);
+                        j(w);
+                    }));
+                }
+                (Some(o), None) | (None, Some(o)) => {
+                    provider = provider.with_expiry_observer(o);
+                }
+                (None, None) => {}
             }
             let provider = Arc::new(provider);
             let cache =
@@ -668,6 +697,13 @@ impl SageX3Builder {
                 }
             }
         }
+        if let Some(v) = self.val(K::StatusLabels) {
+            let labels = StatusLabels::parse(K::StatusLabels.as_env(), v)?;
+            match api {
+                Api::Rest => spec.fields.status_labels = labels,
+                Api::Graphql => spec.graphql.fields.status_labels = labels,
+            }
+        }
         Ok(spec)
     }
 
@@ -747,6 +783,7 @@ impl SageX3Builder {
             currency,
             retry: self.retry.clone(),
             clock: Arc::clone(&self.clock),
+            notes: self.notes.clone(),
         };
         Ok(match api {
             Api::Rest => {

@@ -5,6 +5,7 @@
 use ml_core::record::EntityKind;
 
 use crate::error::SageX3Error;
+use crate::labels::{self, StatusLabels};
 
 /// A built-in class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,6 +63,7 @@ impl X3Class {
                     amount: s("TOTLINAMT"),
                     currency: s("CUR"),
                     status: s("APPFLG"),
+                    status_labels: labels::purchase_order_approval(),
                     company: s("POHFCY"),
                     date: s("ORDDAT"),
                     ..FieldMap::default()
@@ -76,6 +78,8 @@ impl X3Class {
                         amount: s("totalAmountExcludingTax"),
                         currency: s("currency.code"),
                         status: s("signatureStatus"),
+                        // Words where a release serves them (no label: shown as served).
+                        status_labels: labels::purchase_order_approval(),
                         company: s("purchaseSite.code"),
                         date: s("orderDate"),
                         ..FieldMap::default()
@@ -94,6 +98,7 @@ impl X3Class {
                     amount: s("AMTATI"),
                     currency: s("CUR"),
                     status: s("STA"),
+                    status_labels: labels::temporary_or_final(),
                     company: s("FCY"),
                     reference: s("BPRVCR"),
                     date: s("ACCDAT"),
@@ -112,6 +117,7 @@ impl X3Class {
                         amount: s("totalAmountIncludingTax"),
                         currency: s("currency.code"),
                         status: s("status"),
+                        status_labels: labels::temporary_or_final(),
                         company: s("site.code"),
                         reference: s("supplierDocumentNumber"),
                         date: s("accountingDate"),
@@ -134,6 +140,7 @@ impl X3Class {
                     date: s("ACCDAT"),
                     reference: s("DESVCR"),
                     status: s("STA"),
+                    status_labels: labels::temporary_or_final(),
                     lines: Some(LineMap {
                         array: "GACCENTRYD".into(),
                         number: s("LIN"),
@@ -154,6 +161,7 @@ impl X3Class {
                         date: s("accountingDate"),
                         reference: s("description"),
                         status: s("status"),
+                        status_labels: labels::temporary_or_final(),
                         lines: Some(LineMap {
                             array: "lines".into(),
                             number: s("lineNumber"),
@@ -210,6 +218,9 @@ pub struct FieldMap {
     pub currency: Option<String>,
     /// The status (approval / signature, invoice status).
     pub status: Option<String>,
+    /// Labels of the status codes (X3 serves local-menu values as numbers); a code without
+    /// one is shown as served.
+    pub status_labels: StatusLabels,
     /// The site or company.
     pub company: Option<String>,
     /// The supplier's document number or a description.

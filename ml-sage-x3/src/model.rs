@@ -136,16 +136,23 @@ fn fields(m: &Mapping<'_>, obj: &Object) -> Result<BusinessFields, String> {
     let f = m.fields;
     let get = |p: &Option<String>| p.as_deref().and_then(|p| text_at(obj, p));
     let currency = currency_of(m, obj)?;
+    let status = get(&f.status);
     let mut out = BusinessFields {
         document_number: m.keys.last().and_then(|k| text_at(obj, k)),
         supplier_id: get(&f.supplier_id),
         supplier: get(&f.supplier_name),
-        status: get(&f.status),
+        status: status
+            .as_deref()
+            .map(|c| f.status_labels.label(c).to_owned()),
         company_code: get(&f.company),
         reference: get(&f.reference),
         gl_account: get(&f.account),
         ..BusinessFields::default()
     };
+    // The code as served, for routing rules that must not depend on the labels.
+    if let Some(code) = status {
+        out.extra.insert("status_code".into(), code);
+    }
     if m.keys.len() > 1
         && let Some(first) = text_at(obj, &m.keys[0])
     {

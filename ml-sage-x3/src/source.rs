@@ -22,6 +22,7 @@ use crate::class::ClassSpec;
 use crate::error::{SageX3Error, parse_error};
 use crate::graphql::SageX3GraphqlSource;
 use crate::model::Mapping;
+use crate::notes::JournalNotes;
 use crate::rest::SageX3RestSource;
 
 /// What both readers share.
@@ -37,6 +38,8 @@ pub(crate) struct Common {
     pub(crate) currency: Option<Currency>,
     pub(crate) retry: RetryPolicy,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Where token warnings are journaled, if anywhere.
+    pub(crate) notes: Option<Arc<JournalNotes>>,
 }
 
 impl Common {
@@ -172,6 +175,21 @@ impl SageX3Source {
     pub fn page_size(&self) -> usize {
         self.common().page_size
     }
+
+    /// Writes what the token provider raised into the journal (with
+    /// [`SageX3Builder::with_journal_notes`](crate::SageX3Builder::with_journal_notes)):
+    /// queued expiry warnings, and, after a failure, a needed pairing.
+    async fn journal_notes(&self, failed: bool) {
+        let common = self.common();
+        let Some(notes) = &common.notes else {
+            return;
+        };
+        if failed && let RotationStatus::PairingNeeded { reason } = self.auth_status() {
+            let expires_at = common.auth.refresh_expires_at().await;
+            notes.pairing_needed(&reason, expires_at).await;
+        }
+        notes.flush().await;
+    }
 }
 
 impl fmt::Display for SageX3Source {
@@ -187,16 +205,20 @@ impl Source for SageX3Source {
     }
 
     async fn poll(&self, from: Option<&Position>) -> Result<Page> {
-        match self {
+        let out = match self {
             Self::Rest(s) => s.poll(from).await,
             Self::Graphql(s) => s.poll(from).await,
-        }
+        };
+        self.journal_notes(out.is_err()).await;
+        out
     }
 
     async fn healthcheck(&self) -> Result<()> {
-        match self {
+        let out = match self {
             Self::Rest(s) => s.healthcheck().await,
             Self::Graphql(s) => s.healthcheck().await,
-        }
+        };
+        self.journal_notes(out.is_err()).await;
+        out
     }
 }

@@ -101,7 +101,15 @@ async fn a_stamp_ordered_next_would_skip_rows_the_key_walk_reads_them_all() {
     let changed = records(&changed);
     assert_eq!(changed.len(), 1);
     assert_eq!(changed[0].key, "PO-0003");
-    assert_eq!(changed[0].fields.status.as_deref(), Some("3"));
+    assert_eq!(changed[0].fields.status.as_deref(), Some("Approved"));
+    assert_eq!(
+        changed[0]
+            .fields
+            .extra
+            .get("status_code")
+            .map(String::as_str),
+        Some("3")
+    );
 }
 
 #[tokio::test]

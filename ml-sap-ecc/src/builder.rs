@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use ml_core::auth::BasicCredentials;
 use ml_core::clock::{Clock, SystemClock};
-use ml_core::config::{ConfigKey, ConfigValues, Env, ProcessEnv, check_url};
+use ml_core::config::{ConfigValues, check_url};
 use ml_core::cursor::{Paging, WatermarkCursor};
 use ml_core::http::ClientOptions;
 use ml_core::retry::RetryPolicy;
@@ -29,100 +29,41 @@ pub const DEFAULT_PAGE_SIZE: usize = 500;
 /// The largest page size accepted.
 pub const MAX_PAGE_SIZE: usize = 5_000;
 
-/// A configuration key, named as its environment variable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[non_exhaustive]
-pub enum SapEccConfigKey {
-    /// `SAP_ECC_URL`: the ICM base URL (`https://erp.example.com:44300`).
-    Url,
-    /// `SAP_ECC_CLIENT`: the SAP client (`100`), sent as `sap-client`.
-    Client,
-    /// `SAP_ECC_USER`: the RFC user.
-    User,
-    /// `SAP_ECC_PASSWORD`: its password.
-    Password,
-    /// `SAP_ECC_LANGUAGE`: the logon language (default `EN`).
-    Language,
-    /// `SAP_ECC_MAX_CONCURRENT_RFC`: calls in flight per system, 1..=50 (default 10).
-    MaxConcurrentRfc,
-    /// `SAP_ECC_TIMEZONE`: the application server's zone, IANA name or fixed offset
-    /// (default `UTC`): SAP dates and times carry no zone.
-    Timezone,
-    /// `SAP_ECC_CATEGORY`: `purchase_orders`, `invoices` (default) or `gl`.
-    Category,
-    /// `SAP_ECC_PAGE_SIZE`: documents per poll, 2..=5000 (default 500).
-    PageSize,
-    /// `SAP_ECC_OVERLAP_SECS`: the cursor's re-read window (default 600).
-    OverlapSecs,
-    /// `SAP_ECC_CODEPAGE`: the system code page (`4103` Unicode, default; `1100`, `8000`,
-    /// ... for non-Unicode systems).
-    Codepage,
-    /// `SAP_ECC_COMPANY_CODES`: comma-separated `BUKRS` to read (default all).
-    CompanyCodes,
-    /// `SAP_ECC_IDEMPOTENCY_KEY`: `document` (default: number + fiscal year) or
-    /// `reference` (`XBLNR` / `REF_DOC_NO`, invoices).
-    IdempotencyKey,
-    /// `SAP_ECC_MAX_ROW_WIDTH`: the widest row one `RFC_READ_TABLE` call selects (default
-    /// 512; lower it where the system fails below 512).
-    MaxRowWidth,
-}
-
-impl SapEccConfigKey {
-    /// Every key.
-    pub const ALL: [Self; 14] = [
-        Self::Url,
-        Self::Client,
-        Self::User,
-        Self::Password,
-        Self::Language,
-        Self::MaxConcurrentRfc,
-        Self::Timezone,
-        Self::Category,
-        Self::PageSize,
-        Self::OverlapSecs,
-        Self::Codepage,
-        Self::CompanyCodes,
-        Self::IdempotencyKey,
-        Self::MaxRowWidth,
-    ];
-
-    /// The environment variable.
-    pub fn as_env(self) -> &'static str {
-        match self {
-            Self::Url => "SAP_ECC_URL",
-            Self::Client => "SAP_ECC_CLIENT",
-            Self::User => "SAP_ECC_USER",
-            Self::Password => "SAP_ECC_PASSWORD",
-            Self::Language => "SAP_ECC_LANGUAGE",
-            Self::MaxConcurrentRfc => "SAP_ECC_MAX_CONCURRENT_RFC",
-            Self::Timezone => "SAP_ECC_TIMEZONE",
-            Self::Category => "SAP_ECC_CATEGORY",
-            Self::PageSize => "SAP_ECC_PAGE_SIZE",
-            Self::OverlapSecs => "SAP_ECC_OVERLAP_SECS",
-            Self::Codepage => "SAP_ECC_CODEPAGE",
-            Self::CompanyCodes => "SAP_ECC_COMPANY_CODES",
-            Self::IdempotencyKey => "SAP_ECC_IDEMPOTENCY_KEY",
-            Self::MaxRowWidth => "SAP_ECC_MAX_ROW_WIDTH",
-        }
-    }
-}
-
-impl ConfigKey for SapEccConfigKey {
-    const ALL: &'static [Self] = &Self::ALL;
-    const PREFIX: &'static str = "SAP_ECC_";
-
-    fn env_name(self) -> &'static str {
-        self.as_env()
-    }
-
-    fn is_secret(self) -> bool {
-        matches!(self, Self::Password)
-    }
-}
-
-impl fmt::Display for SapEccConfigKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_env())
+ml_core::config_keys! {
+    /// A configuration key, named as its environment variable.
+    pub enum SapEccConfigKey: prefix "SAP_ECC_" {
+        /// `SAP_ECC_URL`: the ICM base URL (`https://erp.example.com:44300`).
+        Url = "SAP_ECC_URL",
+        /// `SAP_ECC_CLIENT`: the SAP client (`100`), sent as `sap-client`.
+        Client = "SAP_ECC_CLIENT",
+        /// `SAP_ECC_USER`: the RFC user.
+        User = "SAP_ECC_USER",
+        /// `SAP_ECC_PASSWORD`: its password.
+        Password = "SAP_ECC_PASSWORD" (secret),
+        /// `SAP_ECC_LANGUAGE`: the logon language (default `EN`).
+        Language = "SAP_ECC_LANGUAGE",
+        /// `SAP_ECC_MAX_CONCURRENT_RFC`: calls in flight per system, 1..=50 (default 10).
+        MaxConcurrentRfc = "SAP_ECC_MAX_CONCURRENT_RFC",
+        /// `SAP_ECC_TIMEZONE`: the application server's zone, IANA name or fixed offset
+        /// (default `UTC`): SAP dates and times carry no zone.
+        Timezone = "SAP_ECC_TIMEZONE",
+        /// `SAP_ECC_CATEGORY`: `purchase_orders`, `invoices` (default) or `gl`.
+        Category = "SAP_ECC_CATEGORY",
+        /// `SAP_ECC_PAGE_SIZE`: documents per poll, 2..=5000 (default 500).
+        PageSize = "SAP_ECC_PAGE_SIZE",
+        /// `SAP_ECC_OVERLAP_SECS`: the cursor's re-read window (default 600).
+        OverlapSecs = "SAP_ECC_OVERLAP_SECS",
+        /// `SAP_ECC_CODEPAGE`: the system code page (`4103` Unicode, default; `1100`, `8000`,
+        /// ... for non-Unicode systems).
+        Codepage = "SAP_ECC_CODEPAGE",
+        /// `SAP_ECC_COMPANY_CODES`: comma-separated `BUKRS` to read (default all).
+        CompanyCodes = "SAP_ECC_COMPANY_CODES",
+        /// `SAP_ECC_IDEMPOTENCY_KEY`: `document` (default: number + fiscal year) or
+        /// `reference` (`XBLNR` / `REF_DOC_NO`, invoices).
+        IdempotencyKey = "SAP_ECC_IDEMPOTENCY_KEY",
+        /// `SAP_ECC_MAX_ROW_WIDTH`: the widest row one `RFC_READ_TABLE` call selects (default
+        /// 512; lower it where the system fails below 512).
+        MaxRowWidth = "SAP_ECC_MAX_ROW_WIDTH",
     }
 }
 
@@ -173,36 +114,7 @@ impl SapEccBuilder {
         }
     }
 
-    /// A builder from the `SAP_ECC_*` environment variables (unset and empty ones are
-    /// skipped). Same as `from_env_with(&ProcessEnv)`.
-    pub fn from_env() -> Self {
-        Self::from_env_with(&ProcessEnv)
-    }
-
-    /// Like [`from_env`](Self::from_env), reading any [`Env`] (a map in tests).
-    pub fn from_env_with(env: &impl Env) -> Self {
-        Self {
-            values: ConfigValues::from_env_with(env),
-            ..Self::new()
-        }
-    }
-
-    /// Sets one configuration value (parsed at `build()`).
-    pub fn with_config(mut self, key: SapEccConfigKey, value: impl Into<String>) -> Self {
-        self.values.set(key, value);
-        self
-    }
-
-    /// Sets a value by name: the environment variable or its short form (`client` for
-    /// `SAP_ECC_CLIENT`). An unknown name is an error naming it.
-    pub fn with_config_str(
-        mut self,
-        name: &str,
-        value: impl Into<String>,
-    ) -> ml_core::Result<Self> {
-        self.values.set_str(name, value)?;
-        Ok(self)
-    }
+    ml_core::config_builder_methods!(SapEccConfigKey, "SAP_ECC_*");
 
     /// The ICM base URL.
     pub fn with_url(self, url: impl Into<String>) -> Self {

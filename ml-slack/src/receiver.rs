@@ -108,6 +108,33 @@ pub struct Verified {
     pub retry_reason: Option<String>,
 }
 
+/// How much handler work the receiver started and finished (see
+/// [`SlackReceiver::progress`]): items handed to a [`SlackHandler`] and handler calls
+/// that returned (or panicked).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HandlerProgress {
+    /// Items handed to the handler (each on its own task).
+    pub handed_off: u64,
+    /// Handler calls that ended.
+    pub finished: u64,
+}
+
+impl HandlerProgress {
+    /// Whether every handed-off item was handled.
+    pub fn is_idle(&self) -> bool {
+        self.finished >= self.handed_off
+    }
+}
+
+/// Counts a finished handler call when dropped, so a panicking handler is counted too.
+struct Finished(Arc<tokio::sync::watch::Sender<HandlerProgress>>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.send_modify(|p| p.finished += 1);
+    }
+}
+
 /// The receiver. Share it behind an `Arc`.
 pub struct SlackReceiver {
     verifier: SignatureVerifier,
@@ -115,6 +142,7 @@ pub struct SlackReceiver {
     clock: Arc<dyn Clock>,
     cache: Arc<dyn ReplayCache>,
     dispatch: Dispatch,
+    progress: Arc<tokio::sync::watch::Sender<HandlerProgress>>,
 }
 
 impl fmt::Debug for SlackReceiver {
@@ -144,7 +172,25 @@ impl SlackReceiver {
             clock: Arc::new(SystemClock),
             cache: Arc::new(MemoryReplayCache::default()),
             dispatch: Dispatch::None,
+            progress: Arc::new(tokio::sync::watch::Sender::new(HandlerProgress::default())),
         }
+    }
+
+    /// The handler work started and finished so far, as a watch channel: hosts and tests
+    /// await completion on it instead of sleeping. An item is counted as handed off before
+    /// the request is acknowledged, so once Slack (or a test) has its answer, awaiting
+    /// [`idle`](Self::idle) covers that item's work. Only [`with_handler`](Self::with_handler)
+    /// dispatch is counted (a channel's consumer owns its work).
+    pub fn progress(&self) -> tokio::sync::watch::Receiver<HandlerProgress> {
+        self.progress.subscribe()
+    }
+
+    /// Waits until every item handed to the handler so far was handled (at once when
+    /// none is running).
+    pub async fn idle(&self) {
+        let mut rx = self.progress.subscribe();
+        // The sender lives in `self`: `wait_for` cannot fail while we borrow it.
+        let _ = rx.wait_for(HandlerProgress::is_idle).await;
     }
 
     /// Hands inbound items to a bounded channel of `capacity`; when it is full, requests
@@ -334,7 +380,12 @@ impl SlackReceiver {
                 .map_err(|_| Rejection::Busy),
             Dispatch::Handler(h) => {
                 let h = Arc::clone(h);
-                tokio::spawn(async move { h.handle(received).await });
+                self.progress.send_modify(|p| p.handed_off += 1);
+                let done = Finished(Arc::clone(&self.progress));
+                tokio::spawn(async move {
+                    let _done = done;
+                    h.handle(received).await;
+                });
                 Ok(true)
             }
         };
@@ -515,5 +566,55 @@ mod tests {
             )
             .await;
         assert_eq!(resp.status(), 503);
+    }
+
+    /// Holds each item until released, so the test decides when handler work ends.
+    struct Gated(tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>);
+
+    #[async_trait]
+    impl SlackHandler for Gated {
+        async fn handle(&self, _: Received) {
+            let gate = self.0.lock().await.take();
+            if let Some(g) = gate {
+                let _ = g.await;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_waits_for_handed_off_work_and_counts_it_before_the_ack() {
+        let (release, gate) = tokio::sync::oneshot::channel();
+        let r = SlackReceiver::new(SignatureVerifier::new(&SECRET.into()))
+            .with_handler(Arc::new(Gated(tokio::sync::Mutex::new(Some(gate)))));
+        r.idle().await;
+        let ok = r
+            .handle_at(
+                signed(&event("E1"), 1_800_000_000, "application/json"),
+                now(),
+            )
+            .await;
+        assert_eq!(ok.status(), 200);
+        // Counted before the answer: the work is running (held by the gate).
+        let p = *r.progress().borrow();
+        assert_eq!(p.handed_off, 1);
+        assert!(!p.is_idle(), "{p:?}");
+        // A refused request is never handed off.
+        let stale = r
+            .handle_at(
+                signed(&event("E2"), 1_700_000_000, "application/json"),
+                now(),
+            )
+            .await;
+        assert_eq!(stale.status(), 401);
+        assert_eq!(r.progress().borrow().handed_off, 1);
+        release.send(()).expect("release");
+        r.idle().await;
+        assert_eq!(
+            *r.progress().borrow(),
+            HandlerProgress {
+                handed_off: 1,
+                finished: 1
+            }
+        );
     }
 }

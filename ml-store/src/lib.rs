@@ -88,7 +88,13 @@
 //!
 //! [`SqliteReplayCache`] keeps the keys of webhook callbacks already received in the
 //! journal (bounded, each key until it expires), so a replayed Twilio callback is refused
-//! after a restart and by every process on the same file.
+//! after a restart and by every process on the same file. With several replicas,
+//! `postgres::PostgresReplayCache` (feature `postgres`) keeps them in the PostgreSQL
+//! journal on its pool, shared by every replica: a request accepted by one replica and
+//! replayed to another is refused, and a key is admitted once even when two replicas
+//! receive it at the same moment. Both bound their table without counting it on every
+//! insert, and both pass ml-core's `ReplayCache` conformance suite
+//! (`ml_core::testing::replay_cache_conformance`).
 //!
 //! ## Schema
 //!
@@ -123,7 +129,9 @@ pub use builder::{DEFAULT_BUSY_TIMEOUT, DEFAULT_PATH, SqliteBuilder, SqliteConfi
 pub use credentials::{Rotation, SqliteCredentialStore};
 pub use error::StoreError;
 #[cfg(feature = "postgres")]
-pub use postgres::{PostgresAuditStore, PostgresBuilder, PostgresCredentialStore};
+pub use postgres::{
+    PostgresAuditStore, PostgresBuilder, PostgresCredentialStore, PostgresReplayCache,
+};
 pub use replay::{DEFAULT_REPLAY_ENTRIES, SqliteReplayCache};
 pub use sqlite::SqliteAuditStore;
 

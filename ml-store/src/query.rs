@@ -1,18 +1,21 @@
 //! Reads: positions, deliveries by filter, attempts, record history, cycles, rejected
 //! items, the next due time, stats.
 
+use std::fmt::Write as _;
+
 use jiff::Timestamp;
 use ml_core::Position;
 use ml_core::audit::{
     AttemptView, CycleId, CycleView, DeliveryFilter, DeliveryId, DeliveryStatus, DeliveryView,
-    JournalStats, PageCommitted, RecordHistory, RecordVersion, RejectedView,
+    JournalNote, JournalStats, NoteFilter, NoteSeverity, PageCommitted, RecordHistory,
+    RecordVersion, RejectedView,
 };
 use ml_core::record::Rejected;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use crate::codec::{self, DELIVERY_COLUMNS, DELIVERY_JOIN, sql_limit};
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 
 pub(crate) fn load_position(conn: &mut Connection, stream: &str) -> StoreResult<Option<Position>> {
     let text: Option<String> = conn
@@ -261,4 +264,45 @@ pub(crate) fn stats(conn: &mut Connection) -> StoreResult<JournalStats> {
     s.rejected = codec::count_u64(rejected, "rejected count")?;
     tx.finish()?;
     Ok(s)
+}
+
+/// Notes matching `f`, newest first (then latest written first).
+pub(crate) fn notes(conn: &mut Connection, f: &NoteFilter) -> StoreResult<Vec<JournalNote>> {
+    let mut sql = String::from(
+        "SELECT id, at, stream, kind, severity, dedupe, message FROM journal_notes WHERE 1 = 1",
+    );
+    let mut args: Vec<Value> = Vec::new();
+    if let Some(t) = f.since {
+        args.push(Value::Integer(codec::ts_bound(t)));
+        let _ = write!(sql, " AND at >= ?{}", args.len());
+    }
+    if let Some(k) = &f.kind {
+        args.push(Value::Text(k.clone()));
+        let _ = write!(sql, " AND kind = ?{}", args.len());
+    }
+    if let Some(s) = &f.stream {
+        args.push(Value::Text(s.clone()));
+        let _ = write!(sql, " AND stream = ?{}", args.len());
+    }
+    args.push(Value::Integer(sql_limit(f.limit)));
+    let _ = write!(sql, " ORDER BY at DESC, id DESC LIMIT ?{}", args.len());
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params_from_iter(args))?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let what = format!("journal note {id}");
+        let severity: String = r.get(4)?;
+        out.push(JournalNote {
+            at: codec::ts_from(r.get(1)?, &what)?,
+            stream: r.get(2)?,
+            kind: r.get(3)?,
+            severity: severity
+                .parse::<NoteSeverity>()
+                .map_err(|_| StoreError::corrupt(format!("{what}: severity `{severity}`")))?,
+            dedupe: r.get(5)?,
+            message: r.get(6)?,
+        });
+    }
+    Ok(out)
 }

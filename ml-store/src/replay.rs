@@ -6,8 +6,17 @@
 //! `webhook_replay` table until it expires; the table is bounded (at most `max_entries`
 //! keys: expired keys are pruned on every insert, then the keys closest to expiry are
 //! dropped) so that a flood of callbacks cannot grow the journal without end.
+//!
+//! The bound check does not count the table on every insert (a scan of the whole index
+//! once it holds its 100,000 keys): each handle keeps the row count it last counted,
+//! adjusted by what it inserted, pruned and removed since, and counts again only when that
+//! estimate reaches the bound, every [`RECOUNT_EVERY`] inserts, or before it drops a live
+//! key. Pruning expired keys reads only the expired range of the expiry index. Another
+//! process on the same file makes the estimate low until the next count, so the table
+//! may then hold up to `RECOUNT_EVERY` keys per process over the bound.
 
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -21,8 +30,27 @@ use crate::sqlite::SqliteAuditStore;
 /// The default bound of the table.
 pub const DEFAULT_REPLAY_ENTRIES: usize = 100_000;
 
+/// A handle counts the table again at least once every this many inserts.
+pub(crate) const RECOUNT_EVERY: u64 = 1_000;
+
+/// What a handle believes the table holds, between two counts.
+#[derive(Debug, Default)]
+struct Estimate {
+    /// Rows at the last count, plus inserts, minus prunes and removals since; `None`
+    /// before the first count.
+    rows: Option<u64>,
+    /// Inserts since the last count.
+    since_count: u64,
+}
+
 /// A [`ReplayCache`] in the journal's `webhook_replay` table. Cloning shares the
-/// connection.
+/// connection and the row-count estimate.
+///
+/// The bound is checked without counting the table on every insert: a handle keeps the
+/// row count it last took, adjusted by its own inserts, prunes and removals, and counts
+/// again when that estimate reaches the bound, every 1,000 inserts, and before it drops a
+/// live key. Another process on the same file makes the estimate low until the next
+/// count, so the table may then hold up to 1,000 keys per process over the bound.
 ///
 /// ```
 /// use std::time::Duration;
@@ -49,6 +77,7 @@ pub const DEFAULT_REPLAY_ENTRIES: usize = 100_000;
 pub struct SqliteReplayCache {
     store: SqliteAuditStore,
     max_entries: usize,
+    estimate: Arc<Mutex<Estimate>>,
 }
 
 impl fmt::Debug for SqliteReplayCache {
@@ -56,7 +85,7 @@ impl fmt::Debug for SqliteReplayCache {
         f.debug_struct("SqliteReplayCache")
             .field("journal", &self.store.path())
             .field("max_entries", &self.max_entries)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -66,6 +95,7 @@ impl SqliteReplayCache {
         Self {
             store: store.clone(),
             max_entries: DEFAULT_REPLAY_ENTRIES,
+            estimate: Arc::new(Mutex::new(Estimate::default())),
         }
     }
 
@@ -88,12 +118,21 @@ impl SqliteReplayCache {
     }
 }
 
+fn count(tx: &rusqlite::Transaction<'_>) -> StoreResult<u64> {
+    let n: i64 = tx
+        .prepare_cached("SELECT count(*) FROM webhook_replay")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .ctx("")?;
+    codec::count_u64(n, "webhook_replay")
+}
+
 fn insert(
     conn: &mut rusqlite::Connection,
     key: &str,
     expires_at: i64,
     now: i64,
-    max_entries: i64,
+    max_entries: u64,
+    estimate: &Mutex<Estimate>,
 ) -> StoreResult<bool> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -105,21 +144,38 @@ fn insert(
     if held.is_some_and(|exp| exp >= now) {
         return Ok(false);
     }
-    tx.prepare_cached("DELETE FROM webhook_replay WHERE expires_at < ?1")
+    // The expired range of the expiry index only (this key's old row among them).
+    let expired = tx
+        .prepare_cached("DELETE FROM webhook_replay WHERE expires_at < ?1")
         .and_then(|mut s| s.execute([now]))
         .ctx("")?;
-    let count: i64 = tx
-        .prepare_cached("SELECT count(*) FROM webhook_replay")
-        .and_then(|mut s| s.query_row([], |r| r.get(0)))
-        .ctx("")?;
-    let excess = count - max_entries + 1;
-    if excess > 0 {
-        tx.prepare_cached(
-            "DELETE FROM webhook_replay WHERE key IN \
-             (SELECT key FROM webhook_replay ORDER BY expires_at, seen_at LIMIT ?1)",
-        )
-        .and_then(|mut s| s.execute([excess]))
-        .ctx("")?;
+    let mut est = estimate.lock().unwrap_or_else(PoisonError::into_inner);
+    let (mut rows, mut counted) = match est.rows {
+        Some(r) if est.since_count < RECOUNT_EVERY => (r.saturating_sub(expired as u64), false),
+        _ => (count(&tx)?, true),
+    };
+    if rows >= max_entries && !counted {
+        // Only an exact count may cost a live key its place.
+        rows = count(&tx)?;
+        counted = true;
+    }
+    if rows >= max_entries {
+        // Room for this key and a little more, so that a flood of live keys costs one
+        // count per `max / 64` inserts rather than one per insert.
+        let excess = rows - max_entries + 1 + max_entries / 64;
+        let evicted = tx
+            .prepare_cached(
+                "DELETE FROM webhook_replay WHERE key IN \
+                 (SELECT key FROM webhook_replay ORDER BY expires_at, seen_at LIMIT ?1)",
+            )
+            .and_then(|mut s| s.execute([codec::sql_count(excess)]))
+            .ctx("")?;
+        tracing::warn!(
+            rows,
+            evicted,
+            "webhook replay cache full; dropped the keys closest to expiry"
+        );
+        rows = rows.saturating_sub(evicted as u64);
     }
     tx.prepare_cached(
         "INSERT OR REPLACE INTO webhook_replay (key, expires_at, seen_at) VALUES (?1, ?2, ?3)",
@@ -127,7 +183,32 @@ fn insert(
     .and_then(|mut s| s.execute(params![key, expires_at, now]))
     .ctx("")?;
     tx.commit().ctx("")?;
+    est.rows = Some(rows + 1);
+    est.since_count = if counted { 1 } else { est.since_count + 1 };
     Ok(true)
+}
+
+fn remove(
+    conn: &mut rusqlite::Connection,
+    keys: &[String],
+    estimate: &Mutex<Estimate>,
+) -> StoreResult<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .ctx("")?;
+    let mut removed = 0u64;
+    {
+        let mut stmt = tx
+            .prepare_cached("DELETE FROM webhook_replay WHERE key = ?1")
+            .ctx("")?;
+        for k in keys {
+            removed += stmt.execute([k.as_str()]).ctx("")? as u64;
+        }
+    }
+    tx.commit().ctx("")?;
+    let mut est = estimate.lock().unwrap_or_else(PoisonError::into_inner);
+    est.rows = est.rows.map(|r| r.saturating_sub(removed));
+    Ok(())
 }
 
 #[async_trait]
@@ -140,10 +221,11 @@ impl ReplayCache for SqliteReplayCache {
     ) -> Result<bool, Rejection> {
         let key = key.to_owned();
         let (expires_at, now) = (codec::ts_bound(expires_at), codec::ts_bound(now));
-        let max = i64::try_from(self.max_entries).unwrap_or(i64::MAX);
+        let max = u64::try_from(self.max_entries).unwrap_or(u64::MAX);
+        let estimate = Arc::clone(&self.estimate);
         self.store
             .write("replay_insert", move |c| {
-                insert(c, &key, expires_at, now, max)
+                insert(c, &key, expires_at, now, max, &estimate)
             })
             .await
             .map_err(|e| {
@@ -153,14 +235,18 @@ impl ReplayCache for SqliteReplayCache {
     }
 
     async fn remove(&self, key: &str) {
-        let key = key.to_owned();
+        self.remove_all(&[key.to_owned()]).await;
+    }
+
+    async fn remove_all(&self, keys: &[String]) {
+        if keys.is_empty() {
+            return;
+        }
+        let keys = keys.to_vec();
+        let estimate = Arc::clone(&self.estimate);
         let removed = self
             .store
-            .write("replay_remove", move |c| {
-                c.prepare_cached("DELETE FROM webhook_replay WHERE key = ?1")
-                    .and_then(|mut s| s.execute([key.as_str()]))
-                    .ctx("")
-            })
+            .write("replay_remove", move |c| remove(c, &keys, &estimate))
             .await;
         if let Err(e) = removed {
             tracing::warn!(error = %e, "could not forget a webhook replay key");
@@ -225,5 +311,56 @@ mod tests {
         assert_eq!(c.insert_if_absent("e", in_secs(200), later).await, Ok(true));
         assert_eq!(c.len().await.expect("len"), 2);
         assert!(!format!("{c:?}").is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_bound_is_checked_from_an_estimate_and_recounted_before_dropping_a_key() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("j.db");
+        let a =
+            SqliteReplayCache::new(&SqliteAuditStore::open(&path).expect("a")).with_max_entries(8);
+        // Another process on the same file.
+        let b =
+            SqliteReplayCache::new(&SqliteAuditStore::open(&path).expect("b")).with_max_entries(8);
+        let t = at(1_800_000_000);
+        let until = |s| add(t, Duration::from_secs(s));
+        assert_eq!(a.insert_if_absent("a0", until(1_000), t).await, Ok(true));
+        for i in 0..5 {
+            let k = format!("b{i}");
+            assert_eq!(b.insert_if_absent(&k, until(10 + i), t).await, Ok(true));
+        }
+        // `a` does not see `b`'s keys until it counts: no count per insert, so the table
+        // goes over the bound while `a`'s estimate is under it.
+        for i in 1..8 {
+            let k = format!("a{i}");
+            assert_eq!(a.insert_if_absent(&k, until(1_000 + i), t).await, Ok(true));
+        }
+        assert_eq!(a.len().await.expect("len"), 13);
+        // The estimate reaches the bound: `a` counts (13) and drops the 6 keys closest to
+        // expiry (`b`'s five and `a0`), then admits its key.
+        assert_eq!(a.insert_if_absent("a8", until(2_000), t).await, Ok(true));
+        assert_eq!(a.len().await.expect("len"), 8);
+        assert_eq!(a.insert_if_absent("a7", until(1_007), t).await, Ok(false));
+        assert_eq!(
+            a.insert_if_absent("b4", until(14), t).await,
+            Ok(true),
+            "b4 was dropped"
+        );
+        // Full: admitting b4 again dropped a1, the closest to expiry.
+        assert_eq!(a.len().await.expect("len"), 8);
+        // Removals keep the estimate right: room for two more without dropping anything.
+        a.remove_all(&["a2".to_owned(), "a3".to_owned()]).await;
+        assert_eq!(a.len().await.expect("len"), 6);
+        for k in ["a9", "a10"] {
+            assert_eq!(a.insert_if_absent(k, until(3_000), t).await, Ok(true));
+        }
+        assert_eq!(a.len().await.expect("len"), 8);
+        for k in ["a4", "a5", "a6", "b4"] {
+            assert_eq!(
+                a.insert_if_absent(k, until(1_004), t).await,
+                Ok(false),
+                "{k}: nothing dropped"
+            );
+        }
     }
 }

@@ -166,9 +166,31 @@ CREATE INDEX deliveries_head ON deliveries (dest_id, id)
     WHERE status NOT IN ('delivered', 'failed');
 ";
 
+/// Version 6: operator notes (a refresh token about to expire, a pairing needed), written
+/// once per (kind, dedupe) and read newest first.
+const V6_JOURNAL_NOTES: &str = r"
+CREATE TABLE journal_notes (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    at        INTEGER NOT NULL,
+    stream    TEXT,
+    kind      TEXT NOT NULL,
+    severity  TEXT NOT NULL,
+    dedupe    TEXT NOT NULL,
+    message   TEXT NOT NULL,
+    UNIQUE (kind, dedupe)
+);
+CREATE INDEX journal_notes_by_at ON journal_notes (at, id);
+";
+
 /// The migrations, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] =
-    &[V1, V2_CREDENTIALS, WEBHOOK_REPLAY, V4_LEASES, V5_HEAD_INDEX];
+pub(crate) const MIGRATIONS: &[&str] = &[
+    V1,
+    V2_CREDENTIALS,
+    WEBHOOK_REPLAY,
+    V4_LEASES,
+    V5_HEAD_INDEX,
+    V6_JOURNAL_NOTES,
+];
 
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -11,8 +11,8 @@ use jiff::Timestamp;
 use ml_core::audit::{
     AttemptOutcome, AttemptView, AuditQuery, AuditWrite, CallbackApplied, CallbackUpdate, Claimant,
     ClaimedDelivery, CycleEnd, CycleId, CycleView, DeliveryFilter, DeliveryId, DeliveryView,
-    FinishedAttempt, JournalStats, PageCommit, PageCommitted, RecordHistory, RejectedView,
-    RunLengths,
+    FinishedAttempt, JournalNote, JournalStats, NoteFilter, PageCommit, PageCommitted,
+    RecordHistory, RejectedView, RunLengths,
 };
 use ml_core::{Position, Result};
 use rusqlite::Connection;
@@ -445,6 +445,11 @@ impl AuditWrite for SqliteAuditStore {
     async fn next_due_at(&self) -> Result<Option<Timestamp>> {
         self.read("next_due_at", query::next_due_at).await
     }
+
+    async fn note(&self, note: JournalNote) -> Result<bool> {
+        note.validate()?;
+        self.write("note", move |c| write::note(c, &note)).await
+    }
 }
 
 #[async_trait]
@@ -483,5 +488,10 @@ impl AuditQuery for SqliteAuditStore {
 
     async fn stats(&self) -> Result<JournalStats> {
         self.read("stats", query::stats).await
+    }
+
+    async fn notes(&self, filter: &NoteFilter) -> Result<Vec<JournalNote>> {
+        let filter = filter.clone();
+        self.read("notes", move |c| query::notes(c, &filter)).await
     }
 }

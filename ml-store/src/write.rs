@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use ml_core::audit::{CycleEnd, CycleId, PageCommit, PageCommitted};
+use ml_core::audit::{CycleEnd, CycleId, JournalNote, PageCommit, PageCommitted};
 use ml_core::{Destination, Error, Record};
 use rusqlite::{
     Connection, OptionalExtension, ToSql, TransactionBehavior, params, params_from_iter,
@@ -345,4 +345,22 @@ pub(crate) fn commit_page(
     }
     tx.commit()?;
     Ok(out)
+}
+
+/// Writes `note` unless one with its kind and dedupe string is there: `true` when written.
+pub(crate) fn note(conn: &mut Connection, note: &JournalNote) -> StoreResult<bool> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO journal_notes (at, stream, kind, severity, dedupe, message) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (kind, dedupe) DO NOTHING",
+        )?
+        .execute(params![
+            codec::ts(note.at)?,
+            note.stream,
+            note.kind,
+            note.severity.as_str(),
+            note.dedupe,
+            note.message,
+        ])?;
+    Ok(n == 1)
 }

@@ -12,14 +12,32 @@ use ml_core::config::{ConfigKey as _, Env, Registry};
 use ml_core::{Error, Result, Source};
 use ml_ifs::{IfsBuilder, IfsConfigKey, IfsResource};
 
+use super::inbound::InboundHooks;
+#[cfg(feature = "slack")]
+use super::inbound::{HookContext, SlackRoute};
 use super::{under, under_applied};
 
 /// Adds this crate's factories to `r`.
 pub(crate) fn register(r: Registry) -> Registry {
-    r.with_source(Arc::new(IfsFactory))
+    r.with_source(Arc::new(IfsFactory { hooks: None }))
 }
 
-pub(crate) struct IfsFactory;
+/// Like [`register`], connections with approvals configured (`approvers = ...`)
+/// registering their Slack route (slash command, Approve / Reject buttons) in `hooks`.
+pub(crate) fn register_with_hooks(r: Registry, hooks: &InboundHooks) -> Registry {
+    r.with_source(Arc::new(IfsFactory {
+        hooks: Some(hooks.clone()),
+    }))
+}
+
+/// The Slack user the sandbox lets approve when the file asks for approvals but
+/// `IFS_APPROVERS` is unset (the Slack emulator's default user), as ALICE.
+#[cfg(feature = "sandbox")]
+const SANDBOX_APPROVERS: &str = "U00HUMAN01=ALICE:approve+reject";
+
+pub(crate) struct IfsFactory {
+    hooks: Option<InboundHooks>,
+}
 
 struct IfsConnection {
     builder: IfsBuilder,
@@ -28,16 +46,20 @@ struct IfsConnection {
 }
 
 #[cfg(feature = "sandbox")]
-struct IfsSandbox(ml_sandbox::ifs::IfsEmulator);
+struct IfsSandbox(ml_sandbox::ifs::IfsEmulator, Option<String>);
 
 #[cfg(feature = "sandbox")]
 impl SandboxReport for IfsSandbox {
     fn banner(&self) -> String {
         format!(
             "no credentials set: using the in-process IFS Cloud sandbox at {} (realm {}) with demo data \
-             (suppliers, purchase orders, invoices awaiting approval in company 10)",
+             (suppliers, purchase orders, invoices awaiting approval in company 10){}",
             self.0.base_url(),
-            self.0.realm()
+            self.0.realm(),
+            self.1
+                .as_deref()
+                .map(|a| format!("; Slack approvals by {a}"))
+                .unwrap_or_default()
         )
     }
 }
@@ -70,7 +92,7 @@ impl SourceFactory for IfsFactory {
                 .with_realm(e.realm())
                 .with_client_credentials(e.client_id(), e.client_secret().to_owned())
                 .with_company("10");
-            Some(IfsSandbox(e))
+            Some(IfsSandbox(e, None))
         } else {
             None
         };
@@ -93,20 +115,76 @@ impl SourceFactory for IfsFactory {
                 .with_config_str(&s.key, s.value)
                 .map_err(rekey(&s.path))?;
         }
+        // The file asks for approvals but names no approver: in the sandbox, the Slack
+        // emulator's default user approves (nothing real can be approved).
+        #[cfg(feature = "sandbox")]
+        let emulator = match emulator {
+            Some(IfsSandbox(e, _))
+                if section.settings.contains_key("approvers")
+                    && !builder.approvals_configured() =>
+            {
+                builder = builder.with_config(IfsConfigKey::Approvers, SANDBOX_APPROVERS);
+                Some(IfsSandbox(e, Some(SANDBOX_APPROVERS.to_owned())))
+            }
+            other => other,
+        };
         // Checks the URL, the credentials and every value now, before any stream is built.
         builder
             .clone()
             .build()
             .map_err(under_applied(&section.path, &applied))?;
+        let approvals = builder
+            .approval_settings()
+            .map_err(under_applied(&section.path, &applied))?;
         let builder = builder
             .with_shared_token_cache()
             .map_err(under_applied(&section.path, &applied))?;
+        if let (Some(settings), Some(hooks)) = (approvals, &self.hooks) {
+            register_approvals(hooks, &section.path, &builder, settings);
+        }
         Ok(Box::new(IfsConnection {
             builder,
             #[cfg(feature = "sandbox")]
             emulator,
         }))
     }
+}
+
+/// Registers the connection's approvals as the handler of their slash command and
+/// buttons; the handler is made (and journals) once the pipeline's journal is open.
+#[cfg(feature = "slack")]
+fn register_approvals(
+    hooks: &InboundHooks,
+    owner: &str,
+    builder: &IfsBuilder,
+    settings: ml_ifs::ApprovalSettings,
+) {
+    let builder = builder.clone();
+    let owner_for_errors = owner.to_owned();
+    hooks.add_slack(SlackRoute::new(
+        owner,
+        vec![settings.command],
+        ml_ifs::approval::invoice_action_ids()
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect(),
+        Box::new(move |ctx: &HookContext| {
+            let approvals = builder
+                .build_approvals(Arc::clone(&ctx.journal))
+                .map_err(under(&owner_for_errors))?
+                .ok_or_else(|| Error::config(&owner_for_errors, "approvals are not configured"))?;
+            Ok(Arc::new(approvals) as Arc<dyn ml_slack::receiver::SlackHandler>)
+        }),
+    ));
+}
+
+/// Without the Slack connector nothing can route Slack requests: approvals stay off.
+#[cfg(not(feature = "slack"))]
+fn register_approvals(_: &InboundHooks, owner: &str, _: &IfsBuilder, _: ml_ifs::ApprovalSettings) {
+    tracing::warn!(
+        section = owner,
+        "approvals are configured but this build has no Slack receiver (feature `slack`)"
+    );
 }
 
 impl SourceConnection for IfsConnection {

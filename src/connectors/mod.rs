@@ -35,6 +35,7 @@
 pub mod demo;
 #[cfg(feature = "ifs")]
 mod ifs;
+pub mod inbound;
 #[cfg(feature = "oracle-fusion")]
 mod oracle;
 #[cfg(feature = "sage-x3")]
@@ -47,6 +48,8 @@ mod sap_ecc;
 mod slack;
 #[cfg(feature = "store")]
 mod store;
+#[cfg(feature = "cli")]
+pub(crate) use store::replay_cache;
 #[cfg(feature = "twilio")]
 mod twilio;
 
@@ -105,6 +108,33 @@ pub fn registry() -> Registry {
     r
 }
 
+/// Every connector compiled in (see [`registry`]), the sources that act on inbound
+/// requests (IFS approvals from Slack) registering their routes in `hooks`.
+pub fn registry_with_hooks(hooks: &inbound::InboundHooks) -> Registry {
+    #[allow(unused_mut)]
+    let mut r = registry();
+    #[cfg(feature = "ifs")]
+    {
+        r = ifs::register_with_hooks(r, hooks);
+    }
+    #[cfg(not(feature = "ifs"))]
+    let _ = hooks;
+    r
+}
+
+/// Like [`assemble`], also returning what the connectors asked the receivers to route
+/// to them (`ml-connector run` mounts it behind `[receivers.slack]`).
+pub async fn assemble_with_hooks(
+    config: &PipelineConfig,
+    env: &dyn Env,
+) -> Result<(Assembled, inbound::InboundHooks)> {
+    let hooks = inbound::InboundHooks::new();
+    let assembled = registry_with_hooks(&hooks)
+        .assemble(config, env, |b| b)
+        .await?;
+    Ok((assembled, hooks))
+}
+
 /// Assembles `config` with every connector compiled in (see [`registry`]).
 pub async fn assemble(config: &PipelineConfig, env: &dyn Env) -> Result<Assembled> {
     registry().assemble(config, env, |b| b).await
@@ -119,7 +149,7 @@ pub async fn load(path: &Path, env: &dyn Env) -> Result<Assembled> {
 /// A connector error, re-keyed under the configuration path it came from: the builder
 /// names `ORACLE_FUSION_TOKEN_URL`, the user reads `sources.oracle.settings.ORACLE_FUSION_TOKEN_URL`.
 #[cfg_attr(
-    not(any(feature = "oracle-fusion", feature = "slack", feature = "twilio")),
+    not(any(feature = "oracle-fusion", feature = "sap-ecc", feature = "ifs")),
     allow(dead_code)
 )]
 pub(crate) fn under(path: &str) -> impl Fn(Error) -> Error + '_ {

@@ -7,8 +7,12 @@
 //! `time_zone`, `fields`, …), plus `refresh_token_credential`: the name under which the
 //! rotating X3 Cloud refresh token is kept in the journal's encrypted credential table
 //! (default `sage_x3.<source name>.refresh_token`; needs a SQLite journal and the master
-//! key). With `sandbox = "auto"` and no credentials set, the in-process emulator runs with
-//! demo data (api1, Basic).
+//! key). The refresh token's expiry warnings (`refresh_warn_days` ahead) and a needed
+//! pairing are written into the pipeline's journal as notes, once each
+//! (`ml-connector audit notes`). Status codes are shown with labels (`status_labels` on a
+//! stream: `1=Not approved,2=Partly approved,3=Approved`); the code as served stays in the
+//! extra field `status_code` for routing. With `sandbox = "auto"` and no credentials set,
+//! the in-process emulator runs with demo data (api1, Basic).
 
 use std::sync::Arc;
 
@@ -21,9 +25,9 @@ use ml_core::config::assemble::{
 };
 use ml_core::config::pipeline::StreamConfig;
 use ml_core::{Error, Result, Source};
-use ml_sage_x3::{SageX3Builder, SageX3ConfigKey, X3Class};
+use ml_sage_x3::{JournalNotes, SageX3Builder, SageX3ConfigKey, X3Class};
 
-use super::{under, under_applied};
+use super::under_applied;
 
 /// Adds this crate's factories to `r`.
 pub(crate) fn register(r: Registry) -> Registry {
@@ -144,6 +148,12 @@ impl SourceFactory for SageX3Factory {
         if cloud {
             let name =
                 credential.unwrap_or_else(|| format!("sage_x3.{}.refresh_token", section.name));
+            // Expiry warnings and a needed pairing go into the pipeline's journal as notes
+            // (`ml-connector audit notes`), named after the credential, never its value.
+            builder = builder.with_journal_notes(Arc::new(JournalNotes::new(
+                Arc::clone(section.journal),
+                name.clone(),
+            )));
             #[cfg(feature = "store")]
             {
                 builder = builder.with_refresh_token_store(refresh_store(&section, &name)?);
@@ -195,10 +205,15 @@ impl SourceConnection for SageX3Connection {
         let sandbox = self.emulator.is_some();
         #[cfg(not(feature = "sandbox"))]
         let sandbox = false;
+        // A stream's own settings (`status_labels` of its class) name the stream's keys.
+        let mut applied = Vec::new();
         for s in resolve_settings(path, &st.settings, env, sandbox)? {
+            if let Some(k) = SageX3ConfigKey::from_name(&s.key) {
+                applied.push((k.env_name(), s.path.clone()));
+            }
             b = b.with_config_str(&s.key, s.value).map_err(rekey(&s.path))?;
         }
-        Ok(Arc::new(b.build().map_err(under(path))?))
+        Ok(Arc::new(b.build().map_err(under_applied(path, &applied))?))
     }
 
     fn sandbox(&self) -> Option<&dyn SandboxReport> {

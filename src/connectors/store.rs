@@ -44,25 +44,61 @@ impl JournalFactory for PostgresJournal {
         journal: &JournalConfig,
         env: &dyn Env,
     ) -> Result<Option<Arc<dyn AuditStore>>> {
-        let Some(raw) = &journal.url else {
-            return Ok(None);
-        };
-        let url = interpolate("journal.url", raw, env)?;
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Ok(None);
-        }
-        let store = ml_store::postgres::PostgresBuilder::from_env_with(&EnvRef(env))
-            .with_url(url)
-            .build()
-            .await
-            .map_err(|e| match e {
-                ml_core::Error::Config { key, message } if key == "ML_POSTGRES_URL" => {
-                    ml_core::Error::config("journal.url", message)
-                }
-                other => other,
-            })?;
-        Ok(Some(Arc::new(store)))
+        Ok(open_postgres(journal, env)
+            .await?
+            .map(|s| Arc::new(s) as Arc<dyn AuditStore>))
     }
+}
+
+/// The PostgreSQL journal of `[journal] url = "postgres://…"` (created or migrated), on a
+/// pool of its own; `None` for any other journal.
+#[cfg(feature = "postgres")]
+pub(crate) async fn open_postgres(
+    journal: &JournalConfig,
+    env: &dyn Env,
+) -> Result<Option<ml_store::PostgresAuditStore>> {
+    let Some(raw) = &journal.url else {
+        return Ok(None);
+    };
+    let url = interpolate("journal.url", raw, env)?;
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Ok(None);
+    }
+    let store = ml_store::postgres::PostgresBuilder::from_env_with(&EnvRef(env))
+        .with_url(url)
+        .build()
+        .await
+        .map_err(|e| match e {
+            ml_core::Error::Config { key, message } if key == "ML_POSTGRES_URL" => {
+                ml_core::Error::config("journal.url", message)
+            }
+            other => other,
+        })?;
+    Ok(Some(store))
+}
+
+/// The webhook replay cache that goes with the journal, so that a replayed request is
+/// refused after a restart and by every process on the journal: the PostgreSQL journal's
+/// (shared by every replica), or a SQLite file's. `None` (each receiver keeps its own
+/// in-memory cache) for an in-memory journal.
+#[cfg(feature = "cli")]
+pub(crate) async fn replay_cache(
+    journal: &JournalConfig,
+    env: &dyn Env,
+) -> Result<Option<Arc<dyn ml_core::webhook::ReplayCache>>> {
+    #[cfg(feature = "postgres")]
+    if let Some(store) = open_postgres(journal, env).await? {
+        return Ok(Some(Arc::new(ml_store::PostgresReplayCache::new(&store))));
+    }
+    let Some(raw) = &journal.sqlite else {
+        return Ok(None);
+    };
+    let path = interpolate("journal.sqlite", raw, env)?;
+    if path == ":memory:" {
+        return Ok(None);
+    }
+    let store = ml_store::SqliteAuditStore::open(&path)?;
+    Ok(Some(Arc::new(ml_store::SqliteReplayCache::new(&store))))
 }
 
 /// `[limiter] url = "redis://…"`: the sinks' quotas in Redis, shared by every replica;

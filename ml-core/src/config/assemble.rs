@@ -57,6 +57,9 @@ pub struct Section<'a> {
     pub env: &'a dyn Env,
     /// The whole configuration (a Slack sink looks up channel aliases in it).
     pub config: &'a PipelineConfig,
+    /// The pipeline's journal (a source writes operator notes into it, e.g. a refresh
+    /// token about to expire).
+    pub journal: &'a Arc<dyn AuditStore>,
 }
 
 impl Section<'_> {
@@ -387,7 +390,9 @@ impl Registry {
         config.validate()?;
         self.check(config)?;
         let store = self.journal(config, env).await?;
-        let mut builder = Pipeline::builder().store(store).router(config.router()?);
+        let mut builder = Pipeline::builder()
+            .store(Arc::clone(&store))
+            .router(config.router()?);
 
         let mut connections = Vec::new();
         for (name, s) in &config.sources {
@@ -402,6 +407,7 @@ impl Registry {
                     settings: &s.settings,
                     env,
                     config,
+                    journal: &store,
                 })
                 .await?;
             connections.push((path, conn));
@@ -436,6 +442,7 @@ impl Registry {
                         settings: &s.settings,
                         env,
                         config,
+                        journal: &store,
                     },
                     s,
                 )

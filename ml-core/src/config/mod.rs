@@ -40,6 +40,7 @@
 //! ```
 
 pub mod assemble;
+mod macros;
 pub mod interpolate;
 pub mod pipeline;
 

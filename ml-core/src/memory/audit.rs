@@ -13,6 +13,7 @@ use crate::audit::{
     DeliveryView, JournalStats, OwnerId, PageCommit, PageCommitted, RecordHistory, RecordVersion,
     RejectedView, RunLengths,
 };
+use crate::audit::{JournalNote, NoteFilter};
 use crate::cursor::Position;
 use crate::error::{Error, Result};
 use crate::record::Record;
@@ -35,6 +36,8 @@ struct Inner {
     next_delivery: i64,
     /// stream -> (owner, lease until)
     stream_leases: HashMap<String, (OwnerId, Timestamp)>,
+    /// Journal notes in the order written.
+    notes: Vec<JournalNote>,
 }
 
 #[derive(Debug, Clone)]
@@ -509,10 +512,40 @@ impl AuditWrite for MemoryAuditStore {
             .filter_map(|d| d.view.next_attempt_at)
             .min())
     }
+
+    async fn note(&self, note: JournalNote) -> Result<bool> {
+        note.validate()?;
+        let mut g = self.lock();
+        if g.notes
+            .iter()
+            .any(|n| n.kind == note.kind && n.dedupe == note.dedupe)
+        {
+            return Ok(false);
+        }
+        g.notes.push(note);
+        Ok(true)
+    }
 }
 
 #[async_trait]
 impl AuditQuery for MemoryAuditStore {
+    async fn notes(&self, filter: &NoteFilter) -> Result<Vec<JournalNote>> {
+        let g = self.lock();
+        // Newest first; among equal times the latest written first.
+        let mut found: Vec<(usize, &JournalNote)> = g
+            .notes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| filter.matches(n))
+            .collect();
+        found.sort_by(|a, b| b.1.at.cmp(&a.1.at).then(b.0.cmp(&a.0)));
+        Ok(found
+            .into_iter()
+            .take(filter.limit.unwrap_or(usize::MAX))
+            .map(|(_, n)| n.clone())
+            .collect())
+    }
+
     async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryView>> {
         let g = self.lock();
         Ok(g.deliveries
@@ -685,15 +718,16 @@ mod tests {
     use crate::audit::{
         AttemptOutcome, AttemptView, AuditQuery, AuditStore, AuditWrite, CallbackApplied,
         CallbackUpdate, Claimant, ClaimedDelivery, CycleEnd, CycleId, CycleView, DeliveryFilter,
-        DeliveryId, DeliveryView, JournalStats, PageCommit, PageCommitted, RecordHistory,
-        RejectedView,
+        DeliveryId, DeliveryView, JournalNote, JournalStats, NoteFilter, PageCommit, PageCommitted,
+        RecordHistory, RejectedView,
     };
     use crate::cursor::Position;
     use crate::error::Result;
 
-    /// Delegates only the required methods: the conformance suite then checks the trait's
-    /// default `claim_runs`, `finish_attempts` and `release_claims` (what a backend that
-    /// implements none of them gets).
+    /// Delegates only the required methods (and the notes, whose defaults refuse notes):
+    /// the conformance suite then checks the trait's default `claim_runs`,
+    /// `finish_attempts` and `release_claims` (what a backend that implements none of them
+    /// gets).
     #[derive(Debug, Default)]
     struct DefaultsOnly(MemoryAuditStore);
 
@@ -756,6 +790,10 @@ mod tests {
         async fn next_due_at(&self) -> Result<Option<Timestamp>> {
             self.0.next_due_at().await
         }
+        // Notes are not what this double checks (their defaults refuse them).
+        async fn note(&self, n: JournalNote) -> Result<bool> {
+            self.0.note(n).await
+        }
     }
 
     #[async_trait::async_trait]
@@ -777,6 +815,9 @@ mod tests {
         }
         async fn stats(&self) -> Result<JournalStats> {
             self.0.stats().await
+        }
+        async fn notes(&self, f: &NoteFilter) -> Result<Vec<JournalNote>> {
+            self.0.notes(f).await
         }
     }
 

@@ -129,6 +129,7 @@ where
     super::audit_runs::run_claims_are_exclusive(make().await).await;
     super::audit_runs::group_commits_record_every_outcome(&*make().await).await;
     super::audit_runs::unfinished_runs_are_recovered_in_doubt(&*make().await).await;
+    super::audit_notes::notes_are_written_once_and_filtered(&*make().await).await;
 }
 
 /// `commit_page` writes records, deliveries and position together, or nothing.

@@ -13,6 +13,10 @@ use super::Rejection;
 /// replayed or retried webhook is recognised. Object-safe: receivers hold an
 /// `Arc<dyn ReplayCache>`, and every replica receiving one sender's webhooks should share
 /// one (a journal table, Redis `SET NX PX`).
+///
+/// Every implementation runs the conformance suite `testing::replay_cache_conformance`
+/// (feature `testing`): refusal of a repeat, expiry, removal, and exactly one winner among
+/// concurrent inserts of one key, through two handles (two replicas) on one cache.
 #[async_trait]
 pub trait ReplayCache: Send + Sync + fmt::Debug {
     /// Records `key` until `expires_at`. `Ok(true)` when it was new, `Ok(false)` when it is

@@ -51,6 +51,8 @@ fn config_plumbing_and_errors_name_the_key() {
             "SAGE_X3_TOKEN_URL",
         ),
         ("folder", "SEED/../X", "SAGE_X3_FOLDER"),
+        ("status_labels", "1=Not approved,3", "SAGE_X3_STATUS_LABELS"),
+        ("status_labels", "1=A,1=B", "SAGE_X3_STATUS_LABELS"),
     ] {
         let b = b.clone().with_config_str(k, v).expect("key");
         assert_eq!(key_of(b.build()), want, "{k}={v}");
@@ -80,4 +82,34 @@ fn config_plumbing_and_errors_name_the_key() {
         g.to_string().contains("graphql x3Purchasing.purchaseOrder"),
         "{g}"
     );
+}
+
+#[test]
+fn status_labels_replace_the_built_in_ones_for_the_api_in_use() {
+    let b = SageX3Builder::new()
+        .with_url("http://127.0.0.1:9", "SEED")
+        .with_basic("admin", "pw".to_owned());
+    let built_in = b.clone().build().expect("default");
+    assert_eq!(built_in.spec().fields.status_labels.label("3"), "Approved");
+    assert_eq!(built_in.spec().fields.status_labels.label("7"), "7");
+    let s = b
+        .clone()
+        .with_config(SageX3ConfigKey::StatusLabels, "1=Open, 3=Signed off")
+        .build()
+        .expect("labels");
+    let labels = &s.spec().fields.status_labels;
+    assert_eq!(labels.label("3"), "Signed off");
+    // Replaced, not merged: a code the site did not label is shown as served.
+    assert_eq!(labels.label("2"), "2");
+    let g = b
+        .with_config(SageX3ConfigKey::Api, "graphql")
+        .with_client("c", "hunter2".to_owned())
+        .with_config(SageX3ConfigKey::StatusLabels, "pending=Pending approval")
+        .build()
+        .expect("graphql");
+    assert_eq!(
+        g.spec().graphql.fields.status_labels.label("pending"),
+        "Pending approval"
+    );
+    assert_eq!(g.spec().fields.status_labels.label("3"), "Approved");
 }

@@ -144,3 +144,43 @@ fn graphql_nested_paths() {
     assert_eq!(r.fields.supplier.as_deref(), Some("Ünïcode GmbH"));
     assert_eq!(r.fields.amount.expect("a").amount.to_string(), "10.00");
 }
+
+#[test]
+fn status_codes_are_shown_with_labels_and_kept_as_served() {
+    for (code, label) in [
+        ("1", "Not approved"),
+        ("2", "Partly approved"),
+        ("3", "Approved"),
+        ("9", "9"),
+    ] {
+        let row = map(
+            X3Class::PurchaseOrders,
+            &format!(
+                r#"{{"POHNUM":"PO-1","TOTLINAMT":"1.00","CUR":"EUR","APPFLG":"{code}","UPDDATTIM":"2026-03-20T14:53:51Z"}}"#
+            ),
+            &TimeZone::UTC,
+        );
+        let r = record(&row);
+        assert_eq!(r.fields.status.as_deref(), Some(label), "{code}");
+        assert_eq!(
+            r.fields.extra.get("status_code").map(String::as_str),
+            Some(code)
+        );
+    }
+    // A number as served (not a string) is labelled too.
+    let row = map(
+        X3Class::GlEntries,
+        r#"{"TYP":"ACH","NUM":"1","CUR":"EUR","STA":2,"UPDDATTIM":"2026-03-20T14:53:51Z"}"#,
+        &TimeZone::UTC,
+    );
+    assert_eq!(record(&row).fields.status.as_deref(), Some("Final"));
+    // No status property served: none shown, none kept.
+    let row = map(
+        X3Class::PurchaseOrders,
+        r#"{"POHNUM":"PO-2","TOTLINAMT":"1.00","CUR":"EUR","UPDDATTIM":"2026-03-20T14:53:51Z"}"#,
+        &TimeZone::UTC,
+    );
+    let r = record(&row);
+    assert_eq!(r.fields.status, None);
+    assert!(!r.fields.extra.contains_key("status_code"));
+}

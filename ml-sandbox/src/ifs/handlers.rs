@@ -219,6 +219,32 @@ pub(super) async fn projection(
             "not a projection path",
         );
     };
+    if target.svc == super::history::HISTORY_PROJECTION {
+        match shared.lock().history.access {
+            super::history::HistoryAccess::Granted => {}
+            super::history::HistoryAccess::Forbidden => {
+                return odata_error(
+                    StatusCode::FORBIDDEN,
+                    "ODP_FORBIDDEN",
+                    "You do not have permission to access the projection HistoryLogHandling.",
+                );
+            }
+            super::history::HistoryAccess::NotInstalled => {
+                return odata_error(
+                    StatusCode::NOT_FOUND,
+                    "ODP_RESOURCE_NOTFOUND",
+                    "Resource not found for the segment 'HistoryLogHandling.svc'",
+                );
+            }
+        }
+        if method != Method::GET {
+            return odata_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "ODP_METHOD_NOT_ALLOWED",
+                "the history log is read-only",
+            );
+        }
+    }
     let render = render_for(&shared, &headers);
     match (method, &target.set, &target.key, &target.op) {
         (Method::GET, None, _, _) => service_document(&shared, &target.svc),
@@ -579,13 +605,15 @@ fn action(
 ) -> Response {
     let mut inner = shared.lock();
     if let Some((edit_set, k, changes)) = inner.edit_before_action.take()
-        && let Some(data) = inner.sets.values_mut().find(|d| d.def.set == edit_set)
+        && let Some((path, data)) = inner.sets.iter_mut().find(|(_, d)| d.def.set == edit_set)
         && let Some(mut row) = data.rows.get(&k).cloned()
         && apply_changes(data, &mut row, &changes, false).is_ok()
     {
         let stamp = data.def.stamp.clone();
+        let path = path.clone();
         touched(shared, &mut row, &stamp);
-        data.rows.insert(k, row);
+        data.rows.insert(k.clone(), row);
+        super::history::log_change(&mut inner, &path, &k, "Update", shared.stamp_now());
     }
     let Some(data) = inner.sets.get(&set_key(svc, set)) else {
         return missing_set(set);
@@ -666,6 +694,13 @@ fn action(
         touched(shared, row, &stamp);
         row.etag()
     };
+    super::history::log_change(
+        &mut inner,
+        &set_key(svc, set),
+        &k,
+        "Update",
+        shared.stamp_now(),
+    );
     inner.actions.push(record(204));
     no_content(&etag)
 }
@@ -726,7 +761,14 @@ fn patch(
     let stamp = data.def.stamp.clone();
     touched(shared, &mut row, &stamp);
     let etag = row.etag();
-    data.rows.insert(k, row);
+    data.rows.insert(k.clone(), row);
+    super::history::log_change(
+        &mut inner,
+        &set_key(svc, set),
+        &k,
+        "Update",
+        shared.stamp_now(),
+    );
     no_content(&etag)
 }
 

@@ -35,6 +35,12 @@
 //!   `X-Ifs-Time-Zone-Aware-Request: true`. Without it (the time-zone trap) the server
 //!   writes the site's wall-clock time (default `Europe/Stockholm`) still suffixed `Z`,
 //!   and reads filter literals as site wall-clock time even when they say `Z`.
+//! * The history log, `HistoryLogHandling.svc/HistoryLogOverviewSet` (see `history.rs`):
+//!   read-only, served like any entity set; an entry per insert and update of an entity
+//!   whose LU has logging enabled ([`IfsEmulator::enable_history_log`]), none otherwise;
+//!   403 / 404 when not granted / not installed ([`IfsEmulator::set_history_access`]);
+//!   [`IfsEmulator::append_history_entry`] adds a late entry,
+//!   [`IfsEmulator::update_unstamped`] changes a row without its stamp.
 //! * [`IfsEmulator::metadata_refresh`]: the next `n` projection requests answer 503
 //!   `MI_MODIFIED_ERROR` with `Retry-After: 1`.
 //!
@@ -51,8 +57,10 @@
 mod data;
 mod filter;
 mod handlers;
+mod history;
 
 pub use data::{ActionDef, EntitySetDef, PropType};
+pub use history::{HISTORY_PROJECTION, HISTORY_SET, HISTORY_USER, HistoryAccess};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -106,6 +114,8 @@ pub(super) struct Inner {
     /// Applied when the next bound action arrives, before its checks (a user editing the
     /// record between a client's read and its action).
     edit_before_action: Option<(String, Vec<String>, Value)>,
+    /// The history log (`HistoryLogHandling`).
+    history: history::HistoryLog,
 }
 
 pub(super) struct Shared {
@@ -158,6 +168,7 @@ impl Shared {
             return Err(format!("an entity with key {key:?} exists"));
         }
         data.rows.insert(key.clone(), row);
+        history::log_change(&mut inner, set, &key, "Insert", stamp_now);
         Ok(key)
     }
 }
@@ -217,6 +228,7 @@ impl IfsEmulatorBuilder {
         let clock = Arc::clone(bound.core().clock());
         let sets = data::builtin_sets()
             .into_iter()
+            .chain([history::history_def()])
             .map(|def| {
                 (
                     format!("{}.svc/{}", def.projection, def.set),
@@ -248,6 +260,7 @@ impl IfsEmulatorBuilder {
                 site_tz,
                 actions: Vec::new(),
                 edit_before_action: None,
+                history: history::HistoryLog::default(),
             }),
         });
         let router = Router::new()
@@ -424,7 +437,80 @@ impl IfsEmulator {
         row.version += 1;
         row.values.insert(data.def.stamp.clone(), Val::Dto(stamp));
         let etag = row.etag();
-        data.rows.insert(k, row);
+        data.rows.insert(k.clone(), row);
+        history::log_change(&mut inner, &path, &k, "Update", stamp);
+        Ok(etag)
+    }
+
+    /// Enables history logging for the LU `lu` (the entity type name, `ManSuppInvoice`):
+    /// from now on its inserts and updates get history-log entries.
+    pub fn enable_history_log(&self, lu: &str) {
+        self.shared.lock().history.enabled.insert(lu.to_owned());
+    }
+
+    /// Turns history logging for `lu` off again (changes go unlogged).
+    pub fn disable_history_log(&self, lu: &str) {
+        self.shared.lock().history.enabled.remove(lu);
+    }
+
+    /// Whether the integration user may read `HistoryLogHandling` (403 / 404 otherwise).
+    pub fn set_history_access(&self, access: HistoryAccess) {
+        self.shared.lock().history.access = access;
+    }
+
+    /// Appends a history entry for `lu` as a transaction that commits late would: with
+    /// the given `at` (earlier than entries already visible). `key` in the LU's key order.
+    pub fn append_history_entry(
+        &self,
+        set: &str,
+        key: &[&str],
+        history_type: &str,
+        at: Timestamp,
+    ) -> std::result::Result<(), DataError> {
+        let path = self.set_path(set)?;
+        let mut inner = self.shared.lock();
+        let def = inner
+            .sets
+            .get(&path)
+            .map(|d| d.def.clone())
+            .ok_or_else(|| DataError(format!("no entity set {set}")))?;
+        let keys = history::keys_text(&def.keys, key);
+        history::append(&mut inner, &def.entity, &keys, history_type, at);
+        Ok(())
+    }
+
+    /// How many history-log entries exist.
+    pub fn history_entries(&self) -> usize {
+        self.count(HISTORY_SET)
+    }
+
+    /// Changes an entity without touching the stamp attribute (an entity set whose
+    /// modification date is not maintained: what the history log is for); the ETag
+    /// changes, and the history log records it when enabled.
+    pub fn update_unstamped(
+        &self,
+        set: &str,
+        key: &[&str],
+        changes: &Value,
+    ) -> std::result::Result<String, DataError> {
+        let path = self.set_path(set)?;
+        let stamp = self.shared.stamp_now();
+        let mut inner = self.shared.lock();
+        let data = inner
+            .sets
+            .get_mut(&path)
+            .ok_or_else(|| DataError(format!("no entity set {set}")))?;
+        let k: Vec<String> = key.iter().map(|s| (*s).to_owned()).collect();
+        let mut row = data
+            .rows
+            .get(&k)
+            .cloned()
+            .ok_or_else(|| DataError(format!("no entity {k:?} in {set}")))?;
+        handlers::apply_changes(data, &mut row, changes, false).map_err(DataError)?;
+        row.version += 1;
+        let etag = row.etag();
+        data.rows.insert(k.clone(), row);
+        history::log_change(&mut inner, &path, &k, "Update", stamp);
         Ok(etag)
     }
 

@@ -96,6 +96,7 @@ pub(super) async fn token(
     let now = shared.clock.now();
     let mut inner = lock(&shared.inner);
     let sliding = inner.sliding;
+    let report_expiry = inner.report_refresh_expiry;
     let expires_at = match inner.tokens.refresh.get_mut(presented) {
         None => {
             inner.tokens.refused += 1;
@@ -151,13 +152,19 @@ pub(super) async fn token(
             (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        serde_json::json!({
-            "access_token": access,
-            "token_type": "Bearer",
-            "expires_in": shared.access_lifetime.as_secs(),
-            "refresh_token": refresh,
-        })
-        .to_string(),
+        {
+            let mut answer = serde_json::json!({
+                "access_token": access,
+                "token_type": "Bearer",
+                "expires_in": shared.access_lifetime.as_secs(),
+                "refresh_token": refresh,
+            });
+            if report_expiry {
+                answer["refresh_token_expires_in"] =
+                    ml_core::clock::until(now, expires_at).as_secs().into();
+            }
+            answer.to_string()
+        },
     )
         .into_response()
 }

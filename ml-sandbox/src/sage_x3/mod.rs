@@ -34,7 +34,8 @@
 //!   unconfirmed). Access tokens live 5 minutes; every renewal returns a new refresh token
 //!   and spends the old one: presenting it again is `400 invalid_grant`, as are unknown and
 //!   expired ones. Refresh tokens keep the pairing's 30 days (or get fresh ones:
-//!   [`SageX3Emulator::set_sliding_refresh`]; which one X3 does is unconfirmed).
+//!   [`SageX3Emulator::set_sliding_refresh`]; which one X3 does is unconfirmed), and the
+//!   answer says when only with [`SageX3Emulator::set_reports_refresh_expiry`].
 //!   [`SageX3Emulator::pair`] stands for the browser pairing.
 //! * `PUT sandbox/x3/<CLASS>` (sandbox control, no auth): stores a row; `UPDDATTIM` is the
 //!   emulator clock's now unless the body gives one (to stage a backdated row).
@@ -168,6 +169,7 @@ impl SageX3EmulatorBuilder {
                 tokens: Tokens::default(),
                 zone: self.zone,
                 sliding: false,
+                report_refresh_expiry: false,
             }),
             clock,
             folder: FOLDER.into(),
@@ -288,6 +290,13 @@ impl SageX3Emulator {
     /// (`false`, the default).
     pub fn set_sliding_refresh(&self, on: bool) {
         lock(&self.shared.inner).sliding = on;
+    }
+
+    /// Renewal answers carry `refresh_token_expires_in` (the seconds the new refresh
+    /// token has left) when `on`; by default they do not (whether X3 sends it is
+    /// unconfirmed), and a client must assume the expiry it knew.
+    pub fn set_reports_refresh_expiry(&self, on: bool) {
+        lock(&self.shared.inner).report_refresh_expiry = on;
     }
 
     /// Successful token renewals.

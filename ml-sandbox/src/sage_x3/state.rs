@@ -77,6 +77,8 @@ pub(super) struct Inner {
     pub(super) zone: TimeZone,
     /// Renewed refresh tokens get a fresh 30 days (`true`) or keep the pairing's expiry.
     pub(super) sliding: bool,
+    /// Renewals say when the new refresh token expires (`refresh_token_expires_in`).
+    pub(super) report_refresh_expiry: bool,
 }
 
 pub(super) fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {

@@ -95,8 +95,24 @@ async fn refresh_tokens_rotate_and_refuse_reuse() {
     assert_eq!(r.status().as_u16(), 200);
     let v: serde_json::Value = r.json().await.expect("json");
     assert_eq!(v["expires_in"], 300);
+    assert!(
+        v.get("refresh_token_expires_in").is_none(),
+        "not said unless asked"
+    );
     let next = v["refresh_token"].as_str().expect("rotated").to_owned();
     assert_ne!(next, token);
+    // Asked to, the answer says how long the rotated token has left: the pairing's expiry.
+    e.set_reports_refresh_expiry(true);
+    let short = e.pair_expiring_in(std::time::Duration::from_secs(3 * 86_400));
+    let v: serde_json::Value = post(form(&short))
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    let left = v["refresh_token_expires_in"].as_u64().expect("expiry said");
+    assert!((3 * 86_400 - 5..=3 * 86_400).contains(&left), "{left}");
+    e.set_reports_refresh_expiry(false);
     let r = post(form(&token)).await.expect("reuse");
     assert_eq!(r.status().as_u16(), 400);
     let v: serde_json::Value = r.json().await.expect("json");
@@ -106,7 +122,7 @@ async fn refresh_tokens_rotate_and_refuse_reuse() {
         .await
         .expect("bad client");
     assert_eq!(r.status().as_u16(), 401);
-    assert_eq!((e.renewals(), e.refused_renewals()), (1, 1));
+    assert_eq!((e.renewals(), e.refused_renewals()), (2, 1));
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use ml_core::auth::BasicCredentials;
 use ml_core::clock::{Clock, SystemClock};
-use ml_core::config::{ConfigKey, ConfigValues, Env, ProcessEnv, check_url};
+use ml_core::config::{ConfigValues, check_url};
 use ml_core::cursor::WatermarkCursor;
 use ml_core::http::ClientOptions;
 use ml_core::record::EntityKind;
@@ -25,102 +25,41 @@ pub const DEFAULT_PAGE_SIZE: usize = 500;
 /// The largest page size accepted.
 pub const MAX_PAGE_SIZE: usize = 5_000;
 
-/// A configuration key of the OData source, named as its environment variable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[non_exhaustive]
-pub enum SapODataConfigKey {
-    /// `SAP_ECC_URL`: the Gateway's base URL (`https://sapgw.acme.local:44300`).
-    Url,
-    /// `SAP_ECC_CLIENT`: the three-digit client (`sap-client`).
-    Client,
-    /// `SAP_ECC_USER`: the Basic user.
-    User,
-    /// `SAP_ECC_PASSWORD`: the Basic password.
-    Password,
-    /// `SAP_ECC_ODATA_SERVICE`: the service name (`ZML_PO_SRV`).
-    Service,
-    /// `SAP_ECC_ODATA_ENTITY_SET` (default `PurchaseOrderSet`).
-    EntitySet,
-    /// `SAP_ECC_ODATA_KIND`: the entity kind (`purchase_order`, `supplier_invoice`,
-    /// `gl_journal`, `payment`, `supplier`, `customer`, `cost_center`, `material`, or any
-    /// other name).
-    Kind,
-    /// `SAP_ECC_ODATA_KEY_PROPERTY` (default `PurchaseOrder`).
-    KeyProperty,
-    /// `SAP_ECC_ODATA_STAMP_PROPERTY` (default `ChangedAt`).
-    StampProperty,
-    /// `SAP_ECC_ODATA_STAMP_TYPE`: `datetime` (default) or `datetimeoffset`.
-    StampType,
-    /// `SAP_ECC_ODATA_AMOUNT_PROPERTY` (default `NetAmount`; `-` for none).
-    AmountProperty,
-    /// `SAP_ECC_ODATA_CURRENCY_PROPERTY` (default `Currency`).
-    CurrencyProperty,
-    /// `SAP_ECC_ODATA_PAGE_SIZE`: `$top`, 2..=5000 (default 500).
-    PageSize,
-    /// `SAP_ECC_ODATA_OVERLAP_SECS`: the cursor's re-read window (default 300).
-    OverlapSecs,
-    /// `SAP_ECC_ODATA_PAGING`: `offset` (default), `next` or `keyset`.
-    Paging,
-}
-
-impl SapODataConfigKey {
-    /// Every key.
-    pub const ALL: [Self; 15] = [
-        Self::Url,
-        Self::Client,
-        Self::User,
-        Self::Password,
-        Self::Service,
-        Self::EntitySet,
-        Self::Kind,
-        Self::KeyProperty,
-        Self::StampProperty,
-        Self::StampType,
-        Self::AmountProperty,
-        Self::CurrencyProperty,
-        Self::PageSize,
-        Self::OverlapSecs,
-        Self::Paging,
-    ];
-
-    /// The environment variable.
-    pub fn as_env(self) -> &'static str {
-        match self {
-            Self::Url => "SAP_ECC_URL",
-            Self::Client => "SAP_ECC_CLIENT",
-            Self::User => "SAP_ECC_USER",
-            Self::Password => "SAP_ECC_PASSWORD",
-            Self::Service => "SAP_ECC_ODATA_SERVICE",
-            Self::EntitySet => "SAP_ECC_ODATA_ENTITY_SET",
-            Self::Kind => "SAP_ECC_ODATA_KIND",
-            Self::KeyProperty => "SAP_ECC_ODATA_KEY_PROPERTY",
-            Self::StampProperty => "SAP_ECC_ODATA_STAMP_PROPERTY",
-            Self::StampType => "SAP_ECC_ODATA_STAMP_TYPE",
-            Self::AmountProperty => "SAP_ECC_ODATA_AMOUNT_PROPERTY",
-            Self::CurrencyProperty => "SAP_ECC_ODATA_CURRENCY_PROPERTY",
-            Self::PageSize => "SAP_ECC_ODATA_PAGE_SIZE",
-            Self::OverlapSecs => "SAP_ECC_ODATA_OVERLAP_SECS",
-            Self::Paging => "SAP_ECC_ODATA_PAGING",
-        }
-    }
-}
-
-impl ConfigKey for SapODataConfigKey {
-    const ALL: &'static [Self] = &Self::ALL;
-    const PREFIX: &'static str = "SAP_ECC_";
-
-    fn env_name(self) -> &'static str {
-        self.as_env()
-    }
-
-    fn is_secret(self) -> bool {
-        matches!(self, Self::Password)
-    }
-}
-
-impl fmt::Display for SapODataConfigKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_env())
+ml_core::config_keys! {
+    /// A configuration key of the OData source, named as its environment variable.
+    pub enum SapODataConfigKey: prefix "SAP_ECC_" {
+        /// `SAP_ECC_URL`: the Gateway's base URL (`https://sapgw.acme.local:44300`).
+        Url = "SAP_ECC_URL",
+        /// `SAP_ECC_CLIENT`: the three-digit client (`sap-client`).
+        Client = "SAP_ECC_CLIENT",
+        /// `SAP_ECC_USER`: the Basic user.
+        User = "SAP_ECC_USER",
+        /// `SAP_ECC_PASSWORD`: the Basic password.
+        Password = "SAP_ECC_PASSWORD" (secret),
+        /// `SAP_ECC_ODATA_SERVICE`: the service name (`ZML_PO_SRV`).
+        Service = "SAP_ECC_ODATA_SERVICE",
+        /// `SAP_ECC_ODATA_ENTITY_SET` (default `PurchaseOrderSet`).
+        EntitySet = "SAP_ECC_ODATA_ENTITY_SET",
+        /// `SAP_ECC_ODATA_KIND`: the entity kind (`purchase_order`, `supplier_invoice`,
+        /// `gl_journal`, `payment`, `supplier`, `customer`, `cost_center`, `material`, or any
+        /// other name).
+        Kind = "SAP_ECC_ODATA_KIND",
+        /// `SAP_ECC_ODATA_KEY_PROPERTY` (default `PurchaseOrder`).
+        KeyProperty = "SAP_ECC_ODATA_KEY_PROPERTY",
+        /// `SAP_ECC_ODATA_STAMP_PROPERTY` (default `ChangedAt`).
+        StampProperty = "SAP_ECC_ODATA_STAMP_PROPERTY",
+        /// `SAP_ECC_ODATA_STAMP_TYPE`: `datetime` (default) or `datetimeoffset`.
+        StampType = "SAP_ECC_ODATA_STAMP_TYPE",
+        /// `SAP_ECC_ODATA_AMOUNT_PROPERTY` (default `NetAmount`; `-` for none).
+        AmountProperty = "SAP_ECC_ODATA_AMOUNT_PROPERTY",
+        /// `SAP_ECC_ODATA_CURRENCY_PROPERTY` (default `Currency`).
+        CurrencyProperty = "SAP_ECC_ODATA_CURRENCY_PROPERTY",
+        /// `SAP_ECC_ODATA_PAGE_SIZE`: `$top`, 2..=5000 (default 500).
+        PageSize = "SAP_ECC_ODATA_PAGE_SIZE",
+        /// `SAP_ECC_ODATA_OVERLAP_SECS`: the cursor's re-read window (default 300).
+        OverlapSecs = "SAP_ECC_ODATA_OVERLAP_SECS",
+        /// `SAP_ECC_ODATA_PAGING`: `offset` (default), `next` or `keyset`.
+        Paging = "SAP_ECC_ODATA_PAGING",
     }
 }
 
@@ -196,36 +135,7 @@ impl SapODataBuilder {
         }
     }
 
-    /// A builder from the `SAP_ECC_*` environment variables of the OData source (unset
-    /// and empty ones are skipped). Same as `from_env_with(&ProcessEnv)`.
-    pub fn from_env() -> Self {
-        Self::from_env_with(&ProcessEnv)
-    }
-
-    /// Like [`from_env`](Self::from_env), reading any [`Env`].
-    pub fn from_env_with(env: &impl Env) -> Self {
-        Self {
-            values: ConfigValues::from_env_with(env),
-            ..Self::new()
-        }
-    }
-
-    /// Sets one configuration value (parsed at `build()`).
-    pub fn with_config(mut self, key: SapODataConfigKey, value: impl Into<String>) -> Self {
-        self.values.set(key, value);
-        self
-    }
-
-    /// Sets a value by name: the environment variable or its short form (`odata_service`
-    /// for `SAP_ECC_ODATA_SERVICE`). An unknown name is an error naming it.
-    pub fn with_config_str(
-        mut self,
-        name: &str,
-        value: impl Into<String>,
-    ) -> ml_core::Result<Self> {
-        self.values.set_str(name, value)?;
-        Ok(self)
-    }
+    ml_core::config_builder_methods!(SapODataConfigKey, "SAP_ECC_*");
 
     /// The Gateway base URL.
     pub fn with_url(self, url: impl Into<String>) -> Self {

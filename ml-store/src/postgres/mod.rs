@@ -20,6 +20,9 @@
 //! * **Order.** `commit_page` holds a transaction-level advisory lock while it takes
 //!   delivery ids from their sequence, so ids follow commit order across replicas (a
 //!   destination never sees a later page's message before an earlier page's).
+//! * **Webhook replays.** [`PostgresReplayCache`] keeps the keys of webhook requests
+//!   already received in the schema (table `webhook_seen`), on the journal's pool: a
+//!   request replayed to another replica is refused as it is by the one that saw it.
 //! * **Time.** Leases compare the times the callers pass (the pipeline's clock), as in
 //!   SQLite: replicas on several hosts need clocks kept in sync (NTP); a skew eats into
 //!   the lease (60 s by default), nothing else.
@@ -34,6 +37,7 @@ mod deliver;
 mod error;
 mod lock;
 mod query;
+mod replay;
 mod schema;
 mod write;
 
@@ -55,6 +59,7 @@ pub use builder::{
 };
 pub use credentials::{PostgresCredentialStore, PostgresRotation};
 pub use lock::{LockedRefreshTokenStore, PostgresRenewalLock, RenewalGuard};
+pub use replay::{DEFAULT_CHECK_EVERY, PostgresReplayCache};
 
 use error::Db;
 
@@ -243,6 +248,11 @@ impl AuditWrite for PostgresAuditStore {
     async fn next_due_at(&self) -> Result<Option<Timestamp>> {
         query::next_due_at(self).await
     }
+
+    async fn note(&self, note: ml_core::audit::JournalNote) -> Result<bool> {
+        note.validate()?;
+        write::note(self, &note).await
+    }
 }
 
 #[async_trait]
@@ -269,5 +279,12 @@ impl AuditQuery for PostgresAuditStore {
 
     async fn stats(&self) -> Result<JournalStats> {
         query::stats(self).await
+    }
+
+    async fn notes(
+        &self,
+        filter: &ml_core::audit::NoteFilter,
+    ) -> Result<Vec<ml_core::audit::JournalNote>> {
+        query::notes(self, filter).await
     }
 }

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use jiff::Timestamp;
 use ml_core::audit::{
     AttemptView, CycleId, CycleView, DeliveryFilter, DeliveryId, DeliveryStatus, DeliveryView,
-    ErrorInfo, JournalStats, PageCommitted, RecordHistory, RecordVersion, RejectedView,
+    ErrorInfo, JournalNote, JournalStats, NoteFilter, NoteSeverity, PageCommitted, RecordHistory,
+    RecordVersion, RejectedView,
 };
 use ml_core::record::Rejected;
 use ml_core::{Destination, Position, Result};
@@ -369,4 +370,48 @@ pub(crate) async fn stats(s: &PostgresAuditStore) -> Result<JournalStats> {
     out.rejected = codec::count_u64(row.get(1), "rejected count").db(&ctx)?;
     tx.commit().await.db(&ctx)?;
     Ok(out)
+}
+
+/// Notes matching `f`, newest first (then latest written first).
+pub(crate) async fn notes(s: &PostgresAuditStore, f: &NoteFilter) -> Result<Vec<JournalNote>> {
+    let ctx = s.ctx("notes");
+    let mut args = Args::new();
+    let mut sql = String::from(
+        "SELECT id, at, stream, kind, severity, dedupe, message FROM journal_notes WHERE true",
+    );
+    if let Some(t) = f.since {
+        args.push(Box::new(codec::ts_bound(t)));
+        let _ = write!(sql, " AND at >= ${}", args.len());
+    }
+    if let Some(k) = &f.kind {
+        args.push(Box::new(k.clone()));
+        let _ = write!(sql, " AND kind = ${}", args.len());
+    }
+    if let Some(st) = &f.stream {
+        args.push(Box::new(st.clone()));
+        let _ = write!(sql, " AND stream = ${}", args.len());
+    }
+    args.push(Box::new(
+        f.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+    ));
+    let _ = write!(sql, " ORDER BY at DESC, id DESC LIMIT ${}", args.len());
+    let client = s.client("notes").await?;
+    let rows = client.query(&sql, &refs(&args)).await.db(&ctx)?;
+    rows.iter()
+        .map(|r| {
+            let id: i64 = r.get(0);
+            let what = format!("journal note {id}");
+            let severity: String = r.get(4);
+            Ok(JournalNote {
+                at: codec::ts_from(r.get(1), &what).db(&ctx)?,
+                stream: r.get(2),
+                kind: r.get(3),
+                severity: severity.parse::<NoteSeverity>().map_err(|_| {
+                    ml_core::Error::Corrupt(format!("{ctx}: {what}: severity `{severity}`"))
+                })?,
+                dedupe: r.get(5),
+                message: r.get(6),
+            })
+        })
+        .collect()
 }

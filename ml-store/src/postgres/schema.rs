@@ -150,7 +150,8 @@ CREATE INDEX webhook_seen_by_expiry ON webhook_seen (expires_at);
 ";
 
 /// Version 4: journal notes (warnings a person must act on, such as a refresh token about to
-/// expire), written once per (kind, subject, dedupe) key.
+/// expire), written once per (kind, dedupe) key and read newest first (`at`, then `id`).
+/// Timestamps are nanoseconds since the epoch, as in the other tables.
 const V4_JOURNAL_NOTES: &str = r"
 CREATE TABLE journal_notes (
     id        BIGSERIAL PRIMARY KEY,

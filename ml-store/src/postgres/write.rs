@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use jiff::Timestamp;
-use ml_core::audit::{CycleEnd, CycleId, PageCommit, PageCommitted};
+use ml_core::audit::{CycleEnd, CycleId, JournalNote, PageCommit, PageCommitted};
 use ml_core::{Destination, Error, Result};
 
 use super::PostgresAuditStore;
@@ -344,4 +344,33 @@ async fn destination_ids<'d>(
         )));
     }
     Ok(out)
+}
+
+/// Writes `note` unless one with its kind and dedupe string is there: `true` when written.
+pub(crate) async fn note(s: &PostgresAuditStore, note: &JournalNote) -> Result<bool> {
+    let ctx = s.ctx("note");
+    let at = codec::ts(note.at).db(&ctx)?;
+    let client = s.client("note").await?;
+    let stmt = client
+        .prepare_cached(
+            "INSERT INTO journal_notes (at, stream, kind, severity, dedupe, message) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (kind, dedupe) DO NOTHING",
+        )
+        .await
+        .db(&ctx)?;
+    let n = client
+        .execute(
+            &stmt,
+            &[
+                &at,
+                &note.stream,
+                &note.kind,
+                &note.severity.as_str(),
+                &note.dedupe,
+                &note.message,
+            ],
+        )
+        .await
+        .db(&ctx)?;
+    Ok(n == 1)
 }

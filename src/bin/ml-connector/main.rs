@@ -7,7 +7,8 @@
 //! ml-connector dry-run --config F [--max N] what would be sent where (nothing journaled)
 //! ml-connector explain --config F STREAM KEY which rules matched a journaled record, and why
 //! ml-connector audit [--config F | --journal DB] list [STATUS] | show STREAM KEY |
-//!                    replay ID | replay-failed | rejected
+//!                    replay ID | replay-failed | rejected |
+//!                    notes [--since 7d] [--kind K] [--stream S]
 //! ```
 //!
 //! Connectors with `sandbox = "auto"` and none of their `${NAME}` variables set run against
@@ -17,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ml_connector::audit::{AuditStore, DeliveryFilter, DeliveryId, DeliveryStatus};
+use ml_connector::audit::{
+    AuditStore, DeliveryFilter, DeliveryId, DeliveryStatus, JournalNote, NoteFilter, NoteSeverity,
+};
 use ml_connector::config::{Assembled, PipelineConfig, ProcessEnv};
 use ml_connector::{Error, Result, connectors};
 
@@ -140,6 +143,21 @@ enum AuditCommand {
     ReplayFailed,
     /// Items the sources could not turn into records.
     Rejected,
+    /// Operator notes, newest first: refresh tokens about to expire, pairings needed.
+    Notes {
+        /// Only notes raised since: an RFC 3339 time or a span back from now (`7d`, `12h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only one kind (`refresh_token_expiry`, `pairing_needed`).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only one stream's notes.
+        #[arg(long)]
+        stream: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
 }
 
 #[tokio::main]
@@ -302,18 +320,12 @@ fn sqlite_journal_file(config: &PipelineConfig) -> Result<Option<String>> {
     Ok(Some(path).filter(|p| p != ":memory:"))
 }
 
-/// The journal-backed webhook replay cache (SQLite journals), so a replayed callback is
-/// refused after a restart too.
-fn replay_cache(
+/// The journal-backed webhook replay cache, so a replayed callback is refused after a
+/// restart too, and (PostgreSQL journals) by every replica.
+async fn replay_cache(
     config: &PipelineConfig,
 ) -> Result<Option<std::sync::Arc<dyn ml_connector::webhook::ReplayCache>>> {
-    let Some(path) = sqlite_journal_file(config)? else {
-        return Ok(None);
-    };
-    let journal = ml_connector::store::SqliteAuditStore::open(&path)?;
-    Ok(Some(std::sync::Arc::new(
-        ml_connector::store::SqliteReplayCache::new(&journal),
-    )))
+    ml_connector::serve::replay_cache(&config.journal, &ProcessEnv).await
 }
 
 /// The process environment plus the journal's credentials (`${credential:NAME}`): a
@@ -352,6 +364,53 @@ async fn load(path: &Path) -> Result<(PipelineConfig, Assembled)> {
     Ok((config, assembled))
 }
 
+/// Like [`load`], with what the connectors asked the receivers to route to them (IFS
+/// approvals from Slack).
+async fn load_with_hooks(
+    path: &Path,
+) -> Result<(
+    PipelineConfig,
+    Assembled,
+    ml_connector::connectors::inbound::InboundHooks,
+)> {
+    let config = PipelineConfig::from_file(path)?;
+    let env = pipeline_env(&config).await?;
+    let (assembled, hooks) = connectors::assemble_with_hooks(&config, &env).await?;
+    for line in assembled.sandbox_banners() {
+        println!("{line}");
+    }
+    Ok((config, assembled, hooks))
+}
+
+/// The receivers' hooks: the Slack dispatcher over the connectors' routes (its handlers
+/// journal on the pipeline's journal), and whether the pipeline is sandboxed.
+#[cfg_attr(not(feature = "slack"), allow(clippy::unnecessary_wraps))]
+fn receiver_hooks(
+    hooks: &ml_connector::connectors::inbound::InboundHooks,
+    a: &Assembled,
+) -> Result<ml_connector::serve::ReceiverHooks> {
+    #[cfg(feature = "slack")]
+    let slack = {
+        let ctx = ml_connector::connectors::inbound::HookContext {
+            journal: std::sync::Arc::clone(a.pipeline.store()),
+        };
+        match hooks.slack_dispatcher(&ctx)? {
+            Some(d) => {
+                println!("receivers.slack: routes {}", d.commands().join(", "));
+                Some(d as std::sync::Arc<dyn ml_connector::slack::receiver::SlackHandler>)
+            }
+            None => None,
+        }
+    };
+    #[cfg(not(feature = "slack"))]
+    let _ = hooks;
+    Ok(ml_connector::serve::ReceiverHooks {
+        #[cfg(feature = "slack")]
+        slack,
+        sandbox: a.is_sandboxed(),
+    })
+}
+
 async fn open_journal(
     config: Option<&Path>,
     journal: Option<&Path>,
@@ -375,13 +434,25 @@ async fn open_journal(
 }
 
 async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<()> {
-    let (config, a) = load(path).await?;
+    let (config, a, hooks) = load_with_hooks(path).await?;
     let pipeline = a.pipeline.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server = None;
+    let mut served = None;
     if let Some(r) = &config.receivers {
-        let app =
-            ml_connector::serve::router(r, pipeline.store(), &ProcessEnv, replay_cache(&config)?)?;
+        let replay = replay_cache(&config).await?;
+        let s = ml_connector::serve::router_with_hooks(
+            r,
+            pipeline.store(),
+            &ProcessEnv,
+            replay,
+            &receiver_hooks(&hooks, &a)?,
+        )?;
+        for note in &s.notes {
+            println!("{note}");
+        }
+        let app = s.router.clone();
+        served = Some(s);
         let mut stop = stop_rx.clone();
         let (addr, task) = ml_connector::serve::bind(r, app, async move {
             let _ = stop.wait_for(|v| *v).await;
@@ -473,6 +544,10 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<()> {
     if let Some(task) = server {
         let _ = task.await;
     }
+    // Work acknowledged to Slack (an approval) is finished before the process exits.
+    if let Some(s) = &served {
+        s.idle().await;
+    }
     for line in a.sandbox_report() {
         println!("{line}");
     }
@@ -522,12 +597,18 @@ async fn progress_line(store: &dyn AuditStore) {
 }
 
 async fn check(path: &Path) -> Result<()> {
-    let (config, a) = load(path).await?;
+    let (config, a, hooks) = load_with_hooks(path).await?;
     let mut failed = 0;
     if let Some(r) = &config.receivers {
-        // Builds every receiver (secrets from the environment, keys, public URLs) without
-        // listening.
-        let _app = ml_connector::serve::router(r, a.pipeline.store(), &ProcessEnv, None)?;
+        // Builds every receiver (secrets from the environment, keys, public URLs) and the
+        // handlers connectors route to (approvals) without listening.
+        let _app = ml_connector::serve::router_with_hooks(
+            r,
+            a.pipeline.store(),
+            &ProcessEnv,
+            None,
+            &receiver_hooks(&hooks, &a)?,
+        )?;
         println!("ok      receivers on {}", r.listen);
     }
     for (stream, source) in &a.sources {
@@ -637,6 +718,7 @@ async fn audit(store: &dyn AuditStore, command: AuditCommand) -> Result<()> {
                         .unwrap_or_default()
                 );
             }
+            recent_warnings(store, now).await?;
         }
         AuditCommand::Show { stream, key } => {
             let h = store.record_history(&stream, &key).await?;
@@ -685,6 +767,113 @@ async fn audit(store: &dyn AuditStore, command: AuditCommand) -> Result<()> {
                 println!("{r:?}");
             }
         }
+        AuditCommand::Notes {
+            since,
+            kind,
+            stream,
+            limit,
+        } => {
+            let filter = NoteFilter {
+                since: since.as_deref().map(|s| parse_since(s, now)).transpose()?,
+                kind,
+                stream,
+                limit: Some(limit),
+            };
+            let notes = store.notes(&filter).await?;
+            if notes.is_empty() {
+                println!("no notes");
+            }
+            for n in notes {
+                println!("{}", note_line(&n));
+            }
+        }
     }
     Ok(())
+}
+
+/// One note as `audit notes` and `audit list` print it.
+fn note_line(n: &JournalNote) -> String {
+    format!(
+        "{}  {:<7}  {:<20}  {}{}",
+        n.at.strftime("%Y-%m-%d %H:%M:%SZ"),
+        n.severity.as_str(),
+        n.kind,
+        n.stream
+            .as_deref()
+            .map(|s| format!("[{s}] "))
+            .unwrap_or_default(),
+        n.message
+    )
+}
+
+/// `--since`: an RFC 3339 time, or a span back from `now` (`30m`, `12h`, `7d`).
+fn parse_since(s: &str, now: jiff::Timestamp) -> Result<jiff::Timestamp> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    let bad = || {
+        Error::config(
+            "--since",
+            format!("`{s}` is neither an RFC 3339 time nor a span like 7d, 12h, 30m"),
+        )
+    };
+    let (n, unit) = s.trim().split_at(s.trim().len().saturating_sub(1));
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    let span = jiff::SignedDuration::from_secs(n.checked_mul(secs).ok_or_else(bad)?);
+    now.checked_sub(span).map_err(|_| bad())
+}
+
+/// After `audit list`: the warnings and errors noted in the last 30 days, newest first.
+async fn recent_warnings(store: &dyn AuditStore, now: jiff::Timestamp) -> Result<()> {
+    let filter = NoteFilter {
+        since: now
+            .checked_sub(jiff::SignedDuration::from_hours(30 * 24))
+            .ok(),
+        ..NoteFilter::default()
+    };
+    let warnings: Vec<JournalNote> = store
+        .notes(&filter)
+        .await?
+        .into_iter()
+        .filter(|n| n.severity >= NoteSeverity::Warning)
+        .collect();
+    if warnings.is_empty() {
+        return Ok(());
+    }
+    println!(
+        "{} warning note(s) in the last 30 days (all: `audit notes`); newest:",
+        warnings.len()
+    );
+    for n in warnings.iter().take(3) {
+        println!("  {}", note_line(n));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod notes_tests {
+    use super::parse_since;
+
+    #[test]
+    fn since_takes_a_time_or_a_span_back_and_names_itself_when_bad() {
+        let now: jiff::Timestamp = "2026-12-04T10:00:00Z".parse().expect("now");
+        let at = |s: &str| parse_since(s, now).expect(s).to_string();
+        assert_eq!(at("7d"), "2026-11-27T10:00:00Z");
+        assert_eq!(at("12h"), "2026-12-03T22:00:00Z");
+        assert_eq!(at("30m"), "2026-12-04T09:30:00Z");
+        assert_eq!(at("2026-12-01T00:00:00Z"), "2026-12-01T00:00:00Z");
+        for bad in ["", "7", "d", "7w", "yesterday", "-"] {
+            let err = parse_since(bad, now).expect_err(bad);
+            assert!(
+                matches!(&err, ml_connector::Error::Config { key, .. } if key == "--since"),
+                "{bad:?}: {err}"
+            );
+        }
+    }
 }

@@ -1,0 +1,252 @@
+//! Inbound hooks: what a connector asks the receivers of `[receivers]` to hand it.
+//!
+//! A connector that acts on Slack requests (IFS approvals: `/approve-invoice` and the
+//! Approve / Reject buttons) registers a [`SlackRoute`] while its section is opened: the
+//! slash commands and button `action_id`s it handles, and how to make its handler once
+//! the journal is open. `ml-connector run` builds one [`SlackDispatcher`] from every route
+//! and mounts it as the handler of the Slack receiver, which keeps its guarantees
+//! (signature, window, replay cache, retry dedupe, ack within 3 s, work on a task);
+//! requests no route claims are logged, as before. The receivers module knows no
+//! connector: the coupling is this module's types only.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> ml_connector::Result<()> {
+//! use ml_connector::config::{MapEnv, PipelineConfig};
+//! let config = PipelineConfig::from_toml_str("[journal]\nurl = \"memory:\"")?;
+//! let (_assembled, hooks) =
+//!     ml_connector::connectors::assemble_with_hooks(&config, &MapEnv::new()).await?;
+//! assert!(hooks.is_empty(), "no connector asked for Slack requests");
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+#[cfg(feature = "slack")]
+use std::sync::{Mutex, PoisonError};
+
+use ml_core::AuditStore;
+#[cfg(feature = "slack")]
+use ml_core::Result;
+
+/// What a route's handler is made from, once the pipeline's journal is open.
+#[derive(Clone)]
+pub struct HookContext {
+    /// The pipeline's journal (approval decisions are audited there).
+    pub journal: Arc<dyn AuditStore>,
+}
+
+/// Makes a route's handler.
+#[cfg(feature = "slack")]
+pub type MakeSlackHandler =
+    Box<dyn FnOnce(&HookContext) -> Result<Arc<dyn ml_slack::receiver::SlackHandler>> + Send>;
+
+/// Slack requests one connector handles.
+#[cfg(feature = "slack")]
+pub struct SlackRoute {
+    /// Who registered it (`sources.ifs`), for logs and errors.
+    pub owner: String,
+    /// Slash commands (`/approve-invoice`).
+    pub commands: Vec<String>,
+    /// Block action ids (buttons).
+    pub action_ids: Vec<String>,
+    make: MakeSlackHandler,
+}
+
+#[cfg(feature = "slack")]
+impl SlackRoute {
+    /// A route of `owner` for `commands` and `action_ids`, its handler made by `make`.
+    pub fn new(
+        owner: impl Into<String>,
+        commands: Vec<String>,
+        action_ids: Vec<String>,
+        make: MakeSlackHandler,
+    ) -> Self {
+        Self {
+            owner: owner.into(),
+            commands,
+            action_ids,
+            make,
+        }
+    }
+}
+
+#[cfg(feature = "slack")]
+impl std::fmt::Debug for SlackRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackRoute")
+            .field("owner", &self.owner)
+            .field("commands", &self.commands)
+            .field("action_ids", &self.action_ids)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The routes connectors registered while a configuration was assembled. Clones share
+/// them.
+#[derive(Clone, Default)]
+pub struct InboundHooks {
+    #[cfg(feature = "slack")]
+    slack: Arc<Mutex<Vec<SlackRoute>>>,
+}
+
+impl std::fmt::Debug for InboundHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("InboundHooks");
+        #[cfg(feature = "slack")]
+        d.field(
+            "slack",
+            &*self.slack.lock().unwrap_or_else(PoisonError::into_inner),
+        );
+        d.finish()
+    }
+}
+
+impl InboundHooks {
+    /// No routes yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether no connector registered anything.
+    pub fn is_empty(&self) -> bool {
+        #[cfg(feature = "slack")]
+        {
+            self.slack
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+        }
+        #[cfg(not(feature = "slack"))]
+        {
+            true
+        }
+    }
+
+    /// Registers a Slack route.
+    #[cfg(feature = "slack")]
+    pub fn add_slack(&self, route: SlackRoute) {
+        self.slack
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(route);
+    }
+
+    /// Makes every registered route's handler and the dispatcher over them (`None` when
+    /// nothing is registered). Two routes claiming one command or action id are a
+    /// configuration error naming both owners. The routes are consumed.
+    #[cfg(feature = "slack")]
+    pub fn slack_dispatcher(&self, ctx: &HookContext) -> Result<Option<Arc<SlackDispatcher>>> {
+        let routes =
+            std::mem::take(&mut *self.slack.lock().unwrap_or_else(PoisonError::into_inner));
+        if routes.is_empty() {
+            return Ok(None);
+        }
+        let mut built: Vec<Built> = Vec::new();
+        for r in routes {
+            for c in &r.commands {
+                if let Some(other) = built.iter().find(|b| b.commands.contains(c)) {
+                    return Err(ml_core::Error::config(
+                        &r.owner,
+                        format!("slash command {c} is also handled by {}", other.owner),
+                    ));
+                }
+            }
+            for a in &r.action_ids {
+                if let Some(other) = built.iter().find(|b| b.action_ids.contains(a)) {
+                    return Err(ml_core::Error::config(
+                        &r.owner,
+                        format!("Slack action `{a}` is also handled by {}", other.owner),
+                    ));
+                }
+            }
+            let handler = (r.make)(ctx)?;
+            built.push(Built {
+                owner: r.owner,
+                commands: r.commands,
+                action_ids: r.action_ids,
+                handler,
+            });
+        }
+        Ok(Some(Arc::new(SlackDispatcher { routes: built })))
+    }
+}
+
+#[cfg(feature = "slack")]
+struct Built {
+    owner: String,
+    commands: Vec<String>,
+    action_ids: Vec<String>,
+    handler: Arc<dyn ml_slack::receiver::SlackHandler>,
+}
+
+/// Hands each verified Slack request to the route that claims it (by slash command or
+/// button `action_id`); logs the others.
+#[cfg(feature = "slack")]
+pub struct SlackDispatcher {
+    routes: Vec<Built>,
+}
+
+#[cfg(feature = "slack")]
+impl std::fmt::Debug for SlackDispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let routes: Vec<(&str, &[String], &[String])> = self
+            .routes
+            .iter()
+            .map(|b| {
+                (
+                    b.owner.as_str(),
+                    b.commands.as_slice(),
+                    b.action_ids.as_slice(),
+                )
+            })
+            .collect();
+        f.debug_struct("SlackDispatcher")
+            .field("routes", &routes)
+            .finish()
+    }
+}
+
+#[cfg(feature = "slack")]
+impl SlackDispatcher {
+    /// The slash commands routed.
+    pub fn commands(&self) -> Vec<&str> {
+        self.routes
+            .iter()
+            .flat_map(|b| b.commands.iter().map(String::as_str))
+            .collect()
+    }
+
+    fn route(&self, inbound: &ml_slack::events::Inbound) -> Option<&Built> {
+        use ml_slack::events::{Inbound, Interaction};
+        match inbound {
+            Inbound::SlashCommand(c) => {
+                let command = c.command.trim();
+                self.routes
+                    .iter()
+                    .find(|b| b.commands.iter().any(|x| x == command))
+            }
+            Inbound::Interaction(Interaction::BlockActions(a)) => self.routes.iter().find(|b| {
+                a.actions
+                    .iter()
+                    .any(|x| b.action_ids.contains(&x.action_id))
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(feature = "slack")]
+#[async_trait::async_trait]
+impl ml_slack::receiver::SlackHandler for SlackDispatcher {
+    async fn handle(&self, received: ml_slack::events::Received) {
+        match self.route(&received.inbound) {
+            Some(b) => {
+                tracing::debug!(owner = %b.owner, via = ?received.via, "slack: routed");
+                b.handler.handle(received).await;
+            }
+            None => {
+                tracing::info!(via = ?received.via, "slack: verified inbound item (no handler)");
+            }
+        }
+    }
+}
