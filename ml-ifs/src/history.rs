@@ -137,40 +137,63 @@ impl IfsSource {
     async fn records_by_key(&self, keys: &[Vec<String>]) -> Result<HashMap<String, Box<RawValue>>> {
         let mut out = HashMap::new();
         for chunk in keys.chunks(KEYS_PER_REQUEST) {
-            let ors: Vec<String> = chunk
-                .iter()
-                .filter_map(|values| {
-                    let parts: Option<Vec<String>> = self
-                        .spec
-                        .keys
-                        .iter()
-                        .zip(values)
-                        .map(|(k, v)| k.literal(v).map(|l| format!("{} eq {l}", k.name)))
-                        .collect();
-                    parts.map(|p| format!("({})", p.join(" and ")))
-                })
-                .collect();
-            if ors.is_empty() {
-                continue;
-            }
-            let mut filter = format!("({})", ors.join(" or "));
-            if let (Some(c), Some(attr)) = (&self.company, &self.spec.company) {
-                filter = format!("{attr} eq {} and {filter}", literal::string(c));
-            }
-            let mut q = ODataQuery::new()
-                .filter(filter)
-                .top(chunk.len())
-                .max_page_size(chunk.len());
-            if self.use_select {
-                q = q.select(self.spec.select());
-            }
-            let page = self.read_url(&self.collection_url, &q).await?;
-            for raw in page.items {
-                let m = map_item(&self.spec, "", &raw);
-                out.insert(m.key, raw);
+            let mut remaining: Vec<&Vec<String>> = chunk.iter().collect();
+            // A server page shorter than asked (its nextLink) is continued by asking for
+            // the keys not yet served: a fixed key set, never an offset.
+            while !remaining.is_empty() {
+                let Some(q) = self.by_key_query(&remaining) else {
+                    break;
+                };
+                let page = self.read_url(&self.collection_url, &q).await?;
+                let more = page.next_link.is_some() && !page.items.is_empty();
+                for raw in page.items {
+                    let m = map_item(&self.spec, "", &raw);
+                    out.insert(m.key, raw);
+                }
+                if !more {
+                    break;
+                }
+                remaining.retain(|v| {
+                    self.spec
+                        .record_key(v)
+                        .is_some_and(|k| !out.contains_key(&k))
+                });
             }
         }
         Ok(out)
+    }
+
+    /// `(k1 eq v1 and k2 eq v2) or ...` within the company, ordered by key.
+    fn by_key_query(&self, keys: &[&Vec<String>]) -> Option<ODataQuery> {
+        let ors: Vec<String> = keys
+            .iter()
+            .filter_map(|values| {
+                let parts: Option<Vec<String>> = self
+                    .spec
+                    .keys
+                    .iter()
+                    .zip(values.iter())
+                    .map(|(k, v)| k.literal(v).map(|l| format!("{} eq {l}", k.name)))
+                    .collect();
+                parts.map(|p| format!("({})", p.join(" and ")))
+            })
+            .collect();
+        if ors.is_empty() {
+            return None;
+        }
+        let mut filter = format!("({})", ors.join(" or "));
+        if let (Some(c), Some(attr)) = (&self.company, &self.spec.company) {
+            filter = format!("{attr} eq {} and {filter}", literal::string(c));
+        }
+        let mut q = ODataQuery::new()
+            .filter(filter)
+            .order_by(self.spec.keys.iter().map(|k| format!("{} asc", k.name)))
+            .top(keys.len())
+            .max_page_size(keys.len());
+        if self.use_select {
+            q = q.select(self.spec.select());
+        }
+        Some(q)
     }
 
     /// One page in history-log mode (see the module docs).

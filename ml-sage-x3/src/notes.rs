@@ -20,7 +20,7 @@ use ml_core::clock::{Clock, SystemClock};
 /// * Expiry (`refresh_token_expiry`, warning): once per credential, expiry date and day
 ///   left (`<credential>:<expiry date>:<days>d`), however many renewals raise it.
 /// * Pairing needed (`pairing_needed`, error): once per credential and dead token (told
-///   apart by its expiry date).
+///   apart by its expiry date: `<credential>:<expiry date>`).
 ///
 /// Messages hold the credential's name, dates and the provider's reason, never a token. A
 /// journal that fails (or keeps no notes) is logged; the poll goes on (the warning is in
@@ -113,7 +113,11 @@ impl JournalNotes {
     /// Notes that only a new pairing helps (`reason` as the token provider gives it),
     /// once per dead token (`expires_at`: the stored token's expiry, when known).
     pub async fn pairing_needed(&self, reason: &str, expires_at: Option<Timestamp>) -> bool {
-        let token = expires_at.map_or_else(|| "none".to_owned(), |t| t.to_string());
+        // The dead token's expiry date tells it from a later pairing's; a date rather than
+        // an instant, because a token seeded from the environment (never rotated) is given
+        // an assumed expiry at each start.
+        let token =
+            expires_at.map_or_else(|| "none".to_owned(), |t| t.strftime("%Y-%m-%d").to_string());
         let note = JournalNote::new(
             self.clock.now(),
             KIND_PAIRING_NEEDED,

@@ -250,3 +250,126 @@ impl ml_slack::receiver::SlackHandler for SlackDispatcher {
         }
     }
 }
+
+#[cfg(all(test, feature = "slack"))]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use ml_slack::events::{
+        Action, BlockActions, Inbound, Interaction, InteractionUser, Received, SlashCommand, Via,
+    };
+    use ml_slack::receiver::SlackHandler;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl SlackHandler for Count {
+        async fn handle(&self, _: Received) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn route(owner: &str, command: &str, action: &str, count: &Arc<Count>) -> SlackRoute {
+        let count = Arc::clone(count);
+        SlackRoute::new(
+            owner,
+            vec![command.to_owned()],
+            vec![action.to_owned()],
+            Box::new(move |_: &HookContext| Ok(count as Arc<dyn SlackHandler>)),
+        )
+    }
+
+    fn ctx() -> HookContext {
+        HookContext {
+            journal: Arc::new(ml_core::memory::MemoryAuditStore::new()),
+        }
+    }
+
+    fn received(inbound: Inbound) -> Received {
+        Received {
+            inbound,
+            via: Via::Http {
+                retry_num: None,
+                retry_reason: None,
+            },
+            received_at: jiff::Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    fn command(name: &str) -> Received {
+        received(Inbound::SlashCommand(SlashCommand {
+            command: name.to_owned(),
+            text: "7".to_owned(),
+            user_id: "U1".to_owned(),
+            ..SlashCommand::default()
+        }))
+    }
+
+    fn click(action_id: &str) -> Received {
+        received(Inbound::Interaction(Interaction::BlockActions(Box::new(
+            BlockActions {
+                user: InteractionUser {
+                    id: "U1".to_owned(),
+                    ..InteractionUser::default()
+                },
+                team_id: None,
+                channel_id: None,
+                message_ts: None,
+                actions: vec![Action {
+                    action_id: action_id.to_owned(),
+                    block_id: None,
+                    value: Some("7".to_owned()),
+                    kind: Some("button".to_owned()),
+                    action_ts: Some("1.2".to_owned()),
+                }],
+                response_url: None,
+                trigger_id: None,
+                api_app_id: None,
+                raw: serde_json::Value::Null,
+            },
+        ))))
+    }
+
+    #[tokio::test]
+    async fn requests_go_to_the_route_that_claims_them() {
+        let hooks = InboundHooks::new();
+        assert!(hooks.slack_dispatcher(&ctx()).expect("none").is_none());
+        let (a, b) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        hooks.add_slack(route("sources.a", "/approve-invoice", "a_approve", &a));
+        hooks.add_slack(route("sources.b", "/release-po", "b_release", &b));
+        assert!(!hooks.is_empty());
+        let d = hooks.slack_dispatcher(&ctx()).expect("ok").expect("some");
+        assert!(hooks.is_empty(), "routes are consumed");
+        assert_eq!(d.commands(), ["/approve-invoice", "/release-po"]);
+        d.handle(command("/approve-invoice")).await;
+        d.handle(command(" /release-po ")).await;
+        d.handle(click("a_approve")).await;
+        d.handle(click("b_release")).await;
+        d.handle(command("/other")).await;
+        d.handle(click("other")).await;
+        assert_eq!(a.0.load(Ordering::SeqCst), 2);
+        assert_eq!(b.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn two_routes_for_one_command_or_action_are_an_error_naming_both() {
+        let c = Arc::new(Count::default());
+        for (second_command, second_action) in
+            [("/approve-invoice", "x_other"), ("/other", "a_approve")]
+        {
+            let hooks = InboundHooks::new();
+            hooks.add_slack(route("sources.a", "/approve-invoice", "a_approve", &c));
+            hooks.add_slack(route("sources.b", second_command, second_action, &c));
+            match hooks.slack_dispatcher(&ctx()) {
+                Err(ml_core::Error::Config { key, message }) => {
+                    assert_eq!(key, "sources.b");
+                    assert!(message.contains("sources.a"), "{message}");
+                }
+                other => panic!("expected a config error, got {other:?}"),
+            }
+        }
+    }
+}

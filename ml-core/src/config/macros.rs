@@ -117,9 +117,9 @@ macro_rules! config_keys {
 macro_rules! config_builder_methods {
     ($key:ty, $vars:literal) => {
         #[doc = concat!(
-            "A builder from the `", $vars, "` environment variables (unset and empty ones ",
-            "are skipped). Same as `from_env_with(&ProcessEnv)`."
-        )]
+                    "A builder from the `", $vars, "` environment variables (unset and empty ones ",
+                    "are skipped). Same as `from_env_with(&ProcessEnv)`."
+                )]
         pub fn from_env() -> Self {
             Self::from_env_with(&$crate::config::ProcessEnv)
         }

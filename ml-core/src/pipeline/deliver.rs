@@ -227,6 +227,24 @@ async fn commit_outcomes(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Fini
                     let _ = ack.send(Ok(()));
                 }
             }
+            // Refusals come after every other outcome of the group was committed: the
+            // refused deliveries are no longer ours to finish (taken over after our lease
+            // ran out, or finished by hand meanwhile), and whoever holds them now records
+            // them. Our send may have been a duplicate; stopping our delivery pass would
+            // not undo it, and would stall every other destination.
+            Err(e @ (Error::InvalidState(_) | Error::NotFound(_))) => {
+                tracing::warn!(
+                    error = %e,
+                    "an outcome was not journaled: the delivery is no longer this process's claim"
+                );
+                metrics::counter!("ml_deliveries_claim_lost_total").increment(1);
+                for id in ids {
+                    inner.checkpoint(&Checkpoint::AfterFinish { delivery: id });
+                }
+                for ack in acks {
+                    let _ = ack.send(Ok(()));
+                }
+            }
             Err(e) => {
                 for ack in acks {
                     let _ = ack.send(Err(same_error(&e)));

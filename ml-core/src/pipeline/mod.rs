@@ -777,3 +777,5 @@ impl Pipeline {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod lost_claim_tests;

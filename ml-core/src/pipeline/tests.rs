@@ -19,7 +19,7 @@ fn start() -> Timestamp {
     START.parse().expect("ts")
 }
 
-fn invoice(key: &str, secs: i64, amount: &str) -> Record {
+pub(super) fn invoice(key: &str, secs: i64, amount: &str) -> Record {
     // Modified an hour before the rig's clock starts, `secs` apart.
     let modified = start() + jiff::SignedDuration::from_secs(secs - 3600);
     Record::new("Memory(erp)", EntityKind::SupplierInvoice, key, modified).with_fields(
@@ -32,7 +32,7 @@ fn invoice(key: &str, secs: i64, amount: &str) -> Record {
     )
 }
 
-fn router() -> Router {
+pub(super) fn router() -> Router {
     Router::new(
         MatchMode::AllMatch,
         vec![
@@ -53,16 +53,16 @@ fn router() -> Router {
     .expect("router")
 }
 
-struct Rig {
-    table: SourceTable,
-    source: Arc<MemorySource>,
-    sink: MemorySink,
-    store: Arc<MemoryAuditStore>,
-    clock: Arc<TokioClock>,
+pub(super) struct Rig {
+    pub(super) table: SourceTable,
+    pub(super) source: Arc<MemorySource>,
+    pub(super) sink: MemorySink,
+    pub(super) store: Arc<MemoryAuditStore>,
+    pub(super) clock: Arc<TokioClock>,
 }
 
 impl Rig {
-    fn new(sink: MemorySink) -> Self {
+    pub(super) fn new(sink: MemorySink) -> Self {
         let clock = Arc::new(TokioClock::starting_at(start()));
         let table = SourceTable::default();
         let source = Arc::new(
@@ -79,7 +79,7 @@ impl Rig {
         }
     }
 
-    fn builder(&self) -> PipelineBuilder {
+    pub(super) fn builder(&self) -> PipelineBuilder {
         Pipeline::builder()
             .store(self.store.clone())
             .stream(Stream::new(
@@ -103,7 +103,7 @@ impl Rig {
     }
 }
 
-fn keys(sent: &[crate::memory::SentMessage]) -> Vec<String> {
+pub(super) fn keys(sent: &[crate::memory::SentMessage]) -> Vec<String> {
     sent.iter().map(|m| m.record_key.clone()).collect()
 }
 
