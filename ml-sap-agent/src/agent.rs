@@ -30,38 +30,16 @@ use crate::wire::{
     H_TIMESTAMP, HostMessage, MAX_FRAME, Signer, Verifier, connect_signature, new_nonce,
 };
 
-/// A configuration key of the agent, named as its environment variable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[non_exhaustive]
-pub enum AgentConfigKey {
-    /// `ML_RELAY_URL`: the host's relay endpoint (`wss://ml.example.com`, or `https://`;
-    /// `ws://` / `http://` only to loopback). Without a path, `/relay/v1/connect`.
-    Url,
-    /// `ML_RELAY_AGENT_ID`: this agent's id, as configured on the host.
-    AgentId,
-    /// `ML_RELAY_KEY`: the agent's key (at least 32 characters), shared with the host.
-    Key,
-}
-
-impl AgentConfigKey {
-    /// Every key.
-    pub const ALL: [Self; 3] = [Self::Url, Self::AgentId, Self::Key];
-}
-
-impl ConfigKey for AgentConfigKey {
-    const ALL: &'static [Self] = &Self::ALL;
-    const PREFIX: &'static str = "ML_RELAY_";
-
-    fn env_name(self) -> &'static str {
-        match self {
-            Self::Url => "ML_RELAY_URL",
-            Self::AgentId => "ML_RELAY_AGENT_ID",
-            Self::Key => "ML_RELAY_KEY",
-        }
-    }
-
-    fn is_secret(self) -> bool {
-        matches!(self, Self::Key)
+ml_core::config_keys! {
+    /// A configuration key of the agent, named as its environment variable.
+    pub enum AgentConfigKey: prefix "ML_RELAY_" {
+        /// `ML_RELAY_URL`: the host's relay endpoint (`wss://ml.example.com`, or `https://`;
+        /// `ws://` / `http://` only to loopback). Without a path, `/relay/v1/connect`.
+        Url = "ML_RELAY_URL",
+        /// `ML_RELAY_AGENT_ID`: this agent's id, as configured on the host.
+        AgentId = "ML_RELAY_AGENT_ID",
+        /// `ML_RELAY_KEY`: the agent's key (at least 32 characters), shared with the host.
+        Key = "ML_RELAY_KEY" (secret),
     }
 }
 

@@ -22,61 +22,25 @@ use crate::sms::{ReconcileMatch, Sender, SmsSettings, TwilioSmsSink};
 pub const DEFAULT_TWILIO_API_URL: &str = "https://api.twilio.com";
 pub use crate::sendgrid_builder::DEFAULT_SENDGRID_API_URL;
 
-/// A Twilio configuration key, named as its environment variable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[non_exhaustive]
-pub enum TwilioConfigKey {
-    /// `TWILIO_ACCOUNT_SID`: `AC` + 32 hex.
-    AccountSid,
-    /// `TWILIO_AUTH_TOKEN`: the Auth Token (Basic password; also verifies callbacks).
-    AuthToken,
-    /// `TWILIO_API_KEY_SID`: an API Key (`SK…`), instead of the Auth Token.
-    ApiKeySid,
-    /// `TWILIO_API_KEY_SECRET`: the API Key's secret.
-    ApiKeySecret,
-    /// `TWILIO_FROM`: the sender number, short code or alphanumeric id.
-    From,
-    /// `TWILIO_MESSAGING_SERVICE_SID`: a Messaging Service (`MG…`) instead of `TWILIO_FROM`.
-    MessagingServiceSid,
-    /// `TWILIO_API_URL`: default `https://api.twilio.com`.
-    ApiUrl,
-    /// `TWILIO_STATUS_CALLBACK_URL`: the public URL of the status receiver.
-    StatusCallbackUrl,
-}
-
-impl TwilioConfigKey {
-    /// Every key.
-    pub const ALL: [Self; 8] = [
-        Self::AccountSid,
-        Self::AuthToken,
-        Self::ApiKeySid,
-        Self::ApiKeySecret,
-        Self::From,
-        Self::MessagingServiceSid,
-        Self::ApiUrl,
-        Self::StatusCallbackUrl,
-    ];
-}
-
-impl ConfigKey for TwilioConfigKey {
-    const ALL: &'static [Self] = &Self::ALL;
-    const PREFIX: &'static str = "TWILIO_";
-
-    fn env_name(self) -> &'static str {
-        match self {
-            Self::AccountSid => "TWILIO_ACCOUNT_SID",
-            Self::AuthToken => "TWILIO_AUTH_TOKEN",
-            Self::ApiKeySid => "TWILIO_API_KEY_SID",
-            Self::ApiKeySecret => "TWILIO_API_KEY_SECRET",
-            Self::From => "TWILIO_FROM",
-            Self::MessagingServiceSid => "TWILIO_MESSAGING_SERVICE_SID",
-            Self::ApiUrl => "TWILIO_API_URL",
-            Self::StatusCallbackUrl => "TWILIO_STATUS_CALLBACK_URL",
-        }
-    }
-
-    fn is_secret(self) -> bool {
-        matches!(self, Self::AuthToken | Self::ApiKeySecret)
+ml_core::config_keys! {
+    /// A Twilio configuration key, named as its environment variable.
+    pub enum TwilioConfigKey: prefix "TWILIO_" {
+        /// `TWILIO_ACCOUNT_SID`: `AC` + 32 hex.
+        AccountSid = "TWILIO_ACCOUNT_SID",
+        /// `TWILIO_AUTH_TOKEN`: the Auth Token (Basic password; also verifies callbacks).
+        AuthToken = "TWILIO_AUTH_TOKEN" (secret),
+        /// `TWILIO_API_KEY_SID`: an API Key (`SK…`), instead of the Auth Token.
+        ApiKeySid = "TWILIO_API_KEY_SID",
+        /// `TWILIO_API_KEY_SECRET`: the API Key's secret.
+        ApiKeySecret = "TWILIO_API_KEY_SECRET" (secret),
+        /// `TWILIO_FROM`: the sender number, short code or alphanumeric id.
+        From = "TWILIO_FROM",
+        /// `TWILIO_MESSAGING_SERVICE_SID`: a Messaging Service (`MG…`) instead of `TWILIO_FROM`.
+        MessagingServiceSid = "TWILIO_MESSAGING_SERVICE_SID",
+        /// `TWILIO_API_URL`: default `https://api.twilio.com`.
+        ApiUrl = "TWILIO_API_URL",
+        /// `TWILIO_STATUS_CALLBACK_URL`: the public URL of the status receiver.
+        StatusCallbackUrl = "TWILIO_STATUS_CALLBACK_URL",
     }
 }
 
@@ -151,7 +115,7 @@ impl TwilioBuilder {
             sendgrid: SendGridBuilder::from_env_with(env),
             ..Self::new()
         };
-        for key in TwilioConfigKey::ALL {
+        for &key in TwilioConfigKey::ALL {
             if let Some(v) = values.get(key) {
                 b = b.with_config(key, v);
             } else if let Some(v) = values.secret(key) {

@@ -16,50 +16,20 @@ use crate::recipients::RecipientDirectory;
 /// The default SendGrid base URL.
 pub const DEFAULT_SENDGRID_API_URL: &str = "https://api.sendgrid.com";
 
-/// A SendGrid configuration key, named as its environment variable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[non_exhaustive]
-pub enum SendGridConfigKey {
-    /// `SENDGRID_API_KEY`: the API key (`SG.…`).
-    ApiKey,
-    /// `SENDGRID_API_URL`: default `https://api.sendgrid.com` (EU:
-    /// `https://api.eu.sendgrid.com`).
-    ApiUrl,
-    /// `SENDGRID_FROM`: the sender address (a verified sender).
-    From,
-    /// `SENDGRID_FROM_NAME`: the sender's display name.
-    FromName,
-    /// `SENDGRID_SANDBOX_MODE`: `true` to validate without delivering.
-    SandboxMode,
-}
-
-impl SendGridConfigKey {
-    /// Every key.
-    pub const ALL: [Self; 5] = [
-        Self::ApiKey,
-        Self::ApiUrl,
-        Self::From,
-        Self::FromName,
-        Self::SandboxMode,
-    ];
-}
-
-impl ConfigKey for SendGridConfigKey {
-    const ALL: &'static [Self] = &Self::ALL;
-    const PREFIX: &'static str = "SENDGRID_";
-
-    fn env_name(self) -> &'static str {
-        match self {
-            Self::ApiKey => "SENDGRID_API_KEY",
-            Self::ApiUrl => "SENDGRID_API_URL",
-            Self::From => "SENDGRID_FROM",
-            Self::FromName => "SENDGRID_FROM_NAME",
-            Self::SandboxMode => "SENDGRID_SANDBOX_MODE",
-        }
-    }
-
-    fn is_secret(self) -> bool {
-        matches!(self, Self::ApiKey)
+ml_core::config_keys! {
+    /// A SendGrid configuration key, named as its environment variable.
+    pub enum SendGridConfigKey: prefix "SENDGRID_" {
+        /// `SENDGRID_API_KEY`: the API key (`SG.…`).
+        ApiKey = "SENDGRID_API_KEY" (secret),
+        /// `SENDGRID_API_URL`: default `https://api.sendgrid.com` (EU:
+        /// `https://api.eu.sendgrid.com`).
+        ApiUrl = "SENDGRID_API_URL",
+        /// `SENDGRID_FROM`: the sender address (a verified sender).
+        From = "SENDGRID_FROM",
+        /// `SENDGRID_FROM_NAME`: the sender's display name.
+        FromName = "SENDGRID_FROM_NAME",
+        /// `SENDGRID_SANDBOX_MODE`: `true` to validate without delivering.
+        SandboxMode = "SENDGRID_SANDBOX_MODE",
     }
 }
 
