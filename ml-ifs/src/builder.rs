@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use ml_core::auth::oauth2::{Grant, TokenEndpoint};
 use ml_core::auth::{Credentials, TokenCache};
 use ml_core::clock::{Clock, SystemClock};
-use ml_core::config::{ConfigKey, ConfigValues, Env, ProcessEnv, check_url};
+use ml_core::config::{ConfigValues, check_url};
 use ml_core::cursor::{Paging, WatermarkCursor};
 use ml_core::http::{ApiClient, ClientOptions};
 use ml_core::retry::RetryPolicy;
@@ -31,165 +31,76 @@ pub const DEFAULT_SCOPE: &str = "openid microprofile-jwt";
 /// The default page size.
 pub const DEFAULT_PAGE_SIZE: usize = 1000;
 
-/// A configuration key, named as its environment variable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[non_exhaustive]
-pub enum IfsConfigKey {
-    /// `IFS_URL`: the environment's base URL (`https://acme.ifs.cloud`).
-    Url,
-    /// `IFS_REALM`: the IAM realm (the token URL is `<IFS_URL>/auth/realms/<realm>/protocol/openid-connect/token`).
-    Realm,
-    /// `IFS_TOKEN_URL`: the token endpoint, instead of the realm.
-    TokenUrl,
-    /// `IFS_CLIENT_ID`: the IAM client (service account enabled).
-    ClientId,
-    /// `IFS_CLIENT_SECRET`.
-    ClientSecret,
-    /// `IFS_SCOPE` (default `openid microprofile-jwt`).
-    Scope,
-    /// `IFS_COMPANY`: only records of this company (entity sets that have a company).
-    Company,
-    /// `IFS_RESOURCE`: `purchase_orders`, `supplier_invoices`, `gl_vouchers`, `payments`,
-    /// `suppliers` (default `supplier_invoices`).
-    Resource,
-    /// `IFS_PROJECTION`: overrides the resource's projection (`PurchaseOrderHandling`).
-    Projection,
-    /// `IFS_ENTITY_SET`: overrides the entity set.
-    EntitySet,
-    /// `IFS_ENTITY`: overrides the entity type (bound action names).
-    Entity,
-    /// `IFS_KEYS`: overrides the key attributes, `Company:text,InvoiceId:number`.
-    Keys,
-    /// `IFS_STAMP_ATTRIBUTE`: the change stamp (default `ModifiedDateTime`).
-    StampAttribute,
-    /// `IFS_AMOUNT_ATTRIBUTE`: overrides the amount attribute (`none` for none).
-    AmountAttribute,
-    /// `IFS_CURRENCY_ATTRIBUTE`: overrides the currency attribute.
-    CurrencyAttribute,
-    /// `IFS_STATUS_ATTRIBUTE`: overrides the state attribute (default `Objstate`).
-    StatusAttribute,
-    /// `IFS_API_PATH`: the service path (default `main/ifsapplications/projection/v1`).
-    ApiPath,
-    /// `IFS_PAGE_SIZE`: 2..=5000 (default 1000).
-    PageSize,
-    /// `IFS_OVERLAP_SECS`: the cursor's re-read window (default 300).
-    OverlapSecs,
-    /// `IFS_PAGING`: `keyset` (default) or `offset`.
-    Paging,
-    /// `IFS_SELECT`: send `$select` (default true).
-    Select,
-    /// `IFS_CHANGE_DETECTION`: `stamp` (default: the entity set's change stamp) or
-    /// `history_log` (the IFS history log, where the customer enabled it per LU).
-    ChangeDetection,
-    /// `IFS_HISTORY_LU_NAMES`: the logical units (tables) whose history-log entries are
-    /// watched, comma-separated (default: the resource's entity name).
-    HistoryLuNames,
-    /// `IFS_HISTORY_PATH`: the history log entity set (default
-    /// `HistoryLogHandling.svc/HistoryLogOverviewSet`).
-    HistoryPath,
-    /// `IFS_APPROVERS`: Slack user -> IFS identity : actions,
-    /// `U0123ABCD=ALICE:approve+reject;U0456EFGH=BOB:approve`. Setting it turns approvals
-    /// from Slack on for this connection.
-    Approvers,
-    /// `IFS_APPROVAL_COMMAND`: the slash command (default `/approve-invoice`).
-    ApprovalCommand,
-    /// `IFS_APPROVAL_RESOURCE`: the resource approvals act on (default
-    /// `supplier_invoices`).
-    ApprovalResource,
-    /// `IFS_APPROVAL_STREAM`: the journal stream of approval decisions (default
-    /// `ifs.approvals`).
-    ApprovalStream,
-    /// `IFS_APPROVAL_RESPONSE_BASE`: one more base allowed for Slack `response_url`s
-    /// besides `https://hooks.slack.com/` (an egress proxy, or an emulator in tests).
-    ApprovalResponseBase,
-}
-
-impl IfsConfigKey {
-    /// Every key.
-    pub const ALL: [Self; 29] = [
-        Self::Url,
-        Self::Realm,
-        Self::TokenUrl,
-        Self::ClientId,
-        Self::ClientSecret,
-        Self::Scope,
-        Self::Company,
-        Self::Resource,
-        Self::Projection,
-        Self::EntitySet,
-        Self::Entity,
-        Self::Keys,
-        Self::StampAttribute,
-        Self::AmountAttribute,
-        Self::CurrencyAttribute,
-        Self::StatusAttribute,
-        Self::ApiPath,
-        Self::PageSize,
-        Self::OverlapSecs,
-        Self::Paging,
-        Self::Select,
-        Self::ChangeDetection,
-        Self::HistoryLuNames,
-        Self::HistoryPath,
-        Self::Approvers,
-        Self::ApprovalCommand,
-        Self::ApprovalResource,
-        Self::ApprovalStream,
-        Self::ApprovalResponseBase,
-    ];
-
-    /// The environment variable.
-    pub fn as_env(self) -> &'static str {
-        match self {
-            Self::Url => "IFS_URL",
-            Self::Realm => "IFS_REALM",
-            Self::TokenUrl => "IFS_TOKEN_URL",
-            Self::ClientId => "IFS_CLIENT_ID",
-            Self::ClientSecret => "IFS_CLIENT_SECRET",
-            Self::Scope => "IFS_SCOPE",
-            Self::Company => "IFS_COMPANY",
-            Self::Resource => "IFS_RESOURCE",
-            Self::Projection => "IFS_PROJECTION",
-            Self::EntitySet => "IFS_ENTITY_SET",
-            Self::Entity => "IFS_ENTITY",
-            Self::Keys => "IFS_KEYS",
-            Self::StampAttribute => "IFS_STAMP_ATTRIBUTE",
-            Self::AmountAttribute => "IFS_AMOUNT_ATTRIBUTE",
-            Self::CurrencyAttribute => "IFS_CURRENCY_ATTRIBUTE",
-            Self::StatusAttribute => "IFS_STATUS_ATTRIBUTE",
-            Self::ApiPath => "IFS_API_PATH",
-            Self::PageSize => "IFS_PAGE_SIZE",
-            Self::OverlapSecs => "IFS_OVERLAP_SECS",
-            Self::Paging => "IFS_PAGING",
-            Self::Select => "IFS_SELECT",
-            Self::ChangeDetection => "IFS_CHANGE_DETECTION",
-            Self::HistoryLuNames => "IFS_HISTORY_LU_NAMES",
-            Self::HistoryPath => "IFS_HISTORY_PATH",
-            Self::Approvers => "IFS_APPROVERS",
-            Self::ApprovalCommand => "IFS_APPROVAL_COMMAND",
-            Self::ApprovalResource => "IFS_APPROVAL_RESOURCE",
-            Self::ApprovalStream => "IFS_APPROVAL_STREAM",
-            Self::ApprovalResponseBase => "IFS_APPROVAL_RESPONSE_BASE",
-        }
-    }
-}
-
-impl ConfigKey for IfsConfigKey {
-    const ALL: &'static [Self] = &Self::ALL;
-    const PREFIX: &'static str = "IFS_";
-
-    fn env_name(self) -> &'static str {
-        self.as_env()
-    }
-
-    fn is_secret(self) -> bool {
-        matches!(self, Self::ClientSecret)
-    }
-}
-
-impl fmt::Display for IfsConfigKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_env())
+ml_core::config_keys! {
+    /// A configuration key, named as its environment variable.
+    pub enum IfsConfigKey: prefix "IFS_" {
+        /// `IFS_URL`: the environment's base URL (`https://acme.ifs.cloud`).
+        Url = "IFS_URL",
+        /// `IFS_REALM`: the IAM realm (the token URL is `<IFS_URL>/auth/realms/<realm>/protocol/openid-connect/token`).
+        Realm = "IFS_REALM",
+        /// `IFS_TOKEN_URL`: the token endpoint, instead of the realm.
+        TokenUrl = "IFS_TOKEN_URL",
+        /// `IFS_CLIENT_ID`: the IAM client (service account enabled).
+        ClientId = "IFS_CLIENT_ID",
+        /// `IFS_CLIENT_SECRET`.
+        ClientSecret = "IFS_CLIENT_SECRET" (secret),
+        /// `IFS_SCOPE` (default `openid microprofile-jwt`).
+        Scope = "IFS_SCOPE",
+        /// `IFS_COMPANY`: only records of this company (entity sets that have a company).
+        Company = "IFS_COMPANY",
+        /// `IFS_RESOURCE`: `purchase_orders`, `supplier_invoices`, `gl_vouchers`, `payments`,
+        /// `suppliers` (default `supplier_invoices`).
+        Resource = "IFS_RESOURCE",
+        /// `IFS_PROJECTION`: overrides the resource's projection (`PurchaseOrderHandling`).
+        Projection = "IFS_PROJECTION",
+        /// `IFS_ENTITY_SET`: overrides the entity set.
+        EntitySet = "IFS_ENTITY_SET",
+        /// `IFS_ENTITY`: overrides the entity type (bound action names).
+        Entity = "IFS_ENTITY",
+        /// `IFS_KEYS`: overrides the key attributes, `Company:text,InvoiceId:number`.
+        Keys = "IFS_KEYS",
+        /// `IFS_STAMP_ATTRIBUTE`: the change stamp (default `ModifiedDateTime`).
+        StampAttribute = "IFS_STAMP_ATTRIBUTE",
+        /// `IFS_AMOUNT_ATTRIBUTE`: overrides the amount attribute (`none` for none).
+        AmountAttribute = "IFS_AMOUNT_ATTRIBUTE",
+        /// `IFS_CURRENCY_ATTRIBUTE`: overrides the currency attribute.
+        CurrencyAttribute = "IFS_CURRENCY_ATTRIBUTE",
+        /// `IFS_STATUS_ATTRIBUTE`: overrides the state attribute (default `Objstate`).
+        StatusAttribute = "IFS_STATUS_ATTRIBUTE",
+        /// `IFS_API_PATH`: the service path (default `main/ifsapplications/projection/v1`).
+        ApiPath = "IFS_API_PATH",
+        /// `IFS_PAGE_SIZE`: 2..=5000 (default 1000).
+        PageSize = "IFS_PAGE_SIZE",
+        /// `IFS_OVERLAP_SECS`: the cursor's re-read window (default 300).
+        OverlapSecs = "IFS_OVERLAP_SECS",
+        /// `IFS_PAGING`: `keyset` (default) or `offset`.
+        Paging = "IFS_PAGING",
+        /// `IFS_SELECT`: send `$select` (default true).
+        Select = "IFS_SELECT",
+        /// `IFS_CHANGE_DETECTION`: `stamp` (default: the entity set's change stamp) or
+        /// `history_log` (the IFS history log, where the customer enabled it per LU).
+        ChangeDetection = "IFS_CHANGE_DETECTION",
+        /// `IFS_HISTORY_LU_NAMES`: the logical units (tables) whose history-log entries are
+        /// watched, comma-separated (default: the resource's entity name).
+        HistoryLuNames = "IFS_HISTORY_LU_NAMES",
+        /// `IFS_HISTORY_PATH`: the history log entity set (default
+        /// `HistoryLogHandling.svc/HistoryLogOverviewSet`).
+        HistoryPath = "IFS_HISTORY_PATH",
+        /// `IFS_APPROVERS`: Slack user -> IFS identity : actions,
+        /// `U0123ABCD=ALICE:approve+reject;U0456EFGH=BOB:approve`. Setting it turns approvals
+        /// from Slack on for this connection.
+        Approvers = "IFS_APPROVERS",
+        /// `IFS_APPROVAL_COMMAND`: the slash command (default `/approve-invoice`).
+        ApprovalCommand = "IFS_APPROVAL_COMMAND",
+        /// `IFS_APPROVAL_RESOURCE`: the resource approvals act on (default
+        /// `supplier_invoices`).
+        ApprovalResource = "IFS_APPROVAL_RESOURCE",
+        /// `IFS_APPROVAL_STREAM`: the journal stream of approval decisions (default
+        /// `ifs.approvals`).
+        ApprovalStream = "IFS_APPROVAL_STREAM",
+        /// `IFS_APPROVAL_RESPONSE_BASE`: one more base allowed for Slack `response_url`s
+        /// besides `https://hooks.slack.com/` (an egress proxy, or an emulator in tests).
+        ApprovalResponseBase = "IFS_APPROVAL_RESPONSE_BASE",
     }
 }
 
@@ -234,35 +145,7 @@ impl IfsBuilder {
         }
     }
 
-    /// A builder from the `IFS_*` environment variables (unset and empty ones skipped).
-    pub fn from_env() -> Self {
-        Self::from_env_with(&ProcessEnv)
-    }
-
-    /// Like [`from_env`](Self::from_env), reading any [`Env`].
-    pub fn from_env_with(env: &impl Env) -> Self {
-        Self {
-            values: ConfigValues::from_env_with(env),
-            ..Self::new()
-        }
-    }
-
-    /// Sets one configuration value (parsed at `build()`).
-    pub fn with_config(mut self, key: IfsConfigKey, value: impl Into<String>) -> Self {
-        self.values.set(key, value);
-        self
-    }
-
-    /// Sets a value by name: the environment variable or its short form (`page_size`).
-    /// An unknown name is an error naming it.
-    pub fn with_config_str(
-        mut self,
-        name: &str,
-        value: impl Into<String>,
-    ) -> ml_core::Result<Self> {
-        self.values.set_str(name, value)?;
-        Ok(self)
-    }
+    ml_core::config_builder_methods!(IfsConfigKey, "IFS_*");
 
     /// The environment's base URL.
     pub fn with_url(self, url: impl Into<String>) -> Self {
