@@ -11,7 +11,7 @@ use ml_core::auth::{
     RotatingTokenProvider, StoredRefreshToken, TokenCache,
 };
 use ml_core::clock::{Clock, SystemClock, add};
-use ml_core::config::{ConfigKey, ConfigValues, Env, ProcessEnv, check_url};
+use ml_core::config::{ConfigValues, check_url};
 use ml_core::credential::{CredentialName, CredentialRefreshTokenStore, CredentialStore};
 use ml_core::http::{ClientOptions, ReqwestTransport, Transport};
 use ml_core::money::Currency;
@@ -35,153 +35,69 @@ pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// The default header naming the X3 endpoint (folder) on GraphQL requests (unconfirmed).
 pub const DEFAULT_ENDPOINT_HEADER: &str = "x-xtrem-endpoint";
 
-/// A configuration key, named as its environment variable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[non_exhaustive]
-pub enum SageX3ConfigKey {
-    /// `SAGE_X3_URL`: the Syracuse server (`https://x3.example.com:8124`).
-    Url,
-    /// `SAGE_X3_FOLDER`: the endpoint (folder), e.g. `SEED`.
-    Folder,
-    /// `SAGE_X3_API`: `rest` (api1, default) or `graphql`.
-    Api,
-    /// `SAGE_X3_TOKEN_URL`: the X3 Cloud token API (rotating refresh tokens).
-    TokenUrl,
-    /// `SAGE_X3_CLIENT_ID`.
-    ClientId,
-    /// `SAGE_X3_CLIENT_SECRET`.
-    ClientSecret,
-    /// `SAGE_X3_REFRESH_TOKEN`: the refresh token from the pairing, used while the durable
-    /// store holds none.
-    RefreshToken,
-    /// `SAGE_X3_USER`: Basic user (api1 on premises), or the JWT `sub`.
-    User,
-    /// `SAGE_X3_PASSWORD`: Basic password.
-    Password,
-    /// `SAGE_X3_GRAPHQL_URL`: the GraphQL endpoint (default `<SAGE_X3_URL>/xtrem/api`);
-    /// also the self-signed JWT's `aud`.
-    GraphqlUrl,
-    /// `SAGE_X3_ENDPOINT_HEADER`: the header naming the folder on GraphQL requests
-    /// (default `x-xtrem-endpoint`).
-    EndpointHeader,
-    /// `SAGE_X3_CLASS`: `PORDER`, `PINVOICE`, `GACCENTRY`, `BPSUPPLIER` (or
-    /// `purchase_orders`, `supplier_invoices`, `gl_entries`, `suppliers`).
-    Class,
-    /// `SAGE_X3_CLASS_NAME`: the api1 class name when it differs from the built-in one.
-    ClassName,
-    /// `SAGE_X3_REPRESENTATION`: the api1 representation (default: the class name).
-    Representation,
-    /// `SAGE_X3_KEY`: the key properties, comma-separated (`TYP,NUM`).
-    Key,
-    /// `SAGE_X3_STAMP`: the update-stamp property (default `UPDDATTIM`; GraphQL
-    /// `_updateStamp`).
-    Stamp,
-    /// `SAGE_X3_FIELDS`: `role=name,...` overrides (see [`crate::class::FieldMap`]).
-    Fields,
-    /// `SAGE_X3_GRAPHQL_ROOT`: the path to the node, dot-separated
-    /// (`x3Purchasing.purchaseOrder`).
-    GraphqlRoot,
-    /// `SAGE_X3_PAGE_SIZE`: 2..=1000 (default 100).
-    PageSize,
-    /// `SAGE_X3_OVERLAP_SECS`: the re-read window (default 300).
-    OverlapSecs,
-    /// `SAGE_X3_TIME_ZONE`: the IANA zone of `UPDDATTIM` values served without an offset
-    /// (default UTC).
-    TimeZone,
-    /// `SAGE_X3_CURRENCY`: the currency of classes whose amounts name none.
-    Currency,
-    /// `SAGE_X3_REFRESH_WARN_DAYS`: warn this many days before the refresh token expires
-    /// (default 7).
-    RefreshWarnDays,
-    /// `SAGE_X3_JWT_LIFETIME_SECS`: the self-signed JWT's lifetime (default 300).
-    JwtLifetimeSecs,
-    /// `SAGE_X3_STATUS_LABELS`: labels of the status codes, `code=label,...`
-    /// (`1=Not approved,2=Partly approved,3=Approved`), replacing the class's built-in
-    /// ones. Per class: set it on a stream. A code without a label is shown as served.
-    StatusLabels,
-}
-
-impl SageX3ConfigKey {
-    /// Every key.
-    pub const ALL: [Self; 25] = [
-        Self::Url,
-        Self::Folder,
-        Self::Api,
-        Self::TokenUrl,
-        Self::ClientId,
-        Self::ClientSecret,
-        Self::RefreshToken,
-        Self::User,
-        Self::Password,
-        Self::GraphqlUrl,
-        Self::EndpointHeader,
-        Self::Class,
-        Self::ClassName,
-        Self::Representation,
-        Self::Key,
-        Self::Stamp,
-        Self::Fields,
-        Self::GraphqlRoot,
-        Self::PageSize,
-        Self::OverlapSecs,
-        Self::TimeZone,
-        Self::Currency,
-        Self::RefreshWarnDays,
-        Self::JwtLifetimeSecs,
-        Self::StatusLabels,
-    ];
-
-    /// The environment variable.
-    pub fn as_env(self) -> &'static str {
-        match self {
-            Self::Url => "SAGE_X3_URL",
-            Self::Folder => "SAGE_X3_FOLDER",
-            Self::Api => "SAGE_X3_API",
-            Self::TokenUrl => "SAGE_X3_TOKEN_URL",
-            Self::ClientId => "SAGE_X3_CLIENT_ID",
-            Self::ClientSecret => "SAGE_X3_CLIENT_SECRET",
-            Self::RefreshToken => "SAGE_X3_REFRESH_TOKEN",
-            Self::User => "SAGE_X3_USER",
-            Self::Password => "SAGE_X3_PASSWORD",
-            Self::GraphqlUrl => "SAGE_X3_GRAPHQL_URL",
-            Self::EndpointHeader => "SAGE_X3_ENDPOINT_HEADER",
-            Self::Class => "SAGE_X3_CLASS",
-            Self::ClassName => "SAGE_X3_CLASS_NAME",
-            Self::Representation => "SAGE_X3_REPRESENTATION",
-            Self::Key => "SAGE_X3_KEY",
-            Self::Stamp => "SAGE_X3_STAMP",
-            Self::Fields => "SAGE_X3_FIELDS",
-            Self::GraphqlRoot => "SAGE_X3_GRAPHQL_ROOT",
-            Self::PageSize => "SAGE_X3_PAGE_SIZE",
-            Self::OverlapSecs => "SAGE_X3_OVERLAP_SECS",
-            Self::TimeZone => "SAGE_X3_TIME_ZONE",
-            Self::Currency => "SAGE_X3_CURRENCY",
-            Self::RefreshWarnDays => "SAGE_X3_REFRESH_WARN_DAYS",
-            Self::JwtLifetimeSecs => "SAGE_X3_JWT_LIFETIME_SECS",
-            Self::StatusLabels => "SAGE_X3_STATUS_LABELS",
-        }
-    }
-}
-
-impl ConfigKey for SageX3ConfigKey {
-    const ALL: &'static [Self] = &Self::ALL;
-    const PREFIX: &'static str = "SAGE_X3_";
-
-    fn env_name(self) -> &'static str {
-        self.as_env()
-    }
-
-    fn is_secret(self) -> bool {
-        matches!(
-            self,
-            Self::ClientSecret | Self::Password | Self::RefreshToken
-        )
-    }
-}
-
-impl fmt::Display for SageX3ConfigKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_env())
+ml_core::config_keys! {
+    /// A configuration key, named as its environment variable.
+    pub enum SageX3ConfigKey: prefix "SAGE_X3_" {
+        /// `SAGE_X3_URL`: the Syracuse server (`https://x3.example.com:8124`).
+        Url = "SAGE_X3_URL",
+        /// `SAGE_X3_FOLDER`: the endpoint (folder), e.g. `SEED`.
+        Folder = "SAGE_X3_FOLDER",
+        /// `SAGE_X3_API`: `rest` (api1, default) or `graphql`.
+        Api = "SAGE_X3_API",
+        /// `SAGE_X3_TOKEN_URL`: the X3 Cloud token API (rotating refresh tokens).
+        TokenUrl = "SAGE_X3_TOKEN_URL",
+        /// `SAGE_X3_CLIENT_ID`.
+        ClientId = "SAGE_X3_CLIENT_ID",
+        /// `SAGE_X3_CLIENT_SECRET`.
+        ClientSecret = "SAGE_X3_CLIENT_SECRET" (secret),
+        /// `SAGE_X3_REFRESH_TOKEN`: the refresh token from the pairing, used while the durable
+        /// store holds none.
+        RefreshToken = "SAGE_X3_REFRESH_TOKEN" (secret),
+        /// `SAGE_X3_USER`: Basic user (api1 on premises), or the JWT `sub`.
+        User = "SAGE_X3_USER",
+        /// `SAGE_X3_PASSWORD`: Basic password.
+        Password = "SAGE_X3_PASSWORD" (secret),
+        /// `SAGE_X3_GRAPHQL_URL`: the GraphQL endpoint (default `<SAGE_X3_URL>/xtrem/api`);
+        /// also the self-signed JWT's `aud`.
+        GraphqlUrl = "SAGE_X3_GRAPHQL_URL",
+        /// `SAGE_X3_ENDPOINT_HEADER`: the header naming the folder on GraphQL requests
+        /// (default `x-xtrem-endpoint`).
+        EndpointHeader = "SAGE_X3_ENDPOINT_HEADER",
+        /// `SAGE_X3_CLASS`: `PORDER`, `PINVOICE`, `GACCENTRY`, `BPSUPPLIER` (or
+        /// `purchase_orders`, `supplier_invoices`, `gl_entries`, `suppliers`).
+        Class = "SAGE_X3_CLASS",
+        /// `SAGE_X3_CLASS_NAME`: the api1 class name when it differs from the built-in one.
+        ClassName = "SAGE_X3_CLASS_NAME",
+        /// `SAGE_X3_REPRESENTATION`: the api1 representation (default: the class name).
+        Representation = "SAGE_X3_REPRESENTATION",
+        /// `SAGE_X3_KEY`: the key properties, comma-separated (`TYP,NUM`).
+        Key = "SAGE_X3_KEY",
+        /// `SAGE_X3_STAMP`: the update-stamp property (default `UPDDATTIM`; GraphQL
+        /// `_updateStamp`).
+        Stamp = "SAGE_X3_STAMP",
+        /// `SAGE_X3_FIELDS`: `role=name,...` overrides (see [`crate::class::FieldMap`]).
+        Fields = "SAGE_X3_FIELDS",
+        /// `SAGE_X3_GRAPHQL_ROOT`: the path to the node, dot-separated
+        /// (`x3Purchasing.purchaseOrder`).
+        GraphqlRoot = "SAGE_X3_GRAPHQL_ROOT",
+        /// `SAGE_X3_PAGE_SIZE`: 2..=1000 (default 100).
+        PageSize = "SAGE_X3_PAGE_SIZE",
+        /// `SAGE_X3_OVERLAP_SECS`: the re-read window (default 300).
+        OverlapSecs = "SAGE_X3_OVERLAP_SECS",
+        /// `SAGE_X3_TIME_ZONE`: the IANA zone of `UPDDATTIM` values served without an offset
+        /// (default UTC).
+        TimeZone = "SAGE_X3_TIME_ZONE",
+        /// `SAGE_X3_CURRENCY`: the currency of classes whose amounts name none.
+        Currency = "SAGE_X3_CURRENCY",
+        /// `SAGE_X3_REFRESH_WARN_DAYS`: warn this many days before the refresh token expires
+        /// (default 7).
+        RefreshWarnDays = "SAGE_X3_REFRESH_WARN_DAYS",
+        /// `SAGE_X3_JWT_LIFETIME_SECS`: the self-signed JWT's lifetime (default 300).
+        JwtLifetimeSecs = "SAGE_X3_JWT_LIFETIME_SECS",
+        /// `SAGE_X3_STATUS_LABELS`: labels of the status codes, `code=label,...`
+        /// (`1=Not approved,2=Partly approved,3=Approved`), replacing the class's built-in
+        /// ones. Per class: set it on a stream. A code without a label is shown as served.
+        StatusLabels = "SAGE_X3_STATUS_LABELS",
     }
 }
 
@@ -252,37 +168,7 @@ impl SageX3Builder {
         }
     }
 
-    /// A builder from the `SAGE_X3_*` environment variables (unset and empty ones are
-    /// skipped). Same as `from_env_with(&ProcessEnv)`.
-    pub fn from_env() -> Self {
-        Self::from_env_with(&ProcessEnv)
-    }
-
-    /// Like [`from_env`](Self::from_env), reading any [`Env`] (a map in tests).
-    pub fn from_env_with(env: &impl Env) -> Self {
-        Self {
-            values: ConfigValues::from_env_with(env),
-            ..Self::new()
-        }
-    }
-
-    /// Sets one configuration value (parsed at `build()`).
-    #[must_use]
-    pub fn with_config(mut self, key: SageX3ConfigKey, value: impl Into<String>) -> Self {
-        self.values.set(key, value);
-        self
-    }
-
-    /// Sets a value by name: the environment variable or its short form (`page_size` for
-    /// `SAGE_X3_PAGE_SIZE`). An unknown name is an error naming it.
-    pub fn with_config_str(
-        mut self,
-        name: &str,
-        value: impl Into<String>,
-    ) -> ml_core::Result<Self> {
-        self.values.set_str(name, value)?;
-        Ok(self)
-    }
+    ml_core::config_builder_methods!(SageX3ConfigKey, "SAGE_X3_*");
 
     /// The Syracuse server URL and the folder (endpoint).
     #[must_use]
