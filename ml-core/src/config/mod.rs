@@ -40,8 +40,8 @@
 //! ```
 
 pub mod assemble;
-mod macros;
 pub mod interpolate;
+mod macros;
 pub mod pipeline;
 
 pub use assemble::{Assembled, LimiterFactory, Registry, SinkFactory, SourceFactory};

@@ -776,6 +776,6 @@ impl Pipeline {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod lost_claim_tests;
+#[cfg(test)]
+mod tests;
