@@ -25,75 +25,29 @@ use crate::sink::{ReconcileOptions, SlackSink, UpdateMode};
 /// The default Web API base URL.
 pub const DEFAULT_API_URL: &str = "https://slack.com/api/";
 
-/// Configuration keys, as environment variables (`SLACK_…`) and for
-/// [`SlackBuilder::with_config`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[non_exhaustive]
-pub enum SlackConfigKey {
-    /// `SLACK_BOT_TOKEN`: the bot token (`xoxb-…`, or `xoxe.xoxb-…` with rotation).
-    BotToken,
-    /// `SLACK_SIGNING_SECRET`: the app's signing secret (for the receiver).
-    SigningSecret,
-    /// `SLACK_API_URL`: the Web API base (default `https://slack.com/api/`).
-    ApiUrl,
-    /// `SLACK_APP_TOKEN`: the app-level token (`xapp-…`) for Socket Mode.
-    AppToken,
-    /// `SLACK_CLIENT_ID`: the OAuth client id.
-    ClientId,
-    /// `SLACK_CLIENT_SECRET`: the OAuth client secret.
-    ClientSecret,
-    /// `SLACK_REDIRECT_URI`: the OAuth redirect URI.
-    RedirectUri,
-    /// `SLACK_UPDATE_MODE`: `thread` (default), `thread_broadcast` or `edit`.
-    UpdateMode,
-    /// `SLACK_INSTANCE`: a name put in each post's metadata and required by `reconcile`,
-    /// for several journals posting to the same channels (staging and production).
-    Instance,
-}
-
-impl SlackConfigKey {
-    /// Every key.
-    pub const ALL: [Self; 9] = [
-        Self::BotToken,
-        Self::SigningSecret,
-        Self::ApiUrl,
-        Self::AppToken,
-        Self::ClientId,
-        Self::ClientSecret,
-        Self::RedirectUri,
-        Self::UpdateMode,
-        Self::Instance,
-    ];
-
-    /// The environment variable.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::BotToken => "SLACK_BOT_TOKEN",
-            Self::SigningSecret => "SLACK_SIGNING_SECRET",
-            Self::ApiUrl => "SLACK_API_URL",
-            Self::AppToken => "SLACK_APP_TOKEN",
-            Self::ClientId => "SLACK_CLIENT_ID",
-            Self::ClientSecret => "SLACK_CLIENT_SECRET",
-            Self::RedirectUri => "SLACK_REDIRECT_URI",
-            Self::UpdateMode => "SLACK_UPDATE_MODE",
-            Self::Instance => "SLACK_INSTANCE",
-        }
-    }
-}
-
-impl ConfigKey for SlackConfigKey {
-    const ALL: &'static [Self] = &Self::ALL;
-    const PREFIX: &'static str = "SLACK_";
-
-    fn env_name(self) -> &'static str {
-        self.as_str()
-    }
-
-    fn is_secret(self) -> bool {
-        matches!(
-            self,
-            Self::BotToken | Self::SigningSecret | Self::AppToken | Self::ClientSecret
-        )
+ml_core::config_keys! {
+    /// Configuration keys, as environment variables (`SLACK_…`) and for
+    /// [`SlackBuilder::with_config`].
+    pub enum SlackConfigKey: prefix "SLACK_" {
+        /// `SLACK_BOT_TOKEN`: the bot token (`xoxb-…`, or `xoxe.xoxb-…` with rotation).
+        BotToken = "SLACK_BOT_TOKEN" (secret),
+        /// `SLACK_SIGNING_SECRET`: the app's signing secret (for the receiver).
+        SigningSecret = "SLACK_SIGNING_SECRET" (secret),
+        /// `SLACK_API_URL`: the Web API base (default `https://slack.com/api/`).
+        ApiUrl = "SLACK_API_URL",
+        /// `SLACK_APP_TOKEN`: the app-level token (`xapp-…`) for Socket Mode.
+        AppToken = "SLACK_APP_TOKEN" (secret),
+        /// `SLACK_CLIENT_ID`: the OAuth client id.
+        ClientId = "SLACK_CLIENT_ID",
+        /// `SLACK_CLIENT_SECRET`: the OAuth client secret.
+        ClientSecret = "SLACK_CLIENT_SECRET" (secret),
+        /// `SLACK_REDIRECT_URI`: the OAuth redirect URI.
+        RedirectUri = "SLACK_REDIRECT_URI",
+        /// `SLACK_UPDATE_MODE`: `thread` (default), `thread_broadcast` or `edit`.
+        UpdateMode = "SLACK_UPDATE_MODE",
+        /// `SLACK_INSTANCE`: a name put in each post's metadata and required by `reconcile`,
+        /// for several journals posting to the same channels (staging and production).
+        Instance = "SLACK_INSTANCE",
     }
 }
 
@@ -103,12 +57,6 @@ impl FromStr for SlackConfigKey {
     fn from_str(s: &str) -> Result<Self, SlackError> {
         <Self as ConfigKey>::from_name(s)
             .ok_or_else(|| SlackError::config(s.trim(), "unknown Slack configuration key"))
-    }
-}
-
-impl fmt::Display for SlackConfigKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -170,8 +118,8 @@ impl SlackBuilder {
     /// Like [`from_env`](Self::from_env), reading any [`Env`] (a map in tests).
     pub fn from_env_with(env: &impl Env) -> Self {
         let mut b = Self::new();
-        for key in SlackConfigKey::ALL {
-            if let Some(v) = env.var(key.as_str())
+        for &key in SlackConfigKey::ALL {
+            if let Some(v) = env.var(key.as_env())
                 && !v.trim().is_empty()
             {
                 b = b.with_config(key, v);
@@ -343,7 +291,7 @@ impl SlackBuilder {
 
     /// The checked API base URL.
     pub(crate) fn api_url(&self) -> Result<Url, SlackError> {
-        let key = SlackConfigKey::ApiUrl.as_str();
+        let key = SlackConfigKey::ApiUrl.as_env();
         let raw = self.api_url.as_deref().unwrap_or(DEFAULT_API_URL).trim();
         let mut url = match check_url(key, raw) {
             Ok(url) => url,
@@ -377,13 +325,13 @@ impl SlackBuilder {
             .client_id
             .clone()
             .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| SlackError::config(SlackConfigKey::ClientId.as_str(), "is not set"))?;
+            .ok_or_else(|| SlackError::config(SlackConfigKey::ClientId.as_env(), "is not set"))?;
         let secret = self
             .client_secret
             .clone()
             .filter(|s| !s.expose_secret().trim().is_empty())
             .ok_or_else(|| {
-                SlackError::config(SlackConfigKey::ClientSecret.as_str(), "is not set")
+                SlackError::config(SlackConfigKey::ClientSecret.as_env(), "is not set")
             })?;
         let mut c = OAuthConfig::new(id, secret).with_api_url(self.api_url()?);
         if let Some(r) = &self.redirect_uri {
@@ -404,7 +352,7 @@ impl SlackBuilder {
             let cache = TokenCache::new(Arc::new(provider)).with_clock(self.clock());
             return Ok(BotToken::Cache(Arc::new(cache)));
         }
-        let key = SlackConfigKey::BotToken.as_str();
+        let key = SlackConfigKey::BotToken.as_env();
         let token = self
             .bot_token
             .clone()
@@ -437,7 +385,7 @@ impl SlackBuilder {
             Some("thread_broadcast") => Ok(UpdateMode::ThreadBroadcast),
             Some("edit") => Ok(UpdateMode::Edit),
             Some(other) => Err(SlackError::config(
-                SlackConfigKey::UpdateMode.as_str(),
+                SlackConfigKey::UpdateMode.as_env(),
                 format!("`{other}` is not one of thread, thread_broadcast, edit"),
             )),
         }
@@ -480,7 +428,7 @@ impl SlackBuilder {
 
     /// Builds the inbound receiver (needs `SLACK_SIGNING_SECRET`).
     pub fn build_receiver(&self) -> ml_core::Result<SlackReceiver> {
-        let key = SlackConfigKey::SigningSecret.as_str();
+        let key = SlackConfigKey::SigningSecret.as_env();
         let secret = self
             .signing_secret
             .clone()
@@ -500,7 +448,7 @@ impl SlackBuilder {
         &self,
         receiver: Arc<SlackReceiver>,
     ) -> ml_core::Result<crate::socket::SocketModeClient> {
-        let key = SlackConfigKey::AppToken.as_str();
+        let key = SlackConfigKey::AppToken.as_env();
         let token = self
             .app_token
             .clone()
