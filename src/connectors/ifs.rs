@@ -1,6 +1,7 @@
 //! `connector = "ifs"` sources: one `[sources.<name>]` per IFS Cloud environment (one
 //! IAM token), one source per stream (`resource = "supplier_invoices"`, ...).
 
+use super::rekey;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -61,13 +62,6 @@ impl SandboxReport for IfsSandbox {
                 .map(|a| format!("; Slack approvals by {a}"))
                 .unwrap_or_default()
         )
-    }
-}
-
-fn rekey(path: &str) -> impl Fn(Error) -> Error + '_ {
-    move |e| match e {
-        Error::Config { message, .. } => Error::config(path, message),
-        other => other,
     }
 }
 

@@ -171,6 +171,26 @@ pub(crate) fn under_applied<'a>(
     }
 }
 
+/// A builder's configuration error, re-keyed to the configuration path of the section it
+/// came from (the message is kept; other errors pass through).
+#[cfg_attr(
+    not(any(
+        feature = "oracle-fusion",
+        feature = "sap-ecc",
+        feature = "sap-agent",
+        feature = "ifs",
+        feature = "sage-x3",
+        feature = "twilio"
+    )),
+    allow(dead_code)
+)]
+pub(crate) fn rekey(path: &str) -> impl Fn(Error) -> Error + '_ {
+    move |e| match e {
+        Error::Config { message, .. } => Error::config(path, message),
+        other => other,
+    }
+}
+
 /// The error for `sandbox` when this build has no emulators.
 #[cfg_attr(
     any(

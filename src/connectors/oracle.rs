@@ -1,6 +1,7 @@
 //! `connector = "oracle-fusion"` sources: one `[sources.<name>]` per pod (one token),
 //! one source per stream (`resource = "invoices"`, ...).
 
+use super::rekey;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -35,13 +36,6 @@ impl SandboxReport for OracleSandbox {
              (add or change records while it runs: POST/PATCH {base}fscmRestApi/resources/{}/invoices)",
             self.0.version()
         )
-    }
-}
-
-fn rekey(path: &str) -> impl Fn(Error) -> Error + '_ {
-    move |e| match e {
-        Error::Config { message, .. } => Error::config(path, message),
-        other => other,
     }
 }
 

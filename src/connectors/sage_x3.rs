@@ -14,6 +14,7 @@
 //! extra field `status_code` for routing. With `sandbox = "auto"` and no credentials set,
 //! the in-process emulator runs with demo data (api1, Basic).
 
+use super::rekey;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -58,13 +59,6 @@ impl SandboxReport for SageX3Sandbox {
 }
 
 const CREDENTIAL_SETTING: &str = "refresh_token_credential";
-
-fn rekey(path: &str) -> impl Fn(Error) -> Error + '_ {
-    move |e| match e {
-        Error::Config { message, .. } => Error::config(path, message),
-        other => other,
-    }
-}
 
 /// The durable store of the rotating refresh token: the journal's credential table.
 #[cfg(feature = "store")]

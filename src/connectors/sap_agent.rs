@@ -12,6 +12,7 @@
 //! In sandbox mode the SAP ECC emulator runs in-process, and every agent whose key is not
 //! set runs in-process too (with a random key), connected over 127.0.0.1.
 
+use super::rekey;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,13 +70,6 @@ fn key_name(id: &str) -> String {
         })
         .collect();
     format!("ML_RELAY_KEY_{up}")
-}
-
-fn rekey(path: &str) -> impl Fn(Error) -> Error + '_ {
-    move |e| match e {
-        Error::Config { message, .. } => Error::config(path, message),
-        other => other,
-    }
 }
 
 #[async_trait]

@@ -2,6 +2,7 @@
 //! concurrency cap), one source per stream (`resource = "purchase_orders"`, `"invoices"`
 //! or `"gl"`).
 
+use super::rekey;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -43,13 +44,6 @@ impl SandboxReport for SapSandbox {
             self.0.client(),
             self.0.timezone()
         )
-    }
-}
-
-fn rekey(path: &str) -> impl Fn(Error) -> Error + '_ {
-    move |e| match e {
-        Error::Config { message, .. } => Error::config(path, message),
-        other => other,
     }
 }
 

@@ -1,26 +1,20 @@
 //! `connector = "twilio-sms"` and `connector = "sendgrid-email"` sinks; recipients by
 //! alias (`recipients = { oncall = "+4915112345678" }`).
 
+use super::rekey;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use ml_core::Result;
 use ml_core::config::ConfigKey as _;
 use ml_core::config::assemble::{OpenedSink, SandboxReport, Section, SinkFactory};
 use ml_core::config::pipeline::SinkConfig;
-use ml_core::{Error, Result};
 use ml_twilio::{SendGridBuilder, SendGridConfigKey, TwilioBuilder, TwilioConfigKey};
 
 use super::under_applied;
 
 pub(crate) struct SmsFactory;
 pub(crate) struct EmailFactory;
-
-fn rekey(path: &str) -> impl Fn(Error) -> Error + '_ {
-    move |e| match e {
-        Error::Config { message, .. } => Error::config(path, message),
-        other => other,
-    }
-}
 
 #[cfg(feature = "sandbox")]
 struct SmsSandbox(ml_sandbox::twilio::TwilioEmulator);
@@ -86,7 +80,7 @@ impl SinkFactory for SmsFactory {
                 let e = ml_sandbox::twilio::TwilioEmulator::start()
                     .await
                     .map_err(|e| {
-                        Error::config(format!("{}.sandbox", section.path), e.to_string())
+                        ml_core::Error::config(format!("{}.sandbox", section.path), e.to_string())
                     })?;
                 builder = builder
                     .with_account_sid(e.account_sid())
@@ -135,7 +129,7 @@ impl SinkFactory for EmailFactory {
                 let e = ml_sandbox::sendgrid::SendGridEmulator::start()
                     .await
                     .map_err(|e| {
-                        Error::config(format!("{}.sandbox", section.path), e.to_string())
+                        ml_core::Error::config(format!("{}.sandbox", section.path), e.to_string())
                     })?;
                 builder = builder
                     .with_api_key(e.api_key())
