@@ -31,6 +31,9 @@ struct Inner {
     rejected_ids: HashSet<(String, String)>,
     rejected: Vec<RejectedView>,
     deliveries: BTreeMap<i64, Delivery>,
+    /// Every delivery below this id is delivered or failed: claims scan from here, so a
+    /// long-lived journal does not rescan its whole history on every claim.
+    live_from: i64,
     attempts: HashMap<i64, Vec<AttemptView>>,
     by_remote: HashMap<String, i64>,
     next_delivery: i64,
@@ -227,9 +230,15 @@ impl AuditWrite for MemoryAuditStore {
         let inner = &mut *g;
         // Per destination: `Some(i)` while its run (runs[i]) may still grow, `None` once
         // its head was seen and the run is closed (or never started).
+        while let Some((&id, d)) = inner.deliveries.range(inner.live_from..).next() {
+            if !d.view.status.is_terminal() {
+                break;
+            }
+            inner.live_from = id + 1;
+        }
         let mut open: HashMap<&crate::sink::Destination, Option<usize>> = HashMap::new();
         let mut runs: Vec<Vec<i64>> = Vec::new();
-        for (id, d) in &inner.deliveries {
+        for (id, d) in inner.deliveries.range(inner.live_from..) {
             if d.view.status.is_terminal() {
                 continue;
             }
@@ -457,18 +466,21 @@ impl AuditWrite for MemoryAuditStore {
             )));
         }
         requeue(d, now);
+        g.live_from = g.live_from.min(id.0);
         Ok(())
     }
 
     async fn replay_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
         let mut g = self.lock();
+        let inner = &mut *g;
         let mut n = 0u64;
-        for d in g.deliveries.values_mut() {
+        for (id, d) in &mut inner.deliveries {
             if d.view.status == DeliveryStatus::Failed && filter.matches(&d.view) {
                 if filter.limit.is_some_and(|l| n as usize >= l) {
                     break;
                 }
                 requeue(d, now);
+                inner.live_from = inner.live_from.min(*id);
                 n += 1;
             }
         }
