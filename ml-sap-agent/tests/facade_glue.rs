@@ -14,6 +14,13 @@ pub(crate) fn under(path: &str) -> impl Fn(Error) -> Error + '_ {
     }
 }
 
+pub(crate) fn rekey(path: &str) -> impl Fn(Error) -> Error + '_ {
+    move |e| match e {
+        Error::Config { message, .. } => Error::config(path, message),
+        other => other,
+    }
+}
+
 pub(crate) fn no_sandbox(path: &str) -> Error {
     Error::config(format!("{path}.sandbox"), "no sandbox in this build")
 }
