@@ -265,18 +265,58 @@ pub fn router_with_hooks(
     replay: Option<Arc<dyn ml_core::webhook::ReplayCache>>,
     hooks: &ReceiverHooks,
 ) -> Result<Served> {
-    let Some(slack) = &config.slack else {
+    let mut rest = config.clone();
+    let mut notes = Vec::new();
+    if hooks.sandbox {
+        // Against emulators with nothing set, a status receiver has no secret to verify
+        // with: it is left out (said so) rather than failing the sample file.
+        if rest
+            .twilio
+            .as_ref()
+            .is_some_and(|c| all_unset(&c.auth_token, env))
+        {
+            rest.twilio = None;
+            notes.push(
+                "receivers.twilio: not served (sandbox): no auth token is set; set it and \
+                 the public URL to receive Twilio's status callbacks"
+                    .to_owned(),
+            );
+        }
+        if rest
+            .sendgrid
+            .as_ref()
+            .is_some_and(|c| all_unset(&c.public_key, env))
+        {
+            rest.sendgrid = None;
+            notes.push(
+                "receivers.sendgrid: not served (sandbox): no webhook public key is set; set \
+                 it to receive SendGrid's event webhook"
+                    .to_owned(),
+            );
+        }
+    }
+    let Some(slack) = rest.slack.take() else {
         return Ok(Served {
-            router: router(config, store, env, replay)?,
-            notes: Vec::new(),
+            router: router(&rest, store, env, replay)?,
+            notes,
             #[cfg(feature = "slack")]
             slack: None,
         });
     };
-    let mut rest = config.clone();
-    rest.slack = None;
     let app = router(&rest, store, env, replay.clone())?;
-    hooked_slack_router(slack, env, replay, hooks, app)
+    let mut served = hooked_slack_router(&slack, env, replay, hooks, app)?;
+    notes.append(&mut served.notes);
+    served.notes = notes;
+    Ok(served)
+}
+
+/// Whether `raw` names `${…}` variables and none of them is set.
+fn all_unset(raw: &str, env: &dyn Env) -> bool {
+    let vars = ml_core::config::interpolate::required_vars(raw);
+    !vars.is_empty()
+        && vars
+            .iter()
+            .all(|v| env.var(v).is_none_or(|x| x.trim().is_empty()))
 }
 
 #[cfg(feature = "slack")]
@@ -287,23 +327,18 @@ fn hooked_slack_router(
     hooks: &ReceiverHooks,
     app: axum::Router,
 ) -> Result<Served> {
-    use ml_core::config::interpolate::required_vars;
     let mut notes = Vec::new();
-    let unset = required_vars(&c.signing_secret)
-        .iter()
-        .all(|v| env.var(v).is_none_or(|x| x.trim().is_empty()));
-    let secret: secrecy::SecretString =
-        if hooks.sandbox && unset && !required_vars(&c.signing_secret).is_empty() {
-            notes.push(
+    let secret: secrecy::SecretString = if hooks.sandbox && all_unset(&c.signing_secret, env) {
+        notes.push(
             "receivers.slack: no signing secret set (sandbox): every Slack request is refused; \
              set the signing secret to try commands and buttons"
                 .to_owned(),
         );
-            // Random and never shown: nothing can be signed with it.
-            ml_core::credential::envelope::MasterKey::generate().to_base64()
-        } else {
-            interpolate("receivers.slack.signing_secret", &c.signing_secret, env)?.into()
-        };
+        // Random and never shown: nothing can be signed with it.
+        ml_core::credential::envelope::MasterKey::generate().to_base64()
+    } else {
+        interpolate("receivers.slack.signing_secret", &c.signing_secret, env)?.into()
+    };
     let receiver = ml_slack::SlackBuilder::new()
         .with_signing_secret(secret)
         .build_receiver()

@@ -88,7 +88,15 @@ pub fn resolve_settings(
                 if sandbox && missing {
                     continue;
                 }
-                interpolate(&at, raw, env)?
+                let value = interpolate(&at, raw, env)?;
+                // A URL to another host (a default such as
+                // `${TWILIO_API_URL:-https://api.twilio.com}`, or a public callback URL)
+                // belongs to the real systems: against emulators nothing leaves the
+                // machine, so it must not replace the emulator's.
+                if sandbox && leaves_the_machine(&value) {
+                    continue;
+                }
+                value
             }
             other => other.to_string(),
         };
@@ -99,6 +107,13 @@ pub fn resolve_settings(
         });
     }
     Ok(out)
+}
+
+/// Whether `value` is an http(s) URL to another host than this one.
+fn leaves_the_machine(value: &str) -> bool {
+    url::Url::parse(value.trim()).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https" | "ws" | "wss") && !super::is_loopback(&u)
+    })
 }
 
 /// An emulator a connector started in sandbox mode, kept alive with the pipeline.
@@ -565,5 +580,49 @@ impl JournalFactory for MemoryJournalFactory {
     ) -> Result<Option<Arc<dyn AuditStore>>> {
         Ok((journal.url.as_deref() == Some("memory:"))
             .then(|| Arc::new(MemoryAuditStore::new()) as Arc<dyn AuditStore>))
+    }
+}
+
+#[cfg(test)]
+mod sandbox_tests {
+    use super::*;
+    use crate::config::MapEnv;
+    use crate::config::pipeline::SettingValue;
+
+    fn settings() -> Settings {
+        [
+            ("token", "${TOKEN}"),
+            ("api_url", "${API_URL:-https://api.example.com}"),
+            ("callback", "https://ml.example.com/cb"),
+            ("local", "${LOCAL_URL:-http://127.0.0.1:9000}"),
+            ("zone", "${ZONE:-Europe/Paris}"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), SettingValue::Text(v.to_owned())))
+        .collect()
+    }
+
+    fn keys(out: &[ResolvedSetting]) -> Vec<&str> {
+        out.iter().map(|s| s.key.as_str()).collect()
+    }
+
+    #[test]
+    fn against_emulators_no_setting_points_off_the_machine() {
+        let env = MapEnv::new();
+        let out = resolve_settings("sinks.x", &settings(), &env, true).expect("resolve");
+        // The credential is unset, the two real-service URLs (a default and a literal)
+        // are left out; loopback URLs and other defaults stay.
+        assert_eq!(keys(&out), ["local", "zone"]);
+        let out = resolve_settings(
+            "sinks.x",
+            &settings(),
+            &MapEnv::from([("TOKEN", "t")]),
+            false,
+        )
+        .expect("resolve");
+        assert_eq!(
+            keys(&out),
+            ["api_url", "callback", "local", "token", "zone"]
+        );
     }
 }
