@@ -32,7 +32,12 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let once = args.iter().any(|a| a == "--once");
     let path = args.iter().find(|a| !a.starts_with("--")).map_or_else(
-        || PathBuf::from("examples/config/sage_x3_to_slack.toml"),
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/config/sage_x3_to_slack.toml"
+            ))
+        },
         PathBuf::from,
     );
 

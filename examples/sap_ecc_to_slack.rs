@@ -81,7 +81,12 @@ async fn main() -> Result<()> {
     let once = args.iter().any(|a| a == "--once");
     let summary_wanted = !args.iter().any(|a| a == "--no-summary");
     let path = args.iter().find(|a| !a.starts_with("--")).map_or_else(
-        || PathBuf::from("examples/config/sap_ecc_to_slack.toml"),
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/config/sap_ecc_to_slack.toml"
+            ))
+        },
         PathBuf::from,
     );
 

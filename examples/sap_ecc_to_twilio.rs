@@ -47,7 +47,12 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let once = args.iter().any(|a| a == "--once");
     let path = args.iter().find(|a| !a.starts_with("--")).map_or_else(
-        || PathBuf::from("examples/config/sap_ecc_to_twilio.toml"),
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/config/sap_ecc_to_twilio.toml"
+            ))
+        },
         PathBuf::from,
     );
     let mut config = PipelineConfig::from_file(&path)?;
