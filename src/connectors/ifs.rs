@@ -2,12 +2,11 @@
 //! IAM token), one source per stream (`resource = "supplier_invoices"`, ...).
 
 use super::rekey;
+use super::streams::configure;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use ml_core::config::assemble::{
-    SandboxReport, Section, SourceConnection, SourceFactory, resolve_settings,
-};
+use ml_core::config::assemble::{SandboxReport, Section, SourceConnection, SourceFactory};
 use ml_core::config::pipeline::StreamConfig;
 use ml_core::config::{ConfigKey as _, Env, Registry};
 use ml_core::{Error, Result, Source};
@@ -16,7 +15,7 @@ use ml_ifs::{IfsBuilder, IfsConfigKey, IfsResource};
 use super::inbound::InboundHooks;
 #[cfg(feature = "slack")]
 use super::inbound::{HookContext, SlackRoute};
-use super::{under, under_applied};
+use super::under_applied;
 
 /// Adds this crate's factories to `r`.
 pub(crate) fn register(r: Registry) -> Registry {
@@ -165,7 +164,7 @@ fn register_approvals(
         Box::new(move |ctx: &HookContext| {
             let approvals = builder
                 .build_approvals(Arc::clone(&ctx.journal))
-                .map_err(under(&owner_for_errors))?
+                .map_err(super::under(&owner_for_errors))?
                 .ok_or_else(|| Error::config(&owner_for_errors, "approvals are not configured"))?;
             Ok(Arc::new(approvals) as Arc<dyn ml_slack::receiver::SlackHandler>)
         }),
@@ -194,24 +193,18 @@ impl SourceConnection for IfsConnection {
                 ),
             )
         })?;
-        let mut b = self.builder.clone().with_resource(r);
-        if let Some(t) = st.start_at {
-            b = b.with_start_at(t);
-        }
-        if let Some(o) = st.overlap {
-            b = b.with_overlap(o);
-        }
         #[cfg(feature = "sandbox")]
         let sandbox = self.emulator.is_some();
         #[cfg(not(feature = "sandbox"))]
         let sandbox = false;
-        for s in resolve_settings(path, &st.settings, env, sandbox)?
-            .into_iter()
-            .filter(|s| !s.value.trim().is_empty())
-        {
-            b = b.with_config_str(&s.key, s.value).map_err(rekey(&s.path))?;
-        }
-        Ok(Arc::new(b.build().map_err(under(path))?))
+        let (b, applied) = configure(
+            self.builder.clone().with_resource(r),
+            st,
+            path,
+            env,
+            sandbox,
+        )?;
+        Ok(Arc::new(b.build().map_err(under_applied(path, &applied))?))
     }
 
     fn sandbox(&self) -> Option<&dyn SandboxReport> {
@@ -225,3 +218,5 @@ impl SourceConnection for IfsConnection {
         }
     }
 }
+
+super::streams::stream_options!(IfsBuilder, IfsConfigKey);

@@ -48,6 +48,13 @@ mod sap_ecc;
 mod slack;
 #[cfg(feature = "store")]
 mod store;
+#[cfg(any(
+    feature = "oracle-fusion",
+    feature = "sap-ecc",
+    feature = "ifs",
+    feature = "sage-x3"
+))]
+mod streams;
 #[cfg(feature = "cli")]
 pub(crate) use store::replay_cache;
 #[cfg(feature = "twilio")]
@@ -149,7 +156,7 @@ pub async fn load(path: &Path, env: &dyn Env) -> Result<Assembled> {
 /// A connector error, re-keyed under the configuration path it came from: the builder
 /// names `ORACLE_FUSION_TOKEN_URL`, the user reads `sources.oracle.settings.ORACLE_FUSION_TOKEN_URL`.
 #[cfg_attr(
-    not(any(feature = "oracle-fusion", feature = "sap-ecc", feature = "ifs")),
+    not(any(all(feature = "ifs", feature = "slack"), feature = "sap-agent")),
     allow(dead_code)
 )]
 pub(crate) fn under(path: &str) -> impl Fn(Error) -> Error + '_ {

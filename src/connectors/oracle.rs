@@ -2,19 +2,18 @@
 //! one source per stream (`resource = "invoices"`, ...).
 
 use super::rekey;
+use super::streams::configure;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use ml_core::config::ConfigKey as _;
 use ml_core::config::Env;
-use ml_core::config::assemble::{
-    SandboxReport, Section, SourceConnection, SourceFactory, resolve_settings,
-};
+use ml_core::config::assemble::{SandboxReport, Section, SourceConnection, SourceFactory};
 use ml_core::config::pipeline::StreamConfig;
 use ml_core::{Error, Result, Source};
 use ml_oracle_fusion::{OracleFusionBuilder, OracleFusionConfigKey, OracleResource};
 
-use super::{under, under_applied};
+use super::under_applied;
 
 pub(crate) struct OracleFactory;
 
@@ -105,21 +104,18 @@ impl SourceConnection for OracleConnection {
                 ),
             )
         })?;
-        let mut b = self.builder.clone().with_resource(r);
-        if let Some(t) = st.start_at {
-            b = b.with_start_at(t);
-        }
-        if let Some(o) = st.overlap {
-            b = b.with_overlap(o);
-        }
         #[cfg(feature = "sandbox")]
         let sandbox = self.emulator.is_some();
         #[cfg(not(feature = "sandbox"))]
         let sandbox = false;
-        for s in resolve_settings(path, &st.settings, env, sandbox)? {
-            b = b.with_config_str(&s.key, s.value).map_err(rekey(&s.path))?;
-        }
-        Ok(Arc::new(b.build().map_err(under(path))?))
+        let (b, applied) = configure(
+            self.builder.clone().with_resource(r),
+            st,
+            path,
+            env,
+            sandbox,
+        )?;
+        Ok(Arc::new(b.build().map_err(under_applied(path, &applied))?))
     }
 
     fn sandbox(&self) -> Option<&dyn SandboxReport> {
@@ -133,3 +129,5 @@ impl SourceConnection for OracleConnection {
         }
     }
 }
+
+super::streams::stream_options!(OracleFusionBuilder, OracleFusionConfigKey);

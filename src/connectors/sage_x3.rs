@@ -15,15 +15,14 @@
 //! the in-process emulator runs with demo data (api1, Basic).
 
 use super::rekey;
+use super::streams::configure;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use ml_core::config::ConfigKey as _;
 use ml_core::config::Env;
 use ml_core::config::Registry;
-use ml_core::config::assemble::{
-    SandboxReport, Section, SourceConnection, SourceFactory, resolve_settings,
-};
+use ml_core::config::assemble::{SandboxReport, Section, SourceConnection, SourceFactory};
 use ml_core::config::pipeline::StreamConfig;
 use ml_core::{Error, Result, Source};
 use ml_sage_x3::{JournalNotes, SageX3Builder, SageX3ConfigKey, X3Class};
@@ -188,25 +187,17 @@ impl SourceConnection for SageX3Connection {
                 ),
             )
         })?;
-        let mut b = self.builder.clone().with_class(class);
-        if let Some(t) = st.start_at {
-            b = b.with_start_at(t);
-        }
-        if let Some(o) = st.overlap {
-            b = b.with_overlap(o);
-        }
         #[cfg(feature = "sandbox")]
         let sandbox = self.emulator.is_some();
         #[cfg(not(feature = "sandbox"))]
         let sandbox = false;
-        // A stream's own settings (`status_labels` of its class) name the stream's keys.
-        let mut applied = Vec::new();
-        for s in resolve_settings(path, &st.settings, env, sandbox)? {
-            if let Some(k) = SageX3ConfigKey::from_name(&s.key) {
-                applied.push((k.env_name(), s.path.clone()));
-            }
-            b = b.with_config_str(&s.key, s.value).map_err(rekey(&s.path))?;
-        }
+        let (b, applied) = configure(
+            self.builder.clone().with_class(class),
+            st,
+            path,
+            env,
+            sandbox,
+        )?;
         Ok(Arc::new(b.build().map_err(under_applied(path, &applied))?))
     }
 
@@ -221,3 +212,5 @@ impl SourceConnection for SageX3Connection {
         }
     }
 }
+
+super::streams::stream_options!(SageX3Builder, SageX3ConfigKey);
