@@ -60,7 +60,7 @@ async fn the_main_sample_delivers_everything_once_through_faults() {
     let journal = dir.path().join("audit.db");
     let env: BTreeMap<&str, String> = [
         ("ORACLE_FUSION_URL", oracle.base_url().to_owned()),
-        ("ORACLE_FUSION_TOKEN_URL", oracle.token_url().to_string()),
+        ("ORACLE_FUSION_TOKEN_URL", oracle.token_url()),
         ("ORACLE_FUSION_CLIENT_ID", oracle.client_id().to_string()),
         (
             "ORACLE_FUSION_CLIENT_SECRET",
