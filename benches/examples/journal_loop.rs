@@ -47,6 +47,11 @@ async fn main() -> ml_core::Result<()> {
         report.elapsed.as_secs_f64(),
         report.records_per_second()
     );
+    println!(
+        "journal write lock held {:.0} % of the run ({:.1} µs per record)",
+        report.write_lock_percent(),
+        report.write_lock_held.as_secs_f64() * 1e6 / n as f64
+    );
     println!("peak: {}", proc_status("VmHWM"));
     Ok(())
 }

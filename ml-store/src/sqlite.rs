@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
@@ -65,9 +66,20 @@ struct Shared {
     checkpointer: Option<Checkpointer>,
     /// The records this handle journaled last, decoded.
     recent: Mutex<Recent>,
+    /// Nanoseconds the writer connection was held, in all.
+    writer_held_ns: AtomicU64,
 }
 
 impl Shared {
+    /// The writer connection, held (and its time counted) until the guard is dropped.
+    fn writer(&self) -> WriterGuard<'_> {
+        WriterGuard {
+            conn: lock(&self.writer),
+            since: std::time::Instant::now(),
+            held_ns: &self.writer_held_ns,
+        }
+    }
+
     fn recent(&self) -> MutexGuard<'_, Recent> {
         self.recent.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -77,6 +89,34 @@ impl Shared {
         if let Some(c) = &self.checkpointer {
             c.nudge();
         }
+    }
+}
+
+/// The writer connection while held: adds the time it was held to the journal's total
+/// ([`SqliteAuditStore::write_lock_held`]) when dropped.
+struct WriterGuard<'a> {
+    conn: MutexGuard<'a, Connection>,
+    since: std::time::Instant,
+    held_ns: &'a AtomicU64,
+}
+
+impl std::ops::Deref for WriterGuard<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        let held = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.held_ns.fetch_add(held, Ordering::Relaxed);
     }
 }
 
@@ -142,6 +182,15 @@ impl SqliteAuditStore {
         &self.shared.label
     }
 
+    /// How long, in all, journal writes through this handle held its one write connection
+    /// since it was opened. Every write (a page, a claim, a group of outcomes) is one
+    /// transaction under it, so compared with the wall time of a run this is how much of
+    /// the journal's write capacity the run used: near 100 % the journal bounds throughput
+    /// (`benches/compare.sh` prints it).
+    pub fn write_lock_held(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.shared.writer_held_ns.load(Ordering::Relaxed))
+    }
+
     pub(crate) fn open_with(b: &SqliteBuilder) -> StoreResult<Self> {
         let label = b.location.label();
         let (writer, reader, checkpointer) = match &b.location {
@@ -194,6 +243,7 @@ impl SqliteAuditStore {
                 reader: reader.map(Mutex::new),
                 checkpointer,
                 recent: Mutex::new(Recent::new(RECENT_RECORDS)),
+                writer_held_ns: AtomicU64::new(0),
             }),
         })
     }
@@ -206,7 +256,7 @@ impl SqliteAuditStore {
     {
         let shared = Arc::clone(&self.shared);
         run(op, &self.shared.label, move || {
-            let out = f(&mut lock(&shared.writer));
+            let out = f(&mut shared.writer());
             shared.committed();
             out
         })
@@ -282,7 +332,7 @@ impl AuditWrite for SqliteAuditStore {
             // Encode outside the lock: JSON is the costly part of a page.
             let mut page = write::encode_page(page)?;
             let mut journaled = Vec::with_capacity(page.records.len());
-            let out = write::commit_page(&mut lock(&shared.writer), &page, &mut journaled);
+            let out = write::commit_page(&mut shared.writer(), &page, &mut journaled);
             shared.committed();
             if out.is_ok() {
                 let mut recent = shared.recent();
@@ -334,12 +384,12 @@ impl AuditWrite for SqliteAuditStore {
         let (by, runs) = (by.clone(), runs.clone());
         let shared = Arc::clone(&self.shared);
         run("claim_runs", &self.shared.label, move || {
-            let raw = deliver::claim_runs(&mut lock(&shared.writer), &by, now, limit, &runs);
+            let raw = deliver::claim_runs(&mut shared.writer(), &by, now, limit, &runs);
             shared.committed();
             // Decoding the records waits for no lock: it overlaps the next commit.
             let (claimed, corrupt) = deliver::decode_runs(raw?, &shared.recent())?;
             if !corrupt.is_empty() {
-                deliver::quarantine_claims(&mut lock(&shared.writer), &corrupt, now)?;
+                deliver::quarantine_claims(&mut shared.writer(), &corrupt, now)?;
                 shared.committed();
             }
             Ok(claimed)

@@ -656,3 +656,30 @@ async fn damaged_pages_are_corrupt_errors_not_panics() {
         }
     }
 }
+
+#[tokio::test]
+async fn write_lock_time_counts_writes_and_not_reads() {
+    let s = SqliteAuditStore::open_in_memory().expect("open");
+    assert_eq!(s.write_lock_held(), Duration::ZERO, "nothing written yet");
+    commit(&s, "inv", vec![planned("1", &["#a"])], 1).await;
+    let after_writes = s.write_lock_held();
+    assert!(after_writes > Duration::ZERO, "a page was written");
+    // A file journal reads through its own connection: reads do not count.
+    let dir = tempfile::tempdir().expect("dir");
+    let f = SqliteAuditStore::open(dir.path().join("j.db")).expect("open");
+    commit(&f, "inv", vec![planned("1", &["#a"])], 1).await;
+    let written = f.write_lock_held();
+    for _ in 0..20 {
+        f.stats().await.expect("stats");
+        f.deliveries(&DeliveryFilter::default())
+            .await
+            .expect("query");
+    }
+    assert_eq!(
+        f.write_lock_held(),
+        written,
+        "reads hold the reader, not the writer"
+    );
+    f.claim_due(&me(), t(5), 10).await.expect("claim");
+    assert!(f.write_lock_held() > written, "a claim is a write");
+}
