@@ -204,7 +204,7 @@ async fn main() -> Result<()> {
             .with_handler(approvals.clone()),
     );
     let app = ml_slack::receiver::router(Arc::clone(&receiver), &slack_receiver.path);
-    let listen = env.var("ML_LISTEN").unwrap_or(receivers.listen.clone());
+    let listen = receivers.listen_addr(&env)?;
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
         Error::config(
             "receivers.listen",

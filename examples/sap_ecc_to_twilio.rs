@@ -150,7 +150,7 @@ async fn main() -> Result<()> {
     })?;
     let app = serve::router(receivers, &store, &env, None)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, server) = serve::bind(receivers, app, async {
+    let (addr, server) = serve::bind(receivers, &ProcessEnv, app, async {
         let _ = stop_rx.await;
     })
     .await?;

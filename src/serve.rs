@@ -175,21 +175,22 @@ fn sendgrid_router(
     ))
 }
 
-/// Binds `[receivers].listen` and serves `app` until `shutdown` completes. Returns the
-/// bound address (useful with port 0) and the server task.
+/// Binds `[receivers].listen` (its `${NAME}` references read from `env`) and serves `app`
+/// until `shutdown` completes. Returns the bound address (useful with port 0) and the
+/// server task.
 pub async fn bind(
     config: &ReceiversConfig,
+    env: &dyn Env,
     app: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|e| {
-            Error::config(
-                "receivers.listen",
-                format!("cannot listen on {}: {e}", config.listen),
-            )
-        })?;
+    let listen = config.listen_addr(env)?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        Error::config(
+            "receivers.listen",
+            format!("cannot listen on {listen}: {e}"),
+        )
+    })?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::config("receivers.listen", e.to_string()))?;

@@ -271,7 +271,9 @@ pub struct RoutesConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiversConfig {
-    /// The listen address (`0.0.0.0:8080`, `127.0.0.1:0`).
+    /// The listen address (`0.0.0.0:8080`, `127.0.0.1:0`); `${NAME}` and
+    /// `${NAME:-default}` are read from the environment
+    /// ([`listen_addr`](Self::listen_addr)).
     pub listen: String,
     /// The health endpoint for load balancers (default `/healthz`).
     #[serde(default = "default_health")]
@@ -285,6 +287,20 @@ pub struct ReceiversConfig {
     /// SendGrid event webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sendgrid: Option<SendGridReceiverConfig>,
+}
+
+impl ReceiversConfig {
+    /// The listen address with `${NAME}` references resolved from `env`, checked to be an
+    /// IP address and port.
+    pub fn listen_addr(&self, env: &dyn Env) -> Result<std::net::SocketAddr> {
+        let raw = super::interpolate::interpolate("receivers.listen", &self.listen, env)?;
+        raw.trim().parse().map_err(|e| {
+            Error::config(
+                "receivers.listen",
+                format!("`{raw}` is not an address and port: {e}"),
+            )
+        })
+    }
 }
 
 fn default_health() -> String {
@@ -448,9 +464,12 @@ impl PipelineConfig {
             }
         }
         if let Some(r) = &self.receivers {
-            r.listen
-                .parse::<std::net::SocketAddr>()
-                .map_err(|e| Error::config("receivers.listen", format!("`{}`: {e}", r.listen)))?;
+            // With `${NAME}` in it, the address is known (and checked) when it is resolved.
+            if required_vars(&r.listen).is_empty() && !r.listen.contains("${") {
+                r.listen.parse::<std::net::SocketAddr>().map_err(|e| {
+                    Error::config("receivers.listen", format!("`{}`: {e}", r.listen))
+                })?;
+            }
         }
         Ok(())
     }

@@ -171,3 +171,40 @@ fn pipeline_builder_reports_the_first_error() {
         .expect_err("twice");
     assert!(err.to_string().contains("`first`"), "{err}");
 }
+
+#[test]
+fn the_receivers_address_may_come_from_the_environment() {
+    let with = |listen: &str| {
+        PipelineConfig::from_toml_str(&format!("{GOOD}\n[receivers]\nlisten = \"{listen}\"\n"))
+    };
+    let c = with("${ML_LISTEN:-127.0.0.1:8080}").expect("deferred to the environment");
+    let r = c.receivers.as_ref().expect("receivers");
+    assert_eq!(
+        r.listen_addr(&MapEnv::new()).expect("default").to_string(),
+        "127.0.0.1:8080"
+    );
+    assert_eq!(
+        r.listen_addr(&MapEnv::from([("ML_LISTEN", "0.0.0.0:9")]))
+            .expect("set")
+            .to_string(),
+        "0.0.0.0:9"
+    );
+    let e = r
+        .listen_addr(&MapEnv::from([("ML_LISTEN", "localhost")]))
+        .expect_err("not an address");
+    assert!(
+        matches!(&e, Error::Config { key, message } if key == "receivers.listen" && message.contains("localhost")),
+        "{e}"
+    );
+    // A literal is still checked when the file is read, and written back as it was.
+    let e = with("nowhere").expect_err("literal checked at once");
+    assert!(
+        matches!(&e, Error::Config { key, .. } if key == "receivers.listen"),
+        "{e}"
+    );
+    assert!(
+        c.to_toml_string()
+            .expect("toml")
+            .contains("${ML_LISTEN:-127.0.0.1:8080}")
+    );
+}

@@ -454,7 +454,7 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<()> {
         let app = s.router.clone();
         served = Some(s);
         let mut stop = stop_rx.clone();
-        let (addr, task) = ml_connector::serve::bind(r, app, async move {
+        let (addr, task) = ml_connector::serve::bind(r, &ProcessEnv, app, async move {
             let _ = stop.wait_for(|v| *v).await;
         })
         .await?;
