@@ -99,6 +99,11 @@ async fn run_and_check(
         outputs.push(out);
     }
     let all = outputs.join("\n");
+    // The operator's `check` agrees: every stream, sink and the journal answer.
+    let o = cli(&env, args(&["check", "--config", sample])).await;
+    let checked = text(&o);
+    assert!(o.status.success(), "{checked}");
+    assert!(!checked.contains("FAILED"), "{checked}");
     let o = cli(&env, args(&["audit", "--config", sample, "list"])).await;
     let listed = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(o.status.success(), "{}", text(&o));

@@ -609,7 +609,7 @@ async fn check(path: &Path) -> Result<()> {
             None,
             &receiver_hooks(&hooks, &a)?,
         )?;
-        println!("ok      receivers on {}", r.listen);
+        println!("ok      receivers on {}", r.listen_addr(&ProcessEnv)?);
     }
     for (stream, source) in &a.sources {
         match source.healthcheck().await {
