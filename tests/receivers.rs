@@ -1,6 +1,6 @@
 //! `[receivers]` served by `ml-connector run`: signed Slack events and commands and Twilio
 //! callbacks accepted; forged, stale, replayed and oversized ones refused, each with its
-//! own reason; `/healthz` answers.
+//! own reason; `/healthz` answers; SIGTERM stops `run` as Ctrl-C does.
 #![cfg(all(feature = "cli", feature = "slack", feature = "twilio"))]
 
 use std::io::{BufRead, BufReader};
@@ -260,4 +260,42 @@ fn serde_urlencoded_body(params: &[(String, String)]) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join("&")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_run_gracefully() {
+    // `docker stop`, Kubernetes and systemd stop a service with SIGTERM: `run` must stop
+    // the way Ctrl-C stops it (sends and acknowledged work finish, exit status 0), not die.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (running, base) = start(dir.path());
+    let client = ml_connector::http::ClientOptions::default()
+        .client()
+        .expect("client");
+    let health = client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status().as_u16(), 200);
+    let pid = running.0.id().to_string();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let mut running = running;
+    let wait = tokio::task::spawn_blocking(move || {
+        let status = running.0.wait().expect("wait");
+        std::mem::forget(running);
+        status
+    });
+    // A timeout, not a sleep: it returns as soon as the process is gone.
+    let status = tokio::time::timeout(std::time::Duration::from_secs(60), wait)
+        .await
+        .expect("ml-connector stops within 60 s of SIGTERM")
+        .expect("join");
+    assert!(
+        status.success(),
+        "stopped by the signal instead of shutting down: {status}"
+    );
 }

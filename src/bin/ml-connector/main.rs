@@ -2,7 +2,7 @@
 //! journal.
 //!
 //! ```text
-//! ml-connector run --config F [--once]     poll, deliver, serve [receivers]; Ctrl-C stops
+//! ml-connector run --config F [--once]     poll, deliver, serve [receivers]; Ctrl-C or SIGTERM stops
 //! ml-connector check --config F            health check of every connector
 //! ml-connector dry-run --config F [--max N] what would be sent where (nothing journaled)
 //! ml-connector explain --config F STREAM KEY which rules matched a journaled record, and why
@@ -37,7 +37,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the pipeline (and the [receivers], if configured) until Ctrl-C.
+    /// Runs the pipeline (and the [receivers], if configured) until Ctrl-C or SIGTERM.
     Run {
         /// The pipeline description (TOML).
         #[arg(long, short)]
@@ -433,6 +433,29 @@ async fn open_journal(
     Ok(store)
 }
 
+/// Completes on Ctrl-C (SIGINT) or SIGTERM (what `docker stop`, Kubernetes and systemd
+/// send): either stops `run` the same graceful way (no new work; sends in flight and
+/// acknowledged approvals finish; the journal says what is left).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGTERM cannot be handled; stop with Ctrl-C");
+            }
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<()> {
     let (config, a, hooks) = load_with_hooks(path).await?;
     let pipeline = a.pipeline.clone();
@@ -518,7 +541,7 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<()> {
         for s in pipeline.streams() {
             println!("stream {}: {s:?}", s.name());
         }
-        println!("running; Ctrl-C to stop");
+        println!("running; Ctrl-C or SIGTERM stops it");
         let progress = (progress_secs > 0).then(|| {
             let store = pipeline.store().clone();
             tokio::spawn(async move {
@@ -530,11 +553,7 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<()> {
                 }
             })
         });
-        let s = pipeline
-            .run(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+        let s = pipeline.run(shutdown_signal()).await?;
         if let Some(p) = progress {
             p.abort();
         }
