@@ -74,6 +74,8 @@ pub mod render;
 pub mod retry;
 pub mod routing;
 pub mod schedule;
+#[cfg(feature = "signal")]
+pub mod shutdown;
 pub mod sink;
 pub mod source;
 #[cfg(any(test, feature = "testing"))]

@@ -2,7 +2,7 @@
 //! out to the ml-connector host (`ML_RELAY_URL`, `ML_RELAY_AGENT_ID`, `ML_RELAY_KEY`) and
 //! runs the host's RFC calls over SOAP-RFC (`SAP_ECC_URL`, `SAP_ECC_CLIENT`,
 //! `SAP_ECC_USER`, `SAP_ECC_PASSWORD`, `SAP_ECC_MAX_CONCURRENT_RFC`). It never listens.
-//! Ctrl-C stops it.
+//! Ctrl-C or SIGTERM (systemd, `docker stop`) stops it.
 
 use std::process::ExitCode;
 
@@ -26,11 +26,7 @@ async fn main() -> ExitCode {
         }
     };
     tracing::info!(agent = agent.id(), url = %agent.url(), "ml-sap-agent starting");
-    agent
-        .run(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await;
+    agent.run(ml_core::shutdown::signal()).await;
     tracing::info!("ml-sap-agent stopped");
     ExitCode::SUCCESS
 }

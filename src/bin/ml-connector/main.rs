@@ -433,29 +433,6 @@ async fn open_journal(
     Ok(store)
 }
 
-/// Completes on Ctrl-C (SIGINT) or SIGTERM (what `docker stop`, Kubernetes and systemd
-/// send): either stops `run` the same graceful way (no new work; sends in flight and
-/// acknowledged approvals finish; the journal says what is left).
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "SIGTERM cannot be handled; stop with Ctrl-C");
-            }
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
 async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<()> {
     let (config, a, hooks) = load_with_hooks(path).await?;
     let pipeline = a.pipeline.clone();
@@ -553,7 +530,7 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<()> {
                 }
             })
         });
-        let s = pipeline.run(shutdown_signal()).await?;
+        let s = pipeline.run(ml_core::shutdown::signal()).await?;
         if let Some(p) = progress {
             p.abort();
         }
