@@ -393,3 +393,92 @@ async fn the_sap_ecc_to_twilio_sample_sends_every_sms_once_through_faults() {
     assert_eq!(twilio.faults().pending_rules(), 0, "{all}");
     assert_eq!(sendgrid.faults().pending_rules(), 0, "{all}");
 }
+
+/// Permanent errors stay where they belong: Oracle refuses one resource (403: the role
+/// lacks it) and Slack has no `#operations` channel. The payments stream is paused with its
+/// reason, the messages for `#operations` fail with theirs, and every other stream and
+/// channel delivers, in one pass, without a retry loop.
+#[cfg(feature = "oracle-fusion")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_errors_stop_only_what_they_affect() {
+    use ml_sandbox::oracle::OracleEmulator;
+    let oracle = OracleEmulator::start().await.expect("oracle");
+    ml_connector::connectors::demo::seed(&oracle);
+    oracle
+        .faults()
+        .push(FaultRule::on("payablesPayments", Fault::Status(403)).always());
+    let ids = ["C0MADEUP41", "C0MADEUP42"];
+    let slack = SlackEmulator::builder()
+        .channel(Channel::public("procurement").with_id(ids[0]))
+        .channel(Channel::public("finance").with_id(ids[1]))
+        .start()
+        .await
+        .expect("slack");
+    let dir = tempfile::tempdir().expect("dir");
+    let mut env = env_of(vec![
+        ("ORACLE_FUSION_URL", oracle.base_url().to_owned()),
+        ("ORACLE_FUSION_TOKEN_URL", oracle.token_url()),
+        ("ORACLE_FUSION_CLIENT_ID", oracle.client_id().to_string()),
+        (
+            "ORACLE_FUSION_CLIENT_SECRET",
+            oracle.client_secret().to_string(),
+        ),
+    ]);
+    env.extend(env_of(slack.env()));
+    env.insert(
+        "ML_AUDIT_DB".into(),
+        dir.path().join("audit.db").to_string_lossy().into_owned(),
+    );
+    let sample = sample("oracle_fusion_to_slack.toml");
+    let o = cli(&env, args(&["run", "--config", &sample, "--once"])).await;
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    // The refused resource is named with its reason; one request, no retry loop.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("cycle error: payments:") && l.contains("403")),
+        "{out}"
+    );
+    assert_eq!(
+        oracle.faults().status_count("payablesPayments", 403),
+        1,
+        "{out}"
+    );
+    let o = cli(&env, args(&["audit", "--config", &sample, "list"])).await;
+    let listed = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", text(&o));
+    let failed: Vec<&str> = listed.lines().filter(|l| l.contains(" failed ")).collect();
+    assert!(!failed.is_empty(), "{listed}");
+    for l in &failed {
+        assert!(
+            l.contains("slack:#operations") && l.contains("channel_not_found"),
+            "only #operations fails, with its reason: {l}\n{listed}"
+        );
+    }
+    for bad in ["pending", "retrying", "in_flight"] {
+        assert!(
+            !listed.lines().any(|l| l.contains(&format!(" {bad} "))),
+            "{bad} left:\n{listed}"
+        );
+    }
+    // Every other stream and channel went through.
+    let delivered = listed.lines().filter(|l| l.contains(" delivered ")).count();
+    let posted: usize = ids.iter().map(|id| slack.messages(id).len()).sum();
+    assert_eq!(posted, delivered, "{listed}");
+    for id in ids {
+        assert!(!slack.messages(id).is_empty(), "nothing in {id}\n{listed}");
+    }
+    for stream in [
+        "invoices",
+        "journal-batches",
+        "suppliers",
+        "receivables-invoices",
+    ] {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.contains(" delivered ") && l.contains(&format!(" {stream} "))),
+            "{stream} delivered nothing:\n{listed}"
+        );
+    }
+}
