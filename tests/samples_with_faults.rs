@@ -451,8 +451,10 @@ async fn permanent_errors_stop_only_what_they_affect() {
     assert!(!failed.is_empty(), "{listed}");
     for l in &failed {
         assert!(
-            l.contains("slack:#operations") && l.contains("channel_not_found"),
-            "only #operations fails, with its reason: {l}\n{listed}"
+            l.contains("slack:#operations")
+                && l.contains("channel_not_found")
+                && l.contains("check the name or id"),
+            "only #operations fails, with its reason and what to do: {l}\n{listed}"
         );
     }
     for bad in ["pending", "retrying", "in_flight"] {

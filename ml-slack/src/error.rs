@@ -337,6 +337,9 @@ pub fn parse_error_at(
         if let Some(m) = &b.response_metadata {
             detail.extend(m.messages.iter().take(5).cloned());
         }
+        if let Some(h) = operator_hint(&code) {
+            detail.push(h.to_owned());
+        }
         let class = if status.is_server_error() && code == "unknown_error" {
             server_error_class(status, retry_after)
         } else {
@@ -383,6 +386,30 @@ fn server_error_class(status: StatusCode, retry_after: Option<Duration>) -> Erro
         501 | 505 | 506 | 508 | 510 => ErrorClass::Permanent,
         _ => ErrorClass::InDoubt,
     }
+}
+
+/// What an operator does about an error that no retry will cure: it travels with the
+/// error into the log, the journal's `last_error` and `ml-connector audit`.
+fn operator_hint(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "not_in_channel" => {
+            "invite the app to the channel (`/invite @your-app`), or grant it `chat:write.public`"
+        }
+        "channel_not_found" => {
+            "no such channel is visible to the app: check the name or id, or invite the app to the private channel"
+        }
+        "is_archived" => "the channel is archived: unarchive it or route these messages elsewhere",
+        "missing_scope" => {
+            "add the scope under the app's OAuth & Permissions and reinstall it to the workspace"
+        }
+        "invalid_auth" | "not_authed" | "token_revoked" | "account_inactive" => {
+            "the bot token is missing, revoked or of a deactivated app: set a current `xoxb-` token (SLACK_BOT_TOKEN)"
+        }
+        "not_allowed_token_type" => {
+            "this call needs a bot token (`xoxb-`), not a user or app token"
+        }
+        _ => return None,
+    })
 }
 
 fn truncate_detail(s: &str) -> String {
@@ -576,7 +603,7 @@ mod tests {
         .in_method("chat.postMessage");
         assert_eq!(
             e.to_string(),
-            "chat.postMessage: Slack error `missing_scope` (needed: chat:write)"
+            "chat.postMessage: Slack error `missing_scope` (needed: chat:write; add the scope under the app's OAuth & Permissions and reinstall it to the workspace)"
         );
         let core = e.into_core("Slack(T1)");
         assert_eq!(core.class(), ErrorClass::Permanent);
