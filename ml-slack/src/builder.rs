@@ -48,6 +48,10 @@ ml_core::config_keys! {
         /// `SLACK_INSTANCE`: a name put in each post's metadata and required by `reconcile`,
         /// for several journals posting to the same channels (staging and production).
         Instance = "SLACK_INSTANCE",
+        /// `SLACK_JOIN_CHANNELS`: `true` (default) joins a public channel the app is not in
+        /// when a post answers `not_in_channel` (scope `channels:join`), then posts again;
+        /// `false` fails the post with that error.
+        JoinChannels = "SLACK_JOIN_CHANNELS",
     }
 }
 
@@ -90,6 +94,7 @@ pub struct SlackBuilder {
     redirect_uri: Option<String>,
     update_mode: Option<String>,
     instance: Option<String>,
+    join_channels: Option<String>,
     options: Option<ClientOptions>,
     renderer: Option<Arc<dyn Renderer>>,
     line_detail: LineDetail,
@@ -109,7 +114,7 @@ impl SlackBuilder {
 
     /// A builder from `SLACK_BOT_TOKEN`, `SLACK_SIGNING_SECRET`, `SLACK_API_URL`,
     /// `SLACK_APP_TOKEN`, `SLACK_CLIENT_ID`, `SLACK_CLIENT_SECRET`, `SLACK_REDIRECT_URI`,
-    /// `SLACK_UPDATE_MODE` and `SLACK_INSTANCE` (unset and empty variables are skipped;
+    /// `SLACK_UPDATE_MODE`, `SLACK_INSTANCE` and `SLACK_JOIN_CHANNELS` (unset and empty variables are skipped;
     /// nothing is checked before `build`). Same as `from_env_with(&ProcessEnv)`.
     pub fn from_env() -> Self {
         Self::from_env_with(&ProcessEnv)
@@ -149,6 +154,7 @@ impl SlackBuilder {
             SlackConfigKey::RedirectUri => self.redirect_uri = Some(v),
             SlackConfigKey::UpdateMode => self.update_mode = Some(v),
             SlackConfigKey::Instance => self.instance = Some(v),
+            SlackConfigKey::JoinChannels => self.join_channels = Some(v),
         }
         self
     }
@@ -242,6 +248,14 @@ impl SlackBuilder {
     /// Turns link and media unfurling on (off by default: ERP links rarely preview well).
     pub fn with_unfurl(mut self, on: bool) -> Self {
         self.unfurl = on;
+        self
+    }
+
+    /// Whether a post that answers `not_in_channel` joins the (public) channel and posts
+    /// again (default `true`; needs the `channels:join` scope, else the post fails with
+    /// `not_in_channel` and what to do about it).
+    pub fn with_join_channels(mut self, on: bool) -> Self {
+        self.join_channels = Some(on.to_string());
         self
     }
 
@@ -379,6 +393,24 @@ impl SlackBuilder {
         Ok(BotToken::Static(SecretString::from(t.to_owned())))
     }
 
+    fn join_channels(&self) -> Result<bool, SlackError> {
+        match self
+            .join_channels
+            .as_deref()
+            .map(|v| v.trim().to_ascii_lowercase())
+        {
+            None => Ok(true),
+            Some(v) => match v.as_str() {
+                "" | "true" | "yes" | "on" | "1" => Ok(true),
+                "false" | "no" | "off" | "0" => Ok(false),
+                _ => Err(SlackError::config(
+                    SlackConfigKey::JoinChannels.as_env(),
+                    format!("`{v}`: expected true or false"),
+                )),
+            },
+        }
+    }
+
     fn update_mode(&self) -> Result<UpdateMode, SlackError> {
         match self.update_mode.as_deref().map(str::trim) {
             None | Some("" | "thread") => Ok(UpdateMode::Thread),
@@ -413,6 +445,7 @@ impl SlackBuilder {
         }
         let client = self.build_client()?;
         let mode = self.update_mode()?;
+        let join = self.join_channels()?;
         let instance = self.instance.clone().filter(|s| !s.trim().is_empty());
         Ok(SlackSink::new(
             client,
@@ -423,7 +456,8 @@ impl SlackBuilder {
             self.reconcile,
             instance,
             self.unfurl,
-        ))
+        )
+        .with_join_channels(join))
     }
 
     /// Builds the inbound receiver (needs `SLACK_SIGNING_SECRET`).

@@ -459,6 +459,20 @@ impl SlackClient {
         decode("chat.update", v, ml_core::ErrorClass::RETRYABLE)
     }
 
+    /// `conversations.join` (idempotent: joining a channel twice is harmless; needs
+    /// `channels:join`, public channels only).
+    pub async fn join_conversation(&self, channel: &ChannelId) -> Result<(), SlackError> {
+        let v = self
+            .call_json(
+                "conversations.join",
+                &serde_json::json!({ "channel": channel.0 }),
+                true,
+            )
+            .await?;
+        decode::<serde::de::IgnoredAny>("conversations.join", v, ml_core::ErrorClass::RETRYABLE)?;
+        Ok(())
+    }
+
     /// `auth.test`.
     pub async fn auth_test(&self) -> Result<AuthTest, SlackError> {
         let v = self.call_get("auth.test", &[]).await?;

@@ -82,6 +82,7 @@ pub struct SlackSink {
     reconcile: ReconcileOptions,
     instance: Option<String>,
     unfurl: bool,
+    join_channels: bool,
     host: String,
     team: RwLock<Option<String>>,
     channel_ids: RwLock<HashMap<String, ChannelId>>,
@@ -108,6 +109,7 @@ impl SlackSink {
             reconcile,
             instance,
             unfurl,
+            join_channels: true,
             host,
             team: RwLock::new(None),
             channel_ids: RwLock::new(HashMap::new()),
@@ -170,6 +172,24 @@ impl SlackSink {
             tracing::debug!(channel = %name, id = %id, "learned channel id");
             ids.insert(name, id.clone());
         }
+    }
+
+    /// Whether a post answering `not_in_channel` joins the channel and posts again.
+    pub(crate) fn with_join_channels(mut self, on: bool) -> Self {
+        self.join_channels = on;
+        self
+    }
+
+    /// Joins the public channel of `address` (its id resolved when it is a name), for a
+    /// post that answered `not_in_channel`: nothing was posted, so posting again is safe.
+    async fn join(&self, address: &str) -> Result<()> {
+        let id = self.resolve_channel(address).await?;
+        self.client
+            .join_conversation(&id)
+            .await
+            .map_err(|e| self.err(e))?;
+        tracing::info!(channel = %address, id = %id, "joined the channel to post in it");
+        Ok(())
     }
 
     /// Tells the sink a channel's id, so names are keyed and posted by id from the start.
@@ -371,11 +391,23 @@ impl Sink for SlackSink {
             return Ok(Receipt::new(done.ts.0).with_scope(done.channel.0));
         }
         let req = self.post_request(msg);
-        let posted = self
-            .client
-            .post_message(&req)
-            .await
-            .map_err(|e| self.err(e))?;
+        let posted = match self.client.post_message(&req).await {
+            Ok(p) => p,
+            Err(e) if self.join_channels && e.code() == Some("not_in_channel") => {
+                match self.join(&msg.destination.address).await {
+                    Ok(()) => self
+                        .client
+                        .post_message(&req)
+                        .await
+                        .map_err(|e| self.err(e))?,
+                    Err(join) => {
+                        tracing::warn!(channel = %msg.destination.address, error = %join, "cannot join the channel");
+                        return Err(self.err(e));
+                    }
+                }
+            }
+            Err(e) => return Err(self.err(e)),
+        };
         self.learn(&msg.destination.address, &posted.channel);
         Ok(Receipt::new(posted.ts.0).with_scope(posted.channel.0))
     }

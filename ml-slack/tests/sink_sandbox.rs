@@ -191,8 +191,14 @@ async fn failures_are_classified() {
     let r = send("#nowhere", 1).await;
     assert_eq!(class_of(&r), ErrorClass::Permanent);
     assert_eq!(r.expect_err("e").code(), Some("channel_not_found"));
-    let r = send("#quiet", 2).await;
-    assert_eq!(r.expect_err("e").code(), Some("not_in_channel"));
+    let stay_out = builder(&slack)
+        .with_join_channels(false)
+        .build()
+        .expect("sink");
+    let r = stay_out.send(&outbound(&stay_out, 2, "#quiet", &rec)).await;
+    let e = r.expect_err("not a member");
+    assert_eq!(e.code(), Some("not_in_channel"));
+    assert!(e.to_string().contains("/invite"), "what to do: {e}");
     let r = send("#old", 3).await;
     assert_eq!(r.expect_err("e").code(), Some("is_archived"));
 
@@ -391,4 +397,44 @@ async fn nothing_shows_a_secret() {
         .expect_err("channel_not_found");
     let text = format!("{err} {err:?}");
     assert!(!text.contains(&token), "{text}");
+}
+
+#[tokio::test]
+async fn a_public_channel_the_app_is_not_in_is_joined_then_posted_to_once() {
+    let slack = SlackEmulator::builder()
+        .post_message_interval(None)
+        .start()
+        .await
+        .expect("emulator");
+    let quiet = slack.add_channel(Channel::public("quiet").without_bot());
+    let secret = slack.add_channel(Channel::private("secret").without_bot());
+    let rec = invoice("1", "New", 0);
+    let sink = sink(&slack);
+    sink.send(&outbound(&sink, 1, "#quiet", &rec))
+        .await
+        .expect("posted after joining");
+    sink.send(&outbound(&sink, 2, &quiet, &rec))
+        .await
+        .expect("posted by id, already a member");
+    assert_eq!(slack.messages(&quiet).len(), 2, "each post once");
+    // A private channel the app is not in cannot be joined (it is not even visible).
+    let e = sink
+        .send(&outbound(&sink, 3, "#secret", &rec))
+        .await
+        .expect_err("private");
+    assert_eq!(e.code(), Some("channel_not_found"));
+    assert_eq!(e.class(), ErrorClass::Permanent);
+    assert!(slack.messages(&secret).is_empty());
+
+    // Without `channels:join` the post fails as Slack answered it, with what to do.
+    let token = slack.add_bot_token_with_scopes("chat:write,channels:read");
+    let loud = slack.add_channel(Channel::public("loud").without_bot());
+    let narrow = builder(&slack).with_bot_token(token).build().expect("sink");
+    let e = narrow
+        .send(&outbound(&narrow, 4, "#loud", &rec))
+        .await
+        .expect_err("cannot join");
+    assert_eq!(e.code(), Some("not_in_channel"));
+    assert_eq!(e.class(), ErrorClass::Permanent);
+    assert!(slack.messages(&loud).is_empty());
 }
