@@ -99,6 +99,7 @@ async fn run_and_check(
         outputs.push(out);
     }
     let all = outputs.join("\n");
+    assert_no_secret(&env, &all);
     // The operator's `check` agrees: every stream, sink and the journal answer.
     let o = cli(&env, args(&["check", "--config", sample])).await;
     let checked = text(&o);
@@ -140,6 +141,22 @@ async fn run_and_check(
     );
     assert_eq!(slack.rate_limited_count(), 0, "{all}");
     posted
+}
+
+/// No secret of `env` (tokens, secrets, passwords, keys) shows in what the binary printed
+/// or logged.
+fn assert_no_secret(env: &BTreeMap<String, String>, printed: &str) {
+    for (name, value) in env {
+        let secret = ["TOKEN", "SECRET", "PASSWORD", "_KEY"]
+            .iter()
+            .any(|s| name.contains(s));
+        if secret && value.len() >= 8 {
+            assert!(
+                !printed.contains(value.as_str()),
+                "{name} was printed or logged:\n{printed}"
+            );
+        }
+    }
 }
 
 fn args(a: &[&str]) -> Vec<String> {
@@ -358,6 +375,7 @@ async fn the_sap_ecc_to_twilio_sample_sends_every_sms_once_through_faults() {
         outputs.push(out);
     }
     let all = outputs.join("\n");
+    assert_no_secret(&env, &all);
     let o = cli(&env, args(&["audit", "--config", &sample, "list"])).await;
     let listed = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(o.status.success(), "{}", text(&o));
@@ -433,6 +451,7 @@ async fn permanent_errors_stop_only_what_they_affect() {
     let o = cli(&env, args(&["run", "--config", &sample, "--once"])).await;
     let out = text(&o);
     assert!(o.status.success(), "{out}");
+    assert_no_secret(&env, &out);
     // The refused resource is named with its reason; one request, no retry loop.
     assert!(
         out.lines()
@@ -443,6 +462,14 @@ async fn permanent_errors_stop_only_what_they_affect() {
         oracle.faults().status_count("payablesPayments", 403),
         1,
         "{out}"
+    );
+    // The operator's log (stderr, warnings by default) says what failed and why.
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("delivery failed")
+            && l.contains("channel_not_found")),
+        "{log}"
     );
     let o = cli(&env, args(&["audit", "--config", &sample, "list"])).await;
     let listed = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -483,4 +510,29 @@ async fn permanent_errors_stop_only_what_they_affect() {
             "{stream} delivered nothing:\n{listed}"
         );
     }
+    // (Last: this posts to the same Slack again, from a new journal.)
+    // ML_LOG sets the level; a value that is not one is refused by name.
+    let mut quiet = env.clone();
+    quiet.insert("ML_LOG".into(), "error".into());
+    // A new journal: the same failures happen again, and are not logged at this level.
+    quiet.insert(
+        "ML_AUDIT_DB".into(),
+        dir.path().join("quiet.db").to_string_lossy().into_owned(),
+    );
+    let o = cli(&quiet, args(&["run", "--config", &sample, "--once"])).await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("failed 2"),
+        "the same failures: {}",
+        text(&o)
+    );
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("WARN"),
+        "{}",
+        text(&o)
+    );
+    quiet.insert("ML_LOG".into(), "loud".into());
+    let o = cli(&quiet, args(&["run", "--config", &sample, "--once"])).await;
+    assert!(!o.status.success());
+    assert!(text(&o).contains("ML_LOG"), "{}", text(&o));
 }

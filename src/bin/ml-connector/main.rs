@@ -163,6 +163,10 @@ enum AuditCommand {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = init_logging() {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     match dispatch(cli.command).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -170,6 +174,27 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Log events (what went wrong and was retried, quarantined, paused, taken over) go to
+/// stderr, apart from the report on stdout: warnings and errors by default, `ML_LOG` sets
+/// the level (`off`, `error`, `warn`, `info`, `debug`, `trace`). They never carry a secret.
+fn init_logging() -> Result<()> {
+    let level = match std::env::var("ML_LOG") {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|_| {
+            Error::config(
+                "ML_LOG",
+                format!("`{v}`: expected off, error, warn, info, debug or trace"),
+            )
+        })?,
+        _ => tracing::level_filters::LevelFilter::WARN,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .try_init()
+        .map_err(|e| Error::config("ML_LOG", e.to_string()))
 }
 
 async fn dispatch(command: Command) -> Result<()> {
