@@ -536,3 +536,86 @@ async fn permanent_errors_stop_only_what_they_affect() {
     assert!(!o.status.success());
     assert!(text(&o).contains("ML_LOG"), "{}", text(&o));
 }
+
+/// `run` as a service: a stream refused permanently is named as paused, with its reason,
+/// in every progress line, while the others go on; SIGTERM then stops it cleanly.
+#[cfg(feature = "oracle-fusion")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_stream_is_named_in_the_progress_lines() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    use ml_sandbox::oracle::OracleEmulator;
+    let oracle = OracleEmulator::start().await.expect("oracle");
+    ml_connector::connectors::demo::seed(&oracle);
+    oracle
+        .faults()
+        .push(FaultRule::on("payablesPayments", Fault::Status(403)).always());
+    let slack = SlackEmulator::builder()
+        .channel(Channel::public("procurement").with_id("C0MADEUP51"))
+        .channel(Channel::public("finance").with_id("C0MADEUP52"))
+        .channel(Channel::public("operations").with_id("C0MADEUP53"))
+        .start()
+        .await
+        .expect("slack");
+    let dir = tempfile::tempdir().expect("dir");
+    let mut env = env_of(vec![
+        ("ORACLE_FUSION_URL", oracle.base_url().to_owned()),
+        ("ORACLE_FUSION_TOKEN_URL", oracle.token_url()),
+        ("ORACLE_FUSION_CLIENT_ID", oracle.client_id().to_string()),
+        (
+            "ORACLE_FUSION_CLIENT_SECRET",
+            oracle.client_secret().to_string(),
+        ),
+    ]);
+    env.extend(env_of(slack.env()));
+    env.insert(
+        "ML_AUDIT_DB".into(),
+        dir.path().join("audit.db").to_string_lossy().into_owned(),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ml-connector"))
+        .args(["run", "--progress-secs", "1", "--config"])
+        .arg(sample("oracle_fusion_to_slack.toml"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(&env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // A timeout, not a sleep: it ends at the first progress line naming the pause.
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = rx.recv().await {
+            let hit = line.starts_with("progress:") && line.contains("payments PAUSED (");
+            seen.push(line.clone());
+            if hit {
+                return line;
+            }
+        }
+        String::new()
+    })
+    .await;
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let status = tokio::task::spawn_blocking(move || child.wait().expect("wait"))
+        .await
+        .expect("join");
+    let line = found.unwrap_or_else(|_| panic!("no progress line named the pause: {seen:#?}"));
+    assert!(line.contains("403"), "{line}");
+    assert!(!line.contains("invoices PAUSED"), "{line}");
+    assert!(status.success(), "{status}");
+    assert!(
+        !slack.messages("C0MADEUP51").is_empty(),
+        "the other streams went on: {seen:#?}"
+    );
+}

@@ -545,13 +545,13 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<()> {
         }
         println!("running; Ctrl-C or SIGTERM stops it");
         let progress = (progress_secs > 0).then(|| {
-            let store = pipeline.store().clone();
+            let pipeline = pipeline.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(progress_secs));
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    progress_line(store.as_ref()).await;
+                    progress_line(&pipeline).await;
                 }
             })
         });
@@ -594,7 +594,8 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<()> {
 }
 
 /// One progress line: journal counts, and the lag of the oldest delivery still due.
-async fn progress_line(store: &dyn AuditStore) {
+async fn progress_line(pipeline: &ml_core::pipeline::Pipeline) {
+    let store = pipeline.store();
     match store.stats().await {
         Ok(s) => {
             let lag = match store.next_due_at().await {
@@ -609,11 +610,44 @@ async fn progress_line(store: &dyn AuditStore) {
                 _ => String::new(),
             };
             println!(
-                "progress: records {}, rejected {}, pending {}, retrying {}, delivered {}, failed {}{lag}",
-                s.records, s.rejected, s.pending, s.retrying, s.delivered, s.failed
+                "progress: records {}, rejected {}, pending {}, retrying {}, delivered {}, failed {}{lag}{}",
+                s.records,
+                s.rejected,
+                s.pending,
+                s.retrying,
+                s.delivered,
+                s.failed,
+                unhealthy_streams(&pipeline.stream_status())
             );
         }
         Err(e) => println!("progress: journal unavailable: {e}"),
+    }
+}
+
+/// The streams that are not polling normally, and why (`""` when all are): a paused stream
+/// waits for someone to fix its cause, so it is named in every progress line.
+fn unhealthy_streams(statuses: &[ml_core::pipeline::StreamStatus]) -> String {
+    use ml_core::pipeline::StreamState;
+    let parts: Vec<String> = statuses
+        .iter()
+        .filter_map(|s| match &s.state {
+            StreamState::Running => None,
+            StreamState::BackingOff { error, .. } => {
+                Some(format!("{} backing off ({})", s.stream, error.message))
+            }
+            StreamState::Paused { error, .. } => {
+                Some(format!("{} PAUSED ({})", s.stream, error.message))
+            }
+            StreamState::Unavailable { waiting_for, .. } => {
+                Some(format!("{} waiting for {waiting_for}", s.stream))
+            }
+            other => Some(format!("{} {other:?}", s.stream)),
+        })
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", parts.join("; "))
     }
 }
 
