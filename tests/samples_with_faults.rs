@@ -531,6 +531,33 @@ async fn permanent_errors_stop_only_what_they_affect() {
         "{}",
         text(&o)
     );
+    // One JSON object a line for log collectors, with the event's fields.
+    let mut json = env.clone();
+    json.insert("ML_LOG_FORMAT".into(), "json".into());
+    json.insert(
+        "ML_AUDIT_DB".into(),
+        dir.path().join("json.db").to_string_lossy().into_owned(),
+    );
+    let o = cli(&json, args(&["run", "--config", &sample, "--once"])).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["message"] == "delivery failed"
+            && l["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("channel_not_found"))
+            && l["spans"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|x| x["name"] == "delivery"
+                    && x["fields"]
+                        .as_str()
+                        .is_some_and(|f| f.contains("slack:#operations"))))),
+        "{lines:#?}"
+    );
     quiet.insert("ML_LOG".into(), "loud".into());
     let o = cli(&quiet, args(&["run", "--config", &sample, "--once"])).await;
     assert!(!o.status.success());

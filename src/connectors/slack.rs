@@ -160,8 +160,7 @@ impl SinkFactory for SlackFactory {
             if address.starts_with('#')
                 && let Err(e) = slack.resolve_channel(address).await
             {
-                tracing::warn!(channel = %address, error = %e, "cannot resolve channel");
-                eprintln!("warning: {}: cannot resolve {address}: {e}", section.path);
+                tracing::warn!(sink = %section.path, channel = %address, error = %e, "cannot resolve channel");
             }
         }
         Ok(OpenedSink {

@@ -14,6 +14,8 @@
 //! Connectors with `sandbox = "auto"` and none of their `${NAME}` variables set run against
 //! the in-process emulators (feature `sandbox`), and the tool says so.
 
+mod logging;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -163,7 +165,7 @@ enum AuditCommand {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging() {
+    if let Err(e) = logging::init(|k| std::env::var(k).ok()) {
         eprintln!("error: {e}");
         return std::process::ExitCode::FAILURE;
     }
@@ -174,27 +176,6 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// Log events (what went wrong and was retried, quarantined, paused, taken over) go to
-/// stderr, apart from the report on stdout: warnings and errors by default, `ML_LOG` sets
-/// the level (`off`, `error`, `warn`, `info`, `debug`, `trace`). They never carry a secret.
-fn init_logging() -> Result<()> {
-    let level = match std::env::var("ML_LOG") {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|_| {
-            Error::config(
-                "ML_LOG",
-                format!("`{v}`: expected off, error, warn, info, debug or trace"),
-            )
-        })?,
-        _ => tracing::level_filters::LevelFilter::WARN,
-    };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level)
-        .with_target(false)
-        .try_init()
-        .map_err(|e| Error::config("ML_LOG", e.to_string()))
 }
 
 async fn dispatch(command: Command) -> Result<()> {
