@@ -74,6 +74,20 @@ public_url = "https://hooks.example.com/twilio/status"
     (running, base)
 }
 
+/// A client, once `/healthz` answered 200.
+async fn healthy(base: &str) -> reqwest::Client {
+    let client = ml_connector::http::ClientOptions::default()
+        .client()
+        .expect("client");
+    let health = client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status().as_u16(), 200);
+    client
+}
+
 async fn slack_post(
     client: &reqwest::Client,
     url: &str,
@@ -82,6 +96,20 @@ async fn slack_post(
     ts: i64,
     secret: &str,
 ) -> (u16, String) {
+    try_slack_post(client, url, content_type, body, ts, secret)
+        .await
+        .expect("send")
+}
+
+/// [`slack_post`], with a transport error returned instead of failing the test.
+async fn try_slack_post(
+    client: &reqwest::Client,
+    url: &str,
+    content_type: &str,
+    body: &str,
+    ts: i64,
+    secret: &str,
+) -> reqwest::Result<(u16, String)> {
     let r = client
         .post(url)
         .header("content-type", content_type)
@@ -89,25 +117,15 @@ async fn slack_post(
         .header("x-slack-signature", sign(secret, ts, body.as_bytes()))
         .body(body.to_owned())
         .send()
-        .await
-        .expect("send");
-    (r.status().as_u16(), r.text().await.unwrap_or_default())
+        .await?;
+    Ok((r.status().as_u16(), r.text().await.unwrap_or_default()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_verified_receivers_and_refuses_the_rest_with_distinct_reasons() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_child, base) = start(dir.path());
-    let client = ml_connector::http::ClientOptions::default()
-        .client()
-        .expect("client");
-
-    let health = client
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .expect("health");
-    assert_eq!(health.status().as_u16(), 200);
+    let client = healthy(&base).await;
 
     let slack = format!("{base}/slack/events");
     let now = jiff::Timestamp::now().as_second();
@@ -155,16 +173,10 @@ async fn run_serves_verified_receivers_and_refuses_the_rest_with_distinct_reason
     // verified or remembered for a refused body, so sending it again is the same request.
     let mut oversized = None;
     for _ in 0..20 {
-        let sent = client
-            .post(&slack)
-            .header("content-type", "application/json")
-            .header("x-slack-request-timestamp", now.to_string())
-            .header("x-slack-signature", sign(SECRET, now, big.as_bytes()))
-            .body(big.clone())
-            .send()
-            .await;
-        if let Ok(r) = sent {
-            oversized = Some((r.status().as_u16(), r.text().await.unwrap_or_default()));
+        if let Ok(answer) =
+            try_slack_post(&client, &slack, "application/json", &big, now, SECRET).await
+        {
+            oversized = Some(answer);
             break;
         }
     }
@@ -268,15 +280,7 @@ async fn sigterm_stops_run_gracefully() {
     // the way Ctrl-C stops it (sends and acknowledged work finish, exit status 0), not die.
     let dir = tempfile::tempdir().expect("tempdir");
     let (running, base) = start(dir.path());
-    let client = ml_connector::http::ClientOptions::default()
-        .client()
-        .expect("client");
-    let health = client
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .expect("health");
-    assert_eq!(health.status().as_u16(), 200);
+    healthy(&base).await;
     let pid = running.0.id().to_string();
     let kill = Command::new("kill")
         .args(["-TERM", &pid])

@@ -167,6 +167,36 @@ fn env_of(pairs: Vec<(&'static str, String)>) -> BTreeMap<String, String> {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
+/// The environment pointing the Oracle sample at `oracle`.
+#[cfg(feature = "oracle-fusion")]
+fn oracle_env(oracle: &ml_sandbox::oracle::OracleEmulator) -> BTreeMap<String, String> {
+    env_of(vec![
+        ("ORACLE_FUSION_URL", oracle.base_url().to_owned()),
+        ("ORACLE_FUSION_TOKEN_URL", oracle.token_url()),
+        ("ORACLE_FUSION_CLIENT_ID", oracle.client_id().to_string()),
+        (
+            "ORACLE_FUSION_CLIENT_SECRET",
+            oracle.client_secret().to_string(),
+        ),
+    ])
+}
+
+/// [`oracle_env`] plus Slack's and a new journal in `dir`.
+#[cfg(feature = "oracle-fusion")]
+fn oracle_and_slack_env(
+    oracle: &ml_sandbox::oracle::OracleEmulator,
+    slack: &SlackEmulator,
+    dir: &std::path::Path,
+) -> BTreeMap<String, String> {
+    let mut env = oracle_env(oracle);
+    env.extend(env_of(slack.env()));
+    env.insert(
+        "ML_AUDIT_DB".into(),
+        dir.join("audit.db").to_string_lossy().into_owned(),
+    );
+    env
+}
+
 #[cfg(feature = "oracle-fusion")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_main_sample_delivers_everything_once_through_faults() {
@@ -186,15 +216,7 @@ async fn the_main_sample_delivers_everything_once_through_faults() {
         ("operations", ids[2]),
     ])
     .await;
-    let env = env_of(vec![
-        ("ORACLE_FUSION_URL", oracle.base_url().to_owned()),
-        ("ORACLE_FUSION_TOKEN_URL", oracle.token_url()),
-        ("ORACLE_FUSION_CLIENT_ID", oracle.client_id().to_string()),
-        (
-            "ORACLE_FUSION_CLIENT_SECRET",
-            oracle.client_secret().to_string(),
-        ),
-    ]);
+    let env = oracle_env(&oracle);
     let posted = run_and_check(&sample("oracle_fusion_to_slack.toml"), env, &slack, &ids).await;
     assert!(posted >= 10, "{posted}");
     for id in ids {
@@ -433,20 +455,7 @@ async fn permanent_errors_stop_only_what_they_affect() {
         .await
         .expect("slack");
     let dir = tempfile::tempdir().expect("dir");
-    let mut env = env_of(vec![
-        ("ORACLE_FUSION_URL", oracle.base_url().to_owned()),
-        ("ORACLE_FUSION_TOKEN_URL", oracle.token_url()),
-        ("ORACLE_FUSION_CLIENT_ID", oracle.client_id().to_string()),
-        (
-            "ORACLE_FUSION_CLIENT_SECRET",
-            oracle.client_secret().to_string(),
-        ),
-    ]);
-    env.extend(env_of(slack.env()));
-    env.insert(
-        "ML_AUDIT_DB".into(),
-        dir.path().join("audit.db").to_string_lossy().into_owned(),
-    );
+    let env = oracle_and_slack_env(&oracle, &slack, dir.path());
     let sample = sample("oracle_fusion_to_slack.toml");
     let o = cli(&env, args(&["run", "--config", &sample, "--once"])).await;
     let out = text(&o);
@@ -586,20 +595,7 @@ async fn a_paused_stream_is_named_in_the_progress_lines() {
         .await
         .expect("slack");
     let dir = tempfile::tempdir().expect("dir");
-    let mut env = env_of(vec![
-        ("ORACLE_FUSION_URL", oracle.base_url().to_owned()),
-        ("ORACLE_FUSION_TOKEN_URL", oracle.token_url()),
-        ("ORACLE_FUSION_CLIENT_ID", oracle.client_id().to_string()),
-        (
-            "ORACLE_FUSION_CLIENT_SECRET",
-            oracle.client_secret().to_string(),
-        ),
-    ]);
-    env.extend(env_of(slack.env()));
-    env.insert(
-        "ML_AUDIT_DB".into(),
-        dir.path().join("audit.db").to_string_lossy().into_owned(),
-    );
+    let env = oracle_and_slack_env(&oracle, &slack, dir.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_ml-connector"))
         .args(["run", "--progress-secs", "1", "--config"])
         .arg(sample("oracle_fusion_to_slack.toml"))
