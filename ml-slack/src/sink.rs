@@ -377,6 +377,9 @@ fn channel_arg(address: &str) -> String {
     }
 }
 
+/// Slack's pace for posts to one channel (about one message a second).
+const CHANNEL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[async_trait]
 impl Sink for SlackSink {
     async fn send(&self, msg: &Outbound) -> Result<Receipt> {
@@ -394,12 +397,17 @@ impl Sink for SlackSink {
         let posted = match self.client.post_message(&req).await {
             Ok(p) => p,
             Err(e) if self.join_channels && e.code() == Some("not_in_channel") => {
+                let refused_at = tokio::time::Instant::now();
                 match self.join(&msg.destination.address).await {
-                    Ok(()) => self
-                        .client
-                        .post_message(&req)
-                        .await
-                        .map_err(|e| self.err(e))?,
+                    Ok(()) => {
+                        // The refused post reached the channel's budget too (as the server
+                        // counts arrivals): the second waits the channel's interval.
+                        tokio::time::sleep_until(refused_at + CHANNEL_INTERVAL).await;
+                        self.client
+                            .post_message(&req)
+                            .await
+                            .map_err(|e| self.err(e))?
+                    }
                     Err(join) => {
                         tracing::warn!(channel = %msg.destination.address, error = %join, "cannot join the channel");
                         return Err(self.err(e));

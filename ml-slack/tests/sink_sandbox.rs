@@ -410,9 +410,12 @@ async fn a_public_channel_the_app_is_not_in_is_joined_then_posted_to_once() {
     let secret = slack.add_channel(Channel::private("secret").without_bot());
     let rec = invoice("1", "New", 0);
     let sink = sink(&slack);
+    let started = std::time::Instant::now();
     sink.send(&outbound(&sink, 1, "#quiet", &rec))
         .await
         .expect("posted after joining");
+    // The refused post counts toward the channel's pace: the second waited a second.
+    assert!(started.elapsed() >= Duration::from_secs(1));
     sink.send(&outbound(&sink, 2, &quiet, &rec))
         .await
         .expect("posted by id, already a member");
