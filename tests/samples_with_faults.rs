@@ -514,6 +514,32 @@ async fn permanent_errors_stop_only_what_they_affect() {
             "{stream} delivered nothing:\n{listed}"
         );
     }
+    // The operator narrows the list down: by status, destination, stream, time, count.
+    let rows = |out: &Output| -> Vec<String> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(" delivered ") || l.contains(" failed "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let list = |extra: &[&str]| {
+        let mut a = vec!["audit", "--config", sample.as_str(), "list"];
+        a.extend_from_slice(extra);
+        cli(&env, args(&a))
+    };
+    let failed_rows = rows(&list(&["failed"]).await);
+    assert_eq!(failed_rows.len(), failed.len(), "{failed_rows:#?}");
+    let operations = rows(&list(&["--destination", "slack:#operations"]).await);
+    assert!(
+        !operations.is_empty() && operations.iter().all(|l| l.contains(" failed ")),
+        "{operations:#?}"
+    );
+    let two = rows(&list(&["--stream", "invoices", "--limit", "2", "--since", "1h"]).await);
+    assert_eq!(two.len(), 2, "{two:#?}");
+    assert!(two.iter().all(|l| l.contains(" invoices ")), "{two:#?}");
+    let o = list(&["--destination", "operations"]).await;
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--destination"), "{}", text(&o));
     // (Last: this posts to the same Slack again, from a new journal.)
     // ML_LOG sets the level; a value that is not one is refused by name.
     let mut quiet = env.clone();

@@ -6,7 +6,8 @@
 //! ml-connector check --config F            health check of every connector
 //! ml-connector dry-run --config F [--max N] what would be sent where (nothing journaled)
 //! ml-connector explain --config F STREAM KEY which rules matched a journaled record, and why
-//! ml-connector audit [--config F | --journal DB] list [STATUS] | show STREAM KEY |
+//! ml-connector audit [--config F | --journal DB] list [STATUS] [--stream S] [--destination D]
+//!                    [--since 24h] [--limit N] | show STREAM KEY |
 //!                    replay ID | replay-failed | rejected |
 //!                    notes [--since 7d] [--kind K] [--stream S]
 //! ```
@@ -124,10 +125,23 @@ enum CredentialsCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Deliveries, optionally of one status (pending, in_flight, retrying, delivered, failed).
+    /// Deliveries, oldest first, optionally of one status (pending, in_flight, retrying,
+    /// delivered, failed) and narrowed by stream, destination and time.
     List {
         /// The status.
         status: Option<String>,
+        /// Only one stream's deliveries.
+        #[arg(long)]
+        stream: Option<String>,
+        /// Only one destination (`slack:#finance`, `sms:buyer-001`, as the journal names it).
+        #[arg(long)]
+        destination: Option<String>,
+        /// Only deliveries updated since: an RFC 3339 time or a span back from now (`24h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
     },
     /// A record's versions (with the source item as read) and its deliveries.
     Show {
@@ -732,13 +746,34 @@ async fn explain(path: &Path, stream: &str, key: &str) -> Result<()> {
 async fn audit(store: &dyn AuditStore, command: AuditCommand) -> Result<()> {
     let now = jiff::Timestamp::now();
     match command {
-        AuditCommand::List { status } => {
-            let filter = match status {
-                Some(s) => DeliveryFilter::status(
-                    s.parse::<DeliveryStatus>()
-                        .map_err(|_| Error::config("status", format!("unknown status `{s}`")))?,
-                ),
-                None => DeliveryFilter::default(),
+        AuditCommand::List {
+            status,
+            stream,
+            destination,
+            since,
+            limit,
+        } => {
+            let filter = DeliveryFilter {
+                status: status
+                    .map(|s| {
+                        s.parse::<DeliveryStatus>()
+                            .map_err(|_| Error::config("status", format!("unknown status `{s}`")))
+                    })
+                    .transpose()?,
+                stream,
+                destination: destination
+                    .map(|d| {
+                        ml_core::sink::Destination::parse(&d).map_err(|_| {
+                            Error::config(
+                                "--destination",
+                                format!("`{d}`: expected sink:address, e.g. slack:#finance"),
+                            )
+                        })
+                    })
+                    .transpose()?,
+                since: since.map(|s| parse_since(&s, now)).transpose()?,
+                limit,
+                ..DeliveryFilter::default()
             };
             for d in store.deliveries(&filter).await? {
                 println!(
