@@ -540,7 +540,7 @@ async fn permanent_errors_stop_only_what_they_affect() {
     let o = list(&["--destination", "operations"]).await;
     assert!(!o.status.success());
     assert!(text(&o).contains("--destination"), "{}", text(&o));
-    // (Last: this posts to the same Slack again, from a new journal.)
+    // (These post to the same Slack again, from new journals, while #operations is missing.)
     // ML_LOG sets the level; a value that is not one is refused by name.
     let mut quiet = env.clone();
     quiet.insert("ML_LOG".into(), "error".into());
@@ -592,6 +592,42 @@ async fn permanent_errors_stop_only_what_they_affect() {
     let o = cli(&quiet, args(&["run", "--config", &sample, "--once"])).await;
     assert!(!o.status.success());
     assert!(text(&o).contains("ML_LOG"), "{}", text(&o));
+    // The operator creates #operations and replays just its failures: they go out once.
+    let ops = slack.add_channel(Channel::public("operations"));
+    let o = cli(
+        &env,
+        args(&[
+            "audit",
+            "--config",
+            &sample,
+            "replay-failed",
+            "--stream",
+            "no-such-stream",
+        ]),
+    )
+    .await;
+    assert!(text(&o).contains("0 failed deliveries"), "{}", text(&o));
+    let o = cli(
+        &env,
+        args(&[
+            "audit",
+            "--config",
+            &sample,
+            "replay-failed",
+            "--destination",
+            "slack:#operations",
+        ]),
+    )
+    .await;
+    assert!(
+        text(&o).contains(&format!("{} failed deliveries", failed.len())),
+        "{}",
+        text(&o)
+    );
+    let o = cli(&env, args(&["run", "--config", &sample, "--once"])).await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(slack.messages(&ops).len(), failed.len(), "{}", text(&o));
+    assert!(rows(&list(&["failed"]).await).is_empty());
 }
 
 /// `run` as a service: a stream refused permanently is named as paused, with its reason,

@@ -8,7 +8,7 @@
 //! ml-connector explain --config F STREAM KEY which rules matched a journaled record, and why
 //! ml-connector audit [--config F | --journal DB] list [STATUS] [--stream S] [--destination D]
 //!                    [--since 24h] [--limit N] | show STREAM KEY |
-//!                    replay ID | replay-failed | rejected |
+//!                    replay ID | replay-failed [same narrowing] | rejected |
 //!                    notes [--since 7d] [--kind K] [--stream S]
 //! ```
 //!
@@ -123,6 +123,51 @@ enum CredentialsCommand {
     GenerateKey,
 }
 
+/// Which deliveries an audit command is about, besides their status.
+#[derive(clap::Args)]
+struct Narrow {
+    /// Only one stream's deliveries.
+    #[arg(long)]
+    stream: Option<String>,
+    /// Only one destination (`slack:#finance`, `sms:buyer-001`, as the journal names it).
+    #[arg(long)]
+    destination: Option<String>,
+    /// Only deliveries updated since: an RFC 3339 time or a span back from now (`24h`).
+    #[arg(long)]
+    since: Option<String>,
+    /// At most this many.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+impl Narrow {
+    /// The filter: these narrowings and `status`.
+    fn filter(
+        self,
+        status: Option<DeliveryStatus>,
+        now: jiff::Timestamp,
+    ) -> Result<DeliveryFilter> {
+        Ok(DeliveryFilter {
+            status,
+            stream: self.stream,
+            destination: self
+                .destination
+                .map(|d| {
+                    ml_core::sink::Destination::parse(&d).map_err(|_| {
+                        Error::config(
+                            "--destination",
+                            format!("`{d}`: expected sink:address, e.g. slack:#finance"),
+                        )
+                    })
+                })
+                .transpose()?,
+            since: self.since.map(|s| parse_since(&s, now)).transpose()?,
+            limit: self.limit,
+            ..DeliveryFilter::default()
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Deliveries, oldest first, optionally of one status (pending, in_flight, retrying,
@@ -130,18 +175,8 @@ enum AuditCommand {
     List {
         /// The status.
         status: Option<String>,
-        /// Only one stream's deliveries.
-        #[arg(long)]
-        stream: Option<String>,
-        /// Only one destination (`slack:#finance`, `sms:buyer-001`, as the journal names it).
-        #[arg(long)]
-        destination: Option<String>,
-        /// Only deliveries updated since: an RFC 3339 time or a span back from now (`24h`).
-        #[arg(long)]
-        since: Option<String>,
-        /// At most this many.
-        #[arg(long)]
-        limit: Option<usize>,
+        #[command(flatten)]
+        narrow: Narrow,
     },
     /// A record's versions (with the source item as read) and its deliveries.
     Show {
@@ -155,8 +190,12 @@ enum AuditCommand {
         /// The delivery id.
         id: i64,
     },
-    /// Makes every failed delivery pending again.
-    ReplayFailed,
+    /// Makes the failed deliveries pending again (all, or those narrowed down: after
+    /// inviting the app to #operations, `--destination slack:#operations`).
+    ReplayFailed {
+        #[command(flatten)]
+        narrow: Narrow,
+    },
     /// Items the sources could not turn into records.
     Rejected,
     /// Operator notes, newest first: refresh tokens about to expire, pairings needed.
@@ -746,35 +785,14 @@ async fn explain(path: &Path, stream: &str, key: &str) -> Result<()> {
 async fn audit(store: &dyn AuditStore, command: AuditCommand) -> Result<()> {
     let now = jiff::Timestamp::now();
     match command {
-        AuditCommand::List {
-            status,
-            stream,
-            destination,
-            since,
-            limit,
-        } => {
-            let filter = DeliveryFilter {
-                status: status
-                    .map(|s| {
-                        s.parse::<DeliveryStatus>()
-                            .map_err(|_| Error::config("status", format!("unknown status `{s}`")))
-                    })
-                    .transpose()?,
-                stream,
-                destination: destination
-                    .map(|d| {
-                        ml_core::sink::Destination::parse(&d).map_err(|_| {
-                            Error::config(
-                                "--destination",
-                                format!("`{d}`: expected sink:address, e.g. slack:#finance"),
-                            )
-                        })
-                    })
-                    .transpose()?,
-                since: since.map(|s| parse_since(&s, now)).transpose()?,
-                limit,
-                ..DeliveryFilter::default()
-            };
+        AuditCommand::List { status, narrow } => {
+            let status = status
+                .map(|s| {
+                    s.parse::<DeliveryStatus>()
+                        .map_err(|_| Error::config("status", format!("unknown status `{s}`")))
+                })
+                .transpose()?;
+            let filter = narrow.filter(status, now)?;
             for d in store.deliveries(&filter).await? {
                 println!(
                     "{:>6}  {:<10} {:<22} {:<14} {:<20} attempts {}{}",
@@ -827,9 +845,9 @@ async fn audit(store: &dyn AuditStore, command: AuditCommand) -> Result<()> {
             store.replay(DeliveryId(id), now).await?;
             println!("delivery {id} is pending again; the next cycle sends it");
         }
-        AuditCommand::ReplayFailed => {
+        AuditCommand::ReplayFailed { narrow } => {
             let n = store
-                .replay_failed(&DeliveryFilter::status(DeliveryStatus::Failed), now)
+                .replay_failed(&narrow.filter(Some(DeliveryStatus::Failed), now)?, now)
                 .await?;
             println!("{n} failed deliveries are pending again");
         }
