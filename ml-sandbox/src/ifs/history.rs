@@ -156,19 +156,10 @@ mod tests {
     use super::*;
 
     async fn get(e: &IfsEmulator, http: &reqwest::Client, path_and_query: &str) -> (u16, Value) {
-        let token: Value = http
-            .post(e.token_url())
-            .basic_auth(e.client_id(), Some(e.client_secret()))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("json");
+        let token = super::super::tests::token(e, http).await;
         let r = http
             .get(format!("{}/{path_and_query}", e.service_root()))
-            .bearer_auth(token["access_token"].as_str().expect("token"))
+            .bearer_auth(&token)
             .header("x-ifs-time-zone-aware-request", "true")
             .send()
             .await
@@ -227,22 +218,13 @@ mod tests {
             "no entry for the unlogged supplier LU"
         );
         // Read-only.
-        let token: Value = http
-            .post(e.token_url())
-            .basic_auth(e.client_id(), Some(e.client_secret()))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("json");
+        let token = super::super::tests::token(&e, &http).await;
         let post = http
             .post(format!(
                 "{}/{HISTORY_PROJECTION}.svc/{HISTORY_SET}",
                 e.service_root()
             ))
-            .bearer_auth(token["access_token"].as_str().expect("token"))
+            .bearer_auth(&token)
             .header("content-type", "application/json")
             .body(r#"{"LogId":99}"#)
             .send()

@@ -420,6 +420,18 @@ impl IfsEmulator {
         key: &[&str],
         changes: &Value,
     ) -> std::result::Result<String, DataError> {
+        self.change(set, key, changes, true)
+    }
+
+    /// A new version of an entity (the history log records it when enabled), its stamp
+    /// set to now when `stamped`.
+    fn change(
+        &self,
+        set: &str,
+        key: &[&str],
+        changes: &Value,
+        stamped: bool,
+    ) -> std::result::Result<String, DataError> {
         let path = self.set_path(set)?;
         let stamp = self.shared.stamp_now();
         let mut inner = self.shared.lock();
@@ -435,7 +447,9 @@ impl IfsEmulator {
             .ok_or_else(|| DataError(format!("no entity {k:?} in {set}")))?;
         handlers::apply_changes(data, &mut row, changes, false).map_err(DataError)?;
         row.version += 1;
-        row.values.insert(data.def.stamp.clone(), Val::Dto(stamp));
+        if stamped {
+            row.values.insert(data.def.stamp.clone(), Val::Dto(stamp));
+        }
         let etag = row.etag();
         data.rows.insert(k.clone(), row);
         history::log_change(&mut inner, &path, &k, "Update", stamp);
@@ -493,25 +507,7 @@ impl IfsEmulator {
         key: &[&str],
         changes: &Value,
     ) -> std::result::Result<String, DataError> {
-        let path = self.set_path(set)?;
-        let stamp = self.shared.stamp_now();
-        let mut inner = self.shared.lock();
-        let data = inner
-            .sets
-            .get_mut(&path)
-            .ok_or_else(|| DataError(format!("no entity set {set}")))?;
-        let k: Vec<String> = key.iter().map(|s| (*s).to_owned()).collect();
-        let mut row = data
-            .rows
-            .get(&k)
-            .cloned()
-            .ok_or_else(|| DataError(format!("no entity {k:?} in {set}")))?;
-        handlers::apply_changes(data, &mut row, changes, false).map_err(DataError)?;
-        row.version += 1;
-        let etag = row.etag();
-        data.rows.insert(k.clone(), row);
-        history::log_change(&mut inner, &path, &k, "Update", stamp);
-        Ok(etag)
+        self.change(set, key, changes, false)
     }
 
     /// An entity's JSON as served time-zone aware with decimals as strings.
@@ -663,7 +659,8 @@ fn fault_body(status: u16) -> (String, String) {
 mod tests {
     use super::*;
 
-    async fn token(e: &IfsEmulator, http: &reqwest::Client) -> String {
+    /// A client-credentials access token of `e` (also for the history log's tests).
+    pub(super) async fn token(e: &IfsEmulator, http: &reqwest::Client) -> String {
         let v: Value = http
             .post(e.token_url())
             .basic_auth(e.client_id(), Some(e.client_secret()))
