@@ -7,6 +7,9 @@
     feature = "store"
 ))]
 
+#[cfg(feature = "cli")]
+mod common;
+
 use ml_connector::config::{MapEnv, PipelineConfig};
 use ml_connector::{Error, connectors};
 use ml_sandbox::Emulator as _;
@@ -154,8 +157,10 @@ fn the_sample_file_checks_in_sandbox_mode() {
 /// (given as real credentials), Slack's answers land in a Slack emulator of this test.
 #[cfg(feature = "cli")]
 mod binary {
-    use std::io::{BufRead as _, BufReader};
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use super::common::Running;
 
     use ml_sandbox::Emulator as _;
     use ml_sandbox::ifs::{IfsEmulator, invoice};
@@ -163,15 +168,6 @@ mod binary {
 
     const SET: &str = "ManSuppInvoiceSet";
     const APPROVER: &str = "U00HUMAN01";
-
-    struct Running(Child);
-
-    impl Drop for Running {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 
     fn command(journal: &std::path::Path, ifs: &IfsEmulator, slack: &SlackEmulator) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_ml-connector"));
@@ -186,21 +182,6 @@ mod binary {
             c.env(k, v);
         }
         c
-    }
-
-    /// Waits for the child to exit (a timeout, not a sleep: it returns as soon as the
-    /// process is gone).
-    async fn exited(running: Running) -> std::process::ExitStatus {
-        let mut running = running;
-        let wait = tokio::task::spawn_blocking(move || {
-            let status = running.0.wait().expect("wait");
-            std::mem::forget(running);
-            status
-        });
-        tokio::time::timeout(std::time::Duration::from_secs(60), wait)
-            .await
-            .expect("ml-connector stops within 60 s of SIGINT")
-            .expect("join")
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,36 +200,15 @@ mod binary {
         ));
         let journal = dir.path().join("audit.db");
 
-        let mut child = command(&journal, &ifs, &slack)
-            .args(["run", "--progress-secs", "0", "--config"])
+        let mut run = command(&journal, &ifs, &slack);
+        run.args(["run", "--progress-secs", "0", "--config"])
             .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn");
-        let stdout = child.stdout.take().expect("stdout");
-        let running = Running(child);
-        let mut lines = BufReader::new(stdout).lines();
-        let mut head = Vec::new();
-        let base = loop {
-            let line = lines
-                .next()
-                .unwrap_or_else(|| panic!("exited before listening: {head:?}"))
-                .expect("line");
-            if let Some(rest) = line.strip_prefix("receivers: listening on ") {
-                break rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-            }
-            head.push(line);
-        };
+            .stderr(Stdio::inherit());
+        let (running, base, head) = Running::listening(run);
         assert!(
             head.iter().any(|l| l.contains("routes /approve-invoice")),
             "{head:?}"
         );
-        std::thread::spawn(move || for _ in lines {});
         let url = format!("{base}/slack/events");
 
         let caller = slack.caller();
@@ -308,13 +268,8 @@ mod binary {
 
         // Quiescence: on SIGINT `run` stops serving, finishes every request it
         // acknowledged, and exits; after that nothing can happen any more.
-        let pid = running.0.id().to_string();
-        let kill = Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .expect("kill");
-        assert!(kill.success());
-        let status = exited(running).await;
+        running.signal("INT");
+        let status = running.exited(Duration::from_secs(60)).await;
         assert!(status.success(), "{status}");
 
         let calls = ifs.action_calls();

@@ -3,22 +3,16 @@
 //! own reason; `/healthz` answers; SIGTERM stops `run` as Ctrl-C does.
 #![cfg(all(feature = "cli", feature = "slack", feature = "twilio"))]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
 
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::Running;
 use ml_sandbox::slack::sign;
 
 const SECRET: &str = "slack-signing-secret-for-tests";
 const TOKEN: &str = "twilio-auth-token-for-tests";
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Starts `ml-connector run` on a file with receivers only, and returns its base URL.
 fn start(dir: &std::path::Path) -> (Running, String) {
@@ -44,33 +38,14 @@ public_url = "https://hooks.example.com/twilio/status"
         ),
     )
     .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ml-connector"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ml-connector"));
+    command
         .args(["run", "--progress-secs", "0", "--config"])
         .arg(&config)
         .env("T_SLACK_SIGNING_SECRET", SECRET)
         .env("T_TWILIO_AUTH_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn ml-connector");
-    let stdout = child.stdout.take().expect("stdout");
-    let running = Running(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("ml-connector exited before listening")
-            .expect("line");
-        if let Some(rest) = line.strip_prefix("receivers: listening on ") {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+        .stderr(Stdio::inherit());
+    let (running, base, _) = Running::listening(command);
     (running, base)
 }
 
@@ -281,23 +256,8 @@ async fn sigterm_stops_run_gracefully() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (running, base) = start(dir.path());
     healthy(&base).await;
-    let pid = running.0.id().to_string();
-    let kill = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
-    let mut running = running;
-    let wait = tokio::task::spawn_blocking(move || {
-        let status = running.0.wait().expect("wait");
-        std::mem::forget(running);
-        status
-    });
-    // A timeout, not a sleep: it returns as soon as the process is gone.
-    let status = tokio::time::timeout(std::time::Duration::from_secs(60), wait)
-        .await
-        .expect("ml-connector stops within 60 s of SIGTERM")
-        .expect("join");
+    running.signal("TERM");
+    let status = running.exited(Duration::from_secs(60)).await;
     assert!(
         status.success(),
         "stopped by the signal instead of shutting down: {status}"

@@ -7,21 +7,15 @@
 //! at the end.
 #![cfg(all(feature = "cli", feature = "slack", feature = "postgres"))]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::Running;
 
 use ml_sandbox::slack::sign;
 
 const SECRET: &str = "slack-signing-secret-for-replica-tests";
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn pg_url(test: &str) -> Option<String> {
     match std::env::var("ML_TEST_POSTGRES_URL") {
@@ -76,7 +70,8 @@ signing_secret = "${T_SLACK_SIGNING_SECRET}"
 "#,
     )
     .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ml-connector"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ml-connector"));
+    command
         .args(["run", "--progress-secs", "0", "--config"])
         .arg(&config)
         .env("T_PG_URL", pg)
@@ -84,30 +79,8 @@ signing_secret = "${T_SLACK_SIGNING_SECRET}"
         .env("ML_POSTGRES_POOL_SIZE", "2")
         .env("T_SLACK_SIGNING_SECRET", SECRET)
         .env_remove("ML_POSTGRES_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn ml-connector");
-    let stdout = child.stdout.take().expect("stdout");
-    let running = Running(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let mut seen = Vec::new();
-    let base = loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("replica {name} exited before listening: {seen:?}"))
-            .expect("line");
-        if let Some(rest) = line.strip_prefix("receivers: listening on ") {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-        }
-        seen.push(line);
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+        .stderr(Stdio::inherit());
+    let (running, base, _) = Running::listening(command);
     (running, base)
 }
 

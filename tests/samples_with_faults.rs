@@ -15,6 +15,8 @@
     feature = "slack"
 ))]
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -664,6 +666,7 @@ async fn a_paused_stream_is_named_in_the_progress_lines() {
         .spawn()
         .expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
+    let running = common::Running(child);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -685,11 +688,8 @@ async fn a_paused_stream_is_named_in_the_progress_lines() {
         String::new()
     })
     .await;
-    let pid = child.id().to_string();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let status = tokio::task::spawn_blocking(move || child.wait().expect("wait"))
-        .await
-        .expect("join");
+    running.signal("TERM");
+    let status = running.exited(Duration::from_secs(60)).await;
     let line = found.unwrap_or_else(|_| panic!("no progress line named the pause: {seen:#?}"));
     assert!(line.contains("403"), "{line}");
     assert!(!line.contains("invoices PAUSED"), "{line}");
