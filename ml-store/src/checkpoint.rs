@@ -10,7 +10,7 @@
 //! by SQLite from the WAL.
 
 use std::path::Path;
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -22,6 +22,13 @@ pub(crate) const WRITER_AUTOCHECKPOINT: u32 = 8_000;
 
 /// Checkpoints at least this often while the journal is open, even without a nudge.
 const PERIOD: Duration = Duration::from_secs(1);
+
+/// After a checkpoint, the nudges of this long are answered by one checkpoint. At
+/// hundreds of commits a second, a checkpoint per commit copies the same hot pages (the
+/// tails of tables and indexes) again and again and fsyncs twice each time; gathered,
+/// each page is copied once per gap. The WAL then holds at most this long of commits
+/// (and the writer's fallback threshold bounds it in any case).
+const MIN_GAP: Duration = Duration::from_millis(25);
 
 /// The background checkpointer of one journal file. Dropping it stops the thread (after
 /// the checkpoint in progress, if any).
@@ -80,10 +87,13 @@ impl Drop for Checkpointer {
 }
 
 fn run(conn: &Connection, nudged: &mpsc::Receiver<()>, label: &str) {
+    let mut asked = false;
     loop {
-        match nudged.recv_timeout(PERIOD) {
-            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
+        if !asked {
+            match nudged.recv_timeout(PERIOD) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
         }
         let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
             Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
@@ -92,5 +102,21 @@ fn run(conn: &Connection, nudged: &mpsc::Receiver<()>, label: &str) {
             // Busy or failing: the writer's fallback threshold keeps the WAL bounded.
             tracing::debug!(journal = label, error = %e, "background checkpoint skipped");
         }
+        match gather(nudged, MIN_GAP) {
+            Some(more) => asked = more,
+            None => return,
+        }
+    }
+}
+
+/// Sleeps `gap` (a nudge meanwhile waits in the channel and wakes nobody), then says
+/// whether any came: `Some(true)` when a checkpoint is due at once, `None` when the
+/// journal is closing.
+fn gather(nudged: &mpsc::Receiver<()>, gap: Duration) -> Option<bool> {
+    std::thread::sleep(gap);
+    match nudged.try_recv() {
+        Ok(()) => Some(true),
+        Err(TryRecvError::Empty) => Some(false),
+        Err(TryRecvError::Disconnected) => None,
     }
 }

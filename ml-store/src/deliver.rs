@@ -12,6 +12,7 @@ use ml_core::sink::Receipt;
 use ml_core::{Destination, Error, Record};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 
+use crate::body::Body;
 use crate::codec::{self, sql_limit};
 use crate::error::{StoreError, StoreResult};
 use crate::query::filter_clause;
@@ -177,7 +178,7 @@ pub(crate) struct RawClaim {
     first_attempt_at: i64,
     stream: String,
     destination: Destination,
-    body: String,
+    body: Body,
     thread: Option<Receipt>,
 }
 
@@ -274,7 +275,7 @@ pub(crate) fn decode_runs(
     for run in runs {
         let mut decoded = Vec::with_capacity(run.len());
         for c in run {
-            let decoded_now = || codec::from_json(&c.body, &format!("record {}", c.record_id));
+            let decoded_now = || c.body.decode(&format!("record {}", c.record_id));
             let record: Record = match recent
                 .get(c.record_id, &c.body)
                 .map_or_else(decoded_now, Ok)

@@ -102,6 +102,7 @@
 //! ml-store, a file that is not a SQLite database, or another application's database is
 //! refused with [`ml_core::Error::Corrupt`] naming the file.
 
+mod body;
 mod builder;
 mod checkpoint;
 mod codec;

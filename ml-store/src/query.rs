@@ -14,6 +14,7 @@ use ml_core::record::Rejected;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
+use crate::body::Body;
 use crate::codec::{self, DELIVERY_COLUMNS, DELIVERY_JOIN, sql_limit};
 use crate::error::{StoreError, StoreResult};
 
@@ -136,7 +137,7 @@ pub(crate) fn record_history(
             let id: i64 = r.get(0)?;
             let what = format!("record {id}");
             versions.push(RecordVersion {
-                record: codec::from_json(&r.get::<_, String>(1)?, &what)?,
+                record: r.get::<_, Body>(1)?.decode(&what)?,
                 journaled_at: codec::ts_from(r.get(2)?, &what)?,
             });
         }

@@ -9,6 +9,7 @@ use rusqlite::{
     Connection, OptionalExtension, ToSql, TransactionBehavior, params, params_from_iter,
 };
 
+use crate::body::Body;
 use crate::codec::{self, sql_count};
 use crate::error::{StoreError, StoreResult};
 
@@ -19,14 +20,17 @@ pub(crate) struct EncodedRecord {
     dedupe_key: String,
     dedupe_version: String,
     key: String,
-    body: String,
+    body: Body,
     destinations: Vec<Destination>,
 }
 
 impl EncodedRecord {
-    /// The record and its JSON, once (for the handle's recent records).
-    pub(crate) fn take(&mut self) -> Option<(Record, String)> {
-        Some((self.record.take()?, std::mem::take(&mut self.body)))
+    /// The record and its body as journaled, once (for the handle's recent records).
+    pub(crate) fn take(&mut self) -> Option<(Record, Body)> {
+        Some((
+            self.record.take()?,
+            std::mem::replace(&mut self.body, Body::Json(Vec::new())),
+        ))
     }
 }
 
@@ -36,8 +40,8 @@ pub(crate) struct EncodedRejected {
     item: String,
 }
 
-/// A page encoded for the journal: JSON is produced once per record, before the write
-/// lock is taken.
+/// A page encoded for the journal: each record's body is encoded (and compressed) once,
+/// before the write lock is taken.
 pub(crate) struct EncodedPage {
     stream: String,
     cycle: i64,
@@ -56,7 +60,7 @@ pub(crate) fn encode_page(page: PageCommit) -> StoreResult<EncodedPage> {
             Ok(EncodedRecord {
                 dedupe_key: p.record.dedupe_key().to_owned(),
                 dedupe_version: p.record.dedupe_version(),
-                body: codec::to_json(&p.record)?,
+                body: Body::encode(&p.record)?,
                 key: p.record.key.clone(),
                 record: Some(p.record),
                 destinations: p.destinations,

@@ -341,6 +341,136 @@ async fn corrupt_rows_are_corrupt_errors() {
     assert_eq!(n, 0, "the quarantined delivery is not left in flight");
 }
 
+/// A record with a raw payload of `lines` repeated items: a body of a few KB.
+fn large(key: &str, lines: usize, to: &str) -> PlannedRecord {
+    let items: Vec<String> = (0..lines)
+        .map(|i| {
+            format!(
+                r#"{{"LineNumber":{i},"LineAmount":"{i}.25","Description":"Office supplies","DistributionCombination":"01-520-7640-0000-000"}}"#
+            )
+        })
+        .collect();
+    let raw = format!(
+        r#"{{"InvoiceId":{key},"invoiceLines":[{}]}}"#,
+        items.join(",")
+    );
+    PlannedRecord {
+        record: sample_record(key, "a").with_raw(ml_core::RawJson::from_text(raw).expect("raw")),
+        destinations: vec![Destination::new("slack", to)],
+    }
+}
+
+#[tokio::test]
+async fn large_bodies_are_journaled_compressed_and_read_back_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let written = large("7", 30, "#a");
+    let json = serde_json::to_string(&written.record).expect("json");
+    {
+        let s = SqliteAuditStore::open(&path).expect("open");
+        commit(&s, "inv", vec![written.clone(), planned("8", &["#b"])], 1).await;
+    }
+    let (kind, stored): (String, i64) = raw(&path)
+        .query_row(
+            "SELECT typeof(body), length(body) FROM records WHERE record_key = '7'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("row");
+    assert_eq!(kind, "blob");
+    assert!(
+        stored * 3 < json.len() as i64,
+        "{} bytes of JSON stored as {stored}",
+        json.len()
+    );
+    let small: String = raw(&path)
+        .query_row(
+            "SELECT typeof(body) FROM records WHERE record_key = '8'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("row");
+    assert_eq!(small, "text", "a small body stays readable JSON");
+    // A new handle has nothing cached: everything comes from the stored bodies.
+    let s = SqliteAuditStore::open(&path).expect("reopen");
+    let history = s.record_history("inv", "7").await.expect("history");
+    assert_eq!(history.versions.len(), 1);
+    assert_eq!(
+        serde_json::to_string(&history.versions[0].record).expect("json"),
+        json
+    );
+    let mut claimed = s.claim_due(&me(), t(5), 10).await.expect("claim");
+    claimed.sort_by(|a, b| a.record.key.cmp(&b.record.key));
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(
+        serde_json::to_string(&claimed[0].record).expect("json"),
+        json
+    );
+    assert_eq!(claimed[1].record.key, "8");
+}
+
+#[tokio::test]
+async fn a_damaged_compressed_body_is_quarantined_and_everything_else_flows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let s = SqliteAuditStore::open(&path).expect("open");
+    commit(
+        &s,
+        "inv",
+        vec![
+            large("1", 30, "#a"),
+            large("2", 30, "#a"),
+            large("3", 30, "#b"),
+        ],
+        1,
+    )
+    .await;
+    let c = raw(&path);
+    // Record 1: the block cut in half. Record 3: a length of 4 GB declared.
+    c.execute(
+        "UPDATE records SET body = substr(body, 1, length(body) / 2) WHERE record_key = '1'",
+        [],
+    )
+    .expect("damage");
+    c.execute(
+        "UPDATE records SET body = X'4D4C5A01FFFFFFFF1F1F1F1F' WHERE record_key = '3'",
+        [],
+    )
+    .expect("damage");
+    let e = s.record_history("inv", "1").await.expect_err("cut body");
+    assert!(
+        matches!(&e, Error::Corrupt(m) if m.contains("record") && m.contains("compressed")),
+        "{e}"
+    );
+    let e = s.record_history("inv", "3").await.expect_err("bomb");
+    assert!(
+        matches!(&e, Error::Corrupt(m) if m.contains("at most")),
+        "{e}"
+    );
+    // The first claim meets the damaged heads and quarantines them; the next takes what
+    // was behind.
+    let mut keys = Vec::new();
+    for round in 0..5 {
+        let claimed = s
+            .claim_due(&me(), t(5 + round), 10)
+            .await
+            .expect("claims flow");
+        keys.extend(claimed.into_iter().map(|c| c.record.key));
+    }
+    assert_eq!(keys, ["2"], "only the intact record is claimed");
+    let failed = s
+        .deliveries(&DeliveryFilter::status(DeliveryStatus::Failed))
+        .await
+        .expect("failed");
+    let mut quarantined: Vec<&str> = failed.iter().map(|d| d.record_key.as_str()).collect();
+    quarantined.sort_unstable();
+    assert_eq!(quarantined, ["1", "3"]);
+    for d in &failed {
+        let e = d.last_error.as_ref().expect("reason");
+        assert!(e.message.contains("quarantined"), "{e:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_corrupt_record_is_quarantined_and_everything_else_flows() {
     let dir = tempfile::tempdir().expect("tempdir");
