@@ -182,6 +182,11 @@ CREATE TABLE journal_notes (
 CREATE INDEX journal_notes_by_at ON journal_notes (at, id);
 ";
 
+/// Version 7: a record's body may be LZ4-compressed (a BLOB, see `body.rs`). Nothing in
+/// the tables changes, but a version-6 build cannot read such a body: the version makes it
+/// refuse the journal at open (`SchemaTooNew`) instead of failing claims later.
+const V7_COMPRESSED_BODIES: &str = "";
+
 /// The migrations, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
 pub(crate) const MIGRATIONS: &[&str] = &[
     V1,
@@ -190,6 +195,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     V4_LEASES,
     V5_HEAD_INDEX,
     V6_JOURNAL_NOTES,
+    V7_COMPRESSED_BODIES,
 ];
 
 /// The schema version this code writes.

@@ -409,6 +409,64 @@ async fn large_bodies_are_journaled_compressed_and_read_back_whole() {
     assert_eq!(claimed[1].record.key, "8");
 }
 
+/// A version-6 journal holds only JSON bodies; once migrated, old and new bodies are
+/// read side by side.
+#[tokio::test]
+async fn a_version_6_journal_reads_its_json_bodies_beside_compressed_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let old = large("1", 30, "#a");
+    let old_json = serde_json::to_string(&old.record).expect("json");
+    {
+        let s = SqliteAuditStore::open(&path).expect("open");
+        commit(&s, "inv", vec![old], 1).await;
+    }
+    {
+        // As a version-6 build wrote it: the JSON as text.
+        let c = raw(&path);
+        c.execute(
+            "UPDATE records SET body = ?1 WHERE record_key = '1'",
+            [&old_json],
+        )
+        .expect("v6 body");
+        c.pragma_update(None, "user_version", 6).expect("v6");
+    }
+    let s = SqliteAuditStore::open(&path).expect("migrates");
+    let v: i64 = raw(&path)
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(v, SCHEMA_VERSION);
+    commit(&s, "inv", vec![large("2", 30, "#a")], 2).await;
+    let kinds: Vec<String> = raw(&path)
+        .prepare("SELECT typeof(body) FROM records ORDER BY record_key")
+        .expect("stmt")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("kinds");
+    assert_eq!(kinds, ["text", "blob"]);
+    let mut keys = Vec::new();
+    for round in 0..3 {
+        for c in s.claim_due(&me(), t(5 + round), 10).await.expect("claim") {
+            if c.record.key == "1" {
+                assert_eq!(serde_json::to_string(&c.record).expect("json"), old_json);
+            }
+            keys.push(c.record.key.clone());
+            s.finish_attempt(
+                c.id,
+                AttemptOutcome::Delivered {
+                    receipt: Receipt::new(format!("r{}", c.id)),
+                    after_doubt: false,
+                },
+                t(6 + round),
+            )
+            .await
+            .expect("finish");
+        }
+    }
+    assert_eq!(keys, ["1", "2"]);
+}
+
 #[tokio::test]
 async fn a_damaged_compressed_body_is_quarantined_and_everything_else_flows() {
     let dir = tempfile::tempdir().expect("tempdir");
