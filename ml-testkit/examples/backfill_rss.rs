@@ -135,6 +135,17 @@ async fn main() -> ml_core::Result<()> {
         sink.0.load(Ordering::Relaxed)
     );
     println!("peak: {}  now: {}", status("VmHWM"), status("VmRSS"));
+    // The journal on disk: database file and what the WAL still holds.
+    let bytes: u64 = ["journal.db", "journal.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "journal on disk: {:.0} MB ({:.0} bytes a record)",
+        bytes as f64 / 1e6,
+        bytes as f64 / n.max(1) as f64
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
