@@ -101,6 +101,11 @@
 //! Versioned with `PRAGMA user_version` and migrated on open; a journal written by a newer
 //! ml-store, a file that is not a SQLite database, or another application's database is
 //! refused with [`ml_core::Error::Corrupt`] naming the file.
+//!
+//! Records are JSON. From schema version 7 a record's body of 512 bytes or more is stored
+//! LZ4-compressed (a BLOB: `MLZ\x01`, the JSON's length as a little-endian u32, an LZ4
+//! block) when that saves at least a tenth; smaller ones stay JSON text, and the audit
+//! API ([`AuditQuery`](ml_core::audit::AuditQuery)) always answers decoded records.
 
 mod body;
 mod builder;

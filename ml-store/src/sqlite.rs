@@ -42,8 +42,12 @@ const STATEMENT_CACHE: usize = 128;
 /// * rusqlite is blocking: each call runs on tokio's blocking pool
 ///   (`spawn_blocking`), never on an async worker thread.
 /// * File journals are checkpointed by a background thread with its own connection
-///   (`PASSIVE` checkpoints after commits), so commits do not copy the WAL into the
-///   database file while holding the write lock; new files use 16 KB pages.
+///   (`PASSIVE` checkpoints after commits, at most one per 25 ms), so commits do not copy
+///   the WAL into the database file while holding the write lock; new files use 16 KB
+///   pages.
+/// * A record's body is its JSON, LZ4-compressed before the write lock when that saves a
+///   tenth or more (about 3:1 for records with their source's raw payload): a third of the
+///   bytes through the lock, the WAL, the checkpoint and the file.
 /// * Claims are made in runs ([`AuditWrite::claim_runs`]) and outcomes recorded in groups
 ///   ([`AuditWrite::finish_attempts`]), each one transaction; records are decoded after
 ///   the write lock is released.
