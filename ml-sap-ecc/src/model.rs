@@ -507,6 +507,13 @@ pub(crate) fn purchase_order(
             extra.insert(k.to_owned(), v);
         }
     }
+    // POHEADER's purchasing group is not in every release's BAPIMEPOHEADER; a new PO's
+    // EKKO row carries it as EKGRP.
+    if !extra.contains_key("purchasing_group")
+        && let Some(v) = non_empty(get(row, "EKGRP"))
+    {
+        extra.insert("purchasing_group".to_owned(), v);
+    }
     if let Some(c) = ev.change {
         extra.insert("change_number".to_owned(), get(c, "CHANGENR").to_owned());
         extra.insert(

@@ -493,11 +493,12 @@ impl SapEccSource {
             .collect())
     }
 
-    /// `BAPI_PO_GETDETAIL1` with items and account assignment.
+    /// `BAPI_PO_GETDETAIL1` with account assignment (items come back without a flag:
+    /// `ITEMS` is a parameter of the older `BAPI_PO_GETDETAIL`, and a strict system refuses
+    /// a parameter the function does not have).
     pub async fn po_detail(&self, ebeln: &str) -> std::result::Result<RfcResponse, SapEccError> {
         let mut call = RfcCall::new("BAPI_PO_GETDETAIL1")
             .with_import("PURCHASEORDER", ebeln)
-            .with_import("ITEMS", "X")
             .with_import("ACCOUNT_ASSIGNMENT", "X")
             .expect_table("POITEM")
             .expect_table("POACCOUNT")

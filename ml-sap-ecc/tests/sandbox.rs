@@ -259,6 +259,34 @@ async fn purchase_orders_from_ekko_and_cdhdr_with_bapi_return_rows() {
     assert_eq!(blocked.fields.extra["purchasing_group"], "002");
 }
 
+/// A release whose BAPIMEPOHEADER has no PUR_GROUP: new POs take the purchasing group from
+/// EKKO-EKGRP (routing by group keeps working); the BAPI is called with only the
+/// parameters it has (the emulator refuses any other, as the RFC runtime does).
+#[tokio::test]
+async fn the_purchasing_group_comes_from_ekko_when_the_bapi_header_lacks_it() {
+    let e = SapEccEmulator::builder()
+        .seed(7)
+        .po_header_without("PUR_GROUP")
+        .start()
+        .await
+        .expect("emulator");
+    let t = e.load_traps();
+    let s = source(&e, Category::PurchaseOrders, 500);
+    let (items, _) = read_all(&s, None).await;
+    let recs = records(&items);
+    assert_eq!(recs.len(), t.new_pos.len() - 1 + t.po_changes.len());
+    assert_eq!(
+        recs["4500000102@created"].fields.extra["purchasing_group"],
+        "002"
+    );
+    assert!(
+        recs.values()
+            .filter(|r| r.version.as_deref() == Some("created"))
+            .all(|r| r.fields.extra.contains_key("purchasing_group")),
+        "every new PO has its group"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn never_more_calls_in_flight_than_the_cap() {
     let e = SapEccEmulator::builder()

@@ -37,9 +37,59 @@ fn get<'a>(r: &'a Row, k: &str) -> &'a str {
     r.get(k).map_or("", String::as_str)
 }
 
+/// The parameters `BAPI_PO_GETDETAIL1` has: imports, then tables and exports a caller may
+/// name to receive them.
+const PARAMETERS: &[&str] = &[
+    "PURCHASEORDER",
+    "ACCOUNT_ASSIGNMENT",
+    "ITEM_TEXT",
+    "HEADER_TEXT",
+    "DELIVERY_ADDRESS",
+    "VERSION",
+    "SERVICES",
+    "SERIALNUMBERS",
+    "INVOICEPLAN",
+    "POHEADER",
+    "POEXPIMPHEADER",
+    "RETURN",
+    "POITEM",
+    "POADDRDELIVERY",
+    "POSCHEDULE",
+    "POACCOUNT",
+    "POCONDHEADER",
+    "POCOND",
+    "POLIMITS",
+    "POCONTRACTLIMITS",
+    "POSERVICES",
+    "POSRVACCESSVALUES",
+    "POTEXTHEADER",
+    "POTEXTITEM",
+    "POEXPIMPITEM",
+    "POCOMPONENTS",
+    "POSHIPPINGEXP",
+    "POHISTORY",
+    "POHISTORY_TOTALS",
+    "POCONFIRMATION",
+    "ALLVERSIONS",
+    "POPARTNER",
+    "EXTENSIONOUT",
+    "SERIALNUMBER",
+    "INVPLANHEADER",
+    "INVPLANITEM",
+    "POHISTORY_MA",
+];
+
 /// Answers one call.
 pub(crate) fn call(shared: &Shared, inner: &Inner, params: &BTreeMap<String, Param>) -> Answer {
     const FM: &str = "BAPI_PO_GETDETAIL1";
+    // A parameter the function does not have (`ITEMS` of the older BAPI_PO_GETDETAIL) is
+    // refused, as the RFC runtime refuses it.
+    if let Some(unknown) = params.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
+        return Answer::Exception(
+            "PARAMETER_UNKNOWN".into(),
+            format!("Function module {FM} has no parameter {unknown}"),
+        );
+    }
     let po = params
         .get("PURCHASEORDER")
         .map_or("", Param::text)
@@ -73,25 +123,24 @@ pub(crate) fn call(shared: &Shared, inner: &Inner, params: &BTreeMap<String, Par
         ));
         return Answer::Ok(FM, out);
     }
-    out.push((
-        "POHEADER",
-        Param::Structure(row(&[
-            ("PO_NUMBER", get(h, "EBELN")),
-            ("COMP_CODE", get(h, "BUKRS")),
-            ("DOC_TYPE", get(h, "BSART")),
-            ("DELETE_IND", get(h, "LOEKZ")),
-            ("STATUS", get(h, "STATU")),
-            ("CREAT_DATE", get(h, "AEDAT")),
-            ("CREATED_BY", get(h, "ERNAM")),
-            ("VENDOR", get(h, "LIFNR")),
-            ("PMNTTRMS", get(h, "ZTERM")),
-            ("PURCH_ORG", get(h, "EKORG")),
-            ("PUR_GROUP", get(h, "EKGRP")),
-            ("CURRENCY", get(h, "WAERS")),
-            ("DOC_DATE", get(h, "BEDAT")),
-            ("REL_IND", get(h, "FRGKE")),
-        ])),
-    ));
+    let mut header = row(&[
+        ("PO_NUMBER", get(h, "EBELN")),
+        ("COMP_CODE", get(h, "BUKRS")),
+        ("DOC_TYPE", get(h, "BSART")),
+        ("DELETE_IND", get(h, "LOEKZ")),
+        ("STATUS", get(h, "STATU")),
+        ("CREAT_DATE", get(h, "AEDAT")),
+        ("CREATED_BY", get(h, "ERNAM")),
+        ("VENDOR", get(h, "LIFNR")),
+        ("PMNTTRMS", get(h, "ZTERM")),
+        ("PURCH_ORG", get(h, "EKORG")),
+        ("PUR_GROUP", get(h, "EKGRP")),
+        ("CURRENCY", get(h, "WAERS")),
+        ("DOC_DATE", get(h, "BEDAT")),
+        ("REL_IND", get(h, "FRGKE")),
+    ]);
+    header.retain(|k, _| !shared.po_header_omits.contains(k));
+    out.push(("POHEADER", Param::Structure(header)));
     let items: Vec<&Row> = inner
         .tables
         .get("EKPO")

@@ -110,6 +110,8 @@ pub(crate) struct Shared {
     clock: Arc<dyn Clock>,
     pub(crate) memory_bytes: usize,
     pub(crate) latin1: bool,
+    /// POHEADER fields this release's BAPIMEPOHEADER does not have.
+    pub(crate) po_header_omits: BTreeSet<String>,
     bare: bool,
     max_sessions: usize,
     latency: Duration,
@@ -145,6 +147,7 @@ pub struct SapEccEmulatorBuilder {
     bare: bool,
     memory_bytes: usize,
     latin1: bool,
+    po_header_omits: BTreeSet<String>,
 }
 
 impl Default for SapEccEmulatorBuilder {
@@ -158,6 +161,7 @@ impl Default for SapEccEmulatorBuilder {
             bare: false,
             memory_bytes: 16 * 1024 * 1024,
             latin1: false,
+            po_header_omits: BTreeSet::new(),
         }
     }
 }
@@ -218,6 +222,13 @@ impl SapEccEmulatorBuilder {
         self
     }
 
+    /// Leaves `field` out of `BAPI_PO_GETDETAIL1`'s POHEADER, as a release whose
+    /// BAPIMEPOHEADER lacks it does (`PUR_GROUP` is not in every release's notes).
+    pub fn po_header_without(mut self, field: impl Into<String>) -> Self {
+        self.po_header_omits.insert(field.into());
+        self
+    }
+
     /// Binds 127.0.0.1 and starts serving.
     pub async fn start(self) -> Result<SapEccEmulator> {
         let bound = EmulatorCore::bind(&self.options, "", Arc::new(fault_body)).await?;
@@ -231,6 +242,7 @@ impl SapEccEmulatorBuilder {
             clock: Arc::clone(bound.core().clock()),
             memory_bytes: self.memory_bytes,
             latin1: self.latin1,
+            po_header_omits: self.po_header_omits,
             bare: self.bare,
             max_sessions: self.max_sessions,
             latency: self.latency,
