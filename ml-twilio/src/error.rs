@@ -4,8 +4,8 @@
 //! | answer | class |
 //! |---|---|
 //! | Twilio HTTP 429 or code 20429 | retryable (`Retry-After` when sent) |
-//! | Twilio HTTP 503 | retryable (not processed) |
-//! | Twilio HTTP 500, 502, 504 | in doubt: the message may exist; the sink reconciles first |
+//! | Twilio HTTP 503 with `Retry-After` | retryable (shed before processing) |
+//! | Twilio HTTP 500, 502, 504, and 503 without `Retry-After` | in doubt: the message may exist ("retry with backoff; beware duplicates"); the sink reconciles first |
 //! | Twilio 401 / 20003 | permanent (credentials) |
 //! | Twilio 21211, 21604, 21606, 21608, 21610, 21612, 21635, 21659, 21408, any other 4xx | permanent, with the code and Twilio's message |
 //! | SendGrid 429 | retryable, waiting until `X-RateLimit-Reset` (or `Retry-After`) |
@@ -256,10 +256,15 @@ pub fn parse_twilio_error(
             .and_then(|v| ml_core::http::parse_retry_after(v, now))
     };
     let class = match (status.as_u16(), code) {
-        (429 | 503, _) | (_, Some(20429)) => ErrorClass::Retryable {
+        (429, _) | (_, Some(20429)) => ErrorClass::Retryable {
             retry_after: retry_after(),
         },
-        (500 | 502 | 504, _) => ErrorClass::InDoubt,
+        // Told when to come back: shed before it was processed. Otherwise a 5xx may come
+        // after the message was created.
+        (503, _) if retry_after().is_some() => ErrorClass::Retryable {
+            retry_after: retry_after(),
+        },
+        (500 | 502 | 503 | 504, _) => ErrorClass::InDoubt,
         (s, _) => ml_core::http::classify_status(status, headers, now)
             .filter(|_| s >= 500)
             .unwrap_or(ErrorClass::Permanent),
@@ -432,7 +437,11 @@ mod tests {
         );
         assert_eq!(e.class().retry_after(), Some(Duration::from_secs(3)));
         assert!(tw(429, "", &[]).class().is_retryable());
-        assert!(tw(503, "<html>", &[]).class().is_retryable());
+        assert_eq!(tw(503, "<html>", &[]).class(), ErrorClass::InDoubt);
+        assert_eq!(
+            tw(503, "", &[("retry-after", "5")]).class().retry_after(),
+            Some(Duration::from_secs(5))
+        );
         assert_eq!(tw(500, "", &[]).class(), ErrorClass::InDoubt);
         assert_eq!(tw(504, "", &[]).class(), ErrorClass::InDoubt);
         let auth: ml_core::Error = tw(

@@ -86,9 +86,10 @@ pub(crate) struct SmsSettings {
 ///   [`LengthPolicy`]; with [`ReconcileMatch::BodyAndMarker`] it ends with ` (ref <id>)`.
 /// * `StatusCallback` is the configured callback URL with `delivery_id=<id>` added to its
 ///   query, so callbacks reach the receiver; they are matched by `MessageSid`.
-/// * `reconcile` lists Messages filtered by `To` (and `From`) and `DateSent>=` the date of
-///   `planned_at` less the clock skew, newest first, and looks for the same body created
-///   no earlier than `planned_at` less the skew (see [`ReconcileMatch`]).
+/// * `reconcile` lists Messages filtered by `To` (and `From`), newest first, and looks for
+///   the same body created no earlier than `planned_at` less the clock skew (see
+///   [`ReconcileMatch`]); it stops at the first page created wholly before that. No
+///   `DateSent` filter: a message still queued has no `date_sent` and would be missed.
 /// * `rate_key` is `twilio:<From or MessagingServiceSid>`. Twilio queues what exceeds a
 ///   sender's throughput (long codes about 1 segment/s in the US, more for short codes,
 ///   toll-free and services) for up to `ValidityPeriod` (36,000 s) rather than refusing;
@@ -166,6 +167,24 @@ impl TwilioSmsSink {
 
     fn system(&self) -> String {
         self.to_string()
+    }
+
+    /// The URL of a list's `next_page_uri`: a path (as Twilio sends it) under the API URL,
+    /// or an absolute URL on the API's own origin. Another origin is refused: the request
+    /// carries the account's credentials.
+    fn next_page_url(&self, next: &str) -> Result<String> {
+        if next.starts_with('/') {
+            return Ok(format!("{}{next}", self.s.api_url));
+        }
+        let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
+        match (origin(next), origin(&self.s.api_url)) {
+            (Some(a), Some(b)) if a == b => Ok(next.to_owned()),
+            _ => Err(Error::remote(
+                self.system(),
+                ErrorClass::RETRYABLE,
+                "reconcile: the Messages list pointed its next page outside the API's origin",
+            )),
+        }
     }
 
     fn messages_url(&self) -> String {
@@ -310,14 +329,15 @@ impl Sink for TwilioSmsSink {
         let body = self.fit(&msg.rendered.text, msg.delivery_id.0)?.body;
         let skew = jiff::SignedDuration::try_from(self.s.clock_skew).unwrap_or_default();
         let since = msg.planned_at.checked_sub(skew).unwrap_or(msg.planned_at);
-        let day = since.to_zoned(jiff::tz::TimeZone::UTC).date();
+        // No `DateSent` filter: `date_sent` is null until the carrier takes the message, so
+        // a message still queued (the usual state right after an in-doubt send) would be
+        // filtered out, and sent again. The list is newest first; the scan stops at a page
+        // created wholly before the delivery was planned.
         let mut query = vec![("To", to.clone())];
         if let Sender::From(f) = &self.s.sender {
             query.push(("From", f.clone()));
         }
-        query.push(("DateSent>", day.to_string()));
         query.push(("PageSize", self.s.page_size.to_string()));
-        // `DateSent>=` is spelled with the `>` in the name and `=` as the separator.
         let mut page = self.get_page(&self.messages_url(), &query).await?;
         for _ in 0..self.s.max_pages {
             let mut older = 0usize;
@@ -339,9 +359,7 @@ impl Sink for TwilioSmsSink {
             let all_older = !page.messages.is_empty() && older == page.messages.len();
             match page.next_page_uri.clone() {
                 Some(next) if !all_older => {
-                    page = self
-                        .get_page(&format!("{}{next}", self.s.api_url), &[])
-                        .await?;
+                    page = self.get_page(&self.next_page_url(&next)?, &[]).await?;
                 }
                 _ => return Ok(Reconciled::NotFound),
             }

@@ -4,6 +4,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ml_core::ErrorClass;
 use ml_core::sink::{Destination, Reconciled, Sink};
@@ -89,12 +90,13 @@ async fn twilio_errors_are_classified() {
     assert_eq!(e.code(), Some("20429"));
     tw.faults()
         .push(FaultRule::on("Messages.json", Fault::Status(503)));
-    assert!(
+    assert_eq!(
         sms.send(&send("+4915100000002"))
             .await
             .expect_err("503")
-            .class()
-            .is_retryable()
+            .class(),
+        ErrorClass::InDoubt,
+        "a 5xx may come after the message was created: reconcile before resending"
     );
     assert_eq!(tw.messages().len(), 0);
     let bad = builder(&tw, None)
@@ -140,6 +142,33 @@ async fn a_dropped_answer_is_in_doubt_and_reconcile_finds_it() {
         sms.reconcile(&other).await.expect("reconcile"),
         Reconciled::NotFound
     );
+}
+
+/// Right after an in-doubt send the message is usually still `queued`: it has no
+/// `date_sent` yet, and a `DateSent` filter would hide it (and the text would go twice).
+#[tokio::test]
+async fn reconcile_finds_a_message_still_queued() {
+    let tw = TwilioEmulator::builder()
+        .callback_delay(Duration::from_secs(3600))
+        .start()
+        .await
+        .expect("twilio");
+    let sms = builder(&tw, None)
+        .with_status_callback_url("http://127.0.0.1:9/twilio/status")
+        .build_sms()
+        .expect("sms");
+    let r = po("8", 0);
+    let msg = outbound(&sms, 81, Destination::new("sms", "+4915112345678"), &r);
+    tw.faults()
+        .push(FaultRule::on("Messages.json", Fault::AppliedThenDropped));
+    let e = sms.send(&msg).await.expect_err("dropped");
+    assert_eq!(e.class(), ErrorClass::InDoubt);
+    assert_eq!(tw.messages()[0].status, "queued");
+    assert_eq!(tw.messages()[0].sent, None);
+    match sms.reconcile(&msg).await.expect("reconcile") {
+        Reconciled::Found(receipt) => assert_eq!(receipt.remote_id, tw.messages()[0].sid),
+        Reconciled::NotFound => panic!("the queued message was not found: it would go twice"),
+    }
 }
 
 #[tokio::test]

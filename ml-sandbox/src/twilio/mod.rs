@@ -13,16 +13,16 @@
 //!   `accepted` with a Messaging Service, `num_segments`, RFC 2822 dates).
 //! * The list: newest first, filters `To`, `From`, `DateSent` / `DateSent>` / `DateSent<`
 //!   (the `>=` / `<=` forms; a date or a date-time), `PageSize` (default 50, at most 1000),
-//!   `Page`, with `next_page_uri`.
+//!   `Page`, with `next_page_uri`. `date_sent` is null until the message is sent (its
+//!   `sent` status, which comes with the status callbacks), so `DateSent` filters do not
+//!   see a message still `queued` or `accepted`, as on Twilio.
 //! * Status callbacks to `StatusCallback` after [`TwilioEmulatorBuilder::callback_delay`]
 //!   (on the emulator's clock, so virtual under `tokio::time::pause()`): `sent`, then the
 //!   number's [`Outcome`] (`delivered` by default), form-encoded, `X-Twilio-Signature`
 //!   with the Auth Token over the exact callback URL and sorted parameters. Optionally out
 //!   of order (final first) and duplicated.
 //!
-//! Knowingly less faithful: `date_sent` is set at acceptance (Twilio sets it when the
-//! carrier takes the message), so `DateSent` filters see queued messages; no `MediaUrl`
-//! fetching; no Messaging Service sender pool (`from` is null); errors come in the order
+//! Knowingly less faithful: no `MediaUrl` fetching; no Messaging Service sender pool (`from` is null); errors come in the order
 //! auth, content type, To, sender, body, opt-out/region.
 
 use std::collections::{HashMap, HashSet};
@@ -92,6 +92,8 @@ pub struct StoredSms {
     pub error_code: Option<u32>,
     /// When it was created.
     pub created: Timestamp,
+    /// When it was sent (status `sent`): `None` while queued or accepted.
+    pub sent: Option<Timestamp>,
     /// Segments.
     pub num_segments: usize,
     /// Every form parameter as received.
@@ -419,7 +421,7 @@ fn resource(m: &StoredSms) -> Value {
         "error_message": null,
         "date_created": rfc2822(m.created),
         "date_updated": rfc2822(m.created),
-        "date_sent": rfc2822(m.created),
+        "date_sent": m.sent.map(rfc2822),
         "api_version": "2010-04-01",
         "uri": format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{}.json", m.sid),
         "subresource_uris": {"media": format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{}/Media.json", m.sid)},
@@ -532,6 +534,7 @@ async fn create(
             status_callback: status_callback.clone(),
             error_code: None,
             created: s.clock.now(),
+            sent: None,
             params: params.clone(),
         };
         d.messages.push(m.clone());
@@ -583,9 +586,13 @@ fn schedule_callbacks(s: &Arc<Inner>, m: &StoredSms, url: &str, outcome: Outcome
         for (status, code) in steps {
             {
                 let mut d = s.lock();
+                let now = s.clock.now();
                 if let Some(x) = d.messages.iter_mut().find(|x| x.sid == m.sid) {
                     status.clone_into(&mut x.status);
                     x.error_code = code;
+                    if status == "sent" && x.sent.is_none() {
+                        x.sent = Some(now);
+                    }
                 }
             }
             let mut params = vec![
@@ -682,10 +689,12 @@ async fn list(
             .rev()
             .filter(|m| to.as_ref().is_none_or(|t| &m.to == t))
             .filter(|m| from.as_ref().is_none_or(|f| m.from.as_ref() == Some(f)))
+            // A message not sent yet has no `date_sent`: no `DateSent` bound matches it.
             .filter(|m| {
-                bounds.iter().all(|(t, o)| match o {
-                    std::cmp::Ordering::Greater => m.created >= *t,
-                    _ => m.created < *t,
+                bounds.iter().all(|(t, o)| match (o, m.sent) {
+                    (_, None) => false,
+                    (std::cmp::Ordering::Greater, Some(sent)) => sent >= *t,
+                    (_, Some(sent)) => sent < *t,
                 })
             })
             .skip(page * page_size)
