@@ -410,7 +410,19 @@ impl Sink for SlackSink {
                     }
                     Err(join) => {
                         tracing::warn!(channel = %msg.destination.address, error = %join, "cannot join the channel");
-                        return Err(self.err(e));
+                        // Nothing was posted. A join refused for good leaves Slack's own
+                        // answer (`not_in_channel`, with what to do); a join that may work
+                        // later (rate limited, 5xx, a dropped connection) keeps its class and
+                        // its Retry-After, so the delivery is retried, not failed.
+                        return Err(match join.class() {
+                            ErrorClass::Permanent => self.err(e),
+                            ErrorClass::InDoubt => Error::remote(
+                                self.system(),
+                                ErrorClass::RETRYABLE,
+                                format!("joining the channel to post in it: {join}"),
+                            ),
+                            _ => join,
+                        });
                     }
                 }
             }

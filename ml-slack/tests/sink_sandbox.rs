@@ -441,3 +441,44 @@ async fn a_public_channel_the_app_is_not_in_is_joined_then_posted_to_once() {
     assert_eq!(e.class(), ErrorClass::Permanent);
     assert!(slack.messages(&loud).is_empty());
 }
+
+/// A join that may work later (rate limited, a 5xx) keeps its class: the delivery is
+/// retried when Slack says, not failed as `not_in_channel`; the retry joins and posts once.
+#[tokio::test]
+async fn a_join_refused_for_now_is_retried_not_failed() {
+    let slack = SlackEmulator::builder()
+        .post_message_interval(None)
+        .start()
+        .await
+        .expect("emulator");
+    let quiet = slack.add_channel(Channel::public("quiet").without_bot());
+    let rec = invoice("1", "New", 0);
+    let sink = sink(&slack);
+    slack.faults().push(FaultRule::on(
+        "conversations.join",
+        Fault::TooManyRequests { retry_after: 9 },
+    ));
+    let e = sink
+        .send(&outbound(&sink, 1, &quiet, &rec))
+        .await
+        .expect_err("join rate limited");
+    assert_eq!(
+        e.class(),
+        ErrorClass::Retryable {
+            retry_after: Some(Duration::from_secs(9))
+        }
+    );
+    slack
+        .faults()
+        .push(FaultRule::on("conversations.join", Fault::Status(503)));
+    let e = sink
+        .send(&outbound(&sink, 1, &quiet, &rec))
+        .await
+        .expect_err("join unavailable");
+    assert!(e.class().is_retryable(), "{e}: {}", e.class());
+    assert!(slack.messages(&quiet).is_empty());
+    sink.send(&outbound(&sink, 1, &quiet, &rec))
+        .await
+        .expect("joined and posted");
+    assert_eq!(slack.messages(&quiet).len(), 1);
+}
