@@ -381,3 +381,24 @@ async fn sendgrid_errors_are_classified() {
     assert_eq!(e.class(), ErrorClass::Permanent);
     assert!(e.to_string().contains("from.email"), "{e}");
 }
+
+/// `check` verifies the SendGrid key with `GET /v3/scopes`, which is outside the Mail Send
+/// API: where it is not served (404) the key cannot be judged and passes; a refused key
+/// fails.
+#[tokio::test]
+async fn the_sendgrid_check_passes_where_scopes_is_not_served_and_fails_a_refused_key() {
+    let tw = TwilioEmulator::start().await.expect("twilio");
+    let sg = SendGridEmulator::start().await.expect("sendgrid");
+    let email = builder(&tw, Some(&sg)).build_email().expect("email");
+    email.healthcheck().await.expect("served and accepted");
+    sg.faults()
+        .push(FaultRule::on("/v3/scopes", Fault::Status(404)));
+    email.healthcheck().await.expect("not served: not judged");
+    assert_eq!(sg.faults().pending_rules(), 0, "the 404 was answered");
+    let bad = builder(&tw, Some(&sg))
+        .with_sendgrid_api_key("SG.wrong")
+        .build_email()
+        .expect("email");
+    let e = bad.healthcheck().await.expect_err("refused key");
+    assert!(!e.to_string().contains("SG.wrong"), "{e}");
+}
