@@ -118,12 +118,13 @@ fn twilio_router(
     let token = interpolate("receivers.twilio.auth_token", &c.auth_token, env)?;
     let public_url = interpolate("receivers.twilio.public_url", &c.public_url, env)?;
     ml_core::config::check_url("receivers.twilio.public_url", &public_url)?;
+    let path = c.path_for(&public_url);
     let mut receiver = ml_twilio::TwilioStatusReceiver::new(token, public_url);
     if let Some(cache) = replay {
         receiver = receiver.with_replay_cache(cache);
     }
     Ok(ml_twilio::receiver::axum_router::twilio(
-        &c.path,
+        &path,
         Arc::new(receiver),
         store,
     ))

@@ -326,17 +326,29 @@ fn default_slack_path() -> String {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TwilioReceiverConfig {
-    /// The path (default `/twilio/status`).
-    #[serde(default = "default_twilio_path")]
-    pub path: String,
+    /// The path served. Default: the path of `public_url` (the URL Twilio calls, so no
+    /// proxy rewrite is needed), or `/twilio/status` when that has none. Set it when a
+    /// proxy maps the public path onto another one.
+    #[serde(default)]
+    pub path: Option<String>,
     /// The Auth Token that signs callbacks, normally `${TWILIO_AUTH_TOKEN}`.
     pub auth_token: String,
     /// The public URL Twilio calls (and signs), as given to the SMS sink.
     pub public_url: String,
 }
 
-fn default_twilio_path() -> String {
-    "/twilio/status".to_owned()
+impl TwilioReceiverConfig {
+    /// The path served, given `public_url` as resolved from the environment (see
+    /// [`Self::path`]).
+    pub fn path_for(&self, public_url: &str) -> String {
+        if let Some(p) = &self.path {
+            return p.clone();
+        }
+        match url::Url::parse(public_url) {
+            Ok(u) if u.path() != "/" && !u.path().is_empty() => u.path().to_owned(),
+            _ => "/twilio/status".to_owned(),
+        }
+    }
 }
 
 /// `[receivers.sendgrid]`.

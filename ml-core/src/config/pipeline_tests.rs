@@ -208,3 +208,34 @@ fn the_receivers_address_may_come_from_the_environment() {
             .contains("${ML_LISTEN:-127.0.0.1:8080}")
     );
 }
+
+#[test]
+fn the_twilio_receiver_serves_the_path_twilio_is_given_unless_told_otherwise() {
+    let parse = |extra: &str| {
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\n[twilio]\nauth_token = \"t\"\n\
+             public_url = \"${{TWILIO_STATUS_CALLBACK_URL}}\"\n{extra}"
+        );
+        let c: super::pipeline::ReceiversConfig = toml::from_str(&text).expect("receivers");
+        c.twilio.expect("twilio")
+    };
+    let implied = parse("");
+    assert_eq!(
+        implied.path_for("https://hooks.example.com/erp/sms-status"),
+        "/erp/sms-status"
+    );
+    assert_eq!(
+        implied.path_for("https://hooks.example.com"),
+        "/twilio/status",
+        "no path in the public URL"
+    );
+    assert_eq!(
+        implied.path_for("https://hooks.example.com/"),
+        "/twilio/status"
+    );
+    let explicit = parse("path = \"/behind/proxy\"");
+    assert_eq!(
+        explicit.path_for("https://hooks.example.com/erp/sms-status"),
+        "/behind/proxy"
+    );
+}
