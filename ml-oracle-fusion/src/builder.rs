@@ -145,7 +145,10 @@ impl OracleFusionBuilder {
         self
     }
 
-    /// The OAuth scope.
+    /// The OAuth scope. Default: the pod's audience with the consumer scope,
+    /// `https://<pod>:443urn:opc:resource:consumer::all` (the pod URL's scheme, host and
+    /// port), as Oracle documents for the client-credentials and JWT-assertion grants; set
+    /// it when the confidential app's primary audience is another URL.
     pub fn with_scope(self, scope: impl Into<String>) -> Self {
         self.with_config(OracleFusionConfigKey::Scope, scope)
     }
@@ -334,12 +337,16 @@ impl OracleFusionBuilder {
                 },
                 None => Grant::ClientCredentials,
             };
+            let scope = match self.val(K::Scope) {
+                Some(s) => Some(s.to_owned()),
+                None => self.val(K::Url).and_then(default_scope),
+            };
             return Ok(Auth::Bearer(token_cache(
                 client,
                 token_url,
                 id,
                 secret,
-                self.val(K::Scope),
+                scope.as_deref(),
                 grant,
                 &self.clock,
             )?));
@@ -534,6 +541,18 @@ impl OracleFusionBuilder {
             default_currency,
         })
     }
+}
+
+/// The scope Oracle documents for a Fusion pod: its primary audience (scheme, host and
+/// port, the port always written) followed by `urn:opc:resource:consumer::all`.
+fn default_scope(pod_url: &str) -> Option<String> {
+    let u = url::Url::parse(pod_url).ok()?;
+    let host = u.host_str()?;
+    let port = u.port_or_known_default()?;
+    Some(format!(
+        "{}://{host}:{port}urn:opc:resource:consumer::all",
+        u.scheme()
+    ))
 }
 
 #[cfg(test)]

@@ -786,3 +786,26 @@ fn the_request_shape() {
     assert!(!q.contains_key("q"));
     assert_eq!(q["orderBy"], "CreationDate:asc,POHeaderId:asc");
 }
+
+/// Without `ORACLE_FUSION_SCOPE`, the token request carries the scope Oracle documents:
+/// the pod's audience (scheme, host, port) and `urn:opc:resource:consumer::all`.
+#[tokio::test]
+async fn the_default_scope_is_the_pod_audience_with_the_consumer_scope() {
+    let e = OracleEmulator::builder().start().await.expect("emulator");
+    let s = OracleFusionBuilder::new()
+        .with_url(e.base_url())
+        .with_client_credentials(e.token_url(), e.client_id(), e.client_secret())
+        .build()
+        .expect("source");
+    s.poll(None).await.expect("page");
+    let pod = url::Url::parse(&e.base_url()).expect("url");
+    let audience = format!(
+        "http://{}:{}",
+        pod.host_str().expect("host"),
+        pod.port_or_known_default().expect("port")
+    );
+    assert_eq!(
+        e.scopes(),
+        vec![format!("{audience}urn:opc:resource:consumer::all")]
+    );
+}
