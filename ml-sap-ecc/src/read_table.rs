@@ -155,6 +155,28 @@ pub fn parse_number(s: &str) -> Option<Decimal> {
     Some(if neg { -d } else { d })
 }
 
+/// The fields read from `table` only to show them (texts, users, transaction codes,
+/// payment blocks, vendor address and phone): a system without one (an older release, a
+/// tailoring, a field the notes do not list) is read without it. Keys, stamps, amounts,
+/// currencies, company codes, references (the dedupe key) and the fields filters name are
+/// never optional: their absence is a configuration error that pauses the stream.
+pub fn optional_fields(table: &str) -> &'static [&'static str] {
+    match table {
+        "LFA1" => &["NAME1", "ORT01", "LAND1", "TELF1"],
+        "RBKP" => &[
+            "BLART", "BLDAT", "BUDAT", "USNAM", "WMWST1", "ZTERM", "ZLSPR",
+        ],
+        "BKPF" => &[
+            "BLART", "BLDAT", "BUDAT", "MONAT", "USNAM", "TCODE", "BKTXT", "AWTYP", "AWKEY",
+        ],
+        "BSEG" => &["SGTXT", "KOSTL"],
+        "RSEG" => &["MATNR", "MENGE"],
+        "EKKO" => &["EKGRP"],
+        "CDHDR" => &["USERNAME", "TCODE"],
+        _ => &[],
+    }
+}
+
 /// Splits `wanted` fields into chunks whose row width (the sum of `LENGTH`s) stays within
 /// `max_width`, every chunk starting with the `key` fields. Fails when a field is unknown
 /// or the key alone (plus one field) does not fit.
@@ -268,6 +290,8 @@ pub struct RfcReadTable {
     max_width: usize,
     rereads: usize,
     meta: Mutex<HashMap<String, Arc<TableMeta>>>,
+    /// Optional fields already warned about (`TABLE-FIELD`).
+    missing: Mutex<std::collections::HashSet<String>>,
 }
 
 impl RfcReadTable {
@@ -280,6 +304,7 @@ impl RfcReadTable {
             max_width: ROW_BUFFER,
             rereads: 3,
             meta: Mutex::new(HashMap::new()),
+            missing: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -352,15 +377,48 @@ impl RfcReadTable {
         Ok(meta)
     }
 
+    /// Warns once per table and field that an optional field is not read.
+    fn warn_missing(&self, table: &str, field: &str) {
+        let first = self
+            .missing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(format!("{table}-{field}"));
+        if first {
+            tracing::warn!(
+                system = %self.system,
+                table,
+                field,
+                "the table has no such field on this system: read without it (the records \
+                 lack what it holds)"
+            );
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TableMeta>>> {
         self.meta.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Reads rows (see the module docs): chunked, joined on the key, re-read when rows
-    /// moved between chunks.
+    /// moved between chunks. A field of [`optional_fields`] the table does not have on
+    /// this system (a release, a tailoring) is left out of the read, with a warning;
+    /// any other missing field is a configuration error.
     pub async fn read(&self, req: &ReadRequest<'_>) -> Result<ReadOutcome, SapEccError> {
         let meta = self.metadata(req.table).await?;
-        let chunks = chunk_fields(&meta, req.fields, req.key, self.max_width)
+        let optional = optional_fields(req.table);
+        let fields: Vec<&str> = req
+            .fields
+            .iter()
+            .copied()
+            .filter(|f| {
+                let keep = meta.field(f).is_some() || !optional.contains(f);
+                if !keep {
+                    self.warn_missing(req.table, f);
+                }
+                keep
+            })
+            .collect();
+        let chunks = chunk_fields(&meta, &fields, req.key, self.max_width)
             .map_err(|m| SapEccError::config("fields", m))?;
         let options: Vec<RfcRow> = req
             .filter

@@ -335,7 +335,7 @@ impl SapEccSource {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows = self
+        let read = self
             .read_by_keys(
                 &KeyLookup {
                     table: "LFA1",
@@ -347,7 +347,18 @@ impl SapEccSource {
                 },
                 ids,
             )
-            .await?;
+            .await;
+        let rows = match read {
+            Ok(rows) => rows,
+            // The vendor master only names the supplier: without it (no authorization for
+            // LFA1's table group is common) invoices and POs still go out, unnamed. A
+            // logon failure or anything retryable still fails the page.
+            Err(e) if !e.class().is_retryable() && !is_logon(&e) => {
+                tracing::warn!(system = %self.system, error = %e, "vendor master (LFA1) not readable: records go out without the supplier's name");
+                return Ok(HashMap::new());
+            }
+            Err(e) => return Err(e),
+        };
         Ok(rows
             .into_iter()
             .map(|r| (row_get(&r, "LIFNR").to_owned(), r))

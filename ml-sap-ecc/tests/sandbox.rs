@@ -287,6 +287,93 @@ async fn the_purchasing_group_comes_from_ekko_when_the_bapi_header_lacks_it() {
     );
 }
 
+/// The keys and suppliers of every record of the three categories (versions left out: two
+/// emulators' traps are stamped a second apart).
+async fn read_categories(e: &SapEccEmulator) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    for c in [
+        Category::SupplierInvoices,
+        Category::GlDocuments,
+        Category::PurchaseOrders,
+    ] {
+        let (items, _) = read_all(&source(e, c, 500), None).await;
+        out.extend(
+            records(&items)
+                .into_values()
+                .map(|r| (r.key.clone(), r.fields.supplier.clone())),
+        );
+    }
+    out.sort();
+    out
+}
+
+/// A system whose dictionary lacks fields the records only show (the vendor's phone, a
+/// payment block, line texts): every record is still read, without them.
+#[tokio::test]
+async fn optional_fields_a_system_lacks_are_read_without() {
+    let (full, _) = traps().await;
+    let expected = read_categories(&full).await;
+    let (e, _) = traps().await;
+    for (table, field) in [
+        ("LFA1", "TELF1"),
+        ("LFA1", "ORT01"),
+        ("RBKP", "ZLSPR"),
+        ("BSEG", "SGTXT"),
+        ("BKPF", "BKTXT"),
+        ("CDHDR", "TCODE"),
+        ("EKKO", "EKGRP"),
+    ] {
+        e.without_field(table, field);
+    }
+    let got = read_categories(&e).await;
+    assert!(!expected.is_empty());
+    assert_eq!(got, expected, "the same records, suppliers named");
+    let (items, _) = read_all(&source(&e, Category::PurchaseOrders, 500), None).await;
+    assert!(
+        records(&items)
+            .values()
+            .all(|r| !r.fields.extra.contains_key("vendor_phone")),
+        "no phone where there is no phone field"
+    );
+}
+
+/// A field a record cannot do without (the invoice amount) is a configuration error that
+/// names it: the stream pauses with that reason, nothing is journaled half-read.
+#[tokio::test]
+async fn a_required_field_the_system_lacks_is_a_named_configuration_error() {
+    let (e, _) = traps().await;
+    e.without_field("RBKP", "RMWWR");
+    let err = source(&e, Category::SupplierInvoices, 500)
+        .poll(None)
+        .await
+        .expect_err("no amount field");
+    assert!(!err.class().is_retryable(), "{err}");
+    assert!(err.to_string().contains("RMWWR"), "{err}");
+}
+
+/// No authorization for the vendor master (LFA1 is often in a restricted table group):
+/// invoices and POs still go out, without the supplier's name.
+#[tokio::test]
+async fn without_the_vendor_master_records_go_out_unnamed() {
+    let (full, _) = traps().await;
+    let expected: Vec<String> = read_categories(&full)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let (e, _) = traps().await;
+    e.deny_table("LFA1");
+    let got = read_categories(&e).await;
+    assert_eq!(
+        got.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    assert!(
+        got.iter().all(|(_, supplier)| supplier.is_none()),
+        "{got:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn never_more_calls_in_flight_than_the_cap() {
     let e = SapEccEmulator::builder()

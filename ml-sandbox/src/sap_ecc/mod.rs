@@ -95,6 +95,8 @@ pub(crate) struct Inner {
     /// Table -> primary key -> row.
     pub(crate) tables: BTreeMap<&'static str, BTreeMap<String, Row>>,
     pub(crate) denied: BTreeSet<String>,
+    /// `TABLE-FIELD`s this system's dictionary does not have (a release, a tailoring).
+    pub(crate) removed: BTreeSet<String>,
     pub(crate) bapi_errors: BTreeMap<String, String>,
     fail_next: VecDeque<Failure>,
     storm: Option<(u64, u64)>,
@@ -255,6 +257,7 @@ impl SapEccEmulatorBuilder {
             inner: Mutex::new(Inner {
                 tables: BTreeMap::new(),
                 denied: BTreeSet::new(),
+                removed: BTreeSet::new(),
                 bapi_errors: BTreeMap::new(),
                 fail_next: VecDeque::new(),
                 storm: None,
@@ -536,6 +539,17 @@ impl SapEccEmulator {
     /// fail with `SYSTEM_FAILURE`: storms that keep coming back. `every = 0` stops them.
     pub fn storm(&self, every: u64, burst: u64) {
         self.shared.lock().storm = (every > 0).then_some((every, burst.min(every)));
+    }
+
+    /// Removes `field` from `table` as this system describes and serves it (`NO_DATA`
+    /// lists it no more; naming it in `FIELDS` fails with `FIELD_NOT_VALID`), as a release
+    /// or a tailoring without it does.
+    pub fn without_field(&self, table: &str, field: &str) {
+        self.shared.lock().removed.insert(format!(
+            "{}-{}",
+            table.to_ascii_uppercase(),
+            field.to_ascii_uppercase()
+        ));
     }
 
     /// Refuses `RFC_READ_TABLE` on `table` with `NOT_AUTHORIZED` (S_TABU_DIS).

@@ -64,12 +64,18 @@ pub(crate) fn call(shared: &Shared, inner: &Inner, params: &BTreeMap<String, Par
         .map_or("", Param::text)
         .trim()
         .to_ascii_uppercase();
-    let Some(defs) = ddic::table(&table) else {
+    let Some(all) = ddic::table(&table) else {
         return exception(
             "TABLE_NOT_AVAILABLE",
             &format!("Table {table} is not available"),
         );
     };
+    let kept: Vec<FieldDef> = all
+        .iter()
+        .filter(|d| !inner.removed.contains(&format!("{table}-{}", d.name)))
+        .copied()
+        .collect();
+    let defs = kept.as_slice();
     if inner.denied.contains(&table) {
         return exception(
             "NOT_AUTHORIZED",
