@@ -223,6 +223,18 @@ impl Error {
         self
     }
 
+    /// Adds what an operator should check to a remote error's message, in parentheses (no
+    /// effect on other variants).
+    #[must_use]
+    pub fn with_hint(mut self, hint: impl AsRef<str>) -> Self {
+        if let Self::Remote { message, .. } = &mut self {
+            message.push_str(" (");
+            message.push_str(hint.as_ref());
+            message.push(')');
+        }
+        self
+    }
+
     /// An [`Error::Unavailable`]: `system` cannot be reached until `waiting_for` returns.
     pub fn unavailable(
         system: impl Into<String>,

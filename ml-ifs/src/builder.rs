@@ -516,6 +516,7 @@ impl IfsBuilder {
             retry: self.retry,
             clock: self.clock,
             use_select,
+            select_refused: std::sync::atomic::AtomicBool::new(false),
             change_detection,
         })
     }

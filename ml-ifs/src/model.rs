@@ -124,8 +124,20 @@ pub(crate) fn map_item(spec: &ResourceSpec, system: &str, raw: &RawValue) -> Map
         },
         None => None,
     };
+    // The entity has no currency attribute at all on this release (read whole, after the
+    // service refused a `$select` naming it): the amount cannot be money, and the record
+    // still goes out, its amount kept as text.
+    let currency_absent = spec
+        .currency
+        .as_deref()
+        .is_some_and(|c| !item.contains_key(c));
+    let mut unpriced = None;
     let money = match amount {
         None => None,
+        Some(a) if currency_absent => {
+            unpriced = Some(a.to_string());
+            None
+        }
         Some(a) => match get(&spec.currency) {
             Some(c) => match Currency::new(&c) {
                 Ok(c) => Some(Money::new(a, c)),
@@ -147,6 +159,9 @@ pub(crate) fn map_item(spec: &ResourceSpec, system: &str, raw: &RawValue) -> Map
         .get("@odata.etag")
         .and_then(|r| serde_json::from_str::<String>(r.get()).ok());
     let mut extra = BTreeMap::new();
+    if let Some(a) = unpriced {
+        extra.insert("amount_without_currency".to_owned(), a);
+    }
     for a in spec.date.iter().chain(&spec.extra) {
         if let Some(v) = text(&item, a) {
             extra.insert(a.clone(), v);
@@ -223,7 +238,7 @@ mod tests {
                 "not a decimal",
             ),
             (
-                r#"{"Company":"10","InvoiceId":5,"ModifiedDateTime":"2026-03-01T09:00:00Z","GrossAmount":"1.5"}"#,
+                r#"{"Company":"10","InvoiceId":5,"ModifiedDateTime":"2026-03-01T09:00:00Z","GrossAmount":"1.5","Currency":null}"#,
                 "without currency",
             ),
         ] {
@@ -231,6 +246,20 @@ mod tests {
                 SourceItem::Rejected(r) => assert!(r.reason.contains(why), "{} / {why}", r.reason),
                 SourceItem::Record(r) => panic!("accepted {r:?}"),
             }
+        }
+    }
+
+    /// An entity without the currency attribute at all (a release without it, read
+    /// whole): the record goes out without money, its amount kept as text.
+    #[test]
+    fn an_entity_without_a_currency_attribute_goes_out_unpriced() {
+        let json = r#"{"Company":"10","InvoiceId":5,"ModifiedDateTime":"2026-03-01T09:00:00Z","GrossAmount":"1.5"}"#;
+        match map(json).item {
+            SourceItem::Record(r) => {
+                assert!(r.fields.amount.is_none());
+                assert_eq!(r.fields.extra["amount_without_currency"], "1.5");
+            }
+            SourceItem::Rejected(r) => panic!("rejected: {}", r.reason),
         }
     }
 }

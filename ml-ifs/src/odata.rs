@@ -108,6 +108,18 @@ impl ODataQuery {
         self
     }
 
+    /// Whether `$select` is set.
+    pub fn has_select(&self) -> bool {
+        !self.select.is_empty()
+    }
+
+    /// The same query without `$select` (whole entities).
+    #[must_use]
+    pub fn without_select(mut self) -> Self {
+        self.select.clear();
+        self
+    }
+
     /// `$orderby` (`Attr asc`, `Attr desc`).
     #[must_use]
     pub fn order_by<I: IntoIterator<Item = S>, S: Into<String>>(mut self, terms: I) -> Self {

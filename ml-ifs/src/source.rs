@@ -12,6 +12,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
 use async_trait::async_trait;
 use ml_core::clock::Clock;
@@ -38,6 +39,10 @@ pub struct IfsSource {
     pub(crate) retry: RetryPolicy,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) use_select: bool,
+    /// Set once the service refused a `$select` (400): an attribute asked for does not
+    /// exist on this release or tailoring. Whole entities are read from then on, so
+    /// attributes present are mapped and absent ones are simply missing.
+    pub(crate) select_refused: AtomicBool,
     pub(crate) change_detection: ChangeDetection,
 }
 
@@ -187,14 +192,74 @@ impl IfsSource {
         self.read_url(&self.collection_url, query).await
     }
 
+    /// Reads one page (with retries). A `$select` the service refuses with 400 is dropped,
+    /// for this and every later request (see `select_refused`), and the page read again;
+    /// a 400 without `$select` names what to check.
     pub(crate) async fn read_url(&self, url: &str, query: &ODataQuery) -> Result<CollectionPage> {
+        let refused = self.select_refused.load(Ordering::Relaxed);
+        if query.has_select() && !refused {
+            match self.read_once(url, query).await {
+                Err((400, e)) => {
+                    let whole = query.clone().without_select();
+                    let page = self
+                        .read_once(url, &whole)
+                        .await
+                        .map_err(|(status, e)| self.explained(url, status, e))?;
+                    self.select_refused.store(true, Ordering::Relaxed);
+                    tracing::warn!(
+                        source = %self,
+                        error = %e,
+                        "the service refused $select (an attribute this release lacks): \
+                         reading whole entities; attributes it does not have stay empty"
+                    );
+                    return Ok(page);
+                }
+                other => return other.map_err(|(status, e)| self.explained(url, status, e)),
+            }
+        }
+        let q = if query.has_select() {
+            query.clone().without_select()
+        } else {
+            query.clone()
+        };
+        self.read_once(url, &q)
+            .await
+            .map_err(|(status, e)| self.explained(url, status, e))
+    }
+
+    /// A 400 on the entity set without `$select`: the stamp or a key is not an attribute
+    /// of this release. Says what to check.
+    fn explained(&self, url: &str, status: u16, e: ml_core::Error) -> ml_core::Error {
+        if status == 400 && url == self.collection_url {
+            e.with_hint(format!(
+                "check that `{}` (the change stamp, `stamp_attribute`) and the keys are \
+                 attributes of {} on this release, or read changes from the history log \
+                 (change_detection = \"history_log\")",
+                self.spec.stamp,
+                self.spec.path()
+            ))
+        } else {
+            e
+        }
+    }
+
+    /// One read with retries: the page, or the last HTTP status (0 without one) and error.
+    async fn read_once(
+        &self,
+        url: &str,
+        query: &ODataQuery,
+    ) -> std::result::Result<CollectionPage, (u16, ml_core::Error)> {
+        let status = AtomicU16::new(0);
         ml_core::retry::retry(&self.retry, || async {
-            self.odata
-                .get_collection(url, query)
-                .await
-                .map_err(Into::into)
+            self.odata.get_collection(url, query).await.map_err(|e| {
+                if let crate::error::IfsError::Http { status: s, .. } = &e {
+                    status.store(*s, Ordering::Relaxed);
+                }
+                e.into()
+            })
         })
         .await
+        .map_err(|e| (status.load(Ordering::Relaxed), e))
     }
 
     async fn follow(&self, link: &str) -> Result<CollectionPage> {

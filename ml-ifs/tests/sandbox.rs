@@ -243,6 +243,64 @@ async fn permanent_errors_name_the_service_and_pause() {
     assert!(!err.class().is_retryable(), "{err}");
 }
 
+/// A release whose purchase orders lack attributes the mapping reads (the currency, the
+/// site): the service refuses the `$select` naming them (400); the source reads whole
+/// entities from then on (one extra request, once) and every order still goes out, its
+/// amount kept as text since it has no currency.
+#[tokio::test]
+async fn attributes_a_release_lacks_are_read_around_not_a_pause() {
+    let e = IfsEmulator::start().await.expect("emulator");
+    e.seed_demo().expect("demo");
+    let total = e.count("PurchaseOrderSet");
+    assert!(total > 0);
+    e.remove_property("PurchaseOrderSet", "CurrencyCode");
+    e.remove_property("PurchaseOrderSet", "Contract");
+    let s = builder(&e)
+        .with_resource(IfsResource::PurchaseOrders)
+        .with_page_size(2)
+        .build()
+        .expect("source");
+    let mut pos = None;
+    let items = cycle(&s, &mut pos, |_| {}).await;
+    let records: Vec<_> = items
+        .iter()
+        .filter_map(|i| match i {
+            SourceItem::Record(r) => Some(r),
+            SourceItem::Rejected(x) => panic!("rejected: {}", x.reason),
+        })
+        .collect();
+    assert_eq!(records.len(), total, "every order (all of company 10)");
+    for r in &records {
+        assert!(r.fields.amount.is_none(), "no currency, no money");
+        assert!(
+            r.fields.extra.contains_key("amount_without_currency"),
+            "{:?}",
+            r.fields.extra
+        );
+        assert!(r.fields.supplier.is_some(), "attributes present are mapped");
+    }
+    // The 400 came once: later pages and cycles ask for whole entities straight away.
+    assert_eq!(e.faults().status_count("PurchaseOrderSet", 400), 1);
+}
+
+/// A stamp attribute the entity set does not have cannot be read around: the stream
+/// pauses with the reason and what to check.
+#[tokio::test]
+async fn a_missing_stamp_attribute_pauses_with_what_to_check() {
+    let e = IfsEmulator::start().await.expect("emulator");
+    e.seed_demo().expect("demo");
+    e.remove_property("PurchaseOrderSet", "ModifiedDateTime");
+    let s = builder(&e)
+        .with_resource(IfsResource::PurchaseOrders)
+        .build()
+        .expect("source");
+    let err = s.poll(None).await.expect_err("no stamp");
+    assert_eq!(err.class(), ml_core::ErrorClass::Permanent);
+    let text = err.to_string();
+    assert!(text.contains("ModifiedDateTime"), "{text}");
+    assert!(text.contains("history_log"), "{text}");
+}
+
 /// The trap the source avoids: a reader that follows the offset-based nextLink while a
 /// served row is edited (it moves to the end) skips a row it never sees.
 #[tokio::test]

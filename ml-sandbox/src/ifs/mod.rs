@@ -388,6 +388,17 @@ impl IfsEmulator {
         );
     }
 
+    /// Removes `prop` from the entity set `set` (every projection serving it), as a release
+    /// or a tailoring without the attribute: it is no longer served, and naming it in
+    /// `$select`, `$filter` or `$orderby` is a 400.
+    pub fn remove_property(&self, set: &str, prop: &str) {
+        for data in self.shared.lock().sets.values_mut() {
+            if data.def.set == set {
+                data.def.props.retain(|(n, _)| n != prop);
+            }
+        }
+    }
+
     /// The integration user lacks the permission for `action` on `set` (403).
     pub fn deny_action(&self, set: &str, action: &str) {
         let mut inner = self.shared.lock();
