@@ -264,8 +264,8 @@ async fn attributes_a_release_lacks_are_read_around_not_a_pause() {
     let items = cycle(&s, &mut pos, |_| {}).await;
     let records: Vec<_> = items
         .iter()
-        .filter_map(|i| match i {
-            SourceItem::Record(r) => Some(r),
+        .map(|i| match i {
+            SourceItem::Record(r) => r,
             SourceItem::Rejected(x) => panic!("rejected: {}", x.reason),
         })
         .collect();

@@ -798,7 +798,7 @@ async fn the_default_scope_is_the_pod_audience_with_the_consumer_scope() {
         .build()
         .expect("source");
     s.poll(None).await.expect("page");
-    let pod = url::Url::parse(&e.base_url()).expect("url");
+    let pod = url::Url::parse(e.base_url()).expect("url");
     let audience = format!(
         "http://{}:{}",
         pod.host_str().expect("host"),

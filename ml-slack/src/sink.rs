@@ -421,7 +421,7 @@ impl Sink for SlackSink {
                                 ErrorClass::RETRYABLE,
                                 format!("joining the channel to post in it: {join}"),
                             ),
-                            _ => join,
+                            ErrorClass::Retryable { .. } => join,
                         });
                     }
                 }
