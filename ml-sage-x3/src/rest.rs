@@ -28,6 +28,10 @@ use crate::sdata::{is_civil, parse_datetime, stamp_window};
 use crate::source::Common;
 use crate::walk::{KeyWalk, WalkState};
 
+/// How many times a query is sent again, after a 500 and a plain read that answered fine,
+/// before its refusal is taken as permanent.
+const CONFIRMING_500S: u32 = 3;
+
 /// Reads one api1 class incrementally (see the module docs).
 pub struct SageX3RestSource {
     pub(crate) common: Common,
@@ -177,7 +181,7 @@ impl SageX3RestSource {
         match self.diagnose_500(kind).await? {
             Diagnosis::Lacks(e) => Err(e.into()),
             Diagnosis::Unknown => self.common.send(|| self.request(params)).await,
-            Diagnosis::ClassFine => match self.common.send_once(self.request(params)?).await {
+            Diagnosis::ClassFine => match self.resend_after_500(params).await? {
                 Ok(body) => Ok(body),
                 Err(SageX3Error::Http {
                     status: 500,
@@ -197,6 +201,26 @@ impl SageX3RestSource {
                 .into()),
                 Err(_) => self.common.send(|| self.request(params)).await,
             },
+        }
+    }
+
+    /// Sends the query again after a 500 whose class answers fine: up to
+    /// [`CONFIRMING_500S`] times, waiting the retry policy's delays between, so a burst of
+    /// transient 500s is not taken for a refused query (which would pause the stream).
+    /// The last error when every attempt failed.
+    async fn resend_after_500(
+        &self,
+        params: &[(&'static str, String)],
+    ) -> Result<std::result::Result<String, SageX3Error>> {
+        let mut attempt = 0;
+        loop {
+            match self.common.send_once(self.request(params)?).await {
+                Err(SageX3Error::Http { status: 500, .. }) if attempt + 1 < CONFIRMING_500S => {
+                    tokio::time::sleep(self.common.retry.delay_ceiling(attempt)).await;
+                    attempt += 1;
+                }
+                other => return Ok(other),
+            }
         }
     }
 

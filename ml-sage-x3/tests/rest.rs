@@ -194,6 +194,17 @@ async fn an_unknown_property_is_a_configuration_error_naming_it_not_an_outage() 
         .push(FaultRule::on("PORDER", Fault::Status(500)).times(2));
     let (items, _) = cycle(&s, None).await;
     assert_eq!(items.len(), 7);
+    // Transient 500s around a plain read that answers: the query, then (the plain read
+    // passing) its resend, both 500. Sent again after a wait, it is read; two 500s are not
+    // taken for a refused query.
+    let s = rest(&e).build().expect("source");
+    e.faults()
+        .push(FaultRule::on("PORDER", Fault::Status(500)).times(1));
+    e.faults()
+        .push(FaultRule::on("PORDER", Fault::Status(500)).after(1).times(1));
+    let (items, _) = cycle(&s, None).await;
+    assert_eq!(items.len(), 7);
+    assert_eq!(e.faults().pending_rules(), 0, "both 500s were answered");
 }
 
 #[tokio::test]
