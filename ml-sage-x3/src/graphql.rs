@@ -19,7 +19,10 @@
 //! (a cursor is only valid for the query that produced it).
 //!
 //! `healthcheck()` introspects the schema along the configured root path and reports every
-//! configured field the node lacks.
+//! configured field the node lacks. Polling reads around an optional field the server's
+//! validation names (left out of later queries, warned once); a key or the stamp it lacks
+//! is a configuration error. Data beside `errors` (a field refused, say, for lack of
+//! authorization) is kept: those fields are null.
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
@@ -42,6 +45,9 @@ pub struct SageX3GraphqlSource {
     url: String,
     header: HeaderName,
     cursor: WatermarkCursor,
+    /// Optional fields the node does not have on this instance (the server named them in
+    /// a validation error): left out of every later query.
+    dropped: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl fmt::Debug for SageX3GraphqlSource {
@@ -92,6 +98,14 @@ struct Token {
     c: String,
 }
 
+/// A GraphQL answer, read.
+enum Checked {
+    /// Data (perhaps beside errors on some fields).
+    Data(serde_json::Value),
+    /// No data: the errors name this field of ours.
+    Lacks(String),
+}
+
 fn literal(t: Timestamp) -> String {
     format!("'{t}'")
 }
@@ -125,29 +139,43 @@ impl SageX3GraphqlSource {
             url,
             header,
             cursor,
+            dropped: std::sync::Mutex::default(),
         }
+    }
+
+    fn dropped(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.dropped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn selection(&self) -> String {
         let g = &self.common.spec.graphql;
+        let dropped = self.dropped().clone();
         let mut tree = Tree::default();
         for k in &g.keys {
             tree.insert(k);
         }
         tree.insert(&g.stamp);
         for n in g.fields.names() {
-            if g.fields.lines.as_ref().is_some_and(|l| l.array == n) {
+            if g.fields.lines.as_ref().is_some_and(|l| l.array == n) || dropped.contains(n) {
                 continue;
             }
             tree.insert(n);
         }
         let mut out = String::new();
         tree.render(&mut out);
-        if let Some(l) = &g.fields.lines {
+        if let Some(l) = g
+            .fields
+            .lines
+            .as_ref()
+            .filter(|l| !dropped.contains(&l.array))
+        {
             let mut lt = Tree::default();
             for p in [&l.number, &l.account, &l.amount, &l.sense, &l.description]
                 .into_iter()
                 .flatten()
+                .filter(|p| !dropped.contains(p.as_str()))
             {
                 lt.insert(p);
             }
@@ -189,11 +217,11 @@ impl SageX3GraphqlSource {
         (!ops.is_empty()).then(|| format!("{{{stamp}:{{{}}}}}", ops.join(",")))
     }
 
-    async fn post(&self, body: &serde_json::Value) -> Result<serde_json::Value> {
+    /// Posts a GraphQL body (with the retry policy); the answer's text.
+    async fn send_body(&self, body: &serde_json::Value) -> Result<String> {
         let folder = HeaderValue::from_str(&self.common.folder)
             .map_err(|_| SageX3Error::config("SAGE_X3_FOLDER", "not a header value"))?;
-        let text = self
-            .common
+        self.common
             .send(|| {
                 Ok(Request::post(&self.url)?
                     .json(body)?
@@ -201,47 +229,100 @@ impl SageX3GraphqlSource {
                     // A read: sending it again is harmless.
                     .idempotent(true))
             })
-            .await?;
+            .await
+    }
+
+    async fn post(&self, body: &serde_json::Value) -> Result<serde_json::Value> {
+        let text = self.send_body(body).await?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| self.common.decode_error(format!("not JSON: {e}")))?;
+        match self.checked(v)? {
+            Checked::Data(v) => Ok(v),
+            Checked::Lacks(field) => Err(SageX3Error::UnknownProperty {
+                system: self.common.system.clone(),
+                api: "GraphQL node",
+                property: field,
+                hint: "SAGE_X3_FIELDS".into(),
+            }
+            .into()),
+        }
+    }
+
+    /// A page read: an optional field the node lacks on this instance is left out (once
+    /// warned) and the page read again; a key or the stamp it lacks is a configuration
+    /// error naming it.
+    async fn post_page(&self, variables: &serde_json::Value) -> Result<serde_json::Value> {
+        loop {
+            let body = serde_json::json!({"query": self.document(), "variables": variables});
+            let text = self.send_body(&body).await?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| self.common.decode_error(format!("not JSON: {e}")))?;
+            let lacks = match self.checked(v)? {
+                Checked::Data(v) => return Ok(v),
+                Checked::Lacks(field) => field,
+            };
+            let g = &self.common.spec.graphql;
+            let required = g.keys.iter().any(|k| *k == lacks) || g.stamp == lacks;
+            if required || !self.dropped().insert(lacks.clone()) {
+                return Err(SageX3Error::UnknownProperty {
+                    system: self.common.system.clone(),
+                    api: "GraphQL node",
+                    property: lacks,
+                    hint: "SAGE_X3_FIELDS".into(),
+                }
+                .into());
+            }
+            tracing::warn!(
+                source = %self.common.system,
+                field = %lacks,
+                "the GraphQL node has no such field on this instance: read without it"
+            );
+        }
+    }
+
+    /// Reads GraphQL `errors`: data beside errors is kept (the fields in error are
+    /// null); without data, a field of ours the errors name is what the node lacks.
+    fn checked(&self, v: serde_json::Value) -> Result<Checked> {
         if let Some(errors) = v["errors"].as_array().filter(|e| !e.is_empty()) {
             let messages: Vec<&str> = errors
                 .iter()
                 .filter_map(|e| e["message"].as_str())
                 .collect();
             let joined = messages.join("; ");
-            // A field the node lacks: a configuration error naming it.
+            if !v["data"].is_null() {
+                tracing::warn!(source = %self.common.system, "GraphQL errors beside data: {joined}");
+                return Ok(Checked::Data(v));
+            }
             let g = &self.common.spec.graphql;
             let mut named: Vec<&str> = g.keys.iter().map(String::as_str).collect();
             named.push(&g.stamp);
             named.extend(g.fields.names());
+            if let Some(l) = &g.fields.lines {
+                named.extend(
+                    [&l.number, &l.account, &l.amount, &l.sense, &l.description]
+                        .into_iter()
+                        .flatten()
+                        .map(String::as_str),
+                );
+            }
             for n in named {
                 let leaf = n.rsplit('.').next().unwrap_or(n);
                 if messages
                     .iter()
                     .any(|m| m.contains(&format!("\"{leaf}\"")) || m.contains(&format!("'{leaf}'")))
                 {
-                    return Err(SageX3Error::UnknownProperty {
-                        system: self.common.system.clone(),
-                        api: "GraphQL node",
-                        property: n.to_owned(),
-                        hint: "SAGE_X3_FIELDS".into(),
-                    }
-                    .into());
+                    return Ok(Checked::Lacks(n.to_owned()));
                 }
             }
-            if v["data"].is_null() {
-                return Err(SageX3Error::Http {
-                    system: self.common.system.clone(),
-                    status: 200,
-                    class: ml_core::error::ErrorClass::Permanent,
-                    message: joined,
-                }
-                .into());
+            return Err(SageX3Error::Http {
+                system: self.common.system.clone(),
+                status: 200,
+                class: ml_core::error::ErrorClass::Permanent,
+                message: joined,
             }
-            tracing::warn!(source = %self.common.system, "GraphQL errors beside data: {joined}");
+            .into());
         }
-        Ok(v)
+        Ok(Checked::Data(v))
     }
 
     pub(crate) async fn poll(&self, from: Option<&Position>) -> Result<Page> {
@@ -266,16 +347,13 @@ impl SageX3GraphqlSource {
         let g = &self.common.spec.graphql;
         let mut order: Vec<&str> = vec![g.stamp.as_str()];
         order.extend(g.keys.iter().map(String::as_str));
-        let body = serde_json::json!({
-            "query": self.document(),
-            "variables": {
-                "filter": self.filter(since, hi),
-                "first": self.common.page_size,
-                "after": after,
-                "orderBy": order_by(&order),
-            }
+        let variables = serde_json::json!({
+            "filter": self.filter(since, hi),
+            "first": self.common.page_size,
+            "after": after,
+            "orderBy": order_by(&order),
         });
-        let v = self.post(&body).await?;
+        let v = self.post_page(&variables).await?;
         let mut conn = &v["data"];
         for seg in &g.root {
             conn = &conn[seg];

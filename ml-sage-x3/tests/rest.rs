@@ -200,8 +200,11 @@ async fn an_unknown_property_is_a_configuration_error_naming_it_not_an_outage() 
     let s = rest(&e).build().expect("source");
     e.faults()
         .push(FaultRule::on("PORDER", Fault::Status(500)).times(1));
-    e.faults()
-        .push(FaultRule::on("PORDER", Fault::Status(500)).after(1).times(1));
+    e.faults().push(
+        FaultRule::on("PORDER", Fault::Status(500))
+            .after(1)
+            .times(1),
+    );
     let (items, _) = cycle(&s, None).await;
     assert_eq!(items.len(), 7);
     assert_eq!(e.faults().pending_rules(), 0, "both 500s were answered");
