@@ -262,7 +262,7 @@ impl SageX3GraphqlSource {
                 Checked::Lacks(field) => field,
             };
             let g = &self.common.spec.graphql;
-            let required = g.keys.iter().any(|k| *k == lacks) || g.stamp == lacks;
+            let required = g.keys.contains(&lacks) || g.stamp == lacks;
             if required || !self.dropped().insert(lacks.clone()) {
                 return Err(SageX3Error::UnknownProperty {
                     system: self.common.system.clone(),
