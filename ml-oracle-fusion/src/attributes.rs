@@ -37,6 +37,9 @@ struct Learned {
     refused: BTreeSet<String>,
     /// The optional attributes left out of `fields`.
     dropped: Vec<String>,
+    /// Child attributes (lines, distributions) a 400 named: left out of the child
+    /// groups. `describe` lists the header only, so children are learned from refusals.
+    dropped_children: Vec<String>,
 }
 
 /// Whether `text` names `attr` as a whole word.
@@ -144,8 +147,11 @@ impl OracleFusionSource {
     /// The `fields` value for the next read: [`ResourceSpec::fields_param`] without the
     /// attributes the pod lacks.
     pub(crate) fn fields_value(&self) -> String {
-        let dropped = self.attributes.lock().dropped.clone();
-        self.spec.fields_param_without(&dropped)
+        let (dropped, children) = {
+            let l = self.attributes.lock();
+            (l.dropped.clone(), l.dropped_children.clone())
+        };
+        self.spec.fields_param_without(&dropped, &children)
     }
 
     /// `GET .../describe`, once: `Ok(None)` when the pod refuses it for good or answers
@@ -211,7 +217,7 @@ impl OracleFusionSource {
     pub(crate) async fn relearn_attributes(&self, body: &str) -> Result<bool> {
         // A describe that fails now keeps what was learned before.
         let described = self.describe().await.ok();
-        let (old, new) = {
+        let (old, new, children) = {
             let mut l = self.attributes.lock();
             let old = l.dropped.clone();
             if let Some(d) = described {
@@ -224,12 +230,32 @@ impl OracleFusionSource {
                 }
             }
             l.settle(&self.spec)?;
-            (old, l.dropped.clone())
+            // A child attribute the pod lacks on this release: the lines are read
+            // without it (the line maps what it has).
+            let mut children = Vec::new();
+            for (_, attrs) in self.spec.lines.iter().flat_map(|l| l.child_groups()) {
+                for a in attrs {
+                    if names(body, &a) && !l.dropped_children.contains(&a) {
+                        l.dropped_children.push(a.clone());
+                        children.push(a);
+                    }
+                }
+            }
+            (old, l.dropped.clone(), children)
         };
-        if old == new {
+        if !children.is_empty() {
+            tracing::warn!(
+                source = %self,
+                dropped = %children.join(", "),
+                "the pod lacks line attributes: reading the lines without them"
+            );
+        }
+        if old == new && children.is_empty() {
             return Ok(false);
         }
-        self.warn_dropped(&new);
+        if old != new {
+            self.warn_dropped(&new);
+        }
         Ok(true)
     }
 }

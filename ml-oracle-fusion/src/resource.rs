@@ -256,9 +256,10 @@ impl ResourceSpec {
         self.required_fields().iter().any(|a| a == attr)
     }
 
-    /// [`Self::fields_param`] without the header attributes in `dropped` (those the pod
-    /// lacks); the child groups are kept as they are.
-    pub fn fields_param_without(&self, dropped: &[String]) -> String {
+    /// [`Self::fields_param`] without the header attributes in `dropped` and the child
+    /// attributes in `dropped_children` (those the pod lacks). A child group left with no
+    /// attribute is left out.
+    pub fn fields_param_without(&self, dropped: &[String], dropped_children: &[String]) -> String {
         let mut out = self
             .fields()
             .into_iter()
@@ -267,6 +268,13 @@ impl ResourceSpec {
             .join(",");
         if let Some(lines) = &self.lines {
             for (path, attrs) in lines.child_groups() {
+                let attrs: Vec<String> = attrs
+                    .into_iter()
+                    .filter(|a| !dropped_children.contains(a))
+                    .collect();
+                if attrs.is_empty() {
+                    continue;
+                }
                 out.push(';');
                 out.push_str(&path);
                 out.push(':');
@@ -319,7 +327,7 @@ impl ResourceSpec {
     /// [`Self::fields`], then, when [`Self::lines`] is set, one child group per level
     /// (`;invoiceLines:LineNumber,...;invoiceLines.invoiceDistributions:...`).
     pub fn fields_param(&self) -> String {
-        self.fields_param_without(&[])
+        self.fields_param_without(&[], &[])
     }
 
     /// Sets (or, with `None`, turns off) the document lines read with the header.

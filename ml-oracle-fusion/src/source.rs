@@ -238,15 +238,17 @@ impl OracleFusionSource {
     async fn get_page(&self, plan: &ReadPlan) -> Result<String> {
         let keyset = uses_or(plan);
         self.attributes.take_bad_request();
-        let mut relearned = false;
+        // Each 400 may name one more attribute the pod lacks (header or line): learn and
+        // send again while that changes what is asked, a bounded number of times.
+        let mut relearned = 0;
         loop {
             let query = self.page_query(plan, self.page_size);
             let res = self.get(&query, keyset).await;
             if res.is_err()
                 && let Some(bad) = self.attributes.take_bad_request()
             {
-                if !relearned && self.relearn_attributes(&bad).await? {
-                    relearned = true;
+                if relearned < MAX_RELEARN && self.relearn_attributes(&bad).await? {
+                    relearned += 1;
                     continue;
                 }
                 if keyset {
@@ -261,6 +263,9 @@ impl OracleFusionSource {
         }
     }
 }
+
+/// Reads sent again within one page after learning from a 400.
+const MAX_RELEARN: u32 = 8;
 
 /// One request's error model: [`parse_error`], and the switch to anchored offsets when
 /// the pod refuses a keyset query with 400.

@@ -308,3 +308,52 @@ async fn without_describe_the_attribute_a_400_names_is_dropped_once() {
     assert_eq!(f.requests("purchaseOrders"), 3);
     assert_eq!(f.requests("describe"), 2);
 }
+
+/// A release whose invoice lines and distributions lack attributes the source asks for
+/// (the notes list the children, not their attributes): each 400 naming one is learned,
+/// the lines are read without it, and every invoice still comes with its lines.
+#[tokio::test(start_paused = true)]
+async fn line_attributes_the_pod_lacks_are_read_around() {
+    let e = OracleEmulator::start().await.expect("emulator");
+    for id in 1..=3 {
+        let at = t0() + jiff::SignedDuration::from_secs(id);
+        let json = ml_sandbox::oracle::invoice_json(id, at, "1250.50", "Acme");
+        e.upsert_raw("invoices", &json);
+    }
+    e.lack_attributes(
+        "invoices",
+        &[
+            "invoiceLines:LineType",
+            "invoiceLines.invoiceDistributions:DistributionLineType",
+        ],
+    );
+    let clock = Arc::new(TokioClock::starting_at(t0()));
+    let inv = oracle_source(&e, OracleResource::Invoices, &clock);
+    let page = inv
+        .poll(None)
+        .await
+        .expect("read around the line attributes");
+    let records: Vec<_> = page
+        .items
+        .iter()
+        .map(|i| match i {
+            ml_core::record::SourceItem::Record(r) => r,
+            ml_core::record::SourceItem::Rejected(x) => panic!("rejected: {}", x.reason),
+        })
+        .collect();
+    assert_eq!(records.len(), 3);
+    assert!(
+        records.iter().all(|r| !r.fields.lines.is_empty()),
+        "lines kept"
+    );
+    assert!(
+        inv.dropped_attributes().is_empty(),
+        "no header attribute lost"
+    );
+    let f = e.faults();
+    // One 400 per attribute learned, then the read.
+    assert_eq!(f.status_count("invoices", 400), 2);
+    // The next read (the cursor's overlap) asks without them straight away.
+    inv.poll(Some(&page.next)).await.expect("next");
+    assert_eq!(f.status_count("invoices", 400), 2);
+}

@@ -91,6 +91,23 @@ fn unknown_attribute(resource: &str, lacking: &BTreeSet<String>, p: &Params) -> 
         .flat_map(Expr::clauses)
         .map(|c| c.attr.as_str());
     let order = p.order.iter().map(|(a, _)| a.as_str());
+    // A child attribute the release lacks, named as `<accessor path>:<attribute>`.
+    let child: Vec<(String, &str)> = p
+        .fields
+        .children
+        .iter()
+        .flat_map(|(path, attrs)| {
+            attrs
+                .iter()
+                .map(move |a| (format!("{path}:{a}"), a.as_str()))
+        })
+        .collect();
+    if let Some((_, a)) = child.iter().find(|(q, _)| lacking.contains(q)) {
+        return Some(adf_error(
+            StatusCode::BAD_REQUEST,
+            &format!("URL parameter fields: attribute {a} is not valid for resource {resource}"),
+        ));
+    }
     named("fields", &mut { header })
         .or_else(|| named("q", &mut { filter }))
         .or_else(|| named("orderBy", &mut { order }))
@@ -331,6 +348,7 @@ fn render_object(
         }
         if attrs.is_some_and(|a| !a.iter().any(|f| f == k))
             || (path.is_empty() && p.lacking.contains(k))
+            || (!path.is_empty() && p.lacking.contains(&format!("{path}:{k}")))
         {
             continue;
         }

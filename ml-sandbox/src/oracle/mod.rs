@@ -359,7 +359,9 @@ impl OracleEmulator {
     /// Runs this pod as a release whose `resource` has none of `attrs` (replacing any
     /// earlier list; empty: every attribute back, as after an upgrade). Naming one in
     /// `fields`, `q` or `orderBy` is then HTTP 400 naming it; it is left out of served
-    /// items and of `describe`.
+    /// items and of `describe`. A child collection's attribute is written
+    /// `<accessor path>:<attribute>` (`invoiceLines.invoiceDistributions:DistributionLineType`):
+    /// naming it in a `fields` child group is a 400, and it is left out of served children.
     ///
     /// # Panics
     /// When the resource is unknown (a test bug).
