@@ -233,7 +233,12 @@ impl OracleFusionSource {
             // A child attribute the pod lacks on this release: the lines are read
             // without it (the line maps what it has).
             let mut children = Vec::new();
-            for (_, attrs) in self.spec.lines.iter().flat_map(crate::resource::LineSpec::child_groups) {
+            for (_, attrs) in self
+                .spec
+                .lines
+                .iter()
+                .flat_map(crate::resource::LineSpec::child_groups)
+            {
                 for a in attrs {
                     if names(body, &a) && !l.dropped_children.contains(&a) {
                         l.dropped_children.push(a.clone());

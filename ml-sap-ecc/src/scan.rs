@@ -217,7 +217,8 @@ pub async fn scan(
         }))
     };
     let offset = usize::try_from(plan.offset).unwrap_or(usize::MAX);
-    let need = offset.saturating_add(limit);
+    let mut limit = limit;
+    let mut need = offset.saturating_add(limit);
     let cap = probe_cap.max(need + 1);
     let mut upper: Option<Vec<String>> = None;
     for _ in 0..64 {
@@ -261,17 +262,31 @@ pub async fn scan(
             Expr::lex(&order, &spec.sort_key(last), false, false),
         ]);
         let expected = selected.len();
+        let asked = expected + expected / 4 + 2;
         let data = rt
             .read(&ReadRequest {
                 table: spec.table,
                 fields: &spec.fields,
                 key: spec.key,
                 filter: &range,
-                rowcount: expected + expected / 4 + 2,
+                rowcount: asked,
             })
             .await?;
         if data.truncated() {
-            // Many rows committed into the range since the probe: probe again.
+            if data.rowcount < asked {
+                // The system could not hold that many whole rows (a memory dump halved
+                // ROWCOUNT): read pages that fit in what it answered, or the same range
+                // would be cut again on every probe.
+                limit = (data.rowcount.saturating_sub(2) * 4 / 5).clamp(1, limit);
+                need = offset.saturating_add(limit);
+                tracing::warn!(
+                    table = spec.table,
+                    rows = limit,
+                    "memory dump on a page of whole rows: reading smaller pages"
+                );
+            }
+            // Many rows committed into the range since the probe, or a smaller page:
+            // probe again.
             upper = None;
             continue;
         }

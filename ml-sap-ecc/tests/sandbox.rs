@@ -374,6 +374,37 @@ async fn without_the_vendor_master_records_go_out_unnamed() {
     );
 }
 
+/// A system that cannot hold a page of 500 whole RBKP rows (a memory dump at that size):
+/// ROWCOUNT is halved and the scan reads smaller pages from then on, instead of probing
+/// the same range again and again; every invoice is read once.
+#[tokio::test]
+async fn a_memory_dump_on_whole_rows_shrinks_the_page_instead_of_looping() {
+    const N: usize = 1_200;
+    // Probes (narrow: stamp and key) of the whole range fit; 500 wide rows do not.
+    let e = SapEccEmulator::builder()
+        .seed(5)
+        .memory_bytes(60_000)
+        .start()
+        .await
+        .expect("emulator");
+    let start = Timestamp::now() - SignedDuration::from_hours(20);
+    e.load_invoice_backfill(
+        N,
+        start
+            .to_zoned(jiff::tz::TimeZone::get("Europe/Berlin").expect("tz"))
+            .datetime(),
+    );
+    let s = builder(&e)
+        .with_category(Category::SupplierInvoices)
+        .with_page_size(500)
+        .with_start_at(yesterday())
+        .build()
+        .expect("source");
+    let (items, _) = read_all(&s, None).await;
+    let keys: BTreeSet<String> = records(&items).into_values().map(|r| r.key).collect();
+    assert_eq!(keys.len(), N, "every invoice once");
+}
+
 #[tokio::test(start_paused = true)]
 async fn never_more_calls_in_flight_than_the_cap() {
     let e = SapEccEmulator::builder()
