@@ -200,6 +200,20 @@ const MEMORY_DUMPS: &[&str] = &[
     "SYSTEM_NO_MEMORY",
 ];
 
+/// Short dumps that come back the same for the same call (a column type RFC_READ_TABLE
+/// cannot cast, a value that does not convert, a WHERE literal cut short): the notes
+/// class runtime failures as "usually permanent". Retrying them would only repeat the
+/// dump; the stream pauses with it instead. Other runtime failures stay retryable.
+const DETERMINISTIC_DUMPS: &[&str] = &[
+    "ASSIGN_CASTING_ILLEGAL_CAST",
+    "ASSIGN_BASE_WRONG_ALIGNMENT",
+    "CONVT_NO_NUMBER",
+    "CONVT_OVERFLOW",
+    "CONVT_CODEPAGE",
+    "SAPSQL_PARSE_ERROR",
+    "Data was lost while copying a value",
+];
+
 impl RfcError {
     /// An error of `kind`.
     pub fn new(kind: RfcErrorKind, message: impl Into<String>) -> Self {
@@ -220,6 +234,9 @@ impl RfcError {
     /// How the caller should handle it.
     pub fn class(&self) -> ErrorClass {
         match self.kind {
+            RfcErrorKind::SystemFailure { memory: false } if self.is_deterministic_dump() => {
+                ErrorClass::Permanent
+            }
             RfcErrorKind::Communication
             | RfcErrorKind::SystemFailure { .. }
             | RfcErrorKind::Protocol => ErrorClass::RETRYABLE,
@@ -239,7 +256,14 @@ impl RfcError {
         }
     }
 
-    /// Whether this is a memory dump (retry with a smaller `ROWCOUNT`).
+    /// Whether this is a short dump that the same call repeats (see `DETERMINISTIC_DUMPS`):
+    /// permanent, not retried.
+    pub fn is_deterministic_dump(&self) -> bool {
+        matches!(self.kind, RfcErrorKind::SystemFailure { .. })
+            && DETERMINISTIC_DUMPS.iter().any(|d| self.message.contains(d))
+    }
+
+    /// Whether this is a memory dump (retried with a smaller `ROWCOUNT`).
     pub fn is_memory_dump(&self) -> bool {
         matches!(self.kind, RfcErrorKind::SystemFailure { memory: true })
     }
@@ -306,6 +330,13 @@ mod tests {
         let busy = RfcError::system_failure("no free work process");
         assert!(!busy.is_memory_dump() && busy.class().is_retryable());
         assert_eq!(busy.code(), "SYSTEM_FAILURE");
+        // A dump the same call repeats is permanent: the stream pauses with it, no loop.
+        let cast = RfcError::system_failure(
+            "Runtime error ASSIGN_CASTING_ILLEGAL_CAST in RFC_READ_TABLE (table ZLOG)",
+        );
+        assert!(cast.is_deterministic_dump() && !cast.is_memory_dump());
+        assert_eq!(cast.class(), ErrorClass::Permanent);
+        assert_eq!(cast.code(), "SYSTEM_FAILURE");
     }
 
     #[test]
