@@ -295,6 +295,16 @@ impl SlackReceiver {
         let body = body.as_ref();
         match self.process(&parts.method, &parts.headers, body, now).await {
             Ok(answer) => answer,
+            // Slack's own retry of a request already received (its answer was lost:
+            // a timeout, a dropped connection), identical and signed: acknowledged and
+            // not handled again. A replay without the retry header is refused.
+            Err(Rejection::Replayed) if parts.headers.contains_key("x-slack-retry-num") => {
+                tracing::info!("a Slack retry of a request already received: acknowledged");
+                let mut ack = http::Response::new(String::new());
+                ack.headers_mut()
+                    .insert("x-slack-no-retry", HeaderValue::from_static("1"));
+                ack
+            }
             Err(rejection) => {
                 tracing::info!(reason = rejection.as_str(), "refused a Slack request");
                 rejection_response(&rejection)

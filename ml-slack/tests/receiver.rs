@@ -197,7 +197,8 @@ async fn refusals_have_distinct_kinds() {
     // The exact same signed request twice: the second is a replay.
     let fixed = SendOptions::default().timestamp(now);
     assert_eq!(send(fixed.clone()).await.status, 200);
-    let replay = send(fixed).await;
+    let handed = r.inbox.len();
+    let replay = send(fixed.clone()).await;
     assert_eq!((replay.status, replay.body.as_str()), (401, "replayed"));
     assert_eq!(
         replay
@@ -206,6 +207,18 @@ async fn refusals_have_distinct_kinds() {
             .map(http::HeaderValue::as_bytes),
         Some(&b"1"[..])
     );
+    // Slack's retry of it (its answer was lost), identical and signed: acknowledged,
+    // not handled again, and told not to retry.
+    let retried = send(fixed.retry(1, "http_timeout")).await;
+    assert_eq!(retried.status, 200);
+    assert_eq!(
+        retried
+            .headers
+            .get("x-slack-no-retry")
+            .map(http::HeaderValue::as_bytes),
+        Some(&b"1"[..])
+    );
+    assert_eq!(r.inbox.len(), handed, "nothing handed off again");
     // Oversized.
     let big = caller
         .send_raw(
