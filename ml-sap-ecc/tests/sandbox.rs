@@ -405,6 +405,33 @@ async fn a_memory_dump_on_whole_rows_shrinks_the_page_instead_of_looping() {
     assert_eq!(keys.len(), N, "every invoice once");
 }
 
+/// A new system whose tables are still empty, on a release that raises
+/// `TABLE_WITHOUT_DATA` for them: every stream reads nothing (no pause), and reads what
+/// comes once there is something.
+#[tokio::test]
+async fn empty_tables_that_raise_table_without_data_read_as_nothing() {
+    let e = SapEccEmulator::builder()
+        .seed(7)
+        .empty_tables_raise(true)
+        .start()
+        .await
+        .expect("emulator");
+    assert!(read_categories(&e).await.is_empty());
+    e.load_traps();
+    let (full, _) = traps().await;
+    let got: Vec<String> = read_categories(&e)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let expected: Vec<String> = read_categories(&full)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(got, expected);
+}
+
 #[tokio::test(start_paused = true)]
 async fn never_more_calls_in_flight_than_the_cap() {
     let e = SapEccEmulator::builder()

@@ -114,6 +114,8 @@ pub(crate) struct Shared {
     pub(crate) latin1: bool,
     /// POHEADER fields this release's BAPIMEPOHEADER does not have.
     pub(crate) po_header_omits: BTreeSet<String>,
+    /// `RFC_READ_TABLE` raises `TABLE_WITHOUT_DATA` on a table with no rows.
+    pub(crate) empty_raises: bool,
     bare: bool,
     max_sessions: usize,
     latency: Duration,
@@ -150,6 +152,7 @@ pub struct SapEccEmulatorBuilder {
     memory_bytes: usize,
     latin1: bool,
     po_header_omits: BTreeSet<String>,
+    empty_raises: bool,
 }
 
 impl Default for SapEccEmulatorBuilder {
@@ -164,6 +167,7 @@ impl Default for SapEccEmulatorBuilder {
             memory_bytes: 16 * 1024 * 1024,
             latin1: false,
             po_header_omits: BTreeSet::new(),
+            empty_raises: false,
         }
     }
 }
@@ -231,6 +235,13 @@ impl SapEccEmulatorBuilder {
         self
     }
 
+    /// Raises `TABLE_WITHOUT_DATA` from `RFC_READ_TABLE` on a table with no rows of the
+    /// client (some systems do, the notes say; unconfirmed), even for `NO_DATA`.
+    pub fn empty_tables_raise(mut self, on: bool) -> Self {
+        self.empty_raises = on;
+        self
+    }
+
     /// Binds 127.0.0.1 and starts serving.
     pub async fn start(self) -> Result<SapEccEmulator> {
         let bound = EmulatorCore::bind(&self.options, "", Arc::new(fault_body)).await?;
@@ -245,6 +256,7 @@ impl SapEccEmulatorBuilder {
             memory_bytes: self.memory_bytes,
             latin1: self.latin1,
             po_header_omits: self.po_header_omits,
+            empty_raises: self.empty_raises,
             bare: self.bare,
             max_sessions: self.max_sessions,
             latency: self.latency,

@@ -76,6 +76,19 @@ pub(crate) fn call(shared: &Shared, inner: &Inner, params: &BTreeMap<String, Par
         .copied()
         .collect();
     let defs = kept.as_slice();
+    if shared.empty_raises {
+        let client_field = ddic::client_field(all);
+        let empty = inner.tables.get(table.as_str()).is_none_or(|t| {
+            !t.values()
+                .any(|r| r.get(client_field).is_some_and(|c| *c == shared.client))
+        });
+        if empty {
+            return exception(
+                "TABLE_WITHOUT_DATA",
+                &format!("Table {table} contains no data"),
+            );
+        }
+    }
     if inner.denied.contains(&table) {
         return exception(
             "NOT_AUTHORIZED",
