@@ -67,6 +67,23 @@ ml_core::config_keys! {
         /// cost center, `<index>` or `<index>:<separator>` (`1`, `2:.`; separator default `-`).
         /// Unset: no cost center, only the whole combination as the GL account.
         CostCenterSegment = "ORACLE_FUSION_COST_CENTER_SEGMENT",
+        /// `ORACLE_FUSION_KEY_ATTRIBUTE`: the resource's key attribute, when this pod names
+        /// it otherwise (payments: `CheckId` by default, `PaymentId` on some releases).
+        KeyAttribute = "ORACLE_FUSION_KEY_ATTRIBUTE",
+        /// `ORACLE_FUSION_TIMESTAMP_ATTRIBUTE`: the attribute the cursor polls on (default
+        /// `LastUpdateDate`).
+        TimestampAttribute = "ORACLE_FUSION_TIMESTAMP_ATTRIBUTE",
+        /// `ORACLE_FUSION_AMOUNT_ATTRIBUTE`: the amount attribute (`none`: no amount).
+        AmountAttribute = "ORACLE_FUSION_AMOUNT_ATTRIBUTE",
+        /// `ORACLE_FUSION_CURRENCY_ATTRIBUTE`: the amount's currency attribute.
+        CurrencyAttribute = "ORACLE_FUSION_CURRENCY_ATTRIBUTE",
+        /// `ORACLE_FUSION_DOCUMENT_ATTRIBUTE`: the document number attribute (`none`: none).
+        DocumentAttribute = "ORACLE_FUSION_DOCUMENT_ATTRIBUTE",
+        /// `ORACLE_FUSION_SUPPLIER_ATTRIBUTE`: the supplier (payee) name attribute
+        /// (`none`: none).
+        SupplierAttribute = "ORACLE_FUSION_SUPPLIER_ATTRIBUTE",
+        /// `ORACLE_FUSION_STATUS_ATTRIBUTE`: the status attribute (`none`: none).
+        StatusAttribute = "ORACLE_FUSION_STATUS_ATTRIBUTE",
     }
 }
 
@@ -420,6 +437,61 @@ impl OracleFusionBuilder {
         Ok(out)
     }
 
+    /// Applies the attribute names set by key (`ORACLE_FUSION_*_ATTRIBUTE`): this pod's
+    /// names for what the resource description reads. An optional one set to `none` is
+    /// not read.
+    fn rename_attributes(&self, spec: &mut ResourceSpec) -> Result<(), OracleFusionError> {
+        use OracleFusionConfigKey as K;
+        let name = |k: K| -> Result<Option<String>, OracleFusionError> {
+            let Some(v) = self.val(k).map(str::trim) else {
+                return Ok(None);
+            };
+            if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(OracleFusionError::config(
+                    k.as_env(),
+                    format!("`{v}` is not an attribute name (letters, digits, `_`)"),
+                ));
+            }
+            Ok(Some(v.to_owned()))
+        };
+        let required = |k: K, v: &str| {
+            if v.eq_ignore_ascii_case("none") {
+                Err(OracleFusionError::config(
+                    k.as_env(),
+                    "required: the source cannot read without it",
+                ))
+            } else {
+                Ok(v.to_owned())
+            }
+        };
+        if let Some(v) = name(K::KeyAttribute)? {
+            spec.key = required(K::KeyAttribute, &v)?;
+        }
+        if let Some(v) = name(K::TimestampAttribute)? {
+            spec.timestamp = required(K::TimestampAttribute, &v)?;
+        }
+        if let Some(v) = name(K::CurrencyAttribute)? {
+            spec.currency = Some(required(K::CurrencyAttribute, &v)?);
+        }
+        let optional = |v: String| (!v.eq_ignore_ascii_case("none")).then_some(v);
+        if let Some(v) = name(K::AmountAttribute)? {
+            spec.amount = optional(v);
+            if spec.amount.is_none() {
+                spec.amount_required = false;
+            }
+        }
+        if let Some(v) = name(K::DocumentAttribute)? {
+            spec.document_number = optional(v);
+        }
+        if let Some(v) = name(K::SupplierAttribute)? {
+            spec.supplier = optional(v);
+        }
+        if let Some(v) = name(K::StatusAttribute)? {
+            spec.status = optional(v);
+        }
+        Ok(())
+    }
+
     fn build_inner(self) -> Result<OracleFusionSource, OracleFusionError> {
         use OracleFusionConfigKey as K;
         let raw = self.val(K::Url).ok_or_else(|| {
@@ -449,6 +521,7 @@ impl OracleFusionBuilder {
         if let Some(t) = &self.timestamp_attr {
             spec.timestamp.clone_from(t);
         }
+        self.rename_attributes(&mut spec)?;
         if let Some(v) = self.val(K::CostCenterSegment) {
             let (index, sep) = v.split_once(':').unwrap_or((v, "-"));
             let bad = || {
