@@ -69,6 +69,17 @@ fn records(items: &[SourceItem]) -> BTreeMap<String, Record> {
         .collect()
 }
 
+/// `n` invoices entered over the last 20 hours, server-local (Europe/Berlin).
+fn load_backfill(e: &SapEccEmulator, n: usize) {
+    let start = Timestamp::now() - SignedDuration::from_hours(20);
+    e.load_invoice_backfill(
+        n,
+        start
+            .to_zoned(jiff::tz::TimeZone::get("Europe/Berlin").expect("tz"))
+            .datetime(),
+    );
+}
+
 async fn traps() -> (SapEccEmulator, TrapSummary) {
     let e = SapEccEmulator::builder()
         .seed(7)
@@ -387,13 +398,7 @@ async fn a_memory_dump_on_whole_rows_shrinks_the_page_instead_of_looping() {
         .start()
         .await
         .expect("emulator");
-    let start = Timestamp::now() - SignedDuration::from_hours(20);
-    e.load_invoice_backfill(
-        N,
-        start
-            .to_zoned(jiff::tz::TimeZone::get("Europe/Berlin").expect("tz"))
-            .datetime(),
-    );
+    load_backfill(&e, N);
     let s = builder(&e)
         .with_category(Category::SupplierInvoices)
         .with_page_size(500)
@@ -506,13 +511,7 @@ async fn ten_thousand_invoices_through_a_pipeline_exactly_once_under_system_fail
         .start()
         .await
         .expect("emulator");
-    let start = Timestamp::now() - SignedDuration::from_hours(20);
-    e.load_invoice_backfill(
-        N,
-        start
-            .to_zoned(jiff::tz::TimeZone::get("Europe/Berlin").expect("tz"))
-            .datetime(),
-    );
+    load_backfill(&e, N);
     // Of every 9 calls, 3 fail with SYSTEM_FAILURE, all through the run.
     e.storm(9, 3);
     let s = builder(&e)

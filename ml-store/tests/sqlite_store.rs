@@ -36,6 +36,20 @@ fn planned(key: &str, to: &[&str]) -> PlannedRecord {
     }
 }
 
+/// Records delivery `id` as delivered at `at` (receipt `r<id>`).
+async fn delivered(s: &dyn AuditStore, id: ml_core::audit::DeliveryId, at: Timestamp) {
+    s.finish_attempt(
+        id,
+        AttemptOutcome::Delivered {
+            receipt: Receipt::new(format!("r{id}")),
+            after_doubt: false,
+        },
+        at,
+    )
+    .await
+    .expect("finish");
+}
+
 async fn commit(s: &dyn AuditStore, stream: &str, records: Vec<PlannedRecord>, n: u64) {
     let cycle = s.begin_cycle(stream, t(1)).await.expect("begin");
     s.commit_page(PageCommit {
@@ -452,16 +466,7 @@ async fn a_version_6_journal_reads_its_json_bodies_beside_compressed_ones() {
                 assert_eq!(serde_json::to_string(&c.record).expect("json"), old_json);
             }
             keys.push(c.record.key.clone());
-            s.finish_attempt(
-                c.id,
-                AttemptOutcome::Delivered {
-                    receipt: Receipt::new(format!("r{}", c.id)),
-                    after_doubt: false,
-                },
-                t(6 + round),
-            )
-            .await
-            .expect("finish");
+            delivered(&s, c.id, t(6 + round)).await;
         }
     }
     assert_eq!(keys, ["1", "2"]);
@@ -562,16 +567,7 @@ async fn a_corrupt_record_is_quarantined_and_everything_else_flows() {
         }
         for c in claimed {
             sent.push((c.record.key.clone(), c.destination.address.clone()));
-            s.finish_attempt(
-                c.id,
-                AttemptOutcome::Delivered {
-                    receipt: Receipt::new(format!("r{}", c.id)),
-                    after_doubt: false,
-                },
-                t(6 + round),
-            )
-            .await
-            .expect("finish");
+            delivered(&s, c.id, t(6 + round)).await;
         }
     }
     sent.sort();
@@ -627,16 +623,7 @@ async fn two_handles_never_claim_the_same_delivery() {
                 idle = 0;
                 for c in claimed {
                     mine.push(c.id);
-                    s.finish_attempt(
-                        c.id,
-                        AttemptOutcome::Delivered {
-                            receipt: Receipt::new(format!("r{}", c.id)),
-                            after_doubt: false,
-                        },
-                        t(11),
-                    )
-                    .await
-                    .expect("finish");
+                    delivered(&*s, c.id, t(11)).await;
                 }
             }
             mine
