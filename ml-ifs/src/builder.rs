@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ::http::header::{HeaderName, HeaderValue};
 use jiff::Timestamp;
-use ml_core::auth::oauth2::{Grant, TokenEndpoint};
+use ml_core::auth::oauth2::{ClientAuth, Grant, TokenEndpoint};
 use ml_core::auth::{Credentials, TokenCache};
 use ml_core::clock::{Clock, SystemClock};
 use ml_core::config::{ConfigValues, check_url};
@@ -46,6 +46,10 @@ ml_core::config_keys! {
         ClientSecret = "IFS_CLIENT_SECRET" (secret),
         /// `IFS_SCOPE` (default `openid microprofile-jwt`).
         Scope = "IFS_SCOPE",
+        /// `IFS_CLIENT_AUTH`: how the client authenticates to IFS IAM: `post` (default:
+        /// `client_id` / `client_secret` in the form body, as IFS documents the client
+        /// credentials flow) or `basic` (HTTP Basic, which Keycloak also takes).
+        ClientAuth = "IFS_CLIENT_AUTH",
         /// `IFS_COMPANY`: only records of this company (entity sets that have a company).
         Company = "IFS_COMPANY",
         /// `IFS_RESOURCE`: `purchase_orders`, `supplier_invoices`, `gl_vouchers`, `payments`,
@@ -309,9 +313,24 @@ impl IfsBuilder {
                 IfsError::config(K::ClientSecret.as_env(), "required with a client id")
             })?;
         let url = self.token_url_inner()?;
+        let auth = match self
+            .val(K::ClientAuth)
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("post") => ClientAuth::Post,
+            Some("basic") => ClientAuth::Basic,
+            Some(other) => {
+                return Err(IfsError::config(
+                    K::ClientAuth.as_env(),
+                    format!("`{other}` is neither `post` nor `basic`"),
+                ));
+            }
+        };
         let endpoint =
             TokenEndpoint::new(client.clone(), url, id, secret, Grant::ClientCredentials)
                 .map_err(|e| IfsError::config(K::TokenUrl.as_env(), e.to_string()))?
+                .with_client_auth(auth)
                 .with_scope(self.val(K::Scope).unwrap_or(DEFAULT_SCOPE))
                 .with_clock(Arc::clone(&self.clock));
         // IAM tokens live about 3 minutes: the cache renews 60 s ahead.

@@ -394,3 +394,33 @@ async fn rate_limits_and_metadata_refreshes_are_retried_with_retry_after() {
     assert!(err.class().is_retryable(), "{err}");
     assert_eq!(err.code(), Some("MI_MODIFIED_ERROR"));
 }
+
+/// IFS documents the client credentials flow with the id and secret in the form body;
+/// Keycloak also takes HTTP Basic. The source sends the form by default (never both),
+/// and Basic when told to: each works against an IAM that takes only that one.
+#[tokio::test]
+async fn the_client_authenticates_the_way_the_iam_takes() {
+    let e = IfsEmulator::start().await.expect("emulator");
+    e.seed_demo().expect("demo");
+    e.issuer().accept_client_auth(false, true);
+    let post = builder(&e)
+        .with_resource(IfsResource::PurchaseOrders)
+        .build()
+        .expect("source");
+    post.poll(None).await.expect("form credentials accepted");
+    e.issuer().accept_client_auth(true, false);
+    let refused = builder(&e)
+        .with_resource(IfsResource::PurchaseOrders)
+        .build()
+        .expect("source");
+    let err = refused.poll(None).await.expect_err("form refused");
+    assert!(!err.class().is_retryable(), "{err}");
+    assert!(!err.to_string().contains(e.client_secret()), "{err}");
+    let basic = builder(&e)
+        .with_resource(IfsResource::PurchaseOrders)
+        .with_config(ml_ifs::IfsConfigKey::ClientAuth, "basic")
+        .build()
+        .expect("source");
+    basic.poll(None).await.expect("Basic accepted");
+    assert_eq!(e.issuer().tokens_issued(), 2);
+}

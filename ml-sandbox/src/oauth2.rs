@@ -34,6 +34,8 @@ struct Issued {
     /// Public keys (DER `RSAPublicKey`) trusted for JWT assertions, by optional `kid`.
     jwt_keys: Vec<(Option<String>, Vec<u8>)>,
     lifetime: Duration,
+    /// Which client authentication methods are accepted: (HTTP Basic, form fields).
+    methods: (bool, bool),
 }
 
 /// Issues and checks bearer tokens for one client.
@@ -78,6 +80,7 @@ impl TokenIssuer {
             state: Mutex::new(Issued {
                 next: 1,
                 lifetime,
+                methods: (true, true),
                 ..Issued::default()
             }),
         }
@@ -140,15 +143,33 @@ impl TokenIssuer {
             .is_some_and(|t| self.is_valid(t.trim()))
     }
 
-    /// Answers a token request (`POST`, form body).
+    /// Accepts only these client authentication methods (default both): HTTP Basic
+    /// (`client_secret_basic`), form fields (`client_secret_post`). A server configured
+    /// for one refuses the other with `invalid_client`.
+    pub fn accept_client_auth(&self, basic: bool, post: bool) {
+        self.lock().methods = (basic, post);
+    }
+
+    /// Answers a token request (`POST`, form body). A client using two authentication
+    /// methods at once is refused (`invalid_request`, RFC 6749 §2.3).
     pub fn answer(&self, headers: &HeaderMap, body: &str) -> Response {
         let form: HashMap<String, String> = serde_urlencoded::from_str(body).unwrap_or_default();
-        let creds = basic_credentials(headers).or_else(|| {
-            Some((
-                form.get("client_id")?.clone(),
-                form.get("client_secret")?.clone(),
-            ))
+        let basic = basic_credentials(headers);
+        let post = form.get("client_secret").map(|s| {
+            (
+                form.get("client_id").cloned().unwrap_or_default(),
+                s.clone(),
+            )
         });
+        let (accept_basic, accept_post) = self.lock().methods;
+        let creds = match (basic, post) {
+            (Some(_), Some(_)) => {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+            }
+            (Some(b), None) if accept_basic => Some(b),
+            (None, Some(p)) if accept_post => Some(p),
+            _ => None,
+        };
         let Some((id, secret)) = creds else {
             return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
         };

@@ -21,7 +21,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The client authenticates with HTTP Basic (`client_secret_basic`). Errors: a refused
+//! The client authenticates with HTTP Basic (`client_secret_basic`) by default, or with
+//! its id and secret in the form body (`client_secret_post`, [`ClientAuth::Post`]), never
+//! both (RFC 6749 §2.3: one method a request). Errors: a refused
 //! client or grant (HTTP 400, 401, 403: `invalid_client`, `invalid_grant`) is a permanent
 //! [`Error::Auth`] naming the OAuth `error` code; 429 and 5xx are retryable with
 //! `Retry-After`; the answer is read through [`ApiClient`], so its size is bounded and a
@@ -88,12 +90,25 @@ impl fmt::Debug for Grant {
     }
 }
 
+/// How a client proves who it is to the token endpoint (RFC 6749 §2.3.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// HTTP Basic with the client id and secret (`client_secret_basic`).
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body (`client_secret_post`).
+    Post,
+}
+
 /// An OAuth 2.0 token endpoint: each [`fetch_token`](TokenProvider::fetch_token) asks it for
 /// a new token. Put it behind a [`super::TokenCache`].
 pub struct TokenEndpoint {
     api: ApiClient,
+    transport: Arc<dyn Transport>,
     url: String,
     client_id: String,
+    client_secret: SecretString,
+    client_auth: ClientAuth,
     scope: Option<String>,
     grant: Grant,
     clock: Arc<dyn Clock>,
@@ -106,6 +121,7 @@ impl fmt::Debug for TokenEndpoint {
             .field("client_id", &self.client_id)
             .field("scope", &self.scope)
             .field("grant", &self.grant)
+            .field("client_auth", &self.client_auth)
             .finish_non_exhaustive()
     }
 }
@@ -141,17 +157,38 @@ impl TokenEndpoint {
         let url = url.into();
         Request::post(&url)?;
         let client_id = client_id.into();
-        let basic = BasicCredentials::new(client_id.clone(), client_secret.into());
+        let client_secret: SecretString = client_secret.into();
+        let basic = BasicCredentials::new(client_id.clone(), client_secret.clone());
         Ok(Self {
-            api: ApiClient::new(transport)
+            api: ApiClient::new(Arc::clone(&transport))
                 .with_credentials(Credentials::Basic(basic))
                 .with_body_limit(64 * 1024),
+            transport,
             url,
             client_id,
+            client_secret,
+            client_auth: ClientAuth::Basic,
             scope: None,
             grant,
             clock: Arc::new(SystemClock),
         })
+    }
+
+    /// How the client authenticates (default [`ClientAuth::Basic`]).
+    #[must_use]
+    pub fn with_client_auth(mut self, auth: ClientAuth) -> Self {
+        self.client_auth = auth;
+        self.api = match auth {
+            ClientAuth::Basic => {
+                ApiClient::new(Arc::clone(&self.transport)).with_credentials(Credentials::Basic(
+                    BasicCredentials::new(self.client_id.clone(), self.client_secret.clone()),
+                ))
+            }
+            ClientAuth::Post => ApiClient::new(Arc::clone(&self.transport)),
+        }
+        .with_body_limit(64 * 1024)
+        .with_clock(Arc::clone(&self.clock));
+        self
     }
 
     /// Asks for `scope`.
@@ -202,6 +239,14 @@ impl TokenEndpoint {
         }
         if let Some(scope) = &self.scope {
             form.push(("scope", scope.clone()));
+        }
+        if self.client_auth == ClientAuth::Post {
+            use secrecy::ExposeSecret as _;
+            form.push(("client_id", self.client_id.clone()));
+            form.push((
+                "client_secret",
+                self.client_secret.expose_secret().to_owned(),
+            ));
         }
         Ok(form)
     }
