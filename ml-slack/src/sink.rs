@@ -86,7 +86,14 @@ pub struct SlackSink {
     host: String,
     team: RwLock<Option<String>>,
     channel_ids: RwLock<HashMap<String, ChannelId>>,
+    /// When `conversations.list` was last read to the end: a name missing from it is not
+    /// looked up again for [`RELIST_AFTER`] (the method is Tier 2, about 20 calls a minute,
+    /// and a workspace's list can take many pages).
+    listed_at: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
+
+/// How long a complete `conversations.list` answers for names it did not contain.
+const RELIST_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl SlackSink {
     pub(crate) fn new(
@@ -113,6 +120,7 @@ impl SlackSink {
             host,
             team: RwLock::new(None),
             channel_ids: RwLock::new(HashMap::new()),
+            listed_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -204,6 +212,29 @@ impl SlackSink {
             return Ok(id);
         }
         let want = normalize_channel_name(address);
+        let not_found = || {
+            self.err(SlackError::Api {
+                method: "conversations.list".into(),
+                code: "channel_not_found".into(),
+                detail: Some(format!("no channel named `{want}` is visible to the bot")),
+                class: ErrorClass::Permanent,
+            })
+        };
+        let listed = *self
+            .listed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(left) = listed.and_then(|t| RELIST_AFTER.checked_sub(t.elapsed())) {
+            // Not in the listing of a moment ago: asked again once it may be listed anew
+            // (a channel created since then is found then; a missing one is refused then).
+            return Err(Error::remote(
+                self.system(),
+                ErrorClass::Retryable {
+                    retry_after: Some(left),
+                },
+                format!("no channel named `{want}` in the channel list of a moment ago"),
+            ));
+        }
         let mut cursor: Option<String> = None;
         for _ in 0..50 {
             let page = self
@@ -219,17 +250,17 @@ impl SlackSink {
             if let Some(id) = self.cached_id(address) {
                 return Ok(id);
             }
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
+            if let Some(c) = page.next_cursor {
+                cursor = Some(c);
+            } else {
+                *self
+                    .listed_at
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(tokio::time::Instant::now());
+                break;
             }
         }
-        Err(self.err(SlackError::Api {
-            method: "conversations.list".into(),
-            code: "channel_not_found".into(),
-            detail: Some(format!("no channel named `{want}` is visible to the bot")),
-            class: ErrorClass::Permanent,
-        }))
+        Err(not_found())
     }
 
     fn metadata(&self, msg: &Outbound) -> MessageMetadata {

@@ -482,3 +482,33 @@ async fn a_join_refused_for_now_is_retried_not_failed() {
         .expect("joined and posted");
     assert_eq!(slack.messages(&quiet).len(), 1);
 }
+
+/// `conversations.list` is Tier 2 (about 20 calls a minute) and a workspace's list can
+/// take many pages: a name missing from a complete listing is not looked up again for a
+/// minute (several unknown names at start-up cost one listing, not one each).
+#[tokio::test]
+async fn a_complete_channel_listing_answers_for_missing_names_a_while() {
+    let slack = SlackEmulator::start().await.expect("emulator");
+    slack.add_channel(Channel::public("finance"));
+    let sink = sink(&slack);
+    let before = slack.faults().requests("conversations.list");
+    let e = sink.resolve_channel("#nowhere").await.expect_err("missing");
+    assert_eq!(e.code(), Some("channel_not_found"), "{e}");
+    assert_eq!(e.class(), ErrorClass::Permanent);
+    // Missing from the listing of a moment ago: asked again later (a channel created
+    // meanwhile is found then), not refused for good on old news.
+    for name in ["#nothere", "#gone"] {
+        let e = sink.resolve_channel(name).await.expect_err("missing");
+        assert!(e.class().is_retryable(), "{e}");
+        assert!(e.class().retry_after().is_some(), "{e}");
+    }
+    assert!(
+        sink.resolve_channel("#finance").await.is_ok(),
+        "learnt by the listing"
+    );
+    assert_eq!(
+        slack.faults().requests("conversations.list") - before,
+        1,
+        "one listing for three missing names"
+    );
+}
