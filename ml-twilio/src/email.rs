@@ -49,7 +49,13 @@ pub(crate) struct EmailSettings {
 pub struct SendGridEmailSink {
     s: EmailSettings,
     api: ApiClient,
+    /// The rate budget the last answer reported: when `X-RateLimit-Remaining` reached 0,
+    /// the `X-RateLimit-Reset` instant the next send waits for (instead of drawing a 429).
+    spent_until: std::sync::Mutex<Option<jiff::Timestamp>>,
 }
+
+/// The longest a send waits for SendGrid's rate window to reset; beyond, it is retried.
+const MAX_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl fmt::Display for SendGridEmailSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -83,7 +89,62 @@ impl SendGridEmailSink {
         let api = ApiClient::reqwest(s.client.clone())
             .with_credentials(Credentials::Bearer(s.api_key.clone()))
             .with_clock(Arc::clone(&s.clock));
-        Self { s, api }
+        Self {
+            s,
+            api,
+            spent_until: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Waits until the rate window the last answer said was spent resets (SendGrid
+    /// counts arrivals: a send before the reset would be a 429). An error when that is
+    /// further away than [`MAX_BUDGET_WAIT`].
+    async fn wait_for_budget(&self) -> Result<()> {
+        let until = *self
+            .spent_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(until) = until else {
+            return Ok(());
+        };
+        let now = self.s.clock.now();
+        let wait = std::time::Duration::try_from(until.duration_since(now)).unwrap_or_default();
+        if wait.is_zero() {
+            return Ok(());
+        }
+        if wait > MAX_BUDGET_WAIT {
+            return Err(ml_core::Error::remote(
+                self.system(),
+                ml_core::ErrorClass::Retryable {
+                    retry_after: Some(wait),
+                },
+                format!("SendGrid's rate budget is spent until {until}: not sent"),
+            ));
+        }
+        tracing::debug!(
+            wait_ms = wait.as_millis(),
+            "SendGrid rate budget spent: waiting for the reset"
+        );
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// Remembers the budget an answer reports (`X-RateLimit-Remaining` / `-Reset`).
+    fn note_budget(&self, headers: &http::HeaderMap) {
+        let number = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<i64>().ok())
+        };
+        let spent = match (number("x-ratelimit-remaining"), number("x-ratelimit-reset")) {
+            (Some(0), Some(reset)) => jiff::Timestamp::from_second(reset).ok(),
+            _ => None,
+        };
+        *self
+            .spent_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = spent;
     }
 
     /// Sends `request` and returns a successful answer; errors by
@@ -176,8 +237,10 @@ impl SendGridEmailSink {
 impl Sink for SendGridEmailSink {
     async fn send(&self, msg: &Outbound) -> Result<Receipt> {
         let body = self.body_for(msg)?;
+        self.wait_for_budget().await?;
         let request = Request::post(&format!("{}/v3/mail/send", self.s.api_url))?.json(&body)?;
         let response = self.send_request(request).await?;
+        self.note_budget(&response.headers);
         let status = response.status;
         let Some(id) = response
             .headers

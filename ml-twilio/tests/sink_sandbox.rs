@@ -402,3 +402,46 @@ async fn the_sendgrid_check_passes_where_scopes_is_not_served_and_fails_a_refuse
     let e = bad.healthcheck().await.expect_err("refused key");
     assert!(!e.to_string().contains("SG.wrong"), "{e}");
 }
+
+/// SendGrid counts arrivals against a window and says so in `X-RateLimit-*`: once an
+/// answer reports the budget spent, the next mail waits for the reset instead of drawing
+/// a 429. Virtual time: the emulator and the sink share the clock.
+#[tokio::test(start_paused = true)]
+async fn sendgrid_mail_waits_for_a_spent_budget_to_reset_instead_of_a_429() {
+    let clock: Arc<dyn ml_core::clock::Clock> = Arc::new(ml_core::clock::TokioClock::starting_at(
+        "2026-03-01T08:00:10Z".parse().expect("t"),
+    ));
+    let tw = TwilioEmulator::start().await.expect("twilio");
+    let sg = SendGridEmulator::builder()
+        .clock(Arc::clone(&clock))
+        .rate_limit(3, 60)
+        .start()
+        .await
+        .expect("sendgrid");
+    let email = builder(&tw, Some(&sg))
+        .with_clock(Arc::clone(&clock))
+        .build_email()
+        .expect("email");
+    let started = tokio::time::Instant::now();
+    for i in 0..7 {
+        let msg = outbound(
+            &email,
+            100 + i,
+            Destination::new("email", "ap@example.com"),
+            &po(&i.to_string(), 0),
+        );
+        email.send(&msg).await.expect("sent without a 429");
+    }
+    assert_eq!(sg.mails().len(), 7);
+    assert_eq!(
+        sg.faults().status_count("send", 429),
+        0,
+        "never over the budget"
+    );
+    // Three a window: the 4th waited for 08:01:00, the 7th for 08:02:00.
+    assert!(
+        started.elapsed() >= Duration::from_secs(110),
+        "{:?}",
+        started.elapsed()
+    );
+}

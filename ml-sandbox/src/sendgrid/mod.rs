@@ -70,6 +70,8 @@ pub struct StoredMail {
 
 #[derive(Default)]
 struct Data {
+    /// Requests counted in the current rate window: (window start, count).
+    window: (i64, u64),
     mails: Vec<StoredMail>,
     outcomes: HashMap<String, MailOutcome>,
     event_posts: Vec<Option<u16>>,
@@ -85,6 +87,7 @@ struct Inner {
     delay: Duration,
     reorder: bool,
     max_body: usize,
+    budget: Option<(u64, u64)>,
     pending: AtomicU64,
     event_seq: AtomicU64,
 }
@@ -103,6 +106,7 @@ pub struct SendGridEmulatorBuilder {
     delay: Duration,
     reorder: bool,
     max_body: usize,
+    budget: Option<(u64, u64)>,
 }
 
 impl Default for SendGridEmulatorBuilder {
@@ -113,6 +117,7 @@ impl Default for SendGridEmulatorBuilder {
             delay: Duration::from_secs(2),
             reorder: false,
             max_body: 30 * 1024 * 1024,
+            budget: None,
         }
     }
 }
@@ -140,6 +145,15 @@ impl SendGridEmulatorBuilder {
     /// How long after acceptance events are posted (default 2 s, tokio time).
     pub fn event_delay(mut self, d: Duration) -> Self {
         self.delay = d;
+        self
+    }
+
+    /// Mail send accepts `limit` requests a window of `window_secs` (on the emulator's
+    /// clock, windows aligned to multiples of it) and answers 429 beyond, with
+    /// `X-RateLimit-Limit` / `-Remaining` / `-Reset` (epoch seconds) telling the truth on
+    /// every answer. Default: no limit (the headers say 600 a minute, never spent).
+    pub fn rate_limit(mut self, limit: u64, window_secs: u64) -> Self {
+        self.budget = Some((limit, window_secs.max(1)));
         self
     }
 
@@ -186,6 +200,7 @@ impl SendGridEmulatorBuilder {
             delay: self.delay,
             reorder: self.reorder,
             max_body: self.max_body,
+            budget: self.budget,
             pending: AtomicU64::new(0),
             event_seq: AtomicU64::new(0),
         });
@@ -447,8 +462,39 @@ async fn scopes(headers: HeaderMap) -> Response {
 
 async fn send(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
     let now = s.clock.now().as_second();
-    let mut r = send_inner(&s, &headers, &body);
-    rate_headers(&mut r, now);
+    let Some((limit, window)) = s.budget else {
+        let mut r = send_inner(&s, &headers, &body);
+        rate_headers(&mut r, now);
+        return r;
+    };
+    // The window this request falls in, and what is left of its budget.
+    let window = i64::try_from(window).unwrap_or(i64::MAX);
+    let start = now - now.rem_euclid(window);
+    let used = {
+        let mut d = s.lock();
+        if d.window.0 != start {
+            d.window = (start, 0);
+        }
+        if d.window.1 < limit {
+            d.window.1 += 1;
+            Some(d.window.1)
+        } else {
+            None
+        }
+    };
+    let mut r = match used {
+        Some(_) => send_inner(&s, &headers, &body),
+        None => sg_err(StatusCode::TOO_MANY_REQUESTS, "too many requests", None),
+    };
+    let h = r.headers_mut();
+    h.insert("x-ratelimit-limit", limit.into());
+    h.insert(
+        "x-ratelimit-remaining",
+        limit.saturating_sub(used.unwrap_or(limit)).into(),
+    );
+    if let Ok(v) = (start + window).to_string().parse() {
+        h.insert("x-ratelimit-reset", v);
+    }
     r
 }
 
