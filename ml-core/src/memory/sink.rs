@@ -53,6 +53,7 @@ struct State {
 pub struct MemorySink {
     name: String,
     reconcile: bool,
+    reconcile_refused: bool,
     rate_keyed: bool,
     state: Arc<Mutex<State>>,
 }
@@ -63,6 +64,7 @@ impl MemorySink {
         Self {
             name: name.into(),
             reconcile: true,
+            reconcile_refused: false,
             rate_keyed: false,
             state: Arc::default(),
         }
@@ -71,6 +73,13 @@ impl MemorySink {
     /// Turns `reconcile` support on or off.
     pub fn with_reconcile(mut self, on: bool) -> Self {
         self.reconcile = on;
+        self
+    }
+
+    /// Offers `reconcile` but refuses it for good (a scope not granted, as a Slack bot
+    /// without `channels:history`): a permanent error from every `reconcile`.
+    pub fn with_reconcile_refused(mut self, on: bool) -> Self {
+        self.reconcile_refused = on;
         self
     }
 
@@ -179,6 +188,13 @@ impl Sink for MemorySink {
     async fn reconcile(&self, msg: &Outbound) -> Result<Reconciled> {
         if !self.reconcile {
             return Err(Error::Unsupported(format!("{self} cannot reconcile")));
+        }
+        if self.reconcile_refused {
+            return Err(Error::remote(
+                self.to_string(),
+                ErrorClass::Permanent,
+                "missing_scope: the history cannot be read",
+            ));
         }
         Ok(self
             .lock()

@@ -438,20 +438,34 @@ async fn attempt(inner: &Inner, c: &ClaimedDelivery) -> AttemptOutcome {
         attempt: c.attempt,
         planned_at: c.created_at,
     };
-    let reconcilable = sink.can_reconcile();
-    if c.in_doubt && reconcilable {
+    let mut reconciled_blind = false;
+    if c.in_doubt && sink.can_reconcile() {
         match sink.reconcile(&msg).await {
             Ok(Reconciled::Found(receipt)) => return AttemptOutcome::Reconciled(receipt),
             Ok(Reconciled::NotFound) => {}
+            // The check itself is refused for good (a scope not granted, a lookup that
+            // cannot conclude): as for a sink that cannot reconcile, the message is sent
+            // again, at least once and counted (DESIGN invariant 2), rather than failed
+            // unsent when it may never have arrived.
+            Err(e) if e.class() == ErrorClass::Permanent => {
+                tracing::warn!(
+                    delivery = c.id.0,
+                    destination = %c.destination,
+                    error = %e,
+                    "cannot check whether the in-doubt message arrived: sending it again (at least once)"
+                );
+                metrics::counter!("ml_reconcile_refused_total").increment(1);
+                reconciled_blind = true;
+            }
             Err(e) => return retry_or_fail(inner, c, &e, true),
         }
     }
-    let after_doubt = c.in_doubt && !reconcilable;
+    let after_doubt = c.in_doubt && (!sink.can_reconcile() || reconciled_blind);
     let key = sink.rate_key(&c.destination);
     if let Some(k) = &key
         && let Err(e) = inner.limiter.acquire(k).await
     {
-        return retry_or_fail(inner, c, &e, c.in_doubt && !reconcilable);
+        return retry_or_fail(inner, c, &e, after_doubt);
     }
     inner.checkpoint(&Checkpoint::BeforeSend { delivery: c.id });
     let sent = AssertUnwindSafe(sink.send(&msg)).catch_unwind().await;
@@ -471,7 +485,7 @@ async fn attempt(inner: &Inner, c: &ClaimedDelivery) -> AttemptOutcome {
                     tracing::warn!(error = %le, "rate limiter refused a penalty");
                 }
             }
-            let doubt = e.class() == ErrorClass::InDoubt || (c.in_doubt && !reconcilable);
+            let doubt = e.class() == ErrorClass::InDoubt || after_doubt;
             retry_or_fail(inner, c, &e, doubt)
         }
         Err(panic) => {

@@ -341,6 +341,28 @@ async fn in_doubt_without_reconcile_is_resent_and_counted() {
     );
 }
 
+/// The sink can reconcile, but the check is refused for good (a Slack bot without
+/// `channels:history`): as for a sink that cannot reconcile, the message is sent again and
+/// counted, never failed unsent (it may never have arrived).
+#[tokio::test(start_paused = true)]
+async fn in_doubt_whose_check_is_refused_is_resent_and_counted() {
+    let sink = MemorySink::new("chat").with_reconcile_refused(true);
+    sink.push_faults([SinkFault::LostBeforeApplied]);
+    let rig = Rig::new(sink);
+    rig.table.upsert(invoice("1", 1, "1"));
+    let p = rig.pipeline();
+    let s = p.run_once().await.expect("run");
+    assert_eq!(s.deliveries.in_doubt, 1);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let d = p.deliver_due().await.expect("deliver");
+    assert_eq!((d.delivered, d.resent_after_doubt, d.failed), (1, 1, 0));
+    assert_eq!(
+        rig.sink.sent().len(),
+        1,
+        "it had not arrived: now it has, once"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn lost_before_applied_is_reconciled_as_not_found_and_sent_once() {
     let sink = MemorySink::new("chat");
