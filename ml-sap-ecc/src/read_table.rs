@@ -300,6 +300,10 @@ pub struct RfcReadTable {
     meta: Mutex<HashMap<String, Arc<TableMeta>>>,
     /// Optional fields already warned about (`TABLE-FIELD`).
     missing: Mutex<std::collections::HashSet<String>>,
+    /// The most rows the system answers whatever `ROWCOUNT` asks (0: none seen), learned
+    /// by the scan when a read came back short; every later read asks for at most that, so
+    /// a full answer is seen as cut ([`ReadOutcome::truncated`]) and never as complete.
+    row_cap: std::sync::atomic::AtomicUsize,
 }
 
 impl RfcReadTable {
@@ -313,6 +317,7 @@ impl RfcReadTable {
             rereads: 3,
             meta: Mutex::new(HashMap::new()),
             missing: Mutex::new(std::collections::HashSet::new()),
+            row_cap: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -385,6 +390,38 @@ impl RfcReadTable {
         Ok(meta)
     }
 
+    /// `rowcount`, at most the learned row cap.
+    fn bounded(&self, rowcount: usize) -> usize {
+        match self.row_cap.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => rowcount,
+            cap => rowcount.min(cap),
+        }
+    }
+
+    /// The system answered `rows` rows where more were asked and more exist: it caps
+    /// answers there without saying so. Later reads ask for at most that.
+    pub fn learn_row_cap(&self, rows: usize) {
+        let rows = rows.max(1);
+        let before = self
+            .row_cap
+            .fetch_min(rows, std::sync::atomic::Ordering::Relaxed);
+        if before == 0 {
+            self.row_cap
+                .store(rows, std::sync::atomic::Ordering::Relaxed);
+        }
+        if before == 0 || rows < before {
+            tracing::warn!(system = %self.system, rows, "the system answers at most this many rows whatever ROWCOUNT asks: reading in smaller pieces");
+        }
+    }
+
+    /// The learned row cap (see [`Self::learn_row_cap`]), if any.
+    pub fn row_cap(&self) -> Option<usize> {
+        match self.row_cap.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            cap => Some(cap),
+        }
+    }
+
     /// Warns once per table and field that an optional field is not read.
     fn warn_missing(&self, table: &str, field: &str) {
         let first = self
@@ -441,7 +478,7 @@ impl RfcReadTable {
             .into_iter()
             .map(|l| RfcRow::from([("TEXT".to_owned(), l)]))
             .collect();
-        let mut rowcount = req.rowcount.max(1);
+        let mut rowcount = self.bounded(req.rowcount.max(1));
         let mut counts = Vec::new();
         let mut attempt = 0;
         'read: loop {

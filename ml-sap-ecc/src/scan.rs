@@ -247,6 +247,39 @@ pub async fn scan(
             upper = rows.get(idx).map(|r| spec.sort_key(r));
             continue;
         }
+        // A short answer is the whole range only if the system does not cap answers
+        // silently. Until a cap is known, check it once a probe: an honest system serves
+        // exactly the probe's lower half when asked for that half; a capping one serves
+        // its cap again (a different part of the range).
+        if rt.row_cap().is_none() && rows.len() >= 2 {
+            let mid = (rows.len() - 1) / 2;
+            let half = Expr::and([
+                spec.base.clone(),
+                lower.clone(),
+                within.clone(),
+                Expr::lex(&order, &spec.sort_key(&rows[mid]), false, false),
+            ]);
+            let check = rt
+                .read(&ReadRequest {
+                    table: spec.table,
+                    fields: &order,
+                    key: spec.key,
+                    filter: &half,
+                    rowcount: rows.len() + 1,
+                })
+                .await?;
+            if check.rows.len() != mid + 1 {
+                if check.rows.len() == rows.len() {
+                    let cap = rows.len();
+                    rt.learn_row_cap(cap);
+                    limit = (cap.saturating_sub(2) * 4 / 5).clamp(1, limit);
+                    need = offset.saturating_add(limit);
+                }
+                // Otherwise rows were committed or removed meanwhile: probe again.
+                upper = None;
+                continue;
+            }
+        }
         let selected: Vec<&RfcRow> = rows.iter().skip(offset).take(limit).collect();
         let more = rows.len() > need || upper.is_some();
         let (Some(first), Some(last)) = (selected.first(), selected.last()) else {
@@ -255,10 +288,18 @@ pub async fn scan(
                 more: false,
             });
         };
+        // Keyset pages read from the cursor's own bound, not from the first row the probe
+        // served: a row the probe did not return (a system that caps answers silently) is
+        // read all the same, or found missing below.
+        let from = if offset == 0 {
+            lower.clone()
+        } else {
+            Expr::lex(&order, &spec.sort_key(first), true, false)
+        };
         let range = Expr::and([
             spec.base.clone(),
             within.clone(),
-            Expr::lex(&order, &spec.sort_key(first), true, false),
+            from,
             Expr::lex(&order, &spec.sort_key(last), false, false),
         ]);
         let expected = selected.len();
@@ -285,9 +326,24 @@ pub async fn scan(
                     "memory dump on a page of whole rows: reading smaller pages"
                 );
             }
-            // Many rows committed into the range since the probe, or a smaller page:
-            // probe again.
-            upper = None;
+            // Many rows in the range (committed since the probe, or missed by a capped
+            // probe), or a smaller page: probe again, within the lower half of the range.
+            upper = halfway(&rows, spec);
+            continue;
+        }
+        if offset == 0 && !same_rows(&selected, &data.rows, spec) {
+            // The range holds other rows than the probe served (committed or removed
+            // since, or a system that caps its answers silently and serves a different
+            // part each time). When both reads stopped at the same count short of what
+            // was asked, that count is the system's cap: learn it (later reads ask at
+            // most that, so a full answer reads as cut) and read pages that fit under it.
+            if data.rows.len() == rows.len() && data.rows.len() < asked {
+                let cap = data.rows.len();
+                rt.learn_row_cap(cap);
+                limit = (cap.saturating_sub(2) * 4 / 5).clamp(1, limit);
+                need = offset.saturating_add(limit);
+            }
+            upper = halfway(&rows, spec);
             continue;
         }
         let mut data = data.rows;
@@ -300,6 +356,22 @@ pub async fn scan(
         rt.system(),
         format!("{}: no complete page after 64 probes", spec.table),
     ))
+}
+
+/// The sort key of the middle row of a (sorted) probe: the upper bound of a narrower probe.
+fn halfway(rows: &[RfcRow], spec: &ScanSpec) -> Option<Vec<String>> {
+    rows.get(rows.len().saturating_sub(1) / 2)
+        .map(|r| spec.sort_key(r))
+}
+
+/// Whether the data read served exactly the rows the probe selected (by sort key).
+fn same_rows(selected: &[&RfcRow], data: &[RfcRow], spec: &ScanSpec) -> bool {
+    if selected.len() != data.len() {
+        return false;
+    }
+    let keys: std::collections::HashSet<Vec<String>> =
+        selected.iter().map(|r| spec.sort_key(r)).collect();
+    data.iter().all(|r| keys.contains(&spec.sort_key(r)))
 }
 
 #[cfg(test)]

@@ -116,6 +116,9 @@ pub(crate) struct Shared {
     pub(crate) po_header_omits: BTreeSet<String>,
     /// `RFC_READ_TABLE` raises `TABLE_WITHOUT_DATA` on a table with no rows.
     pub(crate) empty_raises: bool,
+    /// `RFC_READ_TABLE` returns at most this many rows, whatever `ROWCOUNT` asks, and
+    /// says nothing (a server cap lower than asked).
+    pub(crate) silent_cap: Option<usize>,
     bare: bool,
     max_sessions: usize,
     latency: Duration,
@@ -153,6 +156,7 @@ pub struct SapEccEmulatorBuilder {
     latin1: bool,
     po_header_omits: BTreeSet<String>,
     empty_raises: bool,
+    silent_cap: Option<usize>,
 }
 
 impl Default for SapEccEmulatorBuilder {
@@ -168,6 +172,7 @@ impl Default for SapEccEmulatorBuilder {
             latin1: false,
             po_header_omits: BTreeSet::new(),
             empty_raises: false,
+            silent_cap: None,
         }
     }
 }
@@ -242,6 +247,13 @@ impl SapEccEmulatorBuilder {
         self
     }
 
+    /// Caps every `RFC_READ_TABLE` answer at `rows` rows whatever `ROWCOUNT` asks, in the
+    /// database's order and without a word: a page capped lower than asked.
+    pub fn silent_row_cap(mut self, rows: usize) -> Self {
+        self.silent_cap = Some(rows.max(1));
+        self
+    }
+
     /// Binds 127.0.0.1 and starts serving.
     pub async fn start(self) -> Result<SapEccEmulator> {
         let bound = EmulatorCore::bind(&self.options, "", Arc::new(fault_body)).await?;
@@ -257,6 +269,7 @@ impl SapEccEmulatorBuilder {
             latin1: self.latin1,
             po_header_omits: self.po_header_omits,
             empty_raises: self.empty_raises,
+            silent_cap: self.silent_cap,
             bare: self.bare,
             max_sessions: self.max_sessions,
             latency: self.latency,

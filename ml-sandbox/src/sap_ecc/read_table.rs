@@ -198,6 +198,7 @@ pub(crate) fn call(shared: &Shared, inner: &Inner, params: &BTreeMap<String, Par
     // No ORDER BY: rows come in the database's order, which is neither key nor time.
     hits.sort_by_key(|(h, _)| *h);
     let take = if rowcount == 0 { usize::MAX } else { rowcount };
+    let take = shared.silent_cap.map_or(take, |cap| take.min(cap));
     // Skipped rows are read too: they count against memory.
     let read = hits.len().min(skips.saturating_add(take));
     if read.saturating_mul(width.max(1)) > shared.memory_bytes {
