@@ -269,7 +269,9 @@ pub async fn scan(
                 })
                 .await?;
             if check.rows.len() != mid + 1 {
-                if check.rows.len() == rows.len() {
+                // The same count again is the cap; a handful of rows is a commit racing
+                // the check (no system caps answers that low).
+                if check.rows.len() == rows.len() && rows.len() >= MIN_CAP {
                     let cap = rows.len();
                     rt.learn_row_cap(cap);
                     limit = (cap.saturating_sub(2) * 4 / 5).clamp(1, limit);
@@ -337,7 +339,7 @@ pub async fn scan(
             // part each time). When both reads stopped at the same count short of what
             // was asked, that count is the system's cap: learn it (later reads ask at
             // most that, so a full answer reads as cut) and read pages that fit under it.
-            if data.rows.len() == rows.len() && data.rows.len() < asked {
+            if data.rows.len() == rows.len() && data.rows.len() < asked && rows.len() >= MIN_CAP {
                 let cap = data.rows.len();
                 rt.learn_row_cap(cap);
                 limit = (cap.saturating_sub(2) * 4 / 5).clamp(1, limit);
@@ -357,6 +359,10 @@ pub async fn scan(
         format!("{}: no complete page after 64 probes", spec.table),
     ))
 }
+
+/// The smallest answer size taken for a silent cap (below it, a count that repeats is a
+/// commit racing the check).
+const MIN_CAP: usize = 16;
 
 /// The sort key of the middle row of a (sorted) probe: the upper bound of a narrower probe.
 fn halfway(rows: &[RfcRow], spec: &ScanSpec) -> Option<Vec<String>> {
