@@ -21,13 +21,19 @@ fn class_of(r: &ml_core::Result<Receipt>) -> ErrorClass {
     r.as_ref().expect_err("an error").class()
 }
 
-#[tokio::test]
-async fn conforms_against_the_emulator() {
-    let slack = SlackEmulator::builder()
+/// The Slack emulator without its per-channel pace (these tests check behaviour, not
+/// pacing).
+async fn unpaced() -> SlackEmulator {
+    SlackEmulator::builder()
         .post_message_interval(None)
         .start()
         .await
-        .expect("emulator");
+        .expect("emulator")
+}
+
+#[tokio::test]
+async fn conforms_against_the_emulator() {
+    let slack = unpaced().await;
     let id = slack.add_channel(Channel::public("procurement"));
     let sink = sink(&slack);
     let token = slack.bot_token();
@@ -88,11 +94,7 @@ async fn posts_blocks_text_and_metadata() {
 
 #[tokio::test]
 async fn later_versions_reply_in_the_thread_or_edit() {
-    let slack = SlackEmulator::builder()
-        .post_message_interval(None)
-        .start()
-        .await
-        .expect("emulator");
+    let slack = unpaced().await;
     let id = slack.add_channel(Channel::public("ap"));
     let threaded = sink(&slack);
     let first = threaded
@@ -173,11 +175,7 @@ async fn rate_limits_carry_retry_after() {
 
 #[tokio::test]
 async fn failures_are_classified() {
-    let slack = SlackEmulator::builder()
-        .post_message_interval(None)
-        .start()
-        .await
-        .expect("emulator");
+    let slack = unpaced().await;
     let id = slack.add_channel(Channel::public("ap"));
     slack.add_channel(Channel::public("quiet").without_bot());
     slack.add_channel(Channel::public("old").archived());
@@ -277,11 +275,7 @@ async fn applied_then_dropped_is_found_by_reconcile() {
 
 #[tokio::test]
 async fn reconcile_pages_and_is_bounded() {
-    let slack = SlackEmulator::builder()
-        .post_message_interval(None)
-        .start()
-        .await
-        .expect("emulator");
+    let slack = unpaced().await;
     let id = slack.add_channel(Channel::public("busy"));
     let paged = builder(&slack)
         .with_reconcile(ml_slack::ReconcileOptions {
@@ -401,11 +395,7 @@ async fn nothing_shows_a_secret() {
 
 #[tokio::test]
 async fn a_public_channel_the_app_is_not_in_is_joined_then_posted_to_once() {
-    let slack = SlackEmulator::builder()
-        .post_message_interval(None)
-        .start()
-        .await
-        .expect("emulator");
+    let slack = unpaced().await;
     let quiet = slack.add_channel(Channel::public("quiet").without_bot());
     let secret = slack.add_channel(Channel::private("secret").without_bot());
     let rec = invoice("1", "New", 0);
@@ -446,11 +436,7 @@ async fn a_public_channel_the_app_is_not_in_is_joined_then_posted_to_once() {
 /// retried when Slack says, not failed as `not_in_channel`; the retry joins and posts once.
 #[tokio::test]
 async fn a_join_refused_for_now_is_retried_not_failed() {
-    let slack = SlackEmulator::builder()
-        .post_message_interval(None)
-        .start()
-        .await
-        .expect("emulator");
+    let slack = unpaced().await;
     let quiet = slack.add_channel(Channel::public("quiet").without_bot());
     let rec = invoice("1", "New", 0);
     let sink = sink(&slack);
