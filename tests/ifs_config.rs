@@ -84,6 +84,77 @@ async fn with_credentials_it_talks_to_the_given_environment() {
     assert!(source.to_string().contains("ManSuppInvoiceSet"), "{source}");
 }
 
+/// `ml-connector run` from the file puts the Approve / Reject buttons on the Slack
+/// messages of invoices awaiting approval (the file promises them), and on nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoices_awaiting_approval_get_the_buttons_from_the_file() {
+    use ml_connector::config::pipeline::SettingValue;
+    use ml_sandbox::slack::{Channel, SlackEmulator};
+    let e = ml_sandbox::ifs::IfsEmulator::start().await.expect("ifs");
+    e.insert(
+        "ManSuppInvoiceSet",
+        &ml_sandbox::ifs::invoice("10", 1, "10.00", "AwaitingApproval", None),
+    )
+    .expect("insert");
+    e.insert(
+        "ManSuppInvoiceSet",
+        &ml_sandbox::ifs::invoice("10", 2, "10.00", "Posted", None),
+    )
+    .expect("insert");
+    let slack = SlackEmulator::builder()
+        .channel(Channel::public("procurement").with_id("C0PROCURE1"))
+        .channel(Channel::public("finance").with_id("C0FINANCE1"))
+        .post_message_interval(None)
+        .start()
+        .await
+        .expect("slack");
+    let dir = tempfile::tempdir().expect("dir");
+    let mut env = journal_env(&dir)
+        .with("SLACK_BOT_TOKEN", slack.bot_token())
+        .with("T_SLACK_URL", slack.base_url())
+        .with("IFS_APPROVERS", "U00HUMAN01=ALICE:approve+reject");
+    for (k, v) in e.env() {
+        env.set(k, v);
+    }
+    let mut config = example();
+    config.streams.retain(|s| s.name == "supplier-invoices");
+    let sink = config.sinks.get_mut("slack").expect("slack sink");
+    sink.settings.insert(
+        "api_url".into(),
+        SettingValue::Text("${T_SLACK_URL}".into()),
+    );
+    sink.per_address_per_second = Some(1000);
+    let (assembled, _hooks) = connectors::assemble_with_hooks(&config, &env)
+        .await
+        .expect("assemble");
+    let summary = assembled.pipeline.run_once().await.expect("run");
+    assert_eq!(summary.polled, 2, "{summary:?}");
+    let messages = slack.all_messages();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    let buttons = |key: &str| {
+        messages
+            .iter()
+            .filter(|m| m.text.contains(key))
+            .flat_map(|m| {
+                m.blocks
+                    .iter()
+                    .flat_map(|b| b.as_array().cloned())
+                    .flatten()
+            })
+            .filter(|b| b["type"] == "actions")
+            .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+            .map(|el| (el["action_id"].clone(), el["value"].clone()))
+            .collect::<Vec<_>>()
+    };
+    let on_1 = buttons("INV-1");
+    assert_eq!(on_1.len(), 2, "{messages:?}");
+    assert!(
+        on_1.iter().all(|(_, v)| v == "Company='10',InvoiceId=1"),
+        "{on_1:?}"
+    );
+    assert!(buttons("INV-2").is_empty(), "a posted invoice gets none");
+}
+
 fn config_error(e: Error) -> String {
     match e {
         Error::Config { key, .. } => key,

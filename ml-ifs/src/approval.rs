@@ -519,20 +519,45 @@ impl Approvals {
     }
 
     /// The keys of the one invoice whose document number (`InvoiceNo`, what the Slack
-    /// message shows) is `text`, within the company when one is configured.
+    /// message shows) is `text`, within the company when one is configured; else, for a
+    /// bare number without IFS_COMPANY (`/approve-invoice 5003`), of the one invoice
+    /// whose last key (`InvoiceId`) it is, in whichever company. Several matches find
+    /// nothing: the user is asked for the full key.
     async fn find_by_document(&self, text: &str) -> Option<Vec<String>> {
         let text = text.trim();
-        let doc = self.spec.document.as_deref()?;
-        if text.is_empty() || self.spec.keys.iter().any(|k| k.name == doc) {
+        if text.is_empty() {
             return None;
         }
-        let mut filter = format!("{doc} eq {}", crate::odata::literal::string(text));
-        if let (Some(c), Some(attr)) = (&self.company, &self.spec.company) {
-            filter = format!(
-                "{attr} eq {} and {filter}",
-                crate::odata::literal::string(c)
-            );
+        let company = match (&self.company, &self.spec.company) {
+            (Some(c), Some(attr)) => {
+                Some(format!("{attr} eq {}", crate::odata::literal::string(c)))
+            }
+            _ => None,
+        };
+        let within = |f: String| match &company {
+            Some(c) => format!("{c} and {f}"),
+            None => f,
+        };
+        if let Some(doc) = self.spec.document.as_deref()
+            && !self.spec.keys.iter().any(|k| k.name == doc)
+        {
+            let filter = within(format!("{doc} eq {}", crate::odata::literal::string(text)));
+            if let Some(found) = self.find_one(filter).await {
+                return Some(found);
+            }
         }
+        match self.spec.keys.as_slice() {
+            [_, .., last] if company.is_none() => {
+                let value = last.literal(text)?;
+                self.find_one(format!("{} eq {value}", last.name)).await
+            }
+            _ => None,
+        }
+    }
+
+    /// The keys of the one invoice `filter` selects (`None` for none, several, or a
+    /// failed read).
+    async fn find_one(&self, filter: String) -> Option<Vec<String>> {
         let query = crate::odata::ODataQuery::new()
             .filter(filter)
             .select(self.spec.keys.iter().map(|k| k.name.clone()))
@@ -581,6 +606,27 @@ impl Approvals {
 
     /// Decides and carries out one request (see the module docs); journals it.
     pub async fn decide(&self, req: &ApprovalRequest) -> ApprovalOutcome {
+        // Who may act is settled before IFS is asked anything: a user who may not act
+        // learns nothing about which invoices exist, and costs IFS no query.
+        let approver = self
+            .approvers
+            .get(&req.slack_user)
+            .filter(|a| a.actions.contains(&req.action));
+        let Some(approver) = approver else {
+            let key = self
+                .key_values(&req.invoice)
+                .and_then(|v| self.spec.record_key(&v))
+                .unwrap_or_else(|| req.invoice.trim().to_owned());
+            let outcome = ApprovalOutcome::Refused {
+                reason: format!(
+                    "You are not allowed to {} invoices from Slack. Ask an administrator to add you to the IFS approver map.",
+                    req.action.name().to_ascii_lowercase()
+                ),
+            };
+            tracing::warn!(user = %req.slack_user, invoice = %key, "approval refused: not an approver");
+            self.journal(req, &key, None, None, &outcome, None).await;
+            return outcome;
+        };
         let values = match self.key_values(&req.invoice) {
             Some(v) => Some(v),
             None => self.find_by_document(&req.invoice).await,
@@ -600,21 +646,6 @@ impl Approvals {
             .spec
             .record_key(&values)
             .unwrap_or_else(|| req.invoice.clone());
-        let approver = self
-            .approvers
-            .get(&req.slack_user)
-            .filter(|a| a.actions.contains(&req.action));
-        let Some(approver) = approver else {
-            let outcome = ApprovalOutcome::Refused {
-                reason: format!(
-                    "You are not allowed to {} invoices from Slack. Ask an administrator to add you to the IFS approver map.",
-                    req.action.name().to_ascii_lowercase()
-                ),
-            };
-            tracing::warn!(user = %req.slack_user, invoice = %key, "approval refused: not an approver");
-            self.journal(req, &key, None, None, &outcome, None).await;
-            return outcome;
-        };
         let lock = self.lock_for(&key);
         let _guard = lock.lock().await;
         if let Some(previous) = self.previously(&key, &req.request_id).await {

@@ -97,6 +97,20 @@ impl IfsBuilder {
         }))
     }
 
+    /// The Approve / Reject buttons for Slack messages of the invoices these approvals
+    /// act on, wrapping `inner` (Slack's Block Kit renderer); `None` when `IFS_APPROVERS`
+    /// is not set.
+    pub fn approval_buttons(
+        &self,
+        inner: Arc<dyn ml_core::render::Renderer>,
+    ) -> ml_core::Result<Option<crate::ApprovalButtons>> {
+        let Some(settings) = self.approval_settings()? else {
+            return Ok(None);
+        };
+        let source = self.clone().with_resource(settings.resource).build()?;
+        Ok(Some(crate::ApprovalButtons::new(inner).for_source(&source)))
+    }
+
     /// The approvals handler these settings describe, journaling on `journal`, answering
     /// through `response_url`s; `None` when approvals are not configured. The entity set
     /// acted on is `IFS_APPROVAL_RESOURCE`'s, with this connection's credentials (one

@@ -18,6 +18,7 @@ pub struct ApprovalButtons {
     inner: Arc<dyn Renderer>,
     kinds: Vec<EntityKind>,
     states: Vec<String>,
+    system: Option<String>,
 }
 
 impl fmt::Debug for ApprovalButtons {
@@ -26,6 +27,7 @@ impl fmt::Debug for ApprovalButtons {
             .field("inner", &self.inner)
             .field("kinds", &self.kinds)
             .field("states", &self.states)
+            .field("system", &self.system)
             .finish()
     }
 }
@@ -37,7 +39,17 @@ impl ApprovalButtons {
             inner,
             kinds: vec![EntityKind::SupplierInvoice],
             states: vec!["AwaitingApproval".to_owned()],
+            system: None,
         }
+    }
+
+    /// Buttons only on records of `source` (the entity set [`crate::Approvals`] acts on):
+    /// an invoice of another system (another IFS environment, Oracle) in a state of the
+    /// same name gets none, as its key means nothing to these approvals.
+    #[must_use]
+    pub fn for_source(mut self, source: &crate::IfsSource) -> Self {
+        self.system = Some(source.to_string());
+        self
     }
 
     /// The states in which the buttons are shown.
@@ -49,6 +61,7 @@ impl ApprovalButtons {
 
     fn applies(&self, record: &Record) -> bool {
         self.kinds.contains(&record.kind)
+            && self.system.as_ref().is_none_or(|s| *s == record.system)
             && record
                 .fields
                 .status
@@ -109,5 +122,29 @@ mod tests {
         );
         rec.fields.status = Some("Approved".into());
         assert!(r.render(&rec, &dest).body.is_none());
+    }
+
+    #[test]
+    fn buttons_only_for_the_approval_source() -> ml_core::Result<()> {
+        let source = crate::IfsBuilder::new()
+            .with_url("http://127.0.0.1:9")
+            .with_realm("r")
+            .with_client_credentials("c", "s".to_owned())
+            .with_resource(crate::IfsResource::SupplierInvoices)
+            .build()?;
+        let r = ApprovalButtons::new(Arc::new(PlainTextRenderer)).for_source(&source);
+        let dest = Destination::new("slack", "#finance");
+        let mut ours = Record::new(
+            source.to_string(),
+            EntityKind::SupplierInvoice,
+            "Company='10',InvoiceId=7",
+            jiff::Timestamp::UNIX_EPOCH,
+        );
+        ours.fields.status = Some("AwaitingApproval".into());
+        assert!(r.render(&ours, &dest).body.is_some());
+        let mut other = ours.clone();
+        other.system = "OracleFusion(acme)".into();
+        assert!(r.render(&other, &dest).body.is_none());
+        Ok(())
     }
 }

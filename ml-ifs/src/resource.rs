@@ -179,6 +179,10 @@ impl IfsResource {
                 entity_set: "PurchaseOrderSet".into(),
                 entity: "PurchaseOrder".into(),
                 keys: vec![KeyAttr::text("OrderNo")],
+                // `PurchaseOrderSet` is per site (`Contract`); the verified attributes
+                // (shared/apis/ifs-cloud.md) have no `Company`, so IFS_COMPANY does not
+                // filter it: a `Company eq` filter answered 400 and paused the stream.
+                company: None,
                 document: s("OrderNo"),
                 supplier_id: s("VendorNo"),
                 supplier_name: s("VendorName"),

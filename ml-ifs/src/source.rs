@@ -231,10 +231,18 @@ impl IfsSource {
     /// of this release. Says what to check.
     fn explained(&self, url: &str, status: u16, e: ml_core::Error) -> ml_core::Error {
         if status == 400 && url == self.collection_url {
+            let company = match (&self.company, &self.spec.company) {
+                (Some(_), Some(attr)) => format!(
+                    "; `{attr}` is filtered on because IFS_COMPANY is set (unset it if \
+                     {} has no `{attr}`)",
+                    self.spec.entity_set
+                ),
+                _ => String::new(),
+            };
             e.with_hint(format!(
                 "check that `{}` (the change stamp, `stamp_attribute`) and the keys are \
                  attributes of {} on this release, or read changes from the history log \
-                 (change_detection = \"history_log\")",
+                 (change_detection = \"history_log\"){company}",
                 self.spec.stamp,
                 self.spec.path()
             ))
@@ -336,6 +344,11 @@ impl Source for IfsSource {
 
     async fn healthcheck(&self) -> Result<()> {
         let mut q = ODataQuery::new().top(1);
+        // The stamp is what every page orders and filters on: a release without it must
+        // fail the check, not only the first poll.
+        if matches!(self.change_detection, ChangeDetection::Stamp) {
+            q = q.order_by([format!("{} asc", self.spec.stamp)]);
+        }
         if self.use_select {
             q = q.select(self.spec.keys.iter().map(|k| k.name.clone()));
         }

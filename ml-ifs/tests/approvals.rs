@@ -32,6 +32,11 @@ struct World {
 }
 
 async fn world() -> World {
+    world_with(Some("10")).await
+}
+
+/// The world, with IFS_COMPANY set to `company` (or unset).
+async fn world_with(company: Option<&str>) -> World {
     let ifs = IfsEmulator::start().await.expect("ifs");
     ifs.insert(SET, &invoice("10", 7, "1250.00", "AwaitingApproval", None))
         .expect("invoice");
@@ -39,10 +44,11 @@ async fn world() -> World {
     for (k, v) in ifs.env() {
         env.set(k, v);
     }
-    let source = IfsBuilder::from_env_with(&env)
-        .with_company("10")
-        .build()
-        .expect("source");
+    let mut builder = IfsBuilder::from_env_with(&env);
+    if let Some(c) = company {
+        builder = builder.with_company(c);
+    }
+    let source = builder.build().expect("source");
     let slack = SlackEmulator::start().await.expect("slack");
     let journal = Arc::new(MemoryAuditStore::new());
     let http = ml_core::http::ClientOptions::default()
@@ -288,6 +294,58 @@ async fn an_unauthorised_user_is_refused_and_the_refusal_journaled() {
         h.versions[0].record.raw.to_value()["slack_user"],
         "U0MALLORY"
     );
+}
+
+#[tokio::test]
+async fn a_bare_invoice_id_is_found_without_a_company() {
+    let w = world_with(None).await;
+    w.ifs
+        .insert(SET, &invoice("20", 9, "5.00", "AwaitingApproval", None))
+        .expect("other company");
+    w.ifs
+        .insert(SET, &invoice("20", 7, "5.00", "AwaitingApproval", None))
+        .expect("same id, other company");
+    let req = |id: &str, invoice: &str| ApprovalRequest {
+        request_id: id.into(),
+        slack_user: APPROVER.into(),
+        invoice: invoice.into(),
+        action: ApprovalAction::Approve,
+        response_url: None,
+    };
+    // `/approve-invoice 9`: one invoice has id 9, in company 20.
+    let o = w.approvals.decide(&req("a", "9")).await;
+    assert!(
+        matches!(&o, ApprovalOutcome::Done { key, .. } if key == "Company='20',InvoiceId=9"),
+        "{o:?}"
+    );
+    // Id 7 is in two companies: nothing is acted on, the full key is asked for.
+    let o = w.approvals.decide(&req("b", "7")).await;
+    assert!(matches!(o, ApprovalOutcome::Invalid { .. }), "{o:?}");
+    assert_eq!(w.state(), "AwaitingApproval");
+    assert_eq!(w.applied(), 1);
+}
+
+#[tokio::test]
+async fn an_unauthorised_user_learns_nothing_about_which_invoices_exist() {
+    let w = world().await;
+    let req = |id: &str, invoice: &str| ApprovalRequest {
+        request_id: id.into(),
+        slack_user: "U0MALLORY".into(),
+        invoice: invoice.into(),
+        action: ApprovalAction::Approve,
+        response_url: None,
+    };
+    let known = w.approvals.decide(&req("a", "INV-7")).await;
+    let unknown = w.approvals.decide(&req("b", "INV-999")).await;
+    assert!(
+        matches!(known, ApprovalOutcome::Refused { .. }),
+        "{known:?}"
+    );
+    assert_eq!(
+        known.message(ApprovalAction::Approve),
+        unknown.message(ApprovalAction::Approve)
+    );
+    assert!(w.ifs.action_calls().is_empty());
 }
 
 #[tokio::test]

@@ -294,11 +294,33 @@ async fn a_missing_stamp_attribute_pauses_with_what_to_check() {
         .with_resource(IfsResource::PurchaseOrders)
         .build()
         .expect("source");
+    // `ml-connector check` says so before the first poll does.
+    let check = s.healthcheck().await.expect_err("check sees no stamp");
+    assert!(check.to_string().contains("ModifiedDateTime"), "{check}");
     let err = s.poll(None).await.expect_err("no stamp");
     assert_eq!(err.class(), ml_core::ErrorClass::Permanent);
     let text = err.to_string();
     assert!(text.contains("ModifiedDateTime"), "{text}");
     assert!(text.contains("history_log"), "{text}");
+}
+
+/// `PurchaseOrderSet` lists no `Company` (shared/apis/ifs-cloud.md): with IFS_COMPANY set
+/// for the invoices, the purchase-order stream must not filter on it (a 400 paused it).
+#[tokio::test]
+async fn purchase_orders_are_not_filtered_on_a_company_they_lack() {
+    let e = IfsEmulator::start().await.expect("emulator");
+    e.seed_demo().expect("demo");
+    e.remove_property("PurchaseOrderSet", "Company");
+    let total = e.count("PurchaseOrderSet");
+    assert!(total > 0);
+    let s = builder(&e)
+        .with_resource(IfsResource::PurchaseOrders)
+        .build()
+        .expect("source");
+    s.healthcheck().await.expect("check");
+    let mut pos = None;
+    let items = cycle(&s, &mut pos, |_| {}).await;
+    assert_eq!(items.len(), total);
 }
 
 /// The trap the source avoids: a reader that follows the offset-based nextLink while a

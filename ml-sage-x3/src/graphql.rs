@@ -46,8 +46,52 @@ pub struct SageX3GraphqlSource {
     header: HeaderName,
     cursor: WatermarkCursor,
     /// Optional fields the node does not have on this instance (the server named them in
-    /// a validation error): left out of every later query.
-    dropped: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// a validation error), as (part, path prefix): left out of every later query, with
+    /// every path under them (`orderFromSupplier` drops `orderFromSupplier.code`).
+    dropped: std::sync::Mutex<std::collections::BTreeSet<(Part, String)>>,
+}
+
+/// Where a configured path sits in the query: on the node, or in the lines' node (the
+/// same name, `description`, may be in both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Part {
+    Header,
+    Lines,
+}
+
+/// What a validation error names, and the configured paths it may be: the path up to the
+/// named segment, optional or not.
+#[derive(Debug)]
+struct Missing {
+    name: String,
+    candidates: Vec<(Part, String, bool)>,
+}
+
+/// Whether `path` is `prefix` or lies under it.
+fn under(path: &str, prefix: &str) -> bool {
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// The names a GraphQL error message quotes (`Cannot query field "x" on type "T".`).
+fn quoted(message: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    for q in ['"', '\''] {
+        // Between the 1st and 2nd quote, the 3rd and 4th, ...: the odd parts.
+        let parts: Vec<&str> = message.split(q).collect();
+        if parts.len() >= 3 {
+            out.extend(
+                parts[..parts.len() - 1]
+                    .iter()
+                    .skip(1)
+                    .step_by(2)
+                    .filter(|s| !s.is_empty()),
+            );
+        }
+    }
+    out
 }
 
 impl fmt::Debug for SageX3GraphqlSource {
@@ -102,8 +146,8 @@ struct Token {
 enum Checked {
     /// Data (perhaps beside errors on some fields).
     Data(serde_json::Value),
-    /// No data: the errors name this field of ours.
-    Lacks(String),
+    /// No data: the errors name a field of ours.
+    Lacks(Missing),
 }
 
 fn literal(t: Timestamp) -> String {
@@ -143,7 +187,7 @@ impl SageX3GraphqlSource {
         }
     }
 
-    fn dropped(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+    fn dropped(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<(Part, String)>> {
         self.dropped
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -152,13 +196,18 @@ impl SageX3GraphqlSource {
     fn selection(&self) -> String {
         let g = &self.common.spec.graphql;
         let dropped = self.dropped().clone();
+        let gone = |part: Part, path: &str| {
+            dropped
+                .iter()
+                .any(|(p, prefix)| *p == part && under(path, prefix))
+        };
         let mut tree = Tree::default();
         for k in &g.keys {
             tree.insert(k);
         }
         tree.insert(&g.stamp);
         for n in g.fields.names() {
-            if g.fields.lines.as_ref().is_some_and(|l| l.array == n) || dropped.contains(n) {
+            if g.fields.lines.as_ref().is_some_and(|l| l.array == n) || gone(Part::Header, n) {
                 continue;
             }
             tree.insert(n);
@@ -169,13 +218,13 @@ impl SageX3GraphqlSource {
             .fields
             .lines
             .as_ref()
-            .filter(|l| !dropped.contains(&l.array))
+            .filter(|l| !gone(Part::Header, &l.array))
         {
             let mut lt = Tree::default();
             for p in [&l.number, &l.account, &l.amount, &l.sense, &l.description]
                 .into_iter()
                 .flatten()
-                .filter(|p| !dropped.contains(p.as_str()))
+                .filter(|p| !gone(Part::Lines, p))
             {
                 lt.insert(p);
             }
@@ -238,10 +287,10 @@ impl SageX3GraphqlSource {
             .map_err(|e| self.common.decode_error(format!("not JSON: {e}")))?;
         match self.checked(v)? {
             Checked::Data(v) => Ok(v),
-            Checked::Lacks(field) => Err(SageX3Error::UnknownProperty {
+            Checked::Lacks(m) => Err(SageX3Error::UnknownProperty {
                 system: self.common.system.clone(),
                 api: "GraphQL node",
-                property: field,
+                property: m.name,
                 hint: "SAGE_X3_FIELDS".into(),
             }
             .into()),
@@ -250,34 +299,78 @@ impl SageX3GraphqlSource {
 
     /// A page read: an optional field the node lacks on this instance is left out (once
     /// warned) and the page read again; a key or the stamp it lacks is a configuration
-    /// error naming it.
+    /// error naming it. A name several configured paths share (`description` on the node
+    /// and on its lines) is left out of one of them at a time, then of all.
     async fn post_page(&self, variables: &serde_json::Value) -> Result<serde_json::Value> {
-        loop {
+        // The name the last read was refused for, the step taken for it, its candidates.
+        let mut tried: Option<(String, usize, Vec<(Part, String)>)> = None;
+        for _ in 0..32 {
             let body = serde_json::json!({"query": self.document(), "variables": variables});
             let text = self.send_body(&body).await?;
             let v: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| self.common.decode_error(format!("not JSON: {e}")))?;
-            let lacks = match self.checked(v)? {
+            let m = match self.checked(v)? {
                 Checked::Data(v) => return Ok(v),
-                Checked::Lacks(field) => field,
+                Checked::Lacks(m) => m,
             };
-            let g = &self.common.spec.graphql;
-            let required = g.keys.contains(&lacks) || g.stamp == lacks;
-            if required || !self.dropped().insert(lacks.clone()) {
-                return Err(SageX3Error::UnknownProperty {
+            let unknown = |name: String| -> ml_core::Error {
+                SageX3Error::UnknownProperty {
                     system: self.common.system.clone(),
                     api: "GraphQL node",
-                    property: lacks,
+                    property: name,
                     hint: "SAGE_X3_FIELDS".into(),
                 }
-                .into());
+                .into()
+            };
+            let optional: Vec<(Part, String)> = m
+                .candidates
+                .iter()
+                .filter(|(_, _, required)| !required)
+                .map(|(part, prefix, _)| (*part, prefix.clone()))
+                .filter(|c| !self.dropped().contains(c))
+                .collect();
+            let step = match &tried {
+                Some((name, step, previous)) if *name == m.name => {
+                    // The one left out did not help: put it back before the next.
+                    if let Some(c) = previous.get(*step) {
+                        self.dropped().remove(c);
+                    }
+                    step + 1
+                }
+                _ => 0,
+            };
+            let candidates = match &tried {
+                Some((name, _, previous)) if *name == m.name => previous.clone(),
+                _ => optional,
+            };
+            if m.candidates.iter().any(|(_, _, required)| *required) && candidates.is_empty() {
+                return Err(unknown(m.name));
             }
-            tracing::warn!(
-                source = %self.common.system,
-                field = %lacks,
-                "the GraphQL node has no such field on this instance: read without it"
-            );
+            if let Some(c) = candidates.get(step) {
+                self.dropped().insert(c.clone());
+                tracing::warn!(
+                    source = %self.common.system,
+                    field = %c.1,
+                    "the GraphQL node has no such field on this instance: read without it"
+                );
+            } else if step == candidates.len() && candidates.len() > 1 {
+                for c in &candidates {
+                    self.dropped().insert(c.clone());
+                }
+                tracing::warn!(
+                    source = %self.common.system,
+                    field = %m.name,
+                    "the GraphQL node has no such field on this instance: read without it"
+                );
+            } else {
+                return Err(unknown(m.name));
+            }
+            tried = Some((m.name, step, candidates));
         }
+        Err(self
+            .common
+            .decode_error("the GraphQL node kept refusing fields; check SAGE_X3_FIELDS")
+            .into())
     }
 
     /// Reads GraphQL `errors`: data beside errors is kept (the fields in error are
@@ -294,24 +387,42 @@ impl SageX3GraphqlSource {
                 return Ok(Checked::Data(v));
             }
             let g = &self.common.spec.graphql;
-            let mut named: Vec<&str> = g.keys.iter().map(String::as_str).collect();
-            named.push(&g.stamp);
-            named.extend(g.fields.names());
+            let required: Vec<&str> = g
+                .keys
+                .iter()
+                .map(String::as_str)
+                .chain([g.stamp.as_str()])
+                .collect();
+            let mut paths: Vec<(Part, &str)> =
+                required.iter().map(|p| (Part::Header, *p)).collect();
+            paths.extend(g.fields.names().into_iter().map(|p| (Part::Header, p)));
             if let Some(l) = &g.fields.lines {
-                named.extend(
+                paths.extend(
                     [&l.number, &l.account, &l.amount, &l.sense, &l.description]
                         .into_iter()
                         .flatten()
-                        .map(String::as_str),
+                        .map(|p| (Part::Lines, p.as_str())),
                 );
             }
-            for n in named {
-                let leaf = n.rsplit('.').next().unwrap_or(n);
-                if messages
-                    .iter()
-                    .any(|m| m.contains(&format!("\"{leaf}\"")) || m.contains(&format!("'{leaf}'")))
-                {
-                    return Ok(Checked::Lacks(n.to_owned()));
+            for name in messages.iter().flat_map(|m| quoted(m)) {
+                let mut candidates: Vec<(Part, String, bool)> = Vec::new();
+                for (part, path) in &paths {
+                    let segments: Vec<&str> = path.split('.').collect();
+                    let Some(i) = segments.iter().position(|s| *s == name) else {
+                        continue;
+                    };
+                    let prefix = segments[..=i].join(".");
+                    let is_required =
+                        *part == Part::Header && required.iter().any(|r| under(r, &prefix));
+                    if !candidates.iter().any(|(p, x, _)| p == part && *x == prefix) {
+                        candidates.push((*part, prefix, is_required));
+                    }
+                }
+                if !candidates.is_empty() {
+                    return Ok(Checked::Lacks(Missing {
+                        name: name.to_owned(),
+                        candidates,
+                    }));
                 }
             }
             return Err(SageX3Error::Http {

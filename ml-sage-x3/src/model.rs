@@ -158,7 +158,9 @@ fn fields(m: &Mapping<'_>, obj: &Object) -> Result<BusinessFields, String> {
     {
         out.extra.insert("entry_type".into(), first);
     }
-    if let Some(d) = get(&f.date) {
+    if let Some(d) = get(&f.date)
+        && let Some(d) = document_date(&d)?
+    {
         out.extra.insert("date".into(), d);
     }
     let credit = get(&f.doc_type).is_some_and(|t| f.credit_types.contains(&t));
@@ -277,6 +279,22 @@ fn lines(
         });
     }
     Ok((out, debit, credit))
+}
+
+/// The document date as served (`2026-12-04`, or a date-time whose date part is valid):
+/// `None` for X3's blank dates (`0000-00-00`, `1753-01-01`, the SQL minimum it stores for
+/// "no date"); an error (the item is rejected) for anything else (`2026-13-45`).
+fn document_date(text: &str) -> Result<Option<String>, String> {
+    let t = text.trim();
+    let day = t.get(..10).unwrap_or(t);
+    if t.is_empty() || day == "0000-00-00" || day == "1753-01-01" {
+        return Ok(None);
+    }
+    let rest_ok = t.len() == 10 || matches!(t.as_bytes().get(10), Some(b'T' | b' '));
+    match day.parse::<jiff::civil::Date>() {
+        Ok(_) if rest_ok && day.len() == 10 => Ok(Some(t.to_owned())),
+        _ => Err(format!("date `{t}` is not a date (YYYY-MM-DD)")),
+    }
 }
 
 #[cfg(test)]

@@ -165,6 +165,42 @@ async fn healthcheck_introspects_and_names_missing_fields() {
     assert!(err.to_string().contains("purchaseOrders"), "{err}");
 }
 
+/// A release without the object an optional field sits in (`vendor.code` where the node
+/// has no `vendor`): the server names the object, not the leaf; the stream reads around
+/// it instead of pausing.
+#[tokio::test]
+async fn a_missing_object_of_optional_fields_is_read_around() {
+    let e = demo().await;
+    let s = graphql(&e)
+        .with_config_str(
+            "fields",
+            "supplier_id=vendor.code,supplier_name=vendor.companyName",
+        )
+        .expect("fields")
+        .build()
+        .expect("source");
+    let page = s.poll(None).await.expect("read without the missing object");
+    let records: Vec<_> = page
+        .items
+        .iter()
+        .map(|i| match i {
+            SourceItem::Record(r) => r,
+            SourceItem::Rejected(x) => panic!("rejected: {}", x.reason),
+        })
+        .collect();
+    assert!(!records.is_empty());
+    assert!(records.iter().all(|r| r.fields.supplier.is_none()));
+    assert!(records.iter().all(|r| r.fields.amount.is_some()));
+    // A key inside a missing object is still a configuration error naming it.
+    let no_key = graphql(&e)
+        .with_config_str("key", "header.number")
+        .expect("key")
+        .build()
+        .expect("source");
+    let err = no_key.poll(None).await.expect_err("unknown key");
+    assert!(err.to_string().contains("header"), "{err}");
+}
+
 #[tokio::test]
 async fn a_wrong_secret_or_endpoint_header_is_refused() {
     let e = demo().await;

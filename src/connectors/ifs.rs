@@ -154,6 +154,22 @@ fn register_approvals(
 ) {
     let builder = builder.clone();
     let owner_for_errors = owner.to_owned();
+    // The buttons on the invoices' Slack messages act through the route below.
+    let for_buttons = builder.clone();
+    let owner_for_buttons = owner.to_owned();
+    hooks.add_slack_renderer(
+        owner,
+        Box::new(
+            move |inner| match for_buttons.approval_buttons(Arc::clone(&inner)) {
+                Ok(Some(buttons)) => Arc::new(buttons),
+                Ok(None) => inner,
+                Err(e) => {
+                    tracing::warn!(section = %owner_for_buttons, error = %e, "no approval buttons");
+                    inner
+                }
+            },
+        ),
+    );
     hooks.add_slack(SlackRoute::new(
         owner,
         vec![settings.command],

@@ -81,12 +81,21 @@ impl std::fmt::Debug for SlackRoute {
     }
 }
 
+/// Wraps the renderer of every Slack sink (IFS approvals add their Approve / Reject
+/// buttons to the messages of the invoices they act on).
+#[cfg(feature = "slack")]
+pub type SlackRendererLayer = Box<
+    dyn Fn(Arc<dyn ml_core::render::Renderer>) -> Arc<dyn ml_core::render::Renderer> + Send + Sync,
+>;
+
 /// The routes connectors registered while a configuration was assembled. Clones share
 /// them.
 #[derive(Clone, Default)]
 pub struct InboundHooks {
     #[cfg(feature = "slack")]
     slack: Arc<Mutex<Vec<SlackRoute>>>,
+    #[cfg(feature = "slack")]
+    renderers: Arc<Mutex<Vec<(String, SlackRendererLayer)>>>,
 }
 
 impl std::fmt::Debug for InboundHooks {
@@ -96,6 +105,16 @@ impl std::fmt::Debug for InboundHooks {
         d.field(
             "slack",
             &*self.slack.lock().unwrap_or_else(PoisonError::into_inner),
+        )
+        .field(
+            "renderer_layers",
+            &self
+                .renderers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|(owner, _)| owner.clone())
+                .collect::<Vec<_>>(),
         );
         d.finish()
     }
@@ -129,6 +148,33 @@ impl InboundHooks {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(route);
+    }
+
+    /// Registers a layer around every Slack sink's renderer. Sources are opened before
+    /// sinks, so a source's layer applies to every sink of the configuration.
+    #[cfg(feature = "slack")]
+    pub fn add_slack_renderer(&self, owner: impl Into<String>, layer: SlackRendererLayer) {
+        self.renderers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((owner.into(), layer));
+    }
+
+    /// `base` wrapped in every registered layer, in registration order; `None` when no
+    /// layer is registered (the sink keeps its own renderer).
+    #[cfg(feature = "slack")]
+    pub fn slack_renderer(
+        &self,
+        base: impl FnOnce() -> Arc<dyn ml_core::render::Renderer>,
+    ) -> Option<Arc<dyn ml_core::render::Renderer>> {
+        let layers = self
+            .renderers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if layers.is_empty() {
+            return None;
+        }
+        Some(layers.iter().fold(base(), |r, (_, layer)| layer(r)))
     }
 
     /// Makes every registered route's handler and the dispatcher over them (`None` when

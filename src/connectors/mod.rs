@@ -88,7 +88,7 @@ pub fn registry() -> Registry {
     }
     #[cfg(feature = "slack")]
     {
-        r = r.with_sink(std::sync::Arc::new(slack::SlackFactory));
+        r = r.with_sink(std::sync::Arc::new(slack::SlackFactory { hooks: None }));
     }
     #[cfg(feature = "twilio")]
     {
@@ -124,7 +124,13 @@ pub fn registry_with_hooks(hooks: &inbound::InboundHooks) -> Registry {
     {
         r = ifs::register_with_hooks(r, hooks);
     }
-    #[cfg(not(feature = "ifs"))]
+    #[cfg(feature = "slack")]
+    {
+        r = r.with_sink(std::sync::Arc::new(slack::SlackFactory {
+            hooks: Some(hooks.clone()),
+        }));
+    }
+    #[cfg(not(any(feature = "ifs", feature = "slack")))]
     let _ = hooks;
     r
 }

@@ -112,6 +112,10 @@ fn bad_items_are_rejected_with_a_reason() {
             r#"{"POHNUM":"P1","UPDDATTIM":"2026-03-20T14:53:51Z","TOTLINAMT":"1"}"#,
             "no currency",
         ),
+        (
+            r#"{"POHNUM":"P1","UPDDATTIM":"2026-03-20T14:53:51Z","ORDDAT":"2026-13-45"}"#,
+            "not a date",
+        ),
         ("[1]", "not a JSON object"),
     ] {
         let row = map(X3Class::PurchaseOrders, json, &TimeZone::UTC);
@@ -119,6 +123,26 @@ fn bad_items_are_rejected_with_a_reason() {
             SourceItem::Rejected(x) => assert!(x.reason.contains(why), "{json}: {}", x.reason),
             SourceItem::Record(_) => panic!("{json} accepted"),
         }
+    }
+}
+
+#[test]
+fn blank_dates_are_no_date_and_dates_are_kept() {
+    for (served, kept) in [
+        ("2026-03-20", Some("2026-03-20")),
+        ("2026-03-20T00:00:00Z", Some("2026-03-20T00:00:00Z")),
+        ("0000-00-00", None),
+        ("1753-01-01", None),
+        ("", None),
+    ] {
+        let json =
+            format!(r#"{{"POHNUM":"P1","UPDDATTIM":"2026-03-20T14:53:51Z","ORDDAT":"{served}"}}"#);
+        let row = map(X3Class::PurchaseOrders, &json, &TimeZone::UTC);
+        assert_eq!(
+            record(&row).fields.extra.get("date").map(String::as_str),
+            kept,
+            "{served}"
+        );
     }
 }
 
