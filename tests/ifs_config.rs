@@ -138,7 +138,7 @@ async fn invoices_awaiting_approval_get_the_buttons_from_the_file() {
             .flat_map(|m| {
                 m.blocks
                     .iter()
-                    .flat_map(|b| b.as_array().cloned())
+                    .filter_map(|b| b.as_array().cloned())
                     .flatten()
             })
             .filter(|b| b["type"] == "actions")

@@ -67,6 +67,10 @@ struct Missing {
     candidates: Vec<(Part, String, bool)>,
 }
 
+/// A refused name, the step taken for it (which candidate was left out, or all), and its
+/// candidates.
+type Attempt = (String, usize, Vec<(Part, String)>);
+
 /// Whether `path` is `prefix` or lies under it.
 fn under(path: &str, prefix: &str) -> bool {
     path == prefix
@@ -303,7 +307,7 @@ impl SageX3GraphqlSource {
     /// and on its lines) is left out of one of them at a time, then of all.
     async fn post_page(&self, variables: &serde_json::Value) -> Result<serde_json::Value> {
         // The name the last read was refused for, the step taken for it, its candidates.
-        let mut tried: Option<(String, usize, Vec<(Part, String)>)> = None;
+        let mut tried: Option<Attempt> = None;
         for _ in 0..32 {
             let body = serde_json::json!({"query": self.document(), "variables": variables});
             let text = self.send_body(&body).await?;
