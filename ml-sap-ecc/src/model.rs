@@ -230,11 +230,16 @@ pub(crate) fn invoice(
         extra.insert("vendor_phone".to_owned(), p);
     }
     let reference = non_empty(get(row, "XBLNR"));
-    let idem = match (ctx.idempotency, &reference) {
-        (IdempotencyKey::Reference, Some(r)) => {
-            format!("ref:{}/{vendor_id}/{r}", get(row, "BUKRS").trim())
-        }
-        _ => key.clone(),
+    // On the supplier's reference, a second document with the same reference (the same
+    // supplier invoice entered twice) must be the same version too, or the journal takes
+    // it for an update and sends it again: the version is the reference's, not the entry
+    // stamp (which differs per document; RBKP has no change stamp to tell an edit by).
+    let (idem, version) = match (ctx.idempotency, &reference) {
+        (IdempotencyKey::Reference, Some(r)) => (
+            format!("ref:{}/{vendor_id}/{r}", get(row, "BUKRS").trim()),
+            Some(REFERENCE_VERSION),
+        ),
+        _ => (key.clone(), None),
     };
     let fields = BusinessFields {
         document_number: Some(belnr.to_owned()),
@@ -259,8 +264,16 @@ pub(crate) fn invoice(
     .with_idempotency_key(idem)
     .with_fields(fields)
     .with_raw(raw_of(&raw));
+    let record = match version {
+        Some(v) => record.with_version(v),
+        None => record,
+    };
     accept(spec, row, stamp, record)
 }
+
+/// The version of every invoice deduped on its supplier reference: one message per
+/// reference, whichever document carries it.
+pub const REFERENCE_VERSION: &str = "by-reference";
 
 pub(crate) fn gl(ctx: &Ctx<'_>, spec: &ScanSpec, row: &RfcRow, lines: &[RfcRow]) -> PageRow {
     let naive = spec.naive_stamp(row);

@@ -223,6 +223,18 @@ impl RfcError {
         }
     }
 
+    /// An ABAP exception named `name`; a name that is a runtime error (a short dump, e.g.
+    /// `TSV_TNEW_PAGE_ALLOC_FAILED`, which some gateways put in the fault's `detail/Name`)
+    /// is a [`system_failure`](Self::system_failure) instead, so a memory dump is retried
+    /// smaller rather than taken for the function's own, permanent, exception.
+    pub fn abap_exception(name: impl Into<String>, message: impl Into<String>) -> Self {
+        let name = name.into();
+        if MEMORY_DUMPS.contains(&name.as_str()) || DETERMINISTIC_DUMPS.contains(&name.as_str()) {
+            return Self::system_failure(format!("Runtime error {name}: {}", message.into()));
+        }
+        Self::new(RfcErrorKind::AbapException(name), message)
+    }
+
     /// A `SYSTEM_FAILURE` / runtime error, classed as a memory dump when `message` names
     /// one.
     pub fn system_failure(message: impl Into<String>) -> Self {

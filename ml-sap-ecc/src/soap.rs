@@ -203,7 +203,7 @@ fn kind_of(name: &str, message: &str) -> RfcError {
         "RFC_ABAP_MESSAGE" | "RFC_ERROR_MESSAGE" => {
             RfcError::new(RfcErrorKind::AbapMessage, message)
         }
-        other => RfcError::new(RfcErrorKind::AbapException(other.to_owned()), message),
+        other => RfcError::abap_exception(other, message),
     }
 }
 
@@ -492,6 +492,19 @@ mod tests {
         )
         .expect_err("f");
         assert!(e.is_memory_dump());
+        // The dump named as the fault's exception (detail/Name), as some gateways do.
+        let e = decode_response(
+            "F",
+            &fault(
+                "Server",
+                "TSV_TNEW_PAGE_ALLOC_FAILED",
+                r#"<detail><rfc:F.Exception xmlns:rfc="urn:sap-com:document:sap:rfc:functions"><Name>TSV_TNEW_PAGE_ALLOC_FAILED</Name><Text>no memory</Text></rfc:F.Exception></detail>"#,
+            ),
+        )
+        .expect_err("f");
+        assert!(e.is_memory_dump(), "{e:?}");
+        assert!(e.class().is_retryable());
+        assert_eq!(e.exception(), None);
         assert_eq!(
             decode_response("F", "<html>gateway</html>")
                 .expect_err("no soap")

@@ -209,6 +209,24 @@ async fn invoices_match_mismatch_ties_and_a_late_commit() {
             .values()
             .any(|r| r.idempotency_key.as_deref() == Some("ref:1000/0000100001/INV-2026-000"))
     );
+    // The same supplier invoice entered twice (another document, later, same reference):
+    // the journal dedupes on (idempotency key, version), so both must agree on both.
+    let mut twice = t.late_invoice.clone();
+    twice.belnr = "5105609999".into();
+    twice.entered = None;
+    e.add_invoice(&twice);
+    let (items, _) = read_all(&by_ref, None).await;
+    let recs = records(&items);
+    let first = recs
+        .values()
+        .find(|r| r.key == late)
+        .expect("first document");
+    let second = recs
+        .values()
+        .find(|r| r.key.starts_with("5105609999"))
+        .expect("second document");
+    assert_eq!(first.idempotency_key, second.idempotency_key);
+    assert_eq!(first.dedupe_version(), second.dedupe_version());
 }
 
 #[tokio::test]
