@@ -15,6 +15,11 @@ pub const KIND_REFRESH_TOKEN_EXPIRY: &str = "refresh_token_expiry";
 /// [`JournalNote::kind`] of a connector whose refresh token died: only a new pairing helps.
 pub const KIND_PAIRING_NEEDED: &str = "pairing_needed";
 
+/// [`JournalNote::kind`] of a stream paused by a permanent source error (a password
+/// refused, a table not granted, an attribute this release lacks): it stays paused, retried
+/// on the slow cadence only, until someone fixes the cause.
+pub const KIND_STREAM_PAUSED: &str = "stream_paused";
+
 /// How much a note asks of the operator. Ordered: `Info < Warning < Error`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -85,6 +85,30 @@ fn failed_health(inner: &Inner, stream: &str, e: &Error) -> StreamHealth {
     }
 }
 
+/// Journals a [`KIND_STREAM_PAUSED`](crate::audit::KIND_STREAM_PAUSED) note, so the pause
+/// shows in `ml-connector audit notes` after the log has rotated away: once a day per
+/// stream and error (the pause repeats every slow cycle; the note need not).
+async fn pause_note(inner: &Inner, stream: &str, e: &Error) {
+    let now = inner.now();
+    let message = e.to_string();
+    let day = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+    let note = crate::audit::JournalNote::new(
+        now,
+        crate::audit::KIND_STREAM_PAUSED,
+        crate::audit::NoteSeverity::Error,
+        format!("{stream}\n{message}\n{day}"),
+        format!(
+            "stream `{stream}` paused by a permanent source error, retried every {}s until \
+             fixed: {message}",
+            inner.permanent_pause.as_secs()
+        ),
+    )
+    .with_stream(stream);
+    if let Err(n) = inner.store.note(note).await {
+        tracing::debug!(stream, error = %n, "the journal keeps no notes");
+    }
+}
+
 /// `ml_stream_paused{stream, reason}`: 1 for the reason the stream is paused now
 /// (`permanent`, `backoff` or `unavailable`), 0 for the others; all 0 when it runs (`None`).
 fn set_paused_gauge(stream: &str, health: Option<&StreamHealth>) {
@@ -185,6 +209,7 @@ pub(super) async fn cycle(inner: &Arc<Inner>, stream: &Stream) -> CycleSummary {
                 until = ?health.paused_until,
                 "permanent source error: stream paused, retried on the slow cadence only"
             );
+            pause_note(inner, &stream.name, &e).await;
         } else {
             tracing::warn!(stream = %stream.name, error = %e, failures = health.failures, "poll cycle failed; stream backing off");
         }

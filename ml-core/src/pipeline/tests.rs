@@ -166,6 +166,49 @@ async fn bad_records_are_rejected_and_the_stream_goes_on() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_permanent_source_error_leaves_one_note_for_the_operator() {
+    let rig = Rig::new(MemorySink::new("chat"));
+    let p = rig.pipeline();
+    let notes = || async {
+        rig.store
+            .notes(&crate::audit::NoteFilter::default())
+            .await
+            .expect("notes")
+    };
+    rig.source.fail_next([Error::remote(
+        "Memory(erp)",
+        ErrorClass::RETRYABLE,
+        "503 Service Unavailable",
+    )]);
+    p.poll_stream("invoices").await.expect("poll");
+    assert!(notes().await.is_empty(), "a backoff is not a pause");
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let refused = || {
+        Error::remote(
+            "Memory(erp)",
+            ErrorClass::Permanent,
+            "401 Unauthorized: user or password refused",
+        )
+    };
+    rig.source.fail_next([refused()]);
+    let c = p.poll_stream("invoices").await.expect("poll");
+    assert!(c.error.is_some());
+    // The pause repeats on the slow cadence; the note is written once.
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    rig.source.fail_next([refused()]);
+    p.poll_stream("invoices").await.expect("poll");
+    let n = notes().await;
+    assert_eq!(n.len(), 1, "{n:?}");
+    assert_eq!(n[0].kind, crate::audit::KIND_STREAM_PAUSED);
+    assert_eq!(n[0].stream.as_deref(), Some("invoices"));
+    assert!(
+        n[0].message.contains("password refused"),
+        "{}",
+        n[0].message
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_down_source_pauses_and_resumes_from_its_position() {
     let rig = Rig::new(MemorySink::new("chat"));
     for i in 0..6 {
