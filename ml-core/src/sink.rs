@@ -146,6 +146,20 @@ pub trait Sink: Send + Sync + Debug + Display {
     /// Sends one message.
     async fn send(&self, msg: &Outbound) -> Result<Receipt>;
 
+    /// Whether `e` (from [`send`](Self::send)) refuses our credentials for good (a revoked
+    /// token, a deactivated app): no message can get through until someone fixes them, so
+    /// the pipeline holds the destination's deliveries instead of failing each one. The
+    /// default: a permanent [`Error::Auth`](crate::Error::Auth).
+    fn credentials_refused(&self, e: &crate::Error) -> bool {
+        matches!(
+            e,
+            crate::Error::Auth {
+                class: crate::ErrorClass::Permanent,
+                ..
+            }
+        )
+    }
+
     /// Whether `reconcile` is implemented.
     fn can_reconcile(&self) -> bool {
         false

@@ -266,6 +266,19 @@ impl From<SlackError> for ml_core::Error {
     }
 }
 
+/// Error codes that refuse the token itself (shared/apis/slack.md: "stop, alert operator"):
+/// no call can succeed until it is replaced ([`SlackSink`](crate::SlackSink) tells the
+/// pipeline to hold deliveries rather than fail each one).
+pub const TOKEN_REFUSED: &[&str] = &[
+    "invalid_auth",
+    "not_authed",
+    "token_revoked",
+    "account_inactive",
+    "not_allowed_token_type",
+    "org_login_required",
+    "ekm_access_denied",
+];
+
 /// Slack's error body (also the shape of every answer's `ok` / `error` fields).
 #[derive(Debug, Default, Deserialize)]
 struct ErrorBody {

@@ -413,6 +413,21 @@ const CHANNEL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[async_trait]
 impl Sink for SlackSink {
+    fn credentials_refused(&self, e: &Error) -> bool {
+        match e {
+            Error::Auth {
+                class: ErrorClass::Permanent,
+                ..
+            } => true,
+            Error::Remote {
+                class: ErrorClass::Permanent,
+                code: Some(code),
+                ..
+            } => crate::error::TOKEN_REFUSED.contains(&code.as_str()),
+            _ => false,
+        }
+    }
+
     async fn send(&self, msg: &Outbound) -> Result<Receipt> {
         if self.update_mode == UpdateMode::Edit
             && let Some(req) = self.update_request(msg)

@@ -20,6 +20,10 @@ pub const KIND_PAIRING_NEEDED: &str = "pairing_needed";
 /// on the slow cadence only, until someone fixes the cause.
 pub const KIND_STREAM_PAUSED: &str = "stream_paused";
 
+/// [`JournalNote::kind`] of a destination whose sink refused our credentials for good (a
+/// revoked bot token): its deliveries are held, not failed, until they work again.
+pub const KIND_DESTINATION_HELD: &str = "destination_held";
+
 /// How much a note asks of the operator. Ordered: `Info < Warning < Error`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -37,6 +37,8 @@ pub enum SinkFault {
     LostBeforeApplied,
     /// Panic inside `send` (a buggy sink; the pipeline must survive it).
     Panic,
+    /// Refuse our credentials for good ([`Error::Auth`], permanent: a revoked token).
+    CredentialsRefused,
 }
 
 #[derive(Debug, Default)]
@@ -164,6 +166,10 @@ impl Sink for MemorySink {
             Some(SinkFault::Fail(class)) => {
                 Err(Error::remote(system, class, "injected failure").with_code("injected"))
             }
+            Some(SinkFault::CredentialsRefused) => Err(Error::Auth {
+                class: ErrorClass::Permanent,
+                message: format!("{system}: token revoked (injected)"),
+            }),
             Some(SinkFault::AppliedThenLost) => {
                 self.apply(&mut self.lock(), msg);
                 Err(Error::remote(

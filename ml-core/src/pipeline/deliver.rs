@@ -486,6 +486,9 @@ async fn attempt(inner: &Inner, c: &ClaimedDelivery) -> AttemptOutcome {
                 }
             }
             let doubt = e.class() == ErrorClass::InDoubt || after_doubt;
+            if sink.credentials_refused(&e) {
+                return held(inner, c, &e, doubt).await;
+            }
             retry_or_fail(inner, c, &e, doubt)
         }
         Err(panic) => {
@@ -520,6 +523,46 @@ async fn completed(inner: &Inner, sink: &dyn crate::sink::Sink, c: &ClaimedDeliv
         if let Err(e) = inner.limiter.completed(k).await {
             tracing::warn!(error = %e, key = %k, "rate limiter refused a completion");
         }
+    }
+}
+
+/// The sink refused our credentials for good (a revoked token, a deactivated app): no
+/// message can get through until someone fixes them, so none is failed for it (each would
+/// need replaying). The delivery waits the slow cadence outside its retry budget, which
+/// holds its destination's line behind it, a journal note tells the operator, and one
+/// attempt per destination per pause checks whether the credentials work again.
+async fn held(inner: &Inner, c: &ClaimedDelivery, e: &Error, in_doubt: bool) -> AttemptOutcome {
+    let now = inner.now();
+    tracing::warn!(
+        destination = %c.destination,
+        error = %e,
+        pause_s = inner.permanent_pause.as_secs(),
+        "the sink refused our credentials: deliveries to this destination are held until they work again"
+    );
+    metrics::counter!("ml_deliveries_held_total", "sink" => c.destination.sink.clone())
+        .increment(1);
+    let message = e.to_string();
+    let day = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+    let note = crate::audit::JournalNote::new(
+        now,
+        crate::audit::KIND_DESTINATION_HELD,
+        crate::audit::NoteSeverity::Error,
+        format!("{}\n{message}\n{day}", c.destination),
+        format!(
+            "deliveries to {} are held (not failed) until the credentials work again, \
+             retried every {}s: {message}",
+            c.destination,
+            inner.permanent_pause.as_secs()
+        ),
+    )
+    .with_stream(c.stream.clone());
+    if let Err(n) = inner.store.note(note).await {
+        tracing::debug!(error = %n, "the journal keeps no notes");
+    }
+    AttemptOutcome::Retry {
+        error: ErrorInfo::from(e),
+        next_at: clock::add(now, inner.permanent_pause),
+        in_doubt,
     }
 }
 

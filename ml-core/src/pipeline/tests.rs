@@ -282,6 +282,49 @@ async fn retryable_failures_back_off_then_deliver() {
     );
 }
 
+/// shared/apis/slack.md: a refused token means "stop, alert operator". Failing every
+/// message for it would burn the backlog (each then needing a replay): the destination is
+/// held, once per pause, visible, and delivers everything once the credentials work.
+#[tokio::test(start_paused = true)]
+async fn refused_credentials_hold_the_destination_instead_of_failing_its_messages() {
+    let sink = MemorySink::new("chat");
+    sink.push_faults([SinkFault::CredentialsRefused, SinkFault::CredentialsRefused]);
+    let rig = Rig::new(sink);
+    for i in 0..5 {
+        rig.table.upsert(invoice(&i.to_string(), i, "1"));
+    }
+    let p = rig.pipeline();
+    let s = p.run_once().await.expect("run");
+    assert_eq!(
+        (s.deliveries.failed, s.deliveries.delivered),
+        (0, 0),
+        "{s:?}"
+    );
+    assert_eq!(rig.sink.calls(), 1, "one attempt, the rest wait behind it");
+    let stats = rig.store.stats().await.expect("stats");
+    assert_eq!((stats.failed, stats.retrying, stats.pending), (0, 1, 4));
+    let notes = rig
+        .store
+        .notes(&crate::audit::NoteFilter::default())
+        .await
+        .expect("notes");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0].kind, crate::audit::KIND_DESTINATION_HELD);
+    // Nothing is tried again before the pause ends.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    p.deliver_due().await.expect("deliver");
+    assert_eq!(rig.sink.calls(), 1);
+    // Still refused at the next check (far past any retry budget), then fixed.
+    tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+    p.deliver_due().await.expect("deliver");
+    assert_eq!(rig.sink.calls(), 2);
+    assert_eq!(rig.store.stats().await.expect("stats").failed, 0);
+    tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+    p.deliver_due().await.expect("deliver");
+    assert_eq!(rig.sink.sent().len(), 5, "everything, once");
+    assert_eq!(rig.store.stats().await.expect("stats").delivered, 5);
+}
+
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_honoured_and_penalizes_the_key() {
     let sink = MemorySink::new("chat").with_rate_keys(true);
