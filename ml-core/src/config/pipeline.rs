@@ -240,8 +240,15 @@ pub struct StreamConfig {
     pub resource: Option<String>,
     /// When it is polled.
     pub schedule: Schedule,
-    /// Where a stream that never ran starts (RFC 3339); unset: the beginning.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Where a stream that never ran starts: a time (RFC 3339), `"now"` (only what changes
+    /// from the first run on), or a span back from when the file is loaded (`"7d ago"`,
+    /// `"-12h"`); unset: the beginning (the whole history is sent on the first run).
+    /// Ignored once the stream has a saved position.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "start_at_de"
+    )]
     pub start_at: Option<Timestamp>,
     /// The cursor's re-read window (`"5m"`); unset: the connector's default.
     #[serde(
@@ -557,5 +564,41 @@ pub fn use_sandbox(
                 )),
             }
         }
+    }
+}
+
+/// Reads `start_at` (see [`StreamConfig::start_at`]).
+fn start_at_de<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Timestamp>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_start_at(&text, Timestamp::now())
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// `start_at` relative to `now`: a time, `now`, or a span back (`7d ago`, `-12h`).
+pub(crate) fn parse_start_at(text: &str, now: Timestamp) -> std::result::Result<Timestamp, String> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("now") {
+        return Ok(now);
+    }
+    if let Ok(ts) = t.parse::<Timestamp>() {
+        return Ok(ts);
+    }
+    let back = t
+        .strip_suffix("ago")
+        .map(str::trim)
+        .or_else(|| t.strip_prefix('-').map(str::trim));
+    let span = back.and_then(|b| b.parse::<jiff::Span>().ok());
+    match span {
+        Some(span) if !span.is_negative() => now
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .checked_sub(span)
+            .map(|z| z.timestamp())
+            .map_err(|e| format!("`{t}`: {e}")),
+        _ => Err(format!(
+            "`{t}` is neither a time (2026-01-01T00:00:00Z), `now`, nor a span back (`7d ago`, `-12h`)"
+        )),
     }
 }

@@ -239,3 +239,41 @@ fn the_twilio_receiver_serves_the_path_twilio_is_given_unless_told_otherwise() {
         "/behind/proxy"
     );
 }
+
+#[test]
+fn start_at_is_a_time_now_or_a_span_back() {
+    use super::pipeline::parse_start_at;
+    let now: jiff::Timestamp = "2026-12-04T12:00:00Z".parse().expect("now");
+    let at = |s: &str| parse_start_at(s, now).map(|t| t.to_string());
+    assert_eq!(
+        at("2026-01-01T00:00:00Z").as_deref(),
+        Ok("2026-01-01T00:00:00Z")
+    );
+    assert_eq!(at("now").as_deref(), Ok("2026-12-04T12:00:00Z"));
+    assert_eq!(at("7d ago").as_deref(), Ok("2026-11-27T12:00:00Z"));
+    assert_eq!(at("-12h").as_deref(), Ok("2026-12-04T00:00:00Z"));
+    assert_eq!(at("1 week ago").as_deref(), Ok("2026-11-27T12:00:00Z"));
+    for bad in ["yesterday", "7d", "", "-x"] {
+        let e = at(bad).expect_err(bad);
+        assert!(e.contains("span back"), "{bad}: {e}");
+    }
+    // In a file: a span back is taken from when the file is loaded.
+    let c = PipelineConfig::from_toml_str(
+        r#"
+        [journal]
+        url = "memory:"
+        [sources.s]
+        connector = "memory"
+        [[streams]]
+        name = "a"
+        source = "s"
+        schedule = { every = "5m" }
+        start_at = "1h ago"
+        "#,
+    )
+    .expect("parse");
+    let start = c.streams[0].start_at.expect("start_at");
+    let back = start.duration_until(jiff::Timestamp::now());
+    assert!(back >= jiff::SignedDuration::from_mins(59), "{back:?}");
+    assert!(back <= jiff::SignedDuration::from_mins(61), "{back:?}");
+}
