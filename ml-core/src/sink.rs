@@ -149,7 +149,7 @@ pub trait Sink: Send + Sync + Debug + Display {
     /// Whether `e` (from [`send`](Self::send)) refuses our credentials for good (a revoked
     /// token, a deactivated app): no message can get through until someone fixes them, so
     /// the pipeline holds the destination's deliveries instead of failing each one. The
-    /// default: a permanent [`Error::Auth`](crate::Error::Auth).
+    /// default: a permanent [`Error::Auth`].
     fn credentials_refused(&self, e: &crate::Error) -> bool {
         matches!(
             e,
