@@ -248,36 +248,42 @@ pub async fn scan(
             continue;
         }
         // A short answer is the whole range only if the system does not cap answers
-        // silently. Until a cap is known, check it once a probe: an honest system serves
-        // exactly the probe's lower half when asked for that half; a capping one serves
-        // its cap again (a different part of the range).
+        // silently. Until a cap is known, check it once a probe by asking for the rows
+        // above the probe's middle row: an honest system serves exactly the probe's upper
+        // half; a capping one serves more (rows the probe never saw), whether it answers
+        // in its own order or in key order (a lower-half check passes in key order).
         if rt.row_cap().is_none() && rows.len() >= 2 {
             let mid = (rows.len() - 1) / 2;
-            let half = Expr::and([
-                spec.base.clone(),
-                lower.clone(),
-                within.clone(),
-                Expr::lex(&order, &spec.sort_key(&rows[mid]), false, false),
+            let expected = rows.len() - mid - 1;
+            let above = Expr::and([
+                filter.clone(),
+                Expr::lex(&order, &spec.sort_key(&rows[mid]), true, true),
             ]);
             let check = rt
                 .read(&ReadRequest {
                     table: spec.table,
                     fields: &order,
                     key: spec.key,
-                    filter: &half,
+                    filter: &above,
                     rowcount: rows.len() + 1,
                 })
                 .await?;
-            if check.rows.len() != mid + 1 {
-                // The same count again is the cap; a handful of rows is a commit racing
-                // the check (no system caps answers that low).
+            if check.rows.len() > expected {
+                // Rows the probe did not serve. The same count again is the cap: learn it
+                // from a size no commit racing the check is likely to fake (a false cap
+                // costs smaller pages for good). Either way read the lower half next,
+                // which a small cap serves whole.
                 if check.rows.len() == rows.len() && rows.len() >= MIN_CAP {
                     let cap = rows.len();
                     rt.learn_row_cap(cap);
                     limit = (cap.saturating_sub(2) * 4 / 5).clamp(1, limit);
                     need = offset.saturating_add(limit);
                 }
-                // Otherwise rows were committed or removed meanwhile: probe again.
+                upper = halfway(&rows, spec);
+                continue;
+            }
+            if check.rows.len() < expected {
+                // Rows removed meanwhile: probe again.
                 upper = None;
                 continue;
             }
@@ -360,8 +366,8 @@ pub async fn scan(
     ))
 }
 
-/// The smallest answer size taken for a silent cap (below it, a count that repeats is a
-/// commit racing the check).
+/// The smallest answer size learned as a silent cap (below it, a count that repeats may be
+/// a commit racing the check; smaller caps are read around by narrowing, unlearned).
 const MIN_CAP: usize = 16;
 
 /// The sort key of the middle row of a (sorted) probe: the upper bound of a narrower probe.

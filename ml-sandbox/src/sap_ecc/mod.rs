@@ -119,6 +119,8 @@ pub(crate) struct Shared {
     /// `RFC_READ_TABLE` returns at most this many rows, whatever `ROWCOUNT` asks, and
     /// says nothing (a server cap lower than asked).
     pub(crate) silent_cap: Option<usize>,
+    /// Rows served in key order (see [`SapEccEmulatorBuilder::key_order`]).
+    pub(crate) key_order: bool,
     bare: bool,
     max_sessions: usize,
     latency: Duration,
@@ -157,6 +159,7 @@ pub struct SapEccEmulatorBuilder {
     po_header_omits: BTreeSet<String>,
     empty_raises: bool,
     silent_cap: Option<usize>,
+    key_order: bool,
 }
 
 impl Default for SapEccEmulatorBuilder {
@@ -173,6 +176,7 @@ impl Default for SapEccEmulatorBuilder {
             po_header_omits: BTreeSet::new(),
             empty_raises: false,
             silent_cap: None,
+            key_order: false,
         }
     }
 }
@@ -254,6 +258,14 @@ impl SapEccEmulatorBuilder {
         self
     }
 
+    /// Serves rows in key order instead of the database's own (a table scan along the
+    /// primary index, as some databases do without ORDER BY): with a silent cap, the same
+    /// first rows every time.
+    pub fn key_order(mut self) -> Self {
+        self.key_order = true;
+        self
+    }
+
     /// Binds 127.0.0.1 and starts serving.
     pub async fn start(self) -> Result<SapEccEmulator> {
         let bound = EmulatorCore::bind(&self.options, "", Arc::new(fault_body)).await?;
@@ -270,6 +282,7 @@ impl SapEccEmulatorBuilder {
             po_header_omits: self.po_header_omits,
             empty_raises: self.empty_raises,
             silent_cap: self.silent_cap,
+            key_order: self.key_order,
             bare: self.bare,
             max_sessions: self.max_sessions,
             latency: self.latency,

@@ -193,7 +193,16 @@ pub(crate) fn call(shared: &Shared, inner: &Inner, params: &BTreeMap<String, Par
         .flat_map(|t| t.iter())
         .filter(|(_, r)| r.get(client_field).is_some_and(|c| *c == shared.client))
         .filter(|(_, r)| select::matches(&cond, defs, r))
-        .map(|(k, r)| (fnv(shared.seed, k), r))
+        .enumerate()
+        .map(|(i, (k, r))| {
+            // Table rows are kept by key: their position is key order.
+            let at = if shared.key_order {
+                i as u64
+            } else {
+                fnv(shared.seed, k)
+            };
+            (at, r)
+        })
         .collect();
     // No ORDER BY: rows come in the database's order, which is neither key nor time.
     hits.sort_by_key(|(h, _)| *h);
