@@ -729,10 +729,16 @@ impl Approvals {
         };
         let action_url = format!("{url}/{}", self.spec.action_name(req.action.name()));
         let body = json!({});
+        let tries = std::sync::atomic::AtomicU32::new(0);
         let sent = retry_refusals(3, Duration::from_secs(10), || {
+            tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.odata.invoke_action(&action_url, &etag, &body)
         })
         .await;
+        // An earlier try may have been applied though its answer was lost (a 503 after
+        // the action ran): the retry then meets a new ETag (412) on an invoice in the
+        // target state, which this request did.
+        let resent = tries.load(std::sync::atomic::Ordering::Relaxed) > 1;
         match sent {
             Ok(r) => {
                 let after = self.read_state(&url).await.ok().and_then(|(s, _)| s);
@@ -757,7 +763,13 @@ impl Approvals {
                 let outcome = match e.status() {
                     Some(412) => {
                         let now = self.read_state(&url).await.ok().and_then(|(s, _)| s);
-                        if now.as_ref().is_some_and(|s| done.contains(s)) {
+                        if now.as_ref().is_some_and(|s| done.contains(s)) && resent {
+                            ApprovalOutcome::Done {
+                                key,
+                                etag: etag.clone(),
+                                state: now,
+                            }
+                        } else if now.as_ref().is_some_and(|s| done.contains(s)) {
                             // Another replica (or click) did it first: nothing was overwritten.
                             ApprovalOutcome::AlreadyDone { key, state: now }
                         } else {

@@ -419,6 +419,36 @@ async fn the_emulator_requires_if_match() {
     assert_eq!(w.state(), "AwaitingApproval");
 }
 
+/// IFS carries the action out but the gateway answers 503: the retry meets a new ETag
+/// (412) on an approved invoice. This request approved it; the journal says so, and no
+/// second action went through.
+#[tokio::test]
+async fn an_action_applied_behind_a_503_is_journaled_as_done() {
+    use ml_sandbox::fault::{Fault, FaultRule};
+    let w = world().await;
+    w.ifs.faults().push(FaultRule::on(
+        "IfsApp.ManualSupplierInvoiceHandling.ManSuppInvoice_Approve",
+        Fault::AppliedThenStatus(503),
+    ));
+    let req = ApprovalRequest {
+        request_id: "cmd:lost-answer".into(),
+        slack_user: APPROVER.into(),
+        invoice: "7".into(),
+        action: ApprovalAction::Approve,
+        response_url: None,
+    };
+    let o = w.approvals.decide(&req).await;
+    assert!(matches!(o, ApprovalOutcome::Done { .. }), "{o:?}");
+    assert_eq!(w.state(), "Approved");
+    assert_eq!(w.applied(), 1, "{:?}", w.ifs.action_calls());
+    let h = w
+        .journal
+        .record_history(DEFAULT_STREAM, KEY)
+        .await
+        .expect("history");
+    assert_eq!(h.versions[0].record.fields.status.as_deref(), Some("done"));
+}
+
 #[tokio::test]
 async fn slack_is_answered_within_3_seconds_even_when_ifs_is_slow() {
     use ml_sandbox::fault::{Fault, FaultRule};

@@ -81,6 +81,10 @@ pub enum Fault {
     /// client whose timeout is shorter sees a timeout although the request was applied,
     /// and a client that paces by request starts sends its next request too early.
     AppliedThenDelayed(Duration),
+    /// Runs the handler (the request takes effect), then answers this HTTP status with the
+    /// emulator's error body instead of the handler's answer: a gateway that timed out on
+    /// a request the backend still carried out (a 503 after the action ran).
+    AppliedThenStatus(u16),
 }
 
 impl Fault {
@@ -470,6 +474,11 @@ async fn middleware(State(faults): State<Faults>, request: Request, next: Next) 
             let response = next.run(request).await;
             tokio::time::sleep(delay).await;
             response
+        }
+        Some(Fault::AppliedThenStatus(status)) => {
+            let applied = next.run(request).await;
+            let _ = axum::body::to_bytes(applied.into_body(), usize::MAX).await;
+            faults.error_response(status, None)
         }
     };
     faults.record_status(&path, response.status());
