@@ -248,44 +248,57 @@ pub async fn scan(
             continue;
         }
         // A short answer is the whole range only if the system does not cap answers
-        // silently. Until a cap is known, check it once a probe by asking for the rows
-        // above the probe's middle row: an honest system serves exactly the probe's upper
-        // half; a capping one serves more (rows the probe never saw), whether it answers
-        // in its own order or in key order (a lower-half check passes in key order).
+        // silently. Until a cap is known, check it once a probe, both halves around the
+        // probe's middle row: an honest system serves exactly the probe's rows of each
+        // half; a capping one serves more in a half where the probe missed rows. One half
+        // alone has a blind side (a lower-half check passes for a system answering in key
+        // order, an upper-half one for rows missed only below the middle).
         if rt.row_cap().is_none() && rows.len() >= 2 {
             let mid = (rows.len() - 1) / 2;
-            let expected = rows.len() - mid - 1;
-            let above = Expr::and([
-                filter.clone(),
-                Expr::lex(&order, &spec.sort_key(&rows[mid]), true, true),
-            ]);
-            let check = rt
-                .read(&ReadRequest {
-                    table: spec.table,
-                    fields: &order,
-                    key: spec.key,
-                    filter: &above,
-                    rowcount: rows.len() + 1,
-                })
-                .await?;
-            if check.rows.len() > expected {
-                // Rows the probe did not serve. The same count again is the cap: learn it
-                // from a size no commit racing the check is likely to fake (a false cap
-                // costs smaller pages for good). Either way read the lower half next,
-                // which a small cap serves whole.
-                if check.rows.len() == rows.len() && rows.len() >= MIN_CAP {
-                    let cap = rows.len();
-                    rt.learn_row_cap(cap);
-                    limit = (cap.saturating_sub(2) * 4 / 5).clamp(1, limit);
-                    need = offset.saturating_add(limit);
+            let middle = spec.sort_key(&rows[mid]);
+            let halves = [
+                (Expr::lex(&order, &middle, false, false), mid + 1),
+                (Expr::lex(&order, &middle, true, true), rows.len() - mid - 1),
+            ];
+            let mut verdict = std::cmp::Ordering::Equal;
+            let mut served = 0;
+            for (half, expected) in halves {
+                let check = rt
+                    .read(&ReadRequest {
+                        table: spec.table,
+                        fields: &order,
+                        key: spec.key,
+                        filter: &Expr::and([filter.clone(), half]),
+                        rowcount: rows.len() + 1,
+                    })
+                    .await?;
+                verdict = check.rows.len().cmp(&expected);
+                served = check.rows.len();
+                if verdict != std::cmp::Ordering::Equal {
+                    break;
                 }
-                upper = halfway(&rows, spec);
-                continue;
             }
-            if check.rows.len() < expected {
-                // Rows removed meanwhile: probe again.
-                upper = None;
-                continue;
+            match verdict {
+                std::cmp::Ordering::Greater => {
+                    // Rows the probe did not serve. The same count again is the cap: learn
+                    // it from a size no commit racing the check is likely to fake (a false
+                    // cap costs smaller pages for good). Either way read the lower half
+                    // next, which a small cap serves whole.
+                    if served == rows.len() && rows.len() >= MIN_CAP {
+                        let cap = rows.len();
+                        rt.learn_row_cap(cap);
+                        limit = (cap.saturating_sub(2) * 4 / 5).clamp(1, limit);
+                        need = offset.saturating_add(limit);
+                    }
+                    upper = halfway(&rows, spec);
+                    continue;
+                }
+                std::cmp::Ordering::Less => {
+                    // Rows removed meanwhile: probe again.
+                    upper = None;
+                    continue;
+                }
+                std::cmp::Ordering::Equal => {}
             }
         }
         let selected: Vec<&RfcRow> = rows.iter().skip(offset).take(limit).collect();
