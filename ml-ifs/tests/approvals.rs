@@ -84,6 +84,17 @@ async fn world_with(company: Option<&str>) -> World {
     }
 }
 
+/// An approval of `invoice` by `user`, without a `response_url`.
+fn approve(id: &str, user: &str, invoice: &str) -> ApprovalRequest {
+    ApprovalRequest {
+        request_id: id.into(),
+        slack_user: user.into(),
+        invoice: invoice.into(),
+        action: ApprovalAction::Approve,
+        response_url: None,
+    }
+}
+
 impl World {
     /// The response_url answers once every request the receiver acknowledged so far was
     /// handled (the handler runs after the ack; the receiver counts it before the ack).
@@ -234,13 +245,7 @@ async fn wrong_state_forbidden_and_missing_are_explained() {
     w.ifs
         .insert(SET, &invoice("10", 8, "5.00", "Posted", None))
         .expect("posted");
-    let req = |id: &str, invoice: &str| ApprovalRequest {
-        request_id: id.into(),
-        slack_user: APPROVER.into(),
-        invoice: invoice.into(),
-        action: ApprovalAction::Approve,
-        response_url: None,
-    };
+    let req = |id: &str, invoice: &str| approve(id, APPROVER, invoice);
     let o = w.approvals.decide(&req("a", "8")).await;
     assert!(matches!(o, ApprovalOutcome::WrongState { .. }), "{o:?}");
     assert!(o.message(ApprovalAction::Approve).contains("Posted"));
@@ -305,13 +310,7 @@ async fn a_bare_invoice_id_is_found_without_a_company() {
     w.ifs
         .insert(SET, &invoice("20", 7, "5.00", "AwaitingApproval", None))
         .expect("same id, other company");
-    let req = |id: &str, invoice: &str| ApprovalRequest {
-        request_id: id.into(),
-        slack_user: APPROVER.into(),
-        invoice: invoice.into(),
-        action: ApprovalAction::Approve,
-        response_url: None,
-    };
+    let req = |id: &str, invoice: &str| approve(id, APPROVER, invoice);
     // `/approve-invoice 9`: one invoice has id 9, in company 20.
     let o = w.approvals.decide(&req("a", "9")).await;
     assert!(
@@ -328,13 +327,7 @@ async fn a_bare_invoice_id_is_found_without_a_company() {
 #[tokio::test]
 async fn an_unauthorised_user_learns_nothing_about_which_invoices_exist() {
     let w = world().await;
-    let req = |id: &str, invoice: &str| ApprovalRequest {
-        request_id: id.into(),
-        slack_user: "U0MALLORY".into(),
-        invoice: invoice.into(),
-        action: ApprovalAction::Approve,
-        response_url: None,
-    };
+    let req = |id: &str, invoice: &str| approve(id, "U0MALLORY", invoice);
     let known = w.approvals.decide(&req("a", "INV-7")).await;
     let unknown = w.approvals.decide(&req("b", "INV-999")).await;
     assert!(

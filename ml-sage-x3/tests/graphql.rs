@@ -112,6 +112,17 @@ async fn relay_paging_reads_ties_and_updates_once() {
     );
 }
 
+/// The page's records; a rejected item fails the test.
+fn records_of(page: &ml_core::source::Page) -> Vec<&ml_core::record::Record> {
+    page.items
+        .iter()
+        .map(|i| match i {
+            SourceItem::Record(r) => r.as_ref(),
+            SourceItem::Rejected(x) => panic!("rejected: {}", x.reason),
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn healthcheck_introspects_and_names_missing_fields() {
     let e = demo().await;
@@ -132,14 +143,7 @@ async fn healthcheck_introspects_and_names_missing_fields() {
     // Polling reads around them (an optional field a release lacks): the node's other
     // fields still make records, without amount and status.
     let page = s.poll(None).await.expect("read without the missing fields");
-    let records: Vec<_> = page
-        .items
-        .iter()
-        .map(|i| match i {
-            SourceItem::Record(r) => r,
-            SourceItem::Rejected(x) => panic!("rejected: {}", x.reason),
-        })
-        .collect();
+    let records = records_of(&page);
     assert!(!records.is_empty());
     assert!(
         records
@@ -180,14 +184,7 @@ async fn a_missing_object_of_optional_fields_is_read_around() {
         .build()
         .expect("source");
     let page = s.poll(None).await.expect("read without the missing object");
-    let records: Vec<_> = page
-        .items
-        .iter()
-        .map(|i| match i {
-            SourceItem::Record(r) => r,
-            SourceItem::Rejected(x) => panic!("rejected: {}", x.reason),
-        })
-        .collect();
+    let records = records_of(&page);
     assert!(!records.is_empty());
     assert!(records.iter().all(|r| r.fields.supplier.is_none()));
     assert!(records.iter().all(|r| r.fields.amount.is_some()));

@@ -541,24 +541,21 @@ async fn held(inner: &Inner, c: &ClaimedDelivery, e: &Error, in_doubt: bool) -> 
     );
     metrics::counter!("ml_deliveries_held_total", "sink" => c.destination.sink.clone())
         .increment(1);
-    let message = e.to_string();
-    let day = now.to_zoned(jiff::tz::TimeZone::UTC).date();
-    let note = crate::audit::JournalNote::new(
-        now,
+    let message = format!(
+        "deliveries to {} are held (not failed) until the credentials work again, retried \
+         every {}s: {e}",
+        c.destination,
+        inner.permanent_pause.as_secs()
+    );
+    super::poll::daily_note(
+        inner,
         crate::audit::KIND_DESTINATION_HELD,
-        crate::audit::NoteSeverity::Error,
-        format!("{}\n{message}\n{day}", c.destination),
-        format!(
-            "deliveries to {} are held (not failed) until the credentials work again, \
-             retried every {}s: {message}",
-            c.destination,
-            inner.permanent_pause.as_secs()
-        ),
+        &c.destination.to_string(),
+        &c.stream,
+        e,
+        message,
     )
-    .with_stream(c.stream.clone());
-    if let Err(n) = inner.store.note(note).await {
-        tracing::debug!(error = %n, "the journal keeps no notes");
-    }
+    .await;
     AttemptOutcome::Retry {
         error: ErrorInfo::from(e),
         next_at: clock::add(now, inner.permanent_pause),

@@ -86,22 +86,43 @@ fn failed_health(inner: &Inner, stream: &str, e: &Error) -> StreamHealth {
 }
 
 /// Journals a [`KIND_STREAM_PAUSED`](crate::audit::KIND_STREAM_PAUSED) note, so the pause
-/// shows in `ml-connector audit notes` after the log has rotated away: once a day per
-/// stream and error (the pause repeats every slow cycle; the note need not).
+/// shows in `ml-connector audit notes` after the log has rotated away.
 async fn pause_note(inner: &Inner, stream: &str, e: &Error) {
+    let message = format!(
+        "stream `{stream}` paused by a permanent source error, retried every {}s until \
+         fixed: {e}",
+        inner.permanent_pause.as_secs()
+    );
+    daily_note(
+        inner,
+        crate::audit::KIND_STREAM_PAUSED,
+        stream,
+        stream,
+        e,
+        message,
+    )
+    .await;
+}
+
+/// Journals an error note of `kind` about `subject` (for `stream`): once a day per subject
+/// and error (what raises it repeats every slow cycle; the note need not). A journal that
+/// keeps no notes is only logged.
+pub(super) async fn daily_note(
+    inner: &Inner,
+    kind: &str,
+    subject: &str,
+    stream: &str,
+    e: &Error,
+    message: String,
+) {
     let now = inner.now();
-    let message = e.to_string();
     let day = now.to_zoned(jiff::tz::TimeZone::UTC).date();
     let note = crate::audit::JournalNote::new(
         now,
-        crate::audit::KIND_STREAM_PAUSED,
+        kind,
         crate::audit::NoteSeverity::Error,
-        format!("{stream}\n{message}\n{day}"),
-        format!(
-            "stream `{stream}` paused by a permanent source error, retried every {}s until \
-             fixed: {message}",
-            inner.permanent_pause.as_secs()
-        ),
+        format!("{subject}\n{e}\n{day}"),
+        message,
     )
     .with_stream(stream);
     if let Err(n) = inner.store.note(note).await {
