@@ -43,6 +43,21 @@ struct Learned {
 }
 
 /// Whether `text` names `attr` as a whole word.
+/// `body` without the parameter values it echoes: ADF answers "URL request parameter
+/// fields with value A,B,C,... is not valid. Attribute B is not found", so every attribute
+/// asked for is in the text. A run of three or more names joined by `,` / `;` / `:` is
+/// an echo of our own list, not a naming.
+fn without_echoes(body: &str) -> String {
+    body.split_whitespace()
+        .filter(|token| {
+            let t = token.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+            let names = t.split([',', ';', ':']).filter(|n| !n.is_empty()).count();
+            names < 3
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn names(text: &str, attr: &str) -> bool {
     let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
     text.match_indices(attr).any(|(i, _)| {
@@ -215,6 +230,7 @@ impl OracleFusionSource {
     /// optional attributes the error names). True when `fields` changed, so the read is
     /// worth sending again.
     pub(crate) async fn relearn_attributes(&self, body: &str) -> Result<bool> {
+        let body = &without_echoes(body);
         // A describe that fails now keeps what was learned before.
         let described = self.describe().await.ok();
         let (old, new, children) = {
@@ -279,5 +295,22 @@ mod tests {
         let set = parse_describe(body, "purchaseOrders").expect("describe");
         assert!(set.contains("Ordered") && set.len() == 2);
         assert_eq!(parse_describe(r#"{"items":[]}"#, "purchaseOrders"), None);
+    }
+
+    #[test]
+    fn echoed_parameter_values_name_nothing() {
+        let body = "URL request parameter fields with value InvoiceId,LastUpdateDate,\
+                    InvoiceNumber,ApprovalStatus,Supplier is not valid. Attribute \
+                    ApprovalStatus is not found in resource invoices.";
+        let text = without_echoes(body);
+        assert!(names(&text, "ApprovalStatus"));
+        for echoed in ["InvoiceNumber", "Supplier", "InvoiceId"] {
+            assert!(!names(&text, echoed), "{echoed}: {text}");
+        }
+        // Two names are a naming, not an echo.
+        assert!(names(
+            &without_echoes("attributes Foo,Bar are not valid"),
+            "Bar"
+        ));
     }
 }

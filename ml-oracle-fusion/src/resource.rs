@@ -228,7 +228,10 @@ impl ResourceSpec {
             v.push(a.clone());
         }
         v.extend(self.extra.iter().cloned());
-        v.dedup();
+        // Once each, in first-seen order (`dedup` only drops neighbours: suppliers listed
+        // `SupplierId` twice, as key and as supplier id).
+        let mut seen = std::collections::HashSet::new();
+        v.retain(|a| seen.insert(a.clone()));
         v
     }
 
@@ -503,5 +506,19 @@ impl LineSpec {
             v.push((format!("{}.{d}", self.lines), self.distribution_fields()));
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_attribute_is_asked_for_once() {
+        for r in OracleResource::ALL {
+            let fields = r.spec().fields();
+            let unique: std::collections::HashSet<&String> = fields.iter().collect();
+            assert_eq!(unique.len(), fields.len(), "{r:?}: {fields:?}");
+        }
     }
 }

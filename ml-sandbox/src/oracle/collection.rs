@@ -84,6 +84,25 @@ fn unknown_attribute(resource: &str, lacking: &BTreeSet<String>, p: &Params) -> 
             )
         })
     };
+    // ADF echoes the whole parameter value before naming the attribute (every attribute
+    // asked for appears in the text, not only the one it lacks).
+    let echoed: Vec<&str> = p
+        .fields
+        .header
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    if let Some(bad) = echoed.iter().find(|a| lacking.contains(**a)) {
+        return Some(adf_error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "URL request parameter fields with value {} is not valid. Attribute {bad} is \
+                 not found in resource {resource}.",
+                echoed.join(",")
+            ),
+        ));
+    }
     let header = p.fields.header.iter().flatten().map(String::as_str);
     let filter = p
         .filter
