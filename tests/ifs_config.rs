@@ -155,6 +155,45 @@ async fn invoices_awaiting_approval_get_the_buttons_from_the_file() {
     assert!(buttons("INV-2").is_empty(), "a posted invoice gets none");
 }
 
+/// Slack answering the start-up channel listing with 429: the other names are not listed
+/// again at once (conversations.list is Tier 2); they resolve at their first message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_channel_listing_at_start_is_not_repeated_at_once() {
+    use ml_connector::config::pipeline::SettingValue;
+    use ml_sandbox::fault::{Fault, FaultRule};
+    use ml_sandbox::slack::{Channel, SlackEmulator};
+    let e = ml_sandbox::ifs::IfsEmulator::start().await.expect("ifs");
+    let slack = SlackEmulator::builder()
+        .channel(Channel::public("procurement").with_id("C0PROCURE1"))
+        .channel(Channel::public("finance").with_id("C0FINANCE1"))
+        .start()
+        .await
+        .expect("slack");
+    slack.faults().push(FaultRule::on(
+        "conversations.list",
+        Fault::TooManyRequests { retry_after: 2 },
+    ));
+    let dir = tempfile::tempdir().expect("dir");
+    let mut env = journal_env(&dir)
+        .with("SLACK_BOT_TOKEN", slack.bot_token())
+        .with("T_SLACK_URL", slack.base_url());
+    for (k, v) in e.env() {
+        env.set(k, v);
+    }
+    let mut config = example();
+    config
+        .sinks
+        .get_mut("slack")
+        .expect("slack sink")
+        .settings
+        .insert(
+            "api_url".into(),
+            SettingValue::Text("${T_SLACK_URL}".into()),
+        );
+    connectors::assemble(&config, &env).await.expect("assemble");
+    assert_eq!(slack.faults().requests("conversations.list"), 1);
+}
+
 fn config_error(e: Error) -> String {
     match e {
         Error::Config { key, .. } => key,

@@ -177,6 +177,12 @@ impl SinkFactory for SlackFactory {
                 && let Err(e) = slack.resolve_channel(address).await
             {
                 tracing::warn!(sink = %section.path, channel = %address, error = %e, "cannot resolve channel");
+                if e.class().retry_after().is_some() {
+                    // Slack asked us to slow down (conversations.list is Tier 2): the
+                    // other names are resolved at their first message, paced, instead of
+                    // listing again at once.
+                    break;
+                }
             }
         }
         Ok(OpenedSink {
