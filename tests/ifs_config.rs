@@ -84,12 +84,48 @@ async fn with_credentials_it_talks_to_the_given_environment() {
     assert!(source.to_string().contains("ManSuppInvoiceSet"), "{source}");
 }
 
+/// A Slack emulator with the file's two channels (posts unpaced when `unpaced`).
+async fn slack_with_channels(unpaced: bool) -> ml_sandbox::slack::SlackEmulator {
+    use ml_sandbox::slack::{Channel, SlackEmulator};
+    let mut b = SlackEmulator::builder()
+        .channel(Channel::public("procurement").with_id("C0PROCURE1"))
+        .channel(Channel::public("finance").with_id("C0FINANCE1"));
+    if unpaced {
+        b = b.post_message_interval(None);
+    }
+    b.start().await.expect("slack")
+}
+
+/// The sample file against `ifs` and `slack` (real-credential mode), and its environment.
+fn against(
+    ifs: &ml_sandbox::ifs::IfsEmulator,
+    slack: &ml_sandbox::slack::SlackEmulator,
+    dir: &tempfile::TempDir,
+) -> (PipelineConfig, MapEnv) {
+    use ml_connector::config::pipeline::SettingValue;
+    let mut env = journal_env(dir)
+        .with("SLACK_BOT_TOKEN", slack.bot_token())
+        .with("T_SLACK_URL", slack.base_url());
+    for (k, v) in ifs.env() {
+        env.set(k, v);
+    }
+    let mut config = example();
+    config
+        .sinks
+        .get_mut("slack")
+        .expect("slack sink")
+        .settings
+        .insert(
+            "api_url".into(),
+            SettingValue::Text("${T_SLACK_URL}".into()),
+        );
+    (config, env)
+}
+
 /// `ml-connector run` from the file puts the Approve / Reject buttons on the Slack
 /// messages of invoices awaiting approval (the file promises them), and on nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoices_awaiting_approval_get_the_buttons_from_the_file() {
-    use ml_connector::config::pipeline::SettingValue;
-    use ml_sandbox::slack::{Channel, SlackEmulator};
     let e = ml_sandbox::ifs::IfsEmulator::start().await.expect("ifs");
     e.insert(
         "ManSuppInvoiceSet",
@@ -101,29 +137,16 @@ async fn invoices_awaiting_approval_get_the_buttons_from_the_file() {
         &ml_sandbox::ifs::invoice("10", 2, "10.00", "Posted", None),
     )
     .expect("insert");
-    let slack = SlackEmulator::builder()
-        .channel(Channel::public("procurement").with_id("C0PROCURE1"))
-        .channel(Channel::public("finance").with_id("C0FINANCE1"))
-        .post_message_interval(None)
-        .start()
-        .await
-        .expect("slack");
+    let slack = slack_with_channels(true).await;
     let dir = tempfile::tempdir().expect("dir");
-    let mut env = journal_env(&dir)
-        .with("SLACK_BOT_TOKEN", slack.bot_token())
-        .with("T_SLACK_URL", slack.base_url())
-        .with("IFS_APPROVERS", "U00HUMAN01=ALICE:approve+reject");
-    for (k, v) in e.env() {
-        env.set(k, v);
-    }
-    let mut config = example();
+    let (mut config, mut env) = against(&e, &slack, &dir);
+    env.set("IFS_APPROVERS", "U00HUMAN01=ALICE:approve+reject");
     config.streams.retain(|s| s.name == "supplier-invoices");
-    let sink = config.sinks.get_mut("slack").expect("slack sink");
-    sink.settings.insert(
-        "api_url".into(),
-        SettingValue::Text("${T_SLACK_URL}".into()),
-    );
-    sink.per_address_per_second = Some(1000);
+    config
+        .sinks
+        .get_mut("slack")
+        .expect("slack sink")
+        .per_address_per_second = Some(1000);
     let (assembled, _hooks) = connectors::assemble_with_hooks(&config, &env)
         .await
         .expect("assemble");
@@ -159,37 +182,15 @@ async fn invoices_awaiting_approval_get_the_buttons_from_the_file() {
 /// again at once (conversations.list is Tier 2); they resolve at their first message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_channel_listing_at_start_is_not_repeated_at_once() {
-    use ml_connector::config::pipeline::SettingValue;
     use ml_sandbox::fault::{Fault, FaultRule};
-    use ml_sandbox::slack::{Channel, SlackEmulator};
     let e = ml_sandbox::ifs::IfsEmulator::start().await.expect("ifs");
-    let slack = SlackEmulator::builder()
-        .channel(Channel::public("procurement").with_id("C0PROCURE1"))
-        .channel(Channel::public("finance").with_id("C0FINANCE1"))
-        .start()
-        .await
-        .expect("slack");
+    let slack = slack_with_channels(false).await;
     slack.faults().push(FaultRule::on(
         "conversations.list",
         Fault::TooManyRequests { retry_after: 2 },
     ));
     let dir = tempfile::tempdir().expect("dir");
-    let mut env = journal_env(&dir)
-        .with("SLACK_BOT_TOKEN", slack.bot_token())
-        .with("T_SLACK_URL", slack.base_url());
-    for (k, v) in e.env() {
-        env.set(k, v);
-    }
-    let mut config = example();
-    config
-        .sinks
-        .get_mut("slack")
-        .expect("slack sink")
-        .settings
-        .insert(
-            "api_url".into(),
-            SettingValue::Text("${T_SLACK_URL}".into()),
-        );
+    let (config, env) = against(&e, &slack, &dir);
     connectors::assemble(&config, &env).await.expect("assemble");
     assert_eq!(slack.faults().requests("conversations.list"), 1);
 }

@@ -220,6 +220,15 @@ impl SlackBuilder {
         self
     }
 
+    /// The renderer the sink will use: the host's ([`with_renderer`](Self::with_renderer)),
+    /// else a [`BlockKitRenderer`] with the [`line detail`](Self::with_line_detail) set.
+    /// To wrap it (buttons on some messages), pass the wrapper back to `with_renderer`.
+    pub fn renderer(&self) -> Arc<dyn Renderer> {
+        self.renderer.clone().unwrap_or_else(|| {
+            Arc::new(BlockKitRenderer::new().with_line_detail(self.line_detail.clone()))
+        })
+    }
+
     /// Sets what later versions of a posted record do.
     pub fn with_update_mode(mut self, mode: UpdateMode) -> Self {
         self.update_mode = Some(
@@ -449,9 +458,7 @@ impl SlackBuilder {
         let instance = self.instance.clone().filter(|s| !s.trim().is_empty());
         Ok(SlackSink::new(
             client,
-            self.renderer.clone().unwrap_or_else(|| {
-                Arc::new(BlockKitRenderer::new().with_line_detail(self.line_detail.clone()))
-            }),
+            self.renderer(),
             mode,
             self.reconcile,
             instance,

@@ -165,7 +165,7 @@ impl InboundHooks {
     #[cfg(feature = "slack")]
     pub fn slack_renderer(
         &self,
-        base: impl FnOnce() -> Arc<dyn ml_core::render::Renderer>,
+        base: Arc<dyn ml_core::render::Renderer>,
     ) -> Option<Arc<dyn ml_core::render::Renderer>> {
         let layers = self
             .renderers
@@ -174,7 +174,7 @@ impl InboundHooks {
         if layers.is_empty() {
             return None;
         }
-        Some(layers.iter().fold(base(), |r, (_, layer)| layer(r)))
+        Some(layers.iter().fold(base, |r, (_, layer)| layer(r)))
     }
 
     /// Makes every registered route's handler and the dispatcher over them (`None` when

@@ -10,7 +10,7 @@ use ml_core::config::assemble::{OpenedSink, SandboxReport, Section, SinkFactory}
 use ml_core::config::pipeline::SinkConfig;
 use ml_core::limiter::Quota;
 use ml_core::{Destination, Error, Result};
-use ml_slack::render::{BlockKitRenderer, LineDetail};
+use ml_slack::render::LineDetail;
 use ml_slack::{SlackBuilder, SlackConfigKey};
 
 use super::under_applied;
@@ -147,26 +147,20 @@ impl SinkFactory for SlackFactory {
                     other => other,
                 })?;
         }
-        let line_detail = sink
-            .render
-            .line_detail
+        if let Some(only) = &sink.render.line_detail {
+            builder = builder.with_line_detail(LineDetail::Only(
+                only.iter()
+                    .map(|a| Destination::new(section.name, sink.address(a)))
+                    .collect(),
+            ));
+        }
+        if let Some(layered) = self
+            .hooks
             .as_ref()
-            .map_or(LineDetail::All, |only| {
-                LineDetail::Only(
-                    only.iter()
-                        .map(|a| Destination::new(section.name, sink.address(a)))
-                        .collect(),
-                )
-            });
-        let layered = self.hooks.as_ref().and_then(|h| {
-            h.slack_renderer(|| {
-                Arc::new(BlockKitRenderer::new().with_line_detail(line_detail.clone()))
-            })
-        });
-        builder = match layered {
-            Some(renderer) => builder.with_renderer(renderer),
-            None => builder.with_line_detail(line_detail),
-        };
+            .and_then(|h| h.slack_renderer(builder.renderer()))
+        {
+            builder = builder.with_renderer(layered);
+        }
         let slack = builder
             .build()
             .map_err(under_applied(&section.path, &applied))?;

@@ -547,15 +547,15 @@ async fn held(inner: &Inner, c: &ClaimedDelivery, e: &Error, in_doubt: bool) -> 
         c.destination,
         inner.permanent_pause.as_secs()
     );
-    super::poll::daily_note(
-        inner,
-        crate::audit::KIND_DESTINATION_HELD,
-        &c.destination.to_string(),
-        &c.stream,
-        e,
-        message,
-    )
-    .await;
+    inner
+        .daily_note(
+            crate::audit::KIND_DESTINATION_HELD,
+            &c.destination.to_string(),
+            &c.stream,
+            e,
+            message,
+        )
+        .await;
     AttemptOutcome::Retry {
         error: ErrorInfo::from(e),
         next_at: clock::add(now, inner.permanent_pause),

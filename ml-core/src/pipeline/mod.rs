@@ -216,6 +216,32 @@ struct Inner {
 }
 
 impl Inner {
+    /// Journals an error note of `kind` about `subject` (for `stream`): once a day per
+    /// subject and error (what raises it repeats every slow cycle; the note need not). A
+    /// journal that keeps no notes is only logged.
+    async fn daily_note(
+        &self,
+        kind: &str,
+        subject: &str,
+        stream: &str,
+        e: &Error,
+        message: String,
+    ) {
+        let now = self.now();
+        let day = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+        let note = crate::audit::JournalNote::new(
+            now,
+            kind,
+            crate::audit::NoteSeverity::Error,
+            format!("{subject}\n{e}\n{day}"),
+            message,
+        )
+        .with_stream(stream);
+        if let Err(n) = self.store.note(note).await {
+            tracing::debug!(stream, error = %n, "the journal keeps no notes");
+        }
+    }
+
     fn checkpoint(&self, c: &Checkpoint) {
         if let Some(h) = &self.hook {
             h(c);

@@ -93,41 +93,9 @@ async fn pause_note(inner: &Inner, stream: &str, e: &Error) {
          fixed: {e}",
         inner.permanent_pause.as_secs()
     );
-    daily_note(
-        inner,
-        crate::audit::KIND_STREAM_PAUSED,
-        stream,
-        stream,
-        e,
-        message,
-    )
-    .await;
-}
-
-/// Journals an error note of `kind` about `subject` (for `stream`): once a day per subject
-/// and error (what raises it repeats every slow cycle; the note need not). A journal that
-/// keeps no notes is only logged.
-pub(super) async fn daily_note(
-    inner: &Inner,
-    kind: &str,
-    subject: &str,
-    stream: &str,
-    e: &Error,
-    message: String,
-) {
-    let now = inner.now();
-    let day = now.to_zoned(jiff::tz::TimeZone::UTC).date();
-    let note = crate::audit::JournalNote::new(
-        now,
-        kind,
-        crate::audit::NoteSeverity::Error,
-        format!("{subject}\n{e}\n{day}"),
-        message,
-    )
-    .with_stream(stream);
-    if let Err(n) = inner.store.note(note).await {
-        tracing::debug!(stream, error = %n, "the journal keeps no notes");
-    }
+    inner
+        .daily_note(crate::audit::KIND_STREAM_PAUSED, stream, stream, e, message)
+        .await;
 }
 
 /// `ml_stream_paused{stream, reason}`: 1 for the reason the stream is paused now
