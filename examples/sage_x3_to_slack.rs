@@ -50,16 +50,10 @@ async fn main() -> Result<()> {
         let mut summary = pipeline.run_once().await?;
         // One cycle: also send what is queued behind Slack's 1 msg/s/channel, and retries
         // due within two minutes; later ones stay in the journal for the next run.
-        while let Some(due) = pipeline.store().next_due_at().await? {
-            let wait = jiff::Timestamp::now().duration_until(due);
-            if wait > jiff::SignedDuration::from_mins(2) {
-                break;
-            }
-            tokio::time::sleep(wait.try_into().unwrap_or_default()).await;
-            let d = pipeline.deliver_due().await?;
-            summary.deliveries.delivered += d.delivered;
-            summary.deliveries.failed += d.failed;
-        }
+        let more = pipeline
+            .deliver_coming_due(std::time::Duration::from_secs(120))
+            .await?;
+        summary.deliveries.merge(&more);
         summary
     } else {
         println!("polling each stream on its schedule; Ctrl-C to stop");

@@ -456,7 +456,14 @@ async fn permanent_errors_stop_only_what_they_affect() {
     let sample = sample("oracle_fusion_to_slack.toml");
     let o = cli(&env, args(&["run", "--config", &sample, "--once"])).await;
     let out = text(&o);
-    assert!(o.status.success(), "{out}");
+    // It ran to the end, and tells cron it left work that needs someone.
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("attention: ")
+            && l.contains("1 stream cycle(s) failed or are paused")
+            && l.contains("2 delivery(ies) failed")),
+        "{out}"
+    );
     assert_no_secret(&env, &out);
     // The refused resource is named with its reason; one request, no retry loop.
     assert!(
@@ -552,7 +559,7 @@ async fn permanent_errors_stop_only_what_they_affect() {
         dir.path().join("quiet.db").to_string_lossy().into_owned(),
     );
     let o = cli(&quiet, args(&["run", "--config", &sample, "--once"])).await;
-    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(
         text(&o).contains("failed 2"),
         "the same failures: {}",
@@ -571,7 +578,7 @@ async fn permanent_errors_stop_only_what_they_affect() {
         dir.path().join("json.db").to_string_lossy().into_owned(),
     );
     let o = cli(&json, args(&["run", "--config", &sample, "--once"])).await;
-    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stderr)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -592,7 +599,7 @@ async fn permanent_errors_stop_only_what_they_affect() {
     );
     quiet.insert("ML_LOG".into(), "loud".into());
     let o = cli(&quiet, args(&["run", "--config", &sample, "--once"])).await;
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("ML_LOG"), "{}", text(&o));
     // The operator creates #operations and replays just its failures: they go out once.
     let ops = slack.add_channel(Channel::public("operations"));
@@ -627,9 +634,70 @@ async fn permanent_errors_stop_only_what_they_affect() {
         text(&o)
     );
     let o = cli(&env, args(&["run", "--config", &sample, "--once"])).await;
-    assert!(o.status.success(), "{}", text(&o));
+    // Payments are still refused: only that stream needs attention now.
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("attention: 1 stream cycle(s) failed or are paused\n"),
+        "{}",
+        text(&o)
+    );
     assert_eq!(slack.messages(&ops).len(), failed.len(), "{}", text(&o));
     assert!(rows(&list(&["failed"]).await).is_empty());
+}
+
+/// A revoked Slack token fails nothing (each message would need a replay): the deliveries
+/// are held, `run --once` says so and exits 3 for the scheduler, and the journal note names
+/// the destination; the token never shows.
+#[cfg(feature = "oracle-fusion")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_holds_the_deliveries_and_the_run_says_so() {
+    use ml_sandbox::oracle::OracleEmulator;
+    let oracle = OracleEmulator::start().await.expect("oracle");
+    ml_connector::connectors::demo::seed(&oracle);
+    let ids = ["C0MADEUP51", "C0MADEUP52", "C0MADEUP53"];
+    let slack = SlackEmulator::builder()
+        .channel(Channel::public("procurement").with_id(ids[0]))
+        .channel(Channel::public("finance").with_id(ids[1]))
+        .channel(Channel::public("operations").with_id(ids[2]))
+        .start()
+        .await
+        .expect("slack");
+    slack.faults().push(
+        FaultRule::on(
+            "chat.postMessage",
+            Fault::StatusWithBody {
+                status: 200,
+                content_type: "application/json".into(),
+                body: r#"{"ok":false,"error":"token_revoked"}"#.into(),
+            },
+        )
+        .always(),
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let env = oracle_and_slack_env(&oracle, &slack, dir.path());
+    let sample = sample("oracle_fusion_to_slack.toml");
+    let o = cli(&env, args(&["run", "--config", &sample, "--once"])).await;
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("attention: ")
+            && l.contains("held: a destination refused our credentials")
+            && !l.contains("failed")),
+        "{out}"
+    );
+    assert!(out.contains(", failed 0"), "{out}");
+    assert_no_secret(&env, &out);
+    for id in ids {
+        assert!(slack.messages(id).is_empty(), "posted with a revoked token");
+    }
+    let o = cli(&env, args(&["audit", "--config", &sample, "notes"])).await;
+    let notes = text(&o);
+    assert!(o.status.success(), "{notes}");
+    assert!(
+        notes.contains("destination_held") && notes.contains("token_revoked"),
+        "{notes}"
+    );
+    assert_no_secret(&env, &notes);
 }
 
 /// `run` as a service: a stream refused permanently is named as paused, with its reason,

@@ -864,7 +864,11 @@ pub trait AuditWrite: Send + Sync + Debug {
     /// Applies a remote status callback.
     async fn apply_callback(&self, update: &CallbackUpdate) -> Result<CallbackApplied>;
 
-    /// When the earliest pending or retrying delivery is due (a hint for sleeping).
+    /// When a delivery is next due (a hint for sleeping): the earliest due time among the
+    /// heads of line (per destination, the oldest delivery not delivered or failed) that
+    /// are pending or retrying. Deliveries behind a head are not due before it, so a
+    /// destination held for hours behind a retrying head does not make this report "now"
+    /// for the backlog queued behind it (a caller would spin). `None` when nothing waits.
     async fn next_due_at(&self) -> Result<Option<Timestamp>>;
 
     /// Writes an operator note ([`JournalNote`]) unless one with the same `kind` and

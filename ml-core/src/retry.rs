@@ -1,13 +1,15 @@
-//! Retries: exponential backoff with full jitter, bounded by attempts and elapsed time.
+//! Retries: exponential backoff with jitter, bounded by attempts and elapsed time.
 //! The mapping from HTTP answers and transport failures to [`ErrorClass`] lives in
 //! [`crate::http`] ([`crate::http::classify_status`], [`crate::http::classify_transport`]).
 //!
 //! # Backoff
 //!
 //! [`RetryPolicy`] computes the wait before each retry. Retry `n` (0-based: `n = 0` is the
-//! wait after the first failure) waits a uniformly random time in
-//! `[0, min(max_delay, base_delay * 2^n)]` ("full jitter"), which spreads a crowd of
-//! clients that failed together instead of having them retry in lock-step. A server's own
+//! wait after the first failure) waits a uniformly random time in `[c/2, c]` with
+//! `c = min(max_delay, base_delay * 2^n)` ("equal jitter"): the randomness spreads a crowd of
+//! clients that failed together instead of having them retry in lock-step, and the floor
+//! keeps any one client from retrying a failing server within milliseconds (full jitter,
+//! `[0, c]`, sometimes answered a 503 with a retry 30 ms later). A server's own
 //! hint ([`ErrorClass::Retryable`]'s `retry_after`) always wins over the computed delay.
 //! Retrying stops after `max_attempts` attempts in all, or when the next attempt would
 //! start after `max_elapsed`.
@@ -51,7 +53,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, ErrorClass, Result};
 
-/// Exponential backoff with full jitter, bounded by a number of attempts and by the time
+/// Exponential backoff with equal jitter, bounded by a number of attempts and by the time
 /// spent since the first attempt.
 ///
 /// Deserializes from configuration with every field optional (missing fields keep their
@@ -144,6 +146,14 @@ impl RetryPolicy {
         self.max_elapsed
     }
 
+    /// A jittered delay for retry `attempt`: uniformly random in
+    /// `[delay_ceiling(attempt) / 2, delay_ceiling(attempt)]`.
+    pub fn jittered_delay(&self, attempt: u32, rng: &mut impl Rng) -> Duration {
+        let ceiling = self.delay_ceiling(attempt);
+        let high = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(rng.random_range(high / 2..=high))
+    }
+
     /// The upper bound of the jittered delay of retry `attempt`:
     /// `min(max_delay, base_delay * 2^attempt)`, without overflow for any `attempt`.
     pub fn delay_ceiling(&self, attempt: u32) -> Duration {
@@ -160,8 +170,7 @@ impl RetryPolicy {
     /// be exceeded, or when the elapsed budget is spent. A server's `retry_after` is used
     /// exactly as given, unless waiting that long would overrun the elapsed budget, in which
     /// case it gives up (the server has said an earlier attempt would fail). A computed delay
-    /// is drawn uniformly from `[0, delay_ceiling(attempt)]` and shortened to what is left of
-    /// the budget.
+    /// is [`jittered_delay`](Self::jittered_delay), shortened to what is left of the budget.
     pub fn next_delay(
         &self,
         attempt: u32,
@@ -182,7 +191,7 @@ impl RetryPolicy {
         if let Some(wait) = retry_after {
             return (wait <= remaining).then_some(wait);
         }
-        Some(full_jitter(self.delay_ceiling(attempt), rng).min(remaining))
+        Some(self.jittered_delay(attempt, rng).min(remaining))
     }
 
     /// Whether waiting `wait` after `elapsed` stays within the elapsed budget.
@@ -193,13 +202,7 @@ impl RetryPolicy {
     }
 }
 
-/// A uniformly random duration in `[0, ceiling]` (ceilings above ~584 years are capped).
-fn full_jitter(ceiling: Duration, rng: &mut impl Rng) -> Duration {
-    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(rng.random_range(0..=nanos))
-}
-
-/// The [`backon::Backoff`] of a [`RetryPolicy`]: yields full-jitter delays for retryable
+/// The [`backon::Backoff`] of a [`RetryPolicy`]: yields jittered delays for retryable
 /// failures until the attempts or the elapsed budget (counted from when it was built, on
 /// tokio's clock) run out.
 ///
@@ -417,7 +420,7 @@ mod tests {
     }
 
     #[test]
-    fn delays_are_fully_jittered_within_the_ceiling() {
+    fn delays_are_jittered_between_half_the_ceiling_and_the_ceiling() {
         let p = RetryPolicy::default().with_max_attempts(100);
         let mut rng = rng();
         for attempt in 0..10 {
@@ -429,14 +432,16 @@ mod tests {
                 })
                 .collect();
             assert!(samples.iter().all(|d| *d <= ceiling));
-            // Full jitter: the draws cover the whole range, down to near zero.
+            // Never sooner than half the ceiling: a failing server is not hammered.
+            assert!(samples.iter().all(|d| *d >= ceiling / 2));
+            // The draws cover the range, so a crowd of clients spreads out.
             let min = samples.iter().min().expect("samples");
             let max = samples.iter().max().expect("samples");
-            assert!(*min < ceiling / 50, "attempt {attempt}: min {min:?}");
+            assert!(*min < ceiling * 51 / 100, "attempt {attempt}: min {min:?}");
             assert!(*max > ceiling * 49 / 50, "attempt {attempt}: max {max:?}");
             let mean = samples.iter().sum::<Duration>() / 2000;
             assert!(
-                mean > ceiling * 2 / 5 && mean < ceiling * 3 / 5,
+                mean > ceiling * 7 / 10 && mean < ceiling * 8 / 10,
                 "mean {mean:?}"
             );
         }

@@ -14,7 +14,6 @@ use ml_core::clock::{Clock, SystemClock};
 use ml_core::config::{ConfigKey, ConfigValues, Env, ProcessEnv, check_url};
 use ml_core::retry::RetryPolicy;
 use ml_sap_ecc::{RfcCall, RfcClient, RfcError, RfcResponse, RfcTransport, SapEccBuilder};
-use rand::Rng as _;
 use secrecy::SecretString;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -363,10 +362,8 @@ impl Agent {
                 }
                 tracing::warn!(agent = %self.id, error = %e, "relay session ended");
             }
-            let ceiling = self.backoff.delay_ceiling(failures);
+            let wait = self.backoff.jittered_delay(failures, &mut rand::rng());
             failures = failures.saturating_add(1);
-            let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-            let wait = Duration::from_nanos(rand::rng().random_range(0..=nanos));
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = &mut shutdown => return,

@@ -7,7 +7,7 @@
 //!   with `{"envelope_id": …}`, well within Slack's 3 seconds. An envelope that cannot be
 //!   handed off (the host's queue is full) is not acknowledged, so Slack sends it again.
 //! * `disconnect` (Slack rotates connections every few hours) opens a new connection at
-//!   once; a dropped socket or a failed open reconnects after a full-jitter backoff
+//!   once; a dropped socket or a failed open reconnects after a jittered backoff
 //!   (1 s doubling to 30 s). An `invalid_auth`-like permanent error ends the loop.
 //! * `wss://` uses rustls on the *ring* provider with the platform verifier (as
 //!   `ml_core::http`); plain `ws://` is accepted only for loopback addresses (the sandbox).
@@ -23,7 +23,6 @@ use ml_core::auth::Credentials;
 use ml_core::clock::{Clock, SystemClock};
 use ml_core::http::{ApiClient, Request};
 use ml_core::retry::RetryPolicy;
-use rand::Rng as _;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -197,12 +196,9 @@ impl SocketModeClient {
                 Err(e) if e.class() == ErrorClass::Permanent => return Err(e),
                 Err(e) => {
                     stats.failures += 1;
-                    let ceiling = self.backoff.delay_ceiling(failures);
+                    let jittered = self.backoff.jittered_delay(failures, &mut rand::rng());
                     failures = failures.saturating_add(1);
-                    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-                    let wait = e.class().retry_after().unwrap_or_else(|| {
-                        Duration::from_nanos(rand::rng().random_range(0..=nanos))
-                    });
+                    let wait = e.class().retry_after().unwrap_or(jittered);
                     tracing::warn!(error = %e, wait_ms = wait.as_millis(), "socket mode reconnecting");
                     tokio::select! {
                         () = stopped(&mut stop) => return Ok(stats),

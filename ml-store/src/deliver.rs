@@ -18,19 +18,11 @@ use crate::error::{StoreError, StoreResult};
 use crate::query::filter_clause;
 use crate::recent::Recent;
 
-/// The claimable heads of line, oldest first: per destination the oldest delivery that is
-/// pending, in flight or retrying (the partial index `deliveries_head`), kept when it is
-/// pending, or retrying and due.
-///
-/// The limit is appended as a literal: the bundled SQLite re-prepares a statement whose
-/// LIMIT is a bound parameter on every execution (it may change the plan), which cost more
-/// than the claim itself. One cached statement per limit value (a handful: the free worker
-/// slots).
-///
-/// The destinations are walked with a loose index scan (one index seek per destination
-/// with work, whatever the backlog behind each head), so a claim costs
-/// O(active destinations x log n), not O(backlog).
-const CLAIMABLE_HEADS: &str = "
+/// The heads of line as the CTE `heads(id)`: per destination with work, the id of its
+/// oldest delivery that is pending, in flight or retrying.
+macro_rules! heads_cte {
+    () => {
+        "
 WITH RECURSIVE dests(dest_id) AS (
     SELECT (SELECT f.dest_id FROM deliveries AS f INDEXED BY deliveries_head
             WHERE f.status NOT IN ('delivered', 'failed')
@@ -47,11 +39,32 @@ heads(id) AS (
             ORDER BY h.id LIMIT 1)
     FROM dests WHERE dests.dest_id IS NOT NULL
 )
+"
+    };
+}
+pub(crate) use heads_cte;
+
+/// The claimable heads of line, oldest first: per destination the oldest delivery that is
+/// pending, in flight or retrying (the partial index `deliveries_head`), kept when it is
+/// pending, or retrying and due.
+///
+/// The limit is appended as a literal: the bundled SQLite re-prepares a statement whose
+/// LIMIT is a bound parameter on every execution (it may change the plan), which cost more
+/// than the claim itself. One cached statement per limit value (a handful: the free worker
+/// slots).
+///
+/// The destinations are walked with a loose index scan (one index seek per destination
+/// with work, whatever the backlog behind each head), so a claim costs
+/// O(active destinations x log n), not O(backlog).
+const CLAIMABLE_HEADS: &str = concat!(
+    heads_cte!(),
+    "
 SELECT d.id, d.dest_id FROM heads JOIN deliveries AS d ON d.id = heads.id
 WHERE d.status = 'pending'
    OR (d.status = 'retrying' AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?1))
 ORDER BY d.id
-LIMIT ";
+LIMIT "
+);
 
 /// The non-terminal deliveries of one destination from a head on, in id order, with what
 /// decides whether a run may take them: status, due time, and the record's identity.

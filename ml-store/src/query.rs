@@ -224,14 +224,15 @@ pub(crate) fn rejected(
 }
 
 pub(crate) fn next_due_at(conn: &mut Connection) -> StoreResult<Option<Timestamp>> {
-    // Two seeks on deliveries_status (status, next_attempt_at).
+    // Only heads of line count (see `AuditQuery::next_due_at`): one seek per destination
+    // with work, as for a claim.
     let ns: Option<i64> = conn
-        .prepare_cached(
-            "SELECT min(t) FROM ( \
-               SELECT min(next_attempt_at) AS t FROM deliveries WHERE status = 'pending' \
-               UNION ALL \
-               SELECT min(next_attempt_at) FROM deliveries WHERE status = 'retrying')",
-        )?
+        .prepare_cached(concat!(
+            crate::deliver::heads_cte!(),
+            "SELECT min(coalesce(d.next_attempt_at, 0)) FROM heads \
+             JOIN deliveries AS d ON d.id = heads.id \
+             WHERE d.status IN ('pending', 'retrying')"
+        ))?
         .query_row([], |r| r.get(0))?;
     codec::ts_from_opt(ns, "next due time")
 }

@@ -513,15 +513,20 @@ impl AuditWrite for MemoryAuditStore {
 
     async fn next_due_at(&self) -> Result<Option<Timestamp>> {
         let g = self.lock();
+        // Per destination only its head of line counts: what waits behind it is not due
+        // before the head is done, however old its own due time.
+        let mut seen = HashSet::new();
         Ok(g.deliveries
-            .values()
+            .range(g.live_from..)
+            .map(|(_, d)| d)
+            .filter(|d| !d.view.status.is_terminal() && seen.insert(&d.view.destination))
             .filter(|d| {
                 matches!(
                     d.view.status,
                     DeliveryStatus::Pending | DeliveryStatus::Retrying
                 )
             })
-            .filter_map(|d| d.view.next_attempt_at)
+            .map(|d| d.view.next_attempt_at.unwrap_or(Timestamp::UNIX_EPOCH))
             .min())
     }
 

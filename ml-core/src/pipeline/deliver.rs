@@ -406,6 +406,8 @@ async fn one(inner: &Inner, c: &ClaimedDelivery, s: &mut DeliverySummary) -> Att
             } => {
                 s.retried += 1;
                 s.in_doubt += u64::from(*in_doubt);
+                // Only a hold retries a permanent error (`retry_or_fail` fails those).
+                s.held += u64::from(error.class == ErrorClass::Permanent.as_str());
                 tracing::info!(error = %error.message, in_doubt, "delivery will be retried");
                 metrics::counter!("ml_deliveries_retried_total", "sink" => sink_label).increment(1);
             }
@@ -563,7 +565,7 @@ async fn held(inner: &Inner, c: &ClaimedDelivery, e: &Error, in_doubt: bool) -> 
     }
 }
 
-/// Schedules a retry with full-jitter backoff (the server's retry-after wins), or gives up.
+/// Schedules a retry with jittered exponential backoff (the server's retry-after wins), or gives up.
 /// In-doubt attempts are retried like retryable ones: the next attempt reconciles first.
 fn retry_or_fail(inner: &Inner, c: &ClaimedDelivery, e: &Error, in_doubt: bool) -> AttemptOutcome {
     let now = inner.now();

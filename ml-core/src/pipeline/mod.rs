@@ -692,6 +692,33 @@ impl Pipeline {
         deliver::until_idle(&self.inner, deliver::Until::Idle).await
     }
 
+    /// Delivers everything due now, then waits for and delivers what comes due within
+    /// `within` of the call (sends queued behind a rate limit, retries scheduled soon);
+    /// what is due later stays in the journal. The end of a `--once` run: it returns
+    /// however the journal looks, never spinning on a destination held behind its head
+    /// or on deliveries another process holds.
+    pub async fn deliver_coming_due(&self, within: Duration) -> Result<DeliverySummary> {
+        let deadline = clock::add(self.inner.now(), within);
+        let mut summary = self.deliver_due().await?;
+        let mut idle_at = None;
+        while let Some(due) = self.inner.store.next_due_at().await? {
+            if due > deadline {
+                break;
+            }
+            tokio::time::sleep(clock::until(self.inner.now(), due)).await;
+            let d = self.deliver_due().await?;
+            summary.merge(&d);
+            if d.attempts > 0 {
+                idle_at = None;
+            } else if idle_at.replace(due) == Some(due) {
+                // Twice due and nothing to claim: not ours to send (another replica's
+                // lease), or a clock that does not move; leave it to the next pass.
+                break;
+            }
+        }
+        Ok(summary)
+    }
+
     /// Makes a failed delivery pending again; the next delivery pass sends it (after
     /// reconciling, if its last attempt was in doubt).
     pub async fn replay(&self, id: DeliveryId) -> Result<()> {

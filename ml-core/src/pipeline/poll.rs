@@ -69,12 +69,10 @@ fn failed_health(inner: &Inner, stream: &str, e: &Error) -> StreamHealth {
     } else if permanent {
         inner.permanent_pause
     } else {
-        let ceiling = inner.source_backoff.delay_ceiling(failures - 1);
-        let mut wait = rand::random_range(0.0..=1.0f64) * ceiling.as_secs_f64();
-        if let Some(ra) = class.retry_after() {
-            wait = wait.max(ra.as_secs_f64());
-        }
-        std::time::Duration::from_secs_f64(wait)
+        let wait = inner
+            .source_backoff
+            .jittered_delay(failures - 1, &mut rand::rng());
+        class.retry_after().map_or(wait, |ra| wait.max(ra))
     };
     StreamHealth {
         failures,

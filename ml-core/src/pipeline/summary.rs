@@ -36,6 +36,9 @@ pub struct DeliverySummary {
     pub retried: u64,
     /// Of those, in doubt.
     pub in_doubt: u64,
+    /// Of those, held: the sink refused the credentials for good, so the destination waits
+    /// (outside the retry budget) until someone fixes them.
+    pub held: u64,
     /// Failed (replayable).
     pub failed: u64,
     /// Sent again after a doubt that could not be reconciled (possible duplicates).
@@ -43,12 +46,14 @@ pub struct DeliverySummary {
 }
 
 impl DeliverySummary {
-    pub(crate) fn merge(&mut self, o: &Self) {
+    /// Adds another pass's counts to these.
+    pub fn merge(&mut self, o: &Self) {
         self.attempts += o.attempts;
         self.delivered += o.delivered;
         self.reconciled += o.reconciled;
         self.retried += o.retried;
         self.in_doubt += o.in_doubt;
+        self.held += o.held;
         self.failed += o.failed;
         self.resent_after_doubt += o.resent_after_doubt;
     }
@@ -111,7 +116,7 @@ impl fmt::Display for RunSummary {
         let d = &self.deliveries;
         write!(
             f,
-            "polled {}, journaled {}, duplicates {}, rejected {}, delivered {}, reconciled {}, retrying {}, failed {}",
+            "polled {}, journaled {}, duplicates {}, rejected {}, delivered {}, reconciled {}, retrying {}, held {}, failed {}",
             self.polled,
             self.journaled,
             self.duplicates,
@@ -119,6 +124,7 @@ impl fmt::Display for RunSummary {
             d.delivered,
             d.reconciled,
             d.retried,
+            d.held,
             d.failed
         )?;
         if !self.cycle_errors.is_empty() {

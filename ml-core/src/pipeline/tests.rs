@@ -296,8 +296,12 @@ async fn refused_credentials_hold_the_destination_instead_of_failing_its_message
     let p = rig.pipeline();
     let s = p.run_once().await.expect("run");
     assert_eq!(
-        (s.deliveries.failed, s.deliveries.delivered),
-        (0, 0),
+        (
+            s.deliveries.failed,
+            s.deliveries.delivered,
+            s.deliveries.held
+        ),
+        (0, 0, 1),
         "{s:?}"
     );
     assert_eq!(rig.sink.calls(), 1, "one attempt, the rest wait behind it");
@@ -316,13 +320,58 @@ async fn refused_credentials_hold_the_destination_instead_of_failing_its_message
     assert_eq!(rig.sink.calls(), 1);
     // Still refused at the next check (far past any retry budget), then fixed.
     tokio::time::advance(Duration::from_secs(24 * 3600)).await;
-    p.deliver_due().await.expect("deliver");
+    let d = p.deliver_due().await.expect("deliver");
     assert_eq!(rig.sink.calls(), 2);
+    assert_eq!(d.held, 1, "{d:?}");
     assert_eq!(rig.store.stats().await.expect("stats").failed, 0);
     tokio::time::advance(Duration::from_secs(24 * 3600)).await;
     p.deliver_due().await.expect("deliver");
     assert_eq!(rig.sink.sent().len(), 5, "everything, once");
     assert_eq!(rig.store.stats().await.expect("stats").delivered, 5);
+}
+
+/// The end of a `--once` run: retries due within the window are waited for and sent; a
+/// destination held behind its head (its backlog long due, but not claimable) ends the
+/// wait instead of spinning on it.
+#[tokio::test(start_paused = true)]
+async fn delivering_what_comes_due_waits_for_near_retries_and_stops_at_a_held_line() {
+    let sink = MemorySink::new("chat");
+    sink.push_faults([
+        SinkFault::Fail(ErrorClass::Retryable {
+            retry_after: Some(Duration::from_secs(30)),
+        }),
+        SinkFault::CredentialsRefused,
+    ]);
+    let rig = Rig::new(sink);
+    for i in 0..3 {
+        rig.table.upsert(invoice(&i.to_string(), i, "1"));
+    }
+    let p = rig.pipeline();
+    let s = p.run_once().await.expect("run");
+    assert_eq!(s.deliveries.retried, 1, "{s:?}");
+    let started = tokio::time::Instant::now();
+    let d = tokio::time::timeout(
+        Duration::from_secs(3600),
+        p.deliver_coming_due(Duration::from_secs(120)),
+    )
+    .await
+    .expect("returns, does not spin")
+    .expect("deliver");
+    // The retry 30 s later is refused for good: held, with two deliveries behind it long
+    // due (pending since the start) that the hint no longer reports as due.
+    assert_eq!((d.held, d.delivered, d.failed), (1, 0, 0), "{d:?}");
+    assert_eq!(rig.sink.calls(), 2);
+    assert!(started.elapsed() >= Duration::from_secs(30));
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        started.elapsed()
+    );
+    let due = rig.store.next_due_at().await.expect("due").expect("some");
+    assert!(
+        due >= clock::add(rig.clock.now(), Duration::from_secs(60)),
+        "the held head's next check, not its backlog: {due}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -347,8 +347,9 @@ pub async fn retries_wait_until_due(s: &dyn AuditStore) {
     assert_eq!(c2[0].destination.address, "#b");
     assert_eq!(
         s.next_due_at().await.expect("due"),
-        Some(t(1)),
-        "#a's second delivery is pending since t(1)"
+        Some(t(60)),
+        "#a's second delivery, pending since t(1), waits for its head (due at t(60)); \
+         #b's is in flight"
     );
     let early = s.claim_due(&me(), t(59), 10).await.expect("claim");
     assert!(early.is_empty());

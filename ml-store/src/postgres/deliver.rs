@@ -17,13 +17,11 @@ use super::error::Db;
 use super::query::filter_clause;
 use crate::codec;
 
-/// The claimable heads of line, oldest first, locked: per destination the oldest delivery
-/// that is pending, in flight or retrying (walked with a loose index scan over the partial
-/// index `deliveries_head`: one seek per destination with work, whatever the backlog),
-/// kept when it is pending, or retrying and due. `SKIP LOCKED`: a head another replica is
-/// claiming right now is left to it; the committed state is re-checked on the locked row,
-/// so a head that another replica claimed since this statement's snapshot is not taken.
-const CLAIMABLE_HEADS: &str = "
+/// The heads of line as the CTE `heads(id)`: per destination with work, the id of its
+/// oldest delivery that is pending, in flight or retrying.
+macro_rules! heads_cte {
+    () => {
+        "
 WITH RECURSIVE dests(dest_id) AS (
     (SELECT f.dest_id FROM deliveries AS f
      WHERE f.status IN ('pending', 'in_flight', 'retrying')
@@ -40,12 +38,27 @@ heads(id) AS (
             ORDER BY h.id LIMIT 1)
     FROM dests WHERE dests.dest_id IS NOT NULL
 )
+"
+    };
+}
+pub(crate) use heads_cte;
+
+/// The claimable heads of line, oldest first, locked: per destination the oldest delivery
+/// that is pending, in flight or retrying (walked with a loose index scan over the partial
+/// index `deliveries_head`: one seek per destination with work, whatever the backlog),
+/// kept when it is pending, or retrying and due. `SKIP LOCKED`: a head another replica is
+/// claiming right now is left to it; the committed state is re-checked on the locked row,
+/// so a head that another replica claimed since this statement's snapshot is not taken.
+const CLAIMABLE_HEADS: &str = concat!(
+    heads_cte!(),
+    "
 SELECT d.id FROM heads JOIN deliveries AS d ON d.id = heads.id
 WHERE d.status = 'pending'
    OR (d.status = 'retrying' AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= $1))
 ORDER BY d.id
 LIMIT $2
-FOR UPDATE OF d SKIP LOCKED";
+FOR UPDATE OF d SKIP LOCKED"
+);
 
 /// A claimed row, before its record is read.
 struct ClaimRow {

@@ -313,14 +313,15 @@ pub(crate) async fn rejected(
 pub(crate) async fn next_due_at(s: &PostgresAuditStore) -> Result<Option<Timestamp>> {
     let ctx = s.ctx("next_due_at");
     let client = s.client("next_due_at").await?;
-    // Two seeks on deliveries_status (status, next_attempt_at).
+    // Only heads of line count (see `AuditQuery::next_due_at`): one seek per destination
+    // with work, as for a claim.
     let stmt = client
-        .prepare_cached(
-            "SELECT min(t) FROM ( \
-               SELECT min(next_attempt_at) AS t FROM deliveries WHERE status = 'pending' \
-               UNION ALL \
-               SELECT min(next_attempt_at) FROM deliveries WHERE status = 'retrying') AS due",
-        )
+        .prepare_cached(concat!(
+            super::deliver::heads_cte!(),
+            "SELECT min(coalesce(d.next_attempt_at, 0)) FROM heads \
+             JOIN deliveries AS d ON d.id = heads.id \
+             WHERE d.status IN ('pending', 'retrying')"
+        ))
         .await
         .db(&ctx)?;
     let ns: Option<i64> = client.query_one(&stmt, &[]).await.db(&ctx)?.get(0);

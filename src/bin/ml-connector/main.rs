@@ -14,6 +14,10 @@
 //!
 //! Connectors with `sandbox = "auto"` and none of their `${NAME}` variables set run against
 //! the in-process emulators (feature `sandbox`), and the tool says so.
+//!
+//! Exit codes: 0 done; 1 an error stopped the command (configuration, journal, arguments);
+//! 3 `run --once` finished but left work undone that needs attention (a stream's cycle
+//! failed or is paused, a delivery failed, a destination is held), so cron and CI notice.
 
 mod logging;
 
@@ -45,7 +49,9 @@ enum Command {
         /// The pipeline description (TOML).
         #[arg(long, short)]
         config: PathBuf,
-        /// One cycle per stream, deliver what is due within two minutes, then exit.
+        /// One cycle per stream, deliver what is due within two minutes, then exit: 0 when
+        /// all went well, 3 when a stream failed or is paused, or a delivery failed or is
+        /// held (the summary says which).
         #[arg(long)]
         once: bool,
         /// Seconds between progress lines while running (0: none).
@@ -223,7 +229,13 @@ async fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     match dispatch(cli.command).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(Done::Clean) => std::process::ExitCode::SUCCESS,
+        Ok(Done::NeedsAttention(why)) => {
+            // On stdout with the summary it qualifies: stderr is the log (JSON lines with
+            // `ML_LOG_FORMAT=json`).
+            println!("attention: {why}");
+            std::process::ExitCode::from(NEEDS_ATTENTION)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             std::process::ExitCode::FAILURE
@@ -231,13 +243,24 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn dispatch(command: Command) -> Result<()> {
+/// The exit code of a `run --once` that finished with work needing attention.
+const NEEDS_ATTENTION: u8 = 3;
+
+/// How a command that did not fail ended.
+enum Done {
+    /// Everything it was asked to do was done.
+    Clean,
+    /// It ran to the end, but left work undone that an operator must look at (why).
+    NeedsAttention(String),
+}
+
+async fn dispatch(command: Command) -> Result<Done> {
     match command {
         Command::Run {
             config,
             once,
             progress_secs,
-        } => run(&config, once, progress_secs).await,
+        } => return run(&config, once, progress_secs).await,
         Command::Check { config } => check(&config).await,
         Command::DryRun { config, max } => dry_run(&config, max).await,
         Command::Explain {
@@ -258,7 +281,33 @@ async fn dispatch(command: Command) -> Result<()> {
             postgres,
             command,
         } => credentials(journal, postgres, command).await,
+    }?;
+    Ok(Done::Clean)
+}
+
+/// What of a finished `run --once` needs an operator, if anything.
+fn attention(summary: &ml_connector::pipeline::RunSummary) -> Option<String> {
+    let d = &summary.deliveries;
+    let mut why = Vec::new();
+    if !summary.cycle_errors.is_empty() {
+        why.push(format!(
+            "{} stream cycle(s) failed or are paused",
+            summary.cycle_errors.len()
+        ));
     }
+    if d.failed > 0 {
+        why.push(format!(
+            "{} delivery(ies) failed (`audit list failed`, then `audit replay-failed`)",
+            d.failed
+        ));
+    }
+    if d.held > 0 {
+        why.push(format!(
+            "{} delivery(ies) held: a destination refused our credentials (`audit notes`)",
+            d.held
+        ));
+    }
+    (!why.is_empty()).then(|| why.join("; "))
 }
 
 fn journal_path(journal: Option<PathBuf>) -> PathBuf {
@@ -492,7 +541,7 @@ async fn open_journal(
     Ok(store)
 }
 
-async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<()> {
+async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<Done> {
     let (config, a, hooks) = load_with_hooks(path).await?;
     let pipeline = a.pipeline.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -558,20 +607,11 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<()> {
                 summary.cycle_errors.push(format!("{s}: {e}"));
             }
         }
-        summary.deliveries = pipeline.deliver_due().await?;
         // Also send what is queued behind a per-channel rate limit, and retries due within
         // two minutes; later ones stay in the journal for the next run.
-        while let Some(due) = pipeline.store().next_due_at().await? {
-            let wait = jiff::Timestamp::now().duration_until(due);
-            if wait > jiff::SignedDuration::from_mins(2) {
-                break;
-            }
-            tokio::time::sleep(wait.try_into().unwrap_or_default()).await;
-            let d = pipeline.deliver_due().await?;
-            summary.deliveries.delivered += d.delivered;
-            summary.deliveries.failed += d.failed;
-            summary.deliveries.retried += d.retried;
-        }
+        summary.deliveries = pipeline
+            .deliver_coming_due(Duration::from_secs(120))
+            .await?;
         summary
     } else {
         for s in pipeline.streams() {
@@ -607,13 +647,14 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<()> {
         println!("{line}");
     }
     println!(
-        "summary: cycles {}, polled {}, journaled {}, rejected {}, delivered {}, retried {}, failed {}",
+        "summary: cycles {}, polled {}, journaled {}, rejected {}, delivered {}, retried {}, held {}, failed {}",
         summary.cycles,
         summary.polled,
         summary.journaled,
         summary.rejected,
         summary.deliveries.delivered,
         summary.deliveries.retried,
+        summary.deliveries.held,
         summary.deliveries.failed
     );
     for e in &summary.cycle_errors {
@@ -624,7 +665,12 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<()> {
         pipeline.store(),
         path.display()
     );
-    Ok(())
+    // A long-running `run` reports through the journal, metrics and logs as it goes; only
+    // a `--once` run has an end an operator's scheduler looks at.
+    Ok(match attention(&summary).filter(|_| once) {
+        Some(why) => Done::NeedsAttention(why),
+        None => Done::Clean,
+    })
 }
 
 /// One progress line: journal counts, and the lag of the oldest delivery still due.
