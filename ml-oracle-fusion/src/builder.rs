@@ -63,6 +63,10 @@ ml_core::config_keys! {
         /// `ORACLE_FUSION_PAGING`: `keyset` (default) or `offset` (see
         /// [`OracleFusionBuilder::with_paging`]).
         Paging = "ORACLE_FUSION_PAGING",
+        /// `ORACLE_FUSION_DATE_LITERAL`: how `q` writes date-times, `single`, `double` or
+        /// `bare` (see [`crate::source::DateLiteral`]); unset: single-quoted, with the other
+        /// forms tried once if the pod refuses it.
+        DateLiteral = "ORACLE_FUSION_DATE_LITERAL",
         /// `ORACLE_FUSION_COST_CENTER_SEGMENT`: which segment of an account combination is the
         /// cost center, `<index>` or `<index>:<separator>` (`1`, `2:.`; separator default `-`).
         /// Unset: no cost center, only the whole combination as the GL account.
@@ -278,6 +282,12 @@ impl OracleFusionBuilder {
     pub fn with_token_cache(mut self, c: Arc<TokenCache>) -> Self {
         self.token_cache = Some(c);
         self
+    }
+
+    /// Pins how `q` writes date-times (`ORACLE_FUSION_DATE_LITERAL`): no probe of the
+    /// other forms when the pod answers 400.
+    pub fn with_date_literal(self, form: crate::source::DateLiteral) -> Self {
+        self.with_config(OracleFusionConfigKey::DateLiteral, form.name())
     }
 
     /// How pages continue within a cycle (default [`Paging::Keyset`]: `q=LastUpdateDate >
@@ -592,6 +602,15 @@ impl OracleFusionBuilder {
                 ));
             }
         };
+        let date_literal = match self.val(K::DateLiteral) {
+            None => None,
+            Some(v) => Some(crate::source::DateLiteral::from_name(v).ok_or_else(|| {
+                OracleFusionError::config(
+                    K::DateLiteral.as_env(),
+                    format!("`{v}` is none of `single`, `double`, `bare`"),
+                )
+            })?),
+        };
         let mut cursor = WatermarkCursor::new(overlap).with_paging(paging);
         if let Some(t) = self.start_at {
             cursor = cursor.with_start_at(t);
@@ -605,6 +624,10 @@ impl OracleFusionBuilder {
             auth,
             cursor,
             keyset_rejected: std::sync::atomic::AtomicBool::new(false),
+            date_literal: std::sync::atomic::AtomicU8::new(crate::source::DateLiteral::index(
+                date_literal.unwrap_or_default(),
+            )),
+            date_settled: std::sync::atomic::AtomicBool::new(date_literal.is_some()),
             attributes: crate::attributes::Attributes::default(),
             page_size,
             retry: self.retry,

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -40,6 +40,10 @@ pub struct OracleFusionSource {
     /// Set when the pod answered a query using `or` (keyset, or a sweep of several windows)
     /// with 400: anchored offsets and one window a request from then on.
     pub(crate) keyset_rejected: AtomicBool,
+    /// How `q` writes date-times ([`DateLiteral`]'s index).
+    pub(crate) date_literal: AtomicU8,
+    /// Whether that form is known to work (configured, or a dated query succeeded).
+    pub(crate) date_settled: AtomicBool,
     /// The attributes the pod has (`fields` leaves out the optional ones it lacks).
     pub(crate) attributes: crate::attributes::Attributes,
     pub(crate) page_size: usize,
@@ -75,10 +79,67 @@ struct Envelope {
     has_more: bool,
 }
 
-/// Formats the `q` literal: RFC 3339 in UTC with `Z` and only the fractional digits needed,
-/// single-quoted (`LastUpdateDate >= '2026-03-20T14:53:51.123Z'`).
-pub fn q_since(attr: &str, since: Timestamp) -> String {
-    format!("{attr} >= '{since}'")
+/// How `q` writes a date-time: RFC 3339 in UTC with `Z` and only the fractional digits
+/// needed, quoted one of three ways. Public clients disagree on the form and which ones a
+/// pod takes is unconfirmed, so the source starts with [`DateLiteral::SingleQuoted`] and,
+/// when a pod answers a dated query with 400 before any dated query worked, tries the
+/// others and keeps the first it accepts (`ORACLE_FUSION_DATE_LITERAL` pins one instead).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DateLiteral {
+    /// `LastUpdateDate >= '2026-03-20T14:53:51.123Z'` (the default).
+    #[default]
+    SingleQuoted,
+    /// `LastUpdateDate >= "2026-03-20T14:53:51.123Z"`.
+    DoubleQuoted,
+    /// `LastUpdateDate >= 2026-03-20T14:53:51.123Z`.
+    Bare,
+}
+
+impl DateLiteral {
+    /// Every form, in the order they are tried.
+    pub const ALL: [Self; 3] = [Self::SingleQuoted, Self::DoubleQuoted, Self::Bare];
+
+    /// The literal for `t`.
+    pub fn write(self, t: Timestamp) -> String {
+        match self {
+            Self::SingleQuoted => format!("'{t}'"),
+            Self::DoubleQuoted => format!("\"{t}\""),
+            Self::Bare => t.to_string(),
+        }
+    }
+
+    /// The configuration value: `single`, `double` or `bare`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SingleQuoted => "single",
+            Self::DoubleQuoted => "double",
+            Self::Bare => "bare",
+        }
+    }
+
+    /// The form a configuration value names (case-insensitive), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(name.trim()))
+    }
+
+    pub(crate) fn index(self) -> u8 {
+        match self {
+            Self::SingleQuoted => 0,
+            Self::DoubleQuoted => 1,
+            Self::Bare => 2,
+        }
+    }
+
+    fn from_index(i: u8) -> Self {
+        Self::ALL[usize::from(i).min(2)]
+    }
+}
+
+/// The `q` lower bound of a cycle: `LastUpdateDate >= '2026-03-20T14:53:51.123Z'`.
+pub fn q_since(attr: &str, since: Timestamp, date: DateLiteral) -> String {
+    format!("{attr} >= {}", date.write(since))
 }
 
 fn is_integer(s: &str) -> bool {
@@ -90,19 +151,33 @@ fn is_integer(s: &str) -> bool {
 /// `LastUpdateDate > 'T' or (LastUpdateDate = 'T' and InvoiceId > 300100)`. A numeric key is
 /// written bare so the pod compares numbers (as it sorts them); anything else is quoted
 /// with `'` doubled.
-pub fn q_after(attr: &str, since: Timestamp, key_attr: &str, key: &str, numeric: bool) -> String {
+pub fn q_after(
+    attr: &str,
+    since: Timestamp,
+    key_attr: &str,
+    key: &str,
+    numeric: bool,
+    date: DateLiteral,
+) -> String {
     let literal = if numeric && is_integer(key) {
         key.to_owned()
     } else {
         format!("'{}'", key.replace('\'', "''"))
     };
-    format!("{attr} > '{since}' or ({attr} = '{since}' and {key_attr} > {literal})")
+    let since = date.write(since);
+    format!("{attr} > {since} or ({attr} = {since} and {key_attr} > {literal})")
 }
 
 /// The sweep restriction of a plan ([`ReadPlan::within`]): `LastUpdateDate >= 'a' and
 /// LastUpdateDate <= 'b'`, several ranges joined by `or` and grouped; `None` when empty.
-pub fn q_within(attr: &str, within: &[Window]) -> Option<String> {
-    let range = |w: &Window| format!("{attr} >= '{}' and {attr} <= '{}'", w.lo, w.hi);
+pub fn q_within(attr: &str, within: &[Window], date: DateLiteral) -> Option<String> {
+    let range = |w: &Window| {
+        format!(
+            "{attr} >= {} and {attr} <= {}",
+            date.write(w.lo),
+            date.write(w.hi)
+        )
+    };
     match within {
         [] => None,
         [one] => Some(range(one)),
@@ -123,6 +198,11 @@ fn uses_or(plan: &ReadPlan) -> bool {
     plan.after_key.is_some() || plan.within.len() > 1
 }
 
+/// Whether a plan's filter writes a date-time literal.
+fn dated(plan: &ReadPlan) -> bool {
+    plan.since.is_some() || !plan.within.is_empty()
+}
+
 impl OracleFusionSource {
     /// The resource description in use.
     pub fn spec(&self) -> &ResourceSpec {
@@ -132,6 +212,11 @@ impl OracleFusionSource {
     /// The page size (`limit`).
     pub fn page_size(&self) -> usize {
         self.page_size
+    }
+
+    /// How `q` writes date-times now: the configured form, or the one this pod accepted.
+    pub fn date_literal(&self) -> DateLiteral {
+        DateLiteral::from_index(self.date_literal.load(Ordering::Relaxed))
     }
 
     /// The paging in use: the configured one, or anchored offsets after the pod refused a
@@ -156,6 +241,7 @@ impl OracleFusionSource {
     /// The query parameters of one page request.
     pub fn page_query(&self, plan: &ReadPlan, limit: usize) -> Vec<(&'static str, String)> {
         let mut q = vec![("onlyData", "true".to_owned())];
+        let date = self.date_literal();
         let filter = match (plan.since, &plan.after_key) {
             (Some(s), Some(k)) => Some(q_after(
                 &self.spec.timestamp,
@@ -163,11 +249,12 @@ impl OracleFusionSource {
                 &self.spec.key,
                 k,
                 self.spec.key_is_number,
+                date,
             )),
-            (Some(s), None) => Some(q_since(&self.spec.timestamp, s)),
+            (Some(s), None) => Some(q_since(&self.spec.timestamp, s, date)),
             (None, _) => None,
         };
-        match (filter, q_within(&self.spec.timestamp, &plan.within)) {
+        match (filter, q_within(&self.spec.timestamp, &plan.within, date)) {
             (Some(f), Some(w)) if plan.after_key.is_some() => {
                 q.push(("q", format!("({f}) and {w}")));
             }
@@ -197,7 +284,7 @@ impl OracleFusionSource {
         &self,
         url: &str,
         query: &[(&'static str, String)],
-        keyset: bool,
+        filtered: bool,
     ) -> Result<String> {
         let api = ApiClient::reqwest(self.client.clone())
             .with_credentials(self.auth.credentials())
@@ -212,7 +299,7 @@ impl OracleFusionSource {
         let call = Call {
             source: self,
             system: self.to_string(),
-            keyset,
+            filtered,
             fields: query.iter().any(|(k, _)| *k == "fields"),
         };
         let response = api.send(&call, request).await?;
@@ -225,41 +312,105 @@ impl OracleFusionSource {
         })
     }
 
-    async fn get(&self, query: &[(&'static str, String)], keyset: bool) -> Result<String> {
+    async fn get(&self, query: &[(&'static str, String)], filtered: bool) -> Result<String> {
         ml_core::retry::retry(&self.retry, || {
-            self.get_from(&self.collection_url, query, keyset)
+            self.get_from(&self.collection_url, query, filtered)
         })
         .await
     }
 
-    /// Reads one page. A 400 to a read with `fields` first re-learns the pod's attributes
-    /// (sent again once when `fields` changed); otherwise, for a keyset read, it means the
-    /// pod cannot express the keyset filter.
+    /// Reads one page. A 400 means, in this order: an attribute the pod lacks (when `fields`
+    /// is sent: the pod's attributes are learned again and the page asked again while that
+    /// changes `fields`); for a filter using `or`, that the pod cannot express it (anchored
+    /// offsets from then on); for another dated filter, until one dated query has worked, a
+    /// date-time form the pod does not take (the other forms are tried, and the first
+    /// accepted kept).
     async fn get_page(&self, plan: &ReadPlan) -> Result<String> {
         let keyset = uses_or(plan);
+        let dated = dated(plan);
         self.attributes.take_bad_request();
+        let configured = self.date_literal();
+        // A 400 to a query with `or` is taken as `or` refused first (the anchored query
+        // that follows has none): forms are probed only on queries without it.
+        let probe = dated && !keyset && !self.date_settled.load(Ordering::Relaxed);
+        let mut untried: Vec<DateLiteral> = if probe {
+            DateLiteral::ALL
+                .into_iter()
+                .filter(|d| *d != configured)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut first_refusal = None;
         // Each 400 may name one more attribute the pod lacks (header or line): learn and
         // send again while that changes what is asked, a bounded number of times.
         let mut relearned = 0;
         loop {
             let query = self.page_query(plan, self.page_size);
-            let res = self.get(&query, keyset).await;
-            if res.is_err()
-                && let Some(bad) = self.attributes.take_bad_request()
-            {
-                if relearned < MAX_RELEARN && self.relearn_attributes(&bad).await? {
+            let res = self.get(&query, keyset || dated).await;
+            if res.is_ok() {
+                if dated {
+                    self.settle_date_literal(configured);
+                }
+                return res;
+            }
+            let refused = self.attributes.take_bad_request();
+            if let Some(body) = &refused {
+                if relearned < MAX_RELEARN && self.relearn_attributes(body).await? {
                     relearned += 1;
                     continue;
                 }
-                if keyset {
-                    tracing::warn!(
-                        source = %self,
-                        "the pod refused a query using `or` (400): using anchored offsets, one window a request"
-                    );
-                    self.keyset_rejected.store(true, Ordering::Relaxed);
+                if !untried.is_empty() {
+                    let next = untried.remove(0);
+                    self.date_literal.store(next.index(), Ordering::Relaxed);
+                    first_refusal.get_or_insert(res);
+                    continue;
                 }
             }
-            return res;
+            if first_refusal.is_some() {
+                // No other form got further: back to the configured one.
+                self.date_literal
+                    .store(configured.index(), Ordering::Relaxed);
+            }
+            if refused.is_none() {
+                // Not a 400 (a 503 after the retries, say): the form is still unknown.
+                return res;
+            }
+            if keyset {
+                self.refuse_keyset();
+            }
+            // The configured form's own answer says best what the pod refused.
+            return first_refusal.unwrap_or(res);
+        }
+    }
+
+    fn refuse_keyset(&self) {
+        tracing::warn!(
+            source = %self,
+            "the pod refused a query using `or` (400): using anchored offsets, one window a request"
+        );
+        self.keyset_rejected.store(true, Ordering::Relaxed);
+    }
+
+    /// A dated query worked: its date-time form is this pod's from now on.
+    fn settle_date_literal(&self, configured: DateLiteral) {
+        if self.date_settled.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let now = self.date_literal();
+        if now != configured {
+            // The `or` query refused before may have been refused for its date-times: keyset
+            // paging is tried again with this form (a second 400 settles it).
+            self.keyset_rejected.store(false, Ordering::Relaxed);
+            tracing::warn!(
+                source = %self,
+                form = now.name(),
+                "the pod refused date-times written {} (400) and takes them {}: set \
+                 ORACLE_FUSION_DATE_LITERAL={} (setting `date_literal`) to skip the probe",
+                configured.name(),
+                now.name(),
+                now.name()
+            );
         }
     }
 }
@@ -267,13 +418,13 @@ impl OracleFusionSource {
 /// Reads sent again within one page after learning from a 400.
 const MAX_RELEARN: u32 = 8;
 
-/// One request's error model: [`parse_error`], and the switch to anchored offsets when
-/// the pod refuses a keyset query with 400.
+/// One request's error model: [`parse_error`], and the 400 noted for the caller to read
+/// (see `get_page`).
 struct Call<'a> {
     source: &'a OracleFusionSource,
     system: String,
-    /// The query uses `or` (keyset, or a sweep of several windows).
-    keyset: bool,
+    /// The query uses `or` (keyset, or a sweep of several windows) or writes a date-time.
+    filtered: bool,
     /// The query names attributes (`fields`): a 400 may mean the pod lacks one.
     fields: bool,
 }
@@ -292,15 +443,10 @@ impl ErrorModel for Call<'_> {
             return None;
         }
         let body = String::from_utf8_lossy(body);
-        if self.fields && status == StatusCode::BAD_REQUEST {
-            // Maybe an attribute this pod lacks: the caller learns again first.
+        if (self.fields || self.filtered) && status == StatusCode::BAD_REQUEST {
+            // An attribute this pod lacks, a date-time form or `or` it does not take: the
+            // caller finds out which.
             self.source.attributes.note_bad_request(&body);
-        } else if self.keyset && status == StatusCode::BAD_REQUEST {
-            tracing::warn!(
-                source = %self.system,
-                "the pod refused a query using `or` (400): using anchored offsets, one window a request"
-            );
-            self.source.keyset_rejected.store(true, Ordering::Relaxed);
         }
         Some(parse_error(&self.system, status, headers, &body, now).into())
     }

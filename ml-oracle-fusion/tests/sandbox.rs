@@ -14,7 +14,7 @@ use ml_core::cursor::ReadPlan;
 use ml_core::record::SourceItem;
 use ml_core::source::Source;
 use ml_core::testing::source::{SourceExpectations, source_conformance};
-use ml_oracle_fusion::source::q_after;
+use ml_oracle_fusion::source::{DateLiteral, q_after};
 use ml_oracle_fusion::{OracleFusionBuilder, OracleFusionConfigKey, OracleResource, Paging};
 use ml_sandbox::fault::{Fault, FaultRule};
 use ml_sandbox::oracle::{OracleEmulator, invoice_json};
@@ -242,6 +242,81 @@ async fn keyset_falls_back_when_the_pod_refuses_or() {
     // One refused keyset request on top of the anchored pages.
     assert_eq!(e.faults().requests("invoices"), pages + 1);
     assert_eq!(e.faults().status_count("invoices", 400), 1);
+}
+
+/// shared/apis/oracle-fusion.md: public clients write `q` date-times single-quoted,
+/// double-quoted or bare, and which a pod takes is unconfirmed. A pod that takes one form
+/// only is read whole: the others are tried once, the one that works is kept (keyset
+/// paging included), and later cycles send only it.
+#[tokio::test]
+async fn a_pod_taking_one_date_literal_form_is_probed_once_and_read_whole() {
+    use ml_sandbox::oracle::DateLiteralForm;
+    for (form, expected, refuse_or) in [
+        (DateLiteralForm::Bare, DateLiteral::Bare, false),
+        (
+            DateLiteralForm::DoubleQuoted,
+            DateLiteral::DoubleQuoted,
+            false,
+        ),
+        (DateLiteralForm::Bare, DateLiteral::Bare, true),
+    ] {
+        let e = OracleEmulator::start().await.expect("emulator");
+        e.accept_date_literals(&[form]);
+        e.refuse_disjunction(refuse_or);
+        e.load_invoice_traps(1_000, t0());
+        let s = source(&e, 100);
+        let (items, pos, _) = cycle(&s, None).await;
+        assert_all(&items, 1_000, 0);
+        assert_eq!(s.date_literal(), expected, "{form:?}");
+        let refused = e.faults().status_count("invoices", 400);
+        assert!(refused <= 4, "{form:?}: {refused} refusals");
+        let expected_paging = if refuse_or {
+            Paging::AnchoredOffset
+        } else {
+            Paging::Keyset
+        };
+        assert_eq!(s.paging(), expected_paging, "{form:?}");
+        // The next cycle asks in the kept form only, and finds what changed.
+        e.upsert_raw(
+            "invoices",
+            &invoice_json(5_000, jiff::Timestamp::now(), "9.00", "Late Ltd"),
+        );
+        let (more, _, _) = cycle(&s, pos).await;
+        assert!(more.iter().any(|i| key(i) == "5000"), "{form:?}");
+        assert_eq!(
+            e.faults().status_count("invoices", 400),
+            refused,
+            "{form:?}: no new refusal"
+        );
+    }
+}
+
+/// A pinned form is sent as configured, with no probe; a value that names no form is a
+/// builder error naming the variable.
+#[tokio::test]
+async fn a_pinned_date_literal_form_is_not_probed() {
+    use ml_sandbox::oracle::DateLiteralForm;
+    let e = OracleEmulator::start().await.expect("emulator");
+    e.accept_date_literals(&[DateLiteralForm::SingleQuoted]);
+    e.load_invoice_traps(300, t0());
+    let pinned = builder(&e)
+        .with_page_size(100)
+        .with_date_literal(DateLiteral::Bare)
+        .with_start_at(t0() - SignedDuration::from_secs(60))
+        .build()
+        .expect("source");
+    let err = pinned.poll(None).await.expect_err("refused");
+    assert!(err.to_string().contains("400"), "{err}");
+    assert_eq!(e.faults().status_count("invoices", 400), 1);
+    assert_eq!(pinned.date_literal(), DateLiteral::Bare);
+    let bad = builder(&e)
+        .with_config(OracleFusionConfigKey::DateLiteral, "backticks")
+        .build()
+        .expect_err("no such form");
+    assert!(
+        bad.to_string().contains("ORACLE_FUSION_DATE_LITERAL"),
+        "{bad}"
+    );
 }
 
 #[tokio::test]
@@ -766,9 +841,32 @@ fn the_request_shape() {
     );
     assert_eq!(q["offset"], "0");
     assert_eq!(
-        q_after("CreationDate", t, "Code", "O'Hara", true),
+        q_after(
+            "CreationDate",
+            t,
+            "Code",
+            "O'Hara",
+            true,
+            DateLiteral::SingleQuoted
+        ),
         "CreationDate > '2026-03-20T14:53:51.123Z' or (CreationDate = \
          '2026-03-20T14:53:51.123Z' and Code > 'O''Hara')"
+    );
+    assert_eq!(
+        q_after(
+            "LastUpdateDate",
+            t,
+            "InvoiceId",
+            "7",
+            true,
+            DateLiteral::Bare
+        ),
+        "LastUpdateDate > 2026-03-20T14:53:51.123Z or (LastUpdateDate = \
+         2026-03-20T14:53:51.123Z and InvoiceId > 7)"
+    );
+    assert_eq!(
+        DateLiteral::DoubleQuoted.write(t),
+        "\"2026-03-20T14:53:51.123Z\""
     );
     assert_eq!(q["onlyData"], "true");
     assert!(q["fields"].starts_with("InvoiceId,LastUpdateDate,InvoiceNumber,InvoiceAmount"));

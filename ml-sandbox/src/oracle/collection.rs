@@ -442,6 +442,25 @@ pub(super) async fn collection(
         if inner.refuse_or && p.filter.as_ref().is_some_and(Expr::has_or) {
             return adf_error(StatusCode::BAD_REQUEST, "q: `or` is not supported");
         }
+        if let Some(c) = p.filter.iter().flat_map(Expr::clauses).find(|c| {
+            matches!(c.attr.as_str(), "LastUpdateDate" | "CreationDate")
+                && !inner.date_literals.is_empty()
+                && !inner
+                    .date_literals
+                    .contains(&super::DateLiteralForm::of(c.quote))
+        }) {
+            let written = c
+                .quote
+                .map_or_else(|| c.value.clone(), |q| format!("{q}{}{q}", c.value));
+            return adf_error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "URL request parameter q: the value {written} of attribute {} is not a \
+                     valid date-time.",
+                    c.attr
+                ),
+            );
+        }
         let Some(coll) = inner.resources.get(&resource) else {
             return adf_error(StatusCode::NOT_FOUND, "unknown resource");
         };

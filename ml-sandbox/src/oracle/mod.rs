@@ -29,8 +29,10 @@
 //!   comparisons `Attr OP value` (`>=`, `>`, `<=`, `<`, `=`, `!=`, `<>`) joined by `and` /
 //!   `or` (`and` binds tighter; `;` also means `and`) and grouped with parentheses;
 //!   timestamp attributes (`LastUpdateDate`, `CreationDate`) compare as instants (RFC 3339
-//!   literal, quoted with `'` or `"` or bare), numbers as numbers, others as text. Traps
-//!   for keyset readers: [`OracleEmulator::refuse_disjunction`] (400 on `or`) and
+//!   literal, quoted with `'` or `"` or bare; [`OracleEmulator::accept_date_literals`]
+//!   narrows that to the forms one pod takes, 400 for the others: public clients disagree
+//!   on the form and which ones a pod accepts is unconfirmed), numbers as numbers, others
+//!   as text. Traps for keyset readers: [`OracleEmulator::refuse_disjunction`] (400 on `or`) and
 //!   [`OracleEmulator::hide_sub_millisecond_precision`]. Without the header (version 1) only
 //!   query-by-example `Attr=value;Attr2=value`. Anything else: HTTP 400 with an ADF error
 //!   body.
@@ -89,6 +91,27 @@ mod state;
 mod write;
 
 pub use auth::JWT_AUDIENCE;
+
+/// How a date-time literal is written in `q` ([`OracleEmulator::accept_date_literals`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DateLiteralForm {
+    /// `LastUpdateDate >= '2026-01-01T00:00:00Z'`.
+    SingleQuoted,
+    /// `LastUpdateDate >= "2026-01-01T00:00:00Z"`.
+    DoubleQuoted,
+    /// `LastUpdateDate >= 2026-01-01T00:00:00Z`.
+    Bare,
+}
+
+impl DateLiteralForm {
+    pub(crate) fn of(quote: Option<char>) -> Self {
+        match quote {
+            Some('\'') => Self::SingleQuoted,
+            Some(_) => Self::DoubleQuoted,
+            None => Self::Bare,
+        }
+    }
+}
 use auth::refusal;
 pub use fixtures::{invoice_json, invoice_lines_json, oracle_ts, unvalidated_invoice_json};
 use state::{Collection, Inner, Row, Shared, SortKey, Synthetic};
@@ -210,6 +233,7 @@ impl OracleEmulatorBuilder {
                 resources,
                 hidden_precision: false,
                 refuse_or: false,
+                date_literals: Vec::new(),
             }),
         });
         let router = Router::new()
@@ -401,6 +425,13 @@ impl OracleEmulator {
     /// Answers any `q` that uses `or` with 400 (as a pod limited to simpler filters would).
     pub fn refuse_disjunction(&self, on: bool) {
         self.shared.lock().refuse_or = on;
+    }
+
+    /// Takes date-time literals in `q` only in these forms; a comparison of `LastUpdateDate`
+    /// or `CreationDate` written otherwise is HTTP 400 naming the attribute and the value
+    /// (as a pod whose parser wants one form would). An empty list takes every form again.
+    pub fn accept_date_literals(&self, forms: &[DateLiteralForm]) {
+        self.shared.lock().date_literals = forms.to_vec();
     }
 
     /// From now on, items stored keep microseconds their served `LastUpdateDate` (milliseconds)

@@ -34,6 +34,8 @@ pub(crate) struct Clause {
     pub(crate) attr: String,
     pub(crate) op: Op,
     pub(crate) value: String,
+    /// How the value was written: `Some('\'')`, `Some('"')`, or `None` for bare.
+    pub(crate) quote: Option<char>,
 }
 
 /// A parsed `q` filter: comparisons combined with `and`, `or` and parentheses.
@@ -89,14 +91,14 @@ impl Expr {
     }
 }
 
-fn unquote(v: &str) -> &str {
+fn unquote(v: &str) -> (&str, Option<char>) {
     let v = v.trim();
     for q in ['\'', '"'] {
         if v.len() >= 2 && v.starts_with(q) && v.ends_with(q) {
-            return &v[1..v.len() - 1];
+            return (&v[1..v.len() - 1], Some(q));
         }
     }
-    v
+    (v, None)
 }
 
 fn is_attr(s: &str) -> bool {
@@ -113,7 +115,8 @@ enum Token {
     And,
     Or,
     Word(String),
-    Literal(String),
+    /// A quoted literal and its quote character.
+    Literal(String, char),
     Op(Op),
 }
 
@@ -158,7 +161,7 @@ fn tokenize(q: &str) -> Result<Vec<Token>, String> {
                 if !closed {
                     return Err(format!("unterminated literal at {i}"));
                 }
-                out.push(Token::Literal(lit));
+                out.push(Token::Literal(lit, c));
             }
             '<' | '>' | '=' | '!' => {
                 chars.next();
@@ -255,11 +258,17 @@ impl Parser {
                         return Err(format!("unsupported expression after `{attr}`: {other:?}"));
                     }
                 };
-                let value = match self.next() {
-                    Some(Token::Literal(v) | Token::Word(v)) => v,
+                let (value, quote) = match self.next() {
+                    Some(Token::Literal(v, q)) => (v, Some(q)),
+                    Some(Token::Word(v)) => (v, None),
                     other => return Err(format!("missing value after `{attr}`: {other:?}")),
                 };
-                Ok(Expr::Cmp(Clause { attr, op, value }))
+                Ok(Expr::Cmp(Clause {
+                    attr,
+                    op,
+                    value,
+                    quote,
+                }))
             }
             other => Err(format!("unexpected {other:?}")),
         }
@@ -295,10 +304,12 @@ pub(crate) fn parse_v1(q: &str) -> Result<Expr, String> {
                     "`{part}` is not query-by-example; expressions need REST-Framework-Version 2"
                 ));
             }
+            let (value, quote) = unquote(value);
             Ok(Expr::Cmp(Clause {
                 attr: attr.to_owned(),
                 op: Op::Eq,
-                value: unquote(value).to_owned(),
+                value: value.to_owned(),
+                quote,
             }))
         })
         .collect::<Result<Vec<_>, String>>()

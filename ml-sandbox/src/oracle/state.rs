@@ -63,6 +63,8 @@ pub(super) struct Inner {
     pub(super) hidden_precision: bool,
     /// Answer a `q` with `or` with 400, like a pod whose framework cannot express it.
     pub(super) refuse_or: bool,
+    /// The date-time literal forms `q` takes (empty: all).
+    pub(super) date_literals: Vec<super::DateLiteralForm>,
 }
 
 impl Inner {
