@@ -558,6 +558,12 @@ pub struct CallbackUpdate {
     pub at: Timestamp,
     /// The remote error code (Twilio `ErrorCode` 30007).
     pub error_code: Option<String>,
+    /// The delivery the callback names, when it names one (the `delivery_id` a Twilio
+    /// status callback URL carries, SendGrid's `custom_args`): a callback can overtake the
+    /// answer to its own send, and then no delivery has its remote id yet. Such a callback
+    /// is kept on the delivery while it is in flight, and the send's outcome, when it
+    /// carries the same remote id, keeps it (a failure it reported fails the delivery).
+    pub delivery: Option<DeliveryId>,
 }
 
 impl CallbackUpdate {

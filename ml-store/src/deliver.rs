@@ -530,6 +530,23 @@ pub(crate) fn release_claims(
     Ok(n as u64)
 }
 
+/// Delivered with a receipt (?2 remote id, ?3 scope, ?4 after doubt, ?5 at). A new remote
+/// message (a replay's) starts with no remote status and no error; the old message id is
+/// replaced, so its late callbacks no longer match. A status a callback already reported
+/// for this very message (it overtook the answer) is kept, and a failure it reported fails
+/// the delivery with its error.
+const DELIVERED: &str = "UPDATE deliveries SET \
+       status = CASE WHEN remote_id IS ?2 AND remote_status IN ('undelivered', 'failed') \
+         THEN 'failed' ELSE 'delivered' END, \
+       in_doubt = 0, \
+       remote_status = CASE WHEN remote_id IS ?2 THEN remote_status ELSE NULL END, \
+       last_error = CASE WHEN remote_id IS ?2 AND remote_status IN ('undelivered', 'failed') \
+         THEN last_error ELSE NULL END, \
+       remote_id = ?2, remote_scope = ?3, next_attempt_at = NULL, \
+       resent_after_doubt = resent_after_doubt + ?4, updated_at = ?5, \
+       claimed_by = NULL, lease_until = NULL \
+     WHERE id = ?1 AND status = 'in_flight'";
+
 fn delivered(
     conn: &Connection,
     id: DeliveryId,
@@ -537,25 +554,13 @@ fn delivered(
     after_doubt: bool,
     at: i64,
 ) -> StoreResult<usize> {
-    Ok(conn
-        .prepare_cached(
-            // A new remote message (a replay's) starts with no remote status and no error;
-            // the old message id is replaced, so its late callbacks no longer match.
-            "UPDATE deliveries SET status = 'delivered', in_doubt = 0, \
-               remote_status = CASE WHEN remote_id IS ?2 THEN remote_status ELSE NULL END, \
-               last_error = NULL, remote_id = ?2, \
-               remote_scope = ?3, next_attempt_at = NULL, \
-               resent_after_doubt = resent_after_doubt + ?4, updated_at = ?5, \
-               claimed_by = NULL, lease_until = NULL \
-             WHERE id = ?1 AND status = 'in_flight'",
-        )?
-        .execute(params![
-            id.0,
-            receipt.remote_id,
-            receipt.remote_scope,
-            i64::from(after_doubt),
-            at
-        ])?)
+    Ok(conn.prepare_cached(DELIVERED)?.execute(params![
+        id.0,
+        receipt.remote_id,
+        receipt.remote_scope,
+        i64::from(after_doubt),
+        at
+    ])?)
 }
 
 /// In flight and takeable by `owner`: its own, or a lease that ran out (or none: rows of a
@@ -684,6 +689,12 @@ pub(crate) fn replay_failed(
     Ok(n as u64)
 }
 
+/// A callback that overtook the answer to its send, kept on the in-flight delivery it
+/// names; [`DELIVERED`] keeps it when the send's receipt has the same remote id.
+const EARLY_CALLBACK: &str = "UPDATE deliveries SET remote_id = ?2, remote_status = ?3, \
+       last_error = coalesce(?4, last_error), updated_at = max(updated_at, ?5) \
+     WHERE id = ?1 AND status = 'in_flight'";
+
 pub(crate) fn apply_callback(
     conn: &mut Connection,
     update: &CallbackUpdate,
@@ -702,7 +713,28 @@ pub(crate) fn apply_callback(
         })
         .optional()?;
     let Some((id, status, remote, updated_at)) = row else {
-        return Ok(CallbackApplied::UnknownRemoteId);
+        let Some(named) = update.delivery else {
+            return Ok(CallbackApplied::UnknownRemoteId);
+        };
+        // Ahead of its send's answer: kept on the delivery while it is in flight.
+        let error = update
+            .status
+            .is_failure()
+            .then(|| codec::to_json(&update.failure_info()))
+            .transpose()?;
+        let n = tx.prepare_cached(EARLY_CALLBACK)?.execute(params![
+            named.0,
+            update.remote_id,
+            update.status.as_str(),
+            error,
+            at
+        ])?;
+        tx.commit()?;
+        return Ok(if n == 1 {
+            CallbackApplied::Applied(named)
+        } else {
+            CallbackApplied::UnknownRemoteId
+        });
     };
     let what = format!("delivery {id}");
     let status = codec::status(&status, &what)?;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use jiff::Timestamp;
-use ml_core::audit::{AuditStore, CallbackApplied, CallbackUpdate, RemoteStatus};
+use ml_core::audit::{AuditStore, CallbackApplied, CallbackUpdate, DeliveryId, RemoteStatus};
 use ml_core::clock::{Clock, SystemClock, add};
 use ml_core::webhook::{
     Limits, MemoryReplayCache, OnFull, ReplayCache, check_timestamp, header, media_type,
@@ -245,6 +245,9 @@ impl TwilioStatusReceiver {
             error_code: get("ErrorCode")
                 .filter(|c| !c.is_empty())
                 .map(str::to_owned),
+            // The sink's `delivery_id` on the callback URL (covered by the signature): the
+            // callback may come before the answer to the send that created the message.
+            delivery: delivery_of_url(req.uri()),
         };
         Ok((Verified::Update(update), keys))
     }
@@ -466,14 +469,33 @@ fn sendgrid_event(e: &Value, received_at: Timestamp) -> SendGridEvent {
             ),
             _ => None,
         };
+        // The sink's `custom_args`, echoed in each event (signed with the batch).
+        let delivery = match &e["delivery_id"] {
+            Value::String(d) => d.parse().ok(),
+            Value::Number(n) => n.as_i64(),
+            _ => None,
+        }
+        .map(DeliveryId);
         Some(CallbackUpdate {
             remote_id: message_id_of(mid).to_owned(),
             status,
             at,
             error_code,
+            delivery,
         })
     })();
     SendGridEvent { event_id, update }
+}
+
+/// The `delivery_id` query parameter of a status callback's URL, when it is one.
+fn delivery_of_url(uri: &http::Uri) -> Option<DeliveryId> {
+    let query = uri.query()?;
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == "delivery_id")
+        .and_then(|(_, v)| v.parse().ok())
+        .map(DeliveryId)
 }
 
 /// axum routers for the receivers (feature `axum`), mounted with ml-core's
@@ -552,5 +574,39 @@ pub mod axum_router {
         store: Arc<dyn AuditStore>,
     ) -> Router {
         ml_core::webhook::axum::router(path, Arc::new(Bound { receiver, store }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A callback names its delivery (URL query, SendGrid `custom_args`), so the journal can
+    /// keep one that overtakes the answer to its send.
+    #[test]
+    fn callbacks_name_their_delivery() {
+        let uri: http::Uri = "https://hooks.example.com/twilio/status?delivery_id=42&x=1"
+            .parse()
+            .expect("uri");
+        assert_eq!(delivery_of_url(&uri), Some(DeliveryId(42)));
+        let none: http::Uri = "https://hooks.example.com/twilio/status"
+            .parse()
+            .expect("uri");
+        assert_eq!(delivery_of_url(&none), None);
+        let bad: http::Uri = "https://h.example.com/s?delivery_id=x"
+            .parse()
+            .expect("uri");
+        assert_eq!(delivery_of_url(&bad), None);
+        let body = br#"[
+            {"event":"delivered","sg_message_id":"abc.filter1","sg_event_id":"e1","timestamp":1700000000,"delivery_id":"7"},
+            {"event":"bounce","sg_message_id":"def.filter2","sg_event_id":"e2","timestamp":1700000000},
+            {"event":"processed","sg_message_id":"ghi","sg_event_id":"e3","delivery_id":8}
+        ]"#;
+        let events = parse_sendgrid_events(body, Timestamp::UNIX_EPOCH).expect("events");
+        let delivery: Vec<Option<DeliveryId>> = events
+            .iter()
+            .map(|e| e.update.as_ref().and_then(|u| u.delivery))
+            .collect();
+        assert_eq!(delivery, [Some(DeliveryId(7)), None, Some(DeliveryId(8))]);
     }
 }

@@ -491,7 +491,28 @@ impl AuditWrite for MemoryAuditStore {
         let mut g = self.lock();
         let inner = &mut *g;
         let Some(&id) = inner.by_remote.get(&update.remote_id) else {
-            return Ok(CallbackApplied::UnknownRemoteId);
+            // Ahead of its send's answer: kept on the delivery while it is in flight.
+            let named = update.delivery.and_then(|n| {
+                inner
+                    .deliveries
+                    .get_mut(&n.0)
+                    .filter(|d| d.view.status == DeliveryStatus::InFlight)
+            });
+            let Some(d) = named else {
+                return Ok(CallbackApplied::UnknownRemoteId);
+            };
+            if let Some(old) = d.view.remote_id.replace(update.remote_id.clone()) {
+                inner.by_remote.remove(&old);
+            }
+            inner
+                .by_remote
+                .insert(update.remote_id.clone(), d.view.id.0);
+            d.view.remote_status = Some(update.status);
+            d.view.updated_at = d.view.updated_at.max(update.at);
+            if update.status.is_failure() {
+                d.view.last_error = Some(update.failure_info());
+            }
+            return Ok(CallbackApplied::Applied(d.view.id));
         };
         let Some(d) = inner.deliveries.get_mut(&id) else {
             return Ok(CallbackApplied::UnknownRemoteId);
@@ -649,8 +670,16 @@ fn apply_receipt(d: &mut Delivery, receipt: &Receipt, by_remote: &mut HashMap<St
         d.view.remote_status = None;
     }
     by_remote.insert(receipt.remote_id.clone(), d.view.id.0);
-    d.view.last_error = None;
-    d.view.status = DeliveryStatus::Delivered;
+    // A failure a callback reported for this very message before the answer came.
+    if d.view
+        .remote_status
+        .is_some_and(crate::audit::RemoteStatus::is_failure)
+    {
+        d.view.status = DeliveryStatus::Failed;
+    } else {
+        d.view.last_error = None;
+        d.view.status = DeliveryStatus::Delivered;
+    }
     d.view.in_doubt = false;
     d.view.remote_id = Some(receipt.remote_id.clone());
     d.remote_scope.clone_from(&receipt.remote_scope);

@@ -120,6 +120,7 @@ where
     crash_recovery_marks_doubt(&*make().await).await;
     replay_requeues_failed(&*make().await).await;
     callbacks_never_downgrade(&*make().await).await;
+    callbacks_ahead_of_their_send_are_kept(&*make().await).await;
     later_versions_thread_on_the_first(&*make().await).await;
     queries_answer(&*make().await).await;
     concurrent_claims_are_exclusive(make().await).await;
@@ -542,6 +543,7 @@ pub async fn callbacks_never_downgrade(s: &dyn AuditStore) {
         status: st,
         at: t(7),
         error_code: code.map(str::to_owned),
+        delivery: None,
     };
     assert_eq!(
         s.apply_callback(&cb("SMx", RemoteStatus::Sent, None))
@@ -626,6 +628,99 @@ pub async fn callbacks_never_downgrade(s: &dyn AuditStore) {
     assert_eq!(
         s.delivery(c[1].id).await.expect("d").remote_status,
         Some(RemoteStatus::Delivered)
+    );
+}
+
+/// A callback naming its delivery can overtake the answer to its send: it is kept on the
+/// in-flight delivery and survives the finish when the receipt has the same remote id; a
+/// failure it reported fails the delivery. One naming a delivery not in flight, or no
+/// delivery, is unknown.
+pub async fn callbacks_ahead_of_their_send_are_kept(s: &dyn AuditStore) {
+    commit(s, "inv", vec![planned("1", "a", &["#a", "#b", "#c"])], 1).await;
+    let c = s.claim_due(&me(), t(5), 10).await.expect("claim");
+    assert_eq!(c.len(), 3);
+    let cb =
+        |id: &str, st: RemoteStatus, code: Option<&str>, d: Option<DeliveryId>| CallbackUpdate {
+            remote_id: id.into(),
+            status: st,
+            at: t(6),
+            error_code: code.map(str::to_owned),
+            delivery: d,
+        };
+    let early = |id, st, code, i: usize| cb(id, st, code, Some(c[i].id));
+    for (update, expected) in [
+        (early("SM1", RemoteStatus::Sent, None, 0), c[0].id),
+        (early("SM1", RemoteStatus::Delivered, None, 0), c[0].id),
+        (
+            early("SM2", RemoteStatus::Undelivered, Some("30006"), 1),
+            c[1].id,
+        ),
+        (early("SMold", RemoteStatus::Delivered, None, 2), c[2].id),
+    ] {
+        assert_eq!(
+            s.apply_callback(&update).await.expect("cb"),
+            CallbackApplied::Applied(expected)
+        );
+    }
+    assert_eq!(
+        s.delivery(c[0].id).await.expect("d").status,
+        DeliveryStatus::InFlight,
+        "the send's own outcome decides"
+    );
+    s.finish_attempt(c[0].id, delivered("SM1"), t(7))
+        .await
+        .expect("f");
+    s.finish_attempt(c[1].id, delivered("SM2"), t(7))
+        .await
+        .expect("f");
+    // The third send's answer names another message: the callback was not about it.
+    s.finish_attempt(c[2].id, delivered("SM3"), t(7))
+        .await
+        .expect("f");
+    let v = s.delivery(c[0].id).await.expect("d");
+    assert_eq!(
+        (v.status, v.remote_status),
+        (DeliveryStatus::Delivered, Some(RemoteStatus::Delivered))
+    );
+    let v = s.delivery(c[1].id).await.expect("d");
+    assert_eq!(
+        (v.status, v.remote_status),
+        (DeliveryStatus::Failed, Some(RemoteStatus::Undelivered)),
+        "the carrier's failure, reported before the answer, is not lost"
+    );
+    assert_eq!(
+        v.last_error.as_ref().and_then(|e| e.code.as_deref()),
+        Some("30006")
+    );
+    let v = s.delivery(c[2].id).await.expect("d");
+    assert_eq!(
+        (v.status, v.remote_id.as_deref(), v.remote_status),
+        (DeliveryStatus::Delivered, Some("SM3"), None)
+    );
+    // Later callbacks find the deliveries by remote id as usual.
+    assert_eq!(
+        s.apply_callback(&cb("SM1", RemoteStatus::Sent, None, None))
+            .await
+            .expect("cb"),
+        CallbackApplied::Stale(c[0].id)
+    );
+    // Naming a delivery that is no longer in flight, or none at all, finds nothing.
+    assert_eq!(
+        s.apply_callback(&cb("SM9", RemoteStatus::Sent, None, Some(c[2].id)))
+            .await
+            .expect("cb"),
+        CallbackApplied::UnknownRemoteId
+    );
+    assert_eq!(
+        s.apply_callback(&cb(
+            "SM9",
+            RemoteStatus::Sent,
+            None,
+            Some(DeliveryId(9_999))
+        ))
+        .await
+        .expect("cb"),
+        CallbackApplied::UnknownRemoteId
     );
 }
 

@@ -384,13 +384,20 @@ async fn delivered(
     ctx: &str,
 ) -> Result<()> {
     // A new remote message (a replay's) starts with no remote status and no error; the old
-    // message id is replaced, so its late callbacks no longer match.
+    // message id is replaced, so its late callbacks no longer match. A status a callback
+    // already reported for this very message (it overtook the answer) is kept, and a
+    // failure it reported fails the delivery with its error.
     let stmt = tx
         .prepare_cached(
-            "UPDATE deliveries SET status = 'delivered', in_doubt = false, \
+            "UPDATE deliveries SET \
+               status = CASE WHEN remote_id IS NOT DISTINCT FROM $2 \
+                 AND remote_status IN ('undelivered', 'failed') THEN 'failed' ELSE 'delivered' END, \
+               in_doubt = false, \
                remote_status = CASE WHEN remote_id IS NOT DISTINCT FROM $2 \
                  THEN remote_status ELSE NULL END, \
-               last_error = NULL, remote_id = $2, remote_scope = $3, next_attempt_at = NULL, \
+               last_error = CASE WHEN remote_id IS NOT DISTINCT FROM $2 \
+                 AND remote_status IN ('undelivered', 'failed') THEN last_error ELSE NULL END, \
+               remote_id = $2, remote_scope = $3, next_attempt_at = NULL, \
                resent_after_doubt = resent_after_doubt + $4, updated_at = $5, \
                claimed_by = NULL, lease_until = NULL \
              WHERE id = $1",
@@ -596,7 +603,44 @@ pub(crate) async fn apply_callback(
         .await
         .db(&ctx)?;
     let Some(row) = tx.query_opt(&stmt, &[&update.remote_id]).await.db(&ctx)? else {
-        return Ok(CallbackApplied::UnknownRemoteId);
+        let Some(named) = update.delivery else {
+            return Ok(CallbackApplied::UnknownRemoteId);
+        };
+        // Ahead of its send's answer: kept on the delivery while it is in flight (the
+        // finish keeps it when the receipt has the same remote id).
+        let error = update
+            .status
+            .is_failure()
+            .then(|| codec::to_json(&update.failure_info()))
+            .transpose()
+            .db(&ctx)?;
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE deliveries SET remote_id = $2, remote_status = $3, \
+                   last_error = coalesce($4, last_error), updated_at = greatest(updated_at, $5) \
+                 WHERE id = $1 AND status = 'in_flight'",
+            )
+            .await
+            .db(&ctx)?;
+        let n = tx
+            .execute(
+                &stmt,
+                &[
+                    &named.0,
+                    &update.remote_id,
+                    &update.status.as_str(),
+                    &error,
+                    &at,
+                ],
+            )
+            .await
+            .db(&ctx)?;
+        tx.commit().await.db(&ctx)?;
+        return Ok(if n == 1 {
+            CallbackApplied::Applied(named)
+        } else {
+            CallbackApplied::UnknownRemoteId
+        });
     };
     let (id, status, remote, updated_at): (i64, String, Option<String>, i64) =
         (row.get(0), row.get(1), row.get(2), row.get(3));

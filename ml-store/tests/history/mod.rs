@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use ml_core::audit::{
-    AttemptOutcome, AuditStore, CallbackUpdate, Claimant, CycleEnd, DeliveryFilter, DeliveryStatus,
-    ErrorInfo, OwnerId, PageCommit, PlannedRecord, RemoteStatus,
+    AttemptOutcome, AuditStore, CallbackUpdate, Claimant, CycleEnd, DeliveryFilter, DeliveryId,
+    DeliveryStatus, ErrorInfo, OwnerId, PageCommit, PlannedRecord, RemoteStatus,
 };
 use ml_core::record::Rejected;
 use ml_core::sink::Receipt;
@@ -248,12 +248,21 @@ pub async fn differential(seed: u64, m: Arc<dyn AuditStore>, s: Arc<dyn AuditSto
                 if remotes.is_empty() {
                     continue;
                 }
-                let id = remotes[rng.below(remotes.len() as u64) as usize].clone();
+                // Now and then one that overtook its send's answer: a remote id no
+                // delivery has yet, naming a delivery (in flight or not).
+                let early = rng.below(4) == 0;
+                let id = if early {
+                    remote += 1;
+                    format!("SMearly{remote}")
+                } else {
+                    remotes[rng.below(remotes.len() as u64) as usize].clone()
+                };
                 let update = CallbackUpdate {
                     remote_id: id,
                     status: RemoteStatus::ALL[rng.below(7) as usize],
                     at: t(at + rng.below(20) as i64),
                     error_code: (rng.below(2) == 0).then(|| "30007".to_owned()),
+                    delivery: early.then(|| DeliveryId(1 + rng.below(64) as i64)),
                 };
                 assert_eq!(
                     m.apply_callback(&update).await.expect("m"),
