@@ -280,12 +280,26 @@ pub struct ReadOutcome {
     pub rows: Vec<RfcRow>,
     /// The `ROWCOUNT` applied (smaller than asked after a memory dump).
     pub rowcount: usize,
+    /// The most rows any earlier answer of this system held (before this one): a silent
+    /// cap, if the system has one, is at least that.
+    pub served_before: usize,
+    /// Whether a row cap had been learned when the read was made (`ROWCOUNT` was bounded
+    /// by it, so [`Self::truncated`] covers the cap).
+    pub cap_known: bool,
 }
 
 impl ReadOutcome {
     /// Whether the result may have been cut by `ROWCOUNT` (more rows may match).
     pub fn truncated(&self) -> bool {
         self.rows.len() >= self.rowcount
+    }
+
+    /// Whether a short answer may still have been cut by a silent cap this system has not
+    /// been caught at yet: it held rows, and no fewer than any earlier answer (an answer
+    /// smaller than one the system already gave cannot be at its cap). A reader that
+    /// cannot tell a cut answer from a complete one (a key lookup) asks again in halves.
+    pub fn maybe_capped(&self) -> bool {
+        !self.cap_known && !self.rows.is_empty() && self.rows.len() >= self.served_before
     }
 }
 
@@ -304,6 +318,8 @@ pub struct RfcReadTable {
     /// by the scan when a read came back short; every later read asks for at most that, so
     /// a full answer is seen as cut ([`ReadOutcome::truncated`]) and never as complete.
     row_cap: std::sync::atomic::AtomicUsize,
+    /// The most rows one answer has held ([`ReadOutcome::served_before`]).
+    max_served: std::sync::atomic::AtomicUsize,
 }
 
 impl RfcReadTable {
@@ -318,6 +334,7 @@ impl RfcReadTable {
             meta: Mutex::new(HashMap::new()),
             missing: Mutex::new(std::collections::HashSet::new()),
             row_cap: std::sync::atomic::AtomicUsize::new(0),
+            max_served: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -449,9 +466,13 @@ impl RfcReadTable {
     /// this system (a release, a tailoring) is left out of the read, with a warning;
     /// any other missing field is a configuration error.
     pub async fn read(&self, req: &ReadRequest<'_>) -> Result<ReadOutcome, SapEccError> {
+        let served_before = self.max_served.load(std::sync::atomic::Ordering::Relaxed);
+        let cap_known = self.row_cap().is_some();
         let nothing = || ReadOutcome {
             rows: Vec::new(),
             rowcount: req.rowcount.max(1),
+            served_before,
+            cap_known,
         };
         let meta = match self.metadata(req.table).await {
             Err(e) if without_data(&e) => return Ok(nothing()),
@@ -541,9 +562,13 @@ impl RfcReadTable {
                     joined[at].extend(r);
                 }
             }
+            self.max_served
+                .fetch_max(joined.len(), std::sync::atomic::Ordering::Relaxed);
             return Ok(ReadOutcome {
                 rows: joined,
                 rowcount,
+                served_before,
+                cap_known,
             });
         }
     }

@@ -228,6 +228,12 @@ fn fault_error(fault: &Node) -> RfcError {
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| string.to_owned());
     match name {
+        // The fault string may say what the detail does not (`SYSTEM_FAILURE` in the
+        // detail, `Runtime error TSV_TNEW_PAGE_ALLOC_FAILED` in the string: a memory dump,
+        // retried smaller): both are kept.
+        Some(n) if !string.is_empty() && string != n && !text.contains(string) => {
+            kind_of(&n, &format!("{string}: {text}"))
+        }
         Some(n) => kind_of(&n, &text),
         None if is_identifier(string) => kind_of(string, &text),
         // A fault without an exception name: a runtime error on the server side, or a
@@ -502,6 +508,17 @@ mod tests {
             ),
         )
         .expect_err("f");
+        assert!(e.is_memory_dump(), "{e:?}");
+        // The dump named in the fault string, the detail naming only SYSTEM_FAILURE.
+        let e = decode_response(
+            "RFC_READ_TABLE",
+            &fault(
+                "Server",
+                "Runtime error TSV_TNEW_PAGE_ALLOC_FAILED",
+                r#"<detail><rfc:F.Exception xmlns:rfc="urn:sap-com:document:sap:rfc:functions"><Name>SYSTEM_FAILURE</Name><Text>No more storage space available for extending an internal table.</Text></rfc:F.Exception></detail>"#,
+            ),
+        )
+        .expect_err("fault");
         assert!(e.is_memory_dump(), "{e:?}");
         assert!(e.class().is_retryable());
         assert_eq!(e.exception(), None);

@@ -20,7 +20,7 @@ use crate::client::RfcClient;
 use crate::error::SapEccError;
 use crate::model::{self, Ctx, IdempotencyKey, InvoiceContext, PoEvent};
 use crate::options::Expr;
-use crate::read_table::{ReadRequest, RfcReadTable};
+use crate::read_table::{ReadOutcome, ReadRequest, RfcReadTable};
 use crate::rfc::{RfcCall, RfcResponse, RfcRow};
 use crate::scan::{ScanSpec, Scanned, local_to_instant, naive_now, scan};
 
@@ -251,7 +251,8 @@ impl SapEccSource {
     }
 
     /// Reads rows of `q.table` whose `q.field` is one of `values` (plus `q.fixed`), in
-    /// batches of IN lists; a batch whose answer fills `ROWCOUNT` is split until none
+    /// batches of IN lists; a batch whose answer fills `ROWCOUNT`, or may have been cut by
+    /// a silent cap not learned yet ([`ReadOutcome::maybe_capped`]), is split until none
     /// does.
     pub async fn read_by_keys(
         &self,
@@ -317,6 +318,22 @@ impl SapEccSource {
                     out.extend(r.rows);
                     continue;
                 }
+                let (a, b) = batch.split_at(batch.len() / 2);
+                stack.push(b.to_vec());
+                stack.push(a.to_vec());
+                continue;
+            }
+            if r.maybe_capped() && batch.len() > 1 {
+                // Short, but as long as the longest answer yet: it may be a silent cap
+                // (GL documents posted with half their lines, or rejected with none). The
+                // halves are each shorter unless one holds every row, and a shorter
+                // answer proves itself complete; one value alone is taken as it comes.
+                tracing::debug!(
+                    table,
+                    rows = r.rows.len(),
+                    values = batch.len(),
+                    "a key lookup's answer may be cut by a silent cap: asking in halves"
+                );
                 let (a, b) = batch.split_at(batch.len() / 2);
                 stack.push(b.to_vec());
                 stack.push(a.to_vec());

@@ -255,6 +255,35 @@ async fn gl_documents_read_bseg_by_key() {
     assert!(e.calls("RFC_READ_TABLE") > 0);
 }
 
+/// A silent cap on the BSEG key lookup (7 rows for an IN list of documents with 3 lines
+/// each), on a system whose header reads never reach it: a short answer as long as the
+/// longest yet is asked again in halves, so no document goes out with half its lines or is
+/// rejected with none (a black-box run posted GL documents unbalanced).
+#[tokio::test]
+async fn a_silent_cap_on_a_key_lookup_cuts_no_document() {
+    for (cap, key_order) in [(7, false), (7, true), (20, false)] {
+        let mut b = SapEccEmulator::builder().seed(7).silent_row_cap(cap);
+        if key_order {
+            b = b.key_order();
+        }
+        let e = b.start().await.expect("emulator");
+        let t = e.load_traps();
+        let s = source(&e, Category::GlDocuments, 500);
+        let (items, _) = read_all(&s, None).await;
+        let recs = records(&items);
+        assert_eq!(recs.len(), t.gl_documents.len(), "cap {cap}");
+        for r in recs.values() {
+            assert_eq!(r.fields.lines.len(), 3, "cap {cap}: {}", r.key);
+            assert_eq!(
+                r.fields.amount.expect("amount").amount,
+                Decimal::new(125_050, 2),
+                "cap {cap}: {}",
+                r.key
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn purchase_orders_from_ekko_and_cdhdr_with_bapi_return_rows() {
     let (e, t) = traps().await;
