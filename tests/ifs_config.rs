@@ -69,6 +69,9 @@ async fn with_credentials_it_talks_to_the_given_environment() {
     }
     env.set("IFS_COMPANY", "20");
     let mut config = example();
+    // A real ERP, the Slack sandbox: on purpose, so the file must say so.
+    config.sinks.get_mut("slack").expect("slack").sandbox =
+        ml_connector::config::pipeline::SandboxMode::Always;
     config.streams.retain(|s| s.name == "supplier-invoices");
     let assembled = connectors::assemble(&config, &env).await.expect("assemble");
     assert!(
@@ -283,6 +286,7 @@ mod binary {
     fn command(journal: &std::path::Path, ifs: &IfsEmulator, slack: &SlackEmulator) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_ml-connector"));
         c.env_clear()
+            .envs(slack.env())
             .env("ML_AUDIT_DB", journal.to_string_lossy().as_ref())
             .env("ML_LISTEN", "127.0.0.1:0")
             .env("IFS_COMPANY", "10")

@@ -80,6 +80,9 @@ async fn cloud_tokens_rotate_into_the_journal_and_survive_a_restart() {
         env.set(k, v);
     }
     let mut config = example();
+    // A real ERP, the Slack sandbox: on purpose, so the file must say so.
+    config.sinks.get_mut("slack").expect("slack").sandbox =
+        ml_connector::config::pipeline::SandboxMode::Always;
     config.streams.retain(|s| s.name == "x3-purchase-orders");
     let assembled = connectors::assemble(&config, &env).await.expect("assemble");
     assert!(
@@ -210,7 +213,10 @@ async fn a_refresh_token_near_expiry_is_noted_in_the_journal_once() {
     let refresh = e.pair_expiring_in(Duration::from_secs(3 * 86_400 + 12 * 3_600));
     let dir = tempfile::tempdir().expect("dir");
     let env = cloud_env(&dir, &e, &refresh);
-    let config = example();
+    let mut config = example();
+    // A real ERP, the Slack sandbox: on purpose, so the file must say so.
+    config.sinks.get_mut("slack").expect("slack").sandbox =
+        ml_connector::config::pipeline::SandboxMode::Always;
     let assembled = connectors::assemble(&config, &env).await.expect("assemble");
     let store = assembled.pipeline.store();
     // Several cycles, each renewing (access tokens expired in between): every renewal
@@ -269,6 +275,9 @@ async fn a_refused_refresh_token_is_noted_once_as_pairing_needed() {
     let refresh = "sbx-x3-refresh-never-issued";
     let env = cloud_env(&dir, &e, refresh);
     let mut config = example();
+    // A real ERP, the Slack sandbox: on purpose, so the file must say so.
+    config.sinks.get_mut("slack").expect("slack").sandbox =
+        ml_connector::config::pipeline::SandboxMode::Always;
     config.streams.retain(|s| s.name != "x3-gl-entries");
     let assembled = connectors::assemble(&config, &env).await.expect("assemble");
     let summary = assembled.pipeline.run_once().await.expect("run");

@@ -645,6 +645,39 @@ async fn permanent_errors_stop_only_what_they_affect() {
     assert!(rows(&list(&["failed"]).await).is_empty());
 }
 
+/// A real ERP with the sink's variables forgotten: its records would be "delivered" into
+/// the in-process Slack and lost. The file is refused, naming the sink, before anything is
+/// read or journaled.
+#[cfg(feature = "oracle-fusion")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_source_never_delivers_into_a_sandboxed_sink() {
+    use ml_sandbox::oracle::OracleEmulator;
+    let oracle = OracleEmulator::start().await.expect("oracle");
+    ml_connector::connectors::demo::seed(&oracle);
+    let dir = tempfile::tempdir().expect("dir");
+    let mut env = oracle_env(&oracle);
+    env.insert(
+        "ML_AUDIT_DB".into(),
+        dir.path().join("audit.db").to_string_lossy().into_owned(),
+    );
+    let sample = sample("oracle_fusion_to_slack.toml");
+    for command in ["check", "run"] {
+        let mut a = vec![command, "--config", sample.as_str()];
+        if command == "run" {
+            a.push("--once");
+        }
+        let o = cli(&env, args(&a)).await;
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{command}: {out}");
+        assert!(
+            out.contains("sinks.slack") && out.contains("`sources.oracle` reads a real system"),
+            "{command}: {out}"
+        );
+        assert!(!out.contains("summary:"), "{command}: {out}");
+    }
+    assert_eq!(oracle.collection_calls(), 0, "nothing read");
+}
+
 /// A revoked Slack token fails nothing (each message would need a replay): the deliveries
 /// are held, `run --once` says so and exits 3 for the scheduler, and the journal note names
 /// the destination; the token never shows.

@@ -70,9 +70,11 @@ async fn real_settings_reach_the_system_and_errors_name_the_key() {
         env.set(k, v);
     }
     // Only SAP is real here; Slack stays in the sandbox.
-    let assembled = connectors::assemble(&example(), &env)
-        .await
-        .expect("assemble");
+    let mut config = example();
+    // A real ERP, the Slack sandbox: on purpose, so the file must say so.
+    config.sinks.get_mut("slack").expect("slack").sandbox =
+        ml_connector::config::pipeline::SandboxMode::Always;
+    let assembled = connectors::assemble(&config, &env).await.expect("assemble");
     let banners = assembled.sandbox_banners().join("\n");
     assert!(!banners.contains("SAP ECC sandbox"), "{banners}");
     let summary = assembled.pipeline.run_once().await.expect("run");
@@ -96,7 +98,7 @@ async fn real_settings_reach_the_system_and_errors_name_the_key() {
 
     let mut env3 = env.clone();
     env3.set("SAP_ECC_PASSWORD", "wrong-hunter2");
-    let assembled = connectors::assemble(&example(), &env3)
+    let assembled = connectors::assemble(&config, &env3)
         .await
         .expect("assembles: the password is only checked by the system");
     let (_, src) = &assembled.sources[0];

@@ -410,9 +410,13 @@ impl Registry {
             .router(config.router()?);
 
         let mut connections = Vec::new();
+        let mut real_source = None;
         for (name, s) in &config.sources {
             let path = format!("sources.{name}");
             let sandbox = use_sandbox(&path, s.sandbox, &s.settings, env)?;
+            if !sandbox && real_source.is_none() {
+                real_source = Some(path.clone());
+            }
             let conn = self
                 .source(name, s)?
                 .open(Section {
@@ -447,6 +451,20 @@ impl Registry {
         for (name, s) in &config.sinks {
             let path = format!("sinks.{name}");
             let sandbox = use_sandbox(&path, s.sandbox, &s.settings, env)?;
+            if let (true, super::pipeline::SandboxMode::Auto, Some(real)) =
+                (sandbox, s.sandbox, &real_source)
+            {
+                // Real records "delivered" into an in-process emulator would be lost.
+                return Err(Error::config(
+                    path,
+                    format!(
+                        "none of its variables are set, but `{real}` reads a real system: \
+                         its records would be delivered into the in-process sandbox and lost. \
+                         Set this sink's variables (or `sandbox = \"always\"` to send them \
+                         to the sandbox on purpose)"
+                    ),
+                ));
+            }
             let opened = self
                 .sink(name, s)?
                 .open(

@@ -94,6 +94,22 @@ pub fn interpolate(path: &str, raw: &str, env: &(impl Env + ?Sized)) -> Result<S
     Ok(out)
 }
 
+/// Every variable `raw` refers to, with whether it must be set (it has no default).
+pub fn referenced_vars(raw: &str) -> Vec<(String, bool)> {
+    pieces("", raw)
+        .map(|ps| {
+            ps.into_iter()
+                .filter_map(|p| match p {
+                    Piece::Var(Reference { name, default }) => {
+                        Some((name.to_owned(), default.is_none()))
+                    }
+                    Piece::Text(_) => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The variables `raw` refers to without a default (those that must be set).
 pub fn required_vars(raw: &str) -> Vec<String> {
     pieces("", raw)
@@ -130,6 +146,10 @@ mod tests {
         assert!(interpolate("p", "${A", &env).is_err());
         assert!(interpolate("p", "${1A}", &env).is_err());
         assert_eq!(required_vars("${A}-${B:-x}-${C}"), vec!["A", "C"]);
+        assert_eq!(
+            referenced_vars("${A}-${B:-x}"),
+            vec![("A".to_owned(), true), ("B".to_owned(), false)]
+        );
     }
 
     #[test]

@@ -123,9 +123,11 @@ pub enum SandboxMode {
     /// Always the real system (a missing `${NAME}` is an error).
     #[default]
     Never,
-    /// The emulator when every `${NAME}` the settings require is unset (no credentials at
-    /// all); the real system when all are set; an error naming the first missing one when
-    /// only some are.
+    /// The emulator when none of the settings' `${NAME}`s is set (those with a default
+    /// included) and no `${credential:NAME}` is named; the real system when every one they
+    /// require is set; an error naming the first missing one when only some are. A sink
+    /// is never run against its emulator this way while a source of the file reads a real
+    /// system (its records would be lost there): that is an error too.
     Auto,
     /// Always the emulator (needs the `sandbox` feature of the facade).
     Always,
@@ -540,14 +542,19 @@ pub fn use_sandbox(
         SandboxMode::Never => Ok(false),
         SandboxMode::Always => Ok(true),
         SandboxMode::Auto => {
+            // Any variable set (one with a default too: `SLACK_API_URL` alone points at a
+            // real system) or any stored credential named makes the section real; a real
+            // section needs every variable it requires.
             let mut set = Vec::new();
             let mut unset = Vec::new();
             for (key, value) in settings {
                 if let SettingValue::Text(raw) = value {
-                    for var in required_vars(raw) {
-                        if env.var(&var).is_some_and(|v| !v.trim().is_empty()) {
+                    for (var, required) in super::interpolate::referenced_vars(raw) {
+                        if var.starts_with(super::interpolate::CREDENTIAL_PREFIX)
+                            || env.var(&var).is_some_and(|v| !v.trim().is_empty())
+                        {
                             set.push(var);
-                        } else {
+                        } else if required {
                             unset.push((key.clone(), var));
                         }
                     }

@@ -277,3 +277,49 @@ fn start_at_is_a_time_now_or_a_span_back() {
     assert!(back >= jiff::SignedDuration::from_mins(59), "{back:?}");
     assert!(back <= jiff::SignedDuration::from_mins(61), "{back:?}");
 }
+
+/// `sandbox = "auto"` runs a section against its emulator only when nothing of it points
+/// at a real system: a variable with a default set (`SLACK_API_URL` alone), or a stored
+/// credential named, makes it real (and then every variable it requires must be set).
+#[test]
+fn any_variable_or_credential_makes_a_section_real() {
+    use super::pipeline::{SandboxMode, SettingValue, Settings, use_sandbox};
+    let settings: Settings = [
+        (
+            "bot_token".to_owned(),
+            SettingValue::Text("${SLACK_BOT_TOKEN}".into()),
+        ),
+        (
+            "api_url".to_owned(),
+            SettingValue::Text("${SLACK_API_URL:-https://slack.com/api/}".into()),
+        ),
+    ]
+    .into();
+    let auto = |env: &MapEnv| use_sandbox("sinks.slack", SandboxMode::Auto, &settings, env);
+    assert!(auto(&MapEnv::default()).expect("none set"));
+    assert!(!auto(&MapEnv::from([("SLACK_BOT_TOKEN", "xoxb-1")])).expect("token set"));
+    let url_only = auto(&MapEnv::from([(
+        "SLACK_API_URL",
+        "https://slack.example/api/",
+    )]))
+    .expect_err("a real URL without its token");
+    assert!(
+        url_only.to_string().contains("SLACK_BOT_TOKEN"),
+        "{url_only}"
+    );
+    let stored: Settings = [(
+        "bot_token".to_owned(),
+        SettingValue::Text("${credential:slack.bot_token}".into()),
+    )]
+    .into();
+    assert!(
+        !use_sandbox(
+            "sinks.slack",
+            SandboxMode::Auto,
+            &stored,
+            &MapEnv::default()
+        )
+        .expect("credential"),
+        "a stored credential is a real system (missing, it is an error, not a sandbox)"
+    );
+}
