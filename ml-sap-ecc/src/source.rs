@@ -20,7 +20,7 @@ use crate::client::RfcClient;
 use crate::error::SapEccError;
 use crate::model::{self, Ctx, IdempotencyKey, InvoiceContext, PoEvent};
 use crate::options::Expr;
-use crate::read_table::{ReadOutcome, ReadRequest, RfcReadTable};
+use crate::read_table::{ReadRequest, RfcReadTable};
 use crate::rfc::{RfcCall, RfcResponse, RfcRow};
 use crate::scan::{ScanSpec, Scanned, local_to_instant, naive_now, scan};
 
@@ -252,7 +252,8 @@ impl SapEccSource {
 
     /// Reads rows of `q.table` whose `q.field` is one of `values` (plus `q.fixed`), in
     /// batches of IN lists; a batch whose answer fills `ROWCOUNT`, or may have been cut by
-    /// a silent cap not learned yet ([`ReadOutcome::maybe_capped`]), is split until none
+    /// a silent cap not learned yet
+    /// ([`ReadOutcome::maybe_capped`](crate::read_table::ReadOutcome::maybe_capped)), is split until none
     /// does.
     pub async fn read_by_keys(
         &self,
