@@ -275,7 +275,8 @@ impl Sink for SendGridEmailSink {
         r
     }
 
-    /// Checks the API key with `GET /v3/scopes` (what the key may do). That endpoint is
+    /// Checks the API key with `GET /v3/scopes` (what the key may do): a key whose scopes
+    /// do not include `mail.send` could send nothing, and fails the check. That endpoint is
     /// outside the Mail Send API: a service that does not serve it (404, 405: a proxy, a
     /// relay, an emulator of Mail Send) cannot tell, so the key is taken as it is; a
     /// refused key (401, 403) or an unreachable service is an error.
@@ -284,7 +285,26 @@ impl Sink for SendGridEmailSink {
             .send_request(Request::get(&format!("{}/v3/scopes", self.s.api_url))?)
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(r) => {
+                #[derive(serde::Deserialize)]
+                struct Scopes {
+                    scopes: Vec<String>,
+                }
+                match serde_json::from_slice::<Scopes>(&r.body) {
+                    Ok(s) if !s.scopes.iter().any(|x| x == "mail.send") => {
+                        Err(ml_core::Error::Auth {
+                            class: ml_core::ErrorClass::Permanent,
+                            message: format!(
+                                "{self}: the API key's scopes do not include `mail.send`: \
+                                 give the key Mail Send access ({} scopes granted)",
+                                s.scopes.len()
+                            ),
+                        })
+                    }
+                    // Listed with `mail.send`, or an answer of another shape: not judged.
+                    _ => Ok(()),
+                }
+            }
             Err(TwilioError::SendGrid {
                 status: 404 | 405, ..
             }) => {

@@ -9,7 +9,9 @@
 //! | Twilio 401 / 20003 | permanent (credentials) |
 //! | Twilio 21211, 21604, 21606, 21608, 21610, 21612, 21635, 21659, 21408, any other 4xx | permanent, with the code and Twilio's message |
 //! | SendGrid 429 | retryable, waiting until `X-RateLimit-Reset` (or `Retry-After`) |
-//! | SendGrid 5xx | retryable (no lookup exists: at least once) |
+//! | SendGrid 503 with `Retry-After` | retryable (shed before processing) |
+//! | SendGrid 500, 502, 504, and 503 without `Retry-After` | in doubt: the mail may have been accepted; no lookup exists, so it is sent again, counted as sent after doubt |
+//! | SendGrid other 5xx | retryable |
 //! | SendGrid 400, 401, 403, 413, other 4xx | permanent, with SendGrid's `errors` list |
 //! | transport error before connecting | retryable |
 //! | transport error after sending (timeout, reset) | in doubt |
@@ -319,6 +321,16 @@ pub fn parse_sendgrid_error(
                 }),
             }
         }
+        // As for Twilio: a 503 told when to come back was shed before processing; other
+        // gateway errors may come after the mail was accepted. No lookup exists, so the
+        // mail is sent again, counted as sent after doubt (a possible duplicate).
+        503 if ml_core::http::classify_status(status, headers, now)
+            .and_then(ErrorClass::retry_after)
+            .is_some() =>
+        {
+            ml_core::http::classify_status(status, headers, now).unwrap_or(ErrorClass::RETRYABLE)
+        }
+        500 | 502 | 503 | 504 => ErrorClass::InDoubt,
         s if s >= 500 => {
             ml_core::http::classify_status(status, headers, now).unwrap_or(ErrorClass::RETRYABLE)
         }
@@ -483,7 +495,15 @@ mod tests {
         assert!(e.to_string().contains("from.email"), "{e}");
         let e = sg(429, "", &[("x-ratelimit-reset", "1030")]);
         assert_eq!(e.class().retry_after(), Some(Duration::from_secs(30)));
-        assert!(sg(502, "", &[]).class().is_retryable());
+        // A gateway error may come after the mail was accepted: in doubt (the journal
+        // counts the resend); a 503 told when to come back was not processed.
+        for status in [500, 502, 503, 504] {
+            assert_eq!(sg(status, "", &[]).class(), ErrorClass::InDoubt, "{status}");
+        }
+        assert_eq!(
+            sg(503, "", &[("retry-after", "7")]).class().retry_after(),
+            Some(Duration::from_secs(7))
+        );
         assert_eq!(sg(413, "", &[]).class(), ErrorClass::Permanent);
         let auth: ml_core::Error = sg(403, "", &[]).into();
         assert!(matches!(auth, ml_core::Error::Auth { .. }));

@@ -323,7 +323,7 @@ async fn sendgrid_errors_are_classified() {
         .expect_err("429");
     assert!(e.class().is_retryable());
     sg.faults().push(FaultRule::on("send", Fault::Status(500)));
-    assert!(
+    assert_eq!(
         email
             .send(&outbound(
                 &email,
@@ -333,8 +333,9 @@ async fn sendgrid_errors_are_classified() {
             ))
             .await
             .expect_err("500")
-            .class()
-            .is_retryable()
+            .class(),
+        ErrorClass::InDoubt,
+        "the mail may have been accepted"
     );
     let mut big = r.clone();
     big.fields.reference = Some("x".repeat(3_000));
@@ -401,6 +402,18 @@ async fn the_sendgrid_check_passes_where_scopes_is_not_served_and_fails_a_refuse
         .expect("email");
     let e = bad.healthcheck().await.expect_err("refused key");
     assert!(!e.to_string().contains("SG.wrong"), "{e}");
+    // A key that may read its profile but not send mail could send nothing.
+    sg.faults().push(FaultRule::on(
+        "/v3/scopes",
+        Fault::StatusWithBody {
+            status: 200,
+            content_type: "application/json".into(),
+            body: r#"{"scopes":["user.profile.read"]}"#.into(),
+        },
+    ));
+    let e = email.healthcheck().await.expect_err("no mail.send");
+    assert!(e.to_string().contains("mail.send"), "{e}");
+    assert_eq!(e.class(), ErrorClass::Permanent);
 }
 
 /// SendGrid counts arrivals against a window and says so in `X-RateLimit-*`: once an
