@@ -115,3 +115,60 @@ fn every_sample_checks_and_runs_once_against_the_emulators_only() {
         }
     }
 }
+
+/// The operator's record view: a delivered record with its attempts and remote ids in
+/// words; a rejected one with its reason; one that is neither, and a journal path that is
+/// not there, are errors (not an empty answer, nor a new empty journal).
+#[test]
+fn audit_show_reads_as_text_and_says_what_is_not_there() {
+    let sample = samples()
+        .into_iter()
+        .find(|p| p.ends_with("oracle_fusion_to_slack.toml"))
+        .expect("oracle sample");
+    let dir = tempfile::tempdir().expect("dir");
+    let config = local_copy(&sample, dir.path());
+    let config = config.to_str().expect("utf-8 path");
+    let journal = dir.path().join("audit.db");
+    let run = cli(&journal, &["run", "--config", config, "--once"]);
+    assert!(run.status.success(), "{}", text(&run));
+
+    let show = cli(
+        &journal,
+        &["audit", "--config", config, "show", "invoices", "300101"],
+    );
+    let shown = text(&show);
+    assert!(show.status.success(), "{shown}");
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.trim_start().starts_with("attempt 1 ") && l.contains(": delivered ")),
+        "{shown}"
+    );
+    assert!(!shown.contains("AttemptView"), "{shown}");
+
+    let rejected = cli(
+        &journal,
+        &["audit", "--config", config, "show", "invoices", "300104"],
+    );
+    let said = text(&rejected);
+    assert!(rejected.status.success(), "{said}");
+    assert!(said.contains("rejected "), "{said}");
+
+    let missing = cli(
+        &journal,
+        &["audit", "--config", config, "show", "invoices", "999999"],
+    );
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    assert!(text(&missing).contains("neither journaled nor rejected"));
+
+    let typo = dir.path().join("typo.db");
+    let o = cli(
+        &journal,
+        &["audit", "--journal", typo.to_str().expect("utf-8"), "list"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no journal at"), "{}", text(&o));
+    assert!(!typo.exists(), "no empty journal created");
+    let listed = cli(&journal, &["audit", "list"]);
+    assert!(listed.status.success(), "{}", text(&listed));
+}

@@ -519,6 +519,29 @@ fn receiver_hooks(
     })
 }
 
+/// An error as one line: `class code: message`.
+fn error_line(e: &ml_connector::audit::ErrorInfo) -> String {
+    match &e.code {
+        Some(code) => format!("{} {code}: {}", e.class, e.message),
+        None => format!("{}: {}", e.class, e.message),
+    }
+}
+
+/// An operator's query of a journal that is not there (a mistyped path) says so, instead
+/// of creating an empty journal and showing nothing.
+fn existing_journal(path: &Path, named_by: &str) -> Result<()> {
+    if path.is_file() {
+        return Ok(());
+    }
+    Err(Error::config(
+        named_by,
+        format!(
+            "no journal at `{}` (give the path of an existing one, or --config F)",
+            path.display()
+        ),
+    ))
+}
+
 async fn open_journal(
     config: Option<&Path>,
     journal: Option<&Path>,
@@ -528,12 +551,16 @@ async fn open_journal(
             let config = PipelineConfig::from_file(c)?;
             connectors::registry().journal(&config, &ProcessEnv).await?
         }
-        (None, Some(j)) => std::sync::Arc::new(
-            ml_connector::store::SqliteBuilder::new()
-                .with_path(j)
-                .build()?,
-        ),
+        (None, Some(j)) => {
+            existing_journal(j, "--journal")?;
+            std::sync::Arc::new(
+                ml_connector::store::SqliteBuilder::new()
+                    .with_path(j)
+                    .build()?,
+            )
+        }
         (None, None) => {
+            existing_journal(&journal_path(None), "ML_AUDIT_DB")?;
             std::sync::Arc::new(ml_connector::store::SqliteBuilder::from_env().build()?)
         }
     };
@@ -874,16 +901,59 @@ async fn audit(store: &dyn AuditStore, command: AuditCommand) -> Result<()> {
                     println!("    source item: {}", v.record.raw);
                 }
             }
+            if h.versions.is_empty() {
+                // Not journaled as a record: maybe rejected, with its reason.
+                let rejected: Vec<_> = store
+                    .rejected(Some(&stream), 10_000)
+                    .await?
+                    .into_iter()
+                    .filter(|r| r.item.key.as_deref() == Some(key.as_str()))
+                    .collect();
+                for r in &rejected {
+                    println!("rejected {}: {}", r.at, r.item.reason);
+                    if !r.item.raw.is_null() {
+                        println!("    source item: {}", r.item.raw);
+                    }
+                }
+                if rejected.is_empty() {
+                    return Err(Error::NotFound(format!(
+                        "record `{key}` of stream `{stream}` (neither journaled nor rejected)"
+                    )));
+                }
+            }
             for d in &h.deliveries {
+                let remote = match (&d.remote_id, d.remote_status) {
+                    (Some(id), Some(st)) => format!(", remote {id} {st}"),
+                    (Some(id), None) => format!(", remote {id}"),
+                    _ => String::new(),
+                };
                 println!(
-                    "delivery {} -> {}: {} ({} attempts)",
+                    "delivery {} -> {}: {} ({} attempts{remote})",
                     d.id,
                     d.destination,
                     d.status.as_str(),
                     d.attempts
                 );
+                if let Some(e) = &d.last_error {
+                    println!("    last error: {}", error_line(e));
+                }
                 for a in store.attempts(d.id).await? {
-                    println!("    {a:?}");
+                    println!(
+                        "    attempt {} {} -> {}: {}{}{}",
+                        a.number,
+                        a.started_at,
+                        a.finished_at
+                            .map_or_else(|| "(in flight)".to_owned(), |t| t.to_string()),
+                        a.outcome.as_deref().unwrap_or("-"),
+                        a.remote_id
+                            .as_deref()
+                            .map(|r| format!(" {r}"))
+                            .unwrap_or_default(),
+                        a.error
+                            .as_ref()
+                            .map(|e| format!(" ({})", error_line(e)))
+                            .unwrap_or_default()
+                    );
                 }
             }
         }
@@ -899,7 +969,13 @@ async fn audit(store: &dyn AuditStore, command: AuditCommand) -> Result<()> {
         }
         AuditCommand::Rejected => {
             for r in store.rejected(None, 100).await? {
-                println!("{r:?}");
+                println!(
+                    "{} {} {}: {}",
+                    r.at,
+                    r.stream,
+                    r.item.key.as_deref().unwrap_or("(no key)"),
+                    r.item.reason
+                );
             }
         }
         AuditCommand::Notes {
