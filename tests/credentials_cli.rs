@@ -64,8 +64,14 @@ fn credentials_are_set_from_stdin_listed_without_values_and_required_at_start() 
         text(&set)
     );
 
+    // An empty value (a variable that was not set) is refused, not stored.
+    let empty = cli(&["credentials", "set", "slack.other"], &env, Some("\n"));
+    assert!(!empty.status.success(), "{}", text(&empty));
+    assert!(text(&empty).contains("empty"), "{}", text(&empty));
+
     let list = cli(&["credentials", "list"], &env, None);
     assert!(list.status.success(), "{}", text(&list));
+    assert!(!text(&list).contains("slack.other"), "{}", text(&list));
     assert!(
         text(&list).contains("slack.bot_token\tversion 1"),
         "{}",

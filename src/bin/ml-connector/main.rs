@@ -385,8 +385,15 @@ async fn credentials(
             let mut value = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)
                 .map_err(|e| Error::config("stdin", format!("cannot read the value: {e}")))?;
-            let value =
-                secrecy::SecretString::from(value.trim_end_matches(['\r', '\n']).to_owned());
+            let value = value.trim_end_matches(['\r', '\n']);
+            if value.trim().is_empty() {
+                // `printf '%s' "$TOKEN" | ... set` with TOKEN unset: nothing to keep.
+                return Err(Error::config(
+                    "stdin",
+                    format!("the value of `{name}` is empty: nothing stored"),
+                ));
+            }
+            let value = secrecy::SecretString::from(value.to_owned());
             let info = store_ref.put(&name, &value).await?;
             println!("stored {} (version {})", info.name, info.version);
         }
