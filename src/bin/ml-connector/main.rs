@@ -806,9 +806,11 @@ async fn check(path: &Path) -> Result<()> {
         }
     }
     if failed > 0 {
-        return Err(Error::config(
+        // The file itself is valid (it loaded): what failed is a system or its access.
+        return Err(Error::remote(
             path.display().to_string(),
-            format!("{failed} connector(s) failed their health check"),
+            ml_connector::ErrorClass::Permanent,
+            format!("{failed} connector(s) failed their health check (see FAILED above)"),
         ));
     }
     Ok(())
