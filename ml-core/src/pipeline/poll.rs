@@ -380,10 +380,14 @@ pub(super) async fn dry_run(inner: &Inner, max_records: usize) -> Result<DryRun>
     for stream in &inner.streams {
         let mut pages = PageLoop::start(inner, stream).await?;
         let mut read = 0usize;
-        // At least one page, then until `max_records` items were read.
-        while let Some(page) = pages.next().await? {
-            read += page.items.len();
-            let (records, rejected) = plan(&inner.router, page.items);
+        // Until `max_records` items were read (a page's surplus is left out).
+        while read < max_records
+            && let Some(page) = pages.next().await?
+        {
+            let mut items = page.items;
+            items.truncate(max_records - read);
+            read += items.len();
+            let (records, rejected) = plan(&inner.router, items);
             out.rejected
                 .extend(rejected.into_iter().map(|r| (stream.name.clone(), r)));
             for p in records {
@@ -409,9 +413,6 @@ pub(super) async fn dry_run(inner: &Inner, max_records: usize) -> Result<DryRun>
                         destination: d,
                     });
                 }
-            }
-            if read >= max_records {
-                break;
             }
         }
     }

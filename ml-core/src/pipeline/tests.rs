@@ -730,6 +730,21 @@ async fn dry_run_sends_and_journals_nothing() {
         crate::audit::JournalStats::default()
     );
     assert!(rig.sink.sent().is_empty());
+    // `max` items a stream, even from one page holding more; 0 reads nothing.
+    for i in 3..10 {
+        rig.table.upsert(invoice(&i.to_string(), i, "10"));
+    }
+    let two = p.dry_run(2).await.expect("dry");
+    let mut keys: Vec<&str> = two
+        .messages
+        .iter()
+        .map(|m| m.record_key.as_str())
+        .chain(two.rejected.iter().filter_map(|(_, r)| r.key.as_deref()))
+        .collect();
+    keys.dedup();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let none = p.dry_run(0).await.expect("dry");
+    assert!(none.messages.is_empty() && none.rejected.is_empty());
 }
 
 #[tokio::test]

@@ -830,7 +830,11 @@ async fn dry_run(path: &Path, max: usize) -> Result<()> {
         );
     }
     for (stream, r) in &d.rejected {
-        println!("{stream}: would reject {r:?}");
+        println!(
+            "{stream} {}: would reject: {}",
+            r.key.as_deref().unwrap_or("(no key)"),
+            r.reason
+        );
     }
     for (stream, key) in &d.unrouted {
         println!("{stream} {key}: no rule routes it anywhere");
