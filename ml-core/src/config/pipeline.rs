@@ -123,8 +123,8 @@ pub enum SandboxMode {
     /// Always the real system (a missing `${NAME}` is an error).
     #[default]
     Never,
-    /// The emulator when none of the settings' `${NAME}`s is set (those with a default
-    /// included) and no `${credential:NAME}` is named; the real system when every one they
+    /// The emulator when none of the settings' `${NAME}`s is set (of those with a default,
+    /// the endpoints: `…_URL`) and no `${credential:NAME}` is named; the real system when every one they
     /// require is set; an error naming the first missing one when only some are. A sink
     /// is never run against its emulator this way while a source of the file reads a real
     /// system (its records would be lost there): that is an error too.
@@ -542,16 +542,18 @@ pub fn use_sandbox(
         SandboxMode::Never => Ok(false),
         SandboxMode::Always => Ok(true),
         SandboxMode::Auto => {
-            // Any variable set (one with a default too: `SLACK_API_URL` alone points at a
-            // real system) or any stored credential named makes the section real; a real
-            // section needs every variable it requires.
+            // Any required variable set, an endpoint with a default set (`SLACK_API_URL`
+            // alone points at a real system; a local listen address does not), or any
+            // stored credential named makes the section real; a real section needs every
+            // variable it requires.
             let mut set = Vec::new();
             let mut unset = Vec::new();
             for (key, value) in settings {
                 if let SettingValue::Text(raw) = value {
                     for (var, required) in super::interpolate::referenced_vars(raw) {
+                        let counts = required || var.ends_with("_URL");
                         if var.starts_with(super::interpolate::CREDENTIAL_PREFIX)
-                            || env.var(&var).is_some_and(|v| !v.trim().is_empty())
+                            || (counts && env.var(&var).is_some_and(|v| !v.trim().is_empty()))
                         {
                             set.push(var);
                         } else if required {

@@ -598,12 +598,17 @@ fn retry_or_fail(inner: &Inner, c: &ClaimedDelivery, e: &Error, in_doubt: bool) 
     match delay {
         Some(d) => AttemptOutcome::Retry {
             error: ErrorInfo::from(e),
-            next_at: clock::add(now, d),
+            // The retry of an attempt in doubt reconciles first: give the remote side's
+            // listings (Twilio's Messages, Slack's history) time to show what it applied.
+            next_at: clock::add(now, if in_doubt { d.max(IN_DOUBT_SETTLE) } else { d }),
             in_doubt,
         },
         None => AttemptOutcome::Failed(ErrorInfo::from(e)),
     }
 }
+
+/// The shortest wait before retrying (and first reconciling) an attempt in doubt.
+pub(crate) const IN_DOUBT_SETTLE: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

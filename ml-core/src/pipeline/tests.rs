@@ -560,6 +560,12 @@ async fn a_panicking_sink_does_not_take_the_pipeline_down() {
     let p = rig.pipeline();
     let s = p.run_once().await.expect("run");
     assert_eq!((s.deliveries.retried, s.deliveries.in_doubt), (1, 1));
+    // In doubt: the retry (which reconciles first) waits for the remote side's listings.
+    let due = rig.store.next_due_at().await.expect("due").expect("some");
+    assert!(
+        due >= clock::add(rig.clock.now(), deliver::IN_DOUBT_SETTLE),
+        "{due}"
+    );
     tokio::time::advance(Duration::from_secs(60)).await;
     p.deliver_due().await.expect("deliver");
     assert_eq!(rig.sink.sent().len(), 1);
