@@ -15,7 +15,8 @@
 //! | `service_unavailable`, `request_timeout`, `team_added_to_org`, `update_failed` | retryable |
 //! | `internal_error`, `fatal_error` | **in doubt** (Slack: "may have partially succeeded") |
 //! | HTTP 500, 502, 504 and other retryable 5xx | **in doubt** (see below) |
-//! | HTTP 503 | retryable, with `Retry-After` |
+//! | HTTP 503 with `Retry-After` | retryable, waiting as told |
+//! | HTTP 503 without `Retry-After` | **in doubt**, as other 5xx |
 //! | HTTP 408, 425 | retryable |
 //! | HTTP 200 whose body is not Slack's JSON | in doubt |
 //! | `token_expired` | permanent (the sink refreshes once and retries first when token rotation is on) |
@@ -33,8 +34,10 @@
 //! the request to a server that applied it and then failed to answer in time. Retrying
 //! blindly would then post twice. In doubt costs one `conversations.history` look-up
 //! (`reconcile`) before the next attempt, which finds the post if it was applied and
-//! otherwise lets the resend go. A 503 ("service unavailable") is answered by the front
-//! door before the request is handled, so it stays retryable and keeps its `Retry-After`.
+//! otherwise lets the resend go. A 503 ("service unavailable") with `Retry-After` is the
+//! front door shedding load before the request is handled, so it stays retryable and keeps
+//! its wait; without one it may be a gateway that gave up on a post the server applied
+//! (a black-box run saw every such post twice), so it is in doubt.
 //! Idempotent calls have nothing to double and treat every 5xx as retryable.
 
 use std::time::Duration;
@@ -391,11 +394,12 @@ pub fn parse_error_at(
     })
 }
 
-/// 503 is retryable (the front door refused it); 501/505/... permanent; every other 5xx in
-/// doubt for a non-idempotent call.
+/// 503 told when to come back is retryable (the front door shed it); 501/505/...
+/// permanent; every other 5xx (a 503 without `Retry-After` too: a gateway that gave up on
+/// a request the server may still have applied) in doubt for a non-idempotent call.
 fn server_error_class(status: StatusCode, retry_after: Option<Duration>) -> ErrorClass {
     match status.as_u16() {
-        503 => ErrorClass::Retryable { retry_after },
+        503 if retry_after.is_some() => ErrorClass::Retryable { retry_after },
         501 | 505 | 506 | 508 | 510 => ErrorClass::Permanent,
         _ => ErrorClass::InDoubt,
     }
@@ -573,6 +577,7 @@ mod tests {
         }
         let e = parse(503, &[("retry-after", "5")], "").expect("err");
         assert_eq!(e.class().retry_after(), Some(Duration::from_secs(5)));
+        assert_eq!(class(503, "<html>unavailable</html>"), ErrorClass::InDoubt);
         assert_eq!(class(501, ""), ErrorClass::Permanent);
         for s in [400, 401, 403, 404, 410] {
             assert_eq!(class(s, "nope"), ErrorClass::Permanent, "{s}");
