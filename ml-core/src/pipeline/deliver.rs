@@ -297,7 +297,12 @@ async fn send_run(
     let mut cut = false;
     let mut run = run.into_iter();
     while let Some(c) = run.next() {
-        let outcome = one(inner, &c, &mut summary).await;
+        let Some(outcome) = one(inner, &c, &mut summary, stop).await else {
+            // Shut down while waiting for the rate limiter: nothing was sent.
+            unsent.push(c);
+            unsent.extend(run.by_ref());
+            break;
+        };
         cut = matches!(outcome, AttemptOutcome::Retry { .. });
         let (ack, acked) = oneshot::channel();
         let finished = Finished {
@@ -390,8 +395,14 @@ impl Inner {
 }
 
 /// One attempt of one claimed delivery: its outcome, counted in `s`. Everything the sink
-/// does ends up in the outcome.
-async fn one(inner: &Inner, c: &ClaimedDelivery, s: &mut DeliverySummary) -> AttemptOutcome {
+/// does ends up in the outcome. `None` when `stop` came while the attempt waited for the
+/// rate limiter (nothing was sent; the claim is to be released).
+async fn one(
+    inner: &Inner,
+    c: &ClaimedDelivery,
+    s: &mut DeliverySummary,
+    stop: Option<&watch::Receiver<bool>>,
+) -> Option<AttemptOutcome> {
     let span = tracing::info_span!(
         "delivery",
         id = c.id.0,
@@ -401,8 +412,8 @@ async fn one(inner: &Inner, c: &ClaimedDelivery, s: &mut DeliverySummary) -> Att
         record = %c.record.key,
     );
     async move {
+        let outcome = attempt(inner, c, stop).await?;
         s.attempts += 1;
-        let outcome = attempt(inner, c).await;
         let sink_label = c.destination.sink.clone();
         match &outcome {
             AttemptOutcome::Delivered { after_doubt, .. } => {
@@ -432,18 +443,22 @@ async fn one(inner: &Inner, c: &ClaimedDelivery, s: &mut DeliverySummary) -> Att
                 metrics::counter!("ml_deliveries_failed_total", "sink" => sink_label).increment(1);
             }
         }
-        outcome
+        Some(outcome)
     }
     .instrument(span)
     .await
 }
 
-async fn attempt(inner: &Inner, c: &ClaimedDelivery) -> AttemptOutcome {
+async fn attempt(
+    inner: &Inner,
+    c: &ClaimedDelivery,
+    stop: Option<&watch::Receiver<bool>>,
+) -> Option<AttemptOutcome> {
     let Some(sink) = inner.sinks.get(&c.destination.sink) else {
-        return AttemptOutcome::Failed(ErrorInfo::from(&Error::config(
+        return Some(AttemptOutcome::Failed(ErrorInfo::from(&Error::config(
             "sink",
             format!("no sink named `{}` is registered", c.destination.sink),
-        )));
+        ))));
     };
     let msg = Outbound {
         delivery_id: c.id,
@@ -458,7 +473,7 @@ async fn attempt(inner: &Inner, c: &ClaimedDelivery) -> AttemptOutcome {
     let mut reconciled_blind = false;
     if c.in_doubt && sink.can_reconcile() {
         match sink.reconcile(&msg).await {
-            Ok(Reconciled::Found(receipt)) => return AttemptOutcome::Reconciled(receipt),
+            Ok(Reconciled::Found(receipt)) => return Some(AttemptOutcome::Reconciled(receipt)),
             Ok(Reconciled::NotFound) => {}
             // The check itself is refused for good (a scope not granted, a lookup that
             // cannot conclude): as for a sink that cannot reconcile, the message is sent
@@ -474,15 +489,30 @@ async fn attempt(inner: &Inner, c: &ClaimedDelivery) -> AttemptOutcome {
                 metrics::counter!("ml_reconcile_refused_total").increment(1);
                 reconciled_blind = true;
             }
-            Err(e) => return retry_or_fail(inner, c, &e, true),
+            Err(e) => return Some(retry_or_fail(inner, c, &e, true)),
         }
     }
     let after_doubt = c.in_doubt && (!sink.can_reconcile() || reconciled_blind);
     let key = sink.rate_key(&c.destination);
-    if let Some(k) = &key
-        && let Err(e) = inner.limiter.acquire(k).await
-    {
-        return retry_or_fail(inner, c, &e, after_doubt);
+    if let Some(k) = &key {
+        // A limiter may wait long (a shared one paused while its Redis is away): a
+        // shutdown ends the wait, and the claim is released unsent.
+        let acquired = match stop {
+            Some(stop) => {
+                let mut stop = stop.clone();
+                tokio::select! {
+                    // A grant that is ready is taken (its slot must be completed).
+                    biased;
+                    r = inner.limiter.acquire(k) => Some(r),
+                    _ = stop.wait_for(|v| *v) => None,
+                }
+            }
+            None => Some(inner.limiter.acquire(k).await),
+        };
+        match acquired? {
+            Ok(_) => {}
+            Err(e) => return Some(retry_or_fail(inner, c, &e, after_doubt)),
+        }
     }
     inner.checkpoint(&Checkpoint::BeforeSend { delivery: c.id });
     let sent = AssertUnwindSafe(sink.send(&msg)).catch_unwind().await;
@@ -490,7 +520,7 @@ async fn attempt(inner: &Inner, c: &ClaimedDelivery) -> AttemptOutcome {
     if let Some(k) = &key {
         completed(inner, sink.as_ref(), c, k).await;
     }
-    match sent {
+    Some(match sent {
         Ok(Ok(receipt)) => AttemptOutcome::Delivered {
             receipt,
             after_doubt,
@@ -504,7 +534,7 @@ async fn attempt(inner: &Inner, c: &ClaimedDelivery) -> AttemptOutcome {
             }
             let doubt = e.class() == ErrorClass::InDoubt || after_doubt;
             if sink.credentials_refused(&e) {
-                return held(inner, c, &e, doubt).await;
+                return Some(held(inner, c, &e, doubt).await);
             }
             retry_or_fail(inner, c, &e, doubt)
         }
@@ -521,7 +551,7 @@ async fn attempt(inner: &Inner, c: &ClaimedDelivery) -> AttemptOutcome {
             );
             retry_or_fail(inner, c, &e, true)
         }
-    }
+    })
 }
 
 /// Tells the limiter the send on `key` has ended, whatever its outcome: the next send on the

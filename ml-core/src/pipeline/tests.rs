@@ -1171,3 +1171,55 @@ fn the_permanent_pause_is_clamped() {
         .expect("p");
     assert_eq!(p.permanent_pause(), Duration::from_secs(1));
 }
+
+/// A limiter that never grants (a shared limiter paused while its Redis is away).
+#[derive(Debug)]
+struct NeverGrants;
+
+#[async_trait::async_trait]
+impl crate::limiter::RateLimiter for NeverGrants {
+    async fn acquire(&self, _key: &str) -> Result<()> {
+        std::future::pending().await
+    }
+
+    async fn penalize(&self, _key: &str, _retry_after: Duration) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A shutdown ends a wait for the rate limiter: the service stops at once, nothing was sent
+/// or counted as an attempt, and the claims go back to pending for whoever runs next.
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_ends_a_wait_for_the_rate_limiter() {
+    let rig = Rig::new(MemorySink::new("chat").with_rate_keys(true));
+    rig.table.upsert(invoice("1", 1, "1"));
+    rig.table.upsert(invoice("2", 2, "1"));
+    let p = rig
+        .builder()
+        .limiter(Arc::new(NeverGrants))
+        .build()
+        .expect("p");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn({
+        let p = p.clone();
+        async move {
+            p.run(async {
+                let _ = rx.await;
+            })
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let stats = rig.store.stats().await.expect("stats");
+    assert!(stats.in_flight > 0, "{stats:?}");
+    tx.send(()).expect("stop");
+    let s = tokio::time::timeout(Duration::from_secs(1), run)
+        .await
+        .expect("stops without waiting for the limiter")
+        .expect("join")
+        .expect("run");
+    assert_eq!(s.deliveries.attempts, 0, "{s:?}");
+    assert!(rig.sink.sent().is_empty());
+    let stats = rig.store.stats().await.expect("stats");
+    assert_eq!((stats.in_flight, stats.pending), (0, 2), "{stats:?}");
+}
