@@ -1223,3 +1223,67 @@ async fn a_shutdown_ends_a_wait_for_the_rate_limiter() {
     let stats = rig.store.stats().await.expect("stats");
     assert_eq!((stats.in_flight, stats.pending), (0, 2), "{stats:?}");
 }
+
+/// Replicas sharing a journal: the one that polled a stream keeps its lease while it runs,
+/// so the others skip its cycles instead of reading the same pages again (every replica
+/// polled every stream every cycle).
+#[tokio::test(start_paused = true)]
+async fn replicas_poll_each_stream_from_one_of_them() {
+    async fn polls_with(replicas: usize) -> u64 {
+        let rig = Rig::new(MemorySink::new("chat"));
+        rig.table.upsert(invoice("1", 1, "1"));
+        let (tx, _) = tokio::sync::watch::channel(false);
+        let mut runs = Vec::new();
+        for i in 0..replicas {
+            let p = rig
+                .builder()
+                .owner(OwnerId::new(format!("replica-{i}")))
+                .build()
+                .expect("p");
+            let mut rx = tx.subscribe();
+            runs.push(tokio::spawn(async move {
+                p.run(async move {
+                    let _ = rx.wait_for(|v| *v).await;
+                })
+                .await
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(1_800)).await;
+        tx.send(true).expect("stop");
+        for r in runs {
+            r.await.expect("join").expect("run");
+        }
+        rig.source.polls()
+    }
+    let alone = polls_with(1).await;
+    let three = polls_with(3).await;
+    assert!(alone >= 5, "{alone}");
+    assert!(
+        three <= alone + 2,
+        "three replicas polled {three} times, one alone {alone}"
+    );
+}
+
+/// The poller dies without releasing its streams: another replica takes them over once its
+/// lease runs out, not a whole schedule later.
+#[tokio::test(start_paused = true)]
+async fn a_dead_pollers_streams_are_taken_over_after_its_lease() {
+    let rig = Rig::new(MemorySink::new("chat"));
+    rig.table.upsert(invoice("1", 1, "1"));
+    let start = |name: &str| {
+        let p = rig.builder().owner(OwnerId::new(name)).build().expect("p");
+        tokio::spawn(async move { p.run(std::future::pending::<()>()).await })
+    };
+    let first = start("first");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let polled = rig.source.polls();
+    assert!(polled >= 1);
+    first.abort();
+    let _ = first.await;
+    let _second = start("second");
+    tokio::time::sleep(Duration::from_secs(150)).await;
+    assert!(
+        rig.source.polls() > polled,
+        "the stream was not taken over within the lease (schedule: 300 s)"
+    );
+}
