@@ -862,22 +862,32 @@ impl Approvals {
         }
     }
 
-    /// Posts the outcome to the request's `response_url` (ephemeral for refusals and
-    /// invalid requests, in the channel otherwise).
+    /// Posts the outcome to the request's `response_url` (ephemeral for refusals, invalid
+    /// requests and invoices not found: they concern the requester alone; in the channel
+    /// otherwise). The text is escaped for Slack: what an approver typed (`<!channel>`) or
+    /// IFS answered is shown, never interpreted.
     pub async fn respond(&self, req: &ApprovalRequest, outcome: &ApprovalOutcome) {
         let (Some(responder), Some(url)) = (&self.responder, &req.response_url) else {
             return;
         };
-        let kind = match outcome {
-            ApprovalOutcome::Refused { .. }
-            | ApprovalOutcome::Invalid { .. }
-            | ApprovalOutcome::Duplicate { .. } => ResponseType::Ephemeral,
-            _ => ResponseType::InChannel,
-        };
-        let message = ResponseMessage::new(outcome.message(req.action)).with_response_type(kind);
+        let kind = response_type(outcome);
+        let text = outcome.message(req.action);
+        let message =
+            ResponseMessage::new(ml_slack::render::escape(&text)).with_response_type(kind);
         if let Err(e) = responder.respond(url, &message).await {
             tracing::warn!(error = %e, "could not answer through response_url");
         }
+    }
+}
+
+/// Where an outcome is shown: to the requester alone, or in the channel.
+fn response_type(outcome: &ApprovalOutcome) -> ResponseType {
+    match outcome {
+        ApprovalOutcome::Refused { .. }
+        | ApprovalOutcome::Invalid { .. }
+        | ApprovalOutcome::Duplicate { .. }
+        | ApprovalOutcome::NotFound { .. } => ResponseType::Ephemeral,
+        _ => ResponseType::InChannel,
     }
 }
 

@@ -265,6 +265,33 @@ async fn wrong_state_forbidden_and_missing_are_explained() {
     assert_eq!(w.state(), "AwaitingApproval");
 }
 
+/// What an approver typed is shown, never interpreted: `<!channel>` in an unknown invoice
+/// reference would have pinged the whole channel. An invoice not found concerns the
+/// requester alone.
+#[tokio::test]
+async fn typed_text_is_escaped_and_an_unknown_invoice_answered_privately() {
+    let w = world().await;
+    let caller = w.slack.caller();
+    let r = caller
+        .send_slash_command(
+            &w.url,
+            &SlashCommand::new("/approve-invoice", "Company='10',InvoiceId=<!channel>")
+                .user(APPROVER),
+        )
+        .await
+        .expect("send");
+    assert_eq!(r.status, 200);
+    let answers = w.answers().await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(!answers[0].contains("<!channel>"), "{answers:?}");
+    assert!(answers[0].contains("&lt;!channel&gt;"), "{answers:?}");
+    assert_eq!(
+        w.slack.response_url_posts()[0].body["response_type"],
+        "ephemeral"
+    );
+    assert!(w.ifs.action_calls().is_empty());
+}
+
 #[tokio::test]
 async fn an_unauthorised_user_is_refused_and_the_refusal_journaled() {
     let w = world().await;
