@@ -681,12 +681,13 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<Done> {
         println!("{line}");
     }
     println!(
-        "summary: cycles {}, polled {}, journaled {}, rejected {}, delivered {}, retried {}, held {}, failed {}",
+        "summary: cycles {}, polled {}, journaled {}, rejected {}, delivered {}, reconciled {}, retried {}, held {}, failed {}",
         summary.cycles,
         summary.polled,
         summary.journaled,
         summary.rejected,
         summary.deliveries.delivered,
+        summary.deliveries.reconciled,
         summary.deliveries.retried,
         summary.deliveries.held,
         summary.deliveries.failed
