@@ -171,4 +171,20 @@ fn audit_show_reads_as_text_and_says_what_is_not_there() {
     assert!(!typo.exists(), "no empty journal created");
     let listed = cli(&journal, &["audit", "list"]);
     assert!(listed.status.success(), "{}", text(&listed));
+    // A destination as the routes name it (`slack:finance`), resolved by the file.
+    let by_alias = cli(
+        &journal,
+        &[
+            "audit",
+            "--config",
+            config,
+            "list",
+            "--destination",
+            "slack:finance",
+        ],
+    );
+    let rows = String::from_utf8_lossy(&by_alias.stdout).into_owned();
+    assert!(by_alias.status.success(), "{}", text(&by_alias));
+    assert!(rows.lines().any(|l| l.contains("slack:#finance")), "{rows}");
+    assert!(!rows.contains("slack:#procurement"), "{rows}");
 }

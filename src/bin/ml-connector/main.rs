@@ -152,12 +152,15 @@ impl Narrow {
         self,
         status: Option<DeliveryStatus>,
         now: jiff::Timestamp,
+        config: Option<&PipelineConfig>,
     ) -> Result<DeliveryFilter> {
         Ok(DeliveryFilter {
             status,
             stream: self.stream,
             destination: self
                 .destination
+                // A sink's alias (`sms:buyer-001`) as the file maps it (`sms:+49151...`).
+                .map(|d| config.map_or_else(|| d.clone(), |c| c.resolve_destination(&d)))
                 .map(|d| {
                     ml_core::sink::Destination::parse(&d).map_err(|_| {
                         Error::config(
@@ -274,7 +277,11 @@ async fn dispatch(command: Command) -> Result<Done> {
             command,
         } => {
             let store = open_journal(config.as_deref(), journal.as_deref()).await?;
-            audit(store.as_ref(), command).await
+            let file = config
+                .as_deref()
+                .map(PipelineConfig::from_file)
+                .transpose()?;
+            audit(store.as_ref(), command, file.as_ref()).await
         }
         Command::Credentials {
             journal,
@@ -869,7 +876,11 @@ async fn explain(path: &Path, stream: &str, key: &str) -> Result<()> {
     Ok(())
 }
 
-async fn audit(store: &dyn AuditStore, command: AuditCommand) -> Result<()> {
+async fn audit(
+    store: &dyn AuditStore,
+    command: AuditCommand,
+    config: Option<&PipelineConfig>,
+) -> Result<()> {
     let now = jiff::Timestamp::now();
     match command {
         AuditCommand::List { status, narrow } => {
@@ -879,7 +890,7 @@ async fn audit(store: &dyn AuditStore, command: AuditCommand) -> Result<()> {
                         .map_err(|_| Error::config("status", format!("unknown status `{s}`")))
                 })
                 .transpose()?;
-            let filter = narrow.filter(status, now)?;
+            let filter = narrow.filter(status, now, config)?;
             for d in store.deliveries(&filter).await? {
                 println!(
                     "{:>6}  {:<10} {:<22} {:<14} {:<20} attempts {}{}",
@@ -977,7 +988,10 @@ async fn audit(store: &dyn AuditStore, command: AuditCommand) -> Result<()> {
         }
         AuditCommand::ReplayFailed { narrow } => {
             let n = store
-                .replay_failed(&narrow.filter(Some(DeliveryStatus::Failed), now)?, now)
+                .replay_failed(
+                    &narrow.filter(Some(DeliveryStatus::Failed), now, config)?,
+                    now,
+                )
                 .await?;
             println!("{n} failed deliveries are pending again");
         }
