@@ -509,9 +509,8 @@ async fn attempt(
             }
             None => Some(inner.limiter.acquire(k).await),
         };
-        match acquired? {
-            Ok(_) => {}
-            Err(e) => return Some(retry_or_fail(inner, c, &e, after_doubt)),
+        if let Err(e) = acquired? {
+            return Some(retry_or_fail(inner, c, &e, after_doubt));
         }
     }
     inner.checkpoint(&Checkpoint::BeforeSend { delivery: c.id });
