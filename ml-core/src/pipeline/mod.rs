@@ -759,49 +759,19 @@ impl Pipeline {
             let mut stop = stop_rx.clone();
             tasks.spawn(async move {
                 let mut total = RunSummary::default();
-                let lease = inner.claimant.lease;
-                'cycles: loop {
-                    let c = poll::cycle_with(&inner, &s, poll::Lease::Keep).await;
+                loop {
+                    let c = poll::cycle(&inner, &s).await;
                     let failed = c.error.is_some();
-                    // Skipped for another replica's lease (not for a pause of our own):
-                    // look again when a dead poller's lease would have run out.
-                    let follower = c.skipped && poll::paused_until(&inner, &s.name).is_none();
                     total.add_cycle(c);
                     let now = inner.now();
-                    let mut next = match (failed, poll::paused_until(&inner, &s.name)) {
+                    let next = match (failed, poll::paused_until(&inner, &s.name)) {
                         (true, Some(t)) => t,
                         _ => s.schedule.next_fire(now, &mut rand::rng()),
                     };
-                    if follower {
-                        next = next.min(clock::add(now, lease));
+                    tokio::select! {
+                        () = tokio::time::sleep(clock::until(now, next)) => {}
+                        _ = stop.wait_for(|v| *v) => break,
                     }
-                    // The poller renews its lease while it waits, so the others keep
-                    // skipping until it stops or dies.
-                    let renew_every = (lease / 3).max(Duration::from_millis(100));
-                    loop {
-                        let now = inner.now();
-                        let wait = clock::until(now, next);
-                        if wait.is_zero() {
-                            break;
-                        }
-                        tokio::select! {
-                            () = tokio::time::sleep(wait.min(renew_every)) => {}
-                            _ = stop.wait_for(|v| *v) => break 'cycles,
-                        }
-                        if !follower
-                            && wait > renew_every
-                            && let Err(e) = inner
-                                .store
-                                .acquire_stream(&s.name, &inner.claimant, inner.now())
-                                .await
-                        {
-                            tracing::warn!(stream = %s.name, error = %e, "could not renew the stream lease");
-                        }
-                    }
-                }
-                // Stopped: the next replica (or a restart) polls at once.
-                if let Err(e) = inner.store.release_stream(&s.name, &inner.claimant).await {
-                    tracing::warn!(stream = %s.name, error = %e, "could not release the stream lease");
                 }
                 Ok::<_, Error>(total)
             });

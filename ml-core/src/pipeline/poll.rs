@@ -139,22 +139,7 @@ fn plan(router: &Router, items: Vec<SourceItem>) -> (Vec<PlannedRecord>, Vec<Rej
 /// One full cycle of one stream. Never fails: errors end the cycle, are journaled with it
 /// (message and class), and pause the stream: with jittered backoff, or, for a permanent
 /// error, for the slow cadence.
-/// Whether a cycle gives up its stream lease at the end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Lease {
-    /// Released: a one-off cycle (`--once`, a poll on demand); the next process polls.
-    Release,
-    /// Kept (renewed by the next cycle, and lapsing a lease after it if that one never
-    /// comes): the service that polled the stream stays its one poller, and other replicas
-    /// skip its cycles instead of reading the same pages again.
-    Keep,
-}
-
 pub(super) async fn cycle(inner: &Arc<Inner>, stream: &Stream) -> CycleSummary {
-    cycle_with(inner, stream, Lease::Release).await
-}
-
-pub(super) async fn cycle_with(inner: &Arc<Inner>, stream: &Stream, lease: Lease) -> CycleSummary {
     let mut summary = CycleSummary {
         stream: stream.name.clone(),
         ..CycleSummary::default()
@@ -179,7 +164,7 @@ pub(super) async fn cycle_with(inner: &Arc<Inner>, stream: &Stream, lease: Lease
         stream: stream.name.clone(),
     };
     let span = tracing::info_span!("poll_cycle", stream = %stream.name, source = %stream.source);
-    let result = run_cycle(inner, stream, &mut summary, lease)
+    let result = run_cycle(inner, stream, &mut summary)
         .instrument(span)
         .await;
     let labels = [("stream", stream.name.clone())];
@@ -236,12 +221,7 @@ pub(super) async fn cycle_with(inner: &Arc<Inner>, stream: &Stream, lease: Lease
     summary
 }
 
-async fn run_cycle(
-    inner: &Inner,
-    stream: &Stream,
-    summary: &mut CycleSummary,
-    lease: Lease,
-) -> Result<()> {
+async fn run_cycle(inner: &Inner, stream: &Stream, summary: &mut CycleSummary) -> Result<()> {
     let store = &inner.store;
     // One poller per stream across processes sharing the journal (a `--once` run beside a
     // service): the other skips this cycle.
@@ -254,9 +234,6 @@ async fn run_cycle(
         return Ok(());
     }
     let result = journal_cycle(inner, stream, summary).await;
-    if lease == Lease::Keep {
-        return result;
-    }
     if let Err(e) = store.release_stream(&stream.name, &inner.claimant).await {
         // The lease runs out by itself.
         tracing::warn!(stream = %stream.name, error = %e, "could not release the stream lease");
