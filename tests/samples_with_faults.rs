@@ -225,6 +225,21 @@ fn oracle_and_slack_env(
     env
 }
 
+/// The main sample run once (`run --once`) against `oracle` and `slack` with a new
+/// journal in `dir`: its environment, the sample's path, and what it printed.
+#[cfg(feature = "oracle-fusion")]
+async fn main_sample_once(
+    oracle: &ml_sandbox::oracle::OracleEmulator,
+    slack: &SlackEmulator,
+    dir: &std::path::Path,
+) -> (BTreeMap<String, String>, String, Output, String) {
+    let env = oracle_and_slack_env(oracle, slack, dir);
+    let sample = sample("oracle_fusion_to_slack.toml");
+    let o = cli(&env, args(&["run", "--config", &sample, "--once"])).await;
+    let out = text(&o);
+    (env, sample, o, out)
+}
+
 #[cfg(feature = "oracle-fusion")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_main_sample_delivers_everything_once_through_faults() {
@@ -452,10 +467,7 @@ async fn permanent_errors_stop_only_what_they_affect() {
         .await
         .expect("slack");
     let dir = tempfile::tempdir().expect("dir");
-    let env = oracle_and_slack_env(&oracle, &slack, dir.path());
-    let sample = sample("oracle_fusion_to_slack.toml");
-    let o = cli(&env, args(&["run", "--config", &sample, "--once"])).await;
-    let out = text(&o);
+    let (env, sample, o, out) = main_sample_once(&oracle, &slack, dir.path()).await;
     // It ran to the end, and tells cron it left work that needs someone.
     assert_eq!(o.status.code(), Some(3), "{out}");
     assert!(
@@ -707,10 +719,7 @@ async fn a_revoked_token_holds_the_deliveries_and_the_run_says_so() {
         .always(),
     );
     let dir = tempfile::tempdir().expect("dir");
-    let env = oracle_and_slack_env(&oracle, &slack, dir.path());
-    let sample = sample("oracle_fusion_to_slack.toml");
-    let o = cli(&env, args(&["run", "--config", &sample, "--once"])).await;
-    let out = text(&o);
+    let (env, sample, o, out) = main_sample_once(&oracle, &slack, dir.path()).await;
     assert_eq!(o.status.code(), Some(3), "{out}");
     assert!(
         out.lines().any(|l| l.starts_with("attention: ")

@@ -683,16 +683,7 @@ async fn run_polls_on_schedule_and_picks_up_new_records() {
     let rig = Rig::new(MemorySink::new("chat"));
     rig.table.upsert(invoice("1", 1, "1"));
     let p = rig.pipeline();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn({
-        let p = p.clone();
-        async move {
-            p.run(async {
-                let _ = rx.await;
-            })
-            .await
-        }
-    });
+    let (tx, run) = spawn_run(&p);
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(keys(&rig.sink.sent()), ["1"]);
     // Added mid-run with a current timestamp; picked up by the next scheduled cycle.
@@ -1172,6 +1163,24 @@ fn the_permanent_pause_is_clamped() {
     assert_eq!(p.permanent_pause(), Duration::from_secs(1));
 }
 
+/// `p.run` on a task until the returned sender is used (or dropped).
+fn spawn_run(
+    p: &Pipeline,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<RunSummary>>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let p = p.clone();
+    let run = tokio::spawn(async move {
+        p.run(async {
+            let _ = rx.await;
+        })
+        .await
+    });
+    (tx, run)
+}
+
 /// A limiter that never grants (a shared limiter paused while its Redis is away).
 #[derive(Debug)]
 struct NeverGrants;
@@ -1199,16 +1208,7 @@ async fn a_shutdown_ends_a_wait_for_the_rate_limiter() {
         .limiter(Arc::new(NeverGrants))
         .build()
         .expect("p");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn({
-        let p = p.clone();
-        async move {
-            p.run(async {
-                let _ = rx.await;
-            })
-            .await
-        }
-    });
+    let (tx, run) = spawn_run(&p);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let stats = rig.store.stats().await.expect("stats");
     assert!(stats.in_flight > 0, "{stats:?}");
