@@ -57,8 +57,9 @@ struct Finished {
 /// renewed every third of the lease, so no other process takes over a slow send.
 pub(super) async fn until_idle(inner: &Arc<Inner>, until: Until) -> Result<DeliverySummary> {
     let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let committer = tokio::spawn(commit_outcomes(Arc::clone(inner), done_rx));
-    let result = deliver(inner, until, &done_tx).await;
+    let (committed_tx, committed_rx) = mpsc::unbounded_channel();
+    let committer = tokio::spawn(commit_outcomes(Arc::clone(inner), done_rx, committed_tx));
+    let result = deliver(inner, until, &done_tx, committed_rx).await;
     // The committer ends when the last run task (each holds a sender) is gone.
     drop(done_tx);
     if let Err(e) = committer.await {
@@ -75,6 +76,7 @@ async fn deliver(
     inner: &Arc<Inner>,
     until: Until,
     done: &mpsc::UnboundedSender<Finished>,
+    mut committed: mpsc::UnboundedReceiver<DeliveryId>,
 ) -> Result<DeliverySummary> {
     let (mut stop, mut drain) = match until {
         Until::Idle => (None, false),
@@ -91,6 +93,11 @@ async fn deliver(
             // Polling is over: deliver what is due, then return.
             (stop, drain) = (None, false);
         }
+        // Outcomes already journaled are no longer claims to renew, even while the rest
+        // of their run still sends.
+        while let Ok(id) = committed.try_recv() {
+            held.remove(&id);
+        }
         if !held.is_empty() && Instant::now() >= next_renew {
             let ids: Vec<DeliveryId> = held.iter().copied().collect();
             let kept = inner
@@ -98,26 +105,11 @@ async fn deliver(
                 .renew_claims(&inner.claimant, &ids, inner.now())
                 .await?;
             if kept < ids.len() as u64 {
-                // Most of the rest are this process's own deliveries finished while their
-                // run still sends: only one still in flight and not renewed (someone
-                // else's now) is lost.
-                let mut in_flight = 0u64;
-                for id in &ids {
-                    if let Ok(d) = crate::audit::AuditStoreExt::delivery(&*inner.store, *id).await
-                        && d.status == crate::audit::DeliveryStatus::InFlight
-                    {
-                        in_flight += 1;
-                    }
-                }
-                let lost = in_flight.saturating_sub(kept);
-                if lost > 0 {
-                    tracing::warn!(
-                        held = ids.len(),
-                        kept,
-                        lost,
-                        "some claims were lost (lease ran out and another process took them over)"
-                    );
-                }
+                tracing::warn!(
+                    held = ids.len(),
+                    kept,
+                    "some claims were lost (lease ran out and another process took them over)"
+                );
             }
             next_renew = Instant::now() + renew_every;
         }
@@ -227,7 +219,11 @@ fn record(
 /// Journals outcomes as they come, each group in one transaction (a group commit): what
 /// every run produced while the previous group was being written. Acknowledges each
 /// outcome once it is durable, and only then reports [`Checkpoint::AfterFinish`].
-async fn commit_outcomes(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Finished>) {
+async fn commit_outcomes(
+    inner: Arc<Inner>,
+    mut rx: mpsc::UnboundedReceiver<Finished>,
+    committed: mpsc::UnboundedSender<DeliveryId>,
+) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, MAX_GROUP).await > 0 {
         let (attempts, acks): (Vec<FinishedAttempt>, Vec<_>) =
@@ -237,6 +233,7 @@ async fn commit_outcomes(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Fini
             Ok(()) => {
                 for id in ids {
                     inner.checkpoint(&Checkpoint::AfterFinish { delivery: id });
+                    let _ = committed.send(id);
                 }
                 for ack in acks {
                     let _ = ack.send(Ok(()));
@@ -255,6 +252,7 @@ async fn commit_outcomes(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Fini
                 metrics::counter!("ml_deliveries_claim_lost_total").increment(1);
                 for id in ids {
                     inner.checkpoint(&Checkpoint::AfterFinish { delivery: id });
+                    let _ = committed.send(id);
                 }
                 for ack in acks {
                     let _ = ack.send(Ok(()));
