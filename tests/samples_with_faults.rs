@@ -809,3 +809,97 @@ async fn a_paused_stream_is_named_in_the_progress_lines() {
         "the other streams went on: {seen:#?}"
     );
 }
+
+/// `run --once` sent SIGTERM (a cron job's timeout, `systemctl stop`) while a post is in
+/// flight: the post finishes and is journaled, so nothing is left in doubt for the next run
+/// to look up; the run exits 3 saying it was stopped, and the next run sends the rest,
+/// every message once.
+#[cfg(feature = "oracle-fusion")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_ends_a_once_run_after_the_sends_in_flight() {
+    use std::io::Read;
+    use std::process::Stdio;
+
+    use ml_sandbox::oracle::OracleEmulator;
+    let oracle = OracleEmulator::start().await.expect("oracle");
+    ml_connector::connectors::demo::seed(&oracle);
+    let ids = ["C0MADEUP61", "C0MADEUP62", "C0MADEUP63"];
+    let slack = SlackEmulator::builder()
+        .channel(Channel::public("procurement").with_id(ids[0]))
+        .channel(Channel::public("finance").with_id(ids[1]))
+        .channel(Channel::public("operations").with_id(ids[2]))
+        .start()
+        .await
+        .expect("slack");
+    // The first post is slow: the signal comes while it is in flight.
+    slack.faults().push(
+        FaultRule::on(
+            "chat.postMessage",
+            Fault::Latency(Duration::from_millis(1500)),
+        )
+        .times(1),
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let env = oracle_and_slack_env(&oracle, &slack, dir.path());
+    let sample = sample("oracle_fusion_to_slack.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ml-connector"))
+        .args(["run", "--once", "--config", &sample])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(&env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let printed = std::thread::spawn(move || {
+        let (mut out, mut err) = (String::new(), String::new());
+        let _ = stdout.read_to_string(&mut out);
+        let _ = stderr.read_to_string(&mut err);
+        format!("{out}\n{err}")
+    });
+    let running = common::Running(child);
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        slack.faults().arrived("chat.postMessage", 1),
+    )
+    .await
+    .expect("no post arrived");
+    running.signal("TERM");
+    let status = running.exited(Duration::from_secs(60)).await;
+    let out = printed.join().expect("output");
+    assert_eq!(status.code(), Some(3), "{out}");
+    assert!(out.contains("attention: stopped by a signal"), "{out}");
+    let o = cli(&env, args(&["audit", "--config", &sample, "list"])).await;
+    let listed = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        !listed.lines().any(|l| l.contains(" in_flight ")),
+        "a send was left in flight:\n{listed}\n{out}"
+    );
+    let posted_first: usize = ids.iter().map(|id| slack.messages(id).len()).sum();
+    let delivered_first = listed.lines().filter(|l| l.contains(" delivered ")).count();
+    assert!(posted_first >= 1, "{out}");
+    assert_eq!(posted_first, delivered_first, "{listed}\n{out}");
+    assert!(
+        listed.lines().any(|l| l.contains(" pending ")),
+        "the signal came before the end, yet nothing was left for the next run:\n{listed}"
+    );
+
+    let (all, listed) = run_twice_then_list(&sample, &env).await;
+    let delivered = listed.lines().filter(|l| l.contains(" delivered ")).count();
+    let mut seen = HashSet::new();
+    for id in ids {
+        for m in slack.messages(id) {
+            assert!(
+                seen.insert((id, m.text.clone())),
+                "posted twice: {}",
+                m.text
+            );
+        }
+    }
+    assert_eq!(seen.len(), delivered, "{listed}\n{all}");
+    assert!(delivered > delivered_first, "{listed}");
+    // Nothing was in doubt, so nothing had to be looked up in the channels' history.
+    assert_eq!(slack.faults().requests("conversations.history"), 0, "{all}");
+}

@@ -215,6 +215,7 @@ struct Inner {
 pub struct Faults {
     inner: Arc<Mutex<Inner>>,
     error_body: ErrorBody,
+    arrived: Arc<tokio::sync::Notify>,
 }
 
 impl fmt::Debug for Faults {
@@ -265,6 +266,7 @@ impl Faults {
                 stats: BTreeMap::new(),
             })),
             error_body,
+            arrived: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -294,6 +296,21 @@ impl Faults {
     /// Requests received on paths matching `target` (same syntax as [`FaultRule::on`]).
     pub fn requests(&self, target: &str) -> u64 {
         self.sum(target, |s| s.requests)
+    }
+
+    /// Returns once `n` requests on paths matching `target` have arrived (counted as they
+    /// arrive, before any latency fault delays their answer): a test waits for a request
+    /// to be in progress without sleeping.
+    pub async fn arrived(&self, target: &str, n: u64) {
+        loop {
+            let arrival = self.arrived.notified();
+            tokio::pin!(arrival);
+            arrival.as_mut().enable();
+            if self.requests(target) >= n {
+                return;
+            }
+            arrival.await;
+        }
     }
 
     /// Responses with HTTP `status` on paths matching `target`.
@@ -351,6 +368,7 @@ impl Faults {
         let mut guard = self.lock();
         let inner = &mut *guard;
         inner.stats.entry(path.to_owned()).or_default().requests += 1;
+        self.arrived.notify_waiters();
         let mut decision = Decision::default();
         for rule in &mut inner.rules {
             if rule.remaining == Some(0) || !rule.target.matches(path) {

@@ -43,6 +43,8 @@ pub(super) enum Until {
     /// Waits for new work until `polled` turns true, then goes on until nothing is due
     /// (`run_once`: delivering overlaps polling).
     Drained(watch::Receiver<bool>),
+    /// When nothing is due any more, or earlier when `stop` turns true (as for `Stopped`).
+    IdleOrStopped(watch::Receiver<bool>),
 }
 
 /// One attempt's outcome on its way to the journal, and who waits for it.
@@ -78,9 +80,10 @@ async fn deliver(
     done: &mpsc::UnboundedSender<Finished>,
     mut committed: mpsc::UnboundedReceiver<DeliveryId>,
 ) -> Result<DeliverySummary> {
+    let idle_ends = matches!(until, Until::IdleOrStopped(_));
     let (mut stop, mut drain) = match until {
         Until::Idle => (None, false),
-        Until::Stopped(s) => (Some(s), false),
+        Until::Stopped(s) | Until::IdleOrStopped(s) => (Some(s), false),
         Until::Drained(s) => (Some(s), true),
     };
     let mut summary = DeliverySummary::default();
@@ -155,7 +158,7 @@ async fn deliver(
             let Some(stop) = stop.as_mut() else {
                 return Ok(summary);
             };
-            if stopping {
+            if stopping || idle_ends {
                 return Ok(summary);
             }
             let now = inner.now();

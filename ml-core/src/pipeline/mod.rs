@@ -698,15 +698,50 @@ impl Pipeline {
     /// however the journal looks, never spinning on a destination held behind its head
     /// or on deliveries another process holds.
     pub async fn deliver_coming_due(&self, within: Duration) -> Result<DeliverySummary> {
+        self.deliver_coming_due_until(within, std::future::pending())
+            .await
+    }
+
+    /// [`Self::deliver_coming_due`], ended early when `shutdown` completes (a `--once` run
+    /// sent SIGTERM): no new send starts, sends in flight finish and are journaled, the
+    /// unsent rest of their runs is given back; all of it goes out on the next run.
+    pub async fn deliver_coming_due_until(
+        &self,
+        within: Duration,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<DeliverySummary> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let work = self.coming_due(within, stop_rx);
+        tokio::pin!(work);
+        tokio::pin!(shutdown);
+        tokio::select! {
+            r = &mut work => return r,
+            () = &mut shutdown => {}
+        }
+        let _ = stop_tx.send(true);
+        work.await
+    }
+
+    async fn coming_due(
+        &self,
+        within: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<DeliverySummary> {
+        let pass = |stop: &tokio::sync::watch::Receiver<bool>| {
+            deliver::until_idle(&self.inner, deliver::Until::IdleOrStopped(stop.clone()))
+        };
         let deadline = clock::add(self.inner.now(), within);
-        let mut summary = self.deliver_due().await?;
+        let mut summary = pass(&stop).await?;
         let mut idle_at = None;
         while let Some(due) = self.inner.store.next_due_at().await? {
-            if due > deadline {
+            if due > deadline || *stop.borrow() {
                 break;
             }
-            tokio::time::sleep(clock::until(self.inner.now(), due)).await;
-            let d = self.deliver_due().await?;
+            tokio::select! {
+                () = tokio::time::sleep(clock::until(self.inner.now(), due)) => {}
+                _ = stop.wait_for(|v| *v) => break,
+            }
+            let d = pass(&stop).await?;
             summary.merge(&d);
             if d.attempts > 0 {
                 idle_at = None;

@@ -17,7 +17,8 @@
 //!
 //! Exit codes: 0 done; 1 an error stopped the command (configuration, journal, arguments);
 //! 3 `run --once` finished but left work undone that needs attention (a stream's cycle
-//! failed or is paused, a delivery failed, a destination is held), so cron and CI notice.
+//! failed or is paused, a delivery failed, a destination is held, or Ctrl-C / SIGTERM
+//! stopped it: sends in flight finish first), so cron and CI notice.
 
 mod logging;
 
@@ -50,8 +51,8 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// One cycle per stream, deliver what is due within two minutes, then exit: 0 when
-        /// all went well, 3 when a stream failed or is paused, or a delivery failed or is
-        /// held (the summary says which).
+        /// all went well, 3 when a stream failed or is paused, a delivery failed or is held,
+        /// or a signal stopped it early (the summary says which; sends in flight finish).
         #[arg(long)]
         once: bool,
         /// Seconds between progress lines while running (0: none).
@@ -618,13 +619,30 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<Done> {
         .iter()
         .map(|s| s.name().to_owned())
         .collect();
+    let mut interrupted = false;
     let summary = if once {
+        // A signal stops a `--once` run as it stops the service: no new poll or send
+        // starts, sends in flight finish and are journaled (nothing left in doubt for the
+        // next run to reconcile), the rest stays queued.
+        let (signalled, stop) = tokio::sync::watch::channel(false);
+        let watcher = tokio::spawn(async move {
+            ml_core::shutdown::signal().await;
+            let _ = signalled.send(true);
+        });
+        let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|v| *v).await;
+        };
         let mut summary = ml_connector::pipeline::RunSummary {
             recovered: pipeline.recover().await?,
             ..Default::default()
         };
         for s in &streams {
-            let c = pipeline.poll_stream(s).await?;
+            // A page is journaled with its cursor in one transaction: a poll cut short
+            // between pages loses nothing.
+            let c = tokio::select! {
+                c = pipeline.poll_stream(s) => c?,
+                () = stopped(stop.clone()) => break,
+            };
             println!(
                 "cycle {s}: pages {}, polled {}, journaled {}, duplicates {}, rejected {}, planned {}{}",
                 c.pages,
@@ -651,8 +669,10 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<Done> {
         // Also send what is queued behind a per-channel rate limit, and retries due within
         // two minutes; later ones stay in the journal for the next run.
         summary.deliveries = pipeline
-            .deliver_coming_due(Duration::from_secs(120))
+            .deliver_coming_due_until(Duration::from_secs(120), stopped(stop.clone()))
             .await?;
+        interrupted = *stop.borrow();
+        watcher.abort();
         summary
     } else {
         for s in pipeline.streams() {
@@ -709,9 +729,19 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<Done> {
     );
     // A long-running `run` reports through the journal, metrics and logs as it goes; only
     // a `--once` run has an end an operator's scheduler looks at.
-    Ok(match attention(&summary).filter(|_| once) {
-        Some(why) => Done::NeedsAttention(why),
-        None => Done::Clean,
+    let why = attention(&summary).filter(|_| once);
+    Ok(match (why, interrupted) {
+        (why, true) => Done::NeedsAttention(
+            std::iter::once(
+                "stopped by a signal before the end: the rest is queued for the next run"
+                    .to_owned(),
+            )
+            .chain(why)
+            .collect::<Vec<_>>()
+            .join("; "),
+        ),
+        (Some(why), false) => Done::NeedsAttention(why),
+        (None, false) => Done::Clean,
     })
 }
 
