@@ -381,7 +381,7 @@ impl PipelineConfig {
     /// written until the pipeline is assembled). Errors name the key path.
     pub fn from_toml_str(text: &str) -> Result<Self> {
         let de = toml::Deserializer::parse(text)
-            .map_err(|e| Error::config("(file)", e.message().to_owned()))?;
+            .map_err(|e| Error::config("(file)", located(text, &e)))?;
         let config: Self = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." {
@@ -389,7 +389,7 @@ impl PipelineConfig {
             } else {
                 path
             };
-            Error::config(path, e.inner().message().trim().to_owned())
+            Error::config(path, located(text, e.inner()))
         })?;
         config.validate()?;
         Ok(config)
@@ -587,6 +587,19 @@ fn start_at_de<'de, D: serde::Deserializer<'de>>(
 }
 
 /// `start_at` relative to `now`: a time, `now`, or a span back (`7d ago`, `-12h`).
+/// A TOML error's message with where it is in the file (`line 12, column 3`), when known:
+/// an operator's editor goes there, where a key path alone may be ambiguous.
+fn located(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    let Some(span) = e.span() else {
+        return message.to_owned();
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("{message} (line {line}, column {column})")
+}
+
 pub(crate) fn parse_start_at(text: &str, now: Timestamp) -> std::result::Result<Timestamp, String> {
     let t = text.trim();
     if t.eq_ignore_ascii_case("now") {

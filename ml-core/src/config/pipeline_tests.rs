@@ -103,6 +103,30 @@ fn bad_configs_name_the_path() {
     assert_eq!(bad("url = \"memory:\"", "sqlite = 3"), "journal.sqlite");
 }
 
+#[test]
+fn file_errors_say_where_in_the_file() {
+    let text = GOOD.replace("resource = \"po\"", "resourse = \"po\"");
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("resourse"))
+        .expect("line")
+        + 1;
+    let Err(Error::Config { message, .. }) = PipelineConfig::from_toml_str(&text) else {
+        panic!("accepted");
+    };
+    assert!(
+        message.contains(&format!("(line {line}, column 1)")),
+        "{message}"
+    );
+    // A syntax error too.
+    let text = format!("{GOOD}\n[broken\n");
+    let last = text.lines().count();
+    let Err(Error::Config { message, .. }) = PipelineConfig::from_toml_str(&text) else {
+        panic!("accepted");
+    };
+    assert!(message.contains(&format!("(line {last},")), "{message}");
+}
+
 #[tokio::test]
 async fn unknown_connector_and_missing_env_name_the_path() {
     let registry = Registry::new().with_memory(BTreeMap::new());
