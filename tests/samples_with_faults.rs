@@ -903,3 +903,35 @@ async fn a_signal_ends_a_once_run_after_the_sends_in_flight() {
     // Nothing was in doubt, so nothing had to be looked up in the channels' history.
     assert_eq!(slack.faults().requests("conversations.history"), 0, "{all}");
 }
+
+/// `check` looks at every channel the file sends to: one the workspace does not have is
+/// a failed check naming it, before any run finds out by failing its messages.
+#[cfg(feature = "oracle-fusion")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_a_channel_the_workspace_does_not_have() {
+    use ml_sandbox::oracle::OracleEmulator;
+    let oracle = OracleEmulator::start().await.expect("oracle");
+    let slack = SlackEmulator::builder()
+        .channel(Channel::public("procurement").with_id("C0MADEUP71"))
+        .channel(Channel::public("finance").with_id("C0MADEUP72"))
+        .start()
+        .await
+        .expect("slack");
+    let dir = tempfile::tempdir().expect("dir");
+    let env = oracle_and_slack_env(&oracle, &slack, dir.path());
+    let sample = sample("oracle_fusion_to_slack.toml");
+    let o = cli(&env, args(&["check", "--config", &sample])).await;
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAILED  destination slack:#operations")
+                && l.contains("channel_not_found")),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok      destination slack:#finance: C0MADEUP72"),
+        "{out}"
+    );
+    assert_eq!(slack.faults().requests("chat.postMessage"), 0, "{out}");
+}

@@ -188,4 +188,26 @@ pub trait Sink: Send + Sync + Debug + Display {
     async fn healthcheck(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Checks, without sending anything, that `destination` can receive messages (a Slack
+    /// channel exists, is not archived and the bot may post in it), for an operator's
+    /// `check` before the first send finds out. An error: it cannot (why). The default:
+    /// [`DestinationCheck::Unchecked`].
+    async fn check_destination(&self, destination: &Destination) -> Result<DestinationCheck> {
+        let _ = destination;
+        Ok(DestinationCheck::Unchecked(
+            "this sink cannot tell without sending".to_owned(),
+        ))
+    }
+}
+
+/// What [`Sink::check_destination`] found out, when the destination is not refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DestinationCheck {
+    /// It can receive messages (what was found, e.g. the channel's id).
+    Ready(String),
+    /// It could not be checked (why: a scope not granted, a sink that cannot tell); the
+    /// first send finds out.
+    Unchecked(String),
 }

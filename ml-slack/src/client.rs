@@ -307,6 +307,27 @@ pub struct Conversation {
     pub name: Option<String>,
 }
 
+/// What `conversations.info` says of a channel (the fields a sender needs; any other is
+/// ignored, a missing flag is taken as `false`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct ConversationInfo {
+    /// Its id.
+    pub id: ChannelId,
+    /// Its name (without `#`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Archived: posts are refused (`is_archived`).
+    #[serde(default)]
+    pub is_archived: bool,
+    /// The bot is a member (posts need it; a public channel can be joined).
+    #[serde(default)]
+    pub is_member: bool,
+    /// A private channel (the bot must be invited).
+    #[serde(default)]
+    pub is_private: bool,
+}
+
 /// One page of `conversations.list`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConversationPage {
@@ -471,6 +492,23 @@ impl SlackClient {
             .await?;
         decode::<serde::de::IgnoredAny>("conversations.join", v, ml_core::ErrorClass::RETRYABLE)?;
         Ok(())
+    }
+
+    /// `conversations.info` of a channel id (needs `channels:read`, or `groups:read` for a
+    /// private channel).
+    pub async fn conversation_info(
+        &self,
+        channel: &ChannelId,
+    ) -> Result<ConversationInfo, SlackError> {
+        #[derive(Deserialize)]
+        struct Info {
+            channel: ConversationInfo,
+        }
+        let v = self
+            .call_get("conversations.info", &[("channel", channel.0.clone())])
+            .await?;
+        let info: Info = decode("conversations.info", v, ml_core::ErrorClass::RETRYABLE)?;
+        Ok(info.channel)
     }
 
     /// `auth.test`.

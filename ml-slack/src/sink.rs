@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use ml_core::clock;
 use ml_core::record::Record;
 use ml_core::render::{Rendered, Renderer};
-use ml_core::sink::{Destination, Outbound, Receipt, Reconciled, Sink};
+use ml_core::sink::{Destination, DestinationCheck, Outbound, Receipt, Reconciled, Sink};
 use ml_core::{Error, ErrorClass, Result};
 use serde_json::{Value, json};
 
@@ -227,13 +227,16 @@ impl SlackSink {
         if let Some(left) = listed.and_then(|t| RELIST_AFTER.checked_sub(t.elapsed())) {
             // Not in the listing of a moment ago: asked again once it may be listed anew
             // (a channel created since then is found then; a missing one is refused then).
-            return Err(Error::remote(
-                self.system(),
-                ErrorClass::Retryable {
+            return Err(self.err(SlackError::Api {
+                method: "conversations.list".into(),
+                code: "channel_not_found".into(),
+                detail: Some(format!(
+                    "no channel named `{want}` in the channel list of a moment ago"
+                )),
+                class: ErrorClass::Retryable {
                     retry_after: Some(left),
                 },
-                format!("no channel named `{want}` in the channel list of a moment ago"),
-            ));
+            }));
         }
         let mut cursor: Option<String> = None;
         for _ in 0..50 {
@@ -521,6 +524,55 @@ impl Sink for SlackSink {
         *self.team.write().unwrap_or_else(PoisonError::into_inner) = Some(who.team_id.0);
         Ok(())
     }
+
+    /// A channel by name is looked up in `conversations.list` (archived channels are not
+    /// listed, so an archived one is "not found"), then `conversations.info` says whether
+    /// it is archived and whether the bot is in it. Without `channels:read` /
+    /// `groups:read` it cannot tell: posting by name works without them.
+    async fn check_destination(&self, destination: &Destination) -> Result<DestinationCheck> {
+        let unchecked = |e: &Error| {
+            DestinationCheck::Unchecked(format!(
+                "the token may not read channels (`channels:read`, `groups:read`): {e}"
+            ))
+        };
+        let id = match self.resolve_channel(&destination.address).await {
+            Ok(id) => id,
+            Err(e) if is_missing_scope(&e) => return Ok(unchecked(&e)),
+            Err(e) => return Err(e),
+        };
+        let info = match self.client.conversation_info(&id).await {
+            Ok(info) => info,
+            Err(e) if e.code() == Some("missing_scope") => return Ok(unchecked(&self.err(e))),
+            Err(e) => return Err(self.err(e)),
+        };
+        let refuse = |code: &str, detail: String| {
+            Err(self.err(SlackError::Api {
+                method: "conversations.info".into(),
+                code: code.into(),
+                detail: Some(detail),
+                class: ErrorClass::Permanent,
+            }))
+        };
+        if info.is_archived {
+            return refuse("is_archived", format!("channel {} is archived", id.0));
+        }
+        if !info.is_member && (info.is_private || !self.join_channels) {
+            return refuse(
+                "not_in_channel",
+                format!("the bot is not in channel {}: invite it", id.0),
+            );
+        }
+        Ok(DestinationCheck::Ready(if info.is_member {
+            id.0
+        } else {
+            format!("{} (the bot joins it at the first post)", id.0)
+        }))
+    }
+}
+
+/// A Slack refusal for a scope the token was not granted.
+fn is_missing_scope(e: &Error) -> bool {
+    matches!(e, Error::Remote { code: Some(c), .. } if c == "missing_scope")
 }
 
 impl fmt::Display for SlackSink {

@@ -498,3 +498,66 @@ async fn a_complete_channel_listing_answers_for_missing_names_a_while() {
         "one listing for three missing names"
     );
 }
+
+/// `check` before the first send: a missing, archived or closed channel is refused with
+/// Slack's code; a public channel the bot may join is ready; without `channels:read` the
+/// sink says it cannot tell instead of guessing.
+#[tokio::test]
+async fn destinations_are_checked_without_sending() {
+    use ml_core::sink::DestinationCheck;
+    let slack = unpaced().await;
+    let ap = slack.add_channel(Channel::public("ap"));
+    let quiet = slack.add_channel(Channel::public("quiet").without_bot());
+    let old = slack.add_channel(Channel::public("old").archived());
+    let closed = slack.add_channel(Channel::private("closed").without_bot());
+    let sink = sink(&slack);
+    async fn check(sink: &ml_slack::SlackSink, address: &str) -> ml_core::Result<DestinationCheck> {
+        sink.check_destination(&Destination::new("slack", address))
+            .await
+    }
+    assert_eq!(
+        check(&sink, "#ap").await.expect("ready"),
+        DestinationCheck::Ready(ap.clone())
+    );
+    assert_eq!(
+        check(&sink, &ap).await.expect("ready"),
+        DestinationCheck::Ready(ap.clone())
+    );
+    let DestinationCheck::Ready(joins) = check(&sink, &quiet).await.expect("joinable") else {
+        panic!("not ready");
+    };
+    assert!(joins.contains("joins"), "{joins}");
+    for (address, code) in [
+        ("#nowhere", "channel_not_found"),
+        ("C0NOWHERE1", "channel_not_found"),
+        (old.as_str(), "is_archived"),
+        ("#old", "channel_not_found"),
+        (closed.as_str(), "channel_not_found"),
+    ] {
+        let e = check(&sink, address).await.expect_err(address);
+        assert_eq!(e.code(), Some(code), "{address}: {e}");
+        // A second unknown name within a minute is not listed again (asked later).
+        if address != "#old" {
+            assert_eq!(e.class(), ErrorClass::Permanent, "{address}");
+        }
+    }
+    let stay_out = builder(&slack)
+        .with_join_channels(false)
+        .build()
+        .expect("sink");
+    let e = check(&stay_out, &quiet).await.expect_err("not a member");
+    assert_eq!(e.code(), Some("not_in_channel"));
+    assert!(slack.messages(&ap).is_empty() && slack.messages(&quiet).is_empty());
+
+    let unread = builder(&slack)
+        .with_bot_token(slack.add_bot_token_with_scopes("chat:write,chat:write.public"))
+        .build()
+        .expect("sink");
+    for address in ["#ap", ap.as_str()] {
+        let got = check(&unread, address).await.expect("not an error");
+        assert!(
+            matches!(&got, DestinationCheck::Unchecked(why) if why.contains("channels:read")),
+            "{address}: {got:?}"
+        );
+    }
+}

@@ -10,7 +10,7 @@ use ml_core::clock::Clock;
 use ml_core::http::{ApiClient, Request, Response};
 use ml_core::record::Record;
 use ml_core::render::Rendered;
-use ml_core::sink::{Destination, Outbound, Receipt, Sink};
+use ml_core::sink::{Destination, DestinationCheck, Outbound, Receipt, Sink};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -313,5 +313,24 @@ impl Sink for SendGridEmailSink {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// An address must look like one (checked here as before every send); a role is
+    /// resolved from each record, so it cannot be checked ahead.
+    async fn check_destination(&self, destination: &Destination) -> Result<DestinationCheck> {
+        let address = destination.address.trim();
+        if Role::parse(address).is_some() {
+            return Ok(DestinationCheck::Unchecked(
+                "a role: each record names its address".to_owned(),
+            ));
+        }
+        if !looks_like_email(address) {
+            return Err(TwilioError::InvalidEmail {
+                system: self.system(),
+                address: address.to_owned(),
+            }
+            .into());
+        }
+        Ok(DestinationCheck::Ready("an email address".to_owned()))
     }
 }

@@ -12,7 +12,7 @@ use ml_core::clock::Clock;
 use ml_core::http::{ApiClient, Request, Response};
 use ml_core::record::Record;
 use ml_core::render::Rendered;
-use ml_core::sink::{Destination, Outbound, Receipt, Reconciled, Sink};
+use ml_core::sink::{Destination, DestinationCheck, Outbound, Receipt, Reconciled, Sink};
 use ml_core::{Error, ErrorClass, Result};
 use serde::Deserialize;
 use serde_json::json;
@@ -394,5 +394,22 @@ impl Sink for TwilioSmsSink {
         );
         self.send_request(Request::get(&url)?).await?;
         Ok(())
+    }
+
+    /// A number must be E.164 (checked here as before every send); a role is resolved
+    /// from each record, so it cannot be checked ahead.
+    async fn check_destination(&self, destination: &Destination) -> Result<DestinationCheck> {
+        let address = destination.address.trim();
+        if Role::parse(address).is_some() {
+            return Ok(DestinationCheck::Unchecked(
+                "a role: each record names its number".to_owned(),
+            ));
+        }
+        check_e164(address).map_err(|reason| TwilioError::InvalidNumber {
+            system: self.system(),
+            number: address.to_owned(),
+            reason: reason.to_owned(),
+        })?;
+        Ok(DestinationCheck::Ready("an E.164 number".to_owned()))
     }
 }

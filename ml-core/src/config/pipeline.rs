@@ -509,6 +509,27 @@ impl PipelineConfig {
         Router::new(self.routes.mode, rules)
     }
 
+    /// Every destination the file names, resolved and each once: the routes' `to` and the
+    /// sinks' `channels` and `recipients` (what `check` looks at before the first send).
+    pub fn destinations(&self) -> Vec<Destination> {
+        let routed = self
+            .routes
+            .rules
+            .iter()
+            .flat_map(|r| &r.to)
+            .filter_map(|d| Destination::parse(&self.resolve_destination(d)).ok());
+        let aliased = self.sinks.iter().flat_map(|(name, cfg)| {
+            cfg.channels
+                .values()
+                .chain(cfg.recipients.values())
+                .map(move |a| Destination::new(name.clone(), a.clone()))
+        });
+        let mut all: Vec<Destination> = routed.chain(aliased).collect();
+        all.sort_by(|a, b| (&a.sink, &a.address).cmp(&(&b.sink, &b.address)));
+        all.dedup();
+        all
+    }
+
     /// `sink:alias` -> `sink:address` (unchanged when the alias is none).
     pub fn resolve_destination(&self, destination: &str) -> String {
         match destination.split_once(':') {

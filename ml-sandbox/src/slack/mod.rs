@@ -2,7 +2,7 @@
 //!
 //! Served methods (at `<base_url>` = `http://127.0.0.1:<port>/api/`): `chat.postMessage`,
 //! `chat.update`, `auth.test`, `conversations.history`, `conversations.replies`, `conversations.list`,
-//! `conversations.join`, `oauth.v2.access`, `apps.connections.open`. Anything else answers
+//! `conversations.join`, `conversations.info`, `oauth.v2.access`, `apps.connections.open`. Anything else answers
 //! `{"ok":false,"error":"unknown_method"}`.
 //!
 //! What it enforces, like Slack:

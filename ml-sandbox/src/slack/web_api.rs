@@ -171,6 +171,7 @@ pub(crate) async fn handle(
         "conversations.replies" => replies(&state, &request),
         "conversations.join" => join(&state, &request),
         "conversations.list" => list_conversations(&state, &request),
+        "conversations.info" => conversation_info(&state, &request),
         "oauth.v2.access" => oauth_access(&state, &request),
         "apps.connections.open" => super::socket::connections_open(&state, &request),
         _ => Err(ApiError::new("unknown_method")),
@@ -883,6 +884,31 @@ fn list_conversations(state: &SlackState, request: &ApiRequest) -> ApiResult {
     let mut out = Map::new();
     out.insert("channels".into(), Value::Array(page));
     out.insert("response_metadata".into(), json!({ "next_cursor": next }));
+    Ok(out)
+}
+
+/// `conversations.info`: by id only (a name is `channel_not_found`, as on Slack); a
+/// private channel the bot is not in does not exist for it.
+fn conversation_info(state: &SlackState, request: &ApiRequest) -> ApiResult {
+    let now = state.now();
+    let inner = state.lock();
+    let scopes = auth_bot(&inner, request, now)?;
+    let arg = arg_str(&request.args, "channel");
+    let by_id = arg
+        .as_deref()
+        .and_then(|a| inner.channels.iter().find(|c| c.id == a))
+        .map(|c| c.id.clone());
+    let channel = visible_channel(&inner, by_id.as_deref())?;
+    need(
+        scopes.as_ref(),
+        if channel.private {
+            "groups:read"
+        } else {
+            "channels:read"
+        },
+    )?;
+    let mut out = Map::new();
+    out.insert("channel".into(), channel_json(state, channel));
     Ok(out)
 }
 

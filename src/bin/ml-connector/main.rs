@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! ml-connector run --config F [--once]     poll, deliver, serve [receivers]; Ctrl-C or SIGTERM stops
-//! ml-connector check --config F            health check of every connector
+//! ml-connector check --config F            health check of every connector and destination
 //! ml-connector dry-run --config F [--max N] what would be sent where (nothing journaled)
 //! ml-connector explain --config F STREAM KEY which rules matched a journaled record, and why
 //! ml-connector audit [--config F | --journal DB] list [STATUS] [--stream S] [--destination D]
@@ -30,6 +30,7 @@ use ml_connector::audit::{
     AuditStore, DeliveryFilter, DeliveryId, DeliveryStatus, JournalNote, NoteFilter, NoteSeverity,
 };
 use ml_connector::config::{Assembled, PipelineConfig, ProcessEnv};
+use ml_connector::sink::DestinationCheck;
 use ml_connector::{Error, Result, connectors};
 
 #[derive(Parser)]
@@ -827,12 +828,28 @@ async fn check(path: &Path) -> Result<()> {
             }
         }
     }
+    let destinations = config.destinations();
     for (name, sink) in &a.sinks {
         match sink.healthcheck().await {
             Ok(()) => println!("ok      sink {name}: {sink}"),
             Err(e) => {
                 failed += 1;
                 println!("FAILED  sink {name}: {sink}: {e}");
+                continue;
+            }
+        }
+        // What the routes send to, before the first send finds a channel missing.
+        for d in destinations.iter().filter(|d| &d.sink == name) {
+            match sink.check_destination(d).await {
+                Ok(DestinationCheck::Ready(found)) => println!("ok      destination {d}: {found}"),
+                Ok(DestinationCheck::Unchecked(why)) => {
+                    println!("-       destination {d}: not checked ({why})");
+                }
+                Ok(other) => println!("-       destination {d}: {other:?}"),
+                Err(e) => {
+                    failed += 1;
+                    println!("FAILED  destination {d}: {e}");
+                }
             }
         }
     }
