@@ -46,9 +46,18 @@ pub struct ReconcileOptions {
     pub clock_skew: Duration,
     /// Messages per history page (default 200).
     pub page_size: u32,
-    /// Most pages read (default 25, i.e. 5,000 messages). When the window is not covered
-    /// by then, `reconcile` fails as inconclusive rather than guess: nothing is re-sent.
+    /// How far to read, in pages of `page_size` (default 25, i.e. 5,000 messages; Slack
+    /// serving smaller pages than asked means more, smaller pages for the same messages).
+    /// When the window is not covered by then, `reconcile` fails as inconclusive rather
+    /// than guess.
     pub max_pages: u32,
+}
+
+impl ReconcileOptions {
+    /// The most messages a look-up reads: `page_size` x `max_pages`.
+    pub fn message_budget(&self) -> usize {
+        (self.page_size.max(1) as usize).saturating_mul(self.max_pages.max(1) as usize)
+    }
 }
 
 impl Default for ReconcileOptions {
@@ -360,8 +369,17 @@ impl SlackSink {
         if let Some(t) = &msg.thread {
             req = req.with_thread(Ts(t.remote_id.clone()));
         }
-        for _ in 0..self.reconcile.max_pages.max(1) {
+        // The budget is in messages, not pages: Slack may serve fewer than asked before
+        // the end, and a window a capped page size leaves uncovered would be an
+        // inconclusive look-up (a re-send counted as after doubt) where reading on finds
+        // the post. Pages are bounded too, against a cursor that never ends.
+        let budget = self.reconcile.message_budget();
+        let most_pages = self.reconcile.max_pages.max(1).saturating_mul(20);
+        let (mut read, mut pages) = (0usize, 0u32);
+        while read < budget && pages < most_pages {
             let page = self.client.history(&req).await.map_err(|e| self.err(e))?;
+            pages += 1;
+            read += page.messages.len();
             if let Some(found) = page
                 .messages
                 .iter()
@@ -378,8 +396,8 @@ impl SlackSink {
             }
         }
         Err(self.err(SlackError::ReconcileInconclusive(format!(
-            "delivery {} not found in the first {} pages of {}; the window was not covered",
-            msg.delivery_id, self.reconcile.max_pages, channel
+            "delivery {} not found in the first {read} messages ({pages} pages) of {}; the window was not covered",
+            msg.delivery_id, channel
         ))))
     }
 

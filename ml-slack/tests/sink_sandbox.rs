@@ -304,6 +304,21 @@ async fn reconcile_pages_and_is_bounded() {
         .expect("sink");
     let err = capped.reconcile(&target).await.expect_err("inconclusive");
     assert_eq!(err.code(), Some("reconcile_inconclusive"));
+
+    // Slack serving fewer than asked (5 of 200): the budget is 400 messages, not 2 pages.
+    slack.set_page_cap(Some(5));
+    let asks_more = builder(&slack)
+        .with_reconcile(ml_slack::ReconcileOptions {
+            page_size: 200,
+            max_pages: 2,
+            ..ml_slack::ReconcileOptions::default()
+        })
+        .build()
+        .expect("sink");
+    assert!(matches!(
+        asks_more.reconcile(&target).await.expect("found on page 5"),
+        Reconciled::Found(_)
+    ));
 }
 
 #[tokio::test]

@@ -605,6 +605,13 @@ impl SlackEmulator {
         inner.next_allowed.clear();
     }
 
+    /// Caps every cursor-paginated list (`conversations.history`, `.replies`, `.list`) at
+    /// `cap` items a page whatever `limit` asks (`None`: the usual maximum). Slack's
+    /// pagination docs: fewer items than asked may come back before the end is reached.
+    pub fn set_page_cap(&self, cap: Option<usize>) {
+        self.state.lock().page_cap = cap.map(|c| c.max(1));
+    }
+
     /// Every `chat.postMessage` that reached the rate limit check, in arrival order,
     /// accepted or refused, for all channels (filter by [`PostArrival::channel`]).
     pub fn post_arrivals(&self) -> Vec<PostArrival> {

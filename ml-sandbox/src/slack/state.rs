@@ -237,6 +237,8 @@ pub(crate) struct Inner {
     pub(crate) rate_limited: u64,
     pub(crate) post_interval: Option<Duration>,
     pub(crate) post_burst: u32,
+    /// Most items a cursor-paginated list returns, whatever `limit` asks.
+    pub(crate) page_cap: Option<usize>,
     pub(crate) post_arrivals: Vec<PostArrival>,
     pub(crate) rotation: bool,
     pub(crate) codes: HashMap<String, CodeInfo>,
@@ -283,6 +285,7 @@ impl Inner {
             rate_limited: 0,
             post_interval: Some(Duration::from_secs(1)),
             post_burst: 1,
+            page_cap: None,
             post_arrivals: Vec::new(),
             rotation: false,
             codes: HashMap::new(),

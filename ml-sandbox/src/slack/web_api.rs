@@ -653,11 +653,12 @@ fn decode_cursor(cursor: &str) -> Result<i64, ApiError> {
         .ok_or(ApiError::new("invalid_cursor"))
 }
 
-fn limit_arg(args: &Map<String, Value>) -> usize {
-    match arg_str(args, "limit").and_then(|l| l.parse::<usize>().ok()) {
+fn limit_arg(inner: &Inner, args: &Map<String, Value>) -> usize {
+    let asked = match arg_str(args, "limit").and_then(|l| l.parse::<usize>().ok()) {
         None | Some(0) => DEFAULT_LIMIT,
         Some(n) => n.min(MAX_LIMIT),
-    }
+    };
+    inner.page_cap.map_or(asked, |cap| asked.min(cap))
 }
 
 /// A readable channel for history-like calls (`channels:history` for public channels,
@@ -688,7 +689,7 @@ fn history(state: &SlackState, request: &ApiRequest) -> ApiResult {
     let scopes = auth_bot(&inner, request, now)?;
     let args = &request.args;
     let channel_id = readable_channel(&inner, args, scopes.as_ref())?;
-    let limit = limit_arg(args);
+    let limit = limit_arg(&inner, args);
     let oldest = match arg_str(args, "oldest") {
         None => None,
         Some(s) => Some(parse_ts(&s).ok_or(ApiError::new("invalid_ts_oldest"))?),
@@ -752,7 +753,7 @@ fn replies(state: &SlackState, request: &ApiRequest) -> ApiResult {
     let args = &request.args;
     let channel_id = readable_channel(&inner, args, scopes.as_ref())?;
     let ts = arg_str(args, "ts").ok_or(ApiError::new("thread_not_found"))?;
-    let limit = limit_arg(args);
+    let limit = limit_arg(&inner, args);
     let cursor = arg_str(args, "cursor")
         .map(|c| decode_cursor(&c))
         .transpose()?;
@@ -850,7 +851,7 @@ fn list_conversations(state: &SlackState, request: &ApiRequest) -> ApiResult {
         need(scopes.as_ref(), "groups:read")?;
     }
     let exclude_archived = arg_bool(args, "exclude_archived");
-    let limit = limit_arg(args);
+    let limit = limit_arg(&inner, args);
     let start = match arg_str(args, "cursor") {
         None => 0,
         Some(c) => c
