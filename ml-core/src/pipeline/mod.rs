@@ -794,8 +794,17 @@ impl Pipeline {
             let mut stop = stop_rx.clone();
             tasks.spawn(async move {
                 let mut total = RunSummary::default();
+                let mut seen = None;
                 loop {
-                    let c = poll::cycle(&inner, &s).await;
+                    let (elsewhere, newest) = poll::polled_elsewhere(&inner, &s.name, seen).await;
+                    let c = if elsewhere {
+                        seen = newest;
+                        poll::polled_by_another(&inner, &s)
+                    } else {
+                        let c = poll::cycle(&inner, &s).await;
+                        seen = poll::newest_cycle(&inner, &s.name).await;
+                        c
+                    };
                     let failed = c.error.is_some();
                     total.add_cycle(c);
                     let now = inner.now();

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use tracing::Instrument;
 
 use super::{CycleSummary, DryRun, Inner, PlannedMessage, Stream, StreamHealth};
-use crate::audit::{CycleEnd, ErrorInfo, PageCommit, PlannedRecord};
+use crate::audit::{CycleEnd, CycleId, ErrorInfo, PageCommit, PlannedRecord};
 use crate::clock;
 use crate::error::{Error, ErrorClass, Result};
 use crate::record::{Rejected, SourceItem};
@@ -219,6 +219,68 @@ pub(super) async fn cycle(inner: &Arc<Inner>, stream: &Stream) -> CycleSummary {
         inner.wake_delivery.notify_one();
     }
     summary
+}
+
+/// The id of `stream`'s newest cycle in the journal, by any process (`None`: none yet, or
+/// the journal could not say).
+pub(super) async fn newest_cycle(inner: &Inner, stream: &str) -> Option<CycleId> {
+    match inner.store.cycles(stream, 1).await {
+        Ok(c) => c.first().map(|c| c.id),
+        Err(e) => {
+            tracing::debug!(stream, error = %e, "could not read the newest cycle");
+            None
+        }
+    }
+}
+
+/// Whether a cycle of `stream` newer than `seen` (the newest this process knew of when
+/// it last polled or looked) ended well: another process sharing the journal polled it
+/// since. Replicas each keep the stream's schedule; without this each would read the
+/// ERP every interval (the journal drops the repeats, but the ERP is read N times). With
+/// it, one turn per interval polls and the others find it done; when that replica stops,
+/// the next one due finds nothing newer and polls. Returns the newest cycle's id too.
+pub(super) async fn polled_elsewhere(
+    inner: &Inner,
+    stream: &str,
+    seen: Option<CycleId>,
+) -> (bool, Option<CycleId>) {
+    let Some(seen) = seen else {
+        return (false, None);
+    };
+    match inner.store.cycles(stream, 1).await {
+        Ok(c) => match c.first() {
+            Some(newest) if newest.id > seen => (
+                newest.finished_at.is_some() && newest.error.is_none(),
+                Some(newest.id),
+            ),
+            _ => (false, Some(seen)),
+        },
+        Err(e) => {
+            tracing::debug!(stream, error = %e, "could not read the newest cycle; polling");
+            (false, Some(seen))
+        }
+    }
+}
+
+/// The summary of a turn skipped because another process polled the stream since this
+/// one's last turn: the stream is healthy there, so it is not paused or backing off here.
+pub(super) fn polled_by_another(inner: &Inner, stream: &Stream) -> CycleSummary {
+    tracing::debug!(stream = %stream.name, "polled by another process since this one's last turn; skipped");
+    let was_failing = inner
+        .health
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&stream.name)
+        .is_some_and(|h| h.error.is_some());
+    if was_failing {
+        tracing::info!(stream = %stream.name, "stream polled well by another process");
+        set_paused_gauge(&stream.name, None);
+    }
+    CycleSummary {
+        stream: stream.name.clone(),
+        skipped: true,
+        ..CycleSummary::default()
+    }
 }
 
 async fn run_cycle(inner: &Inner, stream: &Stream, summary: &mut CycleSummary) -> Result<()> {

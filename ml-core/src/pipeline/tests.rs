@@ -1223,3 +1223,32 @@ async fn a_shutdown_ends_a_wait_for_the_rate_limiter() {
     let stats = rig.store.stats().await.expect("stats");
     assert_eq!((stats.in_flight, stats.pending), (0, 2), "{stats:?}");
 }
+
+/// Two replicas on one journal, each keeping the stream's schedule: one turn per interval
+/// reads the ERP and the other finds it polled (not one read per replica); when the one
+/// that polls stops, the other's next turn polls.
+#[tokio::test(start_paused = true)]
+async fn replicas_take_turns_instead_of_each_reading_the_erp() {
+    let rig = Rig::new(MemorySink::new("chat"));
+    rig.table.upsert(invoice("1", 1, "100"));
+    let (a, b) = (rig.pipeline(), rig.pipeline());
+    let (stop_a, run_a) = spawn_run(&a);
+    let (stop_b, run_b) = spawn_run(&b);
+    // Ten intervals of the rig's five-minute schedule.
+    tokio::time::sleep(Duration::from_secs(3000)).await;
+    let both = rig.store.cycles("invoices", 1000).await.expect("cycles");
+    assert!(
+        (9..=13).contains(&both.len()),
+        "{} cycles in ten intervals with two replicas",
+        both.len()
+    );
+    let _ = stop_a.send(());
+    run_a.await.expect("join").expect("run a");
+    rig.table.upsert(invoice("2", 2, "100"));
+    tokio::time::sleep(Duration::from_secs(900)).await;
+    let after = rig.store.cycles("invoices", 1000).await.expect("cycles");
+    assert!(after.len() >= both.len() + 2, "the other replica took over");
+    assert_eq!(keys(&rig.sink.sent()), ["1", "2"]);
+    let _ = stop_b.send(());
+    run_b.await.expect("join").expect("run b");
+}
