@@ -490,6 +490,9 @@ pub struct DryRun {
     pub rejected: Vec<(String, Rejected)>,
     /// Records that no rule routes anywhere.
     pub unrouted: Vec<(String, String)>,
+    /// Records (stream, key) the journal already holds in this version: a run would drop
+    /// them as duplicates and send nothing for them (their messages are not listed).
+    pub already_journaled: Vec<(String, String)>,
 }
 
 /// A running pipeline (cheap to clone; clones share everything).
@@ -774,7 +777,8 @@ impl Pipeline {
     }
 
     /// Shows what would be sent where, without journaling or sending anything: reads up to
-    /// `max_records` items per stream from the saved positions.
+    /// `max_records` items per stream from the saved positions. Records the journal
+    /// already holds in the same version are listed as such, not as messages.
     pub async fn dry_run(&self, max_records: usize) -> Result<DryRun> {
         poll::dry_run(&self.inner, max_records).await
     }

@@ -437,6 +437,21 @@ async fn pages(
     }
 }
 
+/// Whether the journal holds `record` in this version (a run would drop it as a
+/// duplicate).
+async fn already_journaled(
+    inner: &Inner,
+    stream: &str,
+    record: &crate::record::Record,
+) -> Result<bool> {
+    let history = inner.store.record_history(stream, &record.key).await?;
+    let (key, version) = (record.dedupe_key(), record.dedupe_version());
+    Ok(history
+        .versions
+        .iter()
+        .any(|v| v.record.dedupe_key() == key && v.record.dedupe_version() == version))
+}
+
 pub(super) async fn dry_run(inner: &Inner, max_records: usize) -> Result<DryRun> {
     let mut out = DryRun::default();
     for stream in &inner.streams {
@@ -453,6 +468,11 @@ pub(super) async fn dry_run(inner: &Inner, max_records: usize) -> Result<DryRun>
             out.rejected
                 .extend(rejected.into_iter().map(|r| (stream.name.clone(), r)));
             for p in records {
+                if already_journaled(inner, &stream.name, &p.record).await? {
+                    out.already_journaled
+                        .push((stream.name.clone(), p.record.key.clone()));
+                    continue;
+                }
                 if p.destinations.is_empty() {
                     out.unrouted
                         .push((stream.name.clone(), p.record.key.clone()));

@@ -1252,3 +1252,25 @@ async fn replicas_take_turns_instead_of_each_reading_the_erp() {
     let _ = stop_b.send(());
     run_b.await.expect("join").expect("run b");
 }
+
+/// A dry run after a run: what the source serves again (the cursor's overlap) is already
+/// journaled in that version, so it is named as such and not listed as messages; a new
+/// version of a record is listed.
+#[tokio::test(start_paused = true)]
+async fn dry_run_names_what_the_journal_already_holds() {
+    let rig = Rig::new(MemorySink::new("chat"));
+    for i in 0..3 {
+        rig.table.upsert(invoice(&i.to_string(), i, "100"));
+    }
+    let p = rig.pipeline();
+    p.run_once().await.expect("run");
+    assert_eq!(rig.sink.sent().len(), 3);
+    let d = p.dry_run(100).await.expect("dry");
+    assert!(d.messages.is_empty(), "{:?}", d.messages);
+    assert!(!d.already_journaled.is_empty());
+    assert!(d.already_journaled.iter().all(|(s, _)| s == "invoices"));
+    rig.table.upsert(invoice("1", 30, "100"));
+    let d = p.dry_run(100).await.expect("dry");
+    let listed: Vec<&str> = d.messages.iter().map(|m| m.record_key.as_str()).collect();
+    assert_eq!(listed, ["1"], "{d:?}");
+}

@@ -894,11 +894,15 @@ async fn dry_run(path: &Path, max: usize) -> Result<()> {
     for (stream, key) in &d.unrouted {
         println!("{stream} {key}: no rule routes it anywhere");
     }
+    for (stream, key) in &d.already_journaled {
+        println!("{stream} {key}: already journaled in this version (nothing would be sent)");
+    }
     println!(
-        "dry run: {} messages, {} rejected, {} unrouted (nothing journaled or sent)",
+        "dry run: {} messages, {} rejected, {} unrouted, {} already journaled (nothing journaled or sent)",
         d.messages.len(),
         d.rejected.len(),
-        d.unrouted.len()
+        d.unrouted.len(),
+        d.already_journaled.len()
     );
     Ok(())
 }
