@@ -463,6 +463,10 @@ pub struct DeliveryView {
     pub resent_after_doubt: u32,
     /// The remote id, once delivered.
     pub remote_id: Option<String>,
+    /// Where within the destination the remote id lives (a Slack channel id), once
+    /// delivered, when the sink said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_scope: Option<String>,
     /// The remote status from callbacks.
     pub remote_status: Option<RemoteStatus>,
     /// The last error.
@@ -904,6 +908,21 @@ pub trait AuditQuery: Send + Sync + Debug {
 
     /// The latest `limit` cycles of a stream, newest first.
     async fn cycles(&self, stream: &str, limit: usize) -> Result<Vec<CycleView>>;
+
+    /// The remote scope (a Slack channel's id) a message delivered to `destination` was
+    /// given, when any was: a sink that cannot resolve the destination by itself (a
+    /// channel by name, no `channels:read`) learns it from here to look an in-doubt
+    /// message up. Rarely asked (only then); the default reads the delivered deliveries.
+    async fn destination_scope(&self, destination: &Destination) -> Result<Option<String>> {
+        let delivered = self
+            .deliveries(&DeliveryFilter {
+                destination: Some(destination.clone()),
+                status: Some(DeliveryStatus::Delivered),
+                ..DeliveryFilter::default()
+            })
+            .await?;
+        Ok(delivered.into_iter().rev().find_map(|d| d.remote_scope))
+    }
 
     /// The latest `limit` rejected items (of one stream, or of all), newest first.
     async fn rejected(&self, stream: Option<&str>, limit: usize) -> Result<Vec<RejectedView>>;

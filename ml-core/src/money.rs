@@ -33,6 +33,24 @@ impl Currency {
         // Only ASCII letters are ever stored.
         std::str::from_utf8(&self.0).unwrap_or("???")
     }
+
+    /// Its minor units (ISO 4217 exponent): 0 for JPY, KRW, ...; 3 for BHD, KWD, ...; 2
+    /// otherwise (unknown codes included).
+    pub fn minor_units(&self) -> u32 {
+        const ZERO: &[&str] = &[
+            "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI",
+            "VND", "VUV", "XAF", "XOF", "XPF",
+        ];
+        const THREE: &[&str] = &["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
+        let code = self.as_str();
+        if ZERO.contains(&code) {
+            0
+        } else if THREE.contains(&code) {
+            3
+        } else {
+            2
+        }
+    }
 }
 
 impl FromStr for Currency {
@@ -99,15 +117,26 @@ impl Money {
 
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", format_amount(self.amount), self.currency)
+        write!(
+            f,
+            "{} {}",
+            format_amount_with(self.amount, self.currency.minor_units()),
+            self.currency
+        )
     }
 }
 
 /// Formats an amount with thousands separators and at least two decimals: `12,345.60`.
 pub fn format_amount(amount: Decimal) -> String {
-    let scaled = if amount.scale() < 2 {
+    format_amount_with(amount, 2)
+}
+
+/// Formats an amount with thousands separators and at least `decimals` decimals (the
+/// currency's minor units: `1,500 JPY`, `12.500 KWD`); never fewer than the amount has.
+pub fn format_amount_with(amount: Decimal, decimals: u32) -> String {
+    let scaled = if amount.scale() < decimals {
         let mut a = amount;
-        a.rescale(2);
+        a.rescale(decimals);
         a
     } else {
         amount
@@ -170,5 +199,18 @@ mod tests {
         assert_eq!(format_amount(Decimal::new(100, 0)), "100.00");
         assert_eq!(format_amount(Decimal::new(1_000, 0)), "1,000.00");
         assert_eq!(format_amount(Decimal::new(12_3456, 4)), "12.3456");
+    }
+
+    #[test]
+    fn amounts_show_their_currency_s_minor_units() {
+        let m = |a: &str, c: &str| Money::parse(a, c).expect("money").to_string();
+        assert_eq!(m("-15000", "JPY"), "-15,000 JPY");
+        assert_eq!(
+            m("1500.5", "JPY"),
+            "1,500.5 JPY",
+            "never drops digits it has"
+        );
+        assert_eq!(m("12.5", "KWD"), "12.500 KWD");
+        assert_eq!(m("0.3", "EUR"), "0.30 EUR");
     }
 }

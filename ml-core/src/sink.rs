@@ -171,6 +171,16 @@ pub trait Sink: Send + Sync + Debug + Display {
         Err(Error::Unsupported(format!("{self} cannot reconcile")))
     }
 
+    /// Told, after `reconcile` failed for good, the remote scope the journal holds for an
+    /// earlier message to `destination` (a Slack channel's id for a channel given by
+    /// name): `true` when the sink did not know it and `reconcile` is worth trying again
+    /// (a replica taking over a crashed one's in-doubt post, without `channels:read`).
+    /// The default: `false`.
+    fn remember_scope(&self, destination: &Destination, scope: &str) -> bool {
+        let _ = (destination, scope);
+        false
+    }
+
     /// The rate-limiter key for a destination; `None` for no limit.
     fn rate_key(&self, destination: &Destination) -> Option<String> {
         let _ = destination;

@@ -185,9 +185,13 @@ fn fields(m: &Mapping<'_>, obj: &Object) -> Result<BusinessFields, String> {
     if let Some(lm) = &f.lines {
         let (lines, debit, credit_total) = lines(lm, obj, currency)?;
         if let Some(c) = currency {
-            out.extra.insert("debit_total".into(), debit.to_string());
+            // Shown beside the amount: as money, in the document's currency.
             out.extra
-                .insert("credit_total".into(), credit_total.to_string());
+                .insert("debit_total".into(), Money::new(debit, c).to_string());
+            out.extra.insert(
+                "credit_total".into(),
+                Money::new(credit_total, c).to_string(),
+            );
             if out.amount.is_none() && !lines.is_empty() {
                 out.amount = Some(Money::new(debit, c));
             }

@@ -525,6 +525,15 @@ impl Sink for SlackSink {
     /// first reply the sink cannot know that `#finance` is `C0123`: hosts that post to
     /// the same channel by name and by id at once, or run several replicas on one shared
     /// limiter, should call `remember_channel` or `resolve_channel` at start.
+    fn remember_scope(&self, destination: &Destination, scope: &str) -> bool {
+        let address = destination.address.trim();
+        if self.cached_id(address).is_some() || !ChannelId::looks_like_id(scope) {
+            return false;
+        }
+        self.learn(address, &ChannelId(scope.to_owned()));
+        true
+    }
+
     fn rate_key(&self, destination: &Destination) -> Option<String> {
         let key = self.cached_id(&destination.address).map_or_else(
             || format!("#{}", normalize_channel_name(&destination.address)),

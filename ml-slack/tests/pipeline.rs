@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ml_core::audit::{DeliveryFilter, DeliveryStatus};
+use ml_core::audit::{AuditQuery as _, DeliveryFilter, DeliveryStatus};
 use ml_core::auth::{AccessToken, TokenCache, TokenProvider};
 use ml_core::clock::TokioClock;
 use ml_core::http::ClientOptions;
@@ -419,4 +419,69 @@ async fn an_approved_invoice_replies_in_the_thread_of_its_first_post() {
         Some(messages[0].ts.as_str())
     );
     assert!(messages[1].text.contains("Approved"));
+}
+
+/// A replica takes over another's in-doubt post to a channel given by name, with a bot
+/// that may not list channels (no `channels:read`): its sink cannot resolve the name, but
+/// the journal holds the channel id an earlier message to it was given, so the post is
+/// found in the channel's history instead of being posted twice.
+#[tokio::test(start_paused = true)]
+async fn a_taken_over_post_by_name_is_found_with_the_journal_s_channel_id() {
+    const NO_CHANNELS_READ: &str = "chat:write,channels:history,groups:history";
+    let slack = SlackEmulator::builder()
+        .post_message_interval(None)
+        .start()
+        .await
+        .expect("emulator");
+    let id = slack.add_channel(Channel::public("ap"));
+    // The second post is applied but its answer is lost.
+    slack.faults().push(
+        FaultRule::on("chat.postMessage", Fault::AppliedThenDropped)
+            .after(1)
+            .times(1),
+    );
+    let table = SourceTable::default();
+    records(&table, 1, 2);
+    let store = common::store();
+    let replica = |table: &SourceTable| {
+        let sink = builder(&slack)
+            .with_bot_token(slack.add_bot_token_with_scopes(NO_CHANNELS_READ))
+            .with_client_options(ClientOptions::default().with_timeout(Duration::from_secs(5)))
+            .build()
+            .expect("sink");
+        let source = MemorySource::new("invoices", EntityKind::SupplierInvoice, table.clone());
+        Pipeline::builder()
+            .store(store.clone())
+            .stream(Stream::new(
+                "invoices",
+                Arc::new(source),
+                Schedule::every(Duration::from_secs(3600)).expect("schedule"),
+            ))
+            .router(router(&["#ap".to_owned()]))
+            .sink("slack", Arc::new(sink))
+            .clock(Arc::new(TokioClock::default()))
+            .build()
+            .expect("pipeline")
+    };
+    // The first replica posts the first message and loses the answer to the second; its
+    // in-doubt retry is not due yet when it stops (a crash, as far as the journal knows).
+    replica(&table).run_once().await.expect("run");
+    let in_doubt = store
+        .deliveries(&DeliveryFilter::default())
+        .await
+        .expect("deliveries");
+    assert!(
+        in_doubt.iter().any(|d| d.in_doubt),
+        "the second post is in doubt: {in_doubt:?}"
+    );
+    // Another replica, with a sink that has never seen the channel, finishes the work.
+    let other = replica(&table);
+    drain(&other, 100).await.expect("drain");
+    assert_eq!(slack.messages(&id).len(), 2, "posted once each");
+    let delivered = with_status(store.as_ref(), DeliveryStatus::Delivered).await;
+    assert_eq!(delivered.len(), 2);
+    assert!(
+        delivered.iter().all(|d| d.resent_after_doubt == 0),
+        "{delivered:?}"
+    );
 }

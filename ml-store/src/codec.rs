@@ -104,7 +104,7 @@ pub(crate) fn sql_limit(n: Option<usize>) -> i64 {
 pub(crate) const DELIVERY_COLUMNS: &str = "d.id, r.stream, r.record_key, r.dedupe_version, \
      dst.sink, dst.address, d.status, d.attempts, d.in_doubt, d.resent_after_doubt, \
      d.remote_id, d.remote_status, d.last_error, d.created_at, d.updated_at, \
-     d.next_attempt_at";
+     d.next_attempt_at, d.remote_scope";
 
 /// A delivery with its record (`r`) and destination (`dst`).
 pub(crate) const DELIVERY_JOIN: &str = "deliveries AS d \
@@ -135,6 +135,7 @@ pub(crate) fn delivery(row: &Row<'_>) -> StoreResult<DeliveryView> {
         created_at: ts_from(row.get(13)?, what)?,
         updated_at: ts_from(row.get(14)?, what)?,
         next_attempt_at: ts_from_opt(row.get(15)?, what)?,
+        remote_scope: row.get(16)?,
     })
 }
 

@@ -155,6 +155,23 @@ pub(crate) fn record_history(
     })
 }
 
+/// The newest remote scope given to a message to `d` (newest first by id: a destination
+/// in use is found at once).
+pub(crate) fn destination_scope(
+    conn: &mut Connection,
+    d: &ml_core::sink::Destination,
+) -> StoreResult<Option<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.remote_scope FROM deliveries AS d \
+           JOIN destinations AS dst ON dst.id = d.dest_id \
+         WHERE dst.sink = ?1 AND dst.address = ?2 AND d.remote_scope IS NOT NULL \
+         ORDER BY d.id DESC LIMIT 1",
+    )?;
+    Ok(stmt
+        .query_row(params![d.sink, d.address], |r| r.get(0))
+        .optional()?)
+}
+
 pub(crate) fn cycles(
     conn: &mut Connection,
     stream: &str,

@@ -532,6 +532,17 @@ impl AuditQuery for SqliteAuditStore {
             .await
     }
 
+    async fn destination_scope(
+        &self,
+        destination: &ml_core::sink::Destination,
+    ) -> Result<Option<String>> {
+        let d = destination.clone();
+        self.read("destination scope", move |c| {
+            query::destination_scope(c, &d)
+        })
+        .await
+    }
+
     async fn rejected(&self, stream: Option<&str>, limit: usize) -> Result<Vec<RejectedView>> {
         let stream = stream.map(str::to_owned);
         self.read("rejected", move |c| {

@@ -47,7 +47,6 @@ struct Inner {
 struct Delivery {
     view: DeliveryView,
     record: Record,
-    remote_scope: Option<String>,
     /// `attempts` when the current retry round began (the last replay).
     round_base: u32,
     /// The current round's first attempt.
@@ -150,6 +149,7 @@ impl AuditWrite for MemoryAuditStore {
                             in_doubt: false,
                             resent_after_doubt: 0,
                             remote_id: None,
+                            remote_scope: None,
                             remote_status: None,
                             last_error: None,
                             created_at: page.at,
@@ -157,7 +157,6 @@ impl AuditWrite for MemoryAuditStore {
                             next_attempt_at: Some(page.at),
                         },
                         record: rec.clone(),
-                        remote_scope: None,
                         round_base: 0,
                         round_started: None,
                         claim: None,
@@ -682,7 +681,7 @@ fn apply_receipt(d: &mut Delivery, receipt: &Receipt, by_remote: &mut HashMap<St
     }
     d.view.in_doubt = false;
     d.view.remote_id = Some(receipt.remote_id.clone());
-    d.remote_scope.clone_from(&receipt.remote_scope);
+    d.view.remote_scope.clone_from(&receipt.remote_scope);
     d.view.next_attempt_at = None;
 }
 
@@ -748,7 +747,7 @@ fn thread_of(inner: &Inner, id: i64) -> Option<Receipt> {
         .and_then(|d| {
             Some(Receipt {
                 remote_id: d.view.remote_id.clone()?,
-                remote_scope: d.remote_scope.clone(),
+                remote_scope: d.view.remote_scope.clone(),
                 status: None,
             })
         })

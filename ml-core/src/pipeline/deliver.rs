@@ -25,7 +25,7 @@ use super::{Checkpoint, DeliverySummary, Inner};
 use crate::audit::{AttemptOutcome, ClaimedDelivery, DeliveryId, ErrorInfo, FinishedAttempt};
 use crate::clock;
 use crate::error::{Error, ErrorClass, Result};
-use crate::sink::{Destination, Outbound, Reconciled};
+use crate::sink::{Destination, Outbound, Reconciled, Sink};
 
 /// A destination's runs are sized by what it delivered in about this long.
 pub(super) const RUN_WINDOW: Duration = Duration::from_secs(1);
@@ -473,7 +473,7 @@ async fn attempt(
     };
     let mut reconciled_blind = false;
     if c.in_doubt && sink.can_reconcile() {
-        match sink.reconcile(&msg).await {
+        match reconcile(inner, sink.as_ref(), &msg).await {
             Ok(Reconciled::Found(receipt)) => return Some(AttemptOutcome::Reconciled(receipt)),
             Ok(Reconciled::NotFound) => {}
             // The check itself is refused for good (a scope not granted, a lookup that
@@ -639,6 +639,33 @@ fn retry_or_fail(inner: &Inner, c: &ClaimedDelivery, e: &Error, in_doubt: bool) 
 
 /// The shortest wait before retrying (and first reconciling) an attempt in doubt.
 pub(crate) const IN_DOUBT_SETTLE: Duration = Duration::from_secs(5);
+
+/// `sink.reconcile`, tried once more when it failed for good and the journal knows the
+/// destination's remote scope the sink did not (see [`Sink::remember_scope`]).
+async fn reconcile(inner: &Inner, sink: &dyn Sink, msg: &Outbound) -> Result<Reconciled> {
+    let first = sink.reconcile(msg).await;
+    let Err(e) = &first else {
+        return first;
+    };
+    if e.class() != ErrorClass::Permanent {
+        return first;
+    }
+    match inner.store.destination_scope(&msg.destination).await {
+        Ok(Some(scope)) if sink.remember_scope(&msg.destination, &scope) => {
+            tracing::info!(
+                delivery = msg.delivery_id.0,
+                destination = %msg.destination,
+                "looking the in-doubt message up again where the journal says earlier ones went"
+            );
+            sink.reconcile(msg).await
+        }
+        Ok(_) => first,
+        Err(journal) => {
+            tracing::warn!(error = %journal, "could not read the destination's scope from the journal");
+            first
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -751,6 +751,18 @@ pub async fn later_versions_thread_on_the_first(s: &dyn AuditStore) {
         .find(|c| c.destination.address == "#z")
         .expect("#z");
     assert_eq!(on_z.thread, None);
+    // The scope a destination's messages were given, for a sink that cannot resolve it.
+    let first = s.delivery(DeliveryId(1)).await.expect("delivery 1");
+    assert_eq!(first.remote_scope.as_deref(), Some("C1"));
+    assert_eq!(
+        s.destination_scope(&dest("#a")).await.expect("scope"),
+        Some("C1".to_owned())
+    );
+    assert_eq!(
+        s.destination_scope(&dest("#z")).await.expect("scope"),
+        None,
+        "nothing delivered to #z yet"
+    );
 }
 
 /// Queries by record, destination, status, stream and time; cycles; stats.

@@ -273,6 +273,13 @@ impl AuditQuery for PostgresAuditStore {
         query::cycles(self, stream, limit).await
     }
 
+    async fn destination_scope(
+        &self,
+        destination: &ml_core::sink::Destination,
+    ) -> Result<Option<String>> {
+        query::destination_scope(self, destination).await
+    }
+
     async fn rejected(&self, stream: Option<&str>, limit: usize) -> Result<Vec<RejectedView>> {
         query::rejected(self, stream, limit).await
     }

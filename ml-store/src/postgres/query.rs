@@ -125,6 +125,7 @@ fn delivery(row: &Row, ctx: &str) -> Result<DeliveryView> {
         created_at: codec::ts_from(row.get(13), what).db(ctx)?,
         updated_at: codec::ts_from(row.get(14), what).db(ctx)?,
         next_attempt_at: codec::ts_from_opt(row.get(15), what).db(ctx)?,
+        remote_scope: row.get(16),
     })
 }
 
@@ -233,6 +234,29 @@ pub(crate) async fn record_history(
         versions,
         deliveries,
     })
+}
+
+/// The newest remote scope given to a message to `d`.
+pub(crate) async fn destination_scope(
+    s: &PostgresAuditStore,
+    d: &Destination,
+) -> Result<Option<String>> {
+    let ctx = s.ctx("destination scope");
+    let client = s.client("destination scope").await?;
+    let stmt = client
+        .prepare_cached(
+            "SELECT d.remote_scope FROM deliveries AS d \
+               JOIN destinations AS dst ON dst.id = d.dest_id \
+             WHERE dst.sink = $1 AND dst.address = $2 AND d.remote_scope IS NOT NULL \
+             ORDER BY d.id DESC LIMIT 1",
+        )
+        .await
+        .db(&ctx)?;
+    let row = client
+        .query_opt(&stmt, &[&d.sink, &d.address])
+        .await
+        .db(&ctx)?;
+    Ok(row.and_then(|r| r.get(0)))
 }
 
 pub(crate) async fn cycles(
