@@ -740,6 +740,24 @@ async fn a_revoked_token_holds_the_deliveries_and_the_run_says_so() {
         "{notes}"
     );
     assert_no_secret(&env, &notes);
+    // The operator fixes the token and runs again at once: the held deliveries go out in
+    // this run (not after the slow pause), and it ends clean.
+    slack.faults().clear();
+    let o = cli(&env, args(&["run", "--config", &sample, "--once"])).await;
+    let again = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{again}");
+    let posted: usize = ids.iter().map(|id| slack.messages(id).len()).sum();
+    let o = cli(&env, args(&["audit", "--config", &sample, "list"])).await;
+    let listed = String::from_utf8_lossy(&o.stdout).into_owned();
+    let delivered = listed.lines().filter(|l| l.contains(" delivered ")).count();
+    assert!(posted > 0, "{again}");
+    assert_eq!(posted, delivered, "{listed}\n{again}");
+    assert!(
+        !listed
+            .lines()
+            .any(|l| l.contains(" retrying ") || l.contains(" pending ")),
+        "{listed}\n{again}"
+    );
 }
 
 /// `run` as a service: a stream refused permanently is named as paused, with its reason,

@@ -868,6 +868,16 @@ pub trait AuditWrite: Send + Sync + Debug {
     /// Makes one failed delivery pending again.
     async fn replay(&self, id: DeliveryId, now: Timestamp) -> Result<()>;
 
+    /// Makes the held deliveries (retrying after a permanent error: their destination
+    /// refused our credentials) due at `now`. A process that starts may have been given new
+    /// credentials: each held destination gets one attempt at once instead of waiting out
+    /// the slow pause (a refusal holds it again). Returns how many. The default does
+    /// nothing.
+    async fn retry_held_now(&self, now: Timestamp) -> Result<u64> {
+        let _ = now;
+        Ok(0)
+    }
+
     /// Makes every failed delivery matching `filter` pending again. Returns how many.
     async fn replay_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64>;
 

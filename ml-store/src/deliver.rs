@@ -652,6 +652,19 @@ const REQUEUE: &str = "UPDATE deliveries SET status = 'pending', next_attempt_at
                        updated_at = ?1, round_base = attempts, first_attempt_at = NULL \
                        WHERE id = ?2";
 
+/// See `AuditWrite::retry_held_now`: a hold is the only retry of a permanent error.
+pub(crate) fn retry_held_now(conn: &mut Connection, now: Timestamp) -> StoreResult<u64> {
+    let now = codec::ts(now)?;
+    let n = conn
+        .prepare_cached(
+            "UPDATE deliveries SET next_attempt_at = ?1 \
+             WHERE status = 'retrying' AND next_attempt_at > ?1 \
+               AND json_extract(last_error, '$.class') = 'permanent'",
+        )?
+        .execute(params![now])?;
+    Ok(n as u64)
+}
+
 pub(crate) fn replay(conn: &mut Connection, id: DeliveryId, now: Timestamp) -> StoreResult<()> {
     let now = codec::ts(now)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

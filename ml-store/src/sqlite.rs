@@ -475,6 +475,11 @@ impl AuditWrite for SqliteAuditStore {
         .await
     }
 
+    async fn retry_held_now(&self, now: Timestamp) -> Result<u64> {
+        self.write("retry_held_now", move |c| deliver::retry_held_now(c, now))
+            .await
+    }
+
     async fn replay(&self, id: DeliveryId, now: Timestamp) -> Result<()> {
         self.write("replay", move |c| deliver::replay(c, id, now))
             .await

@@ -402,6 +402,24 @@ impl AuditWrite for MemoryAuditStore {
         Ok(n)
     }
 
+    async fn retry_held_now(&self, now: Timestamp) -> Result<u64> {
+        let mut g = self.lock();
+        let mut n = 0;
+        for d in g.deliveries.values_mut() {
+            let held = d.view.status == DeliveryStatus::Retrying
+                && d.view.next_attempt_at.is_some_and(|t| t > now)
+                && d.view
+                    .last_error
+                    .as_ref()
+                    .is_some_and(|e| e.class == crate::ErrorClass::Permanent.as_str());
+            if held {
+                d.view.next_attempt_at = Some(now);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     async fn requeue_in_flight(&self, by: &Claimant, now: Timestamp) -> Result<u64> {
         let mut g = self.lock();
         let inner = &mut *g;
@@ -816,6 +834,9 @@ mod tests {
         }
         async fn requeue_in_flight(&self, by: &Claimant, now: Timestamp) -> Result<u64> {
             self.0.requeue_in_flight(by, now).await
+        }
+        async fn retry_held_now(&self, now: Timestamp) -> Result<u64> {
+            self.0.retry_held_now(now).await
         }
         async fn acquire_stream(&self, s: &str, by: &Claimant, now: Timestamp) -> Result<bool> {
             self.0.acquire_stream(s, by, now).await

@@ -611,7 +611,18 @@ impl Pipeline {
     ///
     /// After a crash, the dead process's claims wait for their lease (60 s by default, see
     /// [`PipelineBuilder::lease`]) before they are taken over.
+    ///
+    /// Held deliveries (their destination refused our credentials) are made due at once:
+    /// a start may follow a fix of the credentials (see
+    /// [`AuditWrite::retry_held_now`](crate::audit::AuditWrite::retry_held_now)).
     pub async fn recover(&self) -> Result<u64> {
+        let held = self.inner.store.retry_held_now(self.inner.now()).await?;
+        if held > 0 {
+            tracing::info!(
+                deliveries = held,
+                "held deliveries (credentials refused) get one attempt now: they may work again"
+            );
+        }
         let n = self
             .inner
             .store

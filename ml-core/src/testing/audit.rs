@@ -116,6 +116,7 @@ where
     rejected_items_are_journaled(&*make().await).await;
     claims_follow_destination_order(&*make().await).await;
     retries_wait_until_due(&*make().await).await;
+    held_deliveries_are_retried_at_start(&*make().await).await;
     attempts_need_a_claim(&*make().await).await;
     crash_recovery_marks_doubt(&*make().await).await;
     replay_requeues_failed(&*make().await).await;
@@ -369,6 +370,47 @@ pub async fn retries_wait_until_due(s: &dyn AuditStore) {
         Some("429")
     );
     assert_eq!(v.status, DeliveryStatus::InFlight);
+}
+
+/// A held delivery (retrying after a permanent error: credentials refused) is made due at
+/// once by `retry_held_now`; a retry after a retryable error keeps its time.
+pub async fn held_deliveries_are_retried_at_start(s: &dyn AuditStore) {
+    commit(s, "inv", vec![planned("1", "a", &["#a", "#b"])], 1).await;
+    let c = s.claim_due(&me(), t(5), 10).await.expect("claim");
+    assert_eq!(c.len(), 2);
+    for d in &c {
+        let class = if d.destination.address == "#a" {
+            "permanent"
+        } else {
+            "retryable"
+        };
+        s.finish_attempt(
+            d.id,
+            AttemptOutcome::Retry {
+                error: err(class, "refused"),
+                next_at: t(900),
+                in_doubt: false,
+            },
+            t(6),
+        )
+        .await
+        .expect("finish");
+    }
+    assert!(
+        s.claim_due(&me(), t(10), 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert_eq!(s.retry_held_now(t(10)).await.expect("held"), 1);
+    let due = s.claim_due(&me(), t(10), 10).await.expect("claim");
+    assert_eq!(due.len(), 1, "only the held one");
+    assert_eq!(due[0].destination.address, "#a");
+    assert_eq!(
+        s.retry_held_now(t(11)).await.expect("held"),
+        0,
+        "in flight now"
+    );
 }
 
 /// finish_attempt requires a claim.

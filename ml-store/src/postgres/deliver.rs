@@ -541,6 +541,22 @@ pub(crate) async fn release_stream(
     Ok(())
 }
 
+/// See `AuditWrite::retry_held_now`: a hold is the only retry of a permanent error.
+pub(crate) async fn retry_held_now(s: &PostgresAuditStore, now: Timestamp) -> Result<u64> {
+    let ctx = s.ctx("retry_held_now");
+    let now = codec::ts(now).db(&ctx)?;
+    let client = s.client("retry_held_now").await?;
+    client
+        .execute(
+            "UPDATE deliveries SET next_attempt_at = $1 \
+             WHERE status = 'retrying' AND next_attempt_at > $1 \
+               AND (last_error::jsonb ->> 'class') = 'permanent'",
+            &[&now],
+        )
+        .await
+        .db(&ctx)
+}
+
 pub(crate) async fn replay(s: &PostgresAuditStore, id: DeliveryId, now: Timestamp) -> Result<()> {
     let ctx = s.ctx("replay");
     let now = codec::ts(now).db(&ctx)?;

@@ -233,6 +233,10 @@ impl AuditWrite for PostgresAuditStore {
         deliver::release_stream(self, stream, by).await
     }
 
+    async fn retry_held_now(&self, now: Timestamp) -> Result<u64> {
+        deliver::retry_held_now(self, now).await
+    }
+
     async fn replay(&self, id: DeliveryId, now: Timestamp) -> Result<()> {
         deliver::replay(self, id, now).await
     }
