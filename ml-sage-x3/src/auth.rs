@@ -228,37 +228,72 @@ impl RefreshGrant for CloudRefreshGrant {
 
 /// A [`RefreshTokenStore`] that starts from a configured token (`SAGE_X3_REFRESH_TOKEN`,
 /// the pairing's result) when the durable store holds none yet. Once the store holds one,
-/// the configured token is ignored: it has been rotated away and no longer works.
+/// the same configured token is ignored (it has been rotated away and no longer works);
+/// a *different* configured token is a new pairing and replaces what the store holds.
+/// The store keeps a fingerprint of the configured token the current one descends from
+/// ([`pairing_fingerprint`](ml_core::auth::pairing_fingerprint)) to tell the two apart;
+/// a stored token without one (an older journal) is taken as descending from the
+/// configured token.
 #[derive(Debug)]
 pub struct SeededStore {
     inner: Arc<dyn RefreshTokenStore>,
     seed: Option<StoredRefreshToken>,
+    pairing: Option<String>,
 }
 
 impl SeededStore {
-    /// `inner`, seeded with `seed` while it is empty.
+    /// `inner`, seeded with `seed` while it is empty or holds another pairing's token.
     pub fn new(inner: Arc<dyn RefreshTokenStore>, seed: Option<StoredRefreshToken>) -> Self {
-        Self { inner, seed }
+        let pairing = seed
+            .as_ref()
+            .map(|s| ml_core::auth::pairing_fingerprint(&s.token));
+        let seed = seed.map(|s| s.with_pairing(pairing.clone()));
+        Self {
+            inner,
+            seed,
+            pairing,
+        }
     }
 }
 
 #[async_trait]
 impl RefreshTokenStore for SeededStore {
     async fn load(&self) -> Result<Option<StoredRefreshToken>> {
-        match self.inner.load().await? {
+        let stored = self.inner.load().await?;
+        let Some(seed) = &self.seed else {
+            return Ok(stored);
+        };
+        match stored {
+            None => {
+                self.inner.save(seed).await?;
+                Ok(Some(seed.clone()))
+            }
+            Some(t) if t.pairing.is_some() && t.pairing != self.pairing => {
+                tracing::info!(
+                    "Sage X3: SAGE_X3_REFRESH_TOKEN holds a new pairing's token: it replaces the stored one"
+                );
+                self.inner.save(seed).await?;
+                Ok(Some(seed.clone()))
+            }
+            Some(t) if t.pairing.is_none() => {
+                let t = t.with_pairing(self.pairing.clone());
+                self.inner.save(&t).await?;
+                Ok(Some(t))
+            }
             Some(t) => Ok(Some(t)),
-            None => match &self.seed {
-                Some(seed) => {
-                    self.inner.save(seed).await?;
-                    Ok(Some(seed.clone()))
-                }
-                None => Ok(None),
-            },
         }
     }
 
     async fn save(&self, token: &StoredRefreshToken) -> Result<()> {
+        if self.pairing.is_some() && token.pairing.is_none() {
+            let token = token.clone().with_pairing(self.pairing.clone());
+            return self.inner.save(&token).await;
+        }
         self.inner.save(token).await
+    }
+
+    async fn lock_renewal(&self) -> Result<Option<ml_core::auth::RenewalLockGuard>> {
+        self.inner.lock_renewal().await
     }
 }
 
@@ -325,5 +360,70 @@ impl TokenProvider for SelfSignedJwt {
         }
         let jwt = sign_hs256(&claims, &self.secret);
         Ok(AccessToken::new(jwt, Timestamp::from_second(exp).ok()))
+    }
+}
+
+#[cfg(test)]
+mod seeded_tests {
+    use ml_core::auth::{MemoryRefreshTokenStore, RefreshTokenStore as _, StoredRefreshToken};
+    use secrecy::ExposeSecret as _;
+
+    use super::*;
+
+    fn seeded(inner: &Arc<MemoryRefreshTokenStore>, seed: &str) -> SeededStore {
+        SeededStore::new(
+            Arc::clone(inner) as Arc<dyn RefreshTokenStore>,
+            Some(StoredRefreshToken::new(seed.to_owned(), None)),
+        )
+    }
+
+    async fn token(s: &SeededStore) -> String {
+        s.load()
+            .await
+            .expect("load")
+            .expect("a token")
+            .token
+            .expose_secret()
+            .to_owned()
+    }
+
+    /// The configured token seeds an empty store; once rotated, the same configured token
+    /// is ignored (it no longer works); a different one is a new pairing and replaces it.
+    #[tokio::test]
+    async fn a_new_pairing_token_replaces_the_rotated_one_and_the_old_does_not() {
+        let inner = Arc::new(MemoryRefreshTokenStore::default());
+        let first = seeded(&inner, "pairing-1");
+        assert_eq!(token(&first).await, "pairing-1");
+        first
+            .save(&StoredRefreshToken::new("rotated-1".to_owned(), None))
+            .await
+            .expect("save");
+        // A restart with the same configuration keeps the rotated token.
+        assert_eq!(token(&seeded(&inner, "pairing-1")).await, "rotated-1");
+        // The operator paired again and configured the new token.
+        let second = seeded(&inner, "pairing-2");
+        assert_eq!(token(&second).await, "pairing-2");
+        second
+            .save(&StoredRefreshToken::new("rotated-2".to_owned(), None))
+            .await
+            .expect("save");
+        assert_eq!(token(&seeded(&inner, "pairing-2")).await, "rotated-2");
+        // The fingerprint kept beside the token is not the token.
+        let kept = inner.load().await.expect("load").expect("some");
+        let fp = kept.pairing.expect("fingerprint");
+        assert!(!fp.contains("pairing-2") && fp.len() == 16, "{fp}");
+    }
+
+    /// A token stored before fingerprints were kept (an older journal) is taken as
+    /// descending from the configured token: never replaced by a seed already rotated away.
+    #[tokio::test]
+    async fn a_token_stored_without_a_fingerprint_is_kept() {
+        let inner = Arc::new(MemoryRefreshTokenStore::new(Some(StoredRefreshToken::new(
+            "rotated-old".to_owned(),
+            None,
+        ))));
+        assert_eq!(token(&seeded(&inner, "pairing-1")).await, "rotated-old");
+        assert_eq!(token(&seeded(&inner, "pairing-1")).await, "rotated-old");
+        assert_eq!(token(&seeded(&inner, "pairing-9")).await, "pairing-9");
     }
 }

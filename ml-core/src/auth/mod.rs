@@ -46,6 +46,7 @@ pub use credentials::{Authorization, Credentials};
 pub use rotating::{
     ExpiryObserver, ExpiryWarning, MemoryRefreshTokenStore, RefreshGrant, RefreshTokenStore,
     RenewalLockGuard, RotatingTokenProvider, RotationStatus, StoredRefreshToken, TokenGrant,
+    pairing_fingerprint,
 };
 pub use token::{AccessToken, TokenProvider};
 

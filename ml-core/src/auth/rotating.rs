@@ -24,6 +24,10 @@ pub struct StoredRefreshToken {
     pub token: SecretString,
     /// When it stops working, when known (Sage X3: 30 days after it was issued).
     pub expires_at: Option<Timestamp>,
+    /// A fingerprint of the configured token of the pairing this one descends from (not the
+    /// token: [`pairing_fingerprint`]), when a seeding store keeps one: a different
+    /// configured token then means a new pairing, not the old one rotated away.
+    pub pairing: Option<String>,
 }
 
 impl StoredRefreshToken {
@@ -32,8 +36,26 @@ impl StoredRefreshToken {
         Self {
             token: token.into(),
             expires_at,
+            pairing: None,
         }
     }
+
+    /// The same, descending from the pairing with this fingerprint.
+    #[must_use]
+    pub fn with_pairing(mut self, pairing: Option<String>) -> Self {
+        self.pairing = pairing;
+        self
+    }
+}
+
+/// A short, one-way fingerprint of a configured (pairing) token: the first 16 hex digits
+/// of its SHA-256. Stored beside the rotating token to tell a new pairing from the old
+/// one; it does not reveal the token.
+pub fn pairing_fingerprint(token: &SecretString) -> String {
+    digest(token)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Where the current refresh token is kept between runs (a secrets manager, an encrypted

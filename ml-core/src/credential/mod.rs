@@ -297,6 +297,8 @@ struct RefreshTokenJson {
     token: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expires_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pairing: Option<String>,
 }
 
 #[async_trait]
@@ -305,22 +307,39 @@ impl RefreshTokenStore for CredentialRefreshTokenStore {
         let Some(value) = self.store.get(&self.name).await? else {
             return Ok(None);
         };
+        let text = value.expose_secret().trim();
+        if !text.starts_with('{') {
+            // A bare token an operator stored (`ml-connector credentials set`) after a new
+            // pairing: its expiry is unknown until the next renewal.
+            if text.is_empty() || text.chars().any(char::is_whitespace) {
+                return Err(Error::Credential {
+                    name: self.name.to_string(),
+                    message: "holds no usable refresh token (empty, or with spaces)".into(),
+                });
+            }
+            return Ok(Some(StoredRefreshToken::new(
+                SecretString::from(text.to_owned()),
+                None,
+            )));
+        }
         let parsed: RefreshTokenJson =
-            serde_json::from_str(value.expose_secret()).map_err(|_| Error::Credential {
+            serde_json::from_str(text).map_err(|_| Error::Credential {
                 name: self.name.to_string(),
-                message: "does not hold a refresh token (expected the JSON this store writes)"
+                message: "does not hold a refresh token (neither a bare token nor the JSON \
+                          this store writes)"
                     .into(),
             })?;
-        Ok(Some(StoredRefreshToken::new(
-            SecretString::from(parsed.token),
-            parsed.expires_at,
-        )))
+        Ok(Some(
+            StoredRefreshToken::new(SecretString::from(parsed.token), parsed.expires_at)
+                .with_pairing(parsed.pairing),
+        ))
     }
 
     async fn save(&self, token: &StoredRefreshToken) -> Result<()> {
         let json = serde_json::to_string(&RefreshTokenJson {
             token: token.token.expose_secret().to_owned(),
             expires_at: token.expires_at,
+            pairing: token.pairing.clone(),
         })
         .map_err(|e| Error::Credential {
             name: self.name.to_string(),
@@ -389,12 +408,37 @@ mod tests {
         let back = rts.load().await.expect("load").expect("some");
         assert_eq!(back.token.expose_secret(), "rt-1");
         assert_eq!(back.expires_at, Some(expires));
+        // What a seeding store records of the pairing survives the round trip.
+        rts.save(&StoredRefreshToken::new("rt-2", None).with_pairing(Some("ab12".into())))
+            .await
+            .expect("save");
+        assert_eq!(
+            rts.load()
+                .await
+                .expect("load")
+                .expect("some")
+                .pairing
+                .as_deref(),
+            Some("ab12")
+        );
+        // An operator's `credentials set` after a new pairing stores the bare token.
         store
-            .put(&name, &SecretString::from("not json"))
+            .put(&name, &SecretString::from("rt-from-pairing\n"))
             .await
             .expect("put");
-        let e = rts.load().await.expect_err("garbage");
-        assert!(e.to_string().contains("sage_x3.refresh_token"), "{e}");
-        assert!(!e.to_string().contains("not json"), "{e}");
+        let bare = rts.load().await.expect("bare").expect("some");
+        assert_eq!(bare.token.expose_secret(), "rt-from-pairing");
+        assert_eq!((bare.expires_at, bare.pairing), (None, None));
+        for garbage in ["{not json", "two words", ""] {
+            store
+                .put(&name, &SecretString::from(garbage))
+                .await
+                .expect("put");
+            let e = rts.load().await.expect_err(garbage);
+            assert!(e.to_string().contains("sage_x3.refresh_token"), "{e}");
+            if !garbage.is_empty() {
+                assert!(!e.to_string().contains(garbage), "{e}");
+            }
+        }
     }
 }
