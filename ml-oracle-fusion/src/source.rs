@@ -99,12 +99,14 @@ impl DateLiteral {
     /// Every form, in the order they are tried.
     pub const ALL: [Self; 3] = [Self::SingleQuoted, Self::DoubleQuoted, Self::Bare];
 
-    /// The literal for `t`.
+    /// The literal for `t`: UTC, whole seconds or milliseconds (`.SSS`, what the pod
+    /// serves; never a trimmed `.5`).
     pub fn write(self, t: Timestamp) -> String {
+        let t = q_timestamp(t);
         match self {
             Self::SingleQuoted => format!("'{t}'"),
             Self::DoubleQuoted => format!("\"{t}\""),
-            Self::Bare => t.to_string(),
+            Self::Bare => t,
         }
     }
 
@@ -134,6 +136,16 @@ impl DateLiteral {
 
     fn from_index(i: u8) -> Self {
         Self::ALL[usize::from(i).min(2)]
+    }
+}
+
+/// `2026-03-20T14:53:51Z`, or `2026-03-20T14:53:51.500Z` with a fraction (milliseconds,
+/// the pod's precision; a finer fraction is cut to them, which only widens `>=` and `>`).
+fn q_timestamp(t: Timestamp) -> String {
+    if t.subsec_nanosecond() == 0 {
+        t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    } else {
+        t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
     }
 }
 

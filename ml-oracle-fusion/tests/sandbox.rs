@@ -907,3 +907,22 @@ async fn the_default_scope_is_the_pod_audience_with_the_consumer_scope() {
         vec![format!("{audience}urn:opc:resource:consumer::all")]
     );
 }
+
+/// Date-times in `q` are UTC with whole seconds or exactly three fraction digits (what
+/// the pod serves and the docs show), never a trimmed `.5`.
+#[test]
+fn q_date_times_carry_milliseconds_in_full() {
+    let at = |s: &str| s.parse::<jiff::Timestamp>().expect("ts");
+    assert_eq!(
+        DateLiteral::SingleQuoted.write(at("2026-03-20T10:05:00.5Z")),
+        "'2026-03-20T10:05:00.500Z'"
+    );
+    assert_eq!(
+        DateLiteral::Bare.write(at("2026-03-20T12:05:00.123+02:00")),
+        "2026-03-20T10:05:00.123Z"
+    );
+    assert_eq!(
+        DateLiteral::DoubleQuoted.write(at("2026-03-20T10:05:00Z")),
+        "\"2026-03-20T10:05:00Z\""
+    );
+}
