@@ -953,3 +953,57 @@ async fn check_names_a_channel_the_workspace_does_not_have() {
     );
     assert_eq!(slack.faults().requests("chat.postMessage"), 0, "{out}");
 }
+
+/// A `--once` run killed mid-send (`kill -9`, the OOM killer) and run again at once: the
+/// dead run's claims hold their destinations until the lease runs out, so the second run
+/// cannot send what waits behind them. It says so and exits 3, rather than 0 with nothing
+/// sent (the take-over after the lease is the crash tests' part).
+#[cfg(feature = "oracle-fusion")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_after_a_crash_names_the_claims_it_had_to_leave() {
+    use std::process::Stdio;
+
+    use ml_sandbox::oracle::OracleEmulator;
+    let oracle = OracleEmulator::start().await.expect("oracle");
+    ml_connector::connectors::demo::seed(&oracle);
+    let slack = SlackEmulator::builder()
+        .channel(Channel::public("procurement").with_id("C0MADEUP81"))
+        .channel(Channel::public("finance").with_id("C0MADEUP82"))
+        .channel(Channel::public("operations").with_id("C0MADEUP83"))
+        .start()
+        .await
+        .expect("slack");
+    slack
+        .faults()
+        .push(FaultRule::on("chat.postMessage", Fault::Latency(Duration::from_secs(30))).always());
+    let dir = tempfile::tempdir().expect("dir");
+    let env = oracle_and_slack_env(&oracle, &slack, dir.path());
+    let sample = sample("oracle_fusion_to_slack.toml");
+    let child = Command::new(env!("CARGO_BIN_EXE_ml-connector"))
+        .args(["run", "--once", "--config", &sample])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(&env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let running = common::Running(child);
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        slack.faults().arrived("chat.postMessage", 1),
+    )
+    .await
+    .expect("no post arrived");
+    // SIGKILL: nothing is journaled after this.
+    drop(running);
+    slack.faults().clear();
+    let o = cli(&env, args(&["run", "--config", &sample, "--once"])).await;
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("attention: ")
+            && l.contains("in flight under another process's claim")),
+        "{out}"
+    );
+}

@@ -98,7 +98,9 @@ impl Learned {
                 format!(
                     "the pod's `{}` resource has no attribute {}, which the source requires \
                      (key, timestamp, or amount and currency): name the pod's attribute in the \
-                     ResourceSpec (see GET .../{}/describe)",
+                     stream's settings (`key_attribute`, `timestamp_attribute`, \
+                     `amount_attribute`, `currency_attribute`; `ResourceSpec` in Rust), see \
+                     GET .../{}/describe",
                     spec.path,
                     missing
                         .iter()

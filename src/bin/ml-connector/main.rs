@@ -20,6 +20,15 @@
 //! failed or is paused, a delivery failed, a destination is held, or Ctrl-C / SIGTERM
 //! stopped it: sends in flight finish first), so cron and CI notice.
 
+/// `println!` that ignores a closed stdout (`run --once | head -3`): the run goes on to
+/// its end (the journal is its record) instead of panicking mid-run.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod logging;
 
 use std::path::{Path, PathBuf};
@@ -238,7 +247,7 @@ async fn main() -> std::process::ExitCode {
         Ok(Done::NeedsAttention(why)) => {
             // On stdout with the summary it qualifies: stderr is the log (JSON lines with
             // `ML_LOG_FORMAT=json`).
-            println!("attention: {why}");
+            say!("attention: {why}");
             std::process::ExitCode::from(NEEDS_ATTENTION)
         }
         Err(e) => {
@@ -319,6 +328,23 @@ fn attention(summary: &ml_connector::pipeline::RunSummary) -> Option<String> {
     (!why.is_empty()).then(|| why.join("; "))
 }
 
+/// After a `--once` run's own sends are all journaled: deliveries still in flight belong
+/// to another process, a live one or a run that crashed (its claims are taken over when
+/// their lease runs out), and what queues behind them was left. Said, not hidden behind
+/// exit 0.
+async fn left_to_others(store: &dyn AuditStore) -> Option<String> {
+    let stats = store.stats().await.ok()?;
+    (stats.in_flight > 0).then(|| {
+        format!(
+            "{} delivery(ies) in flight under another process's claim (a live one, or a run \
+             that crashed: its claims are taken over once their lease runs out, 60 s by \
+             default); {} pending or retrying wait behind or beside them for the next run",
+            stats.in_flight,
+            stats.pending + stats.retrying
+        )
+    })
+}
+
 fn journal_path(journal: Option<PathBuf>) -> PathBuf {
     journal.unwrap_or_else(|| {
         PathBuf::from(
@@ -365,7 +391,7 @@ async fn credentials(
     use ml_connector::credential::envelope::MasterKey;
     use secrecy::ExposeSecret as _;
     if matches!(command, CredentialsCommand::GenerateKey) {
-        println!("{}", MasterKey::generate().to_base64().expose_secret());
+        say!("{}", MasterKey::generate().to_base64().expose_secret());
         return Ok(());
     }
     let store = match postgres {
@@ -404,27 +430,29 @@ async fn credentials(
             }
             let value = secrecy::SecretString::from(value.to_owned());
             let info = store_ref.put(&name, &value).await?;
-            println!("stored {} (version {})", info.name, info.version);
+            say!("stored {} (version {})", info.name, info.version);
         }
         CredentialsCommand::List => {
             for info in store_ref.list().await? {
-                println!(
+                say!(
                     "{}\tversion {}\tupdated {}",
-                    info.name, info.version, info.updated_at
+                    info.name,
+                    info.version,
+                    info.updated_at
                 );
             }
         }
         CredentialsCommand::Delete { name } => {
             let name = CredentialName::new(name)?;
             if store_ref.delete(&name).await? {
-                println!("deleted {name}");
+                say!("deleted {name}");
             } else {
-                println!("no credential named {name}");
+                say!("no credential named {name}");
             }
         }
         CredentialsCommand::RotateKey => {
             let (rewrapped, unchanged) = store.rotate().await?;
-            println!(
+            say!(
                 "re-wrapped {rewrapped} credential(s) under the current master key ({unchanged} \
                  already were); ML_MASTER_KEY_PREVIOUS is no longer needed"
             );
@@ -483,7 +511,7 @@ async fn load(path: &Path) -> Result<(PipelineConfig, Assembled)> {
     let env = pipeline_env(&config).await?;
     let assembled = connectors::assemble(&config, &env).await?;
     for line in assembled.sandbox_banners() {
-        println!("{line}");
+        say!("{line}");
     }
     Ok((config, assembled))
 }
@@ -501,7 +529,7 @@ async fn load_with_hooks(
     let env = pipeline_env(&config).await?;
     let (assembled, hooks) = connectors::assemble_with_hooks(&config, &env).await?;
     for line in assembled.sandbox_banners() {
-        println!("{line}");
+        say!("{line}");
     }
     Ok((config, assembled, hooks))
 }
@@ -520,7 +548,7 @@ fn receiver_hooks(
         };
         match hooks.slack_dispatcher(&ctx)? {
             Some(d) => {
-                println!("receivers.slack: routes {}", d.commands().join(", "));
+                say!("receivers.slack: routes {}", d.commands().join(", "));
                 Some(d as std::sync::Arc<dyn ml_connector::slack::receiver::SlackHandler>)
             }
             None => None,
@@ -580,7 +608,7 @@ async fn open_journal(
             std::sync::Arc::new(ml_connector::store::SqliteBuilder::from_env().build()?)
         }
     };
-    println!("journal: {store:?}");
+    say!("journal: {store:?}");
     Ok(store)
 }
 
@@ -600,7 +628,7 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<Done> {
             &receiver_hooks(&hooks, &a)?,
         )?;
         for note in &s.notes {
-            println!("{note}");
+            say!("{note}");
         }
         let app = s.router.clone();
         served = Some(s);
@@ -609,7 +637,7 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<Done> {
             let _ = stop.wait_for(|v| *v).await;
         })
         .await?;
-        println!(
+        say!(
             "receivers: listening on http://{addr} (health: {})",
             r.health_path
         );
@@ -644,7 +672,7 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<Done> {
                 c = pipeline.poll_stream(s) => c?,
                 () = stopped(stop.clone()) => break,
             };
-            println!(
+            say!(
                 "cycle {s}: pages {}, polled {}, journaled {}, duplicates {}, rejected {}, planned {}{}",
                 c.pages,
                 c.polled,
@@ -677,9 +705,9 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<Done> {
         summary
     } else {
         for s in pipeline.streams() {
-            println!("stream {}: {s:?}", s.name());
+            say!("stream {s}");
         }
-        println!("running; Ctrl-C or SIGTERM stops it");
+        say!("running; Ctrl-C or SIGTERM stops it");
         let progress = (progress_secs > 0).then(|| {
             let pipeline = pipeline.clone();
             tokio::spawn(async move {
@@ -706,10 +734,10 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<Done> {
         s.idle().await;
     }
     for line in a.sandbox_report() {
-        println!("{line}");
+        say!("{line}");
     }
-    println!(
-        "summary: cycles {}, polled {}, journaled {}, rejected {}, delivered {}, reconciled {}, retried {}, held {}, failed {}",
+    say!(
+        "summary: cycles {}, polled {}, journaled {}, rejected {}, delivered {}, reconciled {}, retried {}, held {}, failed {}{}",
         summary.cycles,
         summary.polled,
         summary.journaled,
@@ -718,19 +746,28 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<Done> {
         summary.deliveries.reconciled,
         summary.deliveries.retried,
         summary.deliveries.held,
-        summary.deliveries.failed
+        summary.deliveries.failed,
+        match summary.deliveries.resent_after_doubt {
+            0 => String::new(),
+            n => format!(
+                ", sent again after an unresolved doubt {n} (possible duplicates: `audit list` shows them)"
+            ),
+        }
     );
     for e in &summary.cycle_errors {
-        println!("cycle error: {e}");
+        say!("cycle error: {e}");
     }
-    println!(
+    say!(
         "journal: {:?}; inspect it with `ml-connector audit --config {} list`",
         pipeline.store(),
         path.display()
     );
     // A long-running `run` reports through the journal, metrics and logs as it goes; only
     // a `--once` run has an end an operator's scheduler looks at.
-    let why = attention(&summary).filter(|_| once);
+    let mut why = attention(&summary).filter(|_| once);
+    if once && let Some(left) = left_to_others(pipeline.store().as_ref()).await {
+        why = Some(why.map_or_else(|| left.clone(), |w| format!("{w}; {left}")));
+    }
     Ok(match (why, interrupted) {
         (why, true) => Done::NeedsAttention(
             std::iter::once(
@@ -762,7 +799,7 @@ async fn progress_line(pipeline: &ml_core::pipeline::Pipeline) {
                 }
                 _ => String::new(),
             };
-            println!(
+            say!(
                 "progress: records {}, rejected {}, pending {}, retrying {}, delivered {}, failed {}{lag}{}",
                 s.records,
                 s.rejected,
@@ -773,7 +810,7 @@ async fn progress_line(pipeline: &ml_core::pipeline::Pipeline) {
                 unhealthy_streams(&pipeline.stream_status())
             );
         }
-        Err(e) => println!("progress: journal unavailable: {e}"),
+        Err(e) => say!("progress: journal unavailable: {e}"),
     }
 }
 
@@ -817,47 +854,47 @@ async fn check(path: &Path) -> Result<()> {
             None,
             &receiver_hooks(&hooks, &a)?,
         )?;
-        println!("ok      receivers on {}", r.listen_addr(&ProcessEnv)?);
+        say!("ok      receivers on {}", r.listen_addr(&ProcessEnv)?);
     }
     for (stream, source) in &a.sources {
         match source.healthcheck().await {
-            Ok(()) => println!("ok      stream {stream}: {source}"),
+            Ok(()) => say!("ok      stream {stream}: {source}"),
             Err(e) => {
                 failed += 1;
-                println!("FAILED  stream {stream}: {source}: {e}");
+                say!("FAILED  stream {stream}: {source}: {e}");
             }
         }
     }
     let destinations = config.destinations();
     for (name, sink) in &a.sinks {
         match sink.healthcheck().await {
-            Ok(()) => println!("ok      sink {name}: {sink}"),
+            Ok(()) => say!("ok      sink {name}: {sink}"),
             Err(e) => {
                 failed += 1;
-                println!("FAILED  sink {name}: {sink}: {e}");
+                say!("FAILED  sink {name}: {sink}: {e}");
                 continue;
             }
         }
         // What the routes send to, before the first send finds a channel missing.
         for d in destinations.iter().filter(|d| &d.sink == name) {
             match sink.check_destination(d).await {
-                Ok(DestinationCheck::Ready(found)) => println!("ok      destination {d}: {found}"),
+                Ok(DestinationCheck::Ready(found)) => say!("ok      destination {d}: {found}"),
                 Ok(DestinationCheck::Unchecked(why)) => {
-                    println!("-       destination {d}: not checked ({why})");
+                    say!("-       destination {d}: not checked ({why})");
                 }
-                Ok(other) => println!("-       destination {d}: {other:?}"),
+                Ok(other) => say!("-       destination {d}: {other:?}"),
                 Err(e) => {
                     failed += 1;
-                    println!("FAILED  destination {d}: {e}");
+                    say!("FAILED  destination {d}: {e}");
                 }
             }
         }
     }
     match a.pipeline.store().stats().await {
-        Ok(_) => println!("ok      journal: {:?}", a.pipeline.store()),
+        Ok(_) => say!("ok      journal: {:?}", a.pipeline.store()),
         Err(e) => {
             failed += 1;
-            println!("FAILED  journal: {e}");
+            say!("FAILED  journal: {e}");
         }
     }
     if failed > 0 {
@@ -875,7 +912,7 @@ async fn dry_run(path: &Path, max: usize) -> Result<()> {
     let (_, a) = load(path).await?;
     let d = a.pipeline.dry_run(max).await?;
     for m in &d.messages {
-        println!(
+        say!(
             "{} {} -> {} (rules: {}): {}",
             m.stream,
             m.record_key,
@@ -885,19 +922,19 @@ async fn dry_run(path: &Path, max: usize) -> Result<()> {
         );
     }
     for (stream, r) in &d.rejected {
-        println!(
+        say!(
             "{stream} {}: would reject: {}",
             r.key.as_deref().unwrap_or("(no key)"),
             r.reason
         );
     }
     for (stream, key) in &d.unrouted {
-        println!("{stream} {key}: no rule routes it anywhere");
+        say!("{stream} {key}: no rule routes it anywhere");
     }
     for (stream, key) in &d.already_journaled {
-        println!("{stream} {key}: already journaled in this version (nothing would be sent)");
+        say!("{stream} {key}: already journaled in this version (nothing would be sent)");
     }
-    println!(
+    say!(
         "dry run: {} messages, {} rejected, {} unrouted, {} already journaled (nothing journaled or sent)",
         d.messages.len(),
         d.rejected.len(),
@@ -917,13 +954,13 @@ async fn explain(path: &Path, stream: &str, key: &str) -> Result<()> {
             "record `{key}` of stream `{stream}` in {store:?}"
         )));
     };
-    println!(
+    say!(
         "{stream} {key}, version {} journaled {}: {}",
         latest.record.dedupe_version(),
         latest.journaled_at,
         latest.record.title()
     );
-    println!("{}", router.explain(&latest.record));
+    say!("{}", router.explain(&latest.record));
     Ok(())
 }
 
@@ -943,7 +980,7 @@ async fn audit(
                 .transpose()?;
             let filter = narrow.filter(status, now, config)?;
             for d in store.deliveries(&filter).await? {
-                println!(
+                say!(
                     "{:>6}  {:<10} {:<22} {:<14} {:<20} attempts {}{}",
                     d.id.to_string(),
                     d.status.as_str(),
@@ -961,7 +998,7 @@ async fn audit(
         AuditCommand::Show { stream, key } => {
             let h = store.record_history(&stream, &key).await?;
             for v in &h.versions {
-                println!(
+                say!(
                     "version {} journaled {}: {} {}",
                     v.record.dedupe_version(),
                     v.journaled_at,
@@ -974,7 +1011,7 @@ async fn audit(
                 );
                 // The source item exactly as it was read (amounts keep every digit).
                 if !v.record.raw.is_null() {
-                    println!("    source item: {}", v.record.raw);
+                    say!("    source item: {}", v.record.raw);
                 }
             }
             if h.versions.is_empty() {
@@ -986,9 +1023,9 @@ async fn audit(
                     .filter(|r| r.item.key.as_deref() == Some(key.as_str()))
                     .collect();
                 for r in &rejected {
-                    println!("rejected {}: {}", r.at, r.item.reason);
+                    say!("rejected {}: {}", r.at, r.item.reason);
                     if !r.item.raw.is_null() {
-                        println!("    source item: {}", r.item.raw);
+                        say!("    source item: {}", r.item.raw);
                     }
                 }
                 if rejected.is_empty() {
@@ -1003,7 +1040,7 @@ async fn audit(
                     (Some(id), None) => format!(", remote {id}"),
                     _ => String::new(),
                 };
-                println!(
+                say!(
                     "delivery {} -> {}: {} ({} attempts{remote})",
                     d.id,
                     d.destination,
@@ -1011,10 +1048,10 @@ async fn audit(
                     d.attempts
                 );
                 if let Some(e) = &d.last_error {
-                    println!("    last error: {}", error_line(e));
+                    say!("    last error: {}", error_line(e));
                 }
                 for a in store.attempts(d.id).await? {
-                    println!(
+                    say!(
                         "    attempt {} {} -> {}: {}{}{}",
                         a.number,
                         a.started_at,
@@ -1035,7 +1072,7 @@ async fn audit(
         }
         AuditCommand::Replay { id } => {
             store.replay(DeliveryId(id), now).await?;
-            println!("delivery {id} is pending again; the next cycle sends it");
+            say!("delivery {id} is pending again; the next cycle sends it");
         }
         AuditCommand::ReplayFailed { narrow } => {
             let n = store
@@ -1044,11 +1081,11 @@ async fn audit(
                     now,
                 )
                 .await?;
-            println!("{n} failed deliveries are pending again");
+            say!("{n} failed deliveries are pending again");
         }
         AuditCommand::Rejected => {
             for r in store.rejected(None, 100).await? {
-                println!(
+                say!(
                     "{} {} {}: {}",
                     r.at,
                     r.stream,
@@ -1071,10 +1108,10 @@ async fn audit(
             };
             let notes = store.notes(&filter).await?;
             if notes.is_empty() {
-                println!("no notes");
+                say!("no notes");
             }
             for n in notes {
-                println!("{}", note_line(&n));
+                say!("{}", note_line(&n));
             }
         }
     }
@@ -1136,12 +1173,12 @@ async fn recent_warnings(store: &dyn AuditStore, now: jiff::Timestamp) -> Result
     if warnings.is_empty() {
         return Ok(());
     }
-    println!(
+    say!(
         "{} warning note(s) in the last 30 days (all: `audit notes`); newest:",
         warnings.len()
     );
     for n in warnings.iter().take(3) {
-        println!("  {}", note_line(n));
+        say!("  {}", note_line(n));
     }
     Ok(())
 }
