@@ -81,6 +81,10 @@ ml_core::config_keys! {
         AmountAttribute = "ORACLE_FUSION_AMOUNT_ATTRIBUTE",
         /// `ORACLE_FUSION_CURRENCY_ATTRIBUTE`: the amount's currency attribute.
         CurrencyAttribute = "ORACLE_FUSION_CURRENCY_ATTRIBUTE",
+        /// `ORACLE_FUSION_CURRENCY`: the currency (ISO 4217) of amounts whose row has no
+        /// currency (a release without `CurrencyCode` on `journalBatches`): the ledger's.
+        /// Unset: such an amount is rejected as having no currency.
+        Currency = "ORACLE_FUSION_CURRENCY",
         /// `ORACLE_FUSION_DOCUMENT_ATTRIBUTE`: the document number attribute (`none`: none).
         DocumentAttribute = "ORACLE_FUSION_DOCUMENT_ATTRIBUTE",
         /// `ORACLE_FUSION_SUPPLIER_ATTRIBUTE`: the supplier (payee) name attribute
@@ -581,12 +585,18 @@ impl OracleFusionBuilder {
                 OracleFusionError::config(K::TimeZone.as_env(), format!("unknown time zone: {e}"))
             })?,
         };
-        let default_currency = self
-            .default_currency
-            .as_deref()
-            .map(Currency::new)
-            .transpose()
-            .map_err(|e| OracleFusionError::config("with_default_currency", e.to_string()))?;
+        let default_currency = match (self.default_currency.as_deref(), self.val(K::Currency)) {
+            (Some(c), _) => {
+                Some(Currency::new(c).map_err(|e| {
+                    OracleFusionError::config("with_default_currency", e.to_string())
+                })?)
+            }
+            (None, Some(c)) => Some(
+                Currency::new(c)
+                    .map_err(|e| OracleFusionError::config(K::Currency.as_env(), e.to_string()))?,
+            ),
+            (None, None) => None,
+        };
         let client = self
             .client_options
             .client()

@@ -423,3 +423,38 @@ async fn attribute_names_are_configurable_without_code() {
         "{bad}"
     );
 }
+
+/// A release without `CurrencyCode` on journal batches: with the ledger's currency set
+/// (`ORACLE_FUSION_CURRENCY`, `currency` in a file's settings) their amounts are money, so
+/// amount rules match them; a code that is not ISO 4217 is refused by name.
+#[tokio::test]
+async fn the_ledger_currency_gives_amounts_a_release_serves_without_one() {
+    use ml_oracle_fusion::OracleFusionConfigKey as K;
+    let e = OracleEmulator::start().await.expect("emulator");
+    e.lack_attributes("journalBatches", &JOURNAL_LACKS);
+    e.upsert("journalBatches", &journal_batch(1, 1));
+    let source = builder(&e)
+        .with_resource(OracleResource::JournalBatches)
+        .with_start_at(t0() - jiff::SignedDuration::from_hours(1))
+        .with_config(K::Currency, "usd")
+        .build()
+        .expect("source");
+    let page = source.poll(None).await.expect("page");
+    let amounts: Vec<String> = page
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            ml_core::record::SourceItem::Record(r) => {
+                r.fields.amount.as_ref().map(|m| m.to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(amounts, ["900.25 USD"]);
+    let e = builder(&e)
+        .with_resource(OracleResource::JournalBatches)
+        .with_config(K::Currency, "dollars")
+        .build()
+        .expect_err("not a code");
+    assert!(e.to_string().contains("ORACLE_FUSION_CURRENCY"), "{e}");
+}
