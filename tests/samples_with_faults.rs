@@ -690,6 +690,42 @@ async fn a_real_source_never_delivers_into_a_sandboxed_sink() {
     assert_eq!(oracle.collection_calls(), 0, "nothing read");
 }
 
+/// The reverse mistake: Slack's variables set, the ERP's forgotten (or misspelt). The
+/// sandbox's demo invoices must not be posted into the real workspace: refused, naming the
+/// source, before anything is sent.
+#[cfg(feature = "oracle-fusion")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_data_is_never_sent_to_a_real_sink() {
+    let slack = SlackEmulator::builder()
+        .channel(Channel::public("procurement").with_id("C0MADEUP91"))
+        .channel(Channel::public("finance").with_id("C0MADEUP92"))
+        .channel(Channel::public("operations").with_id("C0MADEUP93"))
+        .start()
+        .await
+        .expect("slack");
+    let dir = tempfile::tempdir().expect("dir");
+    let mut env = env_of(slack.env());
+    env.insert(
+        "ML_AUDIT_DB".into(),
+        dir.path().join("audit.db").to_string_lossy().into_owned(),
+    );
+    let sample = sample("oracle_fusion_to_slack.toml");
+    for command in ["check", "run"] {
+        let mut a = vec![command, "--config", sample.as_str()];
+        if command == "run" {
+            a.push("--once");
+        }
+        let o = cli(&env, args(&a)).await;
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{command}: {out}");
+        assert!(
+            out.contains("sources.oracle") && out.contains("`sinks.slack` is real"),
+            "{command}: {out}"
+        );
+    }
+    assert_eq!(slack.faults().requests("chat.postMessage"), 0);
+}
+
 /// A revoked Slack token fails nothing (each message would need a replay): the deliveries
 /// are held, `run --once` says so and exits 3 for the scheduler, and the journal note names
 /// the destination; the token never shows.

@@ -173,6 +173,12 @@ pub trait SinkFactory: Send + Sync {
 
     /// Opens `[sinks.<name>]`.
     async fn open(&self, section: Section<'_>, sink: &SinkConfig) -> Result<OpenedSink>;
+
+    /// Whether its messages never leave the process (the `memory` sink): demo data sent
+    /// there reaches no one. The default: `false`, a real system.
+    fn in_process(&self) -> bool {
+        false
+    }
 }
 
 /// Opens the journal of `[journal]`.
@@ -411,11 +417,15 @@ impl Registry {
 
         let mut connections = Vec::new();
         let mut real_source = None;
+        let mut demo_source = None;
         for (name, s) in &config.sources {
             let path = format!("sources.{name}");
             let sandbox = use_sandbox(&path, s.sandbox, &s.settings, env)?;
             if !sandbox && real_source.is_none() {
                 real_source = Some(path.clone());
+            }
+            if sandbox && s.sandbox == super::pipeline::SandboxMode::Auto && demo_source.is_none() {
+                demo_source = Some(path.clone());
             }
             let conn = self
                 .source(name, s)?
@@ -465,8 +475,20 @@ impl Registry {
                     ),
                 ));
             }
-            let opened = self
-                .sink(name, s)?
+            let factory = self.sink(name, s)?;
+            if let (false, false, Some(demo)) = (sandbox, factory.in_process(), &demo_source) {
+                // The sandbox's demo invoices would be posted to real channels and phones.
+                return Err(Error::config(
+                    demo.clone(),
+                    format!(
+                        "none of its variables are set, so it would read the in-process \
+                         sandbox's demo data, but `{path}` is real: the demo records would be \
+                         sent to your real destinations. Set this source's variables (or \
+                         `sandbox = \"always\"` on it to send demo data on purpose)"
+                    ),
+                ));
+            }
+            let opened = factory
                 .open(
                     Section {
                         name,
@@ -583,6 +605,10 @@ impl SinkFactory for MemorySinkFactory {
             per_address: None,
             sandbox: None,
         })
+    }
+
+    fn in_process(&self) -> bool {
+        true
     }
 }
 
