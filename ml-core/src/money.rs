@@ -34,6 +34,11 @@ impl Currency {
         std::str::from_utf8(&self.0).unwrap_or("???")
     }
 
+    /// Whether ISO 4217 lists the code (current codes, funds and precious metals included).
+    pub fn is_iso_4217(&self) -> bool {
+        ISO_4217.binary_search(&self.as_str()).is_ok()
+    }
+
     /// Its minor units (ISO 4217 exponent): 0 for JPY, KRW, ...; 3 for BHD, KWD, ...; 2
     /// otherwise (unknown codes included).
     pub fn minor_units(&self) -> u32 {
@@ -52,6 +57,24 @@ impl Currency {
         }
     }
 }
+
+/// ISO 4217 alphabetic codes (list one of 2024), sorted.
+const ISO_4217: &[&str] = &[
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
+    "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BOV", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD",
+    "CAD", "CDF", "CHE", "CHF", "CHW", "CLF", "CLP", "CNY", "COP", "COU", "CRC", "CUC", "CUP",
+    "CVE", "CZK", "DJF", "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP",
+    "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS",
+    "INR", "IQD", "IRR", "ISK", "JMD", "JOD", "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW",
+    "KWD", "KYD", "KZT", "LAK", "LBP", "LKR", "LRD", "LSL", "LYD", "MAD", "MDL", "MGA", "MKD",
+    "MMK", "MNT", "MOP", "MRU", "MUR", "MVR", "MWK", "MXN", "MXV", "MYR", "MZN", "NAD", "NGN",
+    "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN", "PGK", "PHP", "PKR", "PLN", "PYG", "QAR",
+    "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP", "SLE", "SLL",
+    "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB", "TJS", "TMT", "TND", "TOP", "TRY",
+    "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "USN", "UYI", "UYU", "UYW", "UZS", "VED", "VES",
+    "VND", "VUV", "WST", "XAF", "XAG", "XAU", "XBA", "XBB", "XBC", "XBD", "XCD", "XCG", "XDR",
+    "XOF", "XPD", "XPF", "XPT", "XSU", "XTS", "XUA", "XXX", "YER", "ZAR", "ZMW", "ZWG", "ZWL",
+];
 
 impl FromStr for Currency {
     type Err = Error;
@@ -199,6 +222,15 @@ mod tests {
         assert_eq!(format_amount(Decimal::new(100, 0)), "100.00");
         assert_eq!(format_amount(Decimal::new(1_000, 0)), "1,000.00");
         assert_eq!(format_amount(Decimal::new(12_3456, 4)), "12.3456");
+    }
+
+    #[test]
+    fn iso_4217_is_known_and_sorted() {
+        assert!(ISO_4217.windows(2).all(|w| w[0] < w[1]));
+        for code in ["EUR", "USD", "JPY", "CHF", "XAU"] {
+            assert!(Currency::new(code).expect("c").is_iso_4217(), "{code}");
+        }
+        assert!(!Currency::new("XYZ").expect("shape").is_iso_4217());
     }
 
     #[test]

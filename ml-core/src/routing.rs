@@ -32,13 +32,13 @@ use crate::sink::Destination;
 
 /// One condition of a rule. A rule matches when all its conditions hold.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Condition {
     /// The entity kind is one of these.
     Kind(Vec<EntityKind>),
     /// The amount is at least this, in the same currency. A record in another currency, or
     /// without an amount, does not match (no silent FX).
-    AmountAtLeast(Money),
+    AmountAtLeast(#[serde(deserialize_with = "threshold")] Money),
     /// The cost center (header or any line) is one of these.
     CostCenter(Vec<String>),
     /// The GL account (header or any line) starts with one of these prefixes.
@@ -59,6 +59,26 @@ pub enum Condition {
         #[serde(rename = "in")]
         values: Vec<String>,
     },
+}
+
+/// A threshold as a rule writes it: `{ amount, currency }` and nothing else (a key the
+/// rule does not know, `fx = "none"`, must not be silently ignored), in a currency ISO 4217
+/// lists (a made-up code would never match).
+fn threshold<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Money, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Threshold {
+        amount: rust_decimal::Decimal,
+        currency: crate::money::Currency,
+    }
+    let t = Threshold::deserialize(d)?;
+    if !t.currency.is_iso_4217() {
+        return Err(serde::de::Error::custom(format!(
+            "currency `{}` is not an ISO 4217 code",
+            t.currency
+        )));
+    }
+    Ok(Money::new(t.amount, t.currency))
 }
 
 fn list(v: &[String]) -> String {
@@ -218,6 +238,7 @@ fn show(v: Option<&String>) -> String {
 
 /// A named rule: when all conditions hold, the record goes to `to`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Rule {
     /// The rule's name (unique within a router).
     pub name: String,
@@ -296,6 +317,7 @@ pub enum MatchMode {
 
 /// Rules as configuration (validated into a [`Router`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RouterSpec {
     /// How rules combine.
     #[serde(default)]

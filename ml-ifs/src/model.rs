@@ -167,9 +167,8 @@ pub(crate) fn map_item(spec: &ResourceSpec, system: &str, raw: &RawValue) -> Map
             extra.insert(a.clone(), v);
         }
     }
-    if let Some(e) = &etag {
-        extra.insert("etag".into(), e.clone());
-    }
+    // The ETag stays in the raw payload (`@odata.etag`) for the audit: as a field it would
+    // be shown to finance users in every message.
     let fields = BusinessFields {
         document_number: get(&spec.document),
         supplier_id: get(&spec.supplier_id),

@@ -24,6 +24,14 @@ pub const KIND_STREAM_PAUSED: &str = "stream_paused";
 /// revoked bot token): its deliveries are held, not failed, until they work again.
 pub const KIND_DESTINATION_HELD: &str = "destination_held";
 
+/// Every kind of note this crate family writes.
+pub const NOTE_KINDS: &[&str] = &[
+    KIND_REFRESH_TOKEN_EXPIRY,
+    KIND_PAIRING_NEEDED,
+    KIND_STREAM_PAUSED,
+    KIND_DESTINATION_HELD,
+];
+
 /// How much a note asks of the operator. Ordered: `Info < Warning < Error`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -101,6 +101,33 @@ fn bad_configs_name_the_path() {
         "routes.rules[0].to[0]"
     );
     assert_eq!(bad("url = \"memory:\"", "sqlite = 3"), "journal.sqlite");
+    // A key a rule does not know is refused, not ignored (a rule "disabled" that is not).
+    assert_eq!(
+        bad(
+            "name = \"every PO\"",
+            "name = \"every PO\"\nenabled = false"
+        ),
+        "routes.rules[0].enabled"
+    );
+    for (threshold, path) in [
+        (
+            r#"{ amount = "10000", currency = "USD", fx = "none" }"#,
+            "routes.rules[0].when[0].amount_at_least.fx",
+        ),
+        (
+            r#"{ amount = "10000", currency = "XYZ" }"#,
+            "routes.rules[0].when[0].amount_at_least",
+        ),
+    ] {
+        assert_eq!(
+            bad(
+                "name = \"every PO\"",
+                &format!("name = \"every PO\"\nwhen = [{{ amount_at_least = {threshold} }}]")
+            ),
+            path,
+            "{threshold}"
+        );
+    }
 }
 
 #[test]

@@ -223,7 +223,8 @@ enum AuditCommand {
         /// Only notes raised since: an RFC 3339 time or a span back from now (`7d`, `12h`).
         #[arg(long)]
         since: Option<String>,
-        /// Only one kind (`refresh_token_expiry`, `pairing_needed`).
+        /// Only one kind (`refresh_token_expiry`, `pairing_needed`, `stream_paused`,
+        /// `destination_held`).
         #[arg(long)]
         kind: Option<String>,
         /// Only one stream's notes.
@@ -1100,6 +1101,17 @@ async fn audit(
             stream,
             limit,
         } => {
+            if let Some(k) = kind.as_deref()
+                && !ml_connector::audit::NOTE_KINDS.contains(&k)
+            {
+                return Err(Error::config(
+                    "--kind",
+                    format!(
+                        "no note kind `{k}` (kinds: {})",
+                        ml_connector::audit::NOTE_KINDS.join(", ")
+                    ),
+                ));
+            }
             let filter = NoteFilter {
                 since: since.as_deref().map(|s| parse_since(s, now)).transpose()?,
                 kind,
