@@ -160,6 +160,28 @@ fn audit_show_reads_as_text_and_says_what_is_not_there() {
     );
     assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
     assert!(text(&missing).contains("neither journaled nor rejected"));
+    // `explain` of a rejected record gives its reason (it was never routed); of a stream
+    // the file does not have, the streams it has.
+    let explained = cli(
+        &journal,
+        &["explain", "--config", config, "invoices", "300104"],
+    );
+    assert!(explained.status.success(), "{}", text(&explained));
+    assert!(
+        text(&explained).contains("rejected "),
+        "{}",
+        text(&explained)
+    );
+    let typo = cli(
+        &journal,
+        &["explain", "--config", config, "invoice", "300101"],
+    );
+    assert_eq!(typo.status.code(), Some(1), "{}", text(&typo));
+    assert!(
+        text(&typo).contains("no stream `invoice` (streams: invoices,"),
+        "{}",
+        text(&typo)
+    );
 
     let typo = dir.path().join("typo.db");
     let o = cli(

@@ -124,25 +124,29 @@ impl Condition {
             Self::CostCenter(v) => {
                 let ok = f.cost_center.as_ref().is_some_and(|c| v.contains(c))
                     || any_line(&|l| l.cost_center.as_ref(), &|c| v.iter().any(|x| x == c));
+                let shown = header_or_lines(
+                    f.cost_center.as_ref(),
+                    r.fields.lines.iter().filter_map(|l| l.cost_center.as_ref()),
+                    &|c| v.iter().any(|x| x == c),
+                );
                 (
                     ok,
-                    format!(
-                        "cost center {} {} [{}]",
-                        show(f.cost_center.as_ref()),
-                        in_or_not(ok),
-                        list(v)
-                    ),
+                    format!("cost center {shown} {} [{}]", in_or_not(ok), list(v)),
                 )
             }
             Self::GlAccountPrefix(v) => {
                 let pred = |acct: &str| v.iter().any(|p| acct.starts_with(p.as_str()));
                 let ok = f.gl_account.as_deref().is_some_and(pred)
                     || any_line(&|l| l.gl_account.as_ref(), &pred);
+                let shown = header_or_lines(
+                    f.gl_account.as_ref(),
+                    r.fields.lines.iter().filter_map(|l| l.gl_account.as_ref()),
+                    &pred,
+                );
                 (
                     ok,
                     format!(
-                        "GL account {} {} prefixes [{}]",
-                        show(f.gl_account.as_ref()),
+                        "GL account {shown} {} prefixes [{}]",
                         if ok { "matches" } else { "matches none of" },
                         list(v)
                     ),
@@ -230,6 +234,27 @@ impl Condition {
 
 fn in_or_not(ok: bool) -> &'static str {
     if ok { "in" } else { "not in" }
+}
+
+/// What a header-or-any-line condition looked at: the header's value when it matched,
+/// else the line value that did, else the header's and every line's.
+fn header_or_lines<'a>(
+    header: Option<&String>,
+    lines: impl Iterator<Item = &'a String> + Clone,
+    hit: &dyn Fn(&str) -> bool,
+) -> String {
+    if let Some(h) = header.filter(|h| hit(h)) {
+        return format!("`{h}`");
+    }
+    if let Some(l) = lines.clone().find(|l| hit(l)) {
+        return format!("`{l}` (a line's)");
+    }
+    let on_lines: Vec<String> = lines.map(|l| format!("`{l}`")).collect();
+    if on_lines.is_empty() {
+        show(header)
+    } else {
+        format!("{} (lines: {})", show(header), on_lines.join(", "))
+    }
 }
 
 fn show(v: Option<&String>) -> String {

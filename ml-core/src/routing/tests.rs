@@ -187,7 +187,16 @@ fn conditions_on_lines_and_fields() {
         cost_center: Some("CC-99".into()),
         ..Line::default()
     });
-    assert!(Condition::CostCenter(vec!["CC-99".into()]).check(&rec).0);
+    let (ok, why) = Condition::CostCenter(vec!["CC-99".into()]).check(&rec);
+    assert!(ok);
+    // Says which value matched: a line's, not "(none)" for the header.
+    assert_eq!(why, "cost center `CC-99` (a line's) in [CC-99]");
+    let (ok, why) = Condition::CostCenter(vec!["CC-01".into()]).check(&rec);
+    assert!(!ok);
+    assert!(why.contains("(lines: `CC-99`)"), "{why}");
+    let (ok, why) = Condition::GlAccountPrefix(vec!["6100".into()]).check(&rec);
+    assert!(ok);
+    assert!(why.contains("`6100-200` (a line's)"), "{why}");
     assert!(
         Condition::Field {
             field: "material_group".into(),

@@ -951,9 +951,8 @@ async fn explain(path: &Path, stream: &str, key: &str) -> Result<()> {
     let store = connectors::registry().journal(&config, &ProcessEnv).await?;
     let history = store.record_history(stream, key).await?;
     let Some(latest) = history.versions.last() else {
-        return Err(Error::NotFound(format!(
-            "record `{key}` of stream `{stream}` in {store:?}"
-        )));
+        // Rejected records were never routed: their reason is the explanation.
+        return show_rejected_or_not_found(store.as_ref(), stream, key, Some(&config)).await;
     };
     say!(
         "{stream} {key}, version {} journaled {}: {}",
@@ -963,6 +962,46 @@ async fn explain(path: &Path, stream: &str, key: &str) -> Result<()> {
     );
     say!("{}", router.explain(&latest.record));
     Ok(())
+}
+
+/// A record the journal holds no version of: its rejections with their reasons, or an
+/// error saying it is neither journaled nor rejected (and when the stream is not one the
+/// file names, which streams it does).
+async fn show_rejected_or_not_found(
+    store: &dyn AuditStore,
+    stream: &str,
+    key: &str,
+    config: Option<&PipelineConfig>,
+) -> Result<()> {
+    let rejected: Vec<_> = store
+        .rejected(Some(stream), 10_000)
+        .await?
+        .into_iter()
+        .filter(|r| r.item.key.as_deref() == Some(key))
+        .collect();
+    for r in &rejected {
+        say!("rejected {}: {}", r.at, r.item.reason);
+        if !r.item.raw.is_null() {
+            say!("    source item: {}", r.item.raw);
+        }
+    }
+    if !rejected.is_empty() {
+        return Ok(());
+    }
+    let unknown_stream = config
+        .filter(|c| !c.streams.iter().any(|s| s.name == stream))
+        .map(|c| {
+            let names: Vec<&str> = c.streams.iter().map(|s| s.name.as_str()).collect();
+            format!(
+                "; the file has no stream `{stream}` (streams: {})",
+                names.join(", ")
+            )
+        })
+        .unwrap_or_default();
+    Err(Error::NotFound(format!(
+        "record `{key}` of stream `{stream}` (neither journaled nor rejected; keys are the \
+         source's, as `audit list` shows them){unknown_stream}"
+    )))
 }
 
 async fn audit(
@@ -1016,24 +1055,7 @@ async fn audit(
                 }
             }
             if h.versions.is_empty() {
-                // Not journaled as a record: maybe rejected, with its reason.
-                let rejected: Vec<_> = store
-                    .rejected(Some(&stream), 10_000)
-                    .await?
-                    .into_iter()
-                    .filter(|r| r.item.key.as_deref() == Some(key.as_str()))
-                    .collect();
-                for r in &rejected {
-                    say!("rejected {}: {}", r.at, r.item.reason);
-                    if !r.item.raw.is_null() {
-                        say!("    source item: {}", r.item.raw);
-                    }
-                }
-                if rejected.is_empty() {
-                    return Err(Error::NotFound(format!(
-                        "record `{key}` of stream `{stream}` (neither journaled nor rejected)"
-                    )));
-                }
+                show_rejected_or_not_found(store, &stream, &key, config).await?;
             }
             for d in &h.deliveries {
                 let remote = match (&d.remote_id, d.remote_status) {
