@@ -210,3 +210,50 @@ fn audit_show_reads_as_text_and_says_what_is_not_there() {
     assert!(rows.lines().any(|l| l.contains("slack:#finance")), "{rows}");
     assert!(!rows.contains("slack:#procurement"), "{rows}");
 }
+
+/// An operator renames a stream in the file (`invoices` -> `ap-invoices`) and says so with
+/// `renamed_from`: the journal's stream becomes the new one, so the next run finds every
+/// invoice already journaled and sends nothing again (without it, a new stream starts over
+/// and posts the whole history).
+#[test]
+fn a_renamed_stream_goes_on_where_it_was() {
+    let dir = tempfile::tempdir().expect("dir");
+    let sample =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config/oracle_fusion_to_slack.toml");
+    let config = local_copy(&sample, dir.path());
+    let journal = dir.path().join("audit.db");
+    let path = config.to_str().expect("utf-8");
+    let first = cli(&journal, &["run", "--config", path, "--once"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let delivered = |journal: &Path| {
+        let o = cli(journal, &["audit", "--config", path, "list"]);
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.contains(" delivered "))
+            .count()
+    };
+    let before = delivered(&journal);
+    assert!(before > 0);
+    let text_before = std::fs::read_to_string(&config).expect("read");
+    let renamed = text_before.replacen(
+        "name = \"invoices\"",
+        "name = \"ap-invoices\"\nrenamed_from = \"invoices\"",
+        1,
+    );
+    assert_ne!(renamed, text_before);
+    std::fs::write(&config, renamed).expect("write");
+    let second = cli(&journal, &["run", "--config", path, "--once"]);
+    let out = text(&second);
+    assert!(second.status.success(), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("cycle ap-invoices:"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("journaled 0"), "{line}");
+    assert_eq!(delivered(&journal), before, "nothing sent again:\n{out}");
+    let shown = cli(
+        &journal,
+        &["audit", "--config", path, "show", "ap-invoices", "300101"],
+    );
+    assert!(shown.status.success(), "{}", text(&shown));
+}

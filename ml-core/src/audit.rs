@@ -868,6 +868,19 @@ pub trait AuditWrite: Send + Sync + Debug {
     /// Makes one failed delivery pending again.
     async fn replay(&self, id: DeliveryId, now: Timestamp) -> Result<()>;
 
+    /// Renames stream `from` to `to` everywhere the journal names it (position, cycles,
+    /// records, rejected items, notes), in one transaction, so a renamed stream goes on
+    /// from where it was, its records still deduplicated and threaded. Only while `to`
+    /// has no position, records or rejected items of its own (else
+    /// [`Error::InvalidState`]). `false` when the journal has no stream `from` (nothing
+    /// done). The default: [`Error::Unsupported`].
+    async fn rename_stream(&self, from: &str, to: &str) -> Result<bool> {
+        let _ = (from, to);
+        Err(Error::Unsupported(
+            "renaming a stream in this journal".into(),
+        ))
+    }
+
     /// Makes the held deliveries (retrying after a permanent error: their destination
     /// refused our credentials) due at `now`. A process that starts may have been given new
     /// credentials: each held destination gets one attempt at once instead of waiting out

@@ -652,6 +652,41 @@ const REQUEUE: &str = "UPDATE deliveries SET status = 'pending', next_attempt_at
                        updated_at = ?1, round_base = attempts, first_attempt_at = NULL \
                        WHERE id = ?2";
 
+/// See `AuditWrite::rename_stream`.
+pub(crate) fn rename_stream(conn: &mut Connection, from: &str, to: &str) -> StoreResult<bool> {
+    const NAMED: &str = "SELECT EXISTS (SELECT 1 FROM positions WHERE stream = ?1) \
+           OR EXISTS (SELECT 1 FROM records WHERE stream = ?1) \
+           OR EXISTS (SELECT 1 FROM rejected WHERE stream = ?1)";
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let named = |s: &str| -> StoreResult<bool> {
+        Ok(tx.query_row(NAMED, params![s], |r| r.get::<_, bool>(0))?)
+    };
+    if named(to)? {
+        return Err(Error::InvalidState(format!(
+            "cannot rename stream `{from}` to `{to}`: the journal already has a stream `{to}`"
+        ))
+        .into());
+    }
+    if !named(from)? {
+        return Ok(false);
+    }
+    for table in [
+        "positions",
+        "cycles",
+        "records",
+        "rejected",
+        "journal_notes",
+    ] {
+        tx.execute(
+            &format!("UPDATE {table} SET stream = ?2 WHERE stream = ?1"),
+            params![from, to],
+        )?;
+    }
+    tx.execute("DELETE FROM stream_leases WHERE stream = ?1", params![from])?;
+    tx.commit()?;
+    Ok(true)
+}
+
 /// See `AuditWrite::retry_held_now`: a hold is the only retry of a permanent error.
 pub(crate) fn retry_held_now(conn: &mut Connection, now: Timestamp) -> StoreResult<u64> {
     let now = codec::ts(now)?;

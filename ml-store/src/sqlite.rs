@@ -475,6 +475,14 @@ impl AuditWrite for SqliteAuditStore {
         .await
     }
 
+    async fn rename_stream(&self, from: &str, to: &str) -> Result<bool> {
+        let (from, to) = (from.to_owned(), to.to_owned());
+        self.write("rename_stream", move |c| {
+            deliver::rename_stream(c, &from, &to)
+        })
+        .await
+    }
+
     async fn retry_held_now(&self, now: Timestamp) -> Result<u64> {
         self.write("retry_held_now", move |c| deliver::retry_held_now(c, now))
             .await

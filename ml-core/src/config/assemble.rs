@@ -441,6 +441,16 @@ impl Registry {
                 .await?;
             connections.push((path, conn));
         }
+        for (i, st) in config.streams.iter().enumerate() {
+            if let Some(old) = &st.renamed_from
+                && store.load_position(&st.name).await?.is_none()
+                && store.rename_stream(old, &st.name).await.map_err(|e| {
+                    Error::config(format!("streams[{i}].renamed_from"), e.to_string())
+                })?
+            {
+                tracing::warn!(from = %old, to = %st.name, "renamed the stream in the journal: it goes on where it was");
+            }
+        }
         let mut sources = Vec::new();
         for (i, st) in config.streams.iter().enumerate() {
             let path = format!("streams[{i}]");

@@ -252,6 +252,12 @@ pub struct StreamConfig {
         deserialize_with = "start_at_de"
     )]
     pub start_at: Option<Timestamp>,
+    /// The stream's former name, after a rename in the file: at start, the journal's
+    /// stream of that name becomes this one (position, records, history), so it goes on
+    /// where it was instead of starting over and sending its whole history again. Done
+    /// once (later starts find it done); harmless to leave in the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
     /// The cursor's re-read window (`"5m"`); unset: the connector's default.
     #[serde(
         default,
@@ -444,6 +450,14 @@ impl PipelineConfig {
                         s.source,
                         list(self.sources.keys())
                     ),
+                ));
+            }
+            if let Some(old) = &s.renamed_from
+                && (old == &s.name || self.streams.iter().any(|o| &o.name == old))
+            {
+                return Err(Error::config(
+                    at("renamed_from"),
+                    format!("`{old}` is a stream of this file, not a former name"),
                 ));
             }
             if let ScheduleSpec::Every { interval, .. } = s.schedule.spec()

@@ -402,6 +402,61 @@ impl AuditWrite for MemoryAuditStore {
         Ok(n)
     }
 
+    async fn rename_stream(&self, from: &str, to: &str) -> Result<bool> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let named = |s: &str| {
+            inner.positions.contains_key(s)
+                || inner.records.keys().any(|(st, _)| st == s)
+                || inner.rejected.iter().any(|r| r.stream == s)
+        };
+        if named(to) {
+            return Err(Error::InvalidState(format!(
+                "cannot rename stream `{from}` to `{to}`: the journal already has a stream `{to}`"
+            )));
+        }
+        if !named(from) {
+            return Ok(false);
+        }
+        if let Some(p) = inner.positions.remove(from) {
+            inner.positions.insert(to.to_owned(), p);
+        }
+        for c in inner.cycles.iter_mut().filter(|c| c.stream == from) {
+            c.stream = to.to_owned();
+        }
+        inner.record_ids = std::mem::take(&mut inner.record_ids)
+            .into_iter()
+            .map(|(s, k, v)| (if s == from { to.to_owned() } else { s }, k, v))
+            .collect();
+        inner.records = std::mem::take(&mut inner.records)
+            .into_iter()
+            .map(|((s, k), v)| ((if s == from { to.to_owned() } else { s }, k), v))
+            .collect();
+        inner.rejected_ids = std::mem::take(&mut inner.rejected_ids)
+            .into_iter()
+            .map(|(s, k)| (if s == from { to.to_owned() } else { s }, k))
+            .collect();
+        for r in inner.rejected.iter_mut().filter(|r| r.stream == from) {
+            r.stream = to.to_owned();
+        }
+        for d in inner
+            .deliveries
+            .values_mut()
+            .filter(|d| d.view.stream == from)
+        {
+            d.view.stream = to.to_owned();
+        }
+        for n in inner
+            .notes
+            .iter_mut()
+            .filter(|n| n.stream.as_deref() == Some(from))
+        {
+            n.stream = Some(to.to_owned());
+        }
+        inner.stream_leases.remove(from);
+        Ok(true)
+    }
+
     async fn retry_held_now(&self, now: Timestamp) -> Result<u64> {
         let mut g = self.lock();
         let mut n = 0;
@@ -837,6 +892,9 @@ mod tests {
         }
         async fn retry_held_now(&self, now: Timestamp) -> Result<u64> {
             self.0.retry_held_now(now).await
+        }
+        async fn rename_stream(&self, from: &str, to: &str) -> Result<bool> {
+            self.0.rename_stream(from, to).await
         }
         async fn acquire_stream(&self, s: &str, by: &Claimant, now: Timestamp) -> Result<bool> {
             self.0.acquire_stream(s, by, now).await

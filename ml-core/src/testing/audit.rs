@@ -117,6 +117,7 @@ where
     claims_follow_destination_order(&*make().await).await;
     retries_wait_until_due(&*make().await).await;
     held_deliveries_are_retried_at_start(&*make().await).await;
+    streams_can_be_renamed(&*make().await).await;
     attempts_need_a_claim(&*make().await).await;
     crash_recovery_marks_doubt(&*make().await).await;
     replay_requeues_failed(&*make().await).await;
@@ -411,6 +412,42 @@ pub async fn held_deliveries_are_retried_at_start(s: &dyn AuditStore) {
         0,
         "in flight now"
     );
+}
+
+/// A stream renamed in the journal goes on from its position with its records: what it
+/// journaled is still a duplicate under the new name, its deliveries and history answer
+/// to it; renaming onto a stream that exists is refused, an unknown one is nothing.
+pub async fn streams_can_be_renamed(s: &dyn AuditStore) {
+    commit(s, "inv", vec![planned("1", "a", &["#a"])], 7).await;
+    commit(s, "other", vec![planned("9", "a", &["#a"])], 1).await;
+    assert!(s.rename_stream("inv", "ap-inv").await.expect("rename"));
+    assert_eq!(s.load_position("inv").await.expect("position"), None);
+    assert_eq!(
+        s.load_position("ap-inv").await.expect("position"),
+        Some(pos(7))
+    );
+    let again = commit(s, "ap-inv", vec![planned("1", "a", &["#a"])], 8).await;
+    assert_eq!(
+        (again.inserted, again.duplicates),
+        (0, 1),
+        "still a duplicate"
+    );
+    let h = s.record_history("ap-inv", "1").await.expect("history");
+    assert_eq!((h.versions.len(), h.deliveries.len()), (1, 1));
+    assert_eq!(h.deliveries[0].stream, "ap-inv");
+    assert!(
+        s.record_history("inv", "1")
+            .await
+            .expect("h")
+            .versions
+            .is_empty()
+    );
+    assert!(!s.cycles("ap-inv", 10).await.expect("cycles").is_empty());
+    assert!(matches!(
+        s.rename_stream("ap-inv", "other").await,
+        Err(Error::InvalidState(_))
+    ));
+    assert!(!s.rename_stream("nowhere", "else").await.expect("nothing"));
 }
 
 /// finish_attempt requires a claim.

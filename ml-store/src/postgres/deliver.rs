@@ -541,6 +541,49 @@ pub(crate) async fn release_stream(
     Ok(())
 }
 
+/// See `AuditWrite::rename_stream`.
+pub(crate) async fn rename_stream(s: &PostgresAuditStore, from: &str, to: &str) -> Result<bool> {
+    const NAMED: &str = "SELECT EXISTS (SELECT 1 FROM positions WHERE stream = $1) \
+           OR EXISTS (SELECT 1 FROM records WHERE stream = $1) \
+           OR EXISTS (SELECT 1 FROM rejected WHERE stream = $1)";
+    let ctx = s.ctx("rename_stream");
+    let mut client = s.client("rename_stream").await?;
+    let tx = client.transaction().await.db(&ctx)?;
+    // Two processes renaming at once: one waits for the other, then finds it done.
+    tx.execute("LOCK TABLE positions IN EXCLUSIVE MODE", &[])
+        .await
+        .db(&ctx)?;
+    let to_named: bool = tx.query_one(NAMED, &[&to]).await.db(&ctx)?.get(0);
+    if to_named {
+        return Err(Error::InvalidState(format!(
+            "cannot rename stream `{from}` to `{to}`: the journal already has a stream `{to}`"
+        )));
+    }
+    let from_named: bool = tx.query_one(NAMED, &[&from]).await.db(&ctx)?.get(0);
+    if !from_named {
+        return Ok(false);
+    }
+    for table in [
+        "positions",
+        "cycles",
+        "records",
+        "rejected",
+        "journal_notes",
+    ] {
+        tx.execute(
+            &format!("UPDATE {table} SET stream = $2 WHERE stream = $1"),
+            &[&from, &to],
+        )
+        .await
+        .db(&ctx)?;
+    }
+    tx.execute("DELETE FROM stream_leases WHERE stream = $1", &[&from])
+        .await
+        .db(&ctx)?;
+    tx.commit().await.db(&ctx)?;
+    Ok(true)
+}
+
 /// See `AuditWrite::retry_held_now`: a hold is the only retry of a permanent error.
 pub(crate) async fn retry_held_now(s: &PostgresAuditStore, now: Timestamp) -> Result<u64> {
     let ctx = s.ctx("retry_held_now");

@@ -233,6 +233,10 @@ impl AuditWrite for PostgresAuditStore {
         deliver::release_stream(self, stream, by).await
     }
 
+    async fn rename_stream(&self, from: &str, to: &str) -> Result<bool> {
+        deliver::rename_stream(self, from, to).await
+    }
+
     async fn retry_held_now(&self, now: Timestamp) -> Result<u64> {
         deliver::retry_held_now(self, now).await
     }
