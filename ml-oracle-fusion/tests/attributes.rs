@@ -445,9 +445,9 @@ async fn the_ledger_currency_gives_amounts_a_release_serves_without_one() {
         .iter()
         .filter_map(|i| match i {
             ml_core::record::SourceItem::Record(r) => {
-                r.fields.amount.as_ref().map(|m| m.to_string())
+                r.fields.amount.as_ref().map(ToString::to_string)
             }
-            _ => None,
+            ml_core::record::SourceItem::Rejected(_) => None,
         })
         .collect();
     assert_eq!(amounts, ["900.25 USD"]);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ml_core::auth::{MemoryRefreshTokenStore, RefreshTokenStore as _};
-use ml_core::sink::{Destination, Receipt, Reconciled, Sink};
+use ml_core::sink::{Destination, DestinationCheck, Receipt, Reconciled, Sink};
 use ml_core::testing::sink_conformance;
 use ml_core::{Error, ErrorClass};
 use ml_sandbox::fault::{Fault, FaultRule};
@@ -514,22 +514,22 @@ async fn a_complete_channel_listing_answers_for_missing_names_a_while() {
     );
 }
 
+async fn check(sink: &ml_slack::SlackSink, address: &str) -> ml_core::Result<DestinationCheck> {
+    sink.check_destination(&Destination::new("slack", address))
+        .await
+}
+
 /// `check` before the first send: a missing, archived or closed channel is refused with
 /// Slack's code; a public channel the bot may join is ready; without `channels:read` the
 /// sink says it cannot tell instead of guessing.
 #[tokio::test]
 async fn destinations_are_checked_without_sending() {
-    use ml_core::sink::DestinationCheck;
     let slack = unpaced().await;
     let ap = slack.add_channel(Channel::public("ap"));
     let quiet = slack.add_channel(Channel::public("quiet").without_bot());
     let old = slack.add_channel(Channel::public("old").archived());
     let closed = slack.add_channel(Channel::private("closed").without_bot());
     let sink = sink(&slack);
-    async fn check(sink: &ml_slack::SlackSink, address: &str) -> ml_core::Result<DestinationCheck> {
-        sink.check_destination(&Destination::new("slack", address))
-            .await
-    }
     assert_eq!(
         check(&sink, "#ap").await.expect("ready"),
         DestinationCheck::Ready(ap.clone())

@@ -52,10 +52,13 @@ impl StoredRefreshToken {
 /// of its SHA-256. Stored beside the rotating token to tell a new pairing from the old
 /// one; it does not reveal the token.
 pub fn pairing_fingerprint(token: &SecretString) -> String {
+    use std::fmt::Write as _;
     digest(token)[..8]
         .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+        .fold(String::with_capacity(16), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 /// Where the current refresh token is kept between runs (a secrets manager, an encrypted

@@ -422,7 +422,7 @@ impl AuditWrite for MemoryAuditStore {
             inner.positions.insert(to.to_owned(), p);
         }
         for c in inner.cycles.iter_mut().filter(|c| c.stream == from) {
-            c.stream = to.to_owned();
+            to.clone_into(&mut c.stream);
         }
         inner.record_ids = std::mem::take(&mut inner.record_ids)
             .into_iter()
@@ -437,14 +437,14 @@ impl AuditWrite for MemoryAuditStore {
             .map(|(s, k)| (if s == from { to.to_owned() } else { s }, k))
             .collect();
         for r in inner.rejected.iter_mut().filter(|r| r.stream == from) {
-            r.stream = to.to_owned();
+            to.clone_into(&mut r.stream);
         }
         for d in inner
             .deliveries
             .values_mut()
             .filter(|d| d.view.stream == from)
         {
-            d.view.stream = to.to_owned();
+            to.clone_into(&mut d.view.stream);
         }
         for n in inner
             .notes
