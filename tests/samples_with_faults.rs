@@ -30,14 +30,29 @@ fn sample(name: &str) -> String {
     format!("{}/examples/config/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A Slack workspace with the given channels (`name`, made-up id) and the four faults,
-/// each on a later post.
-async fn slack_with_faults(channels: &[(&str, &str)]) -> SlackEmulator {
+/// A Slack workspace with the given public channels (`name`, made-up id).
+async fn workspace(channels: &[(&str, &str)]) -> SlackEmulator {
     let mut b = SlackEmulator::builder();
     for (name, id) in channels {
         b = b.channel(Channel::public(*name).with_id(*id));
     }
-    let slack = b.start().await.expect("slack");
+    b.start().await.expect("slack")
+}
+
+/// The main sample's three channels, with these made-up ids.
+async fn main_channels(ids: [&str; 3]) -> SlackEmulator {
+    workspace(&[
+        ("procurement", ids[0]),
+        ("finance", ids[1]),
+        ("operations", ids[2]),
+    ])
+    .await
+}
+
+/// A Slack workspace with the given channels (`name`, made-up id) and the four faults,
+/// each on a later post.
+async fn slack_with_faults(channels: &[(&str, &str)]) -> SlackEmulator {
+    let slack = workspace(channels).await;
     for fault in [
         Fault::Status(500),
         Fault::DropBeforeResponse,
@@ -460,12 +475,7 @@ async fn permanent_errors_stop_only_what_they_affect() {
         .faults()
         .push(FaultRule::on("payablesPayments", Fault::Status(403)).always());
     let ids = ["C0MADEUP41", "C0MADEUP42"];
-    let slack = SlackEmulator::builder()
-        .channel(Channel::public("procurement").with_id(ids[0]))
-        .channel(Channel::public("finance").with_id(ids[1]))
-        .start()
-        .await
-        .expect("slack");
+    let slack = workspace(&[("procurement", ids[0]), ("finance", ids[1])]).await;
     let dir = tempfile::tempdir().expect("dir");
     let (env, sample, o, out) = main_sample_once(&oracle, &slack, dir.path()).await;
     // It ran to the end, and tells cron it left work that needs someone.
@@ -696,13 +706,7 @@ async fn a_real_source_never_delivers_into_a_sandboxed_sink() {
 #[cfg(feature = "oracle-fusion")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_data_is_never_sent_to_a_real_sink() {
-    let slack = SlackEmulator::builder()
-        .channel(Channel::public("procurement").with_id("C0MADEUP91"))
-        .channel(Channel::public("finance").with_id("C0MADEUP92"))
-        .channel(Channel::public("operations").with_id("C0MADEUP93"))
-        .start()
-        .await
-        .expect("slack");
+    let slack = main_channels(["C0MADEUP91", "C0MADEUP92", "C0MADEUP93"]).await;
     let dir = tempfile::tempdir().expect("dir");
     let mut env = env_of(slack.env());
     env.insert(
@@ -736,13 +740,7 @@ async fn a_revoked_token_holds_the_deliveries_and_the_run_says_so() {
     let oracle = OracleEmulator::start().await.expect("oracle");
     ml_connector::connectors::demo::seed(&oracle);
     let ids = ["C0MADEUP51", "C0MADEUP52", "C0MADEUP53"];
-    let slack = SlackEmulator::builder()
-        .channel(Channel::public("procurement").with_id(ids[0]))
-        .channel(Channel::public("finance").with_id(ids[1]))
-        .channel(Channel::public("operations").with_id(ids[2]))
-        .start()
-        .await
-        .expect("slack");
+    let slack = main_channels(ids).await;
     slack.faults().push(
         FaultRule::on(
             "chat.postMessage",
@@ -810,13 +808,7 @@ async fn a_paused_stream_is_named_in_the_progress_lines() {
     oracle
         .faults()
         .push(FaultRule::on("payablesPayments", Fault::Status(403)).always());
-    let slack = SlackEmulator::builder()
-        .channel(Channel::public("procurement").with_id("C0MADEUP51"))
-        .channel(Channel::public("finance").with_id("C0MADEUP52"))
-        .channel(Channel::public("operations").with_id("C0MADEUP53"))
-        .start()
-        .await
-        .expect("slack");
+    let slack = main_channels(["C0MADEUP51", "C0MADEUP52", "C0MADEUP53"]).await;
     let dir = tempfile::tempdir().expect("dir");
     let env = oracle_and_slack_env(&oracle, &slack, dir.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_ml-connector"))
@@ -878,13 +870,7 @@ async fn a_signal_ends_a_once_run_after_the_sends_in_flight() {
     let oracle = OracleEmulator::start().await.expect("oracle");
     ml_connector::connectors::demo::seed(&oracle);
     let ids = ["C0MADEUP61", "C0MADEUP62", "C0MADEUP63"];
-    let slack = SlackEmulator::builder()
-        .channel(Channel::public("procurement").with_id(ids[0]))
-        .channel(Channel::public("finance").with_id(ids[1]))
-        .channel(Channel::public("operations").with_id(ids[2]))
-        .start()
-        .await
-        .expect("slack");
+    let slack = main_channels(ids).await;
     // The first post is slow: the signal comes while it is in flight.
     slack.faults().push(
         FaultRule::on(
@@ -965,12 +951,7 @@ async fn a_signal_ends_a_once_run_after_the_sends_in_flight() {
 async fn check_names_a_channel_the_workspace_does_not_have() {
     use ml_sandbox::oracle::OracleEmulator;
     let oracle = OracleEmulator::start().await.expect("oracle");
-    let slack = SlackEmulator::builder()
-        .channel(Channel::public("procurement").with_id("C0MADEUP71"))
-        .channel(Channel::public("finance").with_id("C0MADEUP72"))
-        .start()
-        .await
-        .expect("slack");
+    let slack = workspace(&[("procurement", "C0MADEUP71"), ("finance", "C0MADEUP72")]).await;
     let dir = tempfile::tempdir().expect("dir");
     let env = oracle_and_slack_env(&oracle, &slack, dir.path());
     let sample = sample("oracle_fusion_to_slack.toml");
@@ -1002,13 +983,7 @@ async fn a_rerun_after_a_crash_names_the_claims_it_had_to_leave() {
     use ml_sandbox::oracle::OracleEmulator;
     let oracle = OracleEmulator::start().await.expect("oracle");
     ml_connector::connectors::demo::seed(&oracle);
-    let slack = SlackEmulator::builder()
-        .channel(Channel::public("procurement").with_id("C0MADEUP81"))
-        .channel(Channel::public("finance").with_id("C0MADEUP82"))
-        .channel(Channel::public("operations").with_id("C0MADEUP83"))
-        .start()
-        .await
-        .expect("slack");
+    let slack = main_channels(["C0MADEUP81", "C0MADEUP82", "C0MADEUP83"]).await;
     slack
         .faults()
         .push(FaultRule::on("chat.postMessage", Fault::Latency(Duration::from_secs(30))).always());
