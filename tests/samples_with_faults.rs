@@ -676,8 +676,18 @@ async fn a_real_source_never_delivers_into_a_sandboxed_sink() {
     use ml_sandbox::oracle::OracleEmulator;
     let oracle = OracleEmulator::start().await.expect("oracle");
     ml_connector::connectors::demo::seed(&oracle);
+    main_sample_refused(
+        oracle_env(&oracle),
+        &["sinks.slack", "`sources.oracle` reads a real system"],
+    )
+    .await;
+    assert_eq!(oracle.collection_calls(), 0, "nothing read");
+}
+
+/// `check` and `run --once` of the main sample with exactly `env` (and a new journal) are
+/// refused before anything runs, saying all of `said`.
+async fn main_sample_refused(mut env: BTreeMap<String, String>, said: &[&str]) {
     let dir = tempfile::tempdir().expect("dir");
-    let mut env = oracle_env(&oracle);
     env.insert(
         "ML_AUDIT_DB".into(),
         dir.path().join("audit.db").to_string_lossy().into_owned(),
@@ -691,13 +701,9 @@ async fn a_real_source_never_delivers_into_a_sandboxed_sink() {
         let o = cli(&env, args(&a)).await;
         let out = text(&o);
         assert_eq!(o.status.code(), Some(1), "{command}: {out}");
-        assert!(
-            out.contains("sinks.slack") && out.contains("`sources.oracle` reads a real system"),
-            "{command}: {out}"
-        );
+        assert!(said.iter().all(|s| out.contains(s)), "{command}: {out}");
         assert!(!out.contains("summary:"), "{command}: {out}");
     }
-    assert_eq!(oracle.collection_calls(), 0, "nothing read");
 }
 
 /// The reverse mistake: Slack's variables set, the ERP's forgotten (or misspelt). The
@@ -707,26 +713,11 @@ async fn a_real_source_never_delivers_into_a_sandboxed_sink() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_data_is_never_sent_to_a_real_sink() {
     let slack = main_channels(["C0MADEUP91", "C0MADEUP92", "C0MADEUP93"]).await;
-    let dir = tempfile::tempdir().expect("dir");
-    let mut env = env_of(slack.env());
-    env.insert(
-        "ML_AUDIT_DB".into(),
-        dir.path().join("audit.db").to_string_lossy().into_owned(),
-    );
-    let sample = sample("oracle_fusion_to_slack.toml");
-    for command in ["check", "run"] {
-        let mut a = vec![command, "--config", sample.as_str()];
-        if command == "run" {
-            a.push("--once");
-        }
-        let o = cli(&env, args(&a)).await;
-        let out = text(&o);
-        assert_eq!(o.status.code(), Some(1), "{command}: {out}");
-        assert!(
-            out.contains("sources.oracle") && out.contains("`sinks.slack` is real"),
-            "{command}: {out}"
-        );
-    }
+    main_sample_refused(
+        env_of(slack.env()),
+        &["sources.oracle", "`sinks.slack` is real"],
+    )
+    .await;
     assert_eq!(slack.faults().requests("chat.postMessage"), 0);
 }
 
