@@ -241,7 +241,44 @@ fn a_renamed_stream_goes_on_where_it_was() {
         1,
     );
     assert_ne!(renamed, text_before);
+    // A former name the journal does not have is refused (a typo would start over).
+    std::fs::write(
+        &config,
+        renamed.replace("renamed_from = \"invoices\"", "renamed_from = \"invoicez\""),
+    )
+    .expect("write");
+    let typo = cli(&journal, &["run", "--config", path, "--once"]);
+    assert_eq!(typo.status.code(), Some(1), "{}", text(&typo));
+    assert!(
+        text(&typo).contains("no stream `invoicez`"),
+        "{}",
+        text(&typo)
+    );
+    let checked = cli(&journal, &["check", "--config", path]);
+    assert_eq!(checked.status.code(), Some(1), "{}", text(&checked));
     std::fs::write(&config, renamed).expect("write");
+    // `check` and `dry-run` say what the next run does and change nothing.
+    let checked = cli(&journal, &["check", "--config", path]);
+    assert!(checked.status.success(), "{}", text(&checked));
+    assert!(
+        text(&checked).contains("ok      stream ap-invoices: takes over `invoices`"),
+        "{}",
+        text(&checked)
+    );
+    let dry = cli(&journal, &["dry-run", "--config", path]);
+    assert!(dry.status.success(), "{}", text(&dry));
+    assert!(
+        !String::from_utf8_lossy(&dry.stdout)
+            .lines()
+            .any(|l| l.starts_with("ap-invoices ") && l.contains(" -> ")),
+        "the renamed stream's records are already journaled:\n{}",
+        text(&dry)
+    );
+    let still_old = cli(
+        &journal,
+        &["audit", "--config", path, "show", "invoices", "300101"],
+    );
+    assert!(still_old.status.success(), "{}", text(&still_old));
     let second = cli(&journal, &["run", "--config", path, "--once"]);
     let out = text(&second);
     assert!(second.status.success(), "{out}");

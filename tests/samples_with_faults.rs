@@ -482,7 +482,7 @@ async fn permanent_errors_stop_only_what_they_affect() {
     assert_eq!(o.status.code(), Some(3), "{out}");
     assert!(
         out.lines().any(|l| l.starts_with("attention: ")
-            && l.contains("1 stream cycle(s) failed or are paused")
+            && l.contains("1 stream cycle(s) failed, are paused or were not polled")
             && l.contains("2 delivery(ies) failed")),
         "{out}"
     );
@@ -659,7 +659,7 @@ async fn permanent_errors_stop_only_what_they_affect() {
     // Payments are still refused: only that stream needs attention now.
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(
-        text(&o).contains("attention: 1 stream cycle(s) failed or are paused\n"),
+        text(&o).contains("attention: 1 stream cycle(s) failed, are paused or were not polled\n"),
         "{}",
         text(&o)
     );
@@ -1008,4 +1008,51 @@ async fn a_rerun_after_a_crash_names_the_claims_it_had_to_leave() {
             && l.contains("in flight under another process's claim")),
         "{out}"
     );
+}
+
+/// SIGTERM while `run --once` is still polling (a page on its way from a slow ERP): the
+/// stream's polling claim is given back, so a run started right after polls it (instead
+/// of skipping it, silently, until the claim ran out).
+#[cfg(feature = "oracle-fusion")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_during_polling_leaves_no_claim_on_the_stream() {
+    use std::process::Stdio;
+
+    use ml_sandbox::oracle::OracleEmulator;
+    let oracle = OracleEmulator::start().await.expect("oracle");
+    ml_connector::connectors::demo::seed(&oracle);
+    oracle
+        .faults()
+        .push(FaultRule::on("invoices", Fault::Latency(Duration::from_secs(3))).times(1));
+    let slack = main_channels(["C0MADEUPA1", "C0MADEUPA2", "C0MADEUPA3"]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let env = oracle_and_slack_env(&oracle, &slack, dir.path());
+    let sample = sample("oracle_fusion_to_slack.toml");
+    let child = Command::new(env!("CARGO_BIN_EXE_ml-connector"))
+        .args(["run", "--once", "--config", &sample])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(&env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let running = common::Running(child);
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        oracle.faults().arrived("invoices", 1),
+    )
+    .await
+    .expect("no poll arrived");
+    running.signal("TERM");
+    let status = running.exited(Duration::from_secs(60)).await;
+    assert_eq!(status.code(), Some(3), "{status}");
+    let o = cli(&env, args(&["run", "--config", &sample, "--once"])).await;
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("cycle invoices:"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(!line.contains("pages 0,"), "{line}");
 }

@@ -441,16 +441,6 @@ impl Registry {
                 .await?;
             connections.push((path, conn));
         }
-        for (i, st) in config.streams.iter().enumerate() {
-            if let Some(old) = &st.renamed_from
-                && store.load_position(&st.name).await?.is_none()
-                && store.rename_stream(old, &st.name).await.map_err(|e| {
-                    Error::config(format!("streams[{i}].renamed_from"), e.to_string())
-                })?
-            {
-                tracing::warn!(from = %old, to = %st.name, "renamed the stream in the journal: it goes on where it was");
-            }
-        }
         let mut sources = Vec::new();
         for (i, st) in config.streams.iter().enumerate() {
             let path = format!("streams[{i}]");
@@ -460,7 +450,10 @@ impl Registry {
             };
             let source = conn.stream(st, &path, env)?;
             sources.push((st.name.clone(), Arc::clone(&source)));
-            builder = builder.stream(Stream::new(st.name.clone(), source, st.schedule.clone()));
+            builder = builder.stream(
+                Stream::new(st.name.clone(), source, st.schedule.clone())
+                    .with_renamed_from(st.renamed_from.clone()),
+            );
         }
 
         let mut sinks = BTreeMap::new();

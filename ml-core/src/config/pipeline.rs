@@ -453,6 +453,16 @@ impl PipelineConfig {
                 ));
             }
             if let Some(old) = &s.renamed_from
+                && self.streams[..i]
+                    .iter()
+                    .any(|o| o.renamed_from.as_ref() == Some(old))
+            {
+                return Err(Error::config(
+                    at("renamed_from"),
+                    format!("another stream was also renamed from `{old}`"),
+                ));
+            }
+            if let Some(old) = &s.renamed_from
                 && (old == &s.name || self.streams.iter().any(|o| &o.name == old))
             {
                 return Err(Error::config(

@@ -101,6 +101,22 @@ fn bad_configs_name_the_path() {
         "routes.rules[0].to[0]"
     );
     assert_eq!(bad("url = \"memory:\"", "sqlite = 3"), "journal.sqlite");
+    // Two streams cannot both take over one former stream.
+    let twice = GOOD
+        .replacen(
+            "name = \"orders\"\n",
+            "name = \"orders\"\nrenamed_from = \"po\"\n",
+            1,
+        )
+        .replacen(
+            "name = \"orders-nightly\"\n",
+            "name = \"orders-nightly\"\nrenamed_from = \"po\"\n",
+            1,
+        );
+    assert_eq!(
+        path_of(PipelineConfig::from_toml_str(&twice).expect_err("twice")),
+        "streams[1].renamed_from"
+    );
     // A key a rule does not know is refused, not ignored (a rule "disabled" that is not).
     assert_eq!(
         bad(

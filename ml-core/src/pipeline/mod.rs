@@ -91,6 +91,7 @@ pub struct Stream {
     name: String,
     source: Arc<dyn Source>,
     schedule: Schedule,
+    renamed_from: Option<String>,
 }
 
 impl Stream {
@@ -100,12 +101,27 @@ impl Stream {
             name: name.into(),
             source,
             schedule,
+            renamed_from: None,
         }
+    }
+
+    /// The stream's former name: the journal's stream of that name becomes this one at
+    /// the next start ([`Pipeline::recover`]), so it goes on where it was instead of
+    /// starting over (and sending its whole history again).
+    #[must_use]
+    pub fn with_renamed_from(mut self, old: Option<String>) -> Self {
+        self.renamed_from = old;
+        self
     }
 
     /// The stream's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The former name it takes over in the journal, when it was renamed.
+    pub fn renamed_from(&self) -> Option<&str> {
+        self.renamed_from.as_deref()
     }
 }
 
@@ -623,6 +639,7 @@ impl Pipeline {
     /// a start may follow a fix of the credentials (see
     /// [`AuditWrite::retry_held_now`](crate::audit::AuditWrite::retry_held_now)).
     pub async fn recover(&self) -> Result<u64> {
+        self.apply_renames().await?;
         let held = self.inner.store.retry_held_now(self.inner.now()).await?;
         if held > 0 {
             tracing::info!(
@@ -642,6 +659,34 @@ impl Pipeline {
             );
         }
         Ok(n)
+    }
+
+    /// Renames in the journal each stream renamed in the configuration
+    /// ([`Stream::with_renamed_from`]) that has no position under its new name yet. A
+    /// former name the journal does not hold is an error (a typo would otherwise start the
+    /// stream over and send its whole history).
+    async fn apply_renames(&self) -> Result<()> {
+        for s in &self.inner.streams {
+            let Some(old) = s.renamed_from.as_deref() else {
+                continue;
+            };
+            if self.inner.store.load_position(&s.name).await?.is_some() {
+                continue;
+            }
+            if self.inner.store.rename_stream(old, &s.name).await? {
+                tracing::warn!(from = old, to = %s.name, "renamed the stream in the journal: it goes on where it was");
+            } else {
+                return Err(Error::config(
+                    format!("stream `{}`: renamed_from", s.name),
+                    format!(
+                        "the journal has no stream `{old}` to rename (check the former name; \
+                         without `renamed_from`, `{}` starts as a new stream)",
+                        s.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Takes over the deliveries whose lease ran out (a crashed process's, whoever held
@@ -706,6 +751,19 @@ impl Pipeline {
             .find(|s| s.name == name)
             .ok_or_else(|| Error::NotFound(format!("stream `{name}`")))?;
         Ok(poll::cycle(&self.inner, s).await)
+    }
+
+    /// Gives up this pipeline's leases on polling its streams (after a poll was cut short:
+    /// a `--once` run stopped by a signal mid-page), so the next run polls them at once
+    /// instead of waiting for the lease to run out. A lease it does not hold is left alone.
+    pub async fn release_streams(&self) -> Result<()> {
+        for s in &self.inner.streams {
+            self.inner
+                .store
+                .release_stream(&s.name, &self.inner.claimant)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Delivers everything due now, then returns.

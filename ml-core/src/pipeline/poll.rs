@@ -330,9 +330,16 @@ struct PageLoop<'a> {
 
 impl<'a> PageLoop<'a> {
     async fn start(inner: &Inner, stream: &'a Stream) -> Result<Self> {
+        let mut position = inner.store.load_position(&stream.name).await?;
+        if position.is_none()
+            && let Some(old) = stream.renamed_from()
+        {
+            // Not renamed in the journal yet (a dry run before the first start).
+            position = inner.store.load_position(old).await?;
+        }
         Ok(Self {
             stream,
-            position: inner.store.load_position(&stream.name).await?,
+            position,
             more: true,
         })
     }
@@ -441,15 +448,21 @@ async fn pages(
 /// duplicate).
 async fn already_journaled(
     inner: &Inner,
-    stream: &str,
+    stream: &Stream,
     record: &crate::record::Record,
 ) -> Result<bool> {
-    let history = inner.store.record_history(stream, &record.key).await?;
     let (key, version) = (record.dedupe_key(), record.dedupe_version());
-    Ok(history
-        .versions
-        .iter()
-        .any(|v| v.record.dedupe_key() == key && v.record.dedupe_version() == version))
+    for name in std::iter::once(stream.name.as_str()).chain(stream.renamed_from()) {
+        let history = inner.store.record_history(name, &record.key).await?;
+        if history
+            .versions
+            .iter()
+            .any(|v| v.record.dedupe_key() == key && v.record.dedupe_version() == version)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 pub(super) async fn dry_run(inner: &Inner, max_records: usize) -> Result<DryRun> {
@@ -468,7 +481,7 @@ pub(super) async fn dry_run(inner: &Inner, max_records: usize) -> Result<DryRun>
             out.rejected
                 .extend(rejected.into_iter().map(|r| (stream.name.clone(), r)));
             for p in records {
-                if already_journaled(inner, &stream.name, &p.record).await? {
+                if already_journaled(inner, stream, &p.record).await? {
                     out.already_journaled
                         .push((stream.name.clone(), p.record.key.clone()));
                     continue;

@@ -310,7 +310,7 @@ fn attention(summary: &ml_connector::pipeline::RunSummary) -> Option<String> {
     let mut why = Vec::new();
     if !summary.cycle_errors.is_empty() {
         why.push(format!(
-            "{} stream cycle(s) failed or are paused",
+            "{} stream cycle(s) failed, are paused or were not polled",
             summary.cycle_errors.len()
         ));
     }
@@ -671,8 +671,21 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<Done> {
             // between pages loses nothing.
             let c = tokio::select! {
                 c = pipeline.poll_stream(s) => c?,
-                () = stopped(stop.clone()) => break,
+                () = stopped(stop.clone()) => {
+                    // The poll was dropped between its lease and its release.
+                    if let Err(e) = pipeline.release_streams().await {
+                        tracing::warn!(error = %e, "could not release the stream leases (they run out by themselves)");
+                    }
+                    break;
+                }
             };
+            if c.skipped {
+                // A fresh process pauses nothing: only another's lease skips a stream.
+                summary.cycle_errors.push(format!(
+                    "{s}: not polled, another process holds it (a live one, or a run that \
+                     stopped mid-poll: its claim runs out within 60 s)"
+                ));
+            }
             say!(
                 "cycle {s}: pages {}, polled {}, journaled {}, duplicates {}, rejected {}, planned {}{}",
                 c.pages,
@@ -864,6 +877,25 @@ async fn check(path: &Path) -> Result<()> {
                 failed += 1;
                 say!("FAILED  stream {stream}: {source}: {e}");
             }
+        }
+    }
+    // A rename the next run will make in the journal (check itself changes nothing).
+    let store = a.pipeline.store();
+    for s in a.pipeline.streams() {
+        let Some(old) = s.renamed_from() else {
+            continue;
+        };
+        let name = s.name();
+        if store.load_position(name).await?.is_some() {
+            continue;
+        }
+        if store.load_position(old).await?.is_some() {
+            say!("ok      stream {name}: takes over `{old}` in the journal at the next run");
+        } else {
+            failed += 1;
+            say!(
+                "FAILED  stream {name}: renamed_from `{old}`, but the journal has no stream `{old}`"
+            );
         }
     }
     let destinations = config.destinations();
