@@ -959,6 +959,30 @@ async fn check_names_a_channel_the_workspace_does_not_have() {
         out.contains("ok      destination slack:#finance: C0MADEUP72"),
         "{out}"
     );
+    // A misspelt alias is named as one, with the sink's aliases.
+    let typo = dir.path().join("typo.toml");
+    let text_of = std::fs::read_to_string(&sample).expect("sample");
+    assert!(
+        text_of.contains("\"slack:finance\""),
+        "the sample routes to slack:finance"
+    );
+    std::fs::write(
+        &typo,
+        text_of.replacen("\"slack:finance\"", "\"slack:finanse\"", 1),
+    )
+    .expect("write");
+    let o = cli(
+        &env,
+        args(&["check", "--config", typo.to_str().expect("utf-8")]),
+    )
+    .await;
+    let out = text(&o);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAILED  destination slack:finanse")
+                && l.contains("`finanse` is not an alias of sinks.slack: ")),
+        "{out}"
+    );
     assert_eq!(slack.faults().requests("chat.postMessage"), 0, "{out}");
 }
 

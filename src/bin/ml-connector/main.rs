@@ -918,7 +918,7 @@ async fn check(path: &Path) -> Result<()> {
                 Ok(other) => say!("-       destination {d}: {other:?}"),
                 Err(e) => {
                     failed += 1;
-                    say!("FAILED  destination {d}: {e}");
+                    say!("FAILED  destination {d}: {e}{}", alias_hint(&config, d));
                 }
             }
         }
@@ -939,6 +939,40 @@ async fn check(path: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// For a refused destination that is a bare word and no alias of its sink (`sms:treasurr`):
+/// the aliases the sink has, since a misspelt alias is the likelier mistake.
+fn alias_hint(config: &PipelineConfig, d: &ml_connector::Destination) -> String {
+    let Some(sink) = config.sinks.get(&d.sink) else {
+        return String::new();
+    };
+    let aliases: Vec<&str> = sink
+        .channels
+        .keys()
+        .chain(sink.recipients.keys())
+        .map(String::as_str)
+        .collect();
+    let known = sink
+        .channels
+        .values()
+        .chain(sink.recipients.values())
+        .any(|a| a == &d.address);
+    // A word (not `#name`, `+49…`, an email, or an upper-case channel id).
+    let bare = d
+        .address
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && d.address.chars().any(|c| c.is_ascii_lowercase());
+    if known || !bare || aliases.is_empty() {
+        return String::new();
+    }
+    format!(
+        " (`{}` is not an alias of sinks.{}: {})",
+        d.address,
+        d.sink,
+        aliases.join(", ")
+    )
 }
 
 async fn dry_run(path: &Path, max: usize) -> Result<()> {
