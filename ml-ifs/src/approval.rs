@@ -151,6 +151,11 @@ pub struct ApprovalRequest {
     pub action: ApprovalAction,
     /// Where to answer.
     pub response_url: Option<String>,
+    /// The ETag of the version the user saw (an Approve / Reject button carries the one
+    /// of the message it sits on): when the invoice has changed since, nothing is done and
+    /// the user is told to look at the new version. `None`: a typed command, which acts on
+    /// the current version.
+    pub seen_etag: Option<String>,
 }
 
 /// How a request ended.
@@ -308,19 +313,37 @@ pub fn invoice_action_ids() -> [&'static str; 2] {
     [APPROVE_ACTION_ID, REJECT_ACTION_ID]
 }
 
-/// The Approve / Reject buttons for an invoice record (an `actions` block), the value
-/// being the record key.
-pub fn invoice_buttons(record_key: &str) -> Value {
+/// The Approve / Reject buttons for an invoice record (an `actions` block). The value is
+/// the record key, with the ETag of the version shown when known (`{"k": key, "e":
+/// etag}`), so a click acts on the version the approver saw or not at all.
+pub fn invoice_buttons(record_key: &str, etag: Option<&str>) -> Value {
+    let value = match etag {
+        Some(e) => json!({"k": record_key, "e": e}).to_string(),
+        None => record_key.to_owned(),
+    };
     json!({
         "type": "actions",
         "block_id": "ifs_invoice_actions",
         "elements": [
             {"type": "button", "action_id": APPROVE_ACTION_ID, "style": "primary",
-             "text": {"type": "plain_text", "text": "Approve"}, "value": record_key},
+             "text": {"type": "plain_text", "text": "Approve"}, "value": value},
             {"type": "button", "action_id": REJECT_ACTION_ID, "style": "danger",
-             "text": {"type": "plain_text", "text": "Reject"}, "value": record_key},
+             "text": {"type": "plain_text", "text": "Reject"}, "value": value},
         ]
     })
+}
+
+/// A button's value: the record key and, from buttons that carry it, the ETag shown.
+fn button_value(value: &str) -> (String, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Value {
+        k: String,
+        e: Option<String>,
+    }
+    match serde_json::from_str::<Value>(value) {
+        Ok(v) => (v.k, v.e),
+        Err(_) => (value.to_owned(), None),
+    }
 }
 
 /// Handles approvals (see the module docs).
@@ -468,6 +491,7 @@ impl Approvals {
                     invoice: invoice.to_owned(),
                     action,
                     response_url: c.response_url.clone(),
+                    seen_etag: None,
                 })
             }
             Inbound::Interaction(Interaction::BlockActions(b)) => {
@@ -479,6 +503,7 @@ impl Approvals {
                 } else {
                     ApprovalAction::Reject
                 };
+                let (invoice, seen_etag) = button_value(a.value.as_deref().unwrap_or_default());
                 Some(ApprovalRequest {
                     request_id: format!(
                         "btn:{}:{}:{}",
@@ -487,9 +512,10 @@ impl Approvals {
                         a.action_ts.clone().unwrap_or_default()
                     ),
                     slack_user: b.user.id.clone(),
-                    invoice: a.value.clone().unwrap_or_default(),
+                    invoice,
                     action,
                     response_url: b.response_url.clone(),
+                    seen_etag,
                 })
             }
             _ => None,
@@ -714,6 +740,23 @@ impl Approvals {
             .unwrap_or_default();
         if state.as_ref().is_some_and(|s| done.contains(s)) {
             return (ApprovalOutcome::AlreadyDone { key, state }, etag, None);
+        }
+        if let (Some(seen), Some(now)) = (&req.seen_etag, &etag)
+            && seen != now
+        {
+            // The approver clicked on a version that is no longer the invoice: approving
+            // it now would approve what they have not seen (another amount, say).
+            return (
+                ApprovalOutcome::Conflict {
+                    key,
+                    state,
+                    message: "the invoice changed in IFS after this message was posted; \
+                              look at its new version (posted as a reply) before deciding"
+                        .into(),
+                },
+                etag,
+                None,
+            );
         }
         let Some(etag) = etag else {
             // Without an ETag the action could overwrite a change unseen: not sent.

@@ -76,7 +76,14 @@ impl Renderer for ApprovalButtons {
         if !self.applies(record) {
             return r;
         }
-        let buttons = invoice_buttons(&record.key);
+        // The version shown: a click acts on it or not at all.
+        let etag = record
+            .raw
+            .to_value()
+            .get("@odata.etag")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let buttons = invoice_buttons(&record.key, etag.as_deref());
         match &mut r.body {
             // Slack allows 50 blocks: the buttons replace the last one if needed.
             Some(Value::Array(blocks)) => {

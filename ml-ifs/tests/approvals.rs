@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use ml_core::AuditQuery as _;
 use ml_core::memory::MemoryAuditStore;
-use ml_ifs::approval::{APPROVE_ACTION_ID, ApprovalAction, Approvals, Approver, DEFAULT_STREAM};
+use ml_ifs::approval::{
+    APPROVE_ACTION_ID, ApprovalAction, Approvals, Approver, DEFAULT_STREAM, invoice_buttons,
+};
 use ml_ifs::{ApprovalOutcome, ApprovalRequest, IfsBuilder};
 use ml_sandbox::Emulator as _;
 use ml_sandbox::ifs::{IfsEmulator, invoice};
@@ -92,6 +94,7 @@ fn approve(id: &str, user: &str, invoice: &str) -> ApprovalRequest {
         invoice: invoice.into(),
         action: ApprovalAction::Approve,
         response_url: None,
+        seen_etag: None,
     }
 }
 
@@ -202,6 +205,55 @@ async fn a_double_click_acts_once() {
     );
 }
 
+/// A button acts on the version its message showed: the amount changed in IFS after the
+/// post, so Approve on the old message approves nothing and says why; the button of the
+/// new version (posted as a reply) approves.
+#[tokio::test]
+async fn a_button_approves_only_the_version_it_was_posted_with() {
+    let w = world().await;
+    let etag_now = || {
+        w.ifs.get(SET, &["10", "7"]).expect("row")["@odata.etag"]
+            .as_str()
+            .expect("etag")
+            .to_owned()
+    };
+    let value_of = |etag: &str| {
+        invoice_buttons(KEY, Some(etag))["elements"][0]["value"]
+            .as_str()
+            .expect("value")
+            .to_owned()
+    };
+    let shown = value_of(&etag_now());
+    w.ifs
+        .update(SET, &["10", "7"], &json!({"GrossAmount": "987654.00"}))
+        .expect("edit");
+    let caller = w.slack.caller();
+    let old_click = BlockActions::new(APPROVE_ACTION_ID, &shown)
+        .user(APPROVER)
+        .message_ts("1700000000.000100");
+    caller
+        .send_block_actions(&w.url, &old_click)
+        .await
+        .expect("click");
+    let answers = w.answers().await;
+    assert!(
+        answers[0].contains("changed in IFS after this message was posted"),
+        "{answers:?}"
+    );
+    assert_eq!(w.applied(), 0, "nothing sent to IFS");
+    assert_ne!(w.state(), "Approved");
+    let new_click = BlockActions::new(APPROVE_ACTION_ID, &value_of(&etag_now()))
+        .user(APPROVER)
+        .message_ts("1700000000.000200");
+    caller
+        .send_block_actions(&w.url, &new_click)
+        .await
+        .expect("click");
+    let answers = w.answers().await;
+    assert_eq!(w.applied(), 1, "{answers:?}");
+    assert_eq!(w.state(), "Approved");
+}
+
 #[tokio::test]
 async fn an_approval_racing_an_edit_gets_a_conflict_and_overwrites_nothing() {
     let w = world().await;
@@ -214,6 +266,7 @@ async fn an_approval_racing_an_edit_gets_a_conflict_and_overwrites_nothing() {
         invoice: "7".into(),
         action: ApprovalAction::Approve,
         response_url: None,
+        seen_etag: None,
     };
     let outcome = w.approvals.decide(&req).await;
     match &outcome {
@@ -456,6 +509,7 @@ async fn an_action_applied_behind_a_503_is_journaled_as_done() {
         invoice: "7".into(),
         action: ApprovalAction::Approve,
         response_url: None,
+        seen_etag: None,
     };
     let o = w.approvals.decide(&req).await;
     assert!(matches!(o, ApprovalOutcome::Done { .. }), "{o:?}");
@@ -508,6 +562,7 @@ async fn a_request_handled_before_a_restart_is_not_acted_on_again() {
         invoice: "7".into(),
         action: ApprovalAction::Approve,
         response_url: None,
+        seen_etag: None,
     };
     let first = w.approvals.decide(&req).await;
     assert!(matches!(first, ApprovalOutcome::Done { .. }), "{first:?}");
