@@ -831,6 +831,27 @@ impl Approvals {
                     },
                     Some(403) => ApprovalOutcome::Forbidden { key, message },
                     Some(404) => ApprovalOutcome::NotFound { key },
+                    // No answer (a timeout, a dropped connection): the action may have
+                    // run. IFS's state says whether it did, rather than "could not".
+                    None => {
+                        let now = self.read_state(&url).await.ok().and_then(|(s, _)| s);
+                        if now.as_ref().is_some_and(|s| done.contains(s)) {
+                            ApprovalOutcome::Done {
+                                key,
+                                etag: etag.clone(),
+                                state: now,
+                            }
+                        } else {
+                            ApprovalOutcome::Failed {
+                                key,
+                                message: format!(
+                                    "IFS did not answer ({e}); the invoice is {} as IFS shows \
+                                     it now: check it in IFS before trying again",
+                                    now.as_deref().unwrap_or("in an unknown state")
+                                ),
+                            }
+                        }
+                    }
                     _ => ApprovalOutcome::Failed {
                         key,
                         message: e.to_string(),

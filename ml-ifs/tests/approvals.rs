@@ -523,6 +523,31 @@ async fn an_action_applied_behind_a_503_is_journaled_as_done() {
     assert_eq!(h.versions[0].record.fields.status.as_deref(), Some("done"));
 }
 
+/// IFS carries the action out and the answer never comes (the connection drops, as on a
+/// timeout): the request is not reported "could not approve" while IFS shows it approved;
+/// the re-read says it was done, and the journal credits this request.
+#[tokio::test]
+async fn an_action_applied_without_an_answer_is_journaled_as_done() {
+    use ml_sandbox::fault::{Fault, FaultRule};
+    let w = world().await;
+    w.ifs.faults().push(FaultRule::on(
+        "IfsApp.ManualSupplierInvoiceHandling.ManSuppInvoice_Approve",
+        Fault::AppliedThenDropped,
+    ));
+    let req = ApprovalRequest {
+        request_id: "cmd:no-answer".into(),
+        slack_user: APPROVER.into(),
+        invoice: "7".into(),
+        action: ApprovalAction::Approve,
+        response_url: None,
+        seen_etag: None,
+    };
+    let o = w.approvals.decide(&req).await;
+    assert!(matches!(o, ApprovalOutcome::Done { .. }), "{o:?}");
+    assert_eq!(w.state(), "Approved");
+    assert_eq!(w.applied(), 1, "{:?}", w.ifs.action_calls());
+}
+
 #[tokio::test]
 async fn slack_is_answered_within_3_seconds_even_when_ifs_is_slow() {
     use ml_sandbox::fault::{Fault, FaultRule};
