@@ -131,7 +131,14 @@ impl Approver {
             if user.trim().is_empty() || identity.trim().is_empty() {
                 return Err(bad(format!("`{entry}` names no user or identity")));
             }
-            out.insert(user.trim().to_owned(), Self::new(identity.trim(), &actions));
+            let user = user.trim();
+            if out
+                .insert(user.to_owned(), Self::new(identity.trim(), &actions))
+                .is_some()
+            {
+                // Which one holds would be an accident of order: refused, not guessed.
+                return Err(bad(format!("Slack user `{user}` is listed twice")));
+            }
         }
         Ok(out)
     }
@@ -1017,5 +1024,8 @@ mod tests {
         assert_eq!(m["U2"].actions, BTreeSet::from([ApprovalAction::Approve]));
         assert!(Approver::parse_map("U1=ALICE:delete").is_err());
         assert!(Approver::parse_map("nobody").is_err());
+        let twice = Approver::parse_map("U1=ALICE:approve;U1=MALLORY:approve+reject")
+            .expect_err("listed twice");
+        assert!(twice.to_string().contains("`U1` is listed twice"), "{twice}");
     }
 }
