@@ -1026,6 +1026,9 @@ mod tests {
         assert!(Approver::parse_map("nobody").is_err());
         let twice = Approver::parse_map("U1=ALICE:approve;U1=MALLORY:approve+reject")
             .expect_err("listed twice");
-        assert!(twice.to_string().contains("`U1` is listed twice"), "{twice}");
+        assert!(
+            twice.to_string().contains("`U1` is listed twice"),
+            "{twice}"
+        );
     }
 }
