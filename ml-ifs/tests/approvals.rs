@@ -242,7 +242,7 @@ async fn a_button_approves_only_the_version_it_was_posted_with() {
     );
     assert_eq!(w.applied(), 0, "nothing sent to IFS");
     assert_ne!(w.state(), "Approved");
-    let new_click = BlockActions::new(APPROVE_ACTION_ID, &value_of(&etag_now()))
+    let new_click = BlockActions::new(APPROVE_ACTION_ID, value_of(&etag_now()))
         .user(APPROVER)
         .message_ts("1700000000.000200");
     caller

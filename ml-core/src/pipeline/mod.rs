@@ -138,6 +138,7 @@ impl fmt::Debug for Stream {
             .field("name", &self.name)
             .field("source", &self.source.to_string())
             .field("schedule", &self.schedule.to_string())
+            .field("renamed_from", &self.renamed_from)
             .finish()
     }
 }
