@@ -891,12 +891,7 @@ async fn a_signal_ends_a_once_run_after_the_sends_in_flight() {
         format!("{out}\n{err}")
     });
     let running = common::Running(child);
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        slack.faults().arrived("chat.postMessage", 1),
-    )
-    .await
-    .expect("no post arrived");
+    first_arrival(slack.faults(), "chat.postMessage").await;
     running.signal("TERM");
     let status = running.exited(Duration::from_secs(60)).await;
     let out = printed.join().expect("output");
@@ -986,6 +981,28 @@ async fn check_names_a_channel_the_workspace_does_not_have() {
     assert_eq!(slack.faults().requests("chat.postMessage"), 0, "{out}");
 }
 
+/// `run --once` of `sample` with exactly `env`, in the background, its output dropped.
+fn spawn_once_quietly(env: &BTreeMap<String, String>, sample: &str) -> common::Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_ml-connector"))
+        .args(["run", "--once", "--config", sample])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    common::Running(child)
+}
+
+/// Returns once a request to `target` has reached the emulator (a timeout of a minute,
+/// not a sleep).
+async fn first_arrival(faults: &ml_sandbox::fault::Faults, target: &str) {
+    tokio::time::timeout(Duration::from_secs(60), faults.arrived(target, 1))
+        .await
+        .unwrap_or_else(|_| panic!("no request to {target} arrived"));
+}
+
 /// A `--once` run killed mid-send (`kill -9`, the OOM killer) and run again at once: the
 /// dead run's claims hold their destinations until the lease runs out, so the second run
 /// cannot send what waits behind them. It says so and exits 3, rather than 0 with nothing
@@ -993,8 +1010,6 @@ async fn check_names_a_channel_the_workspace_does_not_have() {
 #[cfg(feature = "oracle-fusion")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_after_a_crash_names_the_claims_it_had_to_leave() {
-    use std::process::Stdio;
-
     use ml_sandbox::oracle::OracleEmulator;
     let oracle = OracleEmulator::start().await.expect("oracle");
     ml_connector::connectors::demo::seed(&oracle);
@@ -1005,22 +1020,8 @@ async fn a_rerun_after_a_crash_names_the_claims_it_had_to_leave() {
     let dir = tempfile::tempdir().expect("dir");
     let env = oracle_and_slack_env(&oracle, &slack, dir.path());
     let sample = sample("oracle_fusion_to_slack.toml");
-    let child = Command::new(env!("CARGO_BIN_EXE_ml-connector"))
-        .args(["run", "--once", "--config", &sample])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(&env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let running = common::Running(child);
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        slack.faults().arrived("chat.postMessage", 1),
-    )
-    .await
-    .expect("no post arrived");
+    let running = spawn_once_quietly(&env, &sample);
+    first_arrival(slack.faults(), "chat.postMessage").await;
     // SIGKILL: nothing is journaled after this.
     drop(running);
     slack.faults().clear();
@@ -1040,8 +1041,6 @@ async fn a_rerun_after_a_crash_names_the_claims_it_had_to_leave() {
 #[cfg(feature = "oracle-fusion")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_during_polling_leaves_no_claim_on_the_stream() {
-    use std::process::Stdio;
-
     use ml_sandbox::oracle::OracleEmulator;
     let oracle = OracleEmulator::start().await.expect("oracle");
     ml_connector::connectors::demo::seed(&oracle);
@@ -1052,22 +1051,8 @@ async fn a_signal_during_polling_leaves_no_claim_on_the_stream() {
     let dir = tempfile::tempdir().expect("dir");
     let env = oracle_and_slack_env(&oracle, &slack, dir.path());
     let sample = sample("oracle_fusion_to_slack.toml");
-    let child = Command::new(env!("CARGO_BIN_EXE_ml-connector"))
-        .args(["run", "--once", "--config", &sample])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(&env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let running = common::Running(child);
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        oracle.faults().arrived("invoices", 1),
-    )
-    .await
-    .expect("no poll arrived");
+    let running = spawn_once_quietly(&env, &sample);
+    first_arrival(oracle.faults(), "invoices").await;
     running.signal("TERM");
     let status = running.exited(Duration::from_secs(60)).await;
     assert_eq!(status.code(), Some(3), "{status}");
