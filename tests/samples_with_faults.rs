@@ -1035,6 +1035,44 @@ async fn a_rerun_after_a_crash_names_the_claims_it_had_to_leave() {
     );
 }
 
+/// `run --once` back to back (cron, a wrapper script, an operator pressing up-enter): the
+/// second process's limiter is fresh, but Slack still counts the first one's posts. The
+/// journal's last send per channel paces the second run's first post: no 429.
+#[cfg(feature = "oracle-fusion")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_once_runs_post_at_the_channels_pace() {
+    use ml_sandbox::oracle::{OracleEmulator, invoice_json};
+    let oracle = OracleEmulator::start().await.expect("oracle");
+    ml_connector::connectors::demo::seed(&oracle);
+    let ids = ["C0MADEUPB1", "C0MADEUPB2", "C0MADEUPB3"];
+    let slack = main_channels(ids).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (env, sample, o, out) = main_sample_once(&oracle, &slack, dir.path()).await;
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let first: usize = ids.iter().map(|id| slack.messages(id).len()).sum();
+    // Two new invoices for every channel the first ones went to, at once.
+    let t = jiff::Timestamp::from_second(1_767_600_000).expect("t")
+        + jiff::SignedDuration::from_mins(30);
+    oracle.upsert_raw(
+        "invoices",
+        &invoice_json(300_201, t, "64000.00", "Acme Industrial Supply"),
+    );
+    oracle.upsert_raw(
+        "invoices",
+        &invoice_json(300_202, t, "1200.00", "Nordic Freight AB"),
+    );
+    let o = cli(&env, args(&["run", "--config", &sample, "--once"])).await;
+    let again = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{again}");
+    let second: usize = ids.iter().map(|id| slack.messages(id).len()).sum();
+    assert!(second > first, "nothing new was posted:\n{again}");
+    assert_eq!(
+        slack.rate_limited_count(),
+        0,
+        "a post came within a second of the previous run's last post to its channel:\n{out}\n{again}"
+    );
+}
+
 /// SIGTERM while `run --once` is still polling (a page on its way from a slow ERP): the
 /// stream's polling claim is given back, so a run started right after polls it (instead
 /// of skipping it, silently, until the claim ran out).

@@ -383,6 +383,21 @@ impl RunLengths {
     }
 }
 
+/// The latest end per destination among `ends`, ordered by destination (sink, then
+/// address): what [`AuditWrite::record_send_ends`] keeps, in an order that lets backends
+/// lock rows consistently.
+pub fn latest_send_ends(ends: &[(Destination, Timestamp)]) -> Vec<(&Destination, Timestamp)> {
+    let mut latest: std::collections::BTreeMap<(&str, &str), (&Destination, Timestamp)> =
+        std::collections::BTreeMap::new();
+    for (d, at) in ends {
+        let e = latest
+            .entry((d.sink.as_str(), d.address.as_str()))
+            .or_insert((d, *at));
+        e.1 = e.1.max(*at);
+    }
+    latest.into_values().collect()
+}
+
 /// How one in-flight attempt ended, for [`AuditWrite::finish_attempts`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct FinishedAttempt {
@@ -856,7 +871,30 @@ pub trait AuditWrite: Send + Sync + Debug {
 
     /// Requeues as in-doubt retries due `now` the in-flight deliveries that `by` holds or
     /// whose lease ran out. Returns how many.
+    ///
+    /// A requeued delivery's send may have reached its destination at any moment up to
+    /// now, so where the backend keeps [send ends](Self::record_send_ends), each requeued
+    /// delivery's destination counts as sent to at `now`.
     async fn requeue_in_flight(&self, by: &Claimant, now: Timestamp) -> Result<u64>;
+
+    /// Remembers when the latest send to each destination ended (its answer, timeout or
+    /// dropped connection), so that a process started right after this one paces its first
+    /// send to a rate-limited destination from there ([`Self::last_send_end`]) instead of
+    /// posting within the destination's interval. Per destination the latest time is kept
+    /// (an older one never replaces it); one destination may appear several times.
+    ///
+    /// The default keeps nothing: a restarted process then paces from its own first send.
+    async fn record_send_ends(&self, ends: &[(Destination, Timestamp)]) -> Result<()> {
+        let _ = ends;
+        Ok(())
+    }
+
+    /// When the latest send to `destination` ended, as [`Self::record_send_ends`] (or a
+    /// requeue) recorded it; `None` when nothing was recorded.
+    async fn last_send_end(&self, destination: &Destination) -> Result<Option<Timestamp>> {
+        let _ = destination;
+        Ok(None)
+    }
 
     /// Takes (or renews) the lease on polling `stream` until `by.lease_until(now)`.
     /// `false`: another owner holds a live lease on it.

@@ -121,6 +121,22 @@ pub trait RateLimiter: Send + Sync + fmt::Debug {
         let _ = key;
         Ok(())
     }
+
+    /// A send on `key` ended `ago` before now, out of this limiter's sight: a previous
+    /// process's last send, read from the journal at start. The next `acquire` on `key`
+    /// returns no earlier than it would had [`completed`](Self::completed) been called
+    /// then, so a process started right after another does not post within the
+    /// destination's interval (Slack answers that with a 429). Like `completed`, it never
+    /// brings a permit forward and touches no other key; unlike it, it frees no in-flight
+    /// slot (that send's slot was never this limiter's). An `ago` of one interval or more
+    /// changes nothing.
+    ///
+    /// The default does nothing, which is right for limiters that do not pace and for
+    /// limiters whose state outlives the process anyway.
+    async fn completed_earlier(&self, key: &str, ago: Duration) -> Result<()> {
+        let _ = (key, ago);
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -420,6 +436,23 @@ impl Bucket {
         }
     }
 
+    /// Moves `key`'s theoretical arrival time to at least `at + interval` (a send that ended
+    /// at `at`, before now), without touching its in-flight slots.
+    fn complete_earlier(&self, key: &str, at: Instant) {
+        let Some(tat) = at.checked_add(self.interval()) else {
+            return;
+        };
+        if tat <= Instant::now() {
+            return;
+        }
+        let mut keys = self.keys();
+        let state = keys.entry(key.to_owned()).or_insert(KeyState {
+            tat,
+            leases: Vec::new(),
+        });
+        state.tat = state.tat.max(tat);
+    }
+
     /// Drops keys that behave like fresh ones.
     fn retain_recent(&self, now: Instant) {
         let mut keys = self.keys();
@@ -595,6 +628,17 @@ impl RateLimiter for GcraLimiter {
     async fn completed(&self, key: &str) -> Result<()> {
         if let Some(bucket) = self.bucket_for(key) {
             bucket.complete(key, Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Never fails. Keys without a quota keep no state.
+    async fn completed_earlier(&self, key: &str, ago: Duration) -> Result<()> {
+        if let Some(bucket) = self.bucket_for(key) {
+            // An instant before tokio's clock began is too long ago to matter.
+            if let Some(at) = Instant::now().checked_sub(ago) {
+                bucket.complete_earlier(key, at);
+            }
         }
         Ok(())
     }

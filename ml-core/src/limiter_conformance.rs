@@ -122,6 +122,7 @@ pub async fn run_all_with(timing: Timing, make: &dyn Fn(RateSpec) -> Arc<dyn Rat
     completed_paces_from_the_response(timing, make).await;
     completed_is_per_key_and_never_brings_forward(timing, make).await;
     completed_without_acquire_counts_as_a_send(timing, make).await;
+    completed_earlier_paces_from_then(timing, make).await;
 }
 
 /// A full burst passes without waiting.
@@ -441,6 +442,47 @@ pub async fn completed_without_acquire_counts_as_a_send(
     );
 }
 
+/// A send that ended before this limiter was made (a previous process's, from its
+/// journal) paces the first acquire on its key from when it ended: half an interval ago
+/// leaves half an interval to wait; two intervals ago leaves nothing. Other keys are not
+/// touched.
+pub async fn completed_earlier_paces_from_then(
+    timing: Timing,
+    make: &dyn Fn(RateSpec) -> Arc<dyn RateLimiter>,
+) {
+    const CHECK: &str = "completed_earlier_paces_from_then";
+    let spec = spec(timing, 1, 1);
+    let limiter = make(spec);
+    let (recent, old, other) = (key("earlier-a"), key("earlier-b"), key("earlier-c"));
+    let half = spec.interval() / 2;
+    let start = Instant::now();
+    completed_earlier(CHECK, &*limiter, &recent, half).await;
+    completed_earlier(CHECK, &*limiter, &old, spec.interval() * 2).await;
+    acquire(CHECK, &*limiter, &other, timing.slack).await;
+    acquire(CHECK, &*limiter, &old, timing.slack).await;
+    assert_between(
+        CHECK,
+        &format!(
+            "with {spec}, the first acquires on {other:?} (untouched) and on {old:?} (its \
+             last send ended two intervals ago)"
+        ),
+        start.elapsed(),
+        Duration::ZERO,
+        timing.slack,
+    );
+    acquire(CHECK, &*limiter, &recent, half + timing.slack).await;
+    assert_between(
+        CHECK,
+        &format!(
+            "with {spec}, the first acquire on {recent:?}, whose last send ended half an \
+             interval before the limiter heard of it"
+        ),
+        start.elapsed(),
+        half,
+        half + timing.slack,
+    );
+}
+
 fn spec(timing: Timing, count: u32, burst: u32) -> RateSpec {
     RateSpec {
         count,
@@ -480,6 +522,15 @@ async fn completed(check: &str, limiter: &dyn RateLimiter, key: &str) {
         Some(Ok(())) => {}
         Some(Err(e)) => panic!("[{check}] completed({key:?}) failed: {e}"),
         None => panic!("[{check}] completed({key:?}) did not complete within {limit:?}"),
+    }
+}
+
+async fn completed_earlier(check: &str, limiter: &dyn RateLimiter, key: &str, ago: Duration) {
+    let limit = Duration::from_secs(5);
+    match within(limit, limiter.completed_earlier(key, ago)).await {
+        Some(Ok(())) => {}
+        Some(Err(e)) => panic!("[{check}] completed_earlier({key:?}, {ago:?}) failed: {e}"),
+        None => panic!("[{check}] completed_earlier({key:?}) did not complete within {limit:?}"),
     }
 }
 
@@ -645,6 +696,13 @@ mod tests {
     #[should_panic(expected = "[completed_without_acquire_counts_as_a_send]")]
     async fn catches_completions_that_do_not_count() {
         completed_without_acquire_counts_as_a_send(Timing::default(), &deaf).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "[completed_earlier_paces_from_then]")]
+    async fn catches_limiters_that_forget_the_previous_process() {
+        // `Deaf` keeps the trait's default `completed_earlier`, which does nothing.
+        completed_earlier_paces_from_then(Timing::default(), &deaf).await;
     }
 
     /// One GCRA per key, replaced by a fresh one on completion: the burst comes back.

@@ -583,6 +583,12 @@ pub(crate) fn requeue_in_flight(
            (SELECT id, attempts FROM deliveries WHERE {TAKEABLE})"
     ))?
     .execute(params![now, owner])?;
+    // Their sends may have arrived at any moment up to now.
+    tx.prepare_cached(&format!(
+        "UPDATE destinations SET last_send_end = max(coalesce(last_send_end, ?1), ?1) \
+         WHERE id IN (SELECT dest_id FROM deliveries WHERE {TAKEABLE})"
+    ))?
+    .execute(params![now, owner])?;
     let n = tx
         .prepare_cached(&format!(
             "UPDATE deliveries SET status = 'retrying', in_doubt = 1, next_attempt_at = ?1, \
@@ -592,6 +598,26 @@ pub(crate) fn requeue_in_flight(
         .execute(params![now, owner])?;
     tx.commit()?;
     Ok(n as u64)
+}
+
+/// Keeps the latest send end per destination, in one transaction.
+pub(crate) fn record_send_ends(
+    conn: &mut Connection,
+    ends: &[(Destination, Timestamp)],
+) -> StoreResult<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO destinations (sink, address, last_send_end) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (sink, address) DO UPDATE SET last_send_end = \
+               max(coalesce(last_send_end, excluded.last_send_end), excluded.last_send_end)",
+        )?;
+        for (d, at) in ml_core::audit::latest_send_ends(ends) {
+            stmt.execute(params![d.sink, d.address, codec::ts(at)?])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 pub(crate) fn renew_claims(

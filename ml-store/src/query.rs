@@ -172,6 +172,17 @@ pub(crate) fn destination_scope(
         .optional()?)
 }
 
+pub(crate) fn last_send_end(
+    conn: &mut Connection,
+    d: &ml_core::sink::Destination,
+) -> StoreResult<Option<Timestamp>> {
+    let ns: Option<Option<i64>> = conn
+        .prepare_cached("SELECT last_send_end FROM destinations WHERE sink = ?1 AND address = ?2")?
+        .query_row(params![d.sink, d.address], |r| r.get(0))
+        .optional()?;
+    codec::ts_from_opt(ns.flatten(), &format!("the last send end of {d}"))
+}
+
 pub(crate) fn cycles(
     conn: &mut Connection,
     stream: &str,

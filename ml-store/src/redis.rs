@@ -684,13 +684,42 @@ impl RateLimiter for RedisRateLimiter {
         let Some(q) = inner.quota_for(key) else {
             return Ok(());
         };
-        let (hash, set) = inner.keys(key);
         let max = q.in_flight_cap().map_or(0, |(m, _)| m);
+        self.complete_in_redis(key, q.replenish_interval(), max)
+            .await;
+        if max > 0 {
+            inner.completions.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// The shared state usually knows that send already (it outlives processes); this
+    /// covers a previous process that paced locally (no Redis then, or Redis away).
+    async fn completed_earlier(&self, key: &str, ago: Duration) -> Result<()> {
+        let inner = &self.inner;
+        inner.local.completed_earlier(key, ago).await?;
+        let Some(q) = inner.quota_for(key) else {
+            return Ok(());
+        };
+        let left = q.replenish_interval().saturating_sub(ago);
+        if !left.is_zero() {
+            self.complete_in_redis(key, left, 0).await;
+        }
+        Ok(())
+    }
+}
+
+impl RedisRateLimiter {
+    /// Runs the completion script for `key` with `interval` as what is left of the
+    /// interval and `max` in-flight slots to free (0: none).
+    async fn complete_in_redis(&self, key: &str, interval: Duration, max: u32) {
+        let inner = &self.inner;
+        let (hash, set) = inner.keys(key);
         let mut conn = inner.conn.clone();
         let out: redis::RedisResult<i64> = scripts()[3]
             .key(&hash)
             .key(&set)
-            .arg(micros(q.replenish_interval()))
+            .arg(micros(interval))
             .arg(max)
             .invoke_async(&mut conn)
             .await;
@@ -701,10 +730,6 @@ impl RateLimiter for RedisRateLimiter {
                 tracing::warn!(error = %e, key, "completion kept in this replica only");
             }
         }
-        if max > 0 {
-            inner.completions.notify_waiters();
-        }
-        Ok(())
     }
 }
 

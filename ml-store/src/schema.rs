@@ -187,6 +187,11 @@ CREATE INDEX journal_notes_by_at ON journal_notes (at, id);
 /// refuse the journal at open (`SchemaTooNew`) instead of failing claims later.
 const V7_COMPRESSED_BODIES: &str = "";
 
+/// Version 8: when the latest send to each destination ended, so that a process started
+/// right after another paces its first send from there (Slack allows one post a second per
+/// channel, and answers a faster one with a 429).
+const V8_SEND_ENDS: &str = "ALTER TABLE destinations ADD COLUMN last_send_end INTEGER;";
+
 /// The migrations, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
 pub(crate) const MIGRATIONS: &[&str] = &[
     V1,
@@ -196,6 +201,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     V5_HEAD_INDEX,
     V6_JOURNAL_NOTES,
     V7_COMPRESSED_BODIES,
+    V8_SEND_ENDS,
 ];
 
 /// The schema version this code writes.

@@ -15,7 +15,7 @@ use ml_core::audit::{
     FinishedAttempt, JournalNote, JournalStats, NoteFilter, PageCommit, PageCommitted,
     RecordHistory, RejectedView, RunLengths,
 };
-use ml_core::{Position, Result};
+use ml_core::{Destination, Position, Result};
 use rusqlite::Connection;
 
 use crate::builder::{Location, SqliteBuilder};
@@ -473,6 +473,23 @@ impl AuditWrite for SqliteAuditStore {
             deliver::requeue_in_flight(c, &by, now)
         })
         .await
+    }
+
+    async fn record_send_ends(&self, ends: &[(Destination, Timestamp)]) -> Result<()> {
+        if ends.is_empty() {
+            return Ok(());
+        }
+        let ends = ends.to_vec();
+        self.write("record_send_ends", move |c| {
+            deliver::record_send_ends(c, &ends)
+        })
+        .await
+    }
+
+    async fn last_send_end(&self, destination: &Destination) -> Result<Option<Timestamp>> {
+        let d = destination.clone();
+        self.read("last send end", move |c| query::last_send_end(c, &d))
+            .await
     }
 
     async fn rename_stream(&self, from: &str, to: &str) -> Result<bool> {

@@ -120,6 +120,9 @@ async fn everything_survives_a_reopen() {
         )
         .await
         .expect("finish");
+        s.record_send_ends(&[(Destination::new("slack", "#a"), t(6))])
+            .await
+            .expect("send end");
         (c[0].id, c[1].id, c[2].id)
         // The store (both connections) is dropped here, as in a crash after the claims.
     };
@@ -150,7 +153,22 @@ async fn everything_survives_a_reopen() {
         (st.records, st.delivered, st.in_flight, st.pending),
         (3, 1, 2, 1)
     );
+    let (a, b) = (
+        Destination::new("slack", "#a"),
+        Destination::new("slack", "#b"),
+    );
+    assert_eq!(
+        s.last_send_end(&a).await.expect("end"),
+        Some(t(6)),
+        "the next process paces"
+    );
+    assert_eq!(s.last_send_end(&b).await.expect("end"), None);
     assert_eq!(s.requeue_in_flight(&me(), t(10)).await.expect("requeue"), 2);
+    assert_eq!(
+        s.last_send_end(&b).await.expect("end"),
+        Some(t(10)),
+        "an interrupted send counts as ending at the requeue"
+    );
     let again = s.claim_due(&me(), t(10), 10).await.expect("claim");
     assert_eq!(
         again.len(),
@@ -443,6 +461,8 @@ async fn a_version_6_journal_reads_its_json_bodies_beside_compressed_ones() {
             [&old_json],
         )
         .expect("v6 body");
+        c.execute("ALTER TABLE destinations DROP COLUMN last_send_end", [])
+            .expect("v6 destinations");
         c.pragma_update(None, "user_version", 6).expect("v6");
     }
     let s = SqliteAuditStore::open(&path).expect("migrates");

@@ -17,7 +17,7 @@ use crate::audit::{JournalNote, NoteFilter};
 use crate::cursor::Position;
 use crate::error::{Error, Result};
 use crate::record::Record;
-use crate::sink::Receipt;
+use crate::sink::{Destination, Receipt};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -41,6 +41,15 @@ struct Inner {
     stream_leases: HashMap<String, (OwnerId, Timestamp)>,
     /// Journal notes in the order written.
     notes: Vec<JournalNote>,
+    /// destination -> when its latest send ended
+    send_ends: HashMap<Destination, Timestamp>,
+}
+
+impl Inner {
+    fn send_ended(&mut self, destination: &Destination, at: Timestamp) {
+        let end = self.send_ends.entry(destination.clone()).or_insert(at);
+        *end = (*end).max(at);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -235,7 +244,7 @@ impl AuditWrite for MemoryAuditStore {
             }
             inner.live_from = id + 1;
         }
-        let mut open: HashMap<&crate::sink::Destination, Option<usize>> = HashMap::new();
+        let mut open: HashMap<&Destination, Option<usize>> = HashMap::new();
         let mut runs: Vec<Vec<i64>> = Vec::new();
         for (id, d) in inner.deliveries.range(inner.live_from..) {
             if d.view.status.is_terminal() {
@@ -494,10 +503,27 @@ impl AuditWrite for MemoryAuditStore {
                     a.finished_at = Some(now);
                     a.outcome = Some("interrupted".into());
                 }
+                let end = inner
+                    .send_ends
+                    .entry(d.view.destination.clone())
+                    .or_insert(now);
+                *end = (*end).max(now);
                 n += 1;
             }
         }
         Ok(n)
+    }
+
+    async fn record_send_ends(&self, ends: &[(Destination, Timestamp)]) -> Result<()> {
+        let mut g = self.lock();
+        for (destination, at) in ends {
+            g.send_ended(destination, *at);
+        }
+        Ok(())
+    }
+
+    async fn last_send_end(&self, destination: &Destination) -> Result<Option<Timestamp>> {
+        Ok(self.lock().send_ends.get(destination).copied())
     }
 
     async fn acquire_stream(&self, stream: &str, by: &Claimant, now: Timestamp) -> Result<bool> {
@@ -917,6 +943,16 @@ mod tests {
         // Notes are not what this double checks (their defaults refuse them).
         async fn note(&self, n: JournalNote) -> Result<bool> {
             self.0.note(n).await
+        }
+        // Nor are send ends (their defaults keep nothing).
+        async fn record_send_ends(
+            &self,
+            ends: &[(crate::sink::Destination, Timestamp)],
+        ) -> Result<()> {
+            self.0.record_send_ends(ends).await
+        }
+        async fn last_send_end(&self, d: &crate::sink::Destination) -> Result<Option<Timestamp>> {
+            self.0.last_send_end(d).await
         }
     }
 

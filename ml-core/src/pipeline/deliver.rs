@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use jiff::Timestamp;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -232,7 +233,14 @@ async fn commit_outcomes(
         let (attempts, acks): (Vec<FinishedAttempt>, Vec<_>) =
             batch.drain(..).map(|f| (f.attempt, f.ack)).unzip();
         let ids: Vec<DeliveryId> = attempts.iter().map(|a| a.id).collect();
-        match inner.store.finish_attempts(attempts).await {
+        let result = inner.store.finish_attempts(attempts).await;
+        if matches!(
+            result,
+            Ok(()) | Err(Error::InvalidState(_) | Error::NotFound(_))
+        ) {
+            record_send_ends(&inner).await;
+        }
+        match result {
             Ok(()) => {
                 for id in ids {
                     inner.checkpoint(&Checkpoint::AfterFinish { delivery: id });
@@ -267,6 +275,52 @@ async fn commit_outcomes(
                 }
             }
         }
+    }
+}
+
+/// Journals when the sends since the last group ended, for the next process's pacing. A
+/// failure costs at most one early send after a restart: it is logged, not raised.
+async fn record_send_ends(inner: &Inner) {
+    let ends: Vec<(Destination, Timestamp)> = {
+        let mut pending = inner
+            .send_ends
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pending.is_empty() {
+            return;
+        }
+        pending.drain().collect()
+    };
+    if let Err(e) = inner.store.record_send_ends(&ends).await {
+        tracing::warn!(error = %e, "could not journal when the latest sends ended");
+    }
+}
+
+/// Before this process's first send to `destination`, tells the limiter when the journal
+/// says the last send to it ended (a previous process's, or one interrupted by a crash,
+/// which counts as ending at recovery): a process started right after another must not
+/// post within the destination's interval.
+async fn pace_from_journal(inner: &Inner, destination: &Destination, key: &str) {
+    let first = inner
+        .paced_from_journal
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(destination.clone());
+    if !first {
+        return;
+    }
+    let ended = match inner.store.last_send_end(destination).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(error = %e, %destination, "no last send end from the journal");
+            return;
+        }
+    };
+    // An end ahead of this clock (another host's) counts as now.
+    let ago = clock::until(ended, inner.now());
+    if let Err(e) = inner.limiter.completed_earlier(key, ago).await {
+        tracing::warn!(error = %e, key, "rate limiter refused the journal's last send");
     }
 }
 
@@ -496,6 +550,7 @@ async fn attempt(
     let after_doubt = c.in_doubt && (!sink.can_reconcile() || reconciled_blind);
     let key = sink.rate_key(&c.destination);
     if let Some(k) = &key {
+        pace_from_journal(inner, &c.destination, k).await;
         // A limiter may wait long (a shared one paused while its Redis is away): a
         // shutdown ends the wait, and the claim is released unsent.
         let acquired = match stop {
@@ -571,6 +626,13 @@ async fn completed(inner: &Inner, sink: &dyn crate::sink::Sink, c: &ClaimedDeliv
             tracing::warn!(error = %e, key = %k, "rate limiter refused a completion");
         }
     }
+    let now = inner.now();
+    let mut ends = inner
+        .send_ends
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let end = ends.entry(c.destination.clone()).or_insert(now);
+    *end = (*end).max(now);
 }
 
 /// The sink refused our credentials for good (a revoked token, a deactivated app): no

@@ -237,6 +237,11 @@ struct Inner {
     health: Mutex<HashMap<String, StreamHealth>>,
     polling: Mutex<HashSet<String>>,
     wake_delivery: Notify,
+    /// Destinations whose last send before this process was looked up in the journal (and
+    /// told to the limiter) before this process's first send to them.
+    paced_from_journal: Mutex<HashSet<Destination>>,
+    /// Sends that ended since the last outcome group, to journal with the next one.
+    send_ends: Mutex<HashMap<Destination, Timestamp>>,
 }
 
 impl Inner {
@@ -485,6 +490,8 @@ impl PipelineBuilder {
                 health: Mutex::default(),
                 polling: Mutex::default(),
                 wake_delivery: Notify::new(),
+                paced_from_journal: Mutex::new(HashSet::new()),
+                send_ends: Mutex::new(HashMap::new()),
             }),
         })
     }

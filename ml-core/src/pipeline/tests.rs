@@ -678,6 +678,78 @@ async fn per_channel_rate_limit_spaces_sends() {
     );
 }
 
+fn one_per_second() -> Arc<GcraLimiter> {
+    Arc::new(
+        GcraLimiter::builder()
+            .prefix(
+                "chat:",
+                Quota::per_second(1).expect("q").burst(1).expect("b"),
+            )
+            .build(),
+    )
+}
+
+/// A process started right after another (`run --once` back to back, a restart) has a
+/// fresh limiter: the journal's last send end paces its first send, as the server sees
+/// arrivals; after a pause longer than the interval nothing waits.
+#[tokio::test(start_paused = true)]
+async fn the_next_process_paces_its_first_send_from_the_journal() {
+    let rig = Rig::new(MemorySink::new("chat").with_rate_keys(true));
+    rig.table.upsert(invoice("1", 1, "5"));
+    let first = rig.builder().limiter(one_per_second()).build().expect("p");
+    assert_eq!(first.run_once().await.expect("run").deliveries.delivered, 1);
+    let ended = tokio::time::Instant::now();
+    rig.table.upsert(invoice("2", 2, "5"));
+    let next = rig.builder().limiter(one_per_second()).build().expect("p");
+    assert_eq!(next.run_once().await.expect("run").deliveries.delivered, 1);
+    let gap = ended.elapsed();
+    assert!(
+        gap >= Duration::from_secs(1) && gap < Duration::from_millis(1100),
+        "the next process posted {gap:?} after the previous one's last send"
+    );
+    tokio::time::advance(Duration::from_secs(5)).await;
+    rig.table.upsert(invoice("3", 3, "5"));
+    let later = rig.builder().limiter(one_per_second()).build().expect("p");
+    let t0 = tokio::time::Instant::now();
+    assert_eq!(later.run_once().await.expect("run").deliveries.delivered, 1);
+    assert!(
+        t0.elapsed() < Duration::from_millis(10),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(keys(&rig.sink.sent()), ["1", "2", "3"]);
+}
+
+/// A send cut off by a crash may have arrived up to the recovery: the reconciling
+/// process's first post to that destination waits one interval from there.
+#[tokio::test(start_paused = true)]
+async fn a_send_cut_off_by_a_crash_paces_the_first_send_after_recovery() {
+    let rig = Rig::new(MemorySink::new("chat").with_rate_keys(true));
+    rig.table.upsert(invoice("1", 1, "5"));
+    rig.table.upsert(invoice("2", 2, "5"));
+    let p = rig.builder().limiter(one_per_second()).build().expect("p");
+    p.poll_stream("invoices").await.expect("poll");
+    let dead = Claimant::new(OwnerId::new("dead-process"));
+    let claimed = rig
+        .store
+        .claim_due(&dead, rig.clock.now(), 1)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    tokio::time::advance(dead.lease + Duration::from_secs(1)).await;
+    let t0 = tokio::time::Instant::now();
+    let s = p.run_once().await.expect("restart");
+    assert_eq!((s.recovered, s.deliveries.delivered), (1, 2));
+    let sent = rig.sink.sent();
+    assert_eq!(keys(&sent), ["1", "2"]);
+    // Both went out after a full interval from the recovery, one second apart.
+    assert!(
+        t0.elapsed() >= Duration::from_secs(2),
+        "{:?} for a recovered post and the next one",
+        t0.elapsed()
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn run_polls_on_schedule_and_picks_up_new_records() {
     let rig = Rig::new(MemorySink::new("chat"));

@@ -118,6 +118,7 @@ where
     retries_wait_until_due(&*make().await).await;
     held_deliveries_are_retried_at_start(&*make().await).await;
     streams_can_be_renamed(&*make().await).await;
+    send_ends_are_kept_per_destination(&*make().await).await;
     attempts_need_a_claim(&*make().await).await;
     crash_recovery_marks_doubt(&*make().await).await;
     replay_requeues_failed(&*make().await).await;
@@ -448,6 +449,39 @@ pub async fn streams_can_be_renamed(s: &dyn AuditStore) {
         Err(Error::InvalidState(_))
     ));
     assert!(!s.rename_stream("nowhere", "else").await.expect("nothing"));
+}
+
+/// The latest send end is kept per destination (an older one never replaces it), and a
+/// requeued in-flight delivery's destination counts as sent to at the requeue.
+pub async fn send_ends_are_kept_per_destination(s: &dyn AuditStore) {
+    assert_eq!(s.last_send_end(&dest("#a")).await.expect("none yet"), None);
+    s.record_send_ends(&[(dest("#a"), t(5)), (dest("#b"), t(3)), (dest("#a"), t(4))])
+        .await
+        .expect("record");
+    s.record_send_ends(&[(dest("#b"), t(2))])
+        .await
+        .expect("older");
+    assert_eq!(s.last_send_end(&dest("#a")).await.expect("a"), Some(t(5)));
+    assert_eq!(
+        s.last_send_end(&dest("#b")).await.expect("b"),
+        Some(t(3)),
+        "an older end replaced a newer one"
+    );
+    assert_eq!(
+        s.last_send_end(&Destination::new("twilio", "#a"))
+            .await
+            .expect("other sink"),
+        None,
+        "destinations of another sink with the same address are others"
+    );
+    commit(s, "inv", vec![planned("1", "a", &["#c"])], 1).await;
+    assert_eq!(s.claim_due(&me(), t(6), 10).await.expect("claim").len(), 1);
+    assert_eq!(s.requeue_in_flight(&me(), t(50)).await.expect("requeue"), 1);
+    assert_eq!(
+        s.last_send_end(&dest("#c")).await.expect("c"),
+        Some(t(50)),
+        "a send interrupted by a crash may have arrived up to the requeue"
+    );
 }
 
 /// finish_attempt requires a claim.

@@ -458,6 +458,15 @@ pub(crate) async fn requeue_in_flight(
         .await
         .db(&ctx)?;
     tx.execute(&stmt, &[&ids, &numbers, &now]).await.db(&ctx)?;
+    // Their sends may have arrived at any moment up to now.
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE destinations SET last_send_end = GREATEST(last_send_end, $2) \
+             WHERE id IN (SELECT dest_id FROM deliveries WHERE id = ANY($1))",
+        )
+        .await
+        .db(&ctx)?;
+    tx.execute(&stmt, &[&ids, &now]).await.db(&ctx)?;
     let stmt = tx
         .prepare_cached(
             "UPDATE deliveries SET status = 'retrying', in_doubt = true, next_attempt_at = $2, \
@@ -472,6 +481,42 @@ pub(crate) async fn requeue_in_flight(
         tracing::debug!(journal = %s.label(), owner, requeued = n, "in-flight deliveries requeued");
     }
     Ok(n)
+}
+
+/// Keeps the latest send end per destination: one upsert, destinations in a fixed order
+/// (two replicas upserting the same rows cannot deadlock).
+pub(crate) async fn record_send_ends(
+    s: &PostgresAuditStore,
+    ends: &[(Destination, Timestamp)],
+) -> Result<()> {
+    let ctx = s.ctx("record_send_ends");
+    let latest = ml_core::audit::latest_send_ends(ends);
+    if latest.is_empty() {
+        return Ok(());
+    }
+    let mut sinks = Vec::with_capacity(latest.len());
+    let mut addresses = Vec::with_capacity(latest.len());
+    let mut ats = Vec::with_capacity(latest.len());
+    for (d, at) in latest {
+        sinks.push(d.sink.clone());
+        addresses.push(d.address.clone());
+        ats.push(codec::ts(at).db(&ctx)?);
+    }
+    let client = s.client("record_send_ends").await?;
+    let stmt = client
+        .prepare_cached(
+            "INSERT INTO destinations (sink, address, last_send_end) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) \
+             ON CONFLICT (sink, address) DO UPDATE SET \
+               last_send_end = GREATEST(destinations.last_send_end, excluded.last_send_end)",
+        )
+        .await
+        .db(&ctx)?;
+    client
+        .execute(&stmt, &[&sinks, &addresses, &ats])
+        .await
+        .db(&ctx)?;
+    Ok(())
 }
 
 pub(crate) async fn renew_claims(

@@ -52,7 +52,7 @@ use ml_core::audit::{
     ClaimedDelivery, CycleEnd, CycleId, CycleView, DeliveryFilter, DeliveryId, DeliveryView,
     JournalStats, PageCommit, PageCommitted, RecordHistory, RejectedView,
 };
-use ml_core::{Error, Position, Result};
+use ml_core::{Destination, Error, Position, Result};
 
 pub use builder::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, PostgresBuilder, PostgresConfigKey,
@@ -235,6 +235,14 @@ impl AuditWrite for PostgresAuditStore {
 
     async fn rename_stream(&self, from: &str, to: &str) -> Result<bool> {
         deliver::rename_stream(self, from, to).await
+    }
+
+    async fn record_send_ends(&self, ends: &[(Destination, Timestamp)]) -> Result<()> {
+        deliver::record_send_ends(self, ends).await
+    }
+
+    async fn last_send_end(&self, destination: &Destination) -> Result<Option<Timestamp>> {
+        query::last_send_end(self, destination).await
     }
 
     async fn retry_held_now(&self, now: Timestamp) -> Result<u64> {

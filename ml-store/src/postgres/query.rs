@@ -259,6 +259,24 @@ pub(crate) async fn destination_scope(
     Ok(row.and_then(|r| r.get(0)))
 }
 
+pub(crate) async fn last_send_end(
+    s: &PostgresAuditStore,
+    d: &Destination,
+) -> Result<Option<Timestamp>> {
+    let ctx = s.ctx("last send end");
+    let client = s.client("last send end").await?;
+    let stmt = client
+        .prepare_cached("SELECT last_send_end FROM destinations WHERE sink = $1 AND address = $2")
+        .await
+        .db(&ctx)?;
+    let ns: Option<i64> = client
+        .query_opt(&stmt, &[&d.sink, &d.address])
+        .await
+        .db(&ctx)?
+        .and_then(|r| r.get(0));
+    codec::ts_from_opt(ns, &format!("the last send end of {d}")).db(&ctx)
+}
+
 pub(crate) async fn cycles(
     s: &PostgresAuditStore,
     stream: &str,

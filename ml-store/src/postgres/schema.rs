@@ -166,8 +166,18 @@ CREATE TABLE journal_notes (
 CREATE INDEX journal_notes_by_at ON journal_notes (at);
 ";
 
+/// Version 5: when the latest send to each destination ended (nanoseconds), so that a
+/// process started right after another paces its first send from there.
+const V5_SEND_ENDS: &str = "ALTER TABLE destinations ADD COLUMN last_send_end BIGINT;";
+
 /// The migrations, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2_CREDENTIALS, V3_WEBHOOK_SEEN, V4_JOURNAL_NOTES];
+const MIGRATIONS: &[&str] = &[
+    V1,
+    V2_CREDENTIALS,
+    V3_WEBHOOK_SEEN,
+    V4_JOURNAL_NOTES,
+    V5_SEND_ENDS,
+];
 
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
