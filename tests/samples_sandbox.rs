@@ -241,6 +241,22 @@ fn a_renamed_stream_goes_on_where_it_was() {
         1,
     );
     assert_ne!(renamed, text_before);
+    // Renamed without saying so: `check` names the journal's stream and the fix.
+    std::fs::write(
+        &config,
+        text_before.replacen("name = \"invoices\"", "name = \"ap-invoices\"", 1),
+    )
+    .expect("write");
+    let unsaid = cli(&journal, &["check", "--config", path]);
+    assert!(unsaid.status.success(), "{}", text(&unsaid));
+    assert!(
+        text(&unsaid).contains(
+            "warning stream invoices: in the journal but in no stream of this file; if stream \
+             `ap-invoices` replaces it, add `renamed_from = \"invoices\"` to it"
+        ),
+        "{}",
+        text(&unsaid)
+    );
     // A former name the journal does not have is refused (a typo would start over).
     std::fs::write(
         &config,

@@ -1035,6 +1035,41 @@ async fn a_rerun_after_a_crash_names_the_claims_it_had_to_leave() {
     );
 }
 
+/// An ERP whose token endpoint does not answer: `check` reports it after `--timeout-secs`
+/// instead of retrying for minutes, and still reports the rest.
+#[cfg(feature = "oracle-fusion")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_a_system_that_does_not_answer_within_its_timeout() {
+    use ml_sandbox::oracle::OracleEmulator;
+    let oracle = OracleEmulator::start().await.expect("oracle");
+    let slack = main_channels(["C0MADEUPC1", "C0MADEUPC2", "C0MADEUPC3"]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut env = oracle_and_slack_env(&oracle, &slack, dir.path());
+    // Nothing listens there: every token fetch fails and is retried.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/token", closed.local_addr().expect("addr"));
+    drop(closed);
+    env.insert("ORACLE_FUSION_TOKEN_URL".into(), url);
+    let sample = sample("oracle_fusion_to_slack.toml");
+    let o = cli(
+        &env,
+        args(&["check", "--config", &sample, "--timeout-secs", "1"]),
+    )
+    .await;
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAILED  stream invoices:") && l.contains("no answer within 1s")),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok      sink slack"),
+        "the rest is still checked:\n{out}"
+    );
+    assert!(out.contains("ok      destination slack:"), "{out}");
+}
+
 /// `run --once` back to back (cron, a wrapper script, an operator pressing up-enter): the
 /// second process's limiter is fresh, but Slack still counts the first one's posts. The
 /// journal's last send per channel paces the second run's first post: no 429.

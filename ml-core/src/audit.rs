@@ -991,6 +991,16 @@ pub trait AuditQuery: Send + Sync + Debug {
     /// Counts across the journal.
     async fn stats(&self) -> Result<JournalStats>;
 
+    /// The streams the journal holds a position for, by name, sorted. A stream renamed in
+    /// a configuration without `renamed_from` shows here under its old name, next to none
+    /// of the configured ones (its records would be read and sent again under the new
+    /// name).
+    ///
+    /// The default lists none.
+    async fn streams(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Notes matching `filter`, newest first (notes raised at the same time: the latest
     /// written first), at most `filter.limit`.
     ///

@@ -265,6 +265,14 @@ pub(crate) fn next_due_at(conn: &mut Connection) -> StoreResult<Option<Timestamp
     codec::ts_from_opt(ns, "next due time")
 }
 
+pub(crate) fn streams(conn: &mut Connection) -> StoreResult<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT stream FROM positions ORDER BY stream")?;
+    let names = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(names)
+}
+
 pub(crate) fn stats(conn: &mut Connection) -> StoreResult<JournalStats> {
     let tx = conn.transaction()?;
     let mut s = JournalStats::default();

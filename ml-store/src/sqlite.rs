@@ -585,6 +585,10 @@ impl AuditQuery for SqliteAuditStore {
         self.read("stats", query::stats).await
     }
 
+    async fn streams(&self) -> Result<Vec<String>> {
+        self.read("streams", query::streams).await
+    }
+
     async fn notes(&self, filter: &NoteFilter) -> Result<Vec<JournalNote>> {
         let filter = filter.clone();
         self.read("notes", move |c| query::notes(c, &filter)).await

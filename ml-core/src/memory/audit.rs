@@ -737,6 +737,12 @@ impl AuditQuery for MemoryAuditStore {
             .collect())
     }
 
+    async fn streams(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self.lock().positions.keys().cloned().collect();
+        names.sort();
+        Ok(names)
+    }
+
     async fn stats(&self) -> Result<JournalStats> {
         let g = self.lock();
         let mut s = JournalStats {
@@ -975,6 +981,9 @@ mod tests {
         }
         async fn stats(&self) -> Result<JournalStats> {
             self.0.stats().await
+        }
+        async fn streams(&self) -> Result<Vec<String>> {
+            self.0.streams().await
         }
         async fn notes(&self, f: &NoteFilter) -> Result<Vec<JournalNote>> {
             self.0.notes(f).await

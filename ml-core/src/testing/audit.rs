@@ -421,7 +421,9 @@ pub async fn held_deliveries_are_retried_at_start(s: &dyn AuditStore) {
 pub async fn streams_can_be_renamed(s: &dyn AuditStore) {
     commit(s, "inv", vec![planned("1", "a", &["#a"])], 7).await;
     commit(s, "other", vec![planned("9", "a", &["#a"])], 1).await;
+    assert_eq!(s.streams().await.expect("streams"), ["inv", "other"]);
     assert!(s.rename_stream("inv", "ap-inv").await.expect("rename"));
+    assert_eq!(s.streams().await.expect("streams"), ["ap-inv", "other"]);
     assert_eq!(s.load_position("inv").await.expect("position"), None);
     assert_eq!(
         s.load_position("ap-inv").await.expect("position"),

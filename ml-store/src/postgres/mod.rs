@@ -304,6 +304,10 @@ impl AuditQuery for PostgresAuditStore {
         query::stats(self).await
     }
 
+    async fn streams(&self) -> Result<Vec<String>> {
+        query::streams(self).await
+    }
+
     async fn notes(
         &self,
         filter: &ml_core::audit::NoteFilter,

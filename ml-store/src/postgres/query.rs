@@ -370,6 +370,17 @@ pub(crate) async fn next_due_at(s: &PostgresAuditStore) -> Result<Option<Timesta
     codec::ts_from_opt(ns, "next due time").db(&ctx)
 }
 
+pub(crate) async fn streams(s: &PostgresAuditStore) -> Result<Vec<String>> {
+    let ctx = s.ctx("streams");
+    let client = s.client("streams").await?;
+    let stmt = client
+        .prepare_cached("SELECT stream FROM positions ORDER BY stream")
+        .await
+        .db(&ctx)?;
+    let rows = client.query(&stmt, &[]).await.db(&ctx)?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 pub(crate) async fn stats(s: &PostgresAuditStore) -> Result<JournalStats> {
     let ctx = s.ctx("stats");
     let mut client = s.client("stats").await?;

@@ -29,6 +29,7 @@ macro_rules! say {
     }};
 }
 
+mod check;
 mod logging;
 
 use std::path::{Path, PathBuf};
@@ -39,7 +40,6 @@ use ml_connector::audit::{
     AuditStore, DeliveryFilter, DeliveryId, DeliveryStatus, JournalNote, NoteFilter, NoteSeverity,
 };
 use ml_connector::config::{Assembled, PipelineConfig, ProcessEnv};
-use ml_connector::sink::DestinationCheck;
 use ml_connector::{Error, Result, connectors};
 
 #[derive(Parser)]
@@ -74,6 +74,10 @@ enum Command {
         /// The pipeline description (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Seconds each system may take to answer its check (one that does not answer is
+        /// reported FAILED after this, not retried for minutes).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout_secs: u64,
     },
     /// Shows what would be sent where, without journaling or sending anything.
     DryRun {
@@ -276,7 +280,10 @@ async fn dispatch(command: Command) -> Result<Done> {
             once,
             progress_secs,
         } => return run(&config, once, progress_secs).await,
-        Command::Check { config } => check(&config).await,
+        Command::Check {
+            config,
+            timeout_secs,
+        } => check::check(&config, Duration::from_secs(timeout_secs)).await,
         Command::DryRun { config, max } => dry_run(&config, max).await,
         Command::Explain {
             config,
@@ -644,6 +651,9 @@ async fn run(path: &Path, once: bool, progress_secs: u64) -> Result<Done> {
         );
         server = Some(task);
     }
+    for line in check::orphan_streams(&pipeline).await {
+        say!("warning: {line}");
+    }
     let streams: Vec<String> = pipeline
         .streams()
         .iter()
@@ -853,126 +863,6 @@ fn unhealthy_streams(statuses: &[ml_core::pipeline::StreamStatus]) -> String {
     } else {
         format!("; {}", parts.join("; "))
     }
-}
-
-async fn check(path: &Path) -> Result<()> {
-    let (config, a, hooks) = load_with_hooks(path).await?;
-    let mut failed = 0;
-    if let Some(r) = &config.receivers {
-        // Builds every receiver (secrets from the environment, keys, public URLs) and the
-        // handlers connectors route to (approvals) without listening.
-        let _app = ml_connector::serve::router_with_hooks(
-            r,
-            a.pipeline.store(),
-            &ProcessEnv,
-            None,
-            &receiver_hooks(&hooks, &a)?,
-        )?;
-        say!("ok      receivers on {}", r.listen_addr(&ProcessEnv)?);
-    }
-    for (stream, source) in &a.sources {
-        match source.healthcheck().await {
-            Ok(()) => say!("ok      stream {stream}: {source}"),
-            Err(e) => {
-                failed += 1;
-                say!("FAILED  stream {stream}: {source}: {e}");
-            }
-        }
-    }
-    // A rename the next run will make in the journal (check itself changes nothing).
-    let store = a.pipeline.store();
-    for s in a.pipeline.streams() {
-        let Some(old) = s.renamed_from() else {
-            continue;
-        };
-        let name = s.name();
-        if store.load_position(name).await?.is_some() {
-            continue;
-        }
-        if store.load_position(old).await?.is_some() {
-            say!("ok      stream {name}: takes over `{old}` in the journal at the next run");
-        } else {
-            failed += 1;
-            say!(
-                "FAILED  stream {name}: renamed_from `{old}`, but the journal has no stream `{old}`"
-            );
-        }
-    }
-    let destinations = config.destinations();
-    for (name, sink) in &a.sinks {
-        match sink.healthcheck().await {
-            Ok(()) => say!("ok      sink {name}: {sink}"),
-            Err(e) => {
-                failed += 1;
-                say!("FAILED  sink {name}: {sink}: {e}");
-                continue;
-            }
-        }
-        // What the routes send to, before the first send finds a channel missing.
-        for d in destinations.iter().filter(|d| &d.sink == name) {
-            match sink.check_destination(d).await {
-                Ok(DestinationCheck::Ready(found)) => say!("ok      destination {d}: {found}"),
-                Ok(DestinationCheck::Unchecked(why)) => {
-                    say!("-       destination {d}: not checked ({why})");
-                }
-                Ok(other) => say!("-       destination {d}: {other:?}"),
-                Err(e) => {
-                    failed += 1;
-                    say!("FAILED  destination {d}: {e}{}", alias_hint(&config, d));
-                }
-            }
-        }
-    }
-    match a.pipeline.store().stats().await {
-        Ok(_) => say!("ok      journal: {:?}", a.pipeline.store()),
-        Err(e) => {
-            failed += 1;
-            say!("FAILED  journal: {e}");
-        }
-    }
-    if failed > 0 {
-        // The file itself is valid (it loaded): what failed is a system or its access.
-        return Err(Error::remote(
-            path.display().to_string(),
-            ml_connector::ErrorClass::Permanent,
-            format!("{failed} connector(s) failed their health check (see FAILED above)"),
-        ));
-    }
-    Ok(())
-}
-
-/// For a refused destination that is a bare word and no alias of its sink (`sms:treasurr`):
-/// the aliases the sink has, since a misspelt alias is the likelier mistake.
-fn alias_hint(config: &PipelineConfig, d: &ml_connector::Destination) -> String {
-    let Some(sink) = config.sinks.get(&d.sink) else {
-        return String::new();
-    };
-    let aliases: Vec<&str> = sink
-        .channels
-        .keys()
-        .chain(sink.recipients.keys())
-        .map(String::as_str)
-        .collect();
-    let known = sink
-        .channels
-        .values()
-        .chain(sink.recipients.values())
-        .any(|a| a == &d.address);
-    // A word (not `#name`, `+49…`, an email, or an upper-case channel id).
-    let bare = d
-        .address
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && d.address.chars().any(|c| c.is_ascii_lowercase());
-    if known || !bare || aliases.is_empty() {
-        return String::new();
-    }
-    format!(
-        " (`{}` is not an alias of sinks.{}: {})",
-        d.address,
-        d.sink,
-        aliases.join(", ")
-    )
 }
 
 async fn dry_run(path: &Path, max: usize) -> Result<()> {
