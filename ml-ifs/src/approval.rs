@@ -933,9 +933,9 @@ impl Approvals {
         }
     }
 
-    /// Posts the outcome to the request's `response_url` (ephemeral for refusals, invalid
-    /// requests and invoices not found: they concern the requester alone; in the channel
-    /// otherwise). The text is escaped for Slack: what an approver typed (`<!channel>`) or
+    /// Posts the outcome to the request's `response_url` (in the channel when the decision
+    /// took effect or had already; otherwise ephemeral: what changed nothing concerns the
+    /// requester alone). The text is escaped for Slack: what an approver typed (`<!channel>`) or
     /// IFS answered is shown, never interpreted.
     pub async fn respond(&self, req: &ApprovalRequest, outcome: &ApprovalOutcome) {
         let (Some(responder), Some(url)) = (&self.responder, &req.response_url) else {
@@ -951,14 +951,15 @@ impl Approvals {
     }
 }
 
-/// Where an outcome is shown: to the requester alone, or in the channel.
+/// Where an outcome is shown: a decision that took effect (or had already) in the
+/// channel, for everyone watching the invoice; anything that changed nothing (a refusal, a
+/// conflict, IFS failing) to the requester alone, who can act on it.
 fn response_type(outcome: &ApprovalOutcome) -> ResponseType {
     match outcome {
-        ApprovalOutcome::Refused { .. }
-        | ApprovalOutcome::Invalid { .. }
-        | ApprovalOutcome::Duplicate { .. }
-        | ApprovalOutcome::NotFound { .. } => ResponseType::Ephemeral,
-        _ => ResponseType::InChannel,
+        ApprovalOutcome::Done { .. } | ApprovalOutcome::AlreadyDone { .. } => {
+            ResponseType::InChannel
+        }
+        _ => ResponseType::Ephemeral,
     }
 }
 

@@ -240,6 +240,12 @@ async fn a_button_approves_only_the_version_it_was_posted_with() {
         answers[0].contains("changed in IFS after this message was posted"),
         "{answers:?}"
     );
+    let shown_to = |i: usize| w.slack.response_url_posts()[i].body["response_type"].clone();
+    assert_eq!(
+        shown_to(0),
+        "ephemeral",
+        "what changed nothing is for the clicker alone"
+    );
     assert_eq!(w.applied(), 0, "nothing sent to IFS");
     assert_ne!(w.state(), "Approved");
     let new_click = BlockActions::new(APPROVE_ACTION_ID, value_of(&etag_now()))
@@ -252,6 +258,11 @@ async fn a_button_approves_only_the_version_it_was_posted_with() {
     let answers = w.answers().await;
     assert_eq!(w.applied(), 1, "{answers:?}");
     assert_eq!(w.state(), "Approved");
+    assert_eq!(
+        shown_to(1),
+        "in_channel",
+        "a decision is for everyone watching"
+    );
 }
 
 #[tokio::test]
