@@ -39,7 +39,8 @@ pub enum Condition {
     /// The amount is at least this, in the same currency. A record in another currency, or
     /// without an amount, does not match (no silent FX).
     AmountAtLeast(#[serde(deserialize_with = "threshold")] Money),
-    /// The cost center (header or any line) is one of these.
+    /// The cost center (header or any line) is one of these. All-digit values match with
+    /// or without leading zeros (`4711` is `0000004711`).
     CostCenter(Vec<String>),
     /// The GL account (header or any line) starts with one of these prefixes.
     GlAccountPrefix(Vec<String>),
@@ -122,12 +123,17 @@ impl Condition {
                 },
             },
             Self::CostCenter(v) => {
-                let ok = f.cost_center.as_ref().is_some_and(|c| v.contains(c))
-                    || any_line(&|l| l.cost_center.as_ref(), &|c| v.iter().any(|x| x == c));
+                let ok = f
+                    .cost_center
+                    .as_ref()
+                    .is_some_and(|c| v.iter().any(|x| same_key(x, c)))
+                    || any_line(&|l| l.cost_center.as_ref(), &|c| {
+                        v.iter().any(|x| same_key(x, c))
+                    });
                 let shown = header_or_lines(
                     f.cost_center.as_ref(),
                     r.fields.lines.iter().filter_map(|l| l.cost_center.as_ref()),
-                    &|c| v.iter().any(|x| x == c),
+                    &|c| v.iter().any(|x| same_key(x, c)),
                 );
                 (
                     ok,
@@ -329,6 +335,17 @@ impl Condition {
     }
 }
 
+/// Two keys are the same key: equal, or both all digits and equal without leading zeros
+/// (`4711` and `0000004711`: SAP keeps keys such as cost centers zero-padded inside and
+/// shows them without the zeros, and people write either).
+fn same_key(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    digits(a) && digits(b) && a.trim_start_matches('0') == b.trim_start_matches('0')
+}
+
 /// How a router combines rules.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -523,10 +540,11 @@ impl Condition {
                 .and_then(|a| a.at_least(min))
                 .unwrap_or(false),
             Self::CostCenter(v) => {
-                f.cost_center.as_ref().is_some_and(|c| v.contains(c))
+                let pred = |c: &String| v.iter().any(|x| same_key(x, c));
+                f.cost_center.as_ref().is_some_and(pred)
                     || f.lines
                         .iter()
-                        .any(|l| l.cost_center.as_ref().is_some_and(|c| v.contains(c)))
+                        .any(|l| l.cost_center.as_ref().is_some_and(pred))
             }
             Self::GlAccountPrefix(v) => {
                 let pred = |a: &String| v.iter().any(|p| a.starts_with(p.as_str()));

@@ -76,6 +76,22 @@ fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
+/// A key in the form SAP GUI shows it (conversion exit ALPHA, output): an all-digit value
+/// without its leading zeros (`0000004711` -> `4711`), anything else trimmed. Tables and
+/// BAPIs answer cost centers and G/L accounts in the internal form; people (and routing
+/// rules) write the external one.
+fn alpha_out(s: &str) -> Option<String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        let short = s.trim_start_matches('0');
+        return Some(if short.is_empty() { "0" } else { short }.to_owned());
+    }
+    Some(s.to_owned())
+}
+
 fn reject(spec: &ScanSpec, row: &RfcRow, naive: Option<Timestamp>, reason: String) -> PageRow {
     let key = spec.cursor_key(row);
     let mut r = Rejected::new(Some(key.clone()), reason, raw_of(&[(spec.table, row)]));
@@ -321,7 +337,7 @@ pub(crate) fn gl(ctx: &Ctx<'_>, spec: &ScanSpec, row: &RfcRow, lines: &[RfcRow])
         if signed > Decimal::ZERO {
             debit += signed;
         }
-        let kostl = non_empty(get(l, "KOSTL"));
+        let kostl = alpha_out(get(l, "KOSTL"));
         if let Some(k) = &kostl {
             *by_cost_center.entry(k.clone()).or_default() += signed;
         }
@@ -329,7 +345,7 @@ pub(crate) fn gl(ctx: &Ctx<'_>, spec: &ScanSpec, row: &RfcRow, lines: &[RfcRow])
             number: get(l, "BUZEI").to_owned(),
             description: non_empty(get(l, "SGTXT")),
             amount: Some(Money::new(signed, m.currency)),
-            gl_account: non_empty(get(l, "HKONT")),
+            gl_account: alpha_out(get(l, "HKONT")),
             cost_center: kostl,
             ..Line::default()
         });
@@ -479,7 +495,7 @@ pub(crate) fn purchase_order(
         total += net;
         let kostl = accounts
             .iter()
-            .find_map(|a| non_empty(get(a, "COSTCENTER")));
+            .find_map(|a| alpha_out(get(a, "COSTCENTER")));
         if let Some(k) = &kostl
             && !cost_centers.contains(k)
         {
@@ -492,7 +508,7 @@ pub(crate) fn purchase_order(
             amount: Some(Money::new(net, cur)),
             gl_account: accounts
                 .iter()
-                .find_map(|a| non_empty(get(a, "GL_ACCOUNT"))),
+                .find_map(|a| alpha_out(get(a, "GL_ACCOUNT"))),
             cost_center: kostl,
             material: non_empty(get(item, "MATERIAL")),
         });
@@ -586,6 +602,15 @@ mod tests {
     use std::str::FromStr as _;
 
     use super::*;
+
+    #[test]
+    fn alpha_keys_are_shown_without_leading_zeros() {
+        assert_eq!(alpha_out(" 0000004711 ").as_deref(), Some("4711"));
+        assert_eq!(alpha_out("0000000000").as_deref(), Some("0"));
+        assert_eq!(alpha_out("CC-0042").as_deref(), Some("CC-0042"));
+        assert_eq!(alpha_out("00A1").as_deref(), Some("00A1"));
+        assert_eq!(alpha_out("   "), None);
+    }
 
     #[test]
     fn table_amounts_follow_tcurx() {

@@ -209,3 +209,38 @@ fn conditions_on_lines_and_fields() {
     assert!(Condition::System(vec!["Oracle(pod)".into()]).check(&rec).0);
     assert!(!Condition::CompanyCode(vec!["1000".into()]).check(&rec).0);
 }
+
+#[test]
+fn all_digit_cost_centers_match_with_or_without_leading_zeros() {
+    let mut rec = invoice("1", "USD");
+    rec.fields.cost_center = Some("0000004711".into());
+    let router = |cc: &str| {
+        Router::new(
+            MatchMode::AllMatch,
+            vec![rule(
+                "x",
+                vec![Condition::CostCenter(vec![cc.into()])],
+                &["slack:#a"],
+            )],
+        )
+        .expect("router")
+    };
+    for (written, matches) in [
+        ("4711", true),
+        ("0000004711", true),
+        ("04711", true),
+        ("47110", false),
+        ("711", false),
+        ("CC-4711", false),
+    ] {
+        assert_eq!(
+            router(written).route(&rec).len(),
+            usize::from(matches),
+            "{written}"
+        );
+        let (ok, _) = Condition::CostCenter(vec![written.into()]).check(&rec);
+        assert_eq!(ok, matches, "{written} (explained)");
+    }
+    rec.fields.cost_center = Some("CC-0042".into());
+    assert!(!Condition::CostCenter(vec!["CC-42".into()]).check(&rec).0);
+}
