@@ -1035,6 +1035,93 @@ async fn a_rerun_after_a_crash_names_the_claims_it_had_to_leave() {
     );
 }
 
+/// A channel misnamed in the file: its messages fail (channel_not_found), the others go
+/// out. Once the file names the right channel, `audit replay-failed` says the failed ones
+/// still carry the old address, and `--to` sends them to the new one, once each.
+#[cfg(feature = "oracle-fusion")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_messages_follow_a_corrected_channel_with_replay_to() {
+    use ml_sandbox::oracle::OracleEmulator;
+    let oracle = OracleEmulator::start().await.expect("oracle");
+    ml_connector::connectors::demo::seed(&oracle);
+    // The workspace calls the operations channel #ops-alerts.
+    let slack = workspace(&[
+        ("procurement", "C0MADEUPD1"),
+        ("finance", "C0MADEUPD2"),
+        ("ops-alerts", "C0MADEUPD3"),
+    ])
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (env, sample, o, out) = main_sample_once(&oracle, &slack, dir.path()).await;
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    let failed = |config: &str| {
+        let env = env.clone();
+        let config = config.to_owned();
+        async move {
+            let o = cli(
+                &env,
+                args(&["audit", "--config", &config, "list", "failed"]),
+            )
+            .await;
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.contains(" failed "))
+                .count()
+        }
+    };
+    let stuck = failed(&sample).await;
+    assert!(stuck > 0, "{out}");
+    assert!(slack.messages("C0MADEUPD3").is_empty());
+    let fixed = dir.path().join("fixed.toml");
+    let original = std::fs::read_to_string(&sample).expect("read");
+    let corrected = original.replace(
+        "operations = \"#operations\"",
+        "operations = \"#ops-alerts\"",
+    );
+    assert_ne!(corrected, original);
+    std::fs::write(&fixed, corrected).expect("write");
+    let fixed = fixed.to_string_lossy().into_owned();
+    // A plain replay would send them to the old address again: it says so.
+    let plain = cli(
+        &env,
+        args(&["audit", "--config", &fixed, "replay-failed", "--limit", "0"]),
+    )
+    .await;
+    let said = text(&plain);
+    assert!(plain.status.success(), "{said}");
+    assert!(
+        said.contains("no route of this file sends to slack:#operations any more")
+            && said.contains("--destination slack:#operations --to <sink:address>"),
+        "{said}"
+    );
+    let moved = cli(
+        &env,
+        args(&[
+            "audit",
+            "--config",
+            &fixed,
+            "replay-failed",
+            "--destination",
+            "slack:#operations",
+            "--to",
+            "slack:operations",
+        ]),
+    )
+    .await;
+    let said = text(&moved);
+    assert!(moved.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "{stuck} failed deliveries are pending again, to slack:#ops-alerts"
+        )),
+        "{said}"
+    );
+    let o = cli(&env, args(&["run", "--config", &fixed, "--once"])).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(failed(&fixed).await, 0);
+    assert_eq!(slack.messages("C0MADEUPD3").len(), stuck);
+}
+
 /// An ERP whose token endpoint does not answer: `check` reports it after `--timeout-secs`
 /// instead of retrying for minutes, and still reports the rest.
 #[cfg(feature = "oracle-fusion")]

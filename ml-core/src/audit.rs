@@ -932,6 +932,27 @@ pub trait AuditWrite: Send + Sync + Debug {
     /// Makes every failed delivery matching `filter` pending again. Returns how many.
     async fn replay_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64>;
 
+    /// As [`Self::replay_failed`], but each replayed delivery goes to `to` from now on: the
+    /// fix for messages that failed because their destination was wrong (a channel that
+    /// does not exist, a mistyped number) once the configuration names the right one.
+    /// Their history keeps the attempts made to the former destination. A delivery whose
+    /// record already has a delivery to `to` that has not failed is left failed (its
+    /// message went there, or will). Returns how many were replayed.
+    ///
+    /// The default refuses ([`Error::InvalidState`]): a backend must move deliveries
+    /// between destinations in one transaction.
+    async fn replay_failed_to(
+        &self,
+        filter: &DeliveryFilter,
+        to: &Destination,
+        now: Timestamp,
+    ) -> Result<u64> {
+        let _ = (filter, to, now);
+        Err(Error::InvalidState(
+            "this journal cannot send failed deliveries to another destination".into(),
+        ))
+    }
+
     /// Applies a remote status callback.
     async fn apply_callback(&self, update: &CallbackUpdate) -> Result<CallbackApplied>;
 

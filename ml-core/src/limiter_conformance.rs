@@ -508,29 +508,31 @@ async fn acquire(check: &str, limiter: &dyn RateLimiter, key: &str, expected: Du
 }
 
 async fn penalize(check: &str, limiter: &dyn RateLimiter, key: &str, retry_after: Duration) {
-    let limit = Duration::from_secs(5);
-    match within(limit, limiter.penalize(key, retry_after)).await {
-        Some(Ok(())) => {}
-        Some(Err(e)) => panic!("[{check}] penalize({key:?}, {retry_after:?}) failed: {e}"),
-        None => panic!("[{check}] penalize({key:?}) did not complete within {limit:?}"),
-    }
+    let what = format!("penalize({key:?}, {retry_after:?})");
+    answered(check, &what, limiter.penalize(key, retry_after)).await;
 }
 
 async fn completed(check: &str, limiter: &dyn RateLimiter, key: &str) {
-    let limit = Duration::from_secs(5);
-    match within(limit, limiter.completed(key)).await {
-        Some(Ok(())) => {}
-        Some(Err(e)) => panic!("[{check}] completed({key:?}) failed: {e}"),
-        None => panic!("[{check}] completed({key:?}) did not complete within {limit:?}"),
-    }
+    answered(
+        check,
+        &format!("completed({key:?})"),
+        limiter.completed(key),
+    )
+    .await;
 }
 
 async fn completed_earlier(check: &str, limiter: &dyn RateLimiter, key: &str, ago: Duration) {
+    let what = format!("completed_earlier({key:?}, {ago:?})");
+    answered(check, &what, limiter.completed_earlier(key, ago)).await;
+}
+
+/// Awaits a call that must answer `Ok` at once (within 5 s), panicking otherwise.
+async fn answered(check: &str, what: &str, call: impl Future<Output = Result<()>>) {
     let limit = Duration::from_secs(5);
-    match within(limit, limiter.completed_earlier(key, ago)).await {
+    match within(limit, call).await {
         Some(Ok(())) => {}
-        Some(Err(e)) => panic!("[{check}] completed_earlier({key:?}, {ago:?}) failed: {e}"),
-        None => panic!("[{check}] completed_earlier({key:?}) did not complete within {limit:?}"),
+        Some(Err(e)) => panic!("[{check}] {what} failed: {e}"),
+        None => panic!("[{check}] {what} did not complete within {limit:?}"),
     }
 }
 

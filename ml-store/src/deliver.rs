@@ -763,6 +763,40 @@ pub(crate) fn replay_failed(
     Ok(n as u64)
 }
 
+/// See `AuditWrite::replay_failed_to`: replayed as `replay_failed` does, to `to`.
+pub(crate) fn replay_failed_to(
+    conn: &mut Connection,
+    filter: &DeliveryFilter,
+    to: &Destination,
+    now: Timestamp,
+) -> StoreResult<u64> {
+    let now = codec::ts(now)?;
+    let (clause, mut args) = filter_clause(filter);
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.prepare_cached("INSERT OR IGNORE INTO destinations (sink, address) VALUES (?1, ?2)")?
+        .execute(params![to.sink, to.address])?;
+    let dest: i64 = tx
+        .prepare_cached("SELECT id FROM destinations WHERE sink = ?1 AND address = ?2")?
+        .query_row(params![to.sink, to.address], |r| r.get(0))?;
+    let sql = format!(
+        "UPDATE deliveries SET status = 'pending', dest_id = ?, remote_scope = NULL, \
+           next_attempt_at = ?, updated_at = ?, round_base = attempts, first_attempt_at = NULL \
+         WHERE id IN (SELECT d.id FROM deliveries AS d JOIN records AS r ON r.id = d.record_id \
+                      WHERE d.status = 'failed'{clause} \
+                        AND NOT EXISTS (SELECT 1 FROM deliveries AS t \
+                          WHERE t.record_id = d.record_id AND t.dest_id = ? \
+                            AND t.status <> 'failed') \
+                      ORDER BY d.id LIMIT ?)"
+    );
+    let mut all = vec![dest.into(), now.into(), now.into()];
+    all.append(&mut args);
+    all.push(dest.into());
+    all.push(sql_limit(filter.limit).into());
+    let n = tx.prepare_cached(&sql)?.execute(params_from_iter(all))?;
+    tx.commit()?;
+    Ok(n as u64)
+}
+
 /// A callback that overtook the answer to its send, kept on the in-flight delivery it
 /// names; [`DELIVERED`] keeps it when the send's receipt has the same remote id.
 const EARLY_CALLBACK: &str = "UPDATE deliveries SET remote_id = ?2, remote_status = ?3, \

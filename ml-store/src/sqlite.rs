@@ -510,6 +510,19 @@ impl AuditWrite for SqliteAuditStore {
             .await
     }
 
+    async fn replay_failed_to(
+        &self,
+        filter: &DeliveryFilter,
+        to: &Destination,
+        now: Timestamp,
+    ) -> Result<u64> {
+        let (filter, to) = (filter.clone(), to.clone());
+        self.write("replay_failed_to", move |c| {
+            deliver::replay_failed_to(c, &filter, &to, now)
+        })
+        .await
+    }
+
     async fn replay_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
         let filter = filter.clone();
         self.write("replay_failed", move |c| {

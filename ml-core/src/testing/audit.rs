@@ -122,6 +122,7 @@ where
     attempts_need_a_claim(&*make().await).await;
     crash_recovery_marks_doubt(&*make().await).await;
     replay_requeues_failed(&*make().await).await;
+    failed_deliveries_can_be_sent_elsewhere(&*make().await).await;
     callbacks_never_downgrade(&*make().await).await;
     callbacks_ahead_of_their_send_are_kept(&*make().await).await;
     later_versions_thread_on_the_first(&*make().await).await;
@@ -569,6 +570,77 @@ pub async fn crash_recovery_marks_doubt(s: &dyn AuditStore) {
             .map(|a| a.outcome.clone().unwrap_or_default())
             .collect::<Vec<_>>(),
         ["interrupted", "reconciled"]
+    );
+}
+
+/// `replay_failed_to` moves failed deliveries to another destination and makes them
+/// pending there; one whose record already went there (or will) stays failed; other
+/// destinations and statuses are untouched.
+pub async fn failed_deliveries_can_be_sent_elsewhere(s: &dyn AuditStore) {
+    commit(
+        s,
+        "inv",
+        vec![
+            planned("1", "a", &["#typo", "#b"]),
+            planned("2", "a", &["#typo"]),
+        ],
+        1,
+    )
+    .await;
+    commit(s, "po", vec![planned("9", "a", &["#c"])], 1).await;
+    let c = s.claim_due(&me(), t(5), 10).await.expect("claim");
+    assert_eq!(c.len(), 3, "heads of #typo, #b, #c");
+    for d in &c {
+        let outcome = match d.destination.address.as_str() {
+            "#b" => delivered("ok"),
+            _ => AttemptOutcome::Failed(err("permanent", "channel_not_found")),
+        };
+        s.finish_attempt(d.id, outcome, t(6)).await.expect("finish");
+    }
+    let next = s.claim_due(&me(), t(7), 10).await.expect("claim");
+    assert_eq!(next.len(), 1, "record 2 on #typo");
+    s.finish_attempt(
+        next[0].id,
+        AttemptOutcome::Failed(err("permanent", "channel_not_found")),
+        t(8),
+    )
+    .await
+    .expect("finish");
+    let typo = DeliveryFilter {
+        destination: Some(dest("#typo")),
+        ..DeliveryFilter::default()
+    };
+    // Record 1 already went to #b: only record 2's failed delivery moves.
+    assert_eq!(
+        s.replay_failed_to(&typo, &dest("#b"), t(10))
+            .await
+            .expect("redirect"),
+        1
+    );
+    let moved = s.claim_due(&me(), t(10), 10).await.expect("claim");
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(
+        (
+            moved[0].record.key.as_str(),
+            moved[0].destination.address.as_str()
+        ),
+        ("2", "#b")
+    );
+    let h = s.record_history("inv", "1").await.expect("history");
+    let on_typo: Vec<_> = h
+        .deliveries
+        .iter()
+        .filter(|d| d.destination == dest("#typo"))
+        .collect();
+    assert_eq!(on_typo.len(), 1);
+    assert_eq!(on_typo[0].status, DeliveryStatus::Failed, "stays failed");
+    let po = s.record_history("po", "9").await.expect("history");
+    assert_eq!(po.deliveries[0].status, DeliveryStatus::Failed, "not named");
+    assert_eq!(
+        s.replay_failed_to(&typo, &dest("#b"), t(11))
+            .await
+            .expect("again"),
+        0
     );
 }
 

@@ -690,6 +690,47 @@ pub(crate) async fn replay_failed(
     client.execute(&sql, &params).await.db(&ctx)
 }
 
+/// See `AuditWrite::replay_failed_to`.
+pub(crate) async fn replay_failed_to(
+    s: &PostgresAuditStore,
+    filter: &DeliveryFilter,
+    to: &Destination,
+    now: Timestamp,
+) -> Result<u64> {
+    let ctx = s.ctx("replay_failed_to");
+    let now = codec::ts(now).db(&ctx)?;
+    let mut client = s.client("replay_failed_to").await?;
+    let tx = client.transaction().await.db(&ctx)?;
+    let dest: i64 = tx
+        .query_one(
+            "INSERT INTO destinations (sink, address) VALUES ($1, $2) \
+             ON CONFLICT (sink, address) DO UPDATE SET sink = excluded.sink RETURNING id",
+            &[&to.sink, &to.address],
+        )
+        .await
+        .db(&ctx)?
+        .get(0);
+    let limit = filter.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    let mut args: Vec<Box<dyn ToSql + Sync + Send>> =
+        vec![Box::new(now), Box::new(limit), Box::new(dest)];
+    let clause = filter_clause(filter, &mut args);
+    let sql = format!(
+        "UPDATE deliveries SET status = 'pending', dest_id = $3, remote_scope = NULL, \
+           next_attempt_at = $1, updated_at = $1, round_base = attempts, first_attempt_at = NULL \
+         WHERE id IN (SELECT d.id FROM deliveries AS d JOIN records AS r ON r.id = d.record_id \
+                      WHERE d.status = 'failed'{clause} \
+                        AND NOT EXISTS (SELECT 1 FROM deliveries AS t \
+                          WHERE t.record_id = d.record_id AND t.dest_id = $3 \
+                            AND t.status <> 'failed') \
+                      ORDER BY d.id LIMIT $2)"
+    );
+    let params: Vec<&(dyn ToSql + Sync)> =
+        args.iter().map(|a| &**a as &(dyn ToSql + Sync)).collect();
+    let n = tx.execute(&sql, &params).await.db(&ctx)?;
+    tx.commit().await.db(&ctx)?;
+    Ok(n)
+}
+
 pub(crate) async fn apply_callback(
     s: &PostgresAuditStore,
     update: &CallbackUpdate,

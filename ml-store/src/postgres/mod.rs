@@ -253,6 +253,15 @@ impl AuditWrite for PostgresAuditStore {
         deliver::replay(self, id, now).await
     }
 
+    async fn replay_failed_to(
+        &self,
+        filter: &DeliveryFilter,
+        to: &Destination,
+        now: Timestamp,
+    ) -> Result<u64> {
+        deliver::replay_failed_to(self, filter, to, now).await
+    }
+
     async fn replay_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
         deliver::replay_failed(self, filter, now).await
     }

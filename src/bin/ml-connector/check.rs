@@ -139,7 +139,7 @@ pub(super) async fn orphan_streams(pipeline: &Pipeline) -> Vec<String> {
         .streams()
         .iter()
         .filter(|s| s.renamed_from().is_none() && !journaled.iter().any(|j| j == s.name()))
-        .map(|s| s.name())
+        .map(ml_connector::Stream::name)
         .collect();
     journaled
         .iter()

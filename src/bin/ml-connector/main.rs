@@ -174,22 +174,29 @@ impl Narrow {
             stream: self.stream,
             destination: self
                 .destination
-                // A sink's alias (`sms:buyer-001`) as the file maps it (`sms:+49151...`).
-                .map(|d| config.map_or_else(|| d.clone(), |c| c.resolve_destination(&d)))
-                .map(|d| {
-                    ml_core::sink::Destination::parse(&d).map_err(|_| {
-                        Error::config(
-                            "--destination",
-                            format!("`{d}`: expected sink:address, e.g. slack:#finance"),
-                        )
-                    })
-                })
+                .map(|d| destination_arg("--destination", &d, config))
                 .transpose()?,
             since: self.since.map(|s| parse_since(&s, now)).transpose()?,
             limit: self.limit,
             ..DeliveryFilter::default()
         })
     }
+}
+
+/// A destination given on the command line: `sink:address`, or a sink's alias
+/// (`sms:buyer-001`) as the file maps it (`sms:+49151...`).
+fn destination_arg(
+    flag: &str,
+    d: &str,
+    config: Option<&PipelineConfig>,
+) -> Result<ml_core::sink::Destination> {
+    let resolved = config.map_or_else(|| d.to_owned(), |c| c.resolve_destination(d));
+    ml_core::sink::Destination::parse(&resolved).map_err(|_| {
+        Error::config(
+            flag,
+            format!("`{d}`: expected sink:address, e.g. slack:#finance"),
+        )
+    })
 }
 
 #[derive(Subcommand)]
@@ -219,6 +226,11 @@ enum AuditCommand {
     ReplayFailed {
         #[command(flatten)]
         narrow: Narrow,
+        /// Sends them to this destination instead (`slack:#finance-ap`, or an alias of the
+        /// file): for messages that failed because their address was wrong, once the file
+        /// names the right one. One whose record already went there stays failed.
+        #[arg(long)]
+        to: Option<String>,
     },
     /// Items the sources could not turn into records.
     Rejected,
@@ -1053,14 +1065,38 @@ async fn audit(
             store.replay(DeliveryId(id), now).await?;
             say!("delivery {id} is pending again; the next cycle sends it");
         }
-        AuditCommand::ReplayFailed { narrow } => {
-            let n = store
-                .replay_failed(
-                    &narrow.filter(Some(DeliveryStatus::Failed), now, config)?,
-                    now,
-                )
-                .await?;
+        AuditCommand::ReplayFailed { narrow, to } => {
+            let filter = narrow.filter(Some(DeliveryStatus::Failed), now, config)?;
+            if let Some(to) = to {
+                let to = destination_arg("--to", &to, config)?;
+                if let Some(c) = config
+                    && !c.sinks.contains_key(&to.sink)
+                {
+                    return Err(Error::config(
+                        "--to",
+                        format!("`{to}`: the file has no sink named `{}`", to.sink),
+                    ));
+                }
+                let n = store.replay_failed_to(&filter, &to, now).await?;
+                say!(
+                    "{n} failed deliveries are pending again, to {to} (any whose record \
+                     already went there stays failed)"
+                );
+                return Ok(());
+            }
+            let unrouted = match config {
+                Some(c) => unrouted_destinations(store, &filter, c).await?,
+                None => Vec::new(),
+            };
+            let n = store.replay_failed(&filter, now).await?;
             say!("{n} failed deliveries are pending again");
+            for d in unrouted {
+                say!(
+                    "note: no route of this file sends to {d} any more; if its deliveries \
+                     failed for a wrong address, send them to the right one with \
+                     `audit replay-failed --destination {d} --to <sink:address>`"
+                );
+            }
         }
         AuditCommand::Rejected => {
             for r in store.rejected(None, 100).await? {
@@ -1109,6 +1145,27 @@ async fn audit(
 }
 
 /// One note as `audit notes` and `audit list` print it.
+/// The destinations of the failed deliveries `filter` names that no route of `config`
+/// sends to (a channel since corrected in the file, say).
+async fn unrouted_destinations(
+    store: &dyn AuditStore,
+    filter: &DeliveryFilter,
+    config: &PipelineConfig,
+) -> Result<Vec<ml_core::sink::Destination>> {
+    let routed = config.destinations();
+    let sample = DeliveryFilter {
+        limit: Some(10_000),
+        ..filter.clone()
+    };
+    let mut unrouted: Vec<ml_core::sink::Destination> = Vec::new();
+    for d in store.deliveries(&sample).await? {
+        if !routed.contains(&d.destination) && !unrouted.contains(&d.destination) {
+            unrouted.push(d.destination);
+        }
+    }
+    Ok(unrouted)
+}
+
 fn note_line(n: &JournalNote) -> String {
     format!(
         "{}  {:<7}  {:<20}  {}{}",
