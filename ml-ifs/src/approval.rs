@@ -22,6 +22,9 @@
 //!    `ifs.approvals`), keyed by the invoice key, version = the request id, its raw JSON
 //!    holding who (Slack user, IFS identity), when, the record and ETag, the outcome and
 //!    IFS's answer: `ml-connector audit show ifs.approvals "Company='10',InvoiceId=1234"`.
+//!    Before IFS is asked to act, a `started` entry (version `<request id>:started`) is
+//!    journaled, so a process that dies between IFS applying the action and journaling
+//!    its outcome still leaves who asked for what.
 //! 5. **Answer**: through the request's `response_url` (ephemeral for refusals).
 //!
 //! [`SlackReceiver`]: ml_slack::SlackReceiver
@@ -684,6 +687,7 @@ impl Approvals {
         if let Some(previous) = self.previously(&key, &req.request_id).await {
             return ApprovalOutcome::Duplicate { previous };
         }
+        self.journal_intent(req, &key, approver).await;
         let (outcome, etag, response) = self.act(req, &values, &key).await;
         self.journal(
             req,
@@ -886,6 +890,44 @@ impl Approvals {
             }
             handled.insert(req.request_id.clone(), outcome.label());
         }
+        let entry = Entry {
+            version: req.request_id.clone(),
+            label: outcome.label(),
+            message: outcome.message(req.action),
+            etag,
+            response,
+        };
+        self.write_entry(req, key, approver, entry).await;
+    }
+
+    /// Journals that `req` is about to be sent to IFS, before it is: should the process
+    /// die between IFS applying it and its outcome being journaled, the journal still
+    /// holds who asked for what and when (an entry `started` without a decision after it;
+    /// the invoice's state in IFS says whether it took effect). Its version is not the
+    /// request id, so the request still counts as not handled.
+    async fn journal_intent(&self, req: &ApprovalRequest, key: &str, approver: &Approver) {
+        let entry = Entry {
+            version: format!("{}:started", req.request_id),
+            label: "started",
+            message: format!(
+                "{} sent to IFS; the decision follows as its own entry (none after this \
+                 one: the process stopped before IFS answered; IFS's state of the invoice \
+                 says whether it took effect)",
+                req.action.name()
+            ),
+            etag: req.seen_etag.as_deref(),
+            response: None,
+        };
+        self.write_entry(req, key, Some(approver), entry).await;
+    }
+
+    async fn write_entry(
+        &self,
+        req: &ApprovalRequest,
+        key: &str,
+        approver: Option<&Approver>,
+        entry: Entry<'_>,
+    ) {
         let Some(journal) = &self.journal else {
             return;
         };
@@ -898,18 +940,18 @@ impl Approvals {
             "action": req.action.name(),
             "invoice": key,
             "entity_set": self.spec.path(),
-            "etag": etag,
+            "etag": entry.etag,
             "at": now.to_string(),
-            "outcome": outcome.label(),
-            "message": outcome.message(req.action),
-            "ifs_response": response,
+            "outcome": entry.label,
+            "message": entry.message,
+            "ifs_response": entry.response,
         });
         let mut extra = BTreeMap::new();
         extra.insert("slack_user".to_owned(), req.slack_user.clone());
         if let Some(a) = approver {
             extra.insert("ifs_identity".to_owned(), a.ifs_identity.clone());
         }
-        if let Some(e) = etag {
+        if let Some(e) = entry.etag {
             extra.insert("etag".to_owned(), e.to_owned());
         }
         extra.insert("action".to_owned(), req.action.name().to_owned());
@@ -919,10 +961,10 @@ impl Approvals {
             key,
             now,
         )
-        .with_version(req.request_id.clone())
+        .with_version(entry.version)
         .with_fields(BusinessFields {
             document_number: Some(key.to_owned()),
-            status: Some(outcome.label().to_owned()),
+            status: Some(entry.label.to_owned()),
             reference: Some(req.request_id.clone()),
             extra,
             ..BusinessFields::default()
@@ -949,6 +991,15 @@ impl Approvals {
             tracing::warn!(error = %e, "could not answer through response_url");
         }
     }
+}
+
+/// One journal entry of a request: its intent or its decision.
+struct Entry<'a> {
+    version: String,
+    label: &'static str,
+    message: String,
+    etag: Option<&'a str>,
+    response: Option<Value>,
 }
 
 /// Where an outcome is shown: a decision that took effect (or had already) in the

@@ -176,8 +176,13 @@ async fn a_retried_slash_command_acts_once() {
         .record_history(DEFAULT_STREAM, KEY)
         .await
         .expect("history");
-    assert_eq!(h.versions.len(), 1);
-    let raw = h.versions[0].record.raw.to_value();
+    // Its intent (journaled before IFS was asked), then its decision.
+    assert_eq!(h.versions.len(), 2);
+    assert_eq!(
+        h.versions[0].record.fields.status.as_deref(),
+        Some("started")
+    );
+    let raw = h.versions[1].record.raw.to_value();
     assert_eq!(raw["slack_user"], APPROVER);
     assert_eq!(raw["ifs_identity"], "ALICE");
     assert_eq!(raw["outcome"], "done");
@@ -531,7 +536,7 @@ async fn an_action_applied_behind_a_503_is_journaled_as_done() {
         .record_history(DEFAULT_STREAM, KEY)
         .await
         .expect("history");
-    assert_eq!(h.versions[0].record.fields.status.as_deref(), Some("done"));
+    assert_eq!(h.versions[1].record.fields.status.as_deref(), Some("done"));
 }
 
 /// IFS carries the action out and the answer never comes (the connection drops, as on a
@@ -557,6 +562,58 @@ async fn an_action_applied_without_an_answer_is_journaled_as_done() {
     assert!(matches!(o, ApprovalOutcome::Done { .. }), "{o:?}");
     assert_eq!(w.state(), "Approved");
     assert_eq!(w.applied(), 1, "{:?}", w.ifs.action_calls());
+}
+
+/// The journal says who asked for what before IFS is asked: a process that dies while
+/// IFS applies the action (here: the decision dropped mid-call) leaves a `started` entry,
+/// and the same request retried later is carried out, not refused as handled.
+#[tokio::test]
+async fn an_approval_is_journaled_as_started_before_ifs_is_asked() {
+    use ml_sandbox::fault::{Fault, FaultRule};
+    let w = world().await;
+    let statuses = |w: &World| {
+        let journal = w.journal.clone();
+        async move {
+            journal
+                .record_history(DEFAULT_STREAM, KEY)
+                .await
+                .expect("history")
+                .versions
+                .iter()
+                .map(|v| {
+                    (
+                        v.record.version.clone().unwrap_or_default(),
+                        v.record.fields.status.clone().unwrap_or_default(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    w.ifs.faults().push(FaultRule::on(
+        "IfsApp.ManualSupplierInvoiceHandling.ManSuppInvoice_Approve",
+        Fault::Latency(std::time::Duration::from_secs(30)),
+    ));
+    let req = approve("cmd:killed", APPROVER, "7");
+    let cut =
+        tokio::time::timeout(std::time::Duration::from_secs(2), w.approvals.decide(&req)).await;
+    assert!(cut.is_err(), "the decision was cut off mid-action");
+    assert_eq!(
+        statuses(&w).await,
+        [("cmd:killed:started".to_owned(), "started".to_owned())]
+    );
+    w.ifs.faults().clear();
+    let o = w.approvals.decide(&req).await;
+    assert!(
+        matches!(
+            o,
+            ApprovalOutcome::Done { .. } | ApprovalOutcome::AlreadyDone { .. }
+        ),
+        "{o:?}"
+    );
+    assert_eq!(w.state(), "Approved");
+    let h = statuses(&w).await;
+    assert_eq!(h.len(), 2, "the retry's intent is the same entry: {h:?}");
+    assert_eq!(h[1].0, "cmd:killed", "{h:?}");
 }
 
 #[tokio::test]
