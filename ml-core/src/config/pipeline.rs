@@ -395,7 +395,18 @@ impl PipelineConfig {
             } else {
                 path
             };
-            Error::config(path, located(text, e.inner()))
+            let mut message = located(text, e.inner());
+            if path.contains("schedule")
+                && e.inner()
+                    .span()
+                    .is_some_and(|r| text.get(r).is_some_and(|v| v.contains("${")))
+            {
+                message.push_str(
+                    "; `${NAME}` is read in connector settings only: write the schedule \
+                     itself (e.g. `every = \"10m\"`)",
+                );
+            }
+            Error::config(path, message)
         })?;
         config.validate()?;
         Ok(config)

@@ -170,6 +170,23 @@ fn file_errors_say_where_in_the_file() {
     assert!(message.contains(&format!("(line {last},")), "{message}");
 }
 
+#[test]
+fn a_variable_in_a_schedule_says_schedules_are_written_out() {
+    let text = GOOD.replace(
+        "schedule = { every = \"1s\" }",
+        "schedule = { every = \"${POLL_EVERY:-10m}\" }",
+    );
+    assert_ne!(text, GOOD);
+    let Err(Error::Config { key, message }) = PipelineConfig::from_toml_str(&text) else {
+        panic!("accepted");
+    };
+    assert!(key.contains("schedule"), "{key}");
+    assert!(
+        message.contains("write the schedule itself (e.g. `every = \"10m\"`)"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn unknown_connector_and_missing_env_name_the_path() {
     let registry = Registry::new().with_memory(BTreeMap::new());
