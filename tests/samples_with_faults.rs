@@ -783,6 +783,12 @@ async fn a_revoked_token_holds_the_deliveries_and_the_run_says_so() {
             .any(|l| l.contains(" retrying ") || l.contains(" pending ")),
         "{listed}\n{again}"
     );
+    // The hold's notes are history now: counted as resolved, not shown as open warnings.
+    assert!(listed.contains("of them since resolved"), "{listed}");
+    assert!(
+        !listed.lines().any(|l| l.contains("destination_held")),
+        "{listed}"
+    );
 }
 
 /// `run` as a service: a stream refused permanently is named as paused, with its reason,

@@ -1211,23 +1211,77 @@ async fn recent_warnings(store: &dyn AuditStore, now: jiff::Timestamp) -> Result
             .ok(),
         ..NoteFilter::default()
     };
-    let warnings: Vec<JournalNote> = store
-        .notes(&filter)
-        .await?
-        .into_iter()
-        .filter(|n| n.severity >= NoteSeverity::Warning)
-        .collect();
-    if warnings.is_empty() {
+    let mut open = Vec::new();
+    let mut resolved = 0;
+    for n in store.notes(&filter).await? {
+        if n.severity < NoteSeverity::Warning {
+            continue;
+        }
+        if resolved_since(store, &n).await? {
+            resolved += 1;
+        } else {
+            open.push(n);
+        }
+    }
+    if open.is_empty() && resolved == 0 {
         return Ok(());
     }
+    let since_resolved = if resolved > 0 {
+        format!(", {resolved} of them since resolved")
+    } else {
+        String::new()
+    };
     say!(
-        "{} warning note(s) in the last 30 days (all: `audit notes`); newest:",
-        warnings.len()
+        "{} warning note(s) in the last 30 days{since_resolved} (all: `audit notes`){}",
+        open.len() + resolved,
+        if open.is_empty() {
+            ""
+        } else {
+            "; newest open:"
+        }
     );
-    for n in warnings.iter().take(3) {
+    for n in open.iter().take(3) {
         say!("  {}", note_line(n));
     }
     Ok(())
+}
+
+/// Whether what `note` warned about has since cleared, as far as the journal shows: a
+/// paused stream that has completed a cycle without error after the note, a held
+/// destination that has had a delivery after it. Other kinds are never taken as resolved.
+async fn resolved_since(store: &dyn AuditStore, note: &JournalNote) -> Result<bool> {
+    match note.kind.as_str() {
+        ml_connector::audit::KIND_STREAM_PAUSED => {
+            let Some(stream) = &note.stream else {
+                return Ok(false);
+            };
+            Ok(store.cycles(stream, 1).await?.first().is_some_and(|c| {
+                c.started_at > note.at && c.finished_at.is_some() && c.error.is_none()
+            }))
+        }
+        ml_connector::audit::KIND_DESTINATION_HELD => {
+            // The dedupe starts with the destination (`slack:#finance`).
+            let Some(d) = note
+                .dedupe
+                .lines()
+                .next()
+                .and_then(|d| ml_core::sink::Destination::parse(d).ok())
+            else {
+                return Ok(false);
+            };
+            let delivered = store
+                .deliveries(&DeliveryFilter {
+                    destination: Some(d),
+                    status: Some(DeliveryStatus::Delivered),
+                    since: Some(note.at),
+                    limit: Some(1),
+                    ..DeliveryFilter::default()
+                })
+                .await?;
+            Ok(!delivered.is_empty())
+        }
+        _ => Ok(false),
+    }
 }
 
 #[cfg(test)]
