@@ -320,6 +320,23 @@ async fn a_refused_refresh_token_is_noted_once_as_pairing_needed() {
     );
     assert!(out.contains("error"), "{out}");
     no_secrets(&out, refresh);
+    // The operator pairs again (a new token in the environment) and restarts: the first
+    // good poll notes the pairing restored, and `audit list` no longer shows it as open.
+    let fresh = e.pair_expiring_in(Duration::from_secs(90 * 86_400));
+    let mut env = env.clone();
+    env.set("SAGE_X3_REFRESH_TOKEN", &fresh);
+    let assembled = connectors::assemble(&config, &env).await.expect("assemble");
+    let summary = assembled.pipeline.run_once().await.expect("run");
+    assert!(summary.cycle_errors.is_empty(), "{summary:?}");
+    drop(assembled);
+    let out = audit_cli(&dir, &["notes"]);
+    assert!(out.contains("pairing_restored"), "{out}");
+    let listed = audit_cli(&dir, &["list"]);
+    // The pairing note and the pause notes of both streams: all resolved, none open.
+    assert!(listed.contains("3 of them since resolved"), "{listed}");
+    assert!(!listed.contains("newest open"), "{listed}");
+    assert!(!listed.contains("pairing needed"), "{listed}");
+    no_secrets(&listed, &fresh);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,8 +17,8 @@ use crate::sink::{Destination, Receipt};
 mod notes;
 
 pub use notes::{
-    JournalNote, KIND_DESTINATION_HELD, KIND_PAIRING_NEEDED, KIND_REFRESH_TOKEN_EXPIRY,
-    KIND_STREAM_PAUSED, NOTE_KINDS, NoteFilter, NoteSeverity,
+    JournalNote, KIND_DESTINATION_HELD, KIND_PAIRING_NEEDED, KIND_PAIRING_RESTORED,
+    KIND_REFRESH_TOKEN_EXPIRY, KIND_STREAM_PAUSED, NOTE_KINDS, NoteFilter, NoteSeverity,
 };
 
 /// A delivery's id in the journal. Increasing in commit order, so per-destination order is

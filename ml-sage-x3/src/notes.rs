@@ -6,11 +6,13 @@
 //! (the journal is async), so a poll that returns has journaled what it raised.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use jiff::Timestamp;
 use ml_core::audit::{
-    AuditStore, JournalNote, KIND_PAIRING_NEEDED, KIND_REFRESH_TOKEN_EXPIRY, NoteSeverity,
+    AuditStore, JournalNote, KIND_PAIRING_NEEDED, KIND_PAIRING_RESTORED, KIND_REFRESH_TOKEN_EXPIRY,
+    NoteFilter, NoteSeverity,
 };
 use ml_core::auth::{ExpiryObserver, ExpiryWarning};
 use ml_core::clock::{Clock, SystemClock};
@@ -30,6 +32,9 @@ pub struct JournalNotes {
     credential: String,
     clock: Arc<dyn Clock>,
     pending: Mutex<Vec<JournalNote>>,
+    /// Whether a successful poll has looked for an unresolved pairing note since this
+    /// process started (or since it last noted one).
+    restored_checked: AtomicBool,
 }
 
 impl fmt::Debug for JournalNotes {
@@ -50,6 +55,7 @@ impl JournalNotes {
             credential: credential.into(),
             clock: Arc::new(SystemClock),
             pending: Mutex::new(Vec::new()),
+            restored_checked: AtomicBool::new(false),
         }
     }
 
@@ -128,6 +134,50 @@ impl JournalNotes {
                 self.credential
             ),
         );
+        self.restored_checked.store(false, Ordering::Relaxed);
+        self.write(note).await
+    }
+
+    /// A poll succeeded: if the journal's latest pairing note for this credential is newer
+    /// than its latest restoration note, notes the pairing as restored (once; looked up
+    /// once per process, and again after this process noted a pairing). Returns whether a
+    /// note was written.
+    pub async fn polled_ok(&self) -> bool {
+        if self.restored_checked.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        let latest = |kind: &'static str| async move {
+            let prefix = format!("{}:", self.credential);
+            self.store
+                .notes(&NoteFilter::kind(kind))
+                .await
+                .ok()?
+                .into_iter()
+                .filter(|n| n.dedupe.starts_with(&prefix))
+                .map(|n| n.at)
+                .max()
+        };
+        let Some(needed) = latest(KIND_PAIRING_NEEDED).await else {
+            return false;
+        };
+        if latest(KIND_PAIRING_RESTORED)
+            .await
+            .is_some_and(|restored| restored >= needed)
+        {
+            return false;
+        }
+        let now = self.clock.now();
+        let note = JournalNote::new(
+            now,
+            KIND_PAIRING_RESTORED,
+            NoteSeverity::Info,
+            format!("{}:{now}", self.credential),
+            format!(
+                "Sage X3 `{}`: polls work again; the pairing needed since {} is resolved",
+                self.credential,
+                needed.strftime("%Y-%m-%d %H:%M:%SZ")
+            ),
+        );
         self.write(note).await
     }
 
@@ -197,5 +247,28 @@ mod tests {
             all.iter()
                 .all(|n| n.message.contains("sage_x3.x3.refresh_token"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_poll_after_a_new_pairing_notes_the_pairing_restored_once() {
+        let store = Arc::new(MemoryAuditStore::new());
+        let process = |credential: &str| {
+            JournalNotes::new(Arc::clone(&store) as Arc<dyn AuditStore>, credential)
+        };
+        assert!(!process("x3.a").polled_ok().await, "nothing to resolve");
+        assert!(process("x3.a").pairing_needed("refused", None).await);
+        // The operator pairs again and restarts: the first good poll resolves the note.
+        let next = process("x3.a");
+        assert!(next.polled_ok().await);
+        assert!(!next.polled_ok().await, "once per process");
+        assert!(!process("x3.a").polled_ok().await, "already resolved");
+        assert!(!process("x3.b").polled_ok().await, "another credential");
+        let restored = store
+            .notes(&NoteFilter::kind(KIND_PAIRING_RESTORED))
+            .await
+            .expect("notes");
+        assert_eq!(restored.len(), 1);
+        assert_eq!(restored[0].severity, NoteSeverity::Info);
+        assert!(restored[0].dedupe.starts_with("x3.a:"), "{restored:?}");
     }
 }

@@ -187,6 +187,8 @@ impl SageX3Source {
         if failed && let RotationStatus::PairingNeeded { reason } = self.auth_status() {
             let expires_at = common.auth.refresh_expires_at().await;
             notes.pairing_needed(&reason, expires_at).await;
+        } else if !failed {
+            notes.polled_ok().await;
         }
         notes.flush().await;
     }

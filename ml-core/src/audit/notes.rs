@@ -24,10 +24,16 @@ pub const KIND_STREAM_PAUSED: &str = "stream_paused";
 /// revoked bot token): its deliveries are held, not failed, until they work again.
 pub const KIND_DESTINATION_HELD: &str = "destination_held";
 
+/// [`JournalNote::kind`] (info) of a connector that polls again after a
+/// [`KIND_PAIRING_NEEDED`] note for the same credential: that note is resolved. Its
+/// dedupe starts with the credential's name and a colon, as the pairing note's does.
+pub const KIND_PAIRING_RESTORED: &str = "pairing_restored";
+
 /// Every kind of note this crate family writes.
 pub const NOTE_KINDS: &[&str] = &[
     KIND_REFRESH_TOKEN_EXPIRY,
     KIND_PAIRING_NEEDED,
+    KIND_PAIRING_RESTORED,
     KIND_STREAM_PAUSED,
     KIND_DESTINATION_HELD,
 ];

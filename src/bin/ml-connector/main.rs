@@ -1248,7 +1248,8 @@ async fn recent_warnings(store: &dyn AuditStore, now: jiff::Timestamp) -> Result
 
 /// Whether what `note` warned about has since cleared, as far as the journal shows: a
 /// paused stream that has completed a cycle without error after the note, a held
-/// destination that has had a delivery after it. Other kinds are never taken as resolved.
+/// destination that has had a delivery after it, a pairing noted as restored after it.
+/// Other kinds are never taken as resolved.
 async fn resolved_since(store: &dyn AuditStore, note: &JournalNote) -> Result<bool> {
     match note.kind.as_str() {
         ml_connector::audit::KIND_STREAM_PAUSED => {
@@ -1279,6 +1280,20 @@ async fn resolved_since(store: &dyn AuditStore, note: &JournalNote) -> Result<bo
                 })
                 .await?;
             Ok(!delivered.is_empty())
+        }
+        ml_connector::audit::KIND_PAIRING_NEEDED => {
+            // `<credential>:<token expiry>`; a restoration note names the credential too.
+            let Some((credential, _)) = note.dedupe.split_once(':') else {
+                return Ok(false);
+            };
+            let prefix = format!("{credential}:");
+            Ok(store
+                .notes(&NoteFilter::kind(
+                    ml_connector::audit::KIND_PAIRING_RESTORED,
+                ))
+                .await?
+                .iter()
+                .any(|r| r.at >= note.at && r.dedupe.starts_with(&prefix)))
         }
         _ => Ok(false),
     }
