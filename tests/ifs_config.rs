@@ -442,5 +442,14 @@ mod binary {
         assert!(shown.contains("\"outcome\":\"refused\""), "{shown}");
         assert!(shown.contains("U0MALLORY"), "{shown}");
         assert_eq!(shown.matches("\"outcome\":\"done\"").count(), 1, "{shown}");
+        // The decisions' journal stream is in no stream of the file, and sends nothing:
+        // not taken for a renamed stream.
+        let out = command(&journal, &ifs, &slack)
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .expect("check");
+        let checked = String::from_utf8_lossy(&out.stdout);
+        assert!(!checked.contains("warning"), "{checked}");
     }
 }

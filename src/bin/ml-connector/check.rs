@@ -6,6 +6,7 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
+use ml_connector::audit::DeliveryFilter;
 use ml_connector::config::{PipelineConfig, ProcessEnv};
 use ml_connector::pipeline::Pipeline;
 use ml_connector::sink::{DestinationCheck, Sink};
@@ -121,9 +122,9 @@ async fn renames(pipeline: &Pipeline) -> Result<usize> {
     Ok(failed)
 }
 
-/// Streams the journal holds that no stream of the file names (nor renames): a stream
-/// renamed without `renamed_from` starts over under its new name and sends its records
-/// again. One line each, for `check` and the start of `run`; none when the journal cannot
+/// Streams the journal holds, with deliveries, that no stream of the file names (nor
+/// renames): a stream renamed without `renamed_from` starts over under its new name and
+/// sends its records again. One line each, for `check` and the start of `run`; none when the journal cannot
 /// list its streams.
 pub(super) async fn orphan_streams(pipeline: &Pipeline) -> Vec<String> {
     let Ok(journaled) = pipeline.store().streams().await else {
@@ -141,9 +142,28 @@ pub(super) async fn orphan_streams(pipeline: &Pipeline) -> Vec<String> {
         .filter(|s| s.renamed_from().is_none() && !journaled.iter().any(|j| j == s.name()))
         .map(ml_connector::Stream::name)
         .collect();
-    journaled
-        .iter()
-        .filter(|j| !configured.contains(&j.as_str()))
+    let mut orphans = Vec::new();
+    for j in &journaled {
+        if configured.contains(&j.as_str()) {
+            continue;
+        }
+        // Only a stream whose records went somewhere can send them again under a new
+        // name (a journal of approval decisions, say, sends nothing).
+        let sent = pipeline
+            .store()
+            .deliveries(&DeliveryFilter {
+                stream: Some(j.clone()),
+                limit: Some(1),
+                ..DeliveryFilter::default()
+            })
+            .await
+            .is_ok_and(|d| !d.is_empty());
+        if sent {
+            orphans.push(j);
+        }
+    }
+    orphans
+        .into_iter()
         .map(|j| {
             let hint = if new.is_empty() {
                 String::new()
