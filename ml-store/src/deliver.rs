@@ -741,56 +741,44 @@ pub(crate) fn replay(conn: &mut Connection, id: DeliveryId, now: Timestamp) -> S
     Ok(())
 }
 
+/// See `AuditWrite::replay_failed` and, with `to`, `AuditWrite::replay_failed_to`.
 pub(crate) fn replay_failed(
     conn: &mut Connection,
     filter: &DeliveryFilter,
-    now: Timestamp,
-) -> StoreResult<u64> {
-    let now = codec::ts(now)?;
-    let (clause, mut args) = filter_clause(filter);
-    let sql = format!(
-        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ?, \
-           round_base = attempts, first_attempt_at = NULL \
-         WHERE id IN (SELECT d.id FROM deliveries AS d JOIN records AS r ON r.id = d.record_id \
-                      WHERE d.status = 'failed'{clause} ORDER BY d.id LIMIT ?)"
-    );
-    let mut all = vec![now.into(), now.into()];
-    all.append(&mut args);
-    all.push(sql_limit(filter.limit).into());
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let n = tx.prepare_cached(&sql)?.execute(params_from_iter(all))?;
-    tx.commit()?;
-    Ok(n as u64)
-}
-
-/// See `AuditWrite::replay_failed_to`: replayed as `replay_failed` does, to `to`.
-pub(crate) fn replay_failed_to(
-    conn: &mut Connection,
-    filter: &DeliveryFilter,
-    to: &Destination,
+    to: Option<&Destination>,
     now: Timestamp,
 ) -> StoreResult<u64> {
     let now = codec::ts(now)?;
     let (clause, mut args) = filter_clause(filter);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.prepare_cached("INSERT OR IGNORE INTO destinations (sink, address) VALUES (?1, ?2)")?
-        .execute(params![to.sink, to.address])?;
-    let dest: i64 = tx
-        .prepare_cached("SELECT id FROM destinations WHERE sink = ?1 AND address = ?2")?
-        .query_row(params![to.sink, to.address], |r| r.get(0))?;
+    let dest: Option<i64> = match to {
+        Some(to) => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO destinations (sink, address) VALUES (?1, ?2)",
+            )?
+            .execute(params![to.sink, to.address])?;
+            Some(
+                tx.prepare_cached("SELECT id FROM destinations WHERE sink = ?1 AND address = ?2")?
+                    .query_row(params![to.sink, to.address], |r| r.get(0))?,
+            )
+        }
+        None => None,
+    };
+    // ?1: the new destination (NULL: the same one); a record that already has a live or
+    // sent delivery there keeps its failed one.
     let sql = format!(
-        "UPDATE deliveries SET status = 'pending', dest_id = ?, remote_scope = NULL, \
-           next_attempt_at = ?, updated_at = ?, round_base = attempts, first_attempt_at = NULL \
+        "UPDATE deliveries SET status = 'pending', dest_id = coalesce(?1, dest_id), \
+           remote_scope = CASE WHEN ?1 IS NULL THEN remote_scope END, \
+           next_attempt_at = ?2, updated_at = ?2, round_base = attempts, first_attempt_at = NULL \
          WHERE id IN (SELECT d.id FROM deliveries AS d JOIN records AS r ON r.id = d.record_id \
                       WHERE d.status = 'failed'{clause} \
-                        AND NOT EXISTS (SELECT 1 FROM deliveries AS t \
-                          WHERE t.record_id = d.record_id AND t.dest_id = ? \
-                            AND t.status <> 'failed') \
+                        AND (?1 IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries AS t \
+                          WHERE t.record_id = d.record_id AND t.dest_id = ?1 \
+                            AND t.status <> 'failed')) \
                       ORDER BY d.id LIMIT ?)"
     );
-    let mut all = vec![dest.into(), now.into(), now.into()];
+    let mut all = vec![dest.into(), now.into()];
     all.append(&mut args);
-    all.push(dest.into());
     all.push(sql_limit(filter.limit).into());
     let n = tx.prepare_cached(&sql)?.execute(params_from_iter(all))?;
     tx.commit()?;

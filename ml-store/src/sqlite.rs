@@ -518,7 +518,7 @@ impl AuditWrite for SqliteAuditStore {
     ) -> Result<u64> {
         let (filter, to) = (filter.clone(), to.clone());
         self.write("replay_failed_to", move |c| {
-            deliver::replay_failed_to(c, &filter, &to, now)
+            deliver::replay_failed(c, &filter, Some(&to), now)
         })
         .await
     }
@@ -526,7 +526,7 @@ impl AuditWrite for SqliteAuditStore {
     async fn replay_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
         let filter = filter.clone();
         self.write("replay_failed", move |c| {
-            deliver::replay_failed(c, &filter, now)
+            deliver::replay_failed(c, &filter, None, now)
         })
         .await
     }

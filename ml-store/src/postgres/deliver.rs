@@ -668,60 +668,45 @@ pub(crate) async fn replay(s: &PostgresAuditStore, id: DeliveryId, now: Timestam
     Ok(())
 }
 
+/// See `AuditWrite::replay_failed` and, with `to`, `AuditWrite::replay_failed_to`.
 pub(crate) async fn replay_failed(
     s: &PostgresAuditStore,
     filter: &DeliveryFilter,
+    to: Option<&Destination>,
     now: Timestamp,
 ) -> Result<u64> {
     let ctx = s.ctx("replay_failed");
     let now = codec::ts(now).db(&ctx)?;
-    let limit = filter.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(now), Box::new(limit)];
-    let clause = filter_clause(filter, &mut args);
-    let sql = format!(
-        "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, updated_at = $1, \
-           round_base = attempts, first_attempt_at = NULL \
-         WHERE id IN (SELECT d.id FROM deliveries AS d JOIN records AS r ON r.id = d.record_id \
-                      WHERE d.status = 'failed'{clause} ORDER BY d.id LIMIT $2)"
-    );
-    let client = s.client("replay_failed").await?;
-    let params: Vec<&(dyn ToSql + Sync)> =
-        args.iter().map(|a| &**a as &(dyn ToSql + Sync)).collect();
-    client.execute(&sql, &params).await.db(&ctx)
-}
-
-/// See `AuditWrite::replay_failed_to`.
-pub(crate) async fn replay_failed_to(
-    s: &PostgresAuditStore,
-    filter: &DeliveryFilter,
-    to: &Destination,
-    now: Timestamp,
-) -> Result<u64> {
-    let ctx = s.ctx("replay_failed_to");
-    let now = codec::ts(now).db(&ctx)?;
-    let mut client = s.client("replay_failed_to").await?;
+    let mut client = s.client("replay_failed").await?;
     let tx = client.transaction().await.db(&ctx)?;
-    let dest: i64 = tx
-        .query_one(
-            "INSERT INTO destinations (sink, address) VALUES ($1, $2) \
-             ON CONFLICT (sink, address) DO UPDATE SET sink = excluded.sink RETURNING id",
-            &[&to.sink, &to.address],
-        )
-        .await
-        .db(&ctx)?
-        .get(0);
+    let dest: Option<i64> = match to {
+        Some(to) => Some(
+            tx.query_one(
+                "INSERT INTO destinations (sink, address) VALUES ($1, $2) \
+                 ON CONFLICT (sink, address) DO UPDATE SET sink = excluded.sink RETURNING id",
+                &[&to.sink, &to.address],
+            )
+            .await
+            .db(&ctx)?
+            .get(0),
+        ),
+        None => None,
+    };
     let limit = filter.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     let mut args: Vec<Box<dyn ToSql + Sync + Send>> =
         vec![Box::new(now), Box::new(limit), Box::new(dest)];
     let clause = filter_clause(filter, &mut args);
+    // $3: the new destination (NULL: the same one); a record that already has a live or
+    // sent delivery there keeps its failed one.
     let sql = format!(
-        "UPDATE deliveries SET status = 'pending', dest_id = $3, remote_scope = NULL, \
+        "UPDATE deliveries SET status = 'pending', dest_id = coalesce($3::bigint, dest_id), \
+           remote_scope = CASE WHEN $3::bigint IS NULL THEN remote_scope END, \
            next_attempt_at = $1, updated_at = $1, round_base = attempts, first_attempt_at = NULL \
          WHERE id IN (SELECT d.id FROM deliveries AS d JOIN records AS r ON r.id = d.record_id \
                       WHERE d.status = 'failed'{clause} \
-                        AND NOT EXISTS (SELECT 1 FROM deliveries AS t \
-                          WHERE t.record_id = d.record_id AND t.dest_id = $3 \
-                            AND t.status <> 'failed') \
+                        AND ($3::bigint IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries AS t \
+                          WHERE t.record_id = d.record_id AND t.dest_id = $3::bigint \
+                            AND t.status <> 'failed')) \
                       ORDER BY d.id LIMIT $2)"
     );
     let params: Vec<&(dyn ToSql + Sync)> =

@@ -259,11 +259,11 @@ impl AuditWrite for PostgresAuditStore {
         to: &Destination,
         now: Timestamp,
     ) -> Result<u64> {
-        deliver::replay_failed_to(self, filter, to, now).await
+        deliver::replay_failed(self, filter, Some(to), now).await
     }
 
     async fn replay_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
-        deliver::replay_failed(self, filter, now).await
+        deliver::replay_failed(self, filter, None, now).await
     }
 
     async fn apply_callback(&self, update: &CallbackUpdate) -> Result<CallbackApplied> {
