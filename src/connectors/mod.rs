@@ -153,9 +153,9 @@ pub async fn assemble(config: &PipelineConfig, env: &dyn Env) -> Result<Assemble
     registry().assemble(config, env, |b| b).await
 }
 
-/// Reads a TOML file and assembles it.
+/// Reads a TOML file (schedules may read `env`) and assembles it.
 pub async fn load(path: &Path, env: &dyn Env) -> Result<Assembled> {
-    let config = PipelineConfig::from_file(path)?;
+    let config = PipelineConfig::from_file_with_env(path, env)?;
     assemble(&config, env).await
 }
 

@@ -402,8 +402,9 @@ impl PipelineConfig {
                     .is_some_and(|r| text.get(r).is_some_and(|v| v.contains("${")))
             {
                 message.push_str(
-                    "; `${NAME}` is read in connector settings only: write the schedule \
-                     itself (e.g. `every = \"10m\"`)",
+                    "; `${NAME}` in a schedule is read by `from_toml_str_with_env` / \
+                     `from_file_with_env` (the command line does), not here: write the \
+                     schedule itself (e.g. `every = \"10m\"`) or use those",
                 );
             }
             Error::config(path, message)
@@ -414,14 +415,36 @@ impl PipelineConfig {
 
     /// Reads and parses a file; errors name the file and the key path.
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::config(path.display().to_string(), e.to_string()))?;
-        Self::from_toml_str(&text).map_err(|e| match e {
+        Self::read_file(path, None)
+    }
+
+    /// As [`Self::from_toml_str`], with `${NAME}` (and `${NAME:-default}`) in stream
+    /// schedules read from `env` first (`schedule = { every = "${POLL_EVERY:-10m}" }`):
+    /// schedules are parsed with the file, before connectors read their settings, so
+    /// they are the one place outside settings where a file may read the environment.
+    pub fn from_toml_str_with_env(text: &str, env: &(impl Env + ?Sized)) -> Result<Self> {
+        Self::from_toml_str(&expand_schedules(text, env)?)
+    }
+
+    /// As [`Self::from_file`], with schedules read as [`Self::from_toml_str_with_env`].
+    pub fn from_file_with_env(path: &std::path::Path, env: &dyn Env) -> Result<Self> {
+        Self::read_file(path, Some(env))
+    }
+
+    fn read_file(path: &std::path::Path, env: Option<&dyn Env>) -> Result<Self> {
+        let in_file = |e: Error| match e {
             Error::Config { key, message } => {
                 Error::config(format!("{}: {key}", path.display()), message)
             }
             other => other,
-        })
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(path.display().to_string(), e.to_string()))?;
+        let text = match env {
+            Some(env) => expand_schedules(&text, env).map_err(in_file)?,
+            None => text,
+        };
+        Self::from_toml_str(&text).map_err(in_file)
     }
 
     /// The TOML form (with `${NAME}` references as written, never their values).
@@ -645,6 +668,45 @@ fn start_at_de<'de, D: serde::Deserializer<'de>>(
 /// `start_at` relative to `now`: a time, `now`, or a span back (`7d ago`, `-12h`).
 /// A TOML error's message with where it is in the file (`line 12, column 3`), when known:
 /// an operator's editor goes there, where a key path alone may be ambiguous.
+/// `text` with every `${NAME}` in a stream's schedule replaced from `env`, line by line
+/// (inline tables are one line in TOML, so line numbers stay those of the file): the
+/// `schedule = { ... }` line of a `[[streams]]` entry, and the lines of a
+/// `[streams.schedule]` table. Errors name `streams[i].schedule`.
+fn expand_schedules(text: &str, env: &(impl Env + ?Sized)) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
+    // The index of the `[[streams]]` entry the line is in, and whether it is in that
+    // entry's `[streams.schedule]` table.
+    let mut stream: Option<usize> = None;
+    let mut streams = 0;
+    let mut in_table = false;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            let header: String = t.chars().filter(|c| !c.is_whitespace()).collect();
+            in_table = false;
+            if header.starts_with("[[streams]]") {
+                stream = Some(streams);
+                streams += 1;
+            } else if header.starts_with("[streams.schedule]") {
+                in_table = stream.is_some();
+            } else if !header.starts_with("[streams.") {
+                stream = None;
+            }
+        }
+        let schedule_line = in_table
+            || t.strip_prefix("schedule")
+                .is_some_and(|rest| rest.trim_start().starts_with('='));
+        match stream {
+            Some(i) if schedule_line && line.contains("${") => {
+                let path = format!("streams[{i}].schedule");
+                out.push_str(&super::interpolate::interpolate(&path, line, env)?);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    Ok(out)
+}
+
 fn located(text: &str, e: &toml::de::Error) -> String {
     let message = e.message().trim();
     let Some(span) = e.span() else {

@@ -5,6 +5,8 @@ use super::{MapEnv, Registry};
 use crate::error::Error;
 use crate::memory::SourceTable;
 use crate::record::{EntityKind, Record};
+use crate::schedule::Schedule;
+use std::time::Duration;
 
 const GOOD: &str = r#"
 [journal]
@@ -185,6 +187,45 @@ fn a_variable_in_a_schedule_says_schedules_are_written_out() {
         message.contains("write the schedule itself (e.g. `every = \"10m\"`)"),
         "{message}"
     );
+    // Read with an environment, the variable (or its default) is the schedule.
+    let env = MapEnv::new();
+    let config = PipelineConfig::from_toml_str_with_env(&text, &env).expect("default");
+    assert_eq!(
+        config.streams[0].schedule.spec(),
+        Schedule::every(Duration::from_secs(600))
+            .expect("10m")
+            .spec()
+    );
+    let env = MapEnv::new().with("POLL_EVERY", "2m");
+    let config = PipelineConfig::from_toml_str_with_env(&text, &env).expect("set");
+    assert_eq!(
+        config.streams[0].schedule.spec(),
+        Schedule::every(Duration::from_secs(120))
+            .expect("2m")
+            .spec()
+    );
+    // A table form, and a variable without a default that is not set.
+    let table = GOOD.replacen(
+        "schedule = { every = \"1s\" }",
+        "\n[streams.schedule]\nevery = \"${POLL_EVERY}\"\n",
+        1,
+    );
+    let config = PipelineConfig::from_toml_str_with_env(&table, &env).expect("table");
+    assert_eq!(
+        config.streams[0].schedule.spec(),
+        Schedule::every(Duration::from_secs(120))
+            .expect("2m")
+            .spec()
+    );
+    let Err(Error::Config { key, message }) =
+        PipelineConfig::from_toml_str_with_env(&table, &MapEnv::new())
+    else {
+        panic!("accepted");
+    };
+    assert_eq!(key, "streams[0].schedule");
+    assert!(message.contains("`POLL_EVERY` is not set"), "{message}");
+    // `${...}` elsewhere is left for the connectors (here: a sink setting).
+    assert!(PipelineConfig::from_toml_str_with_env(GOOD, &MapEnv::new()).is_ok());
 }
 
 #[tokio::test]

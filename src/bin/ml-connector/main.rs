@@ -310,7 +310,7 @@ async fn dispatch(command: Command) -> Result<Done> {
             let store = open_journal(config.as_deref(), journal.as_deref()).await?;
             let file = config
                 .as_deref()
-                .map(PipelineConfig::from_file)
+                .map(|c| PipelineConfig::from_file_with_env(c, &ProcessEnv))
                 .transpose()?;
             audit(store.as_ref(), command, file.as_ref()).await
         }
@@ -527,7 +527,7 @@ async fn pipeline_env(
 }
 
 async fn load(path: &Path) -> Result<(PipelineConfig, Assembled)> {
-    let config = PipelineConfig::from_file(path)?;
+    let config = PipelineConfig::from_file_with_env(path, &ProcessEnv)?;
     let env = pipeline_env(&config).await?;
     let assembled = connectors::assemble(&config, &env).await?;
     for line in assembled.sandbox_banners() {
@@ -545,7 +545,7 @@ async fn load_with_hooks(
     Assembled,
     ml_connector::connectors::inbound::InboundHooks,
 )> {
-    let config = PipelineConfig::from_file(path)?;
+    let config = PipelineConfig::from_file_with_env(path, &ProcessEnv)?;
     let env = pipeline_env(&config).await?;
     let (assembled, hooks) = connectors::assemble_with_hooks(&config, &env).await?;
     for line in assembled.sandbox_banners() {
@@ -612,7 +612,7 @@ async fn open_journal(
 ) -> Result<std::sync::Arc<dyn AuditStore>> {
     let store: std::sync::Arc<dyn AuditStore> = match (config, journal) {
         (Some(c), _) => {
-            let config = PipelineConfig::from_file(c)?;
+            let config = PipelineConfig::from_file_with_env(c, &ProcessEnv)?;
             connectors::registry().journal(&config, &ProcessEnv).await?
         }
         (None, Some(j)) => {
@@ -914,7 +914,7 @@ async fn dry_run(path: &Path, max: usize) -> Result<()> {
 }
 
 async fn explain(path: &Path, stream: &str, key: &str) -> Result<()> {
-    let config = PipelineConfig::from_file(path)?;
+    let config = PipelineConfig::from_file_with_env(path, &ProcessEnv)?;
     let router = config.router()?;
     let store = connectors::registry().journal(&config, &ProcessEnv).await?;
     let history = store.record_history(stream, key).await?;
