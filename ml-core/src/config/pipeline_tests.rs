@@ -173,7 +173,7 @@ fn file_errors_say_where_in_the_file() {
 }
 
 #[test]
-fn a_variable_in_a_schedule_says_schedules_are_written_out() {
+fn a_variable_in_a_schedule_is_read_with_an_environment_only() {
     let text = GOOD.replace(
         "schedule = { every = \"1s\" }",
         "schedule = { every = \"${POLL_EVERY:-10m}\" }",
