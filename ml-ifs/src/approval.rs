@@ -554,6 +554,15 @@ impl Approvals {
         }
     }
 
+    /// The company of `values` when IFS_COMPANY is set and it is another one.
+    fn outside_company(&self, values: &[String]) -> Option<String> {
+        let company = self.company.as_deref()?;
+        let attr = self.spec.company.as_deref()?;
+        let i = self.spec.keys.iter().position(|k| k.name == attr)?;
+        let theirs = values.get(i)?;
+        (theirs != company).then(|| theirs.clone())
+    }
+
     /// The keys of the one invoice whose document number (`InvoiceNo`, what the Slack
     /// message shows) is `text`, within the company when one is configured; else, for a
     /// bare number without IFS_COMPANY (`/approve-invoice 5003`), of the one invoice
@@ -682,6 +691,19 @@ impl Approvals {
             .spec
             .record_key(&values)
             .unwrap_or_else(|| req.invoice.clone());
+        if let Some(other) = self.outside_company(&values) {
+            // IFS_COMPANY bounds what this connector reads; it bounds what it acts on too
+            // (a full key typed for another company would approve what nobody here sees).
+            let outcome = ApprovalOutcome::Refused {
+                reason: format!(
+                    "{key} belongs to company {other}; this connector acts only for company {}.",
+                    self.company.as_deref().unwrap_or_default()
+                ),
+            };
+            self.journal(req, &key, Some(approver), None, &outcome, None)
+                .await;
+            return outcome;
+        }
         let lock = self.lock_for(&key);
         let _guard = lock.lock().await;
         if let Some(previous) = self.previously(&key, &req.request_id).await {

@@ -420,6 +420,51 @@ async fn a_bare_invoice_id_is_found_without_a_company() {
     assert_eq!(w.applied(), 1);
 }
 
+/// With IFS_COMPANY set, the connector reads one company and acts on that company only: a
+/// full key typed for another company is refused (and journaled), not approved.
+#[tokio::test]
+async fn an_invoice_of_another_company_is_not_acted_on() {
+    let w = world().await; // IFS_COMPANY = 10
+    w.ifs
+        .insert(SET, &invoice("20", 9, "5.00", "AwaitingApproval", None))
+        .expect("other company");
+    let o = w
+        .approvals
+        .decide(&approve("x", APPROVER, "Company='20',InvoiceId=9"))
+        .await;
+    match &o {
+        ApprovalOutcome::Refused { reason } => {
+            assert!(
+                reason.contains("company 20") && reason.contains("company 10"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(w.ifs.action_calls().is_empty());
+    assert_eq!(
+        w.ifs.get(SET, &["20", "9"]).expect("row")["Objstate"],
+        "AwaitingApproval"
+    );
+    let h = w
+        .journal
+        .record_history(DEFAULT_STREAM, "Company='20',InvoiceId=9")
+        .await
+        .expect("history");
+    assert_eq!(
+        h.versions
+            .last()
+            .and_then(|v| v.record.fields.status.as_deref()),
+        Some("refused")
+    );
+    // Its own company's invoice, by the same full-key form, goes through.
+    let o = w
+        .approvals
+        .decide(&approve("y", APPROVER, "Company='10',InvoiceId=7"))
+        .await;
+    assert!(matches!(o, ApprovalOutcome::Done { .. }), "{o:?}");
+}
+
 #[tokio::test]
 async fn an_unauthorised_user_learns_nothing_about_which_invoices_exist() {
     let w = world().await;
